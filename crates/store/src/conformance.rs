@@ -1,0 +1,68 @@
+//! Behaviour every [`RecordStore`] must show. A backend's tests call [`run_all`]
+//! on a fresh, empty store.
+
+use crate::{Collection, Expect, RecordStore, StoreError, Write};
+
+pub async fn run_all(store: &dyn RecordStore) {
+    put_get_and_revisions(store).await;
+    expectations_are_checked(store).await;
+    batches_are_atomic(store).await;
+    list_is_ordered_and_paged(store).await;
+    collections_are_separate(store).await;
+}
+
+async fn put_get_and_revisions(store: &dyn RecordStore) {
+    let c = Collection::Thing;
+    assert_eq!(store.get(c, "a").await.unwrap(), None);
+    store.commit(vec![Write::put(c, "a", Expect::Absent, b"one".to_vec())]).await.unwrap();
+    let record = store.get(c, "a").await.unwrap().unwrap();
+    assert_eq!((record.revision, record.body.as_slice()), (1, &b"one"[..]));
+    store.commit(vec![Write::put(c, "a", Expect::Revision(1), b"two".to_vec())]).await.unwrap();
+    let record = store.get(c, "a").await.unwrap().unwrap();
+    assert_eq!((record.revision, record.body.as_slice()), (2, &b"two"[..]));
+    store.commit(vec![Write::delete(c, "a", Expect::Revision(2))]).await.unwrap();
+    assert_eq!(store.get(c, "a").await.unwrap(), None);
+}
+
+async fn expectations_are_checked(store: &dyn RecordStore) {
+    let c = Collection::ThingType;
+    store.commit(vec![Write::put(c, "x", Expect::Anything, b"1".to_vec())]).await.unwrap();
+    for expect in [Expect::Absent, Expect::Revision(7)] {
+        let err = store.commit(vec![Write::put(c, "x", expect, b"2".to_vec())]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{expect:?}: {err}");
+    }
+    let err = store.commit(vec![Write::delete(c, "missing", Expect::Revision(1))]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }));
+    assert_eq!(store.get(c, "x").await.unwrap().unwrap().body, b"1");
+}
+
+async fn batches_are_atomic(store: &dyn RecordStore) {
+    let c = Collection::ThingGroup;
+    store.commit(vec![Write::put(c, "held", Expect::Absent, b"h".to_vec())]).await.unwrap();
+    let batch = vec![
+        Write::put(c, "new", Expect::Absent, b"n".to_vec()),
+        Write::delete(c, "held", Expect::Anything),
+        Write::put(c, "held", Expect::Revision(99), b"bad".to_vec()),
+    ];
+    assert!(store.commit(batch).await.is_err());
+    assert_eq!(store.get(c, "new").await.unwrap(), None, "a failed batch must write nothing");
+    assert_eq!(store.get(c, "held").await.unwrap().unwrap().body, b"h");
+}
+
+async fn list_is_ordered_and_paged(store: &dyn RecordStore) {
+    let c = Collection::BillingGroup;
+    let keys = ["d", "a", "c", "b", "e"];
+    let writes = keys.iter().map(|k| Write::put(c, *k, Expect::Absent, k.as_bytes().to_vec())).collect();
+    store.commit(writes).await.unwrap();
+    let first = store.list(c, None, 2).await.unwrap();
+    assert_eq!(first.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    let rest = store.list(c, Some("b"), 10).await.unwrap();
+    assert_eq!(rest.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["c", "d", "e"]);
+}
+
+async fn collections_are_separate(store: &dyn RecordStore) {
+    store.commit(vec![Write::put(Collection::Setting, "same", Expect::Absent, b"s".to_vec())]).await.unwrap();
+    store.commit(vec![Write::put(Collection::Thing, "same", Expect::Absent, b"t".to_vec())]).await.unwrap();
+    assert_eq!(store.get(Collection::Setting, "same").await.unwrap().unwrap().body, b"s");
+    assert_eq!(store.get(Collection::Thing, "same").await.unwrap().unwrap().body, b"t");
+}

@@ -1,0 +1,109 @@
+//! Durable state behind one small trait.
+//!
+//! Every registry resource is a *record*: a key inside a [`Collection`], an opaque
+//! body and a store-managed `revision`. Writes are committed in atomic batches whose
+//! expectations (absent, or at a given revision) are checked inside the same
+//! transaction, so callers get optimistic concurrency that holds across several
+//! server processes sharing one database.
+//!
+//! [`SqliteStore`] is the embedded default. Another backend (PostgreSQL) implements
+//! [`RecordStore`] and must pass [`conformance`].
+
+pub mod conformance;
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// A group of records of one kind. The string is the stored name: never change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Collection {
+    Thing,
+    ThingType,
+    ThingGroup,
+    BillingGroup,
+    /// Singletons of the installation: endpoint prefix, event configurations, ...
+    Setting,
+}
+
+impl Collection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Thing => "thing",
+            Self::ThingType => "thing_type",
+            Self::ThingGroup => "thing_group",
+            Self::BillingGroup => "billing_group",
+            Self::Setting => "setting",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: String,
+    /// 1 on insert, +1 on every put.
+    pub revision: i64,
+    pub body: Vec<u8>,
+}
+
+/// What a write requires of the record's current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Anything,
+    Absent,
+    Revision(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    Put(Vec<u8>),
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub collection: Collection,
+    pub key: String,
+    pub expect: Expect,
+    pub op: WriteOp,
+}
+
+impl Write {
+    pub fn put(collection: Collection, key: impl Into<String>, expect: Expect, body: Vec<u8>) -> Self {
+        Self { collection, key: key.into(), expect, op: WriteOp::Put(body) }
+    }
+
+    pub fn delete(collection: Collection, key: impl Into<String>, expect: Expect) -> Self {
+        Self { collection, key: key.into(), expect, op: WriteOp::Delete }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An expectation of the batch did not hold; nothing was written.
+    #[error("write conflict on {collection}/{key}")]
+    Conflict { collection: &'static str, key: String },
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Backend(err.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+pub trait RecordStore: Send + Sync + 'static {
+    async fn get(&self, collection: Collection, key: &str) -> Result<Option<Record>, StoreError>;
+
+    /// Records with keys strictly greater than `after`, in key order, at most `limit`.
+    async fn list(
+        &self,
+        collection: Collection,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
+
+    /// Applies all writes or none. Returns once the batch is durable.
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+}

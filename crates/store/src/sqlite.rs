@@ -1,0 +1,181 @@
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use tokio::sync::Mutex;
+
+use crate::{Collection, Expect, Record, RecordStore, StoreError, Write, WriteOp};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+/// Append only: never edit a migration that has shipped.
+const MIGRATIONS: &[&str] = &["CREATE TABLE records (
+        collection TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        revision   INTEGER NOT NULL,
+        body       BLOB NOT NULL,
+        PRIMARY KEY (collection, key)
+    ) WITHOUT ROWID"];
+
+/// The embedded store: one SQLite database in WAL mode with `synchronous=FULL`,
+/// so a committed batch survives a crash or power loss.
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// Serialises this process's write transactions; other processes wait on the busy timeout.
+    writer: Mutex<()>,
+}
+
+impl SqliteStore {
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let store = Self { pool, writer: Mutex::new(()) };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let _guard = self.writer.lock().await;
+        let mut conn = self.pool.acquire().await?;
+        let applied: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *conn).await?;
+        let applied = usize::try_from(applied).map_err(|_| StoreError::Backend("negative user_version".into()))?;
+        if applied > MIGRATIONS.len() {
+            return Err(StoreError::Backend(format!(
+                "the database has schema version {applied}, newer than this ferrocore ({}); upgrade ferrocore",
+                MIGRATIONS.len()
+            )));
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+            in_transaction(&mut conn, async |tx| {
+                sqlx::query(sql).execute(&mut *tx).await?;
+                sqlx::query(&format!("PRAGMA user_version = {}", index + 1)).execute(&mut *tx).await?;
+                Ok(())
+            })
+            .await?;
+            tracing::info!(version = index + 1, "applied store migration");
+        }
+        Ok(())
+    }
+}
+
+/// Runs `body` inside `BEGIN IMMEDIATE ... COMMIT`, rolling back on any error.
+async fn in_transaction<F>(conn: &mut SqliteConnection, body: F) -> Result<(), StoreError>
+where
+    F: AsyncFnOnce(&mut SqliteConnection) -> Result<(), StoreError>,
+{
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    match body(conn).await {
+        Ok(()) => {
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            Ok(())
+        }
+        Err(err) => {
+            sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+            Err(err)
+        }
+    }
+}
+
+async fn current_revision(
+    conn: &mut SqliteConnection,
+    collection: Collection,
+    key: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT revision FROM records WHERE collection = ? AND key = ?")
+        .bind(collection.as_str())
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
+fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Record, StoreError> {
+    Ok(Record { key: row.try_get("key")?, revision: row.try_get("revision")?, body: row.try_get("body")? })
+}
+
+#[async_trait::async_trait]
+impl RecordStore for SqliteStore {
+    async fn get(&self, collection: Collection, key: &str) -> Result<Option<Record>, StoreError> {
+        let row = sqlx::query("SELECT key, revision, body FROM records WHERE collection = ? AND key = ?")
+            .bind(collection.as_str())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn list(
+        &self,
+        collection: Collection,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match after {
+            Some(after) => {
+                sqlx::query(
+                    "SELECT key, revision, body FROM records WHERE collection = ? AND key > ? ORDER BY key LIMIT ?",
+                )
+                .bind(collection.as_str())
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query("SELECT key, revision, body FROM records WHERE collection = ? ORDER BY key LIMIT ?")
+                    .bind(collection.as_str())
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let _guard = self.writer.lock().await;
+        let mut conn = self.pool.acquire().await?;
+        in_transaction(&mut conn, async |tx| {
+            for write in &writes {
+                let current = current_revision(tx, write.collection, &write.key).await?;
+                let holds = match write.expect {
+                    Expect::Anything => true,
+                    Expect::Absent => current.is_none(),
+                    Expect::Revision(expected) => current == Some(expected),
+                };
+                if !holds {
+                    return Err(StoreError::Conflict { collection: write.collection.as_str(), key: write.key.clone() });
+                }
+                match &write.op {
+                    WriteOp::Put(body) => {
+                        sqlx::query(
+                            "INSERT INTO records (collection, key, revision, body) VALUES (?, ?, 1, ?)
+                             ON CONFLICT (collection, key) DO UPDATE SET revision = revision + 1, body = excluded.body",
+                        )
+                        .bind(write.collection.as_str())
+                        .bind(&write.key)
+                        .bind(body)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    WriteOp::Delete => {
+                        sqlx::query("DELETE FROM records WHERE collection = ? AND key = ?")
+                            .bind(write.collection.as_str())
+                            .bind(&write.key)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
