@@ -45,8 +45,13 @@ async fn batches_are_atomic(store: &dyn RecordStore) {
         Write::put(c, "held", Expect::Revision(99), b"bad".to_vec()),
     ];
     assert!(store.commit(batch).await.is_err());
+    let checked = vec![Write::put(c, "new", Expect::Absent, b"n".to_vec()), Write::check(c, "held", Expect::Revision(2))];
+    assert!(store.commit(checked).await.is_err(), "a failed check must fail the batch");
     assert_eq!(store.get(c, "new").await.unwrap(), None, "a failed batch must write nothing");
     assert_eq!(store.get(c, "held").await.unwrap().unwrap().body, b"h");
+    let checked = vec![Write::put(c, "new", Expect::Absent, b"n".to_vec()), Write::check(c, "held", Expect::Revision(1))];
+    store.commit(checked).await.unwrap();
+    assert_eq!(store.get(c, "held").await.unwrap().unwrap().revision, 1, "a check writes nothing");
 }
 
 async fn list_is_ordered_and_paged(store: &dyn RecordStore) {

@@ -57,6 +57,9 @@ pub enum Expect {
 pub enum WriteOp {
     Put(Vec<u8>),
     Delete,
+    /// Writes nothing: the batch only requires the expectation to hold
+    /// (a record the decision was based on must not have changed).
+    Check,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +73,10 @@ pub struct Write {
 impl Write {
     pub fn put(collection: Collection, key: impl Into<String>, expect: Expect, body: Vec<u8>) -> Self {
         Self { collection, key: key.into(), expect, op: WriteOp::Put(body) }
+    }
+
+    pub fn check(collection: Collection, key: impl Into<String>, expect: Expect) -> Self {
+        Self { collection, key: key.into(), expect, op: WriteOp::Check }
     }
 
     pub fn delete(collection: Collection, key: impl Into<String>, expect: Expect) -> Self {

@@ -165,6 +165,7 @@ impl RecordStore for SqliteStore {
                         .execute(&mut *tx)
                         .await?;
                     }
+                    WriteOp::Check => {}
                     WriteOp::Delete => {
                         sqlx::query("DELETE FROM records WHERE collection = ? AND key = ?")
                             .bind(write.collection.as_str())

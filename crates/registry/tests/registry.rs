@@ -1,0 +1,131 @@
+//! Registry behaviour through the service API, on a real SQLite store, without sockets.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use ferrocore_model::registry::{AttributePayload, Attributes};
+use ferrocore_model::{Account, Error};
+use ferrocore_registry::{Clock, CreateThing, CreateThingGroup, CreateThingType, ListThings, Registry, RegistryConfig, UpdateThing};
+use ferrocore_store::SqliteStore;
+
+struct TestClock(AtomicI64);
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+async fn registry(dir: &tempfile::TempDir, delete_wait_ms: i64) -> (Registry, Arc<TestClock>) {
+    let store = SqliteStore::open(&dir.path().join("db")).await.unwrap();
+    let clock = Arc::new(TestClock(AtomicI64::new(1_000_000)));
+    let config = RegistryConfig {
+        account: Account::default(),
+        thing_type_delete_wait_ms: delete_wait_ms,
+        endpoint_host: "localhost".into(),
+    };
+    (Registry::new(Arc::new(store), config, clock.clone()), clock)
+}
+
+fn attrs(pairs: &[(&str, &str)]) -> Attributes {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[tokio::test]
+async fn create_thing_is_idempotent_only_for_identical_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = registry(&dir, 0).await;
+    let request = CreateThing { name: "t1".into(), attributes: attrs(&[("a", "1")]), ..Default::default() };
+    let first = registry.create_thing(request.clone()).await.unwrap();
+    let again = registry.create_thing(request.clone()).await.unwrap();
+    assert_eq!(first.id, again.id);
+    let different = CreateThing { attributes: attrs(&[("a", "2")]), ..request };
+    let err = registry.create_thing(different).await.unwrap_err();
+    assert!(matches!(err, Error::ResourceAlreadyExists { resource_id, .. } if resource_id == first.id));
+}
+
+#[tokio::test]
+async fn updates_bump_the_version_and_check_expected_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = registry(&dir, 0).await;
+    registry.create_thing(CreateThing { name: "t".into(), ..Default::default() }).await.unwrap();
+    let update = |expected| UpdateThing {
+        name: "t".into(),
+        attributes: Some(AttributePayload { attributes: attrs(&[("k", "v")]), merge: true }),
+        expected_version: expected,
+        ..Default::default()
+    };
+    registry.update_thing(update(Some(1))).await.unwrap();
+    assert_eq!(registry.describe_thing("t").await.unwrap().version, 2);
+    assert!(matches!(registry.update_thing(update(Some(1))).await, Err(Error::VersionConflict(_))));
+    assert!(matches!(registry.delete_thing("t", Some(1)).await, Err(Error::VersionConflict(_))));
+    registry.delete_thing("t", Some(2)).await.unwrap();
+    registry.delete_thing("t", None).await.expect("deleting a missing thing succeeds");
+}
+
+#[tokio::test]
+async fn thing_types_gate_things() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, clock) = registry(&dir, 300_000).await;
+    registry.create_thing_type(CreateThingType { name: "T".into(), ..Default::default() }).await.unwrap();
+    let typed = CreateThing { name: "t".into(), thing_type: Some("T".into()), ..Default::default() };
+    registry.create_thing(typed.clone()).await.unwrap();
+    assert!(matches!(registry.delete_thing_type("T").await, Err(Error::InvalidRequest(_))), "not deprecated");
+    registry.deprecate_thing_type("T", false).await.unwrap();
+    let refused = CreateThing { name: "t2".into(), ..typed };
+    assert!(matches!(registry.create_thing(refused).await, Err(Error::InvalidRequest(m)) if m.contains("depreated")));
+    clock.0.fetch_add(300_000, Ordering::SeqCst);
+    assert!(matches!(registry.delete_thing_type("T").await, Err(Error::InvalidRequest(m)) if m.contains("associated")));
+    registry.delete_thing("t", None).await.unwrap();
+    registry.delete_thing_type("T").await.unwrap();
+}
+
+#[tokio::test]
+async fn groups_hold_one_thing_per_hierarchy_and_release_it_on_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = registry(&dir, 0).await;
+    let group = |name: &str, parent: Option<&str>| CreateThingGroup {
+        name: name.into(),
+        parent: parent.map(Into::into),
+        ..Default::default()
+    };
+    registry.create_thing_group(group("root", None)).await.unwrap();
+    registry.create_thing_group(group("child", Some("root"))).await.unwrap();
+    registry.create_thing_group(group("other", None)).await.unwrap();
+    registry.create_thing(CreateThing { name: "t".into(), ..Default::default() }).await.unwrap();
+    registry.add_thing_to_thing_group("child", "t").await.unwrap();
+    assert!(registry.add_thing_to_thing_group("root", "t").await.is_err());
+    registry.add_thing_to_thing_group("other", "t").await.unwrap();
+    let view = registry.describe_thing_group("child").await.unwrap();
+    assert_eq!(view.root_to_parent.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["root"]);
+    let in_root = registry.list_things_in_thing_group("root", true, &Default::default()).await.unwrap();
+    assert_eq!(in_root.items, ["t"]);
+    assert!(matches!(registry.delete_thing_group("root", None).await, Err(Error::InvalidRequest(m)) if m.contains("child groups")));
+    registry.delete_thing_group("child", None).await.unwrap();
+    let groups = registry.list_thing_groups_for_thing("t", &Default::default()).await.unwrap();
+    assert_eq!(groups.items.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["other"]);
+}
+
+#[tokio::test]
+async fn list_things_filters_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = registry(&dir, 0).await;
+    for i in 0..5 {
+        let floor = if i % 2 == 0 { "even-1" } else { "odd" };
+        let request = CreateThing { name: format!("t{i}"), attributes: attrs(&[("floor", floor)]), ..Default::default() };
+        registry.create_thing(request).await.unwrap();
+    }
+    let mut request = ListThings {
+        attribute_name: Some("floor".into()),
+        attribute_value: Some("even".into()),
+        use_prefix_attribute_value: true,
+        ..Default::default()
+    };
+    request.page.max_results = Some(2);
+    let first = registry.list_things(&request).await.unwrap();
+    assert_eq!(first.items.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t0", "t2"]);
+    request.page.next_token = first.next_token;
+    let second = registry.list_things(&request).await.unwrap();
+    assert_eq!(second.items.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t4"]);
+    assert!(second.next_token.is_none());
+}
