@@ -1,0 +1,215 @@
+//! ferrocore's AWS-compatible HTTP API.
+//!
+//! One entry point takes every request: it reads the body (bounded), verifies the
+//! SigV4 signature, picks the service from the signature's credential scope, names
+//! the operation from botocore's HTTP bindings and dispatches it. Only this crate
+//! knows AWS wire formats: restJson1 for `iot`, the query protocol for `sts`.
+
+mod error;
+mod input;
+mod iot;
+mod operations;
+mod sts;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ferrocore_registry::Registry;
+
+pub use error::ApiError;
+use input::Input;
+
+/// The access keys this server accepts, with their secrets.
+#[derive(Clone)]
+pub struct Credentials {
+    keys: HashMap<String, String>,
+}
+
+impl Credentials {
+    /// The well-known local pair: access key `test`, secret `test`.
+    pub fn local_default() -> Self {
+        Self::from_pairs([("test".to_string(), "test".to_string())])
+    }
+
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self { keys: pairs.into_iter().collect() }
+    }
+
+    fn secret_for(&self, access_key: &str) -> Option<String> {
+        self.keys.get(access_key).cloned()
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("access_keys", &self.keys.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+pub struct ApiConfig {
+    pub credentials: Credentials,
+    /// Largest request body accepted.
+    pub body_limit: usize,
+}
+
+pub struct ApiState {
+    pub registry: Arc<Registry>,
+    pub config: ApiConfig,
+    /// Renders `/metrics` (the Prometheus text format), when metrics are on.
+    pub metrics: Option<Box<dyn Fn() -> String + Send + Sync>>,
+}
+
+pub fn router(state: Arc<ApiState>) -> axum::Router {
+    axum::Router::new()
+        .route("/health", get(|| async { (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}") }))
+        .route("/metrics", get(metrics))
+        .fallback(handle)
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    match &state.metrics {
+        Some(render) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render()).into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are disabled").into_response(),
+    }
+}
+
+/// How errors are rendered: STS speaks the query protocol (XML), the rest JSON.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    RestJson,
+    Query,
+}
+
+fn protocol_of(method: &Method, path: &str, headers: &HeaderMap) -> Protocol {
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if method == Method::POST && path == "/" && form { Protocol::Query } else { Protocol::RestJson }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A successful answer, before the common headers are added.
+pub(crate) enum Reply {
+    Json(serde_json::Value),
+    Xml(String),
+}
+
+async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Response {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let (parts, body) = request.into_parts();
+    let protocol = protocol_of(&parts.method, parts.uri.path(), &parts.headers);
+    let (service, operation, result) = match axum::body::to_bytes(body, state.config.body_limit).await {
+        Ok(body) => serve(&state, &parts, body).await,
+        Err(_) => ("unknown", "unknown", Err(ApiError::too_large(state.config.body_limit))),
+    };
+    let status = result.as_ref().map_or_else(|e| e.status, |_| StatusCode::OK);
+    metrics::counter!("ferrocore_api_requests_total", "service" => service, "operation" => operation, "status" => status.as_str().to_owned()).increment(1);
+    metrics::histogram!("ferrocore_api_request_seconds", "service" => service).record(started.elapsed().as_secs_f64());
+    let mut response = match result {
+        Ok(Reply::Json(value)) => json_response(StatusCode::OK, &value),
+        Ok(Reply::Xml(text)) => xml_response(StatusCode::OK, text),
+        Err(err) => {
+            if err.status == StatusCode::INTERNAL_SERVER_ERROR {
+                tracing::error!(service, operation, code = err.code, message = %err.message, "request failed");
+            } else {
+                tracing::debug!(service, operation, code = err.code, message = %err.message, "request refused");
+            }
+            error_response(&err, protocol, &request_id)
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-amzn-requestid", value.clone());
+        if protocol == Protocol::Query {
+            response.headers_mut().insert("x-amz-request-id", value);
+        }
+    }
+    response
+}
+
+/// Verifies and dispatches; returns the service and operation names for metrics.
+async fn serve(
+    state: &ApiState,
+    parts: &axum::http::request::Parts,
+    body: Bytes,
+) -> (&'static str, &'static str, Result<Reply, ApiError>) {
+    let headers: Vec<(&str, &str)> =
+        parts.headers.iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))).collect();
+    let signed = ferrocore_sigv4::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers,
+        body_sha256: ferrocore_sigv4::body_sha256(&body),
+    };
+    let signer = match ferrocore_sigv4::verify(&signed, now_secs(), |key| state.config.credentials.secret_for(key)) {
+        Ok(signer) => signer,
+        Err(err) => return ("unknown", "unknown", Err(err.into())),
+    };
+    let account = state.registry.account();
+    if signer.region != account.region {
+        let err = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "InvalidSignatureException",
+            format!("Credential should be scoped to a valid region, not '{}'. This server serves '{}'.", signer.region, account.region),
+        );
+        return ("unknown", "unknown", Err(err));
+    }
+    let input = |labels| Input::new(labels, parts.uri.query().unwrap_or(""), body.clone());
+    match signer.service.as_str() {
+        "iot" => match operations::IOT.find(parts.method.as_str(), parts.uri.path()) {
+            Ok(op) => ("iot", op.name, iot::dispatch(state, op.name, input(op.labels)).await),
+            Err(err) => ("iot", "unknown", Err(err)),
+        },
+        "iotdata" | "iotdevicegateway" => match operations::IOT_DATA.find(parts.method.as_str(), parts.uri.path()) {
+            Ok(op) => ("iot-data", op.name, Err(ApiError::not_implemented("iot-data", op.name))),
+            Err(err) => ("iot-data", "unknown", Err(err)),
+        },
+        "sts" => {
+            let (operation, result) = sts::dispatch(state, &signer, &input(HashMap::new()));
+            ("sts", operation, result)
+        }
+        other => {
+            let err = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "InvalidSignatureException",
+                format!("Credential should be scoped to correct service: 'iot'. This server does not serve '{other}'."),
+            );
+            ("unknown", "unknown", Err(err))
+        }
+    }
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, "application/json")], Body::from(body)).into_response()
+}
+
+fn xml_response(status: StatusCode, text: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/xml")], Body::from(text)).into_response()
+}
+
+fn error_response(err: &ApiError, protocol: Protocol, request_id: &str) -> Response {
+    let (mut response, code) = match protocol {
+        Protocol::RestJson => (json_response(err.status, &err.json_body()), err.code),
+        Protocol::Query => {
+            let code = sts::wire_code(err.code);
+            (xml_response(err.status, ApiError { code, ..err.clone() }.xml_body(request_id)), code)
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(code) {
+        response.headers_mut().insert("x-amzn-errortype", value);
+    }
+    response
+}

@@ -35,7 +35,8 @@ impl Registry {
         validate_description("billingGroupProperties.billingGroupDescription", request.description.as_deref())?;
         validate_tags(&request.tags)?;
         let arn = self.arn(ResourceKind::BillingGroup, &request.name);
-        self.transact(async || {
+        let (arn, request) = (&arn, &request);
+        self.transact(|| async move {
             if let Some(existing) = self.load::<BillingGroup>(Collection::BillingGroup, &request.name).await? {
                 let existing = existing.value;
                 if existing.description != request.description {
@@ -73,7 +74,8 @@ impl Registry {
         expected_version: Option<i64>,
     ) -> Result<i64> {
         validate_description("billingGroupProperties.billingGroupDescription", description.as_deref())?;
-        self.transact(async || {
+        let description = &description;
+        self.transact(|| async move {
             let loaded = self.require_billing_group(name).await?;
             let mut group = loaded.value.clone();
             check_expected_version("billing group", name, group.version, expected_version)?;
@@ -88,7 +90,7 @@ impl Registry {
     /// Succeeds when the group does not exist. Its things leave it.
     pub async fn delete_billing_group(&self, name: &str, expected_version: Option<i64>) -> Result<()> {
         validate_name("billingGroupName", name)?;
-        self.transact(async || {
+        self.transact(|| async move {
             let Some(loaded) = self.load::<BillingGroup>(Collection::BillingGroup, name).await? else {
                 return Ok(Outcome::answer(()));
             };
@@ -120,7 +122,7 @@ impl Registry {
     /// A thing belongs to at most one billing group: adding it to another moves it.
     pub async fn set_thing_billing_group(&self, thing: &str, group: &str, member: bool) -> Result<()> {
         validate_name("thingName", thing)?;
-        self.transact(async || {
+        self.transact(|| async move {
             let billing_group = self.require_billing_group(group).await?;
             let loaded = self.load::<ferrocore_model::registry::Thing>(Collection::Thing, thing).await?.ok_or_else(|| thing_not_found(thing))?;
             let mut updated = loaded.value.clone();

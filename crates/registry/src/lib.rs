@@ -150,7 +150,13 @@ impl Registry {
     }
 
     /// Runs `decide` and commits its writes; on a concurrent change, decides again.
-    async fn transact<R>(&self, mut decide: impl AsyncFnMut() -> Result<Outcome<R>>) -> Result<R> {
+    ///
+    /// `decide` is a closure returning a future (not an async closure) so that the
+    /// futures of the operations stay `Send` for any lifetime, as servers need.
+    async fn transact<R, F>(&self, mut decide: impl FnMut() -> F) -> Result<R>
+    where
+        F: Future<Output = Result<Outcome<R>>>,
+    {
         for _ in 0..MAX_ATTEMPTS {
             let outcome = decide().await?;
             if outcome.writes.is_empty() {

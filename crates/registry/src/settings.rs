@@ -89,7 +89,8 @@ impl Registry {
         setting: Setting,
         change: impl Fn(&mut T),
     ) -> Result<T> {
-        self.transact(async || {
+        let change = &change;
+        self.transact(|| async move {
             let loaded = self.load::<T>(Collection::Setting, setting.key()).await?;
             let (mut value, expect) = match &loaded {
                 Some(l) => (l.value.clone(), l.expect()),

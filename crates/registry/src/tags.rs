@@ -34,7 +34,7 @@ fn collection_of(arn: &Arn, text: &str) -> Result<Collection> {
 
 impl Registry {
     async fn retag<T: Tagged>(&self, collection: Collection, arn: &Arn, text: &str, change: &(dyn Fn(&mut Tags) + Sync)) -> Result<()> {
-        self.transact(async || {
+        self.transact(|| async move {
             let loaded = self
                 .load::<T>(collection, &arn.name)
                 .await?

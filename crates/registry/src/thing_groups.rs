@@ -104,7 +104,8 @@ impl Registry {
         validate_properties(&request.properties)?;
         validate_tags(&request.tags)?;
         let arn = self.arn(ResourceKind::ThingGroup, &request.name);
-        self.transact(async || {
+        let (arn, request) = (&arn, &request);
+        self.transact(|| async move {
             if let Some(existing) = self.load::<ThingGroup>(Collection::ThingGroup, &request.name).await? {
                 let existing = existing.value;
                 if existing.properties != request.properties || existing.parent != request.parent {
@@ -172,7 +173,8 @@ impl Registry {
         expected_version: Option<i64>,
     ) -> Result<i64> {
         validate_description("thingGroupProperties.thingGroupDescription", description.as_deref())?;
-        self.transact(async || {
+        let (attributes, description) = (&attributes, &description);
+        self.transact(|| async move {
             let loaded = self.require_group(name).await?;
             let mut group = loaded.value.clone();
             check_expected_version("thing group", name, group.version, expected_version)?;
@@ -191,7 +193,7 @@ impl Registry {
     /// Succeeds when the group does not exist. Its things leave it.
     pub async fn delete_thing_group(&self, name: &str, expected_version: Option<i64>) -> Result<()> {
         validate_name("thingGroupName", name)?;
-        self.transact(async || {
+        self.transact(|| async move {
             let Some(loaded) = self.load::<ThingGroup>(Collection::ThingGroup, name).await? else {
                 return Ok(Outcome::answer(()));
             };
@@ -247,7 +249,7 @@ impl Registry {
     /// Adds the thing to `add` and removes it from `remove`, all or nothing.
     pub async fn update_thing_groups_for_thing(&self, thing: &str, add: &[String], remove: &[String]) -> Result<()> {
         validate_name("thingName", thing)?;
-        self.transact(async || {
+        self.transact(|| async move {
             let loaded = self.load::<Thing>(Collection::Thing, thing).await?.ok_or_else(|| thing_not_found(thing))?;
             let groups = self.load_all::<ThingGroup>(Collection::ThingGroup).await?;
             let mut updated = loaded.value.clone();

@@ -39,7 +39,8 @@ impl Registry {
         validate_searchable_attributes(&request.searchable_attributes)?;
         validate_tags(&request.tags)?;
         let arn = self.arn(ResourceKind::ThingType, &request.name);
-        self.transact(async || {
+        let (arn, request) = (&arn, &request);
+        self.transact(|| async move {
             if let Some(existing) = self.load::<ThingType>(Collection::ThingType, &request.name).await? {
                 let existing = existing.value;
                 if existing.description != request.description
@@ -84,7 +85,8 @@ impl Registry {
         if let Some(names) = &searchable_attributes {
             validate_searchable_attributes(names)?;
         }
-        self.transact(async || {
+        let (description, searchable_attributes) = (&description, &searchable_attributes);
+        self.transact(|| async move {
             let loaded = self.require_thing_type(name).await?;
             let mut thing_type = loaded.value.clone();
             if description.is_some() {
@@ -99,7 +101,7 @@ impl Registry {
     }
 
     pub async fn deprecate_thing_type(&self, name: &str, undo: bool) -> Result<()> {
-        self.transact(async || {
+        self.transact(|| async move {
             let loaded = self.require_thing_type(name).await?;
             let mut thing_type = loaded.value.clone();
             if thing_type.deprecated == !undo {
@@ -114,7 +116,7 @@ impl Registry {
 
     pub async fn delete_thing_type(&self, name: &str) -> Result<()> {
         validate_name("thingTypeName", name)?;
-        self.transact(async || {
+        self.transact(|| async move {
             let Some(loaded) = self.load::<ThingType>(Collection::ThingType, name).await? else {
                 return Err(type_not_found(name));
             };

@@ -81,7 +81,8 @@ impl Registry {
         let attributes = AttributePayload { attributes: request.attributes.clone(), merge: false }.apply(&Attributes::new());
         let typed = request.thing_type.is_some();
         validate_attributes(&request.attributes, max_thing_attributes(typed), thing_attribute_owner(typed))?;
-        self.transact(async || {
+        let (attributes, request) = (&attributes, &request);
+        self.transact(|| async move {
             let mut writes = Vec::new();
             if let Some(type_name) = &request.thing_type {
                 let thing_type = self.usable_type(type_name).await?;
@@ -95,7 +96,7 @@ impl Registry {
             if let Some(existing) = self.load::<Thing>(Collection::Thing, &request.name).await? {
                 let existing = existing.value;
                 let same = existing.thing_type == request.thing_type
-                    && existing.attributes == attributes
+                    && existing.attributes == *attributes
                     && (request.billing_group.is_none() || existing.billing_group == request.billing_group);
                 if !same {
                     return Err(Error::ResourceAlreadyExists {
@@ -132,7 +133,8 @@ impl Registry {
         if request.remove_thing_type && request.thing_type.is_some() {
             return Err(Error::invalid("Cannot specify both thingTypeName and removeThingType."));
         }
-        self.transact(async || {
+        let request = &request;
+        self.transact(|| async move {
             let loaded = self.require_thing(&request.name).await?;
             let mut thing = loaded.value.clone();
             check_expected_version("thing", &thing.name, thing.version, request.expected_version)?;
@@ -162,7 +164,7 @@ impl Registry {
     /// Succeeds when the thing does not exist, as AWS documents.
     pub async fn delete_thing(&self, name: &str, expected_version: Option<i64>) -> Result<()> {
         validate_name("thingName", name)?;
-        self.transact(async || {
+        self.transact(|| async move {
             let Some(loaded) = self.load::<Thing>(Collection::Thing, name).await? else {
                 return Ok(Outcome::answer(()));
             };

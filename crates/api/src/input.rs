@@ -1,0 +1,77 @@
+//! What a handler reads from a request: path labels, query parameters, headers
+//! and the JSON body, each with AWS-shaped errors.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use axum::body::Bytes;
+use ferrocore_registry::PageRequest;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+pub(crate) struct Input {
+    labels: HashMap<&'static str, String>,
+    query: Vec<(String, String)>,
+    body: Bytes,
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component.
+fn form_decode(text: &str) -> String {
+    crate::operations::decode(&text.replace('+', " "))
+}
+
+fn parse_pairs(text: &str) -> Vec<(String, String)> {
+    text.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(key), form_decode(value))
+        })
+        .collect()
+}
+
+impl Input {
+    pub fn new(labels: HashMap<&'static str, String>, raw_query: &str, body: Bytes) -> Self {
+        Self { labels, query: parse_pairs(raw_query), body }
+    }
+
+    /// A path label; the operation table guarantees its presence.
+    pub fn label(&self, name: &str) -> String {
+        self.labels.get(name).cloned().unwrap_or_default()
+    }
+
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn query_as<T: FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
+        self.query(name)
+            .map(|raw| {
+                raw.parse().map_err(|_| ApiError::invalid(format!("Value '{raw}' for parameter {name} is invalid.")))
+            })
+            .transpose()
+    }
+
+    pub fn query_flag(&self, name: &str) -> Result<bool, ApiError> {
+        Ok(self.query_as::<bool>(name)?.unwrap_or(false))
+    }
+
+    /// `nextToken` and `maxResults` from the query string.
+    pub fn page(&self) -> Result<PageRequest, ApiError> {
+        Ok(PageRequest { next_token: self.query("nextToken").map(str::to_string), max_results: self.query_as("maxResults")? })
+    }
+
+    /// The JSON body; an empty body reads as `{}`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let text: &[u8] = if self.body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &self.body };
+        serde_json::from_slice(text).map_err(|err| {
+            ApiError::invalid(format!("The request body could not be parsed as the expected JSON document: {err}"))
+        })
+    }
+
+    /// The body as form parameters (the query protocol).
+    pub fn form(&self) -> Vec<(String, String)> {
+        parse_pairs(&String::from_utf8_lossy(&self.body))
+    }
+}

@@ -1,0 +1,188 @@
+//! Configuration: defaults < TOML file (`--config`) < `FERROCORE_*` environment < flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags of `ferrocore serve`; each also reads a `FERROCORE_*` variable.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML configuration file.
+    #[arg(long, env = "FERROCORE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where ferrocore keeps its data.
+    #[arg(long, env = "FERROCORE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The AWS-compatible HTTP API (iot, sts, health, metrics).
+    #[arg(long, env = "FERROCORE_API_ADDR")]
+    pub api_addr: Option<SocketAddr>,
+    /// MQTT over TLS for devices.
+    #[arg(long, env = "FERROCORE_MQTT_ADDR")]
+    pub mqtt_addr: Option<SocketAddr>,
+    /// HTTPS for devices (publish, MQTT over WebSocket).
+    #[arg(long, env = "FERROCORE_HTTPS_ADDR")]
+    pub https_addr: Option<SocketAddr>,
+    /// The host name DescribeEndpoint answers (default: the MQTT listener's address).
+    #[arg(long, env = "FERROCORE_ENDPOINT_HOST")]
+    pub endpoint_host: Option<String>,
+    #[arg(long, env = "FERROCORE_ACCOUNT_ID")]
+    pub account_id: Option<String>,
+    #[arg(long, env = "FERROCORE_REGION")]
+    pub region: Option<String>,
+    /// An access key to accept (with --secret-access-key); replaces the local test/test pair.
+    #[arg(long, env = "FERROCORE_ACCESS_KEY_ID", requires = "secret_access_key")]
+    pub access_key_id: Option<String>,
+    #[arg(long, env = "FERROCORE_SECRET_ACCESS_KEY", hide_env_values = true, requires = "access_key_id")]
+    pub secret_access_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub api_addr: SocketAddr,
+    pub mqtt_addr: SocketAddr,
+    pub https_addr: SocketAddr,
+    pub endpoint_host: Option<String>,
+    pub account_id: String,
+    pub region: String,
+    pub credentials: Vec<CredentialConfig>,
+    /// Seconds a thing type must stay deprecated before DeleteThingType (AWS: 300).
+    pub thing_type_delete_wait_secs: u64,
+    /// Largest API request body, in bytes.
+    pub api_body_limit_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./ferrocore-data"),
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 4566)),
+            mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 8883)),
+            https_addr: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            endpoint_host: None,
+            account_id: "000000000000".into(),
+            region: "us-east-1".into(),
+            credentials: Vec::new(),
+            thing_type_delete_wait_secs: 0,
+            api_body_limit_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(args: ServeArgs) -> anyhow::Result<Self> {
+        let mut config = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        macro_rules! override_with {
+            ($($field:ident),*) => {$( if let Some(value) = args.$field { config.$field = value; } )*};
+        }
+        override_with!(data_dir, api_addr, mqtt_addr, https_addr, account_id, region);
+        if args.endpoint_host.is_some() {
+            config.endpoint_host = args.endpoint_host;
+        }
+        if let (Some(access_key_id), Some(secret_access_key)) = (args.access_key_id, args.secret_access_key) {
+            config.credentials = vec![CredentialConfig { access_key_id, secret_access_key }];
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    fn listeners(&self) -> [SocketAddr; 3] {
+        [self.api_addr, self.mqtt_addr, self.https_addr]
+    }
+
+    pub fn loopback_only(&self) -> bool {
+        self.listeners().iter().all(|addr| addr.ip().is_loopback())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.credentials.is_empty() && !self.loopback_only() {
+            bail!(
+                "refusing to listen on a non-loopback address without configured credentials: \
+                 set --access-key-id/--secret-access-key or [[credentials]] in the config file"
+            );
+        }
+        if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
+            bail!("account id must be 12 digits, got {:?}", self.account_id);
+        }
+        Ok(())
+    }
+
+    /// The host DescribeEndpoint answers: configured, or the MQTT listener's address.
+    pub fn endpoint_host(&self) -> String {
+        match &self.endpoint_host {
+            Some(host) => host.clone(),
+            None if self.mqtt_addr.ip().is_unspecified() => "localhost".into(),
+            None => self.mqtt_addr.ip().to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs {
+            config: None,
+            data_dir: None,
+            api_addr: None,
+            mqtt_addr: None,
+            https_addr: None,
+            endpoint_host: None,
+            account_id: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+        }
+    }
+
+    #[test]
+    fn file_values_yield_to_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferrocore.toml");
+        std::fs::write(&path, "region = \"eu-west-1\"\naccount_id = \"123456789012\"\n").unwrap();
+        let config = Config::load(ServeArgs { config: Some(path), region: Some("eu-central-1".into()), ..args() }).unwrap();
+        assert_eq!((config.region.as_str(), config.account_id.as_str()), ("eu-central-1", "123456789012"));
+        assert_eq!(config.endpoint_host(), "127.0.0.1");
+    }
+
+    #[test]
+    fn public_listeners_need_credentials() {
+        let public = ServeArgs { api_addr: Some("0.0.0.0:4566".parse().unwrap()), ..args() };
+        assert!(Config::load(public).is_err());
+        let keyed = ServeArgs {
+            api_addr: Some("0.0.0.0:4566".parse().unwrap()),
+            access_key_id: Some("AKID".into()),
+            secret_access_key: Some("secret".into()),
+            ..args()
+        };
+        assert!(Config::load(keyed).is_ok());
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "regoin = \"x\"\n").unwrap();
+        assert!(Config::load(ServeArgs { config: Some(path), ..args() }).is_err());
+    }
+}

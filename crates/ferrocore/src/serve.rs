@@ -1,0 +1,102 @@
+//! `ferrocore serve`: wires the store, the registry and the API, and runs until
+//! SIGINT or SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ferrocore_api::{ApiConfig, ApiState, Credentials};
+use ferrocore_model::Account;
+use ferrocore_registry::{Registry, RegistryConfig, SystemClock};
+use ferrocore_store::SqliteStore;
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+use crate::config::Config;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let database = config.data_dir.join("ferrocore.db");
+    let store = SqliteStore::open(&database).await.with_context(|| format!("opening {}", database.display()))?;
+
+    let account = Account { id: config.account_id.clone(), region: config.region.clone() };
+    let registry = Registry::new(
+        Arc::new(store),
+        RegistryConfig {
+            account,
+            thing_type_delete_wait_ms: i64::try_from(config.thing_type_delete_wait_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            endpoint_host: config.endpoint_host(),
+        },
+        Arc::new(SystemClock),
+    );
+
+    let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+
+    let local_credentials = config.credentials.is_empty();
+    let credentials = if local_credentials {
+        Credentials::local_default()
+    } else {
+        Credentials::from_pairs(config.credentials.iter().map(|c| (c.access_key_id.clone(), c.secret_access_key.clone())))
+    };
+    let state = Arc::new(ApiState {
+        registry: Arc::new(registry),
+        config: ApiConfig { credentials, body_limit: config.api_body_limit_bytes },
+        metrics: Some(Box::new(move || metrics.render())),
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.api_addr)
+        .await
+        .with_context(|| format!("binding the API listener on {}", config.api_addr))?;
+    print_banner(&config, local_credentials);
+    tracing::info!(api = %config.api_addr, data_dir = %config.data_dir.display(), "ferrocore ready");
+    axum::serve(listener, ferrocore_api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("ferrocore stopped");
+    Ok(())
+}
+
+fn print_banner(config: &Config, local_credentials: bool) {
+    let credentials = if local_credentials {
+        "access key `test`, secret `test` (loopback only; configure keys to listen elsewhere)".to_string()
+    } else {
+        format!("{} configured access key(s)", config.credentials.len())
+    };
+    println!("ferrocore {} — a self-hosted AWS IoT Core", env!("CARGO_PKG_VERSION"));
+    println!("  AWS API      http://{}   (iot, sts; /health, /metrics)", config.api_addr);
+    println!("  MQTT/TLS     {}   (reserved: device gateway not built yet)", config.mqtt_addr);
+    println!("  HTTPS        {}   (reserved: device gateway not built yet)", config.https_addr);
+    println!("  data dir     {}", config.data_dir.display());
+    println!("  account      {} in {}", config.account_id, config.region);
+    println!("  credentials  {credentials}");
+    println!("  try          aws --endpoint-url http://{} iot list-things", config.api_addr);
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
