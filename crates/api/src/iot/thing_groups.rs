@@ -70,6 +70,8 @@ pub(super) async fn create(registry: &Registry, input: &Input) -> Answer {
 pub(super) async fn describe(registry: &Registry, input: &Input) -> Answer {
     let view = registry.describe_thing_group(&input.label("thingGroupName")).await?;
     let group = view.group;
+    // Absent, not empty, when never set: Terraform reads an empty payload as a block to remove.
+    let attributes = (!group.properties.attributes.is_empty()).then(|| json!({"attributes": group.properties.attributes}));
     reply(json!({
         "thingGroupName": group.name,
         "thingGroupId": group.id,
@@ -77,7 +79,7 @@ pub(super) async fn describe(registry: &Registry, input: &Input) -> Answer {
         "version": group.version,
         "thingGroupProperties": {
             "thingGroupDescription": group.properties.description,
-            "attributePayload": {"attributes": group.properties.attributes},
+            "attributePayload": attributes,
         },
         "thingGroupMetadata": {
             "parentGroupName": group.parent,
