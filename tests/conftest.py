@@ -49,6 +49,8 @@ def free_port() -> int:
 class FerrocoreServer:
     """A ferrocore process owned by the test session."""
 
+    can_restart = True
+
     def __init__(self, binary: Path, data_dir: Path, log_path: Path):
         self.binary = binary
         self.data_dir = data_dir
@@ -136,6 +138,8 @@ class FerrocoreServer:
 class ExternalServer:
     """A server the tests did not start (FERROCORE_ENDPOINT)."""
 
+    can_restart = False
+
     def __init__(self, endpoint: str):
         self.endpoint = endpoint.rstrip("/")
         self.api_port = urlparse(self.endpoint).port
@@ -185,28 +189,26 @@ def pytest_runtest_makereport(item, call):
     """Attach the tail of the server log to every failed test report."""
     outcome = yield
     report = outcome.get_result()
-    if report.failed and _SERVER is not None:
+    if report.failed and isinstance(_SERVER, FerrocoreServer):
         report.sections.append(("ferrocore log (tail)", _SERVER.log_tail()))
-
-
-@pytest.fixture(scope="session")
-def boto_session():
-    # Explicit credentials so nothing from ~/.aws or the environment leaks in.
-    return boto3.Session(
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        region_name=REGION,
-    )
 
 
 @pytest.fixture(scope="session")
 def client_factory(server):
     """make_client(service, access_key=..., secret_key=...) -> boto3 client for the server.
 
-    Retries are off: a test must see the server's first answer.
+    Credentials are explicit so nothing from ~/.aws or the environment leaks in.
+    Retries are off: a test must see the server's first answer. Clients are cached.
     """
+    cache = {}
 
     def make_client(service: str, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY):
+        key = (service, access_key, secret_key)
+        if key not in cache:
+            cache[key] = _new_client(service, access_key, secret_key)
+        return cache[key]
+
+    def _new_client(service, access_key, secret_key):
         return boto3.Session(
             aws_access_key_id=access_key,
             aws_secret_access_key=secret_key,
