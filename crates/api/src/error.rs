@@ -88,6 +88,19 @@ impl From<ModelError> for ApiError {
             ModelError::VersionConflict(_) => Self::new(StatusCode::CONFLICT, "VersionConflictException", message),
             ModelError::DeleteConflict(_) => Self::new(StatusCode::CONFLICT, "DeleteConflictException", message),
             ModelError::LimitExceeded(_) => Self::new(StatusCode::GONE, "LimitExceededException", message),
+            ModelError::CertificateState(_) => {
+                Self::new(StatusCode::NOT_ACCEPTABLE, "CertificateStateException", message)
+            }
+            ModelError::CertificateValidation(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "CertificateValidationException", message)
+            }
+            ModelError::RegistrationCodeValidation(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "RegistrationCodeValidationException", message)
+            }
+            ModelError::MalformedPolicy(_) => Self::new(StatusCode::BAD_REQUEST, "MalformedPolicyException", message),
+            ModelError::VersionsLimitExceeded(_) => {
+                Self::new(StatusCode::CONFLICT, "VersionsLimitExceededException", message)
+            }
             ModelError::Internal(_) => Self::internal(message),
         }
     }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use axum::body::Bytes;
+use axum::http::HeaderMap;
 use ferrocore_registry::PageRequest;
 use serde::de::DeserializeOwned;
 
@@ -13,6 +14,7 @@ use crate::error::ApiError;
 pub(crate) struct Input {
     labels: HashMap<&'static str, String>,
     query: Vec<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 }
 
@@ -32,8 +34,8 @@ fn parse_pairs(text: &str) -> Vec<(String, String)> {
 }
 
 impl Input {
-    pub fn new(labels: HashMap<&'static str, String>, raw_query: &str, body: Bytes) -> Self {
-        Self { labels, query: parse_pairs(raw_query), body }
+    pub fn new(labels: HashMap<&'static str, String>, raw_query: &str, headers: HeaderMap, body: Bytes) -> Self {
+        Self { labels, query: parse_pairs(raw_query), headers, body }
     }
 
     /// A path label; the operation table guarantees its presence.
@@ -60,6 +62,21 @@ impl Input {
     /// `nextToken` and `maxResults` from the query string.
     pub fn page(&self) -> Result<PageRequest, ApiError> {
         Ok(PageRequest { next_token: self.query("nextToken").map(str::to_string), max_results: self.query_as("maxResults")? })
+    }
+
+    /// `marker` and `pageSize`, the paging of the older list operations.
+    pub fn marker_page(&self) -> Result<PageRequest, ApiError> {
+        Ok(PageRequest { next_token: self.query("marker").map(str::to_string), max_results: self.query_as("pageSize")? })
+    }
+
+    /// A required header-bound member (e.g. `x-amzn-principal`).
+    pub fn header(&self, name: &str, member: &str) -> Result<String, ApiError> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::invalid(format!("{member} is required (header {name}).")))
     }
 
     /// The JSON body; an empty body reads as `{}`.

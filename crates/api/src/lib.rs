@@ -63,12 +63,17 @@ pub struct ApiState {
     pub config: ApiConfig,
     /// Renders `/metrics` (the Prometheus text format), when metrics are on.
     pub metrics: Option<Box<dyn Fn() -> String + Send + Sync>>,
+    /// The root CA devices must trust, served at `/ca.pem`.
+    pub ca_pem: String,
 }
 
 pub fn router(state: Arc<ApiState>) -> axum::Router {
     axum::Router::new()
         .route("/health", get(|| async { (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}") }))
         .route("/metrics", get(metrics))
+        .route("/ca.pem", get(|State(state): State<Arc<ApiState>>| async move {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-pem-file")], state.ca_pem.clone())
+        }))
         .fallback(handle)
         .with_state(state)
 }
@@ -166,7 +171,7 @@ async fn serve(
         );
         return ("unknown", "unknown", Err(err));
     }
-    let input = |labels| Input::new(labels, parts.uri.query().unwrap_or(""), body.clone());
+    let input = |labels| Input::new(labels, parts.uri.query().unwrap_or(""), parts.headers.clone(), body.clone());
     match signer.service.as_str() {
         "iot" => match operations::IOT.find(parts.method.as_str(), parts.uri.path()) {
             Ok(op) => ("iot", op.name, iot::dispatch(state, op.name, input(op.labels)).await),

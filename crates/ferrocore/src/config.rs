@@ -61,6 +61,13 @@ pub struct Config {
     pub thing_type_delete_wait_secs: u64,
     /// Largest API request body, in bytes.
     pub api_body_limit_bytes: usize,
+    /// Largest policy document, in non-whitespace characters (AWS: 2048).
+    pub policy_document_limit: usize,
+    /// Extra names (DNS or IP) for the device endpoints' TLS certificate.
+    pub server_names: Vec<String>,
+    /// An operator-supplied TLS certificate (PEM chain) and key for the device endpoints.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -76,6 +83,10 @@ impl Default for Config {
             credentials: Vec::new(),
             thing_type_delete_wait_secs: 0,
             api_body_limit_bytes: 1024 * 1024,
+            policy_document_limit: 2048,
+            server_names: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -120,10 +131,22 @@ impl Config {
                  set --access-key-id/--secret-access-key or [[credentials]] in the config file"
             );
         }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            bail!("tls_cert_file and tls_key_file must be given together");
+        }
         if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
             bail!("account id must be 12 digits, got {:?}", self.account_id);
         }
         Ok(())
+    }
+
+    /// Names the device endpoints' TLS certificate covers: loopback, the endpoint host, and configured names.
+    pub fn server_names(&self) -> Vec<String> {
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), self.endpoint_host()];
+        names.extend(self.server_names.iter().cloned());
+        let mut seen = std::collections::BTreeSet::new();
+        names.retain(|n| seen.insert(n.clone()));
+        names
     }
 
     /// The host DescribeEndpoint answers: configured, or the MQTT listener's address.

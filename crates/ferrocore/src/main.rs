@@ -1,6 +1,7 @@
 //! `ferrocore`: a self-hosted AWS IoT Core in one binary.
 
 mod config;
+mod pki;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -12,6 +12,7 @@ use ferrocore_store::SqliteStore;
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 use crate::config::Config;
+use crate::pki::{ServerPki, SuppliedTls};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -19,6 +20,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let database = config.data_dir.join("ferrocore.db");
     let store = SqliteStore::open(&database).await.with_context(|| format!("opening {}", database.display()))?;
 
+    let supplied = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert_file), Some(key_file)) => Some(SuppliedTls { cert_file: cert_file.clone(), key_file: key_file.clone() }),
+        _ => None,
+    };
+    let pki = ServerPki::load_or_create(&config.data_dir, &config.server_names(), supplied)?;
     let account = Account { id: config.account_id.clone(), region: config.region.clone() };
     let registry = Registry::new(
         Arc::new(store),
@@ -27,8 +33,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             thing_type_delete_wait_ms: i64::try_from(config.thing_type_delete_wait_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
             endpoint_host: config.endpoint_host(),
+            policy_document_limit: config.policy_document_limit,
         },
         Arc::new(SystemClock),
+        Arc::new(pki.issuer),
     );
 
     let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
@@ -50,6 +58,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         registry: Arc::new(registry),
         config: ApiConfig { credentials, body_limit: config.api_body_limit_bytes },
         metrics: Some(Box::new(move || metrics.render())),
+        ca_pem: pki.ca_pem,
     });
 
     let listener = tokio::net::TcpListener::bind(config.api_addr)
@@ -69,7 +78,7 @@ fn print_banner(config: &Config, local_credentials: bool) {
         format!("{} configured access key(s)", config.credentials.len())
     };
     println!("ferrocore {} — a self-hosted AWS IoT Core", env!("CARGO_PKG_VERSION"));
-    println!("  AWS API      http://{}   (iot, sts; /health, /metrics)", config.api_addr);
+    println!("  AWS API      http://{}   (iot, sts; /health, /metrics, /ca.pem)", config.api_addr);
     println!("  MQTT/TLS     {}   (reserved: device gateway not built yet)", config.mqtt_addr);
     println!("  HTTPS        {}   (reserved: device gateway not built yet)", config.https_addr);
     println!("  data dir     {}", config.data_dir.display());

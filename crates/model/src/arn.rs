@@ -8,6 +8,10 @@ pub enum ResourceKind {
     ThingType,
     ThingGroup,
     BillingGroup,
+    Certificate,
+    CaCertificate,
+    Policy,
+    RoleAlias,
 }
 
 impl ResourceKind {
@@ -18,12 +22,25 @@ impl ResourceKind {
             Self::ThingType => "thingtype",
             Self::ThingGroup => "thinggroup",
             Self::BillingGroup => "billinggroup",
+            Self::Certificate => "cert",
+            Self::CaCertificate => "cacert",
+            Self::Policy => "policy",
+            Self::RoleAlias => "rolealias",
         }
     }
 
     fn from_arn_word(word: &str) -> Option<Self> {
-        [Self::Thing, Self::ThingType, Self::ThingGroup, Self::BillingGroup]
-            .into_iter()
+        [
+            Self::Thing,
+            Self::ThingType,
+            Self::ThingGroup,
+            Self::BillingGroup,
+            Self::Certificate,
+            Self::CaCertificate,
+            Self::Policy,
+            Self::RoleAlias,
+        ]
+        .into_iter()
             .find(|kind| kind.arn_word() == word)
     }
 }

@@ -18,6 +18,16 @@ pub enum Error {
     #[error("{0}")]
     LimitExceeded(String),
     #[error("{0}")]
+    CertificateState(String),
+    #[error("{0}")]
+    CertificateValidation(String),
+    #[error("{0}")]
+    RegistrationCodeValidation(String),
+    #[error("{0}")]
+    MalformedPolicy(String),
+    #[error("{0}")]
+    VersionsLimitExceeded(String),
+    #[error("{0}")]
     Internal(String),
 }
 

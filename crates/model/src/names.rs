@@ -24,6 +24,18 @@ fn attribute_value_char(c: char) -> bool {
     attribute_name_char(c) || matches!(c, '=' | '[' | ']')
 }
 
+fn policy_name_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '+' | '=' | ',' | '.' | '@' | '-')
+}
+
+fn role_alias_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '=' | ',' | '@' | '-')
+}
+
+fn hex_char(c: char) -> bool {
+    c.is_ascii_hexdigit()
+}
+
 fn any_char(_: char) -> bool {
     true
 }
@@ -35,6 +47,11 @@ pub const ATTRIBUTE_NAME: Constraint =
     Constraint { min: 1, max: 128, pattern: "[a-zA-Z0-9_.,@/:#-]+", allowed: attribute_name_char };
 pub const ATTRIBUTE_VALUE: Constraint =
     Constraint { min: 0, max: 800, pattern: "[a-zA-Z0-9_.,@/:#=\\[\\]-]*", allowed: attribute_value_char };
+pub const POLICY_NAME: Constraint =
+    Constraint { min: 1, max: 128, pattern: "[\\w+=,.@-]+", allowed: policy_name_char };
+pub const ROLE_ALIAS: Constraint = Constraint { min: 1, max: 128, pattern: "[\\w=,@-]+", allowed: role_alias_char };
+pub const CERTIFICATE_ID: Constraint =
+    Constraint { min: 64, max: 64, pattern: "(0x)?[a-fA-F0-9]+", allowed: hex_char };
 pub const TAG_KEY: Constraint = Constraint { min: 1, max: 128, pattern: "", allowed: any_char };
 pub const TAG_VALUE: Constraint = Constraint { min: 0, max: 256, pattern: "", allowed: any_char };
 pub const DESCRIPTION: Constraint = Constraint { min: 0, max: 2028, pattern: "", allowed: any_char };

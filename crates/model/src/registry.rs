@@ -30,6 +30,9 @@ pub struct Thing {
     pub version: i64,
     pub billing_group: Option<String>,
     pub groups: BTreeSet<String>,
+    /// Attached principals (certificate ARNs, ...) and how each is attached.
+    #[serde(default)]
+    pub principals: BTreeMap<String, crate::security::ThingPrincipalType>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +276,7 @@ mod tests {
             version: 1,
             billing_group: None,
             groups: ["child-a".to_string()].into(),
+            principals: Default::default(),
         };
         let root_of = |g: &str| if g.starts_with("child") { "root".to_string() } else { g.to_string() };
         assert!(check_group_membership(&thing, "child-b", &root_of).is_err());

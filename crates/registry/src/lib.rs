@@ -7,8 +7,14 @@
 //! revisions it read. A concurrent change makes the batch fail and the operation
 //! run again on fresh data, so the rules hold even with several writers.
 
+mod authorization;
 mod billing_groups;
+mod ca_certificates;
+mod certificates;
 mod paging;
+mod policies;
+mod principals;
+mod role_aliases;
 mod settings;
 mod tags;
 mod thing_groups;
@@ -22,6 +28,9 @@ use ferrocore_store::{Collection, Expect, RecordStore, StoreError, Write};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use authorization::{AuthCheck, AuthResult, TestAuthorization};
+pub use ca_certificates::{RegisterCaCertificate, UpdateCaCertificate};
+pub use certificates::CertificateCreated;
 pub use billing_groups::{BillingGroupCreated, CreateBillingGroup};
 pub use paging::{Page, PageRequest};
 pub use settings::{EndpointType, EventConfigurations, LoggingOptions, Setting};
@@ -38,6 +47,8 @@ pub struct RegistryConfig {
     pub thing_type_delete_wait_ms: Millis,
     /// The host DescribeEndpoint answers for every endpoint type.
     pub endpoint_host: String,
+    /// Largest policy document, in non-whitespace characters (AWS: 2048).
+    pub policy_document_limit: usize,
 }
 
 /// The current time, passed in so the registry stays deterministic under test.
@@ -58,6 +69,8 @@ pub struct Registry {
     store: Arc<dyn RecordStore>,
     config: RegistryConfig,
     clock: Arc<dyn Clock>,
+    /// Signs the certificates the registry issues (CreateKeysAndCertificate, CSRs).
+    issuer: Arc<ferrocore_pki::Issuer>,
 }
 
 /// A record as read, with the revision later writes are conditioned on.
@@ -105,8 +118,13 @@ impl<R> Outcome<R> {
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn RecordStore>, config: RegistryConfig, clock: Arc<dyn Clock>) -> Self {
-        Self { store, config, clock }
+    pub fn new(
+        store: Arc<dyn RecordStore>,
+        config: RegistryConfig,
+        clock: Arc<dyn Clock>,
+        issuer: Arc<ferrocore_pki::Issuer>,
+    ) -> Self {
+        Self { store, config, clock, issuer }
     }
 
     pub fn account(&self) -> &Account {

@@ -1,4 +1,5 @@
 use ferrocore_model::registry::{BillingGroup, Tags, ThingGroup, ThingType, validate_tags};
+use ferrocore_model::security::{CaCertificate, Policy, RoleAlias};
 use ferrocore_model::{Arn, Error, ResourceKind, Result};
 use ferrocore_store::Collection;
 use serde::Serialize;
@@ -21,13 +22,17 @@ macro_rules! tagged {
         }
     )*};
 }
-tagged!(ThingType, ThingGroup, BillingGroup);
+tagged!(ThingType, ThingGroup, BillingGroup, Policy, CaCertificate, RoleAlias);
 
 fn collection_of(arn: &Arn, text: &str) -> Result<Collection> {
     match arn.kind {
         ResourceKind::ThingType => Ok(Collection::ThingType),
         ResourceKind::ThingGroup => Ok(Collection::ThingGroup),
         ResourceKind::BillingGroup => Ok(Collection::BillingGroup),
+        ResourceKind::Policy => Ok(Collection::Policy),
+        ResourceKind::CaCertificate => Ok(Collection::CaCertificate),
+        ResourceKind::RoleAlias => Ok(Collection::RoleAlias),
+        ResourceKind::Certificate => Err(Error::invalid(format!("Tagging is not supported for the resource {text}: certificates cannot be tagged."))),
         ResourceKind::Thing => Err(Error::invalid(format!("Tagging is not supported for the resource {text}: things cannot be tagged."))),
     }
 }
@@ -52,6 +57,9 @@ impl Registry {
         match collection_of(&arn, resource_arn)? {
             c @ Collection::ThingType => self.retag::<ThingType>(c, &arn, resource_arn, change).await,
             c @ Collection::ThingGroup => self.retag::<ThingGroup>(c, &arn, resource_arn, change).await,
+            c @ Collection::Policy => self.retag::<Policy>(c, &arn, resource_arn, change).await,
+            c @ Collection::CaCertificate => self.retag::<CaCertificate>(c, &arn, resource_arn, change).await,
+            c @ Collection::RoleAlias => self.retag::<RoleAlias>(c, &arn, resource_arn, change).await,
             c => self.retag::<BillingGroup>(c, &arn, resource_arn, change).await,
         }
     }
@@ -72,6 +80,9 @@ impl Registry {
         let tags = match collection {
             Collection::ThingType => self.load::<ThingType>(collection, &arn.name).await?.map(|r| r.value.tags),
             Collection::ThingGroup => self.load::<ThingGroup>(collection, &arn.name).await?.map(|r| r.value.tags),
+            Collection::Policy => self.load::<Policy>(collection, &arn.name).await?.map(|r| r.value.tags),
+            Collection::CaCertificate => self.load::<CaCertificate>(collection, &arn.name).await?.map(|r| r.value.tags),
+            Collection::RoleAlias => self.load::<RoleAlias>(collection, &arn.name).await?.map(|r| r.value.tags),
             _ => self.load::<BillingGroup>(collection, &arn.name).await?.map(|r| r.value.tags),
         }
         .ok_or_else(missing)?;

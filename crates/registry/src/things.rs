@@ -115,6 +115,7 @@ impl Registry {
                 version: 1,
                 billing_group: request.billing_group.clone(),
                 groups: Default::default(),
+                principals: Default::default(),
             };
             let created = ThingCreated { name: thing.name.clone(), arn, id: thing.id.clone() };
             writes.push(put(Collection::Thing, &thing.name, Expect::Absent, &thing));
@@ -169,6 +170,11 @@ impl Registry {
                 return Ok(Outcome::answer(()));
             };
             check_expected_version("thing", name, loaded.value.version, expected_version)?;
+            if !loaded.value.principals.is_empty() {
+                return Err(Error::invalid(format!(
+                    "Cannot delete thing {name}: it has principals attached. Detach them with DetachThingPrincipal first."
+                )));
+            }
             Ok(Outcome::write(vec![Write::delete(Collection::Thing, name, loaded.expect())], ()))
         })
         .await

@@ -18,13 +18,15 @@ impl Clock for TestClock {
 
 async fn registry(dir: &tempfile::TempDir, delete_wait_ms: i64) -> (Registry, Arc<TestClock>) {
     let store = SqliteStore::open(&dir.path().join("db")).await.unwrap();
-    let clock = Arc::new(TestClock(AtomicI64::new(1_000_000)));
+    let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
     let config = RegistryConfig {
         account: Account::default(),
         thing_type_delete_wait_ms: delete_wait_ms,
         endpoint_host: "localhost".into(),
+        policy_document_limit: 2048,
     };
-    (Registry::new(Arc::new(store), config, clock.clone()), clock)
+    let issuer = Arc::new(ferrocore_pki::Issuer::new_root("test CA", "ferrocore", 1_800_000_000).unwrap());
+    (Registry::new(Arc::new(store), config, clock.clone(), issuer), clock)
 }
 
 fn attrs(pairs: &[(&str, &str)]) -> Attributes {
@@ -128,4 +130,84 @@ async fn list_things_filters_and_pages() {
     let second = registry.list_things(&request).await.unwrap();
     assert_eq!(second.items.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t4"]);
     assert!(second.next_token.is_none());
+}
+
+const WALLED_GARDEN: &str = r#"{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Effect": "Allow", "Action": "iot:Connect", "Resource": "arn:aws:iot:us-east-1:000000000000:client/${iot:Connection.Thing.ThingName}"},
+    {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": "arn:aws:iot:us-east-1:000000000000:topic/$aws/things/${iot:Connection.Thing.ThingName}/*"},
+    {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": "arn:aws:iot:us-east-1:000000000000:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/*"}
+  ]
+}"#;
+
+fn check(action: &str, resource: &str) -> ferrocore_registry::AuthCheck {
+    ferrocore_registry::AuthCheck {
+        action_type: action.into(),
+        resources: vec![format!("arn:aws:iot:us-east-1:000000000000:{resource}")],
+    }
+}
+
+#[tokio::test]
+async fn certificate_lifecycle_and_walled_garden_authorization() {
+    use ferrocore_model::security::{CertificateStatus, ThingPrincipalType};
+    use ferrocore_policy::Decision;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = registry(&dir, 0).await;
+    let cert = registry.create_keys_and_certificate(true).await.unwrap();
+    assert!(cert.key_pair.as_ref().unwrap().1.contains("PRIVATE KEY"));
+    registry.create_thing(CreateThing { name: "dev1".into(), ..Default::default() }).await.unwrap();
+    registry.create_policy("garden", WALLED_GARDEN, &Default::default()).await.unwrap();
+    registry.attach_policy("garden", &cert.arn).await.unwrap();
+    registry.attach_thing_principal("dev1", &cert.arn, ThingPrincipalType::NonExclusiveThing).await.unwrap();
+
+    let request = ferrocore_registry::TestAuthorization {
+        principal: Some(cert.arn.clone()),
+        client_id: Some("dev1".into()),
+        checks: vec![
+            check("CONNECT", "client/dev1"),
+            check("PUBLISH", "topic/$aws/things/dev1/shadow/update"),
+            check("PUBLISH", "topic/$aws/things/dev2/shadow/update"),
+            check("SUBSCRIBE", "topicfilter/$aws/things/dev1/shadow/#"),
+        ],
+        ..Default::default()
+    };
+    let decisions: Vec<Decision> = registry.test_authorization(&request).await.unwrap().iter().map(|r| r.decision).collect();
+    assert_eq!(decisions, [Decision::Allowed, Decision::Allowed, Decision::ImplicitDeny, Decision::Allowed]);
+    let as_other = ferrocore_registry::TestAuthorization { client_id: Some("dev2".into()), ..request.clone() };
+    let results = registry.test_authorization(&as_other).await.unwrap();
+    assert_eq!(results[0].decision, Decision::ImplicitDeny, "thing variables resolve only for the thing's own client id");
+
+    assert!(matches!(registry.delete_thing("dev1", None).await, Err(Error::InvalidRequest(_))));
+    assert!(matches!(registry.delete_certificate(&cert.id, false).await, Err(Error::CertificateState(_))));
+    registry.update_certificate(&cert.id, CertificateStatus::Inactive).await.unwrap();
+    assert!(matches!(registry.delete_certificate(&cert.id, true).await, Err(Error::DeleteConflict(_))), "thing attached");
+    registry.detach_thing_principal("dev1", &cert.arn).await.unwrap();
+    assert!(matches!(registry.delete_certificate(&cert.id, false).await, Err(Error::DeleteConflict(_))), "policy attached");
+    registry.delete_certificate(&cert.id, true).await.unwrap();
+    assert!(registry.get_policy("garden").await.unwrap().targets.is_empty(), "force delete detaches policies");
+}
+
+#[tokio::test]
+async fn policy_versions_follow_aws_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = registry(&dir, 0).await;
+    registry.create_policy("p", WALLED_GARDEN, &Default::default()).await.unwrap();
+    for expected in 2..=5 {
+        assert_eq!(registry.create_policy_version("p", WALLED_GARDEN, false).await.unwrap(), expected);
+    }
+    assert!(matches!(registry.create_policy_version("p", WALLED_GARDEN, true).await, Err(Error::VersionsLimitExceeded(_))));
+    assert!(matches!(registry.delete_policy_version("p", 1).await, Err(Error::InvalidRequest(_))), "default version");
+    assert!(matches!(registry.delete_policy("p").await, Err(Error::DeleteConflict(_))), "versions remain");
+    registry.set_default_policy_version("p", 5).await.unwrap();
+    for version in 1..=4 {
+        registry.delete_policy_version("p", version).await.unwrap();
+    }
+    assert_eq!(registry.create_policy_version("p", WALLED_GARDEN, false).await.unwrap(), 6, "ids are not reused");
+    registry.delete_policy_version("p", 6).await.unwrap();
+    registry.delete_policy("p").await.unwrap();
+    let too_big = format!(r#"{{"Statement":{{"Effect":"Allow","Action":"iot:*","Resource":"{}"}}}}"#, "x".repeat(2048));
+    assert!(matches!(registry.create_policy("big", &too_big, &Default::default()).await, Err(Error::InvalidRequest(_))));
+    assert!(matches!(registry.create_policy("bad", "{}", &Default::default()).await, Err(Error::MalformedPolicy(_))));
 }

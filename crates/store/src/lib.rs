@@ -21,6 +21,10 @@ pub enum Collection {
     ThingType,
     ThingGroup,
     BillingGroup,
+    Certificate,
+    CaCertificate,
+    Policy,
+    RoleAlias,
     /// Singletons of the installation: endpoint prefix, event configurations, ...
     Setting,
 }
@@ -32,6 +36,10 @@ impl Collection {
             Self::ThingType => "thing_type",
             Self::ThingGroup => "thing_group",
             Self::BillingGroup => "billing_group",
+            Self::Certificate => "certificate",
+            Self::CaCertificate => "ca_certificate",
+            Self::Policy => "policy",
+            Self::RoleAlias => "role_alias",
             Self::Setting => "setting",
         }
     }

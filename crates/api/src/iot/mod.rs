@@ -1,6 +1,12 @@
 //! The `iot` control plane (restJson1): operation dispatch and wire DTOs.
 
+mod authorization;
 mod billing_groups;
+mod ca_certificates;
+mod certificates;
+mod policies;
+mod principals;
+mod role_aliases;
 mod settings;
 mod tags;
 mod thing_groups;
@@ -63,6 +69,51 @@ pub(crate) async fn dispatch(state: &ApiState, operation: &'static str, input: I
         "UpdateIndexingConfiguration" => settings::update_indexing_configuration(registry, &input).await,
         "GetV2LoggingOptions" => settings::get_logging_options(registry).await,
         "SetV2LoggingOptions" => settings::set_logging_options(registry, &input).await,
+        "CreateKeysAndCertificate" => certificates::create_keys_and_certificate(registry, &input).await,
+        "CreateCertificateFromCsr" => certificates::create_from_csr(registry, &input).await,
+        "RegisterCertificate" => certificates::register(registry, &input).await,
+        "RegisterCertificateWithoutCA" => certificates::register_without_ca(registry, &input).await,
+        "DescribeCertificate" => certificates::describe(registry, &input).await,
+        "ListCertificates" => certificates::list(registry, &input, None).await,
+        "ListCertificatesByCA" => certificates::list(registry, &input, Some(input.label("caCertificateId"))).await,
+        "UpdateCertificate" => certificates::update(registry, &input).await,
+        "DeleteCertificate" => certificates::delete(registry, &input).await,
+        "GetRegistrationCode" => ca_certificates::get_registration_code(registry).await,
+        "DeleteRegistrationCode" => ca_certificates::delete_registration_code(registry).await,
+        "RegisterCACertificate" => ca_certificates::register(registry, &input).await,
+        "DescribeCACertificate" => ca_certificates::describe(registry, &input).await,
+        "ListCACertificates" => ca_certificates::list(registry, &input).await,
+        "UpdateCACertificate" => ca_certificates::update(registry, &input).await,
+        "DeleteCACertificate" => ca_certificates::delete(registry, &input).await,
+        "CreatePolicy" => policies::create(registry, &input).await,
+        "GetPolicy" => policies::get(registry, &input).await,
+        "DeletePolicy" => policies::delete(registry, &input).await,
+        "ListPolicies" => policies::list(registry, &input).await,
+        "CreatePolicyVersion" => policies::create_version(registry, &input).await,
+        "GetPolicyVersion" => policies::get_version(registry, &input).await,
+        "ListPolicyVersions" => policies::list_versions(registry, &input).await,
+        "DeletePolicyVersion" => policies::delete_version(registry, &input).await,
+        "SetDefaultPolicyVersion" => policies::set_default_version(registry, &input).await,
+        "AttachPolicy" => policies::attach(registry, &input, policies::TargetIn::Body).await,
+        "DetachPolicy" => policies::detach(registry, &input, policies::TargetIn::Body).await,
+        "AttachPrincipalPolicy" => policies::attach(registry, &input, policies::TargetIn::PrincipalHeader).await,
+        "DetachPrincipalPolicy" => policies::detach(registry, &input, policies::TargetIn::PrincipalHeader).await,
+        "ListAttachedPolicies" => policies::list_attached(registry, &input).await,
+        "ListTargetsForPolicy" => policies::list_targets(registry, &input).await,
+        "ListPolicyPrincipals" => policies::list_principals(registry, &input).await,
+        "ListPrincipalPolicies" => policies::list_principal_policies(registry, &input).await,
+        "AttachThingPrincipal" => principals::attach(registry, &input).await,
+        "DetachThingPrincipal" => principals::detach(registry, &input).await,
+        "ListThingPrincipals" => principals::list_for_thing(registry, &input, false).await,
+        "ListThingPrincipalsV2" => principals::list_for_thing(registry, &input, true).await,
+        "ListPrincipalThings" => principals::list_for_principal(registry, &input, false).await,
+        "ListPrincipalThingsV2" => principals::list_for_principal(registry, &input, true).await,
+        "CreateRoleAlias" => role_aliases::create(registry, &input).await,
+        "DescribeRoleAlias" => role_aliases::describe(registry, &input).await,
+        "UpdateRoleAlias" => role_aliases::update(registry, &input).await,
+        "DeleteRoleAlias" => role_aliases::delete(registry, &input).await,
+        "ListRoleAliases" => role_aliases::list(registry, &input).await,
+        "TestAuthorization" => authorization::test_authorization(registry, &input).await,
         other => Err(ApiError::not_implemented("iot", other)),
     }
 }
@@ -98,6 +149,14 @@ fn page_reply<T>(key: &str, page: Page<T>, render: impl Fn(T) -> Value) -> Answe
     reply(json!({
         key: page.items.into_iter().map(render).collect::<Vec<_>>(),
         "nextToken": page.next_token,
+    }))
+}
+
+/// A page of the older list operations, with `nextMarker` when there is more.
+fn marker_reply<T>(key: &str, page: Page<T>, render: impl Fn(T) -> Value) -> Answer {
+    reply(json!({
+        key: page.items.into_iter().map(render).collect::<Vec<_>>(),
+        "nextMarker": page.next_token,
     }))
 }
 

@@ -1,0 +1,88 @@
+//! The server PKI in the data directory: a root CA made on first start (it also
+//! signs the device certificates ferrocore issues) and the TLS certificate of the
+//! device endpoints, reissued when the configured names change.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use ferrocore_pki::{Issuer, parse_certificate_pem};
+
+pub struct ServerPki {
+    pub issuer: Issuer,
+    pub ca_pem: String,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Operator-supplied TLS certificate and key files, instead of the generated ones.
+pub struct SuppliedTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl ServerPki {
+    pub fn load_or_create(data_dir: &Path, names: &[String], supplied: Option<SuppliedTls>) -> anyhow::Result<Self> {
+        let dir = data_dir.join("pki");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let (ca_path, ca_key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
+        let issuer = if ca_path.exists() {
+            Issuer::from_pem(&read(&ca_path)?, &read(&ca_key_path)?).context("loading the server CA")?
+        } else {
+            let issuer = Issuer::new_root("ferrocore root CA", "ferrocore", now()).context("creating the server CA")?;
+            write_private(&ca_key_path, &issuer.key_pem())?;
+            write_private(&ca_path, issuer.certificate_pem())?;
+            tracing::info!(path = %ca_path.display(), "created the server root CA");
+            issuer
+        };
+        let ca_pem = issuer.certificate_pem().to_string();
+
+        // The device gateway's listeners serve this certificate (pki/server.pem, or the supplied one).
+        let server_cert_pem = match supplied {
+            Some(tls) => {
+                read(&tls.key_file)?;
+                read(&tls.cert_file)?
+            }
+            None => {
+                let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server.key"));
+                let current = cert_path.exists().then(|| read(&cert_path)).transpose()?;
+                let fresh = current.as_deref().and_then(|pem| parse_certificate_pem(pem).ok()).is_some_and(|cert| {
+                    let covered = names.iter().all(|n| cert.subject_alternative_names.iter().any(|(_, v)| v == n));
+                    covered && cert.not_after > now() + 30 * 86_400
+                });
+                if fresh {
+                    current.unwrap_or_default()
+                } else {
+                    let issued = issuer.issue_server(names, now()).context("issuing the server certificate")?;
+                    write_private(&key_path, &issued.private_key_pem)?;
+                    write_private(&cert_path, &issued.certificate_pem)?;
+                    tracing::info!(names = ?names, "issued the server TLS certificate");
+                    issued.certificate_pem
+                }
+            }
+        };
+        if parse_certificate_pem(&server_cert_pem).is_err() {
+            bail!("the server TLS certificate is not a valid PEM certificate");
+        }
+        Ok(Self { issuer, ca_pem })
+    }
+}

@@ -1,0 +1,166 @@
+//! Authorization decisions for a principal: the policies that apply to it (its
+//! own and those of the thing groups of its thing) evaluated by the policy
+//! engine. TestAuthorization exposes this to users.
+
+use std::collections::BTreeSet;
+
+use ferrocore_model::registry::{Thing, ThingGroup};
+use ferrocore_model::security::{Certificate, Policy, ThingPrincipalType};
+use ferrocore_model::{Arn, Error, ResourceKind, Result};
+use ferrocore_pki::parse_certificate_pem;
+use ferrocore_policy::{CertificateFacts, Context, Decision, ThingFacts, evaluate};
+use ferrocore_store::Collection;
+
+use crate::Registry;
+
+/// One `authInfo`: an action type and the resources it is asked for.
+#[derive(Debug, Clone)]
+pub struct AuthCheck {
+    pub action_type: String,
+    pub resources: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthResult {
+    pub check: AuthCheck,
+    pub decision: Decision,
+    pub allowed: Vec<String>,
+    pub explicit_deny: Vec<String>,
+    pub implicit_deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TestAuthorization {
+    pub principal: Option<String>,
+    pub client_id: Option<String>,
+    pub policies_to_add: Vec<String>,
+    pub policies_to_skip: Vec<String>,
+    pub checks: Vec<AuthCheck>,
+}
+
+fn action_for(action_type: &str) -> Result<&'static str> {
+    Ok(match action_type {
+        "CONNECT" => "iot:Connect",
+        "PUBLISH" => "iot:Publish",
+        "SUBSCRIBE" => "iot:Subscribe",
+        "RECEIVE" => "iot:Receive",
+        other => {
+            return Err(Error::invalid(format!(
+                "1 validation error detected: Value '{other}' at 'authInfos.member.actionType' failed to satisfy constraint: Member must satisfy enum value set: [PUBLISH, SUBSCRIBE, RECEIVE, CONNECT]"
+            )));
+        }
+    })
+}
+
+fn certificate_facts(certificate: &Certificate) -> Option<CertificateFacts> {
+    let parsed = parse_certificate_pem(&certificate.pem).ok()?;
+    Some(CertificateFacts {
+        subject: parsed.subject,
+        issuer: parsed.issuer,
+        subject_alternative_names: parsed.subject_alternative_names,
+        issuer_alternative_names: parsed.issuer_alternative_names,
+        serial_number: parsed.serial_hex,
+    })
+}
+
+/// The thing whose variables resolve for `principal` connecting as `client_id`:
+/// its exclusive thing, else the thing named like the client id if attached.
+fn connection_thing<'a>(things: &'a [Thing], principal: &str, client_id: Option<&str>) -> Option<&'a Thing> {
+    let attached = |t: &&Thing| t.principals.contains_key(principal);
+    things
+        .iter()
+        .filter(attached)
+        .find(|t| t.principals.get(principal) == Some(&ThingPrincipalType::ExclusiveThing))
+        .or_else(|| things.iter().filter(attached).find(|t| Some(t.name.as_str()) == client_id))
+}
+
+impl Registry {
+    /// A principal as a certificate ARN; a bare certificate id is accepted too.
+    fn principal_arn(&self, principal: &str) -> String {
+        if principal.len() == 64 && principal.chars().all(|c| c.is_ascii_hexdigit()) {
+            self.arn(ResourceKind::Certificate, principal)
+        } else {
+            principal.to_string()
+        }
+    }
+
+    pub async fn test_authorization(&self, request: &TestAuthorization) -> Result<Vec<AuthResult>> {
+        let principal = self.principal_arn(request.principal.as_deref().unwrap_or_default());
+        let certificate = match Arn::parse(&principal, self.account()) {
+            Ok(arn) if arn.kind == ResourceKind::Certificate => Some(self.require_certificate(&arn.name).await?.value),
+            _ => None,
+        };
+        let things: Vec<Thing> = self.load_all::<Thing>(Collection::Thing).await?.into_iter().map(|t| t.value).collect();
+        let thing = connection_thing(&things, &principal, request.client_id.as_deref());
+
+        let mut targets: BTreeSet<String> = [principal.clone()].into();
+        if let Some(thing) = thing {
+            let groups = self.load_all::<ThingGroup>(Collection::ThingGroup).await?;
+            for name in &thing.groups {
+                let mut current = groups.iter().find(|g| &g.value.name == name);
+                while let Some(group) = current {
+                    targets.insert(self.arn(ResourceKind::ThingGroup, &group.value.name));
+                    current = group.value.parent.as_ref().and_then(|p| groups.iter().find(|g| &g.value.name == p));
+                }
+            }
+        }
+        let mut names: BTreeSet<String> = self
+            .load_all::<Policy>(Collection::Policy)
+            .await?
+            .into_iter()
+            .filter(|p| p.value.targets.iter().any(|t| targets.contains(t)))
+            .map(|p| p.value.name)
+            .collect();
+        names.extend(request.policies_to_add.iter().cloned());
+        for skip in &request.policies_to_skip {
+            names.remove(skip);
+        }
+        let mut parsed = Vec::new();
+        for name in &names {
+            let policy = self.get_policy(name).await?;
+            let document = ferrocore_policy::Policy::parse(policy.default_document())
+                .map_err(|err| Error::Internal(format!("Stored policy {name} does not parse: {err}")))?;
+            parsed.push((name.clone(), document));
+        }
+
+        let thing_facts = thing.map(|t| ThingFacts {
+            name: t.name.clone(),
+            type_name: t.thing_type.clone(),
+            attributes: t.attributes.clone(),
+        });
+        let cert_facts = certificate.as_ref().and_then(certificate_facts);
+        let context = Context::for_connection(request.client_id.as_deref().unwrap_or_default(), thing_facts.as_ref(), cert_facts.as_ref());
+        let policies: Vec<&ferrocore_policy::Policy> = parsed.iter().map(|(_, p)| p).collect();
+
+        request
+            .checks
+            .iter()
+            .map(|check| {
+                let action = action_for(&check.action_type)?;
+                let (mut allowing, mut denying) = (BTreeSet::new(), BTreeSet::new());
+                let mut all_allowed = !check.resources.is_empty();
+                for resource in &check.resources {
+                    let evaluation = evaluate(&policies, action, resource, &context);
+                    all_allowed &= evaluation.decision == Decision::Allowed;
+                    allowing.extend(evaluation.allowing);
+                    denying.extend(evaluation.denying);
+                }
+                let decision = if !denying.is_empty() {
+                    Decision::ExplicitDeny
+                } else if all_allowed {
+                    Decision::Allowed
+                } else {
+                    Decision::ImplicitDeny
+                };
+                let name_of = |i: usize| parsed[i].0.clone();
+                Ok(AuthResult {
+                    check: check.clone(),
+                    decision,
+                    allowed: if decision == Decision::Allowed { allowing.into_iter().map(name_of).collect() } else { Vec::new() },
+                    explicit_deny: denying.into_iter().map(name_of).collect(),
+                    implicit_deny: if decision == Decision::ImplicitDeny { names.iter().cloned().collect() } else { Vec::new() },
+                })
+            })
+            .collect()
+    }
+}

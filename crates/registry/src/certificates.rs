@@ -1,0 +1,230 @@
+//! Device certificates: creating, registering, status changes and deletion.
+
+use ferrocore_model::names::CERTIFICATE_ID;
+use ferrocore_model::security::{CaCertificate, Certificate, CertificateMode, CertificateStatus, Policy};
+use ferrocore_model::{Error, ResourceKind, Result};
+use ferrocore_pki::{ParsedCertificate, PkiError, parse_certificate_pem, parse_csr_pem};
+use ferrocore_store::{Collection, Expect, Write};
+
+use crate::paging::{Page, PageRequest, paginate};
+use crate::{Outcome, Registry, new_id, put};
+
+/// What a certificate-creating call answers.
+#[derive(Debug, Clone)]
+pub struct CertificateCreated {
+    pub id: String,
+    pub arn: String,
+    pub pem: String,
+    /// (public key PEM, private key PEM), only for CreateKeysAndCertificate.
+    pub key_pair: Option<(String, String)>,
+}
+
+fn invalid_certificate(err: PkiError) -> Error {
+    Error::CertificateValidation(format!("The certificate is not valid: {err}"))
+}
+
+pub(crate) fn certificate_not_found(id: &str) -> Error {
+    Error::not_found(format!("The certificate {id} does not exist."))
+}
+
+/// Key for listing in creation order (ascending) or its reverse.
+pub(crate) fn creation_order_key(creation: i64, id: &str, ascending: bool) -> String {
+    let rank = if ascending { creation } else { i64::MAX - creation };
+    format!("{rank:020}|{id}")
+}
+
+impl Registry {
+    pub(crate) fn parse_valid_certificate(&self, pem: &str) -> Result<ParsedCertificate> {
+        let parsed = parse_certificate_pem(pem).map_err(invalid_certificate)?;
+        let now = self.now() / 1000;
+        if now > parsed.not_after {
+            return Err(Error::CertificateValidation("The certificate has expired.".into()));
+        }
+        if now < parsed.not_before {
+            return Err(Error::CertificateValidation("The certificate is not yet valid.".into()));
+        }
+        Ok(parsed)
+    }
+
+    fn new_certificate(&self, parsed: &ParsedCertificate, status: CertificateStatus, ca: Option<&CaCertificate>, mode: CertificateMode) -> Certificate {
+        let now = self.now();
+        Certificate {
+            id: parsed.id.clone(),
+            pem: parsed.pem.clone(),
+            status,
+            ca_certificate_id: ca.map(|c| c.id.clone()),
+            mode,
+            creation_date: now,
+            last_modified_date: now,
+            customer_version: 1,
+            generation_id: new_id(),
+            not_before: parsed.not_before,
+            not_after: parsed.not_after,
+            things: Default::default(),
+        }
+    }
+
+    /// Stores a new certificate; a certificate already known is a conflict.
+    async fn insert_certificate(&self, certificate: Certificate, key_pair: Option<(String, String)>) -> Result<CertificateCreated> {
+        let arn = self.arn(ResourceKind::Certificate, &certificate.id);
+        let (certificate, key_pair, arn) = (&certificate, &key_pair, &arn);
+        self.transact(|| async move {
+            if self.load::<Certificate>(Collection::Certificate, &certificate.id).await?.is_some() {
+                return Err(Error::ResourceAlreadyExists {
+                    message: "The certificate is already provisioned or registered".into(),
+                    resource_id: certificate.id.clone(),
+                    resource_arn: arn.clone(),
+                });
+            }
+            let created = CertificateCreated {
+                id: certificate.id.clone(),
+                arn: arn.clone(),
+                pem: certificate.pem.clone(),
+                key_pair: key_pair.clone(),
+            };
+            Ok(Outcome::write(vec![put(Collection::Certificate, &certificate.id, Expect::Absent, &certificate)], created))
+        })
+        .await
+    }
+
+    fn initial_status(set_as_active: bool) -> CertificateStatus {
+        if set_as_active { CertificateStatus::Active } else { CertificateStatus::Inactive }
+    }
+
+    pub async fn create_keys_and_certificate(&self, set_as_active: bool) -> Result<CertificateCreated> {
+        let issued = self
+            .issuer
+            .issue_device("AWS IoT Certificate", self.now() / 1000)
+            .map_err(|err| Error::Internal(format!("Could not issue a certificate: {err}")))?;
+        let parsed = parse_certificate_pem(&issued.certificate_pem).map_err(invalid_certificate)?;
+        let certificate = self.new_certificate(&parsed, Self::initial_status(set_as_active), None, CertificateMode::Default);
+        self.insert_certificate(certificate, Some((issued.public_key_pem, issued.private_key_pem))).await
+    }
+
+    pub async fn create_certificate_from_csr(&self, csr_pem: &str, set_as_active: bool) -> Result<CertificateCreated> {
+        let csr = parse_csr_pem(csr_pem).map_err(|err| Error::invalid(err.to_string()))?;
+        let pem = self
+            .issuer
+            .issue_for_csr(&csr.pem, self.now() / 1000)
+            .map_err(|err| Error::invalid(err.to_string()))?;
+        let parsed = parse_certificate_pem(&pem).map_err(invalid_certificate)?;
+        let certificate = self.new_certificate(&parsed, Self::initial_status(set_as_active), None, CertificateMode::Default);
+        self.insert_certificate(certificate, None).await
+    }
+
+    /// RegisterCertificate: the issuer must be a registered CA (named by `ca_pem`
+    /// when several share a subject) whose key signed the certificate.
+    pub async fn register_certificate(&self, pem: &str, ca_pem: Option<&str>, status: CertificateStatus) -> Result<CertificateCreated> {
+        let parsed = self.parse_valid_certificate(pem)?;
+        let cas = self.load_all::<CaCertificate>(Collection::CaCertificate).await?;
+        let wanted_ca = match ca_pem {
+            Some(ca_pem) => Some(parse_certificate_pem(ca_pem).map_err(invalid_certificate)?.id),
+            None => None,
+        };
+        let candidates: Vec<&CaCertificate> = cas
+            .iter()
+            .map(|c| &c.value)
+            .filter(|ca| wanted_ca.as_ref().is_none_or(|id| &ca.id == id))
+            .collect();
+        if wanted_ca.is_some() && candidates.is_empty() {
+            return Err(Error::CertificateValidation("The CA certificate given in caCertificatePem is not registered.".into()));
+        }
+        let issuer = candidates.into_iter().find(|ca| {
+            parse_certificate_pem(&ca.pem).is_ok_and(|ca_cert| parsed.is_signed_by(&ca_cert))
+        });
+        let Some(ca) = issuer else {
+            return Err(Error::CertificateValidation(
+                "The certificate is not signed by a CA certificate registered in this account.".into(),
+            ));
+        };
+        let certificate = self.new_certificate(&parsed, status, Some(ca), ca.mode);
+        self.insert_certificate(certificate, None).await
+    }
+
+    pub async fn register_certificate_without_ca(&self, pem: &str, status: CertificateStatus) -> Result<CertificateCreated> {
+        let parsed = self.parse_valid_certificate(pem)?;
+        let certificate = self.new_certificate(&parsed, status, None, CertificateMode::SniOnly);
+        self.insert_certificate(certificate, None).await
+    }
+
+    pub(crate) async fn require_certificate(&self, id: &str) -> Result<crate::Loaded<Certificate>> {
+        CERTIFICATE_ID.check("certificateId", id)?;
+        self.load(Collection::Certificate, id).await?.ok_or_else(|| certificate_not_found(id))
+    }
+
+    pub async fn describe_certificate(&self, id: &str) -> Result<Certificate> {
+        Ok(self.require_certificate(id).await?.value)
+    }
+
+    pub async fn list_certificates(&self, ca_id: Option<&str>, ascending: bool, page: &PageRequest) -> Result<Page<Certificate>> {
+        if let Some(ca_id) = ca_id {
+            self.require_ca_certificate(ca_id).await?;
+        }
+        let mut all: Vec<(String, Certificate)> = self
+            .load_all::<Certificate>(Collection::Certificate)
+            .await?
+            .into_iter()
+            .map(|c| c.value)
+            .filter(|c| ca_id.is_none_or(|id| c.ca_certificate_id.as_deref() == Some(id)))
+            .map(|c| (creation_order_key(c.creation_date, &c.id, ascending), c))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let page = paginate(all, |(key, _)| key.as_str(), page)?;
+        Ok(Page { items: page.items.into_iter().map(|(_, c)| c).collect(), next_token: page.next_token })
+    }
+
+    pub async fn update_certificate(&self, id: &str, new_status: CertificateStatus) -> Result<()> {
+        self.transact(|| async move {
+            let loaded = self.require_certificate(id).await?;
+            let mut certificate = loaded.value.clone();
+            certificate.check_transition(new_status)?;
+            if certificate.status == new_status {
+                return Ok(Outcome::answer(()));
+            }
+            certificate.status = new_status;
+            certificate.last_modified_date = self.now();
+            certificate.customer_version += 1;
+            Ok(Outcome::write(vec![put(Collection::Certificate, id, loaded.expect(), &certificate)], ()))
+        })
+        .await?;
+        tracing::info!(certificate = id, status = new_status.as_str(), "certificate status changed");
+        Ok(())
+    }
+
+    /// Refused while ACTIVE or attached to things; attached policies block it
+    /// unless `force_delete`, which detaches them.
+    pub async fn delete_certificate(&self, id: &str, force_delete: bool) -> Result<()> {
+        let arn = &self.arn(ResourceKind::Certificate, id);
+        self.transact(|| async move {
+            let loaded = self.require_certificate(id).await?;
+            let certificate = &loaded.value;
+            if certificate.status == CertificateStatus::Active {
+                return Err(Error::CertificateState(format!(
+                    "Certificate must be deactivated (not ACTIVE) before deletion. Id: {id}"
+                )));
+            }
+            if !certificate.things.is_empty() {
+                return Err(Error::DeleteConflict(format!("Things must be detached before deletion (arn: {arn})")));
+            }
+            let policies = self.load_all::<Policy>(Collection::Policy).await?;
+            let attached: Vec<_> = policies.iter().filter(|p| p.value.targets.contains(arn)).collect();
+            if !attached.is_empty() && !force_delete {
+                return Err(Error::DeleteConflict(format!(
+                    "Certificate policies must be detached before deletion (arn: {arn})"
+                )));
+            }
+            let mut writes: Vec<Write> = attached
+                .into_iter()
+                .map(|p| {
+                    let mut policy = p.value.clone();
+                    policy.targets.remove(arn);
+                    put(Collection::Policy, &policy.name, p.expect(), &policy)
+                })
+                .collect();
+            writes.push(Write::delete(Collection::Certificate, id, loaded.expect()));
+            Ok(Outcome::write(writes, ()))
+        })
+        .await
+    }
+
+}
