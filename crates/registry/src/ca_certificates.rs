@@ -110,7 +110,8 @@ impl Registry {
             let now = self.now();
             let record = CaCertificate {
                 id: ca.id.clone(),
-                pem: ca.pem.clone(),
+                // As given: AWS answers the registered PEM byte for byte.
+                pem: request.ca_pem.clone(),
                 status: if request.set_as_active { CaStatus::Active } else { CaStatus::Inactive },
                 auto_registration: request.allow_auto_registration,
                 registration_config: request.registration_config.clone(),

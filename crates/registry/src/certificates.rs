@@ -46,11 +46,20 @@ impl Registry {
         Ok(parsed)
     }
 
-    fn new_certificate(&self, parsed: &ParsedCertificate, status: CertificateStatus, ca: Option<&CaCertificate>, mode: CertificateMode) -> Certificate {
+    /// A new certificate record. `pem` is kept as the caller gave it: AWS answers
+    /// the registered PEM byte for byte (Terraform compares it with its config).
+    fn new_certificate(
+        &self,
+        pem: &str,
+        parsed: &ParsedCertificate,
+        status: CertificateStatus,
+        ca: Option<&CaCertificate>,
+        mode: CertificateMode,
+    ) -> Certificate {
         let now = self.now();
         Certificate {
             id: parsed.id.clone(),
-            pem: parsed.pem.clone(),
+            pem: pem.to_string(),
             status,
             ca_certificate_id: ca.map(|c| c.id.clone()),
             mode,
@@ -97,7 +106,8 @@ impl Registry {
             .issue_device("AWS IoT Certificate", self.now() / 1000)
             .map_err(|err| Error::Internal(format!("Could not issue a certificate: {err}")))?;
         let parsed = parse_certificate_pem(&issued.certificate_pem).map_err(invalid_certificate)?;
-        let certificate = self.new_certificate(&parsed, Self::initial_status(set_as_active), None, CertificateMode::Default);
+        let status = Self::initial_status(set_as_active);
+        let certificate = self.new_certificate(&issued.certificate_pem, &parsed, status, None, CertificateMode::Default);
         self.insert_certificate(certificate, Some((issued.public_key_pem, issued.private_key_pem))).await
     }
 
@@ -108,7 +118,8 @@ impl Registry {
             .issue_for_csr(&csr.pem, self.now() / 1000)
             .map_err(|err| Error::invalid(err.to_string()))?;
         let parsed = parse_certificate_pem(&pem).map_err(invalid_certificate)?;
-        let certificate = self.new_certificate(&parsed, Self::initial_status(set_as_active), None, CertificateMode::Default);
+        let certificate =
+            self.new_certificate(&pem, &parsed, Self::initial_status(set_as_active), None, CertificateMode::Default);
         self.insert_certificate(certificate, None).await
     }
 
@@ -137,13 +148,13 @@ impl Registry {
                 "The certificate is not signed by a CA certificate registered in this account.".into(),
             ));
         };
-        let certificate = self.new_certificate(&parsed, status, Some(ca), ca.mode);
+        let certificate = self.new_certificate(pem, &parsed, status, Some(ca), ca.mode);
         self.insert_certificate(certificate, None).await
     }
 
     pub async fn register_certificate_without_ca(&self, pem: &str, status: CertificateStatus) -> Result<CertificateCreated> {
         let parsed = self.parse_valid_certificate(pem)?;
-        let certificate = self.new_certificate(&parsed, status, None, CertificateMode::SniOnly);
+        let certificate = self.new_certificate(pem, &parsed, status, None, CertificateMode::SniOnly);
         self.insert_certificate(certificate, None).await
     }
 
