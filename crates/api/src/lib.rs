@@ -65,17 +65,35 @@ pub struct ApiState {
     pub metrics: Option<Box<dyn Fn() -> String + Send + Sync>>,
     /// The root CA devices must trust, served at `/ca.pem`.
     pub ca_pem: String,
+    /// Where the server listens, reported by `/health` so tools can find the device ports.
+    pub listeners: Listeners,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listeners {
+    pub api: std::net::SocketAddr,
+    pub mqtt: std::net::SocketAddr,
+    pub https: std::net::SocketAddr,
 }
 
 pub fn router(state: Arc<ApiState>) -> axum::Router {
     axum::Router::new()
-        .route("/health", get(|| async { (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}") }))
+        .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/ca.pem", get(|State(state): State<Arc<ApiState>>| async move {
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-pem-file")], state.ca_pem.clone())
         }))
         .fallback(handle)
         .with_state(state)
+}
+
+async fn health(State(state): State<Arc<ApiState>>) -> Response {
+    let body = serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "listeners": state.listeners,
+    });
+    json_response(StatusCode::OK, &body)
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {

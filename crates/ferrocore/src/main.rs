@@ -1,5 +1,6 @@
 //! `ferrocore`: a self-hosted AWS IoT Core in one binary.
 
+mod cli;
 mod config;
 mod pki;
 mod serve;
@@ -17,6 +18,12 @@ struct Cli {
 enum Command {
     /// Run the server: the AWS API, and (soon) the device gateway.
     Serve(config::ServeArgs),
+    /// Provision devices on a running server.
+    #[command(subcommand)]
+    Device(cli::DeviceCommand),
+    /// Create CAs and issue device certificates with them, on a running server.
+    #[command(subcommand)]
+    Ca(cli::CaCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +38,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(config::Config::load(args)?)),
+        Command::Device(command) => runtime.block_on(cli::run_device(command)),
+        Command::Ca(command) => runtime.block_on(cli::run_ca(command)),
     }
 }

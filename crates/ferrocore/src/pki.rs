@@ -16,14 +16,15 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+/// Writes and fsyncs a file; keys are readable by the owner only.
+fn write_file(path: &Path, contents: &str, private: bool) -> anyhow::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
-    options.mode(0o600);
+    options.mode(if private { 0o600 } else { 0o644 });
     let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()?;
@@ -49,8 +50,8 @@ impl ServerPki {
             Issuer::from_pem(&read(&ca_path)?, &read(&ca_key_path)?).context("loading the server CA")?
         } else {
             let issuer = Issuer::new_root("ferrocore root CA", "ferrocore", now()).context("creating the server CA")?;
-            write_private(&ca_key_path, &issuer.key_pem())?;
-            write_private(&ca_path, issuer.certificate_pem())?;
+            write_file(&ca_key_path, &issuer.key_pem(), true)?;
+            write_file(&ca_path, issuer.certificate_pem(), false)?;
             tracing::info!(path = %ca_path.display(), "created the server root CA");
             issuer
         };
@@ -73,8 +74,8 @@ impl ServerPki {
                     current.unwrap_or_default()
                 } else {
                     let issued = issuer.issue_server(names, now()).context("issuing the server certificate")?;
-                    write_private(&key_path, &issued.private_key_pem)?;
-                    write_private(&cert_path, &issued.certificate_pem)?;
+                    write_file(&key_path, &issued.private_key_pem, true)?;
+                    write_file(&cert_path, &issued.certificate_pem, false)?;
                     tracing::info!(names = ?names, "issued the server TLS certificate");
                     issued.certificate_pem
                 }

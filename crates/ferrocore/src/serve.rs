@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ferrocore_api::{ApiConfig, ApiState, Credentials};
+use ferrocore_api::{ApiConfig, ApiState, Credentials, Listeners};
 use ferrocore_model::Account;
 use ferrocore_registry::{Registry, RegistryConfig, SystemClock};
 use ferrocore_store::SqliteStore;
@@ -59,6 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config: ApiConfig { credentials, body_limit: config.api_body_limit_bytes },
         metrics: Some(Box::new(move || metrics.render())),
         ca_pem: pki.ca_pem,
+        listeners: Listeners { api: config.api_addr, mqtt: config.mqtt_addr, https: config.https_addr },
     });
 
     let listener = tokio::net::TcpListener::bind(config.api_addr)

@@ -305,3 +305,35 @@ pub fn verify(request: &Request, now: i64, secret_for: impl Fn(&str) -> Option<S
 pub fn body_sha256(body: &[u8]) -> String {
     sha256_hex(body)
 }
+
+/// What a client needs to sign a request.
+#[derive(Debug, Clone)]
+pub struct SigningKey<'a> {
+    pub access_key: &'a str,
+    pub secret_key: &'a str,
+    pub region: &'a str,
+    pub service: &'a str,
+}
+
+/// Signs `request` (which must carry a `host` header) at `now`: returns the
+/// `x-amz-date` and `authorization` headers to add. Every header given is signed.
+pub fn sign(request: &Request, key: &SigningKey, now: i64) -> [(&'static str, String); 2] {
+    let amz_date = format_amz_date(now);
+    let date = &amz_date[..8];
+    let mut headers = request.headers.clone();
+    headers.push(("x-amz-date", &amz_date));
+    let mut signed: Vec<String> = headers.iter().map(|(name, _)| name.to_ascii_lowercase()).collect();
+    signed.sort();
+    signed.dedup();
+    let with_date = Request { headers, ..request.clone() };
+    let scope = format!("{date}/{}/{}/aws4_request", key.region, key.service);
+    let canonical = canonical_request(&with_date, &signed, request.query, &request.body_sha256);
+    let signing_key = signing_key(key.secret_key, date, key.region, key.service);
+    let signature = hex::encode(hmac(&signing_key, string_to_sign(&amz_date, &scope, &canonical).as_bytes()));
+    let authorization = format!(
+        "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
+        key.access_key,
+        signed.join(";")
+    );
+    [("x-amz-date", amz_date), ("authorization", authorization)]
+}

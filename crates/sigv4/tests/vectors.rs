@@ -172,3 +172,25 @@ fn missing_and_malformed_signatures() {
     };
     assert!(matches!(verify(&request, 0, |_| None), Err(Error::Malformed(_))));
 }
+
+#[test]
+fn signed_requests_verify() {
+    use ferrocore_sigv4::{SigningKey, sign};
+    let body = br#"{"thingTypeName":"T"}"#;
+    let request = Request {
+        method: "POST",
+        path: "/things/a%3Ab",
+        query: "x=1&a=b%2Fc",
+        headers: vec![("host", "127.0.0.1:4566"), ("content-type", "application/json")],
+        body_sha256: body_sha256(body),
+    };
+    let key = SigningKey { access_key: "test", secret_key: "test", region: "us-east-1", service: "iot" };
+    let now = 1_767_225_600;
+    let added = sign(&request, &key, now);
+    let mut headers = request.headers.clone();
+    headers.extend(added.iter().map(|(n, v)| (*n, v.as_str())));
+    let signed = Request { headers, ..request };
+    let signer = verify(&signed, now, |k| (k == "test").then(|| "test".to_string())).unwrap();
+    assert_eq!((signer.region.as_str(), signer.service.as_str()), ("us-east-1", "iot"));
+    assert_eq!(verify(&signed, now, |_| Some("other".into())), Err(Error::Mismatch));
+}
