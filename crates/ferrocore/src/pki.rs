@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use ferrocore_pki::{Issuer, parse_certificate_pem};
 
+use crate::files::write_file;
+
 pub struct ServerPki {
     pub issuer: Issuer,
     pub ca_pem: String,
@@ -14,21 +16,6 @@ pub struct ServerPki {
 
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Writes and fsyncs a file; keys are readable by the owner only.
-fn write_file(path: &Path, contents: &str, private: bool) -> anyhow::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(if private { 0o600 } else { 0o644 });
-    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {

@@ -10,6 +10,7 @@ use ferrocore_pki::{Issuer, parse_certificate_pem};
 use serde_json::{Value, json};
 
 use super::client::{ApiClient, ClientArgs, label};
+use crate::files::write_file;
 
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
@@ -62,25 +63,6 @@ fn now() -> i64 {
 
 fn step(message: &str) {
     eprintln!("  - {message}");
-}
-
-fn write_file(path: &Path, contents: &str, private: bool) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
 }
 
 fn walled_garden(region: &str, account: &str) -> String {
