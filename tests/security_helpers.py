@@ -496,6 +496,20 @@ def decision(iot, principal: str, action: str, resource: str, client_id: str | N
     return authorize(iot, principal, action, resource, client_id, **kwargs)["authDecision"]
 
 
+def assert_walled_garden(iot, cert_arn: str, thing: str) -> None:
+    """The walled garden of seed 000 seen through TestAuthorization for a certificate attached
+    to `thing`: it may connect as its thing and publish to its own shadow, nothing else."""
+    checks = [
+        ("CONNECT", data_arn("client", thing), thing, "ALLOWED"),
+        ("CONNECT", data_arn("client", "intruder"), "intruder", "IMPLICIT_DENY"),
+        ("PUBLISH", data_arn("topic", f"$aws/things/{thing}/shadow/update"), thing, "ALLOWED"),
+        ("PUBLISH", data_arn("topic", "$aws/things/someone-else/shadow/update"), thing, "IMPLICIT_DENY"),
+    ]
+    for action, resource, client_id, want in checks:
+        got = decision(iot, cert_arn, action, resource, client_id=client_id)
+        assert got == want, f"{action} {resource} as client {client_id}: {got}, want {want}"
+
+
 def policy_names(policies: list[dict] | None) -> set[str]:
     return {p["policyName"] for p in policies or []}
 

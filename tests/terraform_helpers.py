@@ -1,6 +1,6 @@
 """Running terraform (hashicorp/aws 5.100.0 from the local mirror /opt/tf-plugins) against
-ferrocore. Same CLI configuration, environment scrubbing and provider mirror as
-tests/test_terraform_registry.py, in a form other Terraform tests can share.
+ferrocore: the CLI configuration, environment scrubbing and provider mirror shared by the
+Terraform tests (tests/test_terraform_*.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 TERRAFORM_DIR = Path(__file__).resolve().parent / "terraform"
 PLUGIN_MIRROR = Path("/opt/tf-plugins")
@@ -119,3 +120,12 @@ def destroy_leftovers(tf: Terraform | None) -> None:
     """Best effort when a test stopped before its own destroy."""
     if tf is not None and tf.has_state():
         tf(*DESTROY, ok_codes=(0, 1))
+
+
+def gone(call) -> bool:
+    """True when `call()` fails with ResourceNotFoundException (the resource was deleted)."""
+    try:
+        call()
+    except ClientError as e:
+        return e.response["Error"]["Code"] == "ResourceNotFoundException"
+    return False

@@ -23,11 +23,10 @@ from cryptography import x509
 from conftest import ferrocore_binary
 from iot_helpers import ACCESS_KEY, REGION, SECRET_KEY, iot_arn, unique_name
 from security_helpers import (
+    assert_walled_garden,
     cert_der,
     cert_id_of,
     collect_marker_pages,
-    data_arn,
-    decision,
     load_cert,
     openssl_verify,
     policy_names,
@@ -120,13 +119,7 @@ def check_provisioned_device(iot, server, directory: Path, thing: str) -> dict:
     assert iot.get_policy(policyName=info["policy_name"])["policyName"] == info["policy_name"]
 
     # a walled garden: the device may be its thing and use its own topics, nothing else
-    arn = info["certificate_arn"]
-    assert decision(iot, arn, "CONNECT", data_arn("client", thing), client_id=thing) == "ALLOWED"
-    assert decision(iot, arn, "CONNECT", data_arn("client", "intruder"), client_id="intruder") == "IMPLICIT_DENY"
-    own = data_arn("topic", f"$aws/things/{thing}/shadow/update")
-    assert decision(iot, arn, "PUBLISH", own, client_id=thing) == "ALLOWED"
-    other = data_arn("topic", "$aws/things/someone-else/shadow/update")
-    assert decision(iot, arn, "PUBLISH", other, client_id=thing) == "IMPLICIT_DENY"
+    assert_walled_garden(iot, info["certificate_arn"], thing)
     return info
 
 

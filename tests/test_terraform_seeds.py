@@ -17,15 +17,13 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import serialization
 
 from iot_helpers import ACCOUNT_ID, REGION, iot_arn
 from security_helpers import (
+    assert_walled_garden,
     cert_der,
     cert_id_of,
-    data_arn,
-    decision,
     issue,
     load_cert,
     make_ca,
@@ -37,7 +35,7 @@ from security_helpers import (
     self_signed,
     verification_cert,
 )
-from terraform_helpers import APPLY, DESTROY, PLAN_CHECK, destroy_leftovers, prepare
+from terraform_helpers import APPLY, DESTROY, PLAN_CHECK, destroy_leftovers, gone, prepare
 
 pytestmark = pytest.mark.terraform
 
@@ -56,14 +54,6 @@ def terraform(server, tmp_path):
     yield make
     for tf in made:
         destroy_leftovers(tf)
-
-
-def gone(call) -> bool:
-    try:
-        call()
-    except ClientError as e:
-        return e.response["Error"]["Code"] == "ResourceNotFoundException"
-    return False
 
 
 def assert_all_gone(checks: dict) -> None:
@@ -118,13 +108,7 @@ def test_seed000_thing_certificate_walled_garden(terraform, client_factory, tmp_
     assert [p["policyName"] for p in attached] == [out["policy_name"]]
 
     # the walled garden works: connect as the thing, its own shadow only
-    arn = out["certificate_arn"]
-    assert decision(iot, arn, "CONNECT", data_arn("client", thing), client_id=thing) == "ALLOWED"
-    assert decision(iot, arn, "CONNECT", data_arn("client", "intruder"), client_id="intruder") == "IMPLICIT_DENY"
-    own = data_arn("topic", f"$aws/things/{thing}/shadow/update")
-    assert decision(iot, arn, "PUBLISH", own, client_id=thing) == "ALLOWED"
-    other = data_arn("topic", "$aws/things/someone-else/shadow/update")
-    assert decision(iot, arn, "PUBLISH", other, client_id=thing) == "IMPLICIT_DENY"
+    assert_walled_garden(iot, out["certificate_arn"], thing)
 
     tf(*DESTROY)
     assert_all_gone({

@@ -16,7 +16,7 @@ Usage:
         /tmp/bc/botocore-1.43.11/tests/unit/auth/aws4_testsuite
 
 Every case is checked before it is written, with nothing but hashlib/hmac and
-a small canonicaliser written here (independent of any SDK):
+the small canonicaliser of tools/check_sigv4_vectors.py (independent of any SDK):
 
   1. canonicalising the .sreq text reproduces the .creq byte for byte;
   2. the .sts is AWS4-HMAC-SHA256 / date / scope / hex(sha256(.creq));
@@ -32,6 +32,14 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_sigv4_vectors import (  # noqa: E402  (the one canonicaliser, shared)
+    canonical_request,
+    parse_raw_request,
+    signing_key,
+    split_query,
+)
+
 ACCESS_KEY = "AKIDEXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 REGION = "us-east-1"
@@ -39,102 +47,14 @@ SERVICE = "service"
 AMZ_DATE = "20150830T123600Z"
 SCOPE = f"{AMZ_DATE[:8]}/{REGION}/{SERVICE}/aws4_request"
 
-UNRESERVED = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
-
-
-def uri_encode(data: bytes, keep_slash: bool) -> str:
-    out = []
-    for b in data:
-        if b in UNRESERVED or (keep_slash and b == ord("/")):
-            out.append(chr(b))
-        else:
-            out.append("%%%02X" % b)
-    return "".join(out)
-
-
-def percent_decode(s: str) -> bytes:
-    raw = s.encode("utf-8")
-    out = bytearray()
-    i = 0
-    while i < len(raw):
-        if raw[i] == ord("%") and i + 2 < len(raw):
-            try:
-                out.append(int(raw[i + 1:i + 3].decode("ascii"), 16))
-                i += 3
-                continue
-            except ValueError:
-                pass
-        out.append(raw[i])
-        i += 1
-    return bytes(out)
-
-
-def normalize_path(path: str) -> str:
-    """RFC 3986 dot-segment removal plus collapsing of empty segments."""
-    segs = []
-    for seg in path.split("/"):
-        if seg in ("", "."):
-            continue
-        if seg == "..":
-            if segs:
-                segs.pop()
-            continue
-        segs.append(seg)
-    out = "/" + "/".join(segs)
-    if path.endswith("/") and segs:
-        out += "/"
-    return out
-
-
-def parse_raw_request(text: str):
-    head, sep, body = text.partition("\n\n")
-    lines = head.split("\n")
-    request_line = lines[0]
-    method, _, rest = request_line.partition(" ")
-    target, _, version = rest.rpartition(" ")
-    headers = []  # [name, value] with obs-fold continuation lines joined
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t") and headers:
-            headers[-1][1] += " " + line.strip()
-            continue
-        name, _, value = line.partition(":")
-        headers.append([name, value])
-    return method, target, version, headers, body
-
-
 def canonicalize(text: str) -> str:
-    method, target, _version, headers, body = parse_raw_request(text)
+    """The canonical request of a raw signed request (.sreq), from what is on the wire."""
+    method, path, query, headers, body = parse_raw_request(text)
     auth = [v for n, v in headers if n.lower() == "authorization"]
     assert len(auth) == 1, "expected exactly one Authorization header"
     signed = auth[0].split("SignedHeaders=")[1].split(",")[0].strip().split(";")
-
-    path, _, query = target.partition("?")
-    canon_path = uri_encode(normalize_path(path).encode("utf-8"), keep_slash=True)
-
-    pairs = []
-    if query:
-        for part in query.split("&"):
-            k, _, v = part.partition("=")
-            pairs.append((uri_encode(percent_decode(k), False),
-                          uri_encode(percent_decode(v), False)))
-    canon_query = "&".join(f"{k}={v}" for k, v in sorted(pairs))
-
-    values = {}
-    for name, value in headers:
-        lname = name.strip().lower()
-        values.setdefault(lname, []).append(" ".join(value.split()))
-    canon_headers = "".join(f"{h}:{','.join(values[h])}\n" for h in sorted(signed))
-
     payload = hashlib.sha256(body.encode("utf-8")).hexdigest()
-    return "\n".join([method, canon_path, canon_query, canon_headers,
-                      ";".join(sorted(signed)), payload])
-
-
-def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    k = hmac.new(("AWS4" + secret).encode(), date.encode(), hashlib.sha256).digest()
-    for part in (region, service, "aws4_request"):
-        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-    return k
+    return canonical_request(method, path, split_query(query), headers, signed, payload)
 
 
 def read(path: str) -> str:
