@@ -6,12 +6,15 @@ use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::KeyPair as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::prelude::{FromDer, X509Certificate};
 use time::OffsetDateTime;
 
 use crate::PkiError;
+use crate::convert::{ForeignKey, distinguished_name, key_identifier};
 
 const DAY: i64 = 86_400;
 const CA_VALIDITY_DAYS: i64 = 3650;
@@ -90,9 +93,16 @@ impl Issuer {
     /// A CA loaded from its certificate and PKCS#8 key PEMs.
     pub fn from_pem(certificate_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
         let key = KeyPair::from_pem(key_pem).map_err(issue_error)?;
-        let params = CertificateParams::from_ca_cert_pem(certificate_pem).map_err(issue_error)?;
-        // rcgen signs with an issuer certificate object; re-signing the same
-        // parameters with the same key yields the same name and key identifier.
+        let der = pem::parse(certificate_pem).map_err(issue_error)?.into_contents();
+        let (_, parsed) = X509Certificate::from_der(&der).map_err(issue_error)?;
+        // rcgen signs with an issuer certificate object and reads only its name and
+        // key identifier: rebuild those from the CA certificate.
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name(parsed.subject())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        if let Some(method) = key_identifier(&parsed) {
+            params.key_identifier_method = method;
+        }
         let certificate = params.self_signed(&key).map_err(issue_error)?;
         Ok(Self { certificate, certificate_pem: certificate_pem.to_string(), key })
     }
@@ -153,14 +163,16 @@ impl Issuer {
     /// CreateCertificateFromCsr: a device certificate for the CSR's key and subject.
     /// The CSR's signature must have been checked ([`crate::parse_csr_pem`]).
     pub fn issue_for_csr(&self, csr_pem: &str, now: i64) -> Result<String, PkiError> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|err| PkiError::InvalidCsr(format!("The certificate signing request could not be read: {err}")))?;
-        let subject = csr.params.distinguished_name.clone();
-        csr.params = Self::device_params("AWS IoT Certificate", now)?;
-        if subject.iter().next().is_some() {
-            csr.params.distinguished_name = subject;
+        let unreadable = |err: String| PkiError::InvalidCsr(format!("The certificate signing request could not be read: {err}"));
+        let der = pem::parse(csr_pem).map_err(|e| unreadable(e.to_string()))?.into_contents();
+        let (_, csr) = X509CertificationRequest::from_der(&der).map_err(|e| unreadable(e.to_string()))?;
+        let info = &csr.certification_request_info;
+        let mut params = Self::device_params("AWS IoT Certificate", now)?;
+        if info.subject.iter_attributes().next().is_some() {
+            params.distinguished_name = distinguished_name(&info.subject)?;
         }
-        let certificate = csr.signed_by(&self.certificate, &self.key).map_err(issue_error)?;
+        let key = ForeignKey::from_spki(&info.subject_pki)?;
+        let certificate = params.signed_by(&key, &self.certificate, &self.key).map_err(issue_error)?;
         Ok(normalise(certificate.pem()))
     }
 

@@ -4,6 +4,7 @@
 //!
 //! No I/O: callers pass PEM text and the time, and persist what is returned.
 
+mod convert;
 mod issue;
 mod parse;
 mod verify;

@@ -37,3 +37,19 @@ fn garbage_and_tampered_input_is_refused() {
     assert!(parse_certificate_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err());
     assert!(parse_csr_pem("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n").is_err());
 }
+
+#[test]
+fn csr_certificates_carry_the_csr_key_and_subject() {
+    let root = Issuer::new_root("csr CA", "ferrocore", NOW).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "device-7");
+    let csr_pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    let csr = parse_csr_pem(&csr_pem).unwrap();
+    assert_eq!(csr.subject, vec![("CommonName".to_string(), "device-7".to_string())]);
+    let cert = parse_certificate_pem(&root.issue_for_csr(&csr.pem, NOW).unwrap()).unwrap();
+    assert!(cert.is_signed_by(&parse_certificate_pem(root.certificate_pem()).unwrap()));
+    assert_eq!(cert.common_name(), Some("device-7"));
+    let spki = key.public_key_der();
+    assert_eq!(cert.public_key_der(), spki);
+}
