@@ -134,7 +134,7 @@ async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Respons
     let (parts, body) = request.into_parts();
     let protocol = protocol_of(&parts.method, parts.uri.path(), &parts.headers);
     let (service, operation, result) = match axum::body::to_bytes(body, state.config.body_limit).await {
-        Ok(body) => serve(&state, &parts, body).await,
+        Ok(body) => serve(&state, &parts, body, &request_id).await,
         Err(_) => ("unknown", "unknown", Err(ApiError::too_large(state.config.body_limit))),
     };
     let status = result.as_ref().map_or_else(|e| e.status, |_| StatusCode::OK);
@@ -166,7 +166,12 @@ async fn serve(
     state: &ApiState,
     parts: &axum::http::request::Parts,
     body: Bytes,
+    request_id: &str,
 ) -> (&'static str, &'static str, Result<Reply, ApiError>) {
+    // The signature covers the normalised path; routing must not see another one.
+    if parts.uri.path().split('/').any(|segment| segment == "." || segment == "..") {
+        return ("unknown", "unknown", Err(ApiError::invalid("The request path must not contain '.' or '..' segments.")));
+    }
     let headers: Vec<(&str, &str)> =
         parts.headers.iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))).collect();
     let signed = ferrocore_sigv4::Request {
@@ -200,7 +205,7 @@ async fn serve(
             Err(err) => ("iot-data", "unknown", Err(err)),
         },
         "sts" => {
-            let (operation, result) = sts::dispatch(state, &signer, &input(HashMap::new()));
+            let (operation, result) = sts::dispatch(state, &signer, &input(HashMap::new()), request_id);
             ("sts", operation, result)
         }
         other => {

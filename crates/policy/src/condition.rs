@@ -168,11 +168,13 @@ impl Kind {
 }
 
 impl Condition {
-    fn resolve(&self, expected: &str, context: &Context) -> String {
+    /// An expected value with its variables substituted; `Err` carries the
+    /// literal text when a variable cannot be resolved.
+    fn resolve(&self, expected: &str, context: &Context) -> Result<String, String> {
         if !self.variables_allowed || !expected.contains("${") {
-            return expected.to_string();
+            return Ok(expected.to_string());
         }
-        let mut out = String::new();
+        let (mut out, mut resolved) = (String::new(), true);
         let mut rest = expected;
         while let Some(start) = rest.find("${") {
             let Some(length) = rest[start..].find('}') else { break };
@@ -180,15 +182,20 @@ impl Condition {
             let name = &rest[start + 2..start + length];
             match context.substitution(name) {
                 Some(value) => out.push_str(value),
-                None => out.push_str(&rest[start..start + length + 1]),
+                None => {
+                    resolved = false;
+                    out.push_str(&rest[start..start + length + 1]);
+                }
             }
             rest = &rest[start + length + 1..];
         }
         out.push_str(rest);
-        out
+        if resolved { Ok(out) } else { Err(out) }
     }
 
-    pub(crate) fn holds(&self, context: &Context) -> bool {
+    /// Whether the condition holds; in an Allow statement (`allow`), a value with an
+    /// unresolvable variable makes it fail rather than match by accident.
+    pub(crate) fn holds(&self, context: &Context, allow: bool) -> bool {
         let actual = context.values(&self.key);
         if self.kind == Kind::Null {
             let want_absent = self.expected.iter().any(|e| e.eq_ignore_ascii_case("true"));
@@ -201,7 +208,14 @@ impl Condition {
                 SetQualifier::Single => self.if_exists || self.negated,
             };
         };
-        let expected: Vec<String> = self.expected.iter().map(|e| self.resolve(e, context)).collect();
+        let mut expected = Vec::new();
+        for value in &self.expected {
+            match self.resolve(value, context) {
+                Ok(value) => expected.push(value),
+                Err(_) if allow => return false,
+                Err(literal) => expected.push(literal),
+            }
+        }
         let hit = |value: &String| expected.iter().any(|e| self.kind.compare(value, e));
         let passes = |value: &String| hit(value) != self.negated;
         match self.qualifier {

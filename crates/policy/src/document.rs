@@ -64,21 +64,18 @@ impl ResourcePattern {
         Self { pieces }
     }
 
-    /// The pattern with variables substituted. A variable that cannot be resolved
-    /// stays as its literal `${...}` text, so it matches no real resource.
-    fn resolve(&self, context: &Context) -> Vec<Token> {
+    /// The pattern with variables substituted, or `None` if a variable cannot be
+    /// resolved (AWS leaves it as literal text, which matches no real resource).
+    fn resolve(&self, context: &Context) -> Option<Vec<Token>> {
         let mut out = Vec::new();
         for piece in &self.pieces {
             match piece {
                 Piece::Pattern(text) => out.extend(tokens(text)),
                 Piece::Escaped(c) => out.push(Token::Char(*c)),
-                Piece::Variable(name) => match context.substitution(name) {
-                    Some(value) => out.extend(value.chars().map(Token::Char)),
-                    None => out.extend(format!("${{{name}}}").chars().map(Token::Char)),
-                },
+                Piece::Variable(name) => out.extend(context.substitution(name)?.chars().map(Token::Char)),
             }
         }
-        out
+        Some(out)
     }
 }
 
@@ -213,19 +210,25 @@ impl Policy {
 }
 
 impl Statement {
+    /// An unresolvable variable never widens an Allow: a `NotResource` or negated
+    /// condition with one does not apply, while a Deny keeps applying.
     fn applies(&self, action: &str, resource: &str, context: &Context) -> bool {
+        let allow = self.effect == Effect::Allow;
         let action_matches = |patterns: &Vec<Vec<Token>>| patterns.iter().any(|p| matches(p, action, true));
         let action_ok = match &self.actions {
             Matcher::Any(patterns) => action_matches(patterns),
             Matcher::NoneOf(patterns) => !action_matches(patterns),
         };
-        let resource_matches =
-            |patterns: &Vec<ResourcePattern>| patterns.iter().any(|p| matches(&p.resolve(context), resource, false));
         let resource_ok = match &self.resources {
-            Matcher::Any(patterns) => resource_matches(patterns),
-            Matcher::NoneOf(patterns) => !resource_matches(patterns),
+            Matcher::Any(patterns) => {
+                patterns.iter().any(|p| p.resolve(context).is_some_and(|tokens| matches(&tokens, resource, false)))
+            }
+            Matcher::NoneOf(patterns) => patterns.iter().all(|p| match p.resolve(context) {
+                Some(tokens) => !matches(&tokens, resource, false),
+                None => !allow,
+            }),
         };
-        action_ok && resource_ok && self.conditions.iter().all(|c| c.holds(context))
+        action_ok && resource_ok && self.conditions.iter().all(|c| c.holds(context, allow))
     }
 }
 

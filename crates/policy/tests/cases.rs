@@ -213,3 +213,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn unresolved_variables_never_widen_an_allow() {
+    let policy = Policy::parse(&format!(
+        r#"{{"Version":"2012-10-17","Statement":[
+          {{"Effect":"Allow","Action":"iot:Publish","NotResource":"{ARN}:topic/${{iot:Connection.Thing.ThingName}}/private"}},
+          {{"Effect":"Allow","Action":"iot:Subscribe","Resource":"*",
+            "Condition":{{"StringNotEquals":{{"iot:ClientId":"${{iot:Connection.Thing.ThingName}}"}}}}}}
+        ]}}"#
+    ))
+    .unwrap();
+    let unattached = Context::for_connection("c", None, None);
+    assert_eq!(decide(&policy, "iot:Publish", "topic/anything", &unattached), Decision::ImplicitDeny);
+    assert_eq!(decide(&policy, "iot:Subscribe", "topicfilter/x", &unattached), Decision::ImplicitDeny);
+    let attached = Context::for_connection("c", Some(&thing("t")), None);
+    assert_eq!(decide(&policy, "iot:Publish", "topic/anything", &attached), Decision::Allowed);
+    assert_eq!(decide(&policy, "iot:Publish", "topic/t/private", &attached), Decision::ImplicitDeny);
+    assert_eq!(decide(&policy, "iot:Subscribe", "topicfilter/x", &attached), Decision::Allowed);
+}

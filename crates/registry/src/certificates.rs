@@ -1,7 +1,7 @@
 //! Device certificates: creating, registering, status changes and deletion.
 
 use ferrocore_model::names::CERTIFICATE_ID;
-use ferrocore_model::security::{CaCertificate, Certificate, CertificateMode, CertificateStatus, Policy};
+use ferrocore_model::security::{CaCertificate, Certificate, CertificateMode, CertificateStatus};
 use ferrocore_model::{Error, ResourceKind, Result};
 use ferrocore_pki::{ParsedCertificate, PkiError, parse_certificate_pem, parse_csr_pem};
 use ferrocore_store::{Collection, Expect, Write};
@@ -74,9 +74,15 @@ impl Registry {
     }
 
     /// Stores a new certificate; a certificate already known is a conflict.
-    async fn insert_certificate(&self, certificate: Certificate, key_pair: Option<(String, String)>) -> Result<CertificateCreated> {
+    /// `issuer_check` holds the registered CA the certificate was verified against.
+    async fn insert_certificate(
+        &self,
+        certificate: Certificate,
+        key_pair: Option<(String, String)>,
+        issuer_check: Option<Write>,
+    ) -> Result<CertificateCreated> {
         let arn = self.arn(ResourceKind::Certificate, &certificate.id);
-        let (certificate, key_pair, arn) = (&certificate, &key_pair, &arn);
+        let (certificate, key_pair, arn, issuer_check) = (&certificate, &key_pair, &arn, &issuer_check);
         self.transact(|| async move {
             if self.load::<Certificate>(Collection::Certificate, &certificate.id).await?.is_some() {
                 return Err(Error::ResourceAlreadyExists {
@@ -91,7 +97,9 @@ impl Registry {
                 pem: certificate.pem.clone(),
                 key_pair: key_pair.clone(),
             };
-            Ok(Outcome::write(vec![put(Collection::Certificate, &certificate.id, Expect::Absent, &certificate)], created))
+            let mut writes = vec![put(Collection::Certificate, &certificate.id, Expect::Absent, certificate)];
+            writes.extend(issuer_check.iter().cloned());
+            Ok(Outcome::write(writes, created))
         })
         .await
     }
@@ -108,7 +116,7 @@ impl Registry {
         let parsed = parse_certificate_pem(&issued.certificate_pem).map_err(invalid_certificate)?;
         let status = Self::initial_status(set_as_active);
         let certificate = self.new_certificate(&issued.certificate_pem, &parsed, status, None, CertificateMode::Default);
-        self.insert_certificate(certificate, Some((issued.public_key_pem, issued.private_key_pem))).await
+        self.insert_certificate(certificate, Some((issued.public_key_pem, issued.private_key_pem)), None).await
     }
 
     pub async fn create_certificate_from_csr(&self, csr_pem: &str, set_as_active: bool) -> Result<CertificateCreated> {
@@ -120,7 +128,7 @@ impl Registry {
         let parsed = parse_certificate_pem(&pem).map_err(invalid_certificate)?;
         let certificate =
             self.new_certificate(&pem, &parsed, Self::initial_status(set_as_active), None, CertificateMode::Default);
-        self.insert_certificate(certificate, None).await
+        self.insert_certificate(certificate, None, None).await
     }
 
     /// RegisterCertificate: the issuer must be a registered CA (named by `ca_pem`
@@ -128,6 +136,7 @@ impl Registry {
     pub async fn register_certificate(&self, pem: &str, ca_pem: Option<&str>, status: CertificateStatus) -> Result<CertificateCreated> {
         let parsed = self.parse_valid_certificate(pem)?;
         let cas = self.load_all::<CaCertificate>(Collection::CaCertificate).await?;
+        let revision_of = |id: &str| cas.iter().find(|c| c.value.id == id).map(|c| c.expect());
         let wanted_ca = match ca_pem {
             Some(ca_pem) => Some(parse_certificate_pem(ca_pem).map_err(invalid_certificate)?.id),
             None => None,
@@ -149,13 +158,14 @@ impl Registry {
             ));
         };
         let certificate = self.new_certificate(pem, &parsed, status, Some(ca), ca.mode);
-        self.insert_certificate(certificate, None).await
+        let issuer_check = revision_of(&ca.id).map(|expect| Write::check(Collection::CaCertificate, &ca.id, expect));
+        self.insert_certificate(certificate, None, issuer_check).await
     }
 
     pub async fn register_certificate_without_ca(&self, pem: &str, status: CertificateStatus) -> Result<CertificateCreated> {
         let parsed = self.parse_valid_certificate(pem)?;
         let certificate = self.new_certificate(pem, &parsed, status, None, CertificateMode::SniOnly);
-        self.insert_certificate(certificate, None).await
+        self.insert_certificate(certificate, None, None).await
     }
 
     pub(crate) async fn require_certificate(&self, id: &str) -> Result<crate::Loaded<Certificate>> {
@@ -217,21 +227,12 @@ impl Registry {
             if !certificate.things.is_empty() {
                 return Err(Error::DeleteConflict(format!("Things must be detached before deletion (arn: {arn})")));
             }
-            let policies = self.load_all::<Policy>(Collection::Policy).await?;
-            let attached: Vec<_> = policies.iter().filter(|p| p.value.targets.contains(arn)).collect();
-            if !attached.is_empty() && !force_delete {
+            let mut writes = self.detach_target_everywhere(arn).await?;
+            if !writes.is_empty() && !force_delete {
                 return Err(Error::DeleteConflict(format!(
                     "Certificate policies must be detached before deletion (arn: {arn})"
                 )));
             }
-            let mut writes: Vec<Write> = attached
-                .into_iter()
-                .map(|p| {
-                    let mut policy = p.value.clone();
-                    policy.targets.remove(arn);
-                    put(Collection::Policy, &policy.name, p.expect(), &policy)
-                })
-                .collect();
             writes.push(Write::delete(Collection::Certificate, id, loaded.expect()));
             Ok(Outcome::write(writes, ()))
         })

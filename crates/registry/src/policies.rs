@@ -222,6 +222,20 @@ impl Registry {
         )
     }
 
+    /// Writes that detach every policy from `target`, for a batch deleting it.
+    pub(crate) async fn detach_target_everywhere(&self, target: &str) -> Result<Vec<Write>> {
+        let policies = self.load_all::<Policy>(Collection::Policy).await?;
+        Ok(policies
+            .into_iter()
+            .filter(|p| p.value.targets.contains(target))
+            .map(|p| {
+                let mut policy = p.value.clone();
+                policy.targets.remove(target);
+                put(Collection::Policy, &policy.name, p.expect(), &policy)
+            })
+            .collect())
+    }
+
     pub async fn list_targets_for_policy(&self, name: &str, page: &PageRequest) -> Result<Page<String>> {
         let policy = self.get_policy(name).await?;
         paginate(policy.targets, |t| t.as_str(), page)

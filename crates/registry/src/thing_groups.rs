@@ -205,6 +205,7 @@ impl Registry {
                 )));
             }
             let mut writes = self.rewrite_things(|thing| thing.groups.remove(name)).await?;
+            writes.extend(self.detach_target_everywhere(&self.arn(ResourceKind::ThingGroup, name)).await?);
             writes.push(Write::delete(Collection::ThingGroup, name, loaded.expect()));
             Ok(Outcome::write(writes, ()))
         })

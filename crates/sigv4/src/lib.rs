@@ -109,6 +109,7 @@ fn parse_credential(credential: &str) -> Result<(String, String, String, String)
 fn parse_authorization(value: &str, request: &Request) -> Result<Claim, Error> {
     let rest = value
         .strip_prefix(ALGORITHM)
+        .filter(|rest| rest.starts_with(' '))
         .ok_or_else(|| Error::Malformed(format!("Unsupported signing algorithm in Authorization header: {value}")))?;
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
     for part in rest.split(',') {
@@ -274,8 +275,10 @@ pub fn verify(request: &Request, now: i64, secret_for: impl Fn(&str) -> Option<S
         _ => {}
     }
     let secret = secret_for(&claim.access_key).ok_or(Error::UnknownAccessKey)?;
+    // UNSIGNED-PAYLOAD counts only when the header carrying it is itself signed.
+    let content_hash_signed = claim.signed_headers.iter().any(|h| h == "x-amz-content-sha256");
     let payload_hash = match (presigned, header(request, "x-amz-content-sha256")) {
-        (false, Some(UNSIGNED_PAYLOAD)) => UNSIGNED_PAYLOAD.to_string(),
+        (false, Some(UNSIGNED_PAYLOAD)) if content_hash_signed => UNSIGNED_PAYLOAD.to_string(),
         _ => request.body_sha256.clone(),
     };
     let scope = format!("{}/{}/{}/aws4_request", claim.scope_date, claim.region, claim.service);

@@ -15,19 +15,26 @@ async fn put_get_and_revisions(store: &dyn RecordStore) {
     let c = Collection::Thing;
     assert_eq!(store.get(c, "a").await.unwrap(), None);
     store.commit(vec![Write::put(c, "a", Expect::Absent, b"one".to_vec())]).await.unwrap();
-    let record = store.get(c, "a").await.unwrap().unwrap();
-    assert_eq!((record.revision, record.body.as_slice()), (1, &b"one"[..]));
-    store.commit(vec![Write::put(c, "a", Expect::Revision(1), b"two".to_vec())]).await.unwrap();
-    let record = store.get(c, "a").await.unwrap().unwrap();
-    assert_eq!((record.revision, record.body.as_slice()), (2, &b"two"[..]));
-    store.commit(vec![Write::delete(c, "a", Expect::Revision(2))]).await.unwrap();
+    let first = store.get(c, "a").await.unwrap().unwrap();
+    assert_eq!(first.body, b"one");
+    store.commit(vec![Write::put(c, "a", Expect::Revision(first.revision), b"two".to_vec())]).await.unwrap();
+    let second = store.get(c, "a").await.unwrap().unwrap();
+    assert_eq!(second.body, b"two");
+    assert!(second.revision > first.revision);
+    store.commit(vec![Write::delete(c, "a", Expect::Revision(second.revision))]).await.unwrap();
     assert_eq!(store.get(c, "a").await.unwrap(), None);
+    // A record made again never takes a revision an old reader could hold.
+    store.commit(vec![Write::put(c, "a", Expect::Absent, b"again".to_vec())]).await.unwrap();
+    let again = store.get(c, "a").await.unwrap().unwrap();
+    assert!(again.revision > second.revision);
+    store.commit(vec![Write::delete(c, "a", Expect::Anything)]).await.unwrap();
 }
 
 async fn expectations_are_checked(store: &dyn RecordStore) {
     let c = Collection::ThingType;
     store.commit(vec![Write::put(c, "x", Expect::Anything, b"1".to_vec())]).await.unwrap();
-    for expect in [Expect::Absent, Expect::Revision(7)] {
+    let stale = store.get(c, "x").await.unwrap().unwrap().revision - 1;
+    for expect in [Expect::Absent, Expect::Revision(stale)] {
         let err = store.commit(vec![Write::put(c, "x", expect, b"2".to_vec())]).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict { .. }), "{expect:?}: {err}");
     }
@@ -39,19 +46,25 @@ async fn expectations_are_checked(store: &dyn RecordStore) {
 async fn batches_are_atomic(store: &dyn RecordStore) {
     let c = Collection::ThingGroup;
     store.commit(vec![Write::put(c, "held", Expect::Absent, b"h".to_vec())]).await.unwrap();
+    let held = store.get(c, "held").await.unwrap().unwrap().revision;
     let batch = vec![
         Write::put(c, "new", Expect::Absent, b"n".to_vec()),
         Write::delete(c, "held", Expect::Anything),
-        Write::put(c, "held", Expect::Revision(99), b"bad".to_vec()),
+        Write::put(c, "held", Expect::Revision(held + 1000), b"bad".to_vec()),
     ];
     assert!(store.commit(batch).await.is_err());
-    let checked = vec![Write::put(c, "new", Expect::Absent, b"n".to_vec()), Write::check(c, "held", Expect::Revision(2))];
+    let checked =
+        vec![Write::put(c, "new", Expect::Absent, b"n".to_vec()), Write::check(c, "held", Expect::Revision(held + 1000))];
     assert!(store.commit(checked).await.is_err(), "a failed check must fail the batch");
     assert_eq!(store.get(c, "new").await.unwrap(), None, "a failed batch must write nothing");
     assert_eq!(store.get(c, "held").await.unwrap().unwrap().body, b"h");
-    let checked = vec![Write::put(c, "new", Expect::Absent, b"n".to_vec()), Write::check(c, "held", Expect::Revision(1))];
+    let checked = vec![Write::put(c, "new", Expect::Absent, b"n".to_vec()), Write::check(c, "held", Expect::Revision(held))];
     store.commit(checked).await.unwrap();
-    assert_eq!(store.get(c, "held").await.unwrap().unwrap().revision, 1, "a check writes nothing");
+    let after = store.get(c, "held").await.unwrap().unwrap();
+    assert_eq!(after.body, b"h", "a check keeps the body");
+    assert!(after.revision > held, "a check takes a new revision, so racing batches fail");
+    let stale_delete = vec![Write::delete(c, "held", Expect::Revision(held))];
+    assert!(store.commit(stale_delete).await.is_err());
 }
 
 async fn list_is_ordered_and_paged(store: &dyn RecordStore) {

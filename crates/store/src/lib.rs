@@ -48,7 +48,7 @@ impl Collection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub key: String,
-    /// 1 on insert, +1 on every put.
+    /// Changes on every write of the record and is never reused in a store.
     pub revision: i64,
     pub body: Vec<u8>,
 }
@@ -65,8 +65,9 @@ pub enum Expect {
 pub enum WriteOp {
     Put(Vec<u8>),
     Delete,
-    /// Writes nothing: the batch only requires the expectation to hold
-    /// (a record the decision was based on must not have changed).
+    /// Keeps the body but takes a new revision: the batch requires the record it
+    /// depended on to be unchanged, and any batch that read the old revision
+    /// (e.g. a delete racing an attachment) now fails.
     Check,
 }
 

@@ -10,13 +10,19 @@ use crate::{Collection, Expect, Record, RecordStore, StoreError, Write, WriteOp}
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
 /// Append only: never edit a migration that has shipped.
-const MIGRATIONS: &[&str] = &["CREATE TABLE records (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE records (
         collection TEXT NOT NULL,
         key        TEXT NOT NULL,
         revision   INTEGER NOT NULL,
         body       BLOB NOT NULL,
         PRIMARY KEY (collection, key)
-    ) WITHOUT ROWID"];
+    ) WITHOUT ROWID",
+    // One counter for the whole store: a record recreated after a delete never
+    // gets a revision an old expectation could mistake for its own.
+    "CREATE TABLE revision_counter (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
+     INSERT INTO revision_counter (id, value) SELECT 1, COALESCE(MAX(revision), 0) FROM records",
+];
 
 /// The embedded store: one SQLite database in WAL mode with `synchronous=FULL`,
 /// so a committed batch survives a crash or power loss.
@@ -43,8 +49,7 @@ impl SqliteStore {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let _guard = self.writer.lock().await;
-        let mut conn = self.pool.acquire().await?;
-        let applied: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *conn).await?;
+        let applied: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&self.pool).await?;
         let applied = usize::try_from(applied).map_err(|_| StoreError::Backend("negative user_version".into()))?;
         if applied > MIGRATIONS.len() {
             return Err(StoreError::Backend(format!(
@@ -53,33 +58,13 @@ impl SqliteStore {
             )));
         }
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-            in_transaction(&mut conn, async |tx| {
-                sqlx::query(sql).execute(&mut *tx).await?;
-                sqlx::query(&format!("PRAGMA user_version = {}", index + 1)).execute(&mut *tx).await?;
-                Ok(())
-            })
-            .await?;
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query(&format!("PRAGMA user_version = {}", index + 1)).execute(&mut *tx).await?;
+            tx.commit().await?;
             tracing::info!(version = index + 1, "applied store migration");
         }
         Ok(())
-    }
-}
-
-/// Runs `body` inside `BEGIN IMMEDIATE ... COMMIT`, rolling back on any error.
-async fn in_transaction<F>(conn: &mut SqliteConnection, body: F) -> Result<(), StoreError>
-where
-    F: AsyncFnOnce(&mut SqliteConnection) -> Result<(), StoreError>,
-{
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    match body(conn).await {
-        Ok(()) => {
-            sqlx::query("COMMIT").execute(&mut *conn).await?;
-            Ok(())
-        }
-        Err(err) => {
-            sqlx::query("ROLLBACK").execute(&mut *conn).await?;
-            Err(err)
-        }
     }
 }
 
@@ -141,42 +126,44 @@ impl RecordStore for SqliteStore {
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let _guard = self.writer.lock().await;
-        let mut conn = self.pool.acquire().await?;
-        in_transaction(&mut conn, async |tx| {
-            for write in &writes {
-                let current = current_revision(tx, write.collection, &write.key).await?;
-                let holds = match write.expect {
-                    Expect::Anything => true,
-                    Expect::Absent => current.is_none(),
-                    Expect::Revision(expected) => current == Some(expected),
-                };
-                if !holds {
-                    return Err(StoreError::Conflict { collection: write.collection.as_str(), key: write.key.clone() });
-                }
-                match &write.op {
-                    WriteOp::Put(body) => {
-                        sqlx::query(
-                            "INSERT INTO records (collection, key, revision, body) VALUES (?, ?, 1, ?)
-                             ON CONFLICT (collection, key) DO UPDATE SET revision = revision + 1, body = excluded.body",
-                        )
+        // Dropping the transaction (an error, or a cancelled request) rolls it back.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let revision: i64 =
+            sqlx::query_scalar("UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value")
+                .fetch_one(&mut *tx)
+                .await?;
+        for write in &writes {
+            let current = current_revision(&mut tx, write.collection, &write.key).await?;
+            let holds = match write.expect {
+                Expect::Anything => true,
+                Expect::Absent => current.is_none(),
+                Expect::Revision(expected) => current == Some(expected),
+            };
+            if !holds {
+                return Err(StoreError::Conflict { collection: write.collection.as_str(), key: write.key.clone() });
+            }
+            let statement = match &write.op {
+                WriteOp::Put(body) => sqlx::query(
+                    "INSERT INTO records (collection, key, revision, body) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (collection, key) DO UPDATE SET revision = excluded.revision, body = excluded.body",
+                )
+                .bind(write.collection.as_str())
+                .bind(&write.key)
+                .bind(revision)
+                .bind(body),
+                WriteOp::Check => {
+                    sqlx::query("UPDATE records SET revision = ? WHERE collection = ? AND key = ?")
+                        .bind(revision)
                         .bind(write.collection.as_str())
                         .bind(&write.key)
-                        .bind(body)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    WriteOp::Check => {}
-                    WriteOp::Delete => {
-                        sqlx::query("DELETE FROM records WHERE collection = ? AND key = ?")
-                            .bind(write.collection.as_str())
-                            .bind(&write.key)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
                 }
-            }
-            Ok(())
-        })
-        .await
+                WriteOp::Delete => sqlx::query("DELETE FROM records WHERE collection = ? AND key = ?")
+                    .bind(write.collection.as_str())
+                    .bind(&write.key),
+            };
+            statement.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }

@@ -112,7 +112,7 @@ pub(super) async fn list(registry: &Registry, input: &Input) -> Answer {
     let request = ListThingGroups {
         parent: input.query("parentGroup").map(str::to_string),
         name_prefix: input.query("namePrefixFilter").map(str::to_string),
-        recursive: input.query_as("recursive")?.unwrap_or(true),
+        recursive: input.query_flag("recursive")?,
         page: input.page()?,
     };
     page_reply("thingGroups", registry.list_thing_groups(&request).await?, group_ref_json)
