@@ -63,6 +63,8 @@ pub struct Config {
     pub api_body_limit_bytes: usize,
     /// Largest policy document, in non-whitespace characters (AWS: 2048).
     pub policy_document_limit: usize,
+    /// Largest MQTT packet, in bytes (AWS: 128 KB payloads).
+    pub mqtt_max_packet_bytes: usize,
     /// Extra names (DNS or IP) for the device endpoints' TLS certificate.
     pub server_names: Vec<String>,
     /// An operator-supplied TLS certificate (PEM chain) and key for the device endpoints.
@@ -84,6 +86,7 @@ impl Default for Config {
             thing_type_delete_wait_secs: 0,
             api_body_limit_bytes: 1024 * 1024,
             policy_document_limit: 2048,
+            mqtt_max_packet_bytes: 128 * 1024 + 1024,
             server_names: Vec::new(),
             tls_cert_file: None,
             tls_key_file: None,

@@ -12,6 +12,9 @@ use crate::files::write_file;
 pub struct ServerPki {
     pub issuer: Issuer,
     pub ca_pem: String,
+    /// The TLS certificate chain and key the device gateway serves.
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
 }
 
 fn now() -> i64 {
@@ -44,12 +47,8 @@ impl ServerPki {
         };
         let ca_pem = issuer.certificate_pem().to_string();
 
-        // The device gateway's listeners serve this certificate (pki/server.pem, or the supplied one).
-        let server_cert_pem = match supplied {
-            Some(tls) => {
-                read(&tls.key_file)?;
-                read(&tls.cert_file)?
-            }
+        let (server_cert_pem, server_key_pem) = match supplied {
+            Some(tls) => (read(&tls.cert_file)?, read(&tls.key_file)?),
             None => {
                 let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server.key"));
                 let current = cert_path.exists().then(|| read(&cert_path)).transpose()?;
@@ -58,19 +57,19 @@ impl ServerPki {
                     covered && cert.not_after > now() + 30 * 86_400
                 });
                 if fresh {
-                    current.unwrap_or_default()
+                    (current.unwrap_or_default(), read(&key_path)?)
                 } else {
                     let issued = issuer.issue_server(names, now()).context("issuing the server certificate")?;
                     write_file(&key_path, &issued.private_key_pem, true)?;
                     write_file(&cert_path, &issued.certificate_pem, false)?;
                     tracing::info!(names = ?names, "issued the server TLS certificate");
-                    issued.certificate_pem
+                    (issued.certificate_pem, issued.private_key_pem)
                 }
             }
         };
         if parse_certificate_pem(&server_cert_pem).is_err() {
             bail!("the server TLS certificate is not a valid PEM certificate");
         }
-        Ok(Self { issuer, ca_pem })
+        Ok(Self { issuer, ca_pem, server_cert_pem, server_key_pem })
     }
 }

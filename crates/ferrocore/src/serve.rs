@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferrocore_api::{ApiConfig, ApiState, Credentials, Listeners};
+use ferrocore_broker::GatewayConfig;
 use ferrocore_model::Account;
 use ferrocore_registry::{Registry, RegistryConfig, SystemClock};
 use ferrocore_store::SqliteStore;
@@ -26,10 +27,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let pki = ServerPki::load_or_create(&config.data_dir, &config.server_names(), supplied)?;
     let account = Account { id: config.account_id.clone(), region: config.region.clone() };
-    let registry = Registry::new(
+    let registry = Arc::new(Registry::new(
         Arc::new(store),
         RegistryConfig {
-            account,
+            account: account.clone(),
             thing_type_delete_wait_ms: i64::try_from(config.thing_type_delete_wait_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
             endpoint_host: config.endpoint_host(),
@@ -37,7 +38,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         Arc::new(SystemClock),
         Arc::new(pki.issuer),
-    );
+    ));
 
     let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
     let upkeep = metrics.clone();
@@ -55,7 +56,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Credentials::from_pairs(config.credentials.iter().map(|c| (c.access_key_id.clone(), c.secret_access_key.clone())))
     };
     let state = Arc::new(ApiState {
-        registry: Arc::new(registry),
+        registry: registry.clone(),
         config: ApiConfig { credentials, body_limit: config.api_body_limit_bytes },
         metrics: Some(Box::new(move || metrics.render())),
         ca_pem: pki.ca_pem,
@@ -65,9 +66,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.api_addr)
         .await
         .with_context(|| format!("binding the API listener on {}", config.api_addr))?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let gateway = ferrocore_broker::run(
+        GatewayConfig {
+            addr: config.mqtt_addr,
+            certificate_pem: pki.server_cert_pem,
+            key_pem: pki.server_key_pem,
+            max_packet_size: config.mqtt_max_packet_bytes,
+            account,
+        },
+        registry,
+        wait_for(stopped.clone()),
+    );
+    let gateway = tokio::spawn(gateway);
     print_banner(&config, local_credentials);
-    tracing::info!(api = %config.api_addr, data_dir = %config.data_dir.display(), "ferrocore ready");
-    axum::serve(listener, ferrocore_api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!(api = %config.api_addr, mqtt = %config.mqtt_addr, data_dir = %config.data_dir.display(), "ferrocore ready");
+    let api = axum::serve(listener, ferrocore_api::router(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    tokio::select! {
+        served = api => served?,
+        failed = gateway => failed.context("the device gateway stopped")??,
+    }
     tracing::info!("ferrocore stopped");
     Ok(())
 }
@@ -80,12 +101,16 @@ fn print_banner(config: &Config, local_credentials: bool) {
     };
     println!("ferrocore {} — a self-hosted AWS IoT Core", env!("CARGO_PKG_VERSION"));
     println!("  AWS API      http://{}   (iot, sts; /health, /metrics, /ca.pem)", config.api_addr);
-    println!("  MQTT/TLS     {}   (reserved: device gateway not built yet)", config.mqtt_addr);
+    println!("  MQTT/TLS     {}   (MQTT 3.1.1/5, X.509 client certificates; trust /ca.pem)", config.mqtt_addr);
     println!("  HTTPS        {}   (reserved: device gateway not built yet)", config.https_addr);
     println!("  data dir     {}", config.data_dir.display());
     println!("  account      {} in {}", config.account_id, config.region);
     println!("  credentials  {credentials}");
     println!("  try          aws --endpoint-url http://{} iot list-things", config.api_addr);
+}
+
+async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 async fn shutdown_signal() {

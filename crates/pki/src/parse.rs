@@ -105,7 +105,10 @@ fn first_block(text: &str, label: &str, invalid: fn(String) -> PkiError) -> Resu
 }
 
 pub fn parse_certificate_pem(text: &str) -> Result<ParsedCertificate, PkiError> {
-    let der = first_block(text, "CERTIFICATE", PkiError::InvalidCertificate)?;
+    parse_certificate_der(first_block(text, "CERTIFICATE", PkiError::InvalidCertificate)?)
+}
+
+pub fn parse_certificate_der(der: Vec<u8>) -> Result<ParsedCertificate, PkiError> {
     let (rest, cert) = X509Certificate::from_der(&der)
         .map_err(|err| PkiError::InvalidCertificate(format!("The certificate could not be parsed: {err}")))?;
     if !rest.is_empty() {

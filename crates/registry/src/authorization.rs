@@ -29,6 +29,26 @@ pub struct AuthResult {
     pub implicit_deny: Vec<String>,
 }
 
+/// The policies and context that decide what one connection may do.
+#[derive(Debug, Clone)]
+pub struct Permissions {
+    policies: Vec<(String, ferrocore_policy::Policy)>,
+    context: Context,
+    /// The thing whose variables resolve for this connection, if any.
+    pub thing: Option<String>,
+}
+
+impl Permissions {
+    pub fn evaluate(&self, action: &str, resource: &str) -> ferrocore_policy::Evaluation {
+        let policies: Vec<&ferrocore_policy::Policy> = self.policies.iter().map(|(_, p)| p).collect();
+        evaluate(&policies, action, resource, &self.context)
+    }
+
+    pub fn allows(&self, action: &str, resource: &str) -> bool {
+        self.evaluate(action, resource).decision == Decision::Allowed
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct TestAuthorization {
     pub principal: Option<String>,
@@ -84,14 +104,23 @@ impl Registry {
         }
     }
 
-    pub async fn test_authorization(&self, request: &TestAuthorization) -> Result<Vec<AuthResult>> {
-        let principal = self.principal_arn(request.principal.as_deref().unwrap_or_default());
+    /// What `principal` (a certificate ARN or id) may do when connected as
+    /// `client_id`: its own policies and those of its thing's groups up the
+    /// hierarchy, with `add` included and `skip` left out, and the connection context.
+    pub async fn permissions(
+        &self,
+        principal: &str,
+        client_id: Option<&str>,
+        add: &[String],
+        skip: &[String],
+    ) -> Result<Permissions> {
+        let principal = self.principal_arn(principal);
         let certificate = match Arn::parse(&principal, self.account()) {
             Ok(arn) if arn.kind == ResourceKind::Certificate => Some(self.require_certificate(&arn.name).await?.value),
             _ => None,
         };
         let things: Vec<Thing> = self.load_all::<Thing>(Collection::Thing).await?.into_iter().map(|t| t.value).collect();
-        let thing = connection_thing(&things, &principal, request.client_id.as_deref());
+        let thing = connection_thing(&things, &principal, client_id);
 
         let mut targets: BTreeSet<String> = [principal.clone()].into();
         if let Some(thing) = thing {
@@ -111,27 +140,38 @@ impl Registry {
             .filter(|p| p.value.targets.iter().any(|t| targets.contains(t)))
             .map(|p| p.value.name)
             .collect();
-        names.extend(request.policies_to_add.iter().cloned());
-        for skip in &request.policies_to_skip {
-            names.remove(skip);
+        names.extend(add.iter().cloned());
+        for name in skip {
+            names.remove(name);
         }
-        let mut parsed = Vec::new();
+        let mut policies = Vec::new();
         for name in &names {
             let policy = self.get_policy(name).await?;
             let document = ferrocore_policy::Policy::parse(policy.default_document())
                 .map_err(|err| Error::Internal(format!("Stored policy {name} does not parse: {err}")))?;
-            parsed.push((name.clone(), document));
+            policies.push((name.clone(), document));
         }
-
         let thing_facts = thing.map(|t| ThingFacts {
             name: t.name.clone(),
             type_name: t.thing_type.clone(),
             attributes: t.attributes.clone(),
         });
         let cert_facts = certificate.as_ref().and_then(certificate_facts);
-        let context = Context::for_connection(request.client_id.as_deref().unwrap_or_default(), thing_facts.as_ref(), cert_facts.as_ref());
-        let policies: Vec<&ferrocore_policy::Policy> = parsed.iter().map(|(_, p)| p).collect();
+        let context = Context::for_connection(client_id.unwrap_or_default(), thing_facts.as_ref(), cert_facts.as_ref());
+        Ok(Permissions { policies, context, thing: thing.map(|t| t.name.clone()) })
+    }
 
+    pub async fn test_authorization(&self, request: &TestAuthorization) -> Result<Vec<AuthResult>> {
+        let permissions = self
+            .permissions(
+                request.principal.as_deref().unwrap_or_default(),
+                request.client_id.as_deref(),
+                &request.policies_to_add,
+                &request.policies_to_skip,
+            )
+            .await?;
+        let parsed = &permissions.policies;
+        let names: Vec<String> = parsed.iter().map(|(name, _)| name.clone()).collect();
         request
             .checks
             .iter()
@@ -140,7 +180,7 @@ impl Registry {
                 let (mut allowing, mut denying) = (BTreeSet::new(), BTreeSet::new());
                 let mut all_allowed = !check.resources.is_empty();
                 for resource in &check.resources {
-                    let evaluation = evaluate(&policies, action, resource, &context);
+                    let evaluation = permissions.evaluate(action, resource);
                     all_allowed &= evaluation.decision == Decision::Allowed;
                     allowing.extend(evaluation.allowing);
                     denying.extend(evaluation.denying);
@@ -158,7 +198,7 @@ impl Registry {
                     decision,
                     allowed: if decision == Decision::Allowed { allowing.into_iter().map(name_of).collect() } else { Vec::new() },
                     explicit_deny: denying.into_iter().map(name_of).collect(),
-                    implicit_deny: if decision == Decision::ImplicitDeny { names.iter().cloned().collect() } else { Vec::new() },
+                    implicit_deny: if decision == Decision::ImplicitDeny { names.clone() } else { Vec::new() },
                 })
             })
             .collect()

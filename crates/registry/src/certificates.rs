@@ -240,3 +240,34 @@ impl Registry {
     }
 
 }
+
+/// What the device gateway's TLS verifier knows about one registered certificate.
+#[derive(Debug, Clone)]
+pub struct DeviceTrust {
+    pub active: bool,
+    /// The registered CA the certificate belongs to: (ACTIVE, PEM).
+    pub ca: Option<(bool, String)>,
+}
+
+impl Registry {
+    /// Every registered certificate by id, for an in-memory snapshot.
+    pub(crate) async fn device_trust(&self) -> Result<std::collections::HashMap<String, DeviceTrust>> {
+        let cas: std::collections::HashMap<String, CaCertificate> = self
+            .load_all::<CaCertificate>(Collection::CaCertificate)
+            .await?
+            .into_iter()
+            .map(|c| (c.value.id.clone(), c.value))
+            .collect();
+        Ok(self
+            .load_all::<Certificate>(Collection::Certificate)
+            .await?
+            .into_iter()
+            .map(|c| {
+                let ca = c.value.ca_certificate_id.as_ref().and_then(|id| cas.get(id)).map(|ca| {
+                    (ca.status == ferrocore_model::security::CaStatus::Active, ca.pem.clone())
+                });
+                (c.value.id.clone(), DeviceTrust { active: c.value.status == CertificateStatus::Active, ca })
+            })
+            .collect())
+    }
+}

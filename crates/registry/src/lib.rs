@@ -28,9 +28,9 @@ use ferrocore_store::{Collection, Expect, RecordStore, StoreError, Write};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use authorization::{AuthCheck, AuthResult, TestAuthorization};
+pub use authorization::{AuthCheck, AuthResult, Permissions, TestAuthorization};
 pub use ca_certificates::{RegisterCaCertificate, UpdateCaCertificate};
-pub use certificates::CertificateCreated;
+pub use certificates::{CertificateCreated, DeviceTrust};
 pub use billing_groups::{BillingGroupCreated, CreateBillingGroup};
 pub use paging::{Page, PageRequest};
 pub use settings::{EndpointType, EventConfigurations, LoggingOptions, Setting};
@@ -71,7 +71,14 @@ pub struct Registry {
     clock: Arc<dyn Clock>,
     /// Signs the certificates the registry issues (CreateKeysAndCertificate, CSRs).
     issuer: Arc<ferrocore_pki::Issuer>,
+    /// Registered certificates by id, for the device gateway's TLS verifier. Reloaded
+    /// before any change to certificates or CAs is acknowledged, so a device can
+    /// connect as soon as its certificate is registered and not after it is revoked.
+    trust: Arc<std::sync::RwLock<TrustSnapshot>>,
 }
+
+/// Registered certificates by id, as the TLS verifier reads them.
+pub type TrustSnapshot = std::collections::HashMap<String, DeviceTrust>;
 
 /// A record as read, with the revision later writes are conditioned on.
 struct Loaded<T> {
@@ -124,8 +131,27 @@ impl Registry {
         clock: Arc<dyn Clock>,
         issuer: Arc<ferrocore_pki::Issuer>,
     ) -> Self {
-        Self { store, config, clock, issuer }
+        Self {
+            store,
+            config,
+            clock,
+            issuer,
+            trust: Default::default(),
+        }
     }
+
+    /// The certificate snapshot, kept current by the registry (load it once with [`Self::refresh_trust`]).
+    pub fn trust(&self) -> Arc<std::sync::RwLock<TrustSnapshot>> {
+        self.trust.clone()
+    }
+
+    pub async fn refresh_trust(&self) -> Result<()> {
+        let fresh = self.device_trust().await?;
+        *self.trust.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+
 
     pub fn account(&self) -> &Account {
         &self.config.account
@@ -180,8 +206,17 @@ impl Registry {
             if outcome.writes.is_empty() {
                 return Ok(outcome.answer);
             }
+            let touches_trust = outcome
+                .writes
+                .iter()
+                .any(|w| matches!(w.collection, Collection::Certificate | Collection::CaCertificate));
             match self.store.commit(outcome.writes).await {
-                Ok(()) => return Ok(outcome.answer),
+                Ok(()) => {
+                    if touches_trust && let Err(err) = self.refresh_trust().await {
+                        tracing::error!(error = %err, "cannot reload the certificate snapshot");
+                    }
+                    return Ok(outcome.answer);
+                }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(err) => return Err(storage_failure(err)),
             }

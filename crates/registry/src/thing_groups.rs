@@ -250,6 +250,15 @@ impl Registry {
     /// Adds the thing to `add` and removes it from `remove`, all or nothing.
     pub async fn update_thing_groups_for_thing(&self, thing: &str, add: &[String], remove: &[String]) -> Result<()> {
         validate_name("thingName", thing)?;
+        if let Some(both) = add.iter().find(|g| remove.contains(g)) {
+            return Err(Error::invalid(format!("Thing group {both} is both in thingGroupsToAdd and thingGroupsToRemove.")));
+        }
+        let (mut add, mut remove) = (add.to_vec(), remove.to_vec());
+        add.sort();
+        add.dedup();
+        remove.sort();
+        remove.dedup();
+        let (add, remove) = (&add, &remove);
         self.transact(|| async move {
             let loaded = self.load::<Thing>(Collection::Thing, thing).await?.ok_or_else(|| thing_not_found(thing))?;
             let groups = self.load_all::<ThingGroup>(Collection::ThingGroup).await?;

@@ -1,0 +1,307 @@
+//! One device connection: CONNECT, then packets in and deliveries out, with
+//! every action checked against the connection's permissions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ferrocore_mqtt::{
+    Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
+    UnsubAck, Unsubscribe, Version, decode, encode, topic,
+};
+use ferrocore_registry::Permissions;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::Shared;
+use crate::router::Outgoing;
+
+/// How long a new connection may take to send CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// AWS clamps keep-alive to this range; 0 means the maximum.
+const KEEP_ALIVE_RANGE: (u16, u16) = (30, 1200);
+const QUEUE_DEPTH: usize = 1024;
+
+/// Why a connection ended, for the log line and lifecycle reporting.
+#[derive(Debug)]
+enum End {
+    ClientDisconnected,
+    ConnectionLost,
+    KeepAliveTimeout,
+    TakenOver,
+    Refused(&'static str),
+    Forbidden(String),
+    Malformed(DecodeError),
+    Unsupported(&'static str),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ClientDisconnected => f.write_str("client disconnected"),
+            Self::ConnectionLost => f.write_str("connection lost"),
+            Self::KeepAliveTimeout => f.write_str("keep-alive timeout"),
+            Self::TakenOver => f.write_str("client id taken over"),
+            Self::Refused(why) => write!(f, "protocol violation: {why}"),
+            Self::Forbidden(what) => write!(f, "not authorized: {what}"),
+            Self::Malformed(err) => write!(f, "{err}"),
+            Self::Unsupported(what) => write!(f, "unsupported: {what}"),
+        }
+    }
+}
+
+struct Session<S> {
+    stream: S,
+    buffer: BytesMut,
+    version: Version,
+    client_id: String,
+    permissions: Arc<Permissions>,
+    shared: Arc<Shared>,
+    next_packet_id: u16,
+}
+
+fn clamp_keep_alive(requested: u16) -> u16 {
+    if requested == 0 { KEEP_ALIVE_RANGE.1 } else { requested.clamp(KEEP_ALIVE_RANGE.0, KEEP_ALIVE_RANGE.1) }
+}
+
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, certificate_id: String, shared: Arc<Shared>, connection: u64) {
+    let mut buffer = BytesMut::with_capacity(4096);
+    let connect = match tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut stream, &mut buffer, &shared)).await {
+        Ok(Ok(connect)) => connect,
+        Ok(Err(reason)) => {
+            tracing::info!(certificate = %certificate_id, reason = %reason, "connection refused before CONNECT");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(certificate = %certificate_id, "no CONNECT in time");
+            return;
+        }
+    };
+    let version = connect.version;
+    let refuse = async |stream: &mut S, reason: ReasonCode| {
+        let ack = Packet::ConnAck(ConnAck { session_present: false, reason, properties: Properties::default() });
+        let mut out = BytesMut::new();
+        encode(&ack, version, &mut out);
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    };
+    if connect.client_id.is_empty() || connect.client_id.len() > shared.max_client_id_len {
+        refuse(&mut stream, ReasonCode::ClientIdentifierNotValid).await;
+        tracing::info!(certificate = %certificate_id, "connection refused: client id not valid");
+        return;
+    }
+    let principal = shared.arn("cert", &certificate_id);
+    let permissions = match shared.registry.permissions(&principal, Some(&connect.client_id), &[], &[]).await {
+        Ok(permissions) => Arc::new(permissions),
+        Err(err) => {
+            tracing::warn!(certificate = %certificate_id, error = %err, "cannot read the connection's permissions");
+            refuse(&mut stream, ReasonCode::ServerUnavailable).await;
+            return;
+        }
+    };
+    if !permissions.allows("iot:Connect", &shared.arn("client", &connect.client_id)) {
+        metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "connect").increment(1);
+        refuse(&mut stream, ReasonCode::NotAuthorized).await;
+        tracing::info!(client_id = %connect.client_id, certificate = %certificate_id, "connection refused: iot:Connect denied");
+        return;
+    }
+    let keep_alive = clamp_keep_alive(connect.keep_alive);
+    let mut properties = Properties::default();
+    if version == Version::V5 {
+        properties.maximum_qos = Some(1);
+        properties.retain_available = Some(0);
+        properties.shared_subscription_available = Some(0);
+        properties.subscription_identifier_available = Some(0);
+        properties.wildcard_subscription_available = Some(1);
+        properties.topic_alias_maximum = Some(0);
+        if keep_alive != connect.keep_alive {
+            properties.server_keep_alive = Some(keep_alive);
+        }
+    }
+    let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
+    shared.router.connect(&connect.client_id, connection, sender, permissions.clone());
+    let client_id = connect.client_id.clone();
+    let mut session = Session { stream, buffer, version, client_id: client_id.clone(), permissions, shared: shared.clone(), next_packet_id: 1 };
+    let accepted = Packet::ConnAck(ConnAck { session_present: false, reason: ReasonCode::Success, properties });
+    metrics::gauge!("ferrocore_mqtt_connections").increment(1.0);
+    tracing::info!(client_id = %client_id, certificate = %certificate_id, version = ?version, keep_alive, "client connected");
+    let end = match session.send(&accepted).await {
+        Ok(()) => session.run(receiver, keep_alive).await,
+        Err(_) => End::ConnectionLost,
+    };
+    shared.router.disconnect(&client_id, connection);
+    metrics::gauge!("ferrocore_mqtt_connections").decrement(1.0);
+    tracing::info!(client_id = %client_id, reason = %end, "client disconnected");
+    let _ = session.stream.shutdown().await;
+}
+
+async fn read_connect<S: AsyncRead + Unpin>(stream: &mut S, buffer: &mut BytesMut, shared: &Shared) -> Result<Connect, String> {
+    loop {
+        match decode(buffer, None, shared.max_packet_size) {
+            Ok(Some(Packet::Connect(connect))) => return Ok(*connect),
+            Ok(Some(_)) => return Err("the first packet is not CONNECT".into()),
+            Ok(None) => {}
+            Err(err) => return Err(err.to_string()),
+        }
+        if stream.read_buf(buffer).await.map_err(|e| e.to_string())? == 0 {
+            return Err("closed before CONNECT".into());
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    async fn send(&mut self, packet: &Packet) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        encode(packet, self.version, &mut out);
+        self.stream.write_all(&out).await
+    }
+
+    /// Ends the connection with a reason: MQTT 5 clients are told with DISCONNECT.
+    async fn close(&mut self, reason: ReasonCode, end: End) -> End {
+        if self.version == Version::V5 {
+            let _ = self.send(&Packet::Disconnect(Disconnect { reason, properties: Properties::default() })).await;
+        }
+        end
+    }
+
+    async fn run(&mut self, mut outgoing: mpsc::Receiver<Outgoing>, keep_alive: u16) -> End {
+        // MQTT: the server may close after 1.5 keep-alive periods without a packet.
+        let idle_limit = Duration::from_millis(u64::from(keep_alive) * 1500);
+        loop {
+            while let Some(packet) = match decode(&mut self.buffer, Some(self.version), self.shared.max_packet_size) {
+                Ok(packet) => packet,
+                Err(err) => {
+                    let reason = err.reason_code();
+                    return self.close(reason, End::Malformed(err)).await;
+                }
+            } {
+                if let Some(end) = self.handle(packet).await {
+                    return end;
+                }
+            }
+            tokio::select! {
+                read = tokio::time::timeout(idle_limit, self.stream.read_buf(&mut self.buffer)) => match read {
+                    Err(_) => return self.close(ReasonCode::KeepAliveTimeout, End::KeepAliveTimeout).await,
+                    Ok(Ok(0)) | Ok(Err(_)) => return End::ConnectionLost,
+                    Ok(Ok(_)) => {}
+                },
+                message = outgoing.recv() => match message {
+                    Some(Outgoing::Deliver { topic, payload, qos }) => {
+                        let packet_id = (qos != QoS::AtMostOnce).then(|| self.packet_id());
+                        let publish = Publish { dup: false, qos, retain: false, topic, packet_id, payload, properties: Properties::default() };
+                        if self.send(&Packet::Publish(publish)).await.is_err() {
+                            return End::ConnectionLost;
+                        }
+                        metrics::counter!("ferrocore_mqtt_messages_out_total").increment(1);
+                    }
+                    Some(Outgoing::TakenOver) | None => return self.close(ReasonCode::SessionTakenOver, End::TakenOver).await,
+                },
+            }
+        }
+    }
+
+    fn packet_id(&mut self) -> u16 {
+        let id = self.next_packet_id;
+        self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+        id
+    }
+
+    fn allowed(&self, action: &'static str, resource: &str) -> bool {
+        let allowed = self.permissions.allows(action, resource);
+        if !allowed {
+            metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => action).increment(1);
+        }
+        allowed
+    }
+
+    /// Handles one packet; `Some` ends the connection.
+    async fn handle(&mut self, packet: Packet) -> Option<End> {
+        let result = match packet {
+            Packet::Publish(publish) => return self.publish(publish).await,
+            Packet::Subscribe(subscribe) => return self.subscribe(subscribe).await,
+            Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe).await,
+            Packet::PingReq => self.send(&Packet::PingResp).await,
+            Packet::Disconnect(_) => return Some(End::ClientDisconnected),
+            Packet::PubAck(_) => Ok(()),
+            Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
+                return Some(self.close(ReasonCode::QoSNotSupported, End::Unsupported("QoS 2")).await);
+            }
+            _ => return Some(self.close(ReasonCode::ProtocolError, End::Refused("unexpected packet")).await),
+        };
+        result.err().map(|_| End::ConnectionLost)
+    }
+
+    async fn publish(&mut self, publish: Publish) -> Option<End> {
+        if publish.qos == QoS::ExactlyOnce {
+            return Some(self.close(ReasonCode::QoSNotSupported, End::Unsupported("QoS 2")).await);
+        }
+        if publish.properties.topic_alias.is_some() {
+            return Some(self.close(ReasonCode::TopicAliasInvalid, End::Unsupported("topic aliases")).await);
+        }
+        if publish.retain {
+            return Some(self.close(ReasonCode::RetainNotSupported, End::Unsupported("retained messages")).await);
+        }
+        if topic::validate_name(&publish.topic).is_err() {
+            return Some(self.close(ReasonCode::TopicNameInvalid, End::Refused("invalid topic name")).await);
+        }
+        let resource = self.shared.arn("topic", &publish.topic);
+        if !self.allowed("iot:Publish", &resource) {
+            let end = End::Forbidden(format!("iot:Publish on {}", publish.topic));
+            return match (self.version, publish.packet_id) {
+                (Version::V5, Some(packet_id)) => {
+                    let ack = Ack { packet_id, reason: ReasonCode::NotAuthorized, properties: Properties::default() };
+                    self.send(&Packet::PubAck(ack)).await.err().map(|_| End::ConnectionLost)
+                }
+                _ => Some(self.close(ReasonCode::NotAuthorized, end).await),
+            };
+        }
+        metrics::counter!("ferrocore_mqtt_messages_in_total").increment(1);
+        self.shared.router.publish(&publish.topic, &publish.payload, publish.qos, &resource);
+        if let Some(packet_id) = publish.packet_id {
+            let ack = Ack { packet_id, reason: ReasonCode::Success, properties: Properties::default() };
+            if self.send(&Packet::PubAck(ack)).await.is_err() {
+                return Some(End::ConnectionLost);
+            }
+        }
+        None
+    }
+
+    async fn subscribe(&mut self, subscribe: Subscribe) -> Option<End> {
+        let mut reasons = Vec::new();
+        for (filter, options) in &subscribe.filters {
+            if topic::validate_filter(filter).is_err() {
+                reasons.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            }
+            if !self.allowed("iot:Subscribe", &self.shared.arn("topicfilter", filter)) {
+                if self.version == Version::V311 {
+                    // AWS closes MQTT 3.1.1 connections on an unauthorized subscribe.
+                    return Some(End::Forbidden(format!("iot:Subscribe on {filter}")));
+                }
+                reasons.push(ReasonCode::NotAuthorized);
+                continue;
+            }
+            let granted = options.qos.min(QoS::AtLeastOnce);
+            self.shared.router.subscribe(&self.client_id, filter, granted);
+            reasons.push(if granted == QoS::AtLeastOnce { ReasonCode::GrantedQoS1 } else { ReasonCode::Success });
+        }
+        let ack = Packet::SubAck(SubAck { packet_id: subscribe.packet_id, reasons, properties: Properties::default() });
+        self.send(&ack).await.err().map(|_| End::ConnectionLost)
+    }
+
+    async fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> std::io::Result<()> {
+        let reasons = unsubscribe
+            .filters
+            .iter()
+            .map(|filter| {
+                if self.shared.router.unsubscribe(&self.client_id, filter) {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        let ack = Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, reasons, properties: Properties::default() });
+        self.send(&ack).await
+    }
+}

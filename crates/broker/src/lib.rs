@@ -1,0 +1,137 @@
+//! The device gateway: MQTT 3.1.1 and 5 over TLS with X.509 client certificates.
+//!
+//! The TLS verifier accepts only registered, ACTIVE certificates (and, for
+//! certificates registered with a CA, only when that ACTIVE CA signed them),
+//! reading the registry's in-memory certificate snapshot.
+//! Each connection computes its permissions once at CONNECT (its policies and
+//! policy-variable context) and checks iot:Connect, iot:Publish, iot:Subscribe and,
+//! for every delivery, the subscriber's iot:Receive.
+
+mod connection;
+mod router;
+mod verifier;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ferrocore_model::Account;
+use ferrocore_registry::Registry;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::router::Router;
+use crate::verifier::{RegistryVerifier, TrustSnapshot, TrustSnapshotHandle};
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub addr: SocketAddr,
+    /// The TLS certificate chain (PEM) and private key (PEM) devices see.
+    pub certificate_pem: String,
+    pub key_pem: String,
+    /// Largest MQTT packet accepted (AWS: 128 KB payloads).
+    pub max_packet_size: usize,
+    pub account: Account,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("loading the certificate registry: {0}")]
+    Registry(String),
+}
+
+/// State every connection shares.
+pub(crate) struct Shared {
+    registry: Arc<Registry>,
+    router: Router,
+    account: Account,
+    max_packet_size: usize,
+    max_client_id_len: usize,
+}
+
+impl Shared {
+    /// The ARN of a data-plane resource: `client/<id>`, `topic/<t>`, `topicfilter/<f>`, `cert/<id>`.
+    fn arn(&self, kind: &str, name: &str) -> String {
+        format!("arn:aws:iot:{}:{}:{kind}/{name}", self.account.region, self.account.id)
+    }
+}
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn tls_config(config: &GatewayConfig, snapshot: Arc<TrustSnapshotHandle>) -> Result<rustls::ServerConfig, GatewayError> {
+    let tls = |e: &dyn std::fmt::Display| GatewayError::Tls(e.to_string());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(config.certificate_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(config.key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let verifier = Arc::new(RegistryVerifier::new(snapshot, provider.clone()));
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| tls(&e))
+}
+
+/// Binds the listener and serves devices until `shutdown` completes.
+pub async fn run(
+    config: GatewayConfig,
+    registry: Arc<Registry>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), GatewayError> {
+    registry.refresh_trust().await.map_err(|e| GatewayError::Registry(e.to_string()))?;
+    let snapshot = Arc::new(TrustSnapshotHandle(TrustSnapshot::new(registry.trust())));
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config(&config, snapshot.clone())?));
+    let listener = TcpListener::bind(config.addr).await.map_err(|source| GatewayError::Bind { addr: config.addr, source })?;
+    let shared = Arc::new(Shared {
+        registry: registry.clone(),
+        router: Router::default(),
+        account: config.account.clone(),
+        max_packet_size: config.max_packet_size,
+        max_client_id_len: 128,
+    });
+
+    tracing::info!(addr = %config.addr, "device gateway listening (MQTT over TLS)");
+    let connections = AtomicU64::new(0);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let (acceptor, shared) = (acceptor.clone(), shared.clone());
+        let connection = connections.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) => {
+                    metrics::counter!("ferrocore_mqtt_tls_handshake_failures_total").increment(1);
+                    tracing::info!(peer = %peer, error = %err, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let certificate_id = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                Some(cert) => verifier::TrustSnapshot::id_of(cert),
+                None => return,
+            };
+            connection::serve(tls, certificate_id, shared, connection).await;
+        });
+    }
+    tracing::info!("device gateway stopped");
+    Ok(())
+}

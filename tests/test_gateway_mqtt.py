@@ -1,0 +1,219 @@
+"""The device gateway with real MQTT clients (paho-mqtt 3.1.1 and 5) over mutual TLS:
+certificate checks in the handshake, the walled-garden policy on connect, publish,
+subscribe and delivery, and malformed input."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from security_helpers import make_ca, issue, key_pem, walled_garden_document
+
+TIMEOUT = 5.0
+
+
+@dataclass
+class Device:
+    thing: str
+    cert_id: str
+    cert_arn: str
+    files: Path
+
+
+def provision(iot, server, tmp_path: Path, name: str | None = None) -> Device:
+    """A thing with an ACTIVE server-made certificate, the walled-garden policy and both attachments."""
+    thing = name or f"gw-{uuid.uuid4().hex[:10]}"
+    iot.create_thing(thingName=thing)
+    created = iot.create_keys_and_certificate(setAsActive=True)
+    policy = f"{thing}-policy"
+    iot.create_policy(policyName=policy, policyDocument=walled_garden_document())
+    iot.attach_policy(policyName=policy, target=created["certificateArn"])
+    iot.attach_thing_principal(thingName=thing, principal=created["certificateArn"])
+    files = tmp_path / thing
+    files.mkdir()
+    (files / "cert.pem").write_text(created["certificatePem"])
+    (files / "key.pem").write_text(created["keyPair"]["PrivateKey"])
+    with urllib.request.urlopen(f"{server.endpoint}/ca.pem", timeout=10) as response:
+        (files / "ca.pem").write_bytes(response.read())
+    return Device(thing, created["certificateId"], created["certificateArn"], files)
+
+
+class Client:
+    """A paho client that records what happens to it."""
+
+    def __init__(self, server, device: Device, client_id: str | None = None, v5: bool = False):
+        protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+        self.paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or device.thing, protocol=protocol)
+        self.paho.tls_set(
+            ca_certs=str(device.files / "ca.pem"),
+            certfile=str(device.files / "cert.pem"),
+            keyfile=str(device.files / "key.pem"),
+        )
+        self.server = server
+        self.connack: list = []
+        self.messages: list[tuple[str, bytes]] = []
+        self.subacks: list = []
+        self.disconnected = threading.Event()
+        self.paho.on_connect = lambda c, u, flags, rc, props=None: self.connack.append(rc)
+        self.paho.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
+        self.paho.on_subscribe = lambda c, u, mid, codes, props=None: self.subacks.append(codes)
+        self.paho.on_disconnect = lambda c, u, flags, rc, props=None: self.disconnected.set()
+
+    def connect(self):
+        self.paho.connect("localhost", self.server.mqtt_port, keepalive=60)
+        self.paho.loop_start()
+        wait_for(lambda: self.connack or self.disconnected.is_set(), "CONNACK")
+        return self.connack[0] if self.connack else None
+
+    def close(self):
+        self.paho.disconnect()
+        self.paho.loop_stop()
+
+
+def wait_for(condition, what: str, timeout: float = TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def device(iot, server, tmp_path):
+    return provision(iot, server, tmp_path)
+
+
+@pytest.mark.parametrize("v5", [False, True], ids=["mqtt311", "mqtt5"])
+def test_device_publishes_and_receives_on_its_own_topics(server, device, v5):
+    client = Client(server, device, v5=v5)
+    assert client.connect() == 0
+    topic = f"$aws/things/{device.thing}/shadow/update"
+    client.paho.subscribe(topic, qos=1)
+    wait_for(lambda: client.subacks, "SUBACK")
+    assert [int(code.value if hasattr(code, "value") else code) for code in client.subacks[0]] == [1]
+    for qos in (0, 1):
+        info = client.paho.publish(topic, f"hello {qos}".encode(), qos=qos)
+        info.wait_for_publish(TIMEOUT)
+    wait_for(lambda: len(client.messages) == 2, "both deliveries")
+    assert sorted(client.messages) == [(topic, b"hello 0"), (topic, b"hello 1")]
+    client.close()
+
+
+@pytest.mark.parametrize("v5", [False, True], ids=["mqtt311", "mqtt5"])
+def test_other_client_ids_are_refused(server, device, v5):
+    client = Client(server, device, client_id=f"not-{device.thing}", v5=v5)
+    rc = client.connect()
+    assert rc is not None and rc != 0
+    assert "authorized" in str(rc).lower() or int(getattr(rc, "value", rc)) in (5, 0x87)
+    client.close()
+
+
+def test_mqtt311_publish_outside_the_policy_disconnects(server, device):
+    client = Client(server, device)
+    assert client.connect() == 0
+    client.paho.publish("$aws/things/someone-else/shadow/update", b"x", qos=1)
+    assert client.disconnected.wait(TIMEOUT), "AWS closes 3.1.1 connections on an unauthorized publish"
+    client.close()
+
+
+def test_mqtt5_subscribe_outside_the_policy_gets_0x87(server, device):
+    client = Client(server, device, v5=True)
+    assert client.connect() == 0
+    client.paho.subscribe([(f"$aws/things/{device.thing}/shadow/get", 1), ("$aws/things/+/shadow/#", 1)])
+    wait_for(lambda: client.subacks, "SUBACK")
+    codes = [code.value for code in client.subacks[0]]
+    assert codes == [1, 0x87]
+    assert not client.disconnected.is_set()
+    client.close()
+
+
+def test_mqtt311_subscribe_outside_the_policy_disconnects(server, device):
+    client = Client(server, device)
+    assert client.connect() == 0
+    client.paho.subscribe("sensors/#", qos=1)
+    assert client.disconnected.wait(TIMEOUT)
+    client.close()
+
+
+def test_deliveries_respect_the_receivers_policy(iot, server, tmp_path):
+    a, b = provision(iot, server, tmp_path), provision(iot, server, tmp_path)
+    # b may subscribe to everything but receive only its own topics
+    wide = f"{b.thing}-wide"
+    iot.create_policy(
+        policyName=wide,
+        policyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Subscribe","Resource":"*"}]}',
+    )
+    iot.attach_policy(policyName=wide, target=b.cert_arn)
+    receiver, sender = Client(server, b), Client(server, a)
+    assert receiver.connect() == 0 and sender.connect() == 0
+    receiver.paho.subscribe("$aws/things/#", qos=1)
+    wait_for(lambda: receiver.subacks, "SUBACK")
+    sender.paho.publish(f"$aws/things/{a.thing}/shadow/update", b"for a only", qos=1).wait_for_publish(TIMEOUT)
+    receiver.paho.publish(f"$aws/things/{b.thing}/shadow/update", b"for b", qos=1).wait_for_publish(TIMEOUT)
+    wait_for(lambda: receiver.messages, "the allowed delivery")
+    time.sleep(0.5)
+    assert receiver.messages == [(f"$aws/things/{b.thing}/shadow/update", b"for b")]
+    receiver.close()
+    sender.close()
+
+
+def tls_context(device: Device, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(device.files / "ca.pem"))
+    context.load_cert_chain(str(cert or device.files / "cert.pem"), str(key or device.files / "key.pem"))
+    return context
+
+
+def handshake(server, context: ssl.SSLContext) -> bool:
+    """Whether the server completes a TLS handshake and then talks (TLS 1.3 reports a
+    refused client certificate only on the first read)."""
+    with socket.create_connection(("localhost", server.mqtt_port), timeout=TIMEOUT) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                # CONNECT, MQTT 3.1.1, client id "probe": answered by CONNACK when the TLS session is accepted
+                tls.sendall(bytes([0x10, 17, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 5]) + b"probe")
+                return len(tls.recv(4)) > 0
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            return False
+
+
+def test_unregistered_certificates_fail_the_handshake(server, device, tmp_path):
+    stranger = issue(make_ca())
+    cert, key = tmp_path / "stranger.pem", tmp_path / "stranger.key"
+    cert.write_text(stranger.pem)
+    key.write_text(key_pem(stranger.key))
+    assert handshake(server, tls_context(device)), "the registered certificate is accepted"
+    assert not handshake(server, tls_context(device, cert, key))
+
+
+def test_inactive_certificates_fail_the_handshake(iot, server, device):
+    assert handshake(server, tls_context(device))
+    iot.update_certificate(certificateId=device.cert_id, newStatus="INACTIVE")
+    time.sleep(1.0)  # the gateway reloads its certificate snapshot within a second
+    assert not handshake(server, tls_context(device))
+    iot.update_certificate(certificateId=device.cert_id, newStatus="ACTIVE")
+    time.sleep(1.0)
+    assert handshake(server, tls_context(device))
+
+
+def test_malformed_packets_close_the_connection_and_harm_nothing(server, device):
+    context = tls_context(device)
+    with socket.create_connection(("localhost", server.mqtt_port), timeout=TIMEOUT) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(bytes([0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]))  # a remaining length over 4 bytes
+            try:
+                assert tls.recv(16) == b""
+            except (ConnectionResetError, ssl.SSLError):
+                pass
+    client = Client(server, device)
+    assert client.connect() == 0, "the server still serves"
+    client.close()
