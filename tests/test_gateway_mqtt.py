@@ -217,3 +217,128 @@ def test_malformed_packets_close_the_connection_and_harm_nothing(server, device)
     client = Client(server, device)
     assert client.connect() == 0, "the server still serves"
     client.close()
+
+
+def everything_allowed(iot, device: Device) -> None:
+    name = f"{device.thing}-all"
+    iot.create_policy(
+        policyName=name,
+        policyDocument='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:*","Resource":"*"}]}',
+    )
+    iot.attach_policy(policyName=name, target=device.cert_arn)
+
+
+@pytest.fixture
+def monitor(iot, server, tmp_path):
+    """A connected client allowed everything, subscribed to all lifecycle events."""
+    device = provision(iot, server, tmp_path)
+    everything_allowed(iot, device)
+    client = Client(server, device)
+    assert client.connect() == 0
+    client.paho.subscribe("$aws/events/#", qos=1)
+    wait_for(lambda: client.subacks, "SUBACK")
+    yield client
+    client.close()
+
+
+def events_of(monitor: Client, client_id: str) -> list[dict]:
+    import json
+
+    return [json.loads(payload) for topic, payload in monitor.messages if topic.endswith("/" + client_id)]
+
+
+def test_lifecycle_events(server, device, monitor):
+    client = Client(server, device)
+    assert client.connect() == 0
+    client.paho.subscribe(f"$aws/things/{device.thing}/shadow/update/accepted", qos=1)
+    wait_for(lambda: client.subacks, "SUBACK")
+    client.close()
+    wait_for(lambda: len(events_of(monitor, device.thing)) == 3, "connected, subscribed and disconnected events")
+    connected, subscribed, disconnected = events_of(monitor, device.thing)
+    assert connected["eventType"] == "connected" and connected["clientId"] == device.thing
+    assert connected["principalIdentifier"] == device.cert_id
+    assert connected["ipAddress"] == "127.0.0.1"
+    assert subscribed["eventType"] == "subscribed"
+    assert subscribed["topics"] == [f"$aws/things/{device.thing}/shadow/update/accepted"]
+    assert disconnected["eventType"] == "disconnected"
+    assert disconnected["disconnectReason"] == "CLIENT_INITIATED_DISCONNECT"
+    assert disconnected["clientInitiatedDisconnect"] is True
+    assert disconnected["sessionIdentifier"] == connected["sessionIdentifier"]
+    assert disconnected["versionNumber"] == connected["versionNumber"]
+    assert abs(connected["timestamp"] / 1000 - time.time()) < 120
+
+
+def test_last_will_is_published_when_the_connection_is_lost(server, device, monitor):
+    will_topic = f"$aws/things/{device.thing}/shadow/update"
+    monitor.paho.subscribe(will_topic, qos=1)
+    wait_for(lambda: len(monitor.subacks) == 2, "SUBACK")
+    client = Client(server, device)
+    client.paho.will_set(will_topic, b"gone", qos=1)
+    assert client.connect() == 0
+    client.paho.loop_stop()
+    client.paho.socket().close()  # no DISCONNECT: the connection is lost
+    wait_for(lambda: (will_topic, b"gone") in monitor.messages, "the will")
+    wait_for(lambda: any(e.get("disconnectReason") == "CONNECTION_LOST" for e in events_of(monitor, device.thing)), "the event")
+
+
+def test_deactivating_the_certificate_drops_live_connections(iot, server, device):
+    client = Client(server, device)
+    assert client.connect() == 0
+    iot.update_certificate(certificateId=device.cert_id, newStatus="INACTIVE")
+    assert client.disconnected.wait(2.0), "dropped within a second or so"
+    client.close()
+
+
+def test_detaching_the_policy_drops_live_connections(iot, server, device):
+    client = Client(server, device)
+    assert client.connect() == 0
+    iot.detach_policy(policyName=f"{device.thing}-policy", target=device.cert_arn)
+    assert client.disconnected.wait(2.0)
+    client.close()
+
+
+def mosquitto(tool: str) -> str:
+    import shutil
+
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (Debian package mosquitto-clients): the mosquitto test did not run")
+    return path
+
+
+def mosquitto_base(server, device: Device) -> list[str]:
+    files = device.files
+    return [
+        "-h", "localhost", "-p", str(server.mqtt_port), "-q", "1",
+        "--cafile", str(files / "ca.pem"), "--cert", str(files / "cert.pem"), "--key", str(files / "key.pem"),
+    ]
+
+
+def test_mosquitto_clients_with_certificate_files(iot, server, device):
+    import subprocess
+
+    sub, pub = mosquitto("mosquitto_sub"), mosquitto("mosquitto_pub")
+    everything_allowed(iot, device)
+    base = mosquitto_base(server, device)
+    topic = f"sensors/{device.thing}/temperature"
+    receiver = subprocess.Popen(
+        [sub, *base, "-i", f"{device.thing}-sub", "-t", topic, "-C", "1", "-W", "15"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(1.0)
+    subprocess.run([pub, *base, "-i", f"{device.thing}-pub", "-t", topic, "-m", '{"t": 21.5}'], check=True, timeout=15)
+    output, errors = receiver.communicate(timeout=20)
+    assert receiver.returncode == 0, errors
+    assert output.strip() == '{"t": 21.5}'
+
+
+def test_mosquitto_is_refused_outside_the_walled_garden(server, device):
+    import subprocess
+
+    pub = mosquitto("mosquitto_pub")
+    refused = subprocess.run(
+        [pub, *mosquitto_base(server, device), "-i", "intruder", "-t", "x", "-m", "y"],
+        capture_output=True, text=True, timeout=15,
+    )
+    assert refused.returncode != 0
+    assert "authori" in (refused.stderr + refused.stdout).lower()

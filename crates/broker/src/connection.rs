@@ -7,14 +7,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use ferrocore_mqtt::{
     Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
-    UnsubAck, Unsubscribe, Version, decode, encode, topic,
+    UnsubAck, Unsubscribe, Version, Will, decode, encode, topic,
 };
-use ferrocore_registry::Permissions;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::Shared;
-use crate::router::Outgoing;
+use crate::events::{self, Presence};
+use crate::router::{ClientEntry, Outgoing, PermissionsCell, current};
 
 /// How long a new connection may take to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +33,22 @@ enum End {
     Forbidden(String),
     Malformed(DecodeError),
     Unsupported(&'static str),
+    Revoked,
+}
+
+impl End {
+    /// The lifecycle event's `disconnectReason`, and whether the client chose to leave.
+    fn lifecycle_reason(&self) -> (&'static str, bool) {
+        match self {
+            Self::ClientDisconnected => ("CLIENT_INITIATED_DISCONNECT", true),
+            Self::ConnectionLost => ("CONNECTION_LOST", false),
+            Self::KeepAliveTimeout => ("MQTT_KEEP_ALIVE_TIMEOUT", false),
+            Self::TakenOver => ("DUPLICATE_CLIENTID", false),
+            Self::Forbidden(_) => ("FORBIDDEN_ACCESS", false),
+            Self::Revoked => ("AUTH_ERROR", false),
+            Self::Refused(_) | Self::Malformed(_) | Self::Unsupported(_) => ("CLIENT_ERROR", false),
+        }
+    }
 }
 
 impl std::fmt::Display for End {
@@ -46,6 +62,7 @@ impl std::fmt::Display for End {
             Self::Forbidden(what) => write!(f, "not authorized: {what}"),
             Self::Malformed(err) => write!(f, "{err}"),
             Self::Unsupported(what) => write!(f, "unsupported: {what}"),
+            Self::Revoked => f.write_str("certificate or policy withdrawn"),
         }
     }
 }
@@ -55,16 +72,41 @@ struct Session<S> {
     buffer: BytesMut,
     version: Version,
     client_id: String,
-    permissions: Arc<Permissions>,
+    permissions: PermissionsCell,
     shared: Arc<Shared>,
     next_packet_id: u16,
+    presence: Presence,
 }
 
 fn clamp_keep_alive(requested: u16) -> u16 {
     if requested == 0 { KEEP_ALIVE_RANGE.1 } else { requested.clamp(KEEP_ALIVE_RANGE.0, KEEP_ALIVE_RANGE.1) }
 }
 
-pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, certificate_id: String, shared: Arc<Shared>, connection: u64) {
+/// Checks a will at CONNECT: AWS refuses QoS 2, retained wills (not supported
+/// here yet), invalid topics and topics the client may not publish to.
+fn check_will(will: &Will, permissions: &ferrocore_registry::Permissions, shared: &Shared) -> Result<(), ReasonCode> {
+    if will.qos == QoS::ExactlyOnce {
+        return Err(ReasonCode::QoSNotSupported);
+    }
+    if will.retain {
+        return Err(ReasonCode::RetainNotSupported);
+    }
+    if topic::validate_name(&will.topic).is_err() {
+        return Err(ReasonCode::TopicNameInvalid);
+    }
+    if !permissions.allows("iot:Publish", &shared.arn("topic", &will.topic)) {
+        return Err(ReasonCode::NotAuthorized);
+    }
+    Ok(())
+}
+
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    certificate_id: String,
+    peer: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    connection: u64,
+) {
     let mut buffer = BytesMut::with_capacity(4096);
     let connect = match tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut stream, &mut buffer, &shared)).await {
         Ok(Ok(connect)) => connect,
@@ -92,7 +134,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, cert
     }
     let principal = shared.arn("cert", &certificate_id);
     let permissions = match shared.registry.permissions(&principal, Some(&connect.client_id), &[], &[]).await {
-        Ok(permissions) => Arc::new(permissions),
+        Ok(permissions) => permissions,
         Err(err) => {
             tracing::warn!(certificate = %certificate_id, error = %err, "cannot read the connection's permissions");
             refuse(&mut stream, ReasonCode::ServerUnavailable).await;
@@ -103,6 +145,13 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, cert
         metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "connect").increment(1);
         refuse(&mut stream, ReasonCode::NotAuthorized).await;
         tracing::info!(client_id = %connect.client_id, certificate = %certificate_id, "connection refused: iot:Connect denied");
+        return;
+    }
+    if let Some(will) = &connect.will
+        && let Err(reason) = check_will(will, &permissions, &shared)
+    {
+        refuse(&mut stream, reason).await;
+        tracing::info!(client_id = %connect.client_id, reason = ?reason, "connection refused: will not accepted");
         return;
     }
     let keep_alive = clamp_keep_alive(connect.keep_alive);
@@ -119,19 +168,50 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, cert
         }
     }
     let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
-    shared.router.connect(&connect.client_id, connection, sender, permissions.clone());
     let client_id = connect.client_id.clone();
-    let mut session = Session { stream, buffer, version, client_id: client_id.clone(), permissions, shared: shared.clone(), next_packet_id: 1 };
+    let cell: PermissionsCell = Arc::new(std::sync::RwLock::new(Arc::new(permissions)));
+    let lifecycle_version = shared.router.connect(ClientEntry {
+        client_id: client_id.clone(),
+        connection,
+        certificate_id: certificate_id.clone(),
+        permissions: cell.clone(),
+        sender,
+    });
+    let presence = Presence {
+        client_id: client_id.clone(),
+        session_id: uuid::Uuid::new_v4().to_string(),
+        principal: certificate_id.clone(),
+        version: lifecycle_version,
+    };
+    let mut session = Session {
+        stream,
+        buffer,
+        version,
+        client_id: client_id.clone(),
+        permissions: cell,
+        shared: shared.clone(),
+        next_packet_id: 1,
+        presence,
+    };
     let accepted = Packet::ConnAck(ConnAck { session_present: false, reason: ReasonCode::Success, properties });
     metrics::gauge!("ferrocore_mqtt_connections").increment(1.0);
     tracing::info!(client_id = %client_id, certificate = %certificate_id, version = ?version, keep_alive, "client connected");
     let end = match session.send(&accepted).await {
-        Ok(()) => session.run(receiver, keep_alive).await,
+        Ok(()) => {
+            events::connected(&shared, &session.presence, &peer.ip().to_string());
+            session.run(receiver, keep_alive).await
+        }
         Err(_) => End::ConnectionLost,
     };
     shared.router.disconnect(&client_id, connection);
     metrics::gauge!("ferrocore_mqtt_connections").decrement(1.0);
     tracing::info!(client_id = %client_id, reason = %end, "client disconnected");
+    let (reason, client_initiated) = end.lifecycle_reason();
+    if !client_initiated && let Some(will) = &connect.will {
+        let resource = shared.arn("topic", &will.topic);
+        shared.router.publish(&will.topic, &will.payload, will.qos, &resource);
+    }
+    events::disconnected(&shared, &session.presence, reason, client_initiated);
     let _ = session.stream.shutdown().await;
 }
 
@@ -195,6 +275,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         metrics::counter!("ferrocore_mqtt_messages_out_total").increment(1);
                     }
                     Some(Outgoing::TakenOver) | None => return self.close(ReasonCode::SessionTakenOver, End::TakenOver).await,
+                    Some(Outgoing::Revoked) => return self.close(ReasonCode::NotAuthorized, End::Revoked).await,
                 },
             }
         }
@@ -207,7 +288,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn allowed(&self, action: &'static str, resource: &str) -> bool {
-        let allowed = self.permissions.allows(action, resource);
+        let allowed = current(&self.permissions).allows(action, resource);
         if !allowed {
             metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => action).increment(1);
         }
@@ -221,6 +302,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Packet::Subscribe(subscribe) => return self.subscribe(subscribe).await,
             Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe).await,
             Packet::PingReq => self.send(&Packet::PingResp).await,
+            // MQTT 5 reason 0x04 asks for the will to be sent anyway.
+            Packet::Disconnect(disconnect) if disconnect.reason as u8 == 0x04 => return Some(End::ConnectionLost),
             Packet::Disconnect(_) => return Some(End::ClientDisconnected),
             Packet::PubAck(_) => Ok(()),
             Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
@@ -267,7 +350,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn subscribe(&mut self, subscribe: Subscribe) -> Option<End> {
-        let mut reasons = Vec::new();
+        let (mut reasons, mut granted_filters) = (Vec::new(), Vec::new());
         for (filter, options) in &subscribe.filters {
             if topic::validate_filter(filter).is_err() {
                 reasons.push(ReasonCode::TopicFilterInvalid);
@@ -283,25 +366,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             let granted = options.qos.min(QoS::AtLeastOnce);
             self.shared.router.subscribe(&self.client_id, filter, granted);
+            granted_filters.push(filter.clone());
             reasons.push(if granted == QoS::AtLeastOnce { ReasonCode::GrantedQoS1 } else { ReasonCode::Success });
         }
         let ack = Packet::SubAck(SubAck { packet_id: subscribe.packet_id, reasons, properties: Properties::default() });
-        self.send(&ack).await.err().map(|_| End::ConnectionLost)
+        if self.send(&ack).await.is_err() {
+            return Some(End::ConnectionLost);
+        }
+        events::subscriptions(&self.shared, &self.presence, "subscribed", &granted_filters);
+        None
     }
 
     async fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> std::io::Result<()> {
-        let reasons = unsubscribe
-            .filters
-            .iter()
-            .map(|filter| {
-                if self.shared.router.unsubscribe(&self.client_id, filter) {
-                    ReasonCode::Success
-                } else {
-                    ReasonCode::NoSubscriptionExisted
-                }
-            })
-            .collect();
+        let mut removed = Vec::new();
+        let mut reasons = Vec::new();
+        for filter in &unsubscribe.filters {
+            if self.shared.router.unsubscribe(&self.client_id, filter) {
+                removed.push(filter.clone());
+                reasons.push(ReasonCode::Success);
+            } else {
+                reasons.push(ReasonCode::NoSubscriptionExisted);
+            }
+        }
         let ack = Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, reasons, properties: Properties::default() });
-        self.send(&ack).await
+        self.send(&ack).await?;
+        events::subscriptions(&self.shared, &self.presence, "unsubscribed", &removed);
+        Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! for every delivery, the subscriber's iot:Receive.
 
 mod connection;
+mod events;
 mod router;
 mod verifier;
 
@@ -99,6 +100,7 @@ pub async fn run(
         max_client_id_len: 128,
     });
 
+    let revalidator = tokio::spawn(revalidate_on_changes(shared.clone(), snapshot.clone()));
     tracing::info!(addr = %config.addr, "device gateway listening (MQTT over TLS)");
     let connections = AtomicU64::new(0);
     tokio::pin!(shutdown);
@@ -129,9 +131,37 @@ pub async fn run(
                 Some(cert) => verifier::TrustSnapshot::id_of(cert),
                 None => return,
             };
-            connection::serve(tls, certificate_id, shared, connection).await;
+            connection::serve(tls, certificate_id, peer, shared, connection).await;
         });
     }
+    revalidator.abort();
     tracing::info!("device gateway stopped");
     Ok(())
+}
+
+/// After every registry change, re-checks each live connection: its certificate
+/// must still be trusted and its policies must still allow iot:Connect; the
+/// connection keeps the new permissions, or is closed.
+async fn revalidate_on_changes(shared: Arc<Shared>, snapshot: Arc<TrustSnapshotHandle>) {
+    let mut changes = shared.registry.changes();
+    while changes.changed().await.is_ok() {
+        for client in shared.router.clients() {
+            let principal = shared.arn("cert", &client.certificate_id);
+            let still_allowed = snapshot.0.still_trusted(&client.certificate_id)
+                && match shared.registry.permissions(&principal, Some(&client.client_id), &[], &[]).await {
+                    Ok(permissions) => {
+                        let allowed = permissions.allows("iot:Connect", &shared.arn("client", &client.client_id));
+                        *client.permissions.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(permissions);
+                        allowed
+                    }
+                    Err(err) => {
+                        tracing::warn!(client_id = %client.client_id, error = %err, "cannot re-check permissions");
+                        true
+                    }
+                };
+            if !still_allowed {
+                let _ = client.sender.try_send(router::Outgoing::Revoked);
+            }
+        }
+    }
 }

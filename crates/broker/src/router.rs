@@ -1,13 +1,20 @@
 //! Who is connected and what they subscribed to. Deliveries are checked against
-//! each subscriber's own permissions (iot:Receive) before they are queued.
+//! each subscriber's current permissions (iot:Receive) before they are queued.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use ferrocore_mqtt::{QoS, topic};
 use ferrocore_registry::Permissions;
 use tokio::sync::mpsc;
+
+/// A connection's permissions, replaced when the registry changes.
+pub type PermissionsCell = Arc<RwLock<Arc<Permissions>>>;
+
+pub fn current(cell: &PermissionsCell) -> Arc<Permissions> {
+    cell.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
 
 /// What a connection task is told to do.
 #[derive(Debug, Clone)]
@@ -15,36 +22,60 @@ pub enum Outgoing {
     Deliver { topic: String, payload: Bytes, qos: QoS },
     /// Another connection took over this client id.
     TakenOver,
+    /// Its certificate or the policy that let it connect was withdrawn.
+    Revoked,
+}
+
+/// A connected client, as the router and the revalidation task see it.
+#[derive(Clone)]
+pub struct ClientEntry {
+    pub client_id: String,
+    pub connection: u64,
+    pub certificate_id: String,
+    pub permissions: PermissionsCell,
+    pub sender: mpsc::Sender<Outgoing>,
 }
 
 struct Client {
-    connection: u64,
-    sender: mpsc::Sender<Outgoing>,
-    permissions: Arc<Permissions>,
+    entry: ClientEntry,
     subscriptions: HashMap<String, QoS>,
 }
 
 #[derive(Default)]
 pub struct Router {
     clients: Mutex<HashMap<String, Client>>,
+    /// Lifecycle `versionNumber` per client id: one more on every connect.
+    versions: Mutex<HashMap<String, u64>>,
 }
 
 impl Router {
-    /// Registers a connection; an older connection with the same client id is told to leave.
-    pub fn connect(&self, client_id: &str, connection: u64, sender: mpsc::Sender<Outgoing>, permissions: Arc<Permissions>) {
-        let client = Client { connection, sender, permissions, subscriptions: HashMap::new() };
-        let previous = self.lock().insert(client_id.to_string(), client);
+    /// Registers a connection and answers its lifecycle version number; an older
+    /// connection with the same client id is told to leave.
+    pub fn connect(&self, entry: ClientEntry) -> u64 {
+        let version = {
+            let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+            let version = versions.entry(entry.client_id.clone()).or_insert(0);
+            *version += 1;
+            *version
+        };
+        let client_id = entry.client_id.clone();
+        let previous = self.lock().insert(client_id, Client { entry, subscriptions: HashMap::new() });
         if let Some(previous) = previous {
-            let _ = previous.sender.try_send(Outgoing::TakenOver);
+            let _ = previous.entry.sender.try_send(Outgoing::TakenOver);
         }
+        version
     }
 
     /// Forgets the client, unless a newer connection already took its id.
     pub fn disconnect(&self, client_id: &str, connection: u64) {
         let mut clients = self.lock();
-        if clients.get(client_id).is_some_and(|c| c.connection == connection) {
+        if clients.get(client_id).is_some_and(|c| c.entry.connection == connection) {
             clients.remove(client_id);
         }
+    }
+
+    pub fn clients(&self) -> Vec<ClientEntry> {
+        self.lock().values().map(|c| c.entry.clone()).collect()
     }
 
     pub fn subscribe(&self, client_id: &str, filter: &str, qos: QoS) {
@@ -68,12 +99,12 @@ impl Router {
                 .map(|(_, qos)| *qos)
                 .max();
             let Some(granted) = granted else { continue };
-            if !client.permissions.allows("iot:Receive", receive_resource) {
-                metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "receive").increment(1);
+            if !current(&client.entry.permissions).allows("iot:Receive", receive_resource) {
+                metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "iot:Receive").increment(1);
                 continue;
             }
             let delivery = Outgoing::Deliver { topic: topic_name.to_string(), payload: payload.clone(), qos: qos.min(granted) };
-            if client.sender.try_send(delivery).is_err() {
+            if client.entry.sender.try_send(delivery).is_err() {
                 metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
             }
         }

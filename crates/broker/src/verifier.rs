@@ -46,6 +46,12 @@ impl TrustSnapshot {
         Ok(())
     }
 
+    /// Whether a certificate that was accepted is still ACTIVE (and its CA too).
+    pub fn still_trusted(&self, id: &str) -> bool {
+        let certificates = self.certificates.read().unwrap_or_else(|e| e.into_inner());
+        certificates.get(id).is_some_and(|trust| trust.active && trust.ca.as_ref().is_none_or(|(ca_active, _)| *ca_active))
+    }
+
     /// The certificate id of an accepted certificate.
     pub fn id_of(der: &[u8]) -> String {
         certificate_id(der)

@@ -75,6 +75,8 @@ pub struct Registry {
     /// before any change to certificates or CAs is acknowledged, so a device can
     /// connect as soon as its certificate is registered and not after it is revoked.
     trust: Arc<std::sync::RwLock<TrustSnapshot>>,
+    /// Counts committed changes; live connections re-check their permissions on each.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Registered certificates by id, as the TLS verifier reads them.
@@ -137,7 +139,13 @@ impl Registry {
             clock,
             issuer,
             trust: Default::default(),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that is marked changed after every committed change.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The certificate snapshot, kept current by the registry (load it once with [`Self::refresh_trust`]).
@@ -215,6 +223,7 @@ impl Registry {
                     if touches_trust && let Err(err) = self.refresh_trust().await {
                         tracing::error!(error = %err, "cannot reload the certificate snapshot");
                     }
+                    self.changes.send_modify(|count| *count += 1);
                     return Ok(outcome.answer);
                 }
                 Err(StoreError::Conflict { .. }) => continue,
