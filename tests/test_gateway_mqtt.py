@@ -342,3 +342,54 @@ def test_mosquitto_is_refused_outside_the_walled_garden(server, device):
     )
     assert refused.returncode != 0
     assert "authori" in (refused.stderr + refused.stdout).lower()
+
+
+SEED_002_POLICY = """{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Effect": "Allow", "Action": "iot:Connect", "Resource": "arn:aws:iot:us-east-1:000000000000:client/${iot:Connection.Thing.ThingName}"},
+    {"Effect": "Allow", "Action": "iot:Publish", "Resource": ["arn:aws:iot:us-east-1:000000000000:topic/sensors/${iot:Connection.Thing.ThingName}/*"]},
+    {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": ["arn:aws:iot:us-east-1:000000000000:topicfilter/commands/${iot:Connection.Thing.ThingName}/*"]},
+    {"Effect": "Allow", "Action": "iot:Receive", "Resource": ["arn:aws:iot:us-east-1:000000000000:topic/commands/${iot:Connection.Thing.ThingName}/*"]}
+  ]
+}"""
+
+
+def test_seed_002_device_client_with_the_aws_iot_python_sdk(iot, server, tmp_path):
+    """device_client.py of seed 002: telemetry on sensors/<thing>/temperature at QoS 1,
+    commands on commands/<thing>/#, under the seed's policy."""
+    sdk = pytest.importorskip("AWSIoTPythonSDK.MQTTLib", reason="AWSIoTPythonSDK is not installed")
+    import json
+
+    device = provision(iot, server, tmp_path)
+    iot.detach_policy(policyName=f"{device.thing}-policy", target=device.cert_arn)
+    seed_policy = f"{device.thing}-seed002"
+    iot.create_policy(policyName=seed_policy, policyDocument=SEED_002_POLICY)
+    iot.attach_policy(policyName=seed_policy, target=device.cert_arn)
+    controller_device = provision(iot, server, tmp_path)
+    everything_allowed(iot, controller_device)
+    controller = Client(server, controller_device)
+    assert controller.connect() == 0
+    telemetry = f"sensors/{device.thing}/temperature"
+    controller.paho.subscribe(telemetry, qos=1)
+    wait_for(lambda: controller.subacks, "SUBACK")
+
+    commands: list[dict] = []
+    client = sdk.AWSIoTMQTTClient(device.thing)
+    client.configureEndpoint(iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"], server.mqtt_port)
+    client.configureCredentials(str(device.files / "ca.pem"), str(device.files / "key.pem"), str(device.files / "cert.pem"))
+    client.configureConnectDisconnectTimeout(10)
+    client.configureMQTTOperationTimeout(5)
+    assert client.connect()
+    try:
+        assert client.subscribe(f"commands/{device.thing}/#", 1, lambda c, u, m: commands.append(json.loads(m.payload)))
+        payload = {"device_id": device.thing, "temperature": 21.5, "humidity": 40, "timestamp": int(time.time() * 1000)}
+        assert client.publish(telemetry, json.dumps(payload), 1)
+        wait_for(lambda: controller.messages, "telemetry at the controller")
+        assert json.loads(controller.messages[0][1]) == payload
+        controller.paho.publish(f"commands/{device.thing}/reboot", json.dumps({"action": "reboot"}), qos=1)
+        wait_for(lambda: commands, "the command at the device")
+        assert commands == [{"action": "reboot"}]
+    finally:
+        client.disconnect()
+        controller.close()
