@@ -393,3 +393,25 @@ def test_seed_002_device_client_with_the_aws_iot_python_sdk(iot, server, tmp_pat
     finally:
         client.disconnect()
         controller.close()
+
+
+def test_mqtt5_subscribe_limits(iot, server, device):
+    everything_allowed(iot, device)
+    client = Client(server, device, v5=True)
+    assert client.connect() == 0
+    client.paho.subscribe([(f"limits/{i}", 1) for i in range(9)] + [("a/" * 8 + "deep", 1)])
+    wait_for(lambda: client.subacks, "SUBACK")
+    codes = [code.value for code in client.subacks[0]]
+    assert codes[:8] == [1] * 8
+    assert codes[8] == 0x97, "a ninth filter in one SUBSCRIBE exceeds AWS's quota"
+    assert codes[9] == 0x8F, "more than 7 slashes"
+    client.close()
+
+
+def test_clients_cannot_publish_lifecycle_events(iot, server, device):
+    everything_allowed(iot, device)
+    client = Client(server, device)
+    assert client.connect() == 0
+    client.paho.publish(f"$aws/events/presence/connected/{device.thing}", b"{}", qos=1)
+    assert client.disconnected.wait(TIMEOUT)
+    client.close()

@@ -324,11 +324,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if publish.retain {
             return Some(self.close(ReasonCode::RetainNotSupported, End::Unsupported("retained messages")).await);
         }
-        if topic::validate_name(&publish.topic).is_err() {
+        if topic::validate_name(&publish.topic).is_err() || !self.shared.limits.topic_fits(&publish.topic) {
             return Some(self.close(ReasonCode::TopicNameInvalid, End::Refused("invalid topic name")).await);
         }
         let resource = self.shared.arn("topic", &publish.topic);
-        if !self.allowed("iot:Publish", &resource) {
+        // Lifecycle and other event topics are the service's to publish.
+        let reserved = publish.topic.starts_with("$aws/events/");
+        if reserved || !self.allowed("iot:Publish", &resource) {
             let end = End::Forbidden(format!("iot:Publish on {}", publish.topic));
             return match (self.version, publish.packet_id) {
                 (Version::V5, Some(packet_id)) => {
@@ -351,9 +353,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn subscribe(&mut self, subscribe: Subscribe) -> Option<End> {
         let (mut reasons, mut granted_filters) = (Vec::new(), Vec::new());
-        for (filter, options) in &subscribe.filters {
-            if topic::validate_filter(filter).is_err() {
+        let limits = self.shared.limits.clone();
+        for (index, (filter, options)) in subscribe.filters.iter().enumerate() {
+            if topic::validate_filter(filter).is_err() || !limits.topic_fits(filter) {
                 reasons.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            }
+            let over_quota = index >= limits.filters_per_subscribe
+                || !self.shared.router.can_subscribe(&self.client_id, filter, limits.subscriptions_per_connection);
+            if over_quota {
+                reasons.push(ReasonCode::QuotaExceeded);
                 continue;
             }
             if !self.allowed("iot:Subscribe", &self.shared.arn("topicfilter", filter)) {

@@ -35,7 +35,30 @@ pub struct GatewayConfig {
     pub key_pem: String,
     /// Largest MQTT packet accepted (AWS: 128 KB payloads).
     pub max_packet_size: usize,
+    pub limits: Limits,
     pub account: Account,
+}
+
+/// AWS IoT's per-connection protocol limits; an operator may raise them.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub subscriptions_per_connection: usize,
+    pub filters_per_subscribe: usize,
+    /// Topic names and filters, in bytes (the `$aws/rules/<rule>/` prefix not counted).
+    pub topic_bytes: usize,
+    /// Forward slashes in a topic (the `$aws/rules/<rule>/` prefix not counted).
+    pub topic_slashes: usize,
+}
+
+impl Limits {
+    /// Whether a topic name or filter is within the length and depth limits.
+    pub fn topic_fits(&self, topic: &str) -> bool {
+        let counted = match topic.strip_prefix("$aws/rules/") {
+            Some(rest) => rest.split_once('/').map_or("", |(_, tail)| tail),
+            None => topic,
+        };
+        counted.len() <= self.topic_bytes && counted.matches('/').count() <= self.topic_slashes
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +78,7 @@ pub(crate) struct Shared {
     account: Account,
     max_packet_size: usize,
     max_client_id_len: usize,
+    limits: Limits,
 }
 
 impl Shared {
@@ -98,6 +122,7 @@ pub async fn run(
         account: config.account.clone(),
         max_packet_size: config.max_packet_size,
         max_client_id_len: 128,
+        limits: config.limits.clone(),
     });
 
     let revalidator = tokio::spawn(revalidate_on_changes(shared.clone(), snapshot.clone()));

@@ -84,6 +84,13 @@ impl Router {
         }
     }
 
+    /// Whether the client may add (or renew) `filter` within `limit` subscriptions.
+    pub fn can_subscribe(&self, client_id: &str, filter: &str, limit: usize) -> bool {
+        self.lock()
+            .get(client_id)
+            .is_some_and(|client| client.subscriptions.contains_key(filter) || client.subscriptions.len() < limit)
+    }
+
     pub fn unsubscribe(&self, client_id: &str, filter: &str) -> bool {
         self.lock().get_mut(client_id).is_some_and(|client| client.subscriptions.remove(filter).is_some())
     }

@@ -65,6 +65,12 @@ pub struct Config {
     pub policy_document_limit: usize,
     /// Largest MQTT packet, in bytes (AWS: 128 KB payloads).
     pub mqtt_max_packet_bytes: usize,
+    /// AWS's MQTT limits: 50 subscriptions per connection, 8 filters per SUBSCRIBE,
+    /// topics of at most 256 bytes and 7 slashes.
+    pub mqtt_subscriptions_per_connection: usize,
+    pub mqtt_filters_per_subscribe: usize,
+    pub mqtt_topic_bytes: usize,
+    pub mqtt_topic_slashes: usize,
     /// Extra names (DNS or IP) for the device endpoints' TLS certificate.
     pub server_names: Vec<String>,
     /// An operator-supplied TLS certificate (PEM chain) and key for the device endpoints.
@@ -87,6 +93,10 @@ impl Default for Config {
             api_body_limit_bytes: 1024 * 1024,
             policy_document_limit: 2048,
             mqtt_max_packet_bytes: 128 * 1024 + 1024,
+            mqtt_subscriptions_per_connection: 50,
+            mqtt_filters_per_subscribe: 8,
+            mqtt_topic_bytes: 256,
+            mqtt_topic_slashes: 7,
             server_names: Vec::new(),
             tls_cert_file: None,
             tls_key_file: None,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferrocore_api::{ApiConfig, ApiState, Credentials, Listeners};
-use ferrocore_broker::GatewayConfig;
+use ferrocore_broker::{GatewayConfig, Limits};
 use ferrocore_model::Account;
 use ferrocore_registry::{Registry, RegistryConfig, SystemClock};
 use ferrocore_store::SqliteStore;
@@ -73,6 +73,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             certificate_pem: pki.server_cert_pem,
             key_pem: pki.server_key_pem,
             max_packet_size: config.mqtt_max_packet_bytes,
+            limits: Limits {
+                subscriptions_per_connection: config.mqtt_subscriptions_per_connection,
+                filters_per_subscribe: config.mqtt_filters_per_subscribe,
+                topic_bytes: config.mqtt_topic_bytes,
+                topic_slashes: config.mqtt_topic_slashes,
+            },
             account,
         },
         registry,
