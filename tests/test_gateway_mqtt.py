@@ -415,3 +415,56 @@ def test_clients_cannot_publish_lifecycle_events(iot, server, device):
     client.paho.publish(f"$aws/events/presence/connected/{device.thing}", b"{}", qos=1)
     assert client.disconnected.wait(TIMEOUT)
     client.close()
+
+
+def test_retained_messages(iot, server, device, tmp_path):
+    everything_allowed(iot, device)
+    topic = f"retained/{device.thing}/state"
+    publisher = Client(server, device, client_id=f"{device.thing}-pub")
+    assert publisher.connect() == 0
+    publisher.paho.publish(topic, b'{"on": true}', qos=1, retain=True).wait_for_publish(TIMEOUT)
+    publisher.close()
+
+    exact = Client(server, device, client_id=f"{device.thing}-exact")
+    wildcard = Client(server, device, client_id=f"{device.thing}-wild")
+    retained_flags: list[bool] = []
+    exact.paho.on_message = lambda c, u, m: (exact.messages.append((m.topic, m.payload)), retained_flags.append(m.retain))
+    assert exact.connect() == 0 and wildcard.connect() == 0
+    exact.paho.subscribe(topic, qos=1)
+    wildcard.paho.subscribe(f"retained/{device.thing}/#", qos=1)
+    wait_for(lambda: exact.messages, "the retained copy")
+    assert exact.messages == [(topic, b'{"on": true}')] and retained_flags == [True]
+    time.sleep(0.5)
+    assert wildcard.messages == [], "AWS delivers the stored copy only to the exact topic filter"
+    exact.close()
+    wildcard.close()
+
+
+@pytest.mark.restart
+def test_retained_messages_survive_a_restart_and_empty_payloads_delete_them(iot, server, device):
+    if not getattr(server, "can_restart", True):
+        pytest.skip("the server was not started by the tests")
+    everything_allowed(iot, device)
+    kept, deleted = f"retained/{device.thing}/kept", f"retained/{device.thing}/deleted"
+    publisher = Client(server, device)
+    assert publisher.connect() == 0
+    publisher.paho.publish(kept, b"kept", qos=1, retain=True).wait_for_publish(TIMEOUT)
+    publisher.paho.publish(deleted, b"soon gone", qos=1, retain=True).wait_for_publish(TIMEOUT)
+    publisher.paho.publish(deleted, b"", qos=1, retain=True).wait_for_publish(TIMEOUT)
+    publisher.close()
+    server.restart()
+    subscriber = Client(server, device)
+    assert subscriber.connect() == 0
+    subscriber.paho.subscribe([(kept, 1), (deleted, 1)])
+    wait_for(lambda: subscriber.messages, "the retained copy after the restart")
+    time.sleep(0.5)
+    assert subscriber.messages == [(kept, b"kept")]
+    subscriber.close()
+
+
+def test_retained_publish_needs_retain_publish_permission(server, device):
+    client = Client(server, device)  # the walled garden grants iot:Publish but not iot:RetainPublish
+    assert client.connect() == 0
+    client.paho.publish(f"$aws/things/{device.thing}/shadow/update", b"x", qos=1, retain=True)
+    assert client.disconnected.wait(TIMEOUT)
+    client.close()

@@ -82,19 +82,18 @@ fn clamp_keep_alive(requested: u16) -> u16 {
     if requested == 0 { KEEP_ALIVE_RANGE.1 } else { requested.clamp(KEEP_ALIVE_RANGE.0, KEEP_ALIVE_RANGE.1) }
 }
 
-/// Checks a will at CONNECT: AWS refuses QoS 2, retained wills (not supported
-/// here yet), invalid topics and topics the client may not publish to.
+/// Checks a will at CONNECT: AWS refuses QoS 2, invalid topics and topics the
+/// client may not publish (or, for a retained will, retain-publish) to.
 fn check_will(will: &Will, permissions: &ferrocore_registry::Permissions, shared: &Shared) -> Result<(), ReasonCode> {
     if will.qos == QoS::ExactlyOnce {
         return Err(ReasonCode::QoSNotSupported);
     }
-    if will.retain {
-        return Err(ReasonCode::RetainNotSupported);
-    }
-    if topic::validate_name(&will.topic).is_err() {
+    if topic::validate_name(&will.topic).is_err() || !shared.limits.topic_fits(&will.topic) {
         return Err(ReasonCode::TopicNameInvalid);
     }
-    if !permissions.allows("iot:Publish", &shared.arn("topic", &will.topic)) {
+    let resource = shared.arn("topic", &will.topic);
+    let retain_allowed = !will.retain || (!will.topic.starts_with('$') && permissions.allows("iot:RetainPublish", &resource));
+    if !permissions.allows("iot:Publish", &resource) || !retain_allowed {
         return Err(ReasonCode::NotAuthorized);
     }
     Ok(())
@@ -158,7 +157,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut properties = Properties::default();
     if version == Version::V5 {
         properties.maximum_qos = Some(1);
-        properties.retain_available = Some(0);
+        properties.retain_available = Some(1);
         properties.shared_subscription_available = Some(0);
         properties.subscription_identifier_available = Some(0);
         properties.wildcard_subscription_available = Some(1);
@@ -209,6 +208,9 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let (reason, client_initiated) = end.lifecycle_reason();
     if !client_initiated && let Some(will) = &connect.will {
         let resource = shared.arn("topic", &will.topic);
+        if will.retain && let Err(err) = shared.retained.set(&will.topic, &will.payload, will.qos).await {
+            tracing::error!(client_id = %client_id, error = %err, "cannot store a retained will");
+        }
         shared.router.publish(&will.topic, &will.payload, will.qos, &resource);
     }
     events::disconnected(&shared, &session.presence, reason, client_initiated);
@@ -266,9 +268,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Ok(Ok(_)) => {}
                 },
                 message = outgoing.recv() => match message {
-                    Some(Outgoing::Deliver { topic, payload, qos }) => {
+                    Some(Outgoing::Deliver { topic, payload, qos, retain }) => {
                         let packet_id = (qos != QoS::AtMostOnce).then(|| self.packet_id());
-                        let publish = Publish { dup: false, qos, retain: false, topic, packet_id, payload, properties: Properties::default() };
+                        let publish = Publish { dup: false, qos, retain, topic, packet_id, payload, properties: Properties::default() };
                         if self.send(&Packet::Publish(publish)).await.is_err() {
                             return End::ConnectionLost;
                         }
@@ -321,16 +323,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if publish.properties.topic_alias.is_some() {
             return Some(self.close(ReasonCode::TopicAliasInvalid, End::Unsupported("topic aliases")).await);
         }
-        if publish.retain {
-            return Some(self.close(ReasonCode::RetainNotSupported, End::Unsupported("retained messages")).await);
-        }
         if topic::validate_name(&publish.topic).is_err() || !self.shared.limits.topic_fits(&publish.topic) {
             return Some(self.close(ReasonCode::TopicNameInvalid, End::Refused("invalid topic name")).await);
         }
         let resource = self.shared.arn("topic", &publish.topic);
         // Lifecycle and other event topics are the service's to publish.
         let reserved = publish.topic.starts_with("$aws/events/");
-        if reserved || !self.allowed("iot:Publish", &resource) {
+        // A retained publish also needs iot:RetainPublish, and never on a reserved `$` topic.
+        let retain_denied =
+            publish.retain && (publish.topic.starts_with('$') || !self.allowed("iot:RetainPublish", &resource));
+        if reserved || retain_denied || !self.allowed("iot:Publish", &resource) {
             let end = End::Forbidden(format!("iot:Publish on {}", publish.topic));
             return match (self.version, publish.packet_id) {
                 (Version::V5, Some(packet_id)) => {
@@ -341,6 +343,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
         }
         metrics::counter!("ferrocore_mqtt_messages_in_total").increment(1);
+        if publish.retain && let Err(err) = self.shared.retained.set(&publish.topic, &publish.payload, publish.qos).await {
+            tracing::error!(client_id = %self.client_id, error = %err, "cannot store a retained message");
+            // Nothing is acknowledged that is not durable.
+            return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("retained message not stored")).await);
+        }
         self.shared.router.publish(&publish.topic, &publish.payload, publish.qos, &resource);
         if let Some(packet_id) = publish.packet_id {
             let ack = Ack { packet_id, reason: ReasonCode::Success, properties: Properties::default() };
@@ -381,6 +388,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let ack = Packet::SubAck(SubAck { packet_id: subscribe.packet_id, reasons, properties: Properties::default() });
         if self.send(&ack).await.is_err() {
             return Some(End::ConnectionLost);
+        }
+        for filter in &granted_filters {
+            // AWS sends the retained copy only when the filter is exactly its topic.
+            if let Some(message) = self.shared.retained.get(filter) {
+                let granted = subscribe.filters.iter().find(|(f, _)| f == filter).map_or(QoS::AtMostOnce, |(_, o)| o.qos);
+                let qos = message.qos.min(granted).min(QoS::AtLeastOnce);
+                let resource = self.shared.arn("topic", filter);
+                self.shared.router.deliver_retained(&self.client_id, filter, &message.payload, qos, &resource);
+            }
         }
         events::subscriptions(&self.shared, &self.presence, "subscribed", &granted_filters);
         None

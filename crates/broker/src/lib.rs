@@ -9,6 +9,7 @@
 
 mod connection;
 mod events;
+mod retained;
 mod router;
 mod verifier;
 
@@ -79,6 +80,7 @@ pub(crate) struct Shared {
     max_packet_size: usize,
     max_client_id_len: usize,
     limits: Limits,
+    retained: retained::RetainedStore,
 }
 
 impl Shared {
@@ -110,6 +112,7 @@ fn tls_config(config: &GatewayConfig, snapshot: Arc<TrustSnapshotHandle>) -> Res
 pub async fn run(
     config: GatewayConfig,
     registry: Arc<Registry>,
+    store: Arc<dyn ferrocore_store::RecordStore>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     registry.refresh_trust().await.map_err(|e| GatewayError::Registry(e.to_string()))?;
@@ -123,6 +126,7 @@ pub async fn run(
         max_packet_size: config.max_packet_size,
         max_client_id_len: 128,
         limits: config.limits.clone(),
+        retained: retained::RetainedStore::load(store).await.map_err(|e| GatewayError::Registry(e.to_string()))?,
     });
 
     let revalidator = tokio::spawn(revalidate_on_changes(shared.clone(), snapshot.clone()));

@@ -19,7 +19,8 @@ pub fn current(cell: &PermissionsCell) -> Arc<Permissions> {
 /// What a connection task is told to do.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
-    Deliver { topic: String, payload: Bytes, qos: QoS },
+    /// `retain` is set only on the stored copy sent at subscribe time.
+    Deliver { topic: String, payload: Bytes, qos: QoS, retain: bool },
     /// Another connection took over this client id.
     TakenOver,
     /// Its certificate or the policy that let it connect was withdrawn.
@@ -84,6 +85,17 @@ impl Router {
         }
     }
 
+    /// Queues the retained copy of a topic for one client, if its iot:Receive allows it.
+    pub fn deliver_retained(&self, client_id: &str, topic_name: &str, payload: &Bytes, qos: QoS, receive_resource: &str) {
+        let clients = self.lock();
+        let Some(client) = clients.get(client_id) else { return };
+        if !current(&client.entry.permissions).allows("iot:Receive", receive_resource) {
+            return;
+        }
+        let delivery = Outgoing::Deliver { topic: topic_name.to_string(), payload: payload.clone(), qos, retain: true };
+        let _ = client.entry.sender.try_send(delivery);
+    }
+
     /// Whether the client may add (or renew) `filter` within `limit` subscriptions.
     pub fn can_subscribe(&self, client_id: &str, filter: &str, limit: usize) -> bool {
         self.lock()
@@ -110,7 +122,8 @@ impl Router {
                 metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "iot:Receive").increment(1);
                 continue;
             }
-            let delivery = Outgoing::Deliver { topic: topic_name.to_string(), payload: payload.clone(), qos: qos.min(granted) };
+            let delivery =
+                Outgoing::Deliver { topic: topic_name.to_string(), payload: payload.clone(), qos: qos.min(granted), retain: false };
             if client.entry.sender.try_send(delivery).is_err() {
                 metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
             }

@@ -19,7 +19,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let database = config.data_dir.join("ferrocore.db");
-    let store = SqliteStore::open(&database).await.with_context(|| format!("opening {}", database.display()))?;
+    let store: Arc<dyn ferrocore_store::RecordStore> =
+        Arc::new(SqliteStore::open(&database).await.with_context(|| format!("opening {}", database.display()))?);
 
     let supplied = match (&config.tls_cert_file, &config.tls_key_file) {
         (Some(cert_file), Some(key_file)) => Some(SuppliedTls { cert_file: cert_file.clone(), key_file: key_file.clone() }),
@@ -28,7 +29,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let pki = ServerPki::load_or_create(&config.data_dir, &config.server_names(), supplied)?;
     let account = Account { id: config.account_id.clone(), region: config.region.clone() };
     let registry = Arc::new(Registry::new(
-        Arc::new(store),
+        store.clone(),
         RegistryConfig {
             account: account.clone(),
             thing_type_delete_wait_ms: i64::try_from(config.thing_type_delete_wait_secs.saturating_mul(1000))
@@ -82,6 +83,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             account,
         },
         registry,
+        store,
         wait_for(stopped.clone()),
     );
     let gateway = tokio::spawn(gateway);

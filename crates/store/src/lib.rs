@@ -25,6 +25,8 @@ pub enum Collection {
     CaCertificate,
     Policy,
     RoleAlias,
+    /// Retained MQTT messages, by topic.
+    RetainedMessage,
     /// Singletons of the installation: endpoint prefix, event configurations, ...
     Setting,
 }
@@ -40,6 +42,7 @@ impl Collection {
             Self::CaCertificate => "ca_certificate",
             Self::Policy => "policy",
             Self::RoleAlias => "role_alias",
+            Self::RetainedMessage => "retained_message",
             Self::Setting => "setting",
         }
     }
