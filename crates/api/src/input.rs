@@ -20,7 +20,7 @@ pub(crate) struct Input {
 
 /// Decodes one `application/x-www-form-urlencoded` component.
 fn form_decode(text: &str) -> String {
-    crate::operations::decode(&text.replace('+', " "))
+    ferrocore_sigv4::percent_decode(&text.replace('+', " "))
 }
 
 fn parse_pairs(text: &str) -> Vec<(String, String)> {

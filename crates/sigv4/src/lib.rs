@@ -16,7 +16,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use canonical::{canonical_query, canonical_uri, uri_encode};
+pub use canonical::{canonical_query, canonical_uri, decode as percent_decode, uri_encode};
 pub use time::{format_amz_date, parse_amz_date};
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";

@@ -8,6 +8,8 @@ mod iot_data;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use ferrocore_sigv4::percent_decode as decode;
+
 use crate::error::ApiError;
 
 /// One `requestUri` template, split into segments.
@@ -110,9 +112,6 @@ impl Binding {
     }
 }
 
-pub fn decode(raw: &str) -> String {
-    percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
-}
 
 pub static IOT: LazyLock<Table> = LazyLock::new(|| Table::new(iot::OPERATIONS));
 pub static IOT_DATA: LazyLock<Table> = LazyLock::new(|| Table::new(iot_data::OPERATIONS));
