@@ -468,3 +468,60 @@ def test_retained_publish_needs_retain_publish_permission(server, device):
     client.paho.publish(f"$aws/things/{device.thing}/shadow/update", b"x", qos=1, retain=True)
     assert client.disconnected.wait(TIMEOUT)
     client.close()
+
+
+@pytest.mark.restart
+@pytest.mark.parametrize("v5", [False, True], ids=["mqtt311", "mqtt5"])
+def test_persistent_sessions_keep_qos1_messages_across_a_restart(iot, server, device, v5):
+    if not getattr(server, "can_restart", True):
+        pytest.skip("the server was not started by the tests")
+    everything_allowed(iot, device)
+    topic = f"commands/{device.thing}/reboot"
+
+    def persistent_client():
+        protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+        client = Client(server, device, v5=v5)
+        client.paho = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=device.thing, protocol=protocol,
+            **({} if v5 else {"clean_session": False}),
+        )
+        client.paho.tls_set(
+            ca_certs=str(device.files / "ca.pem"), certfile=str(device.files / "cert.pem"), keyfile=str(device.files / "key.pem")
+        )
+        flags: list = []
+        client.paho.on_connect = lambda c, u, f, rc, props=None: (client.connack.append(rc), flags.append(f.session_present))
+        client.paho.on_message = lambda c, u, m: client.messages.append((m.topic, m.payload))
+        client.paho.on_subscribe = lambda c, u, mid, codes, props=None: client.subacks.append(codes)
+        client.paho.on_disconnect = lambda c, u, f, rc, props=None: client.disconnected.set()
+        if v5:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = 3600
+            client.paho.connect("localhost", server.mqtt_port, keepalive=60, clean_start=False, properties=properties)
+            client.paho.loop_start()
+            wait_for(lambda: client.connack, "CONNACK")
+        else:
+            client.connect()
+        return client, flags
+
+    device_client, flags = persistent_client()
+    device_client.paho.subscribe(topic, qos=1)
+    wait_for(lambda: device_client.subacks, "SUBACK")
+    device_client.close()
+    time.sleep(0.3)
+
+    controller = Client(server, device, client_id=f"{device.thing}-controller")
+    assert controller.connect() == 0
+    for n in range(3):
+        controller.paho.publish(topic, f"command {n}".encode(), qos=1).wait_for_publish(TIMEOUT)
+    controller.paho.publish(topic, b"qos0 is not kept", qos=0).wait_for_publish(TIMEOUT)
+    controller.close()
+
+    server.restart()
+    device_client, flags = persistent_client()
+    assert flags == [True], "the session is resumed"
+    wait_for(lambda: len(device_client.messages) == 3, "the queued messages")
+    assert device_client.messages == [(topic, f"command {n}".encode()) for n in range(3)]
+    device_client.close()

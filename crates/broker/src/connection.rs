@@ -12,7 +12,7 @@ use ferrocore_mqtt::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::Shared;
+use crate::{MAX_SESSION_EXPIRY_SECS, Shared, now_ms};
 use crate::events::{self, Presence};
 use crate::router::{ClientEntry, Outgoing, PermissionsCell, current};
 
@@ -76,6 +76,8 @@ struct Session<S> {
     shared: Arc<Shared>,
     next_packet_id: u16,
     presence: Presence,
+    /// An MQTT 5 DISCONNECT may change the session expiry.
+    expiry_on_disconnect: Option<u32>,
 }
 
 fn clamp_keep_alive(requested: u16) -> u16 {
@@ -168,14 +170,42 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
     let client_id = connect.client_id.clone();
+    // MQTT 3.1.1: cleanSession=0 makes the session persistent for AWS's default expiry;
+    // MQTT 5: a Session Expiry Interval above 0 (capped at 7 days).
+    let expiry_secs: Option<u64> = match version {
+        Version::V311 => (!connect.clean_start).then_some(shared.session_expiry_secs),
+        Version::V5 => connect
+            .properties
+            .session_expiry_interval
+            .filter(|secs| *secs > 0)
+            .map(|secs| u64::from(secs).min(MAX_SESSION_EXPIRY_SECS)),
+    };
+    let stored = shared.router.take_session(&client_id, now_ms());
+    let resumed = if connect.clean_start { None } else { stored };
+    if (resumed.is_some() || connect.clean_start)
+        && let Err(err) = shared.sessions.delete(vec![client_id.clone()]).await
+    {
+        tracing::warn!(client_id = %client_id, error = %err, "cannot remove a stored session");
+    }
+    let (subscriptions, queued) = match resumed {
+        Some(session) => (
+            Some(session.subscriptions.iter().map(|(f, q)| (f.clone(), crate::sessions::StoredSession::qos_of(*q))).collect()),
+            session.queue,
+        ),
+        None => (None, Vec::new()),
+    };
     let cell: PermissionsCell = Arc::new(std::sync::RwLock::new(Arc::new(permissions)));
-    let lifecycle_version = shared.router.connect(ClientEntry {
-        client_id: client_id.clone(),
-        connection,
-        certificate_id: certificate_id.clone(),
-        permissions: cell.clone(),
-        sender,
-    });
+    let (lifecycle_version, session_present) = shared.router.connect(
+        ClientEntry {
+            client_id: client_id.clone(),
+            connection,
+            certificate_id: certificate_id.clone(),
+            permissions: cell.clone(),
+            sender,
+        },
+        subscriptions,
+        !connect.clean_start,
+    );
     let presence = Presence {
         client_id: client_id.clone(),
         session_id: uuid::Uuid::new_v4().to_string(),
@@ -191,18 +221,37 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         shared: shared.clone(),
         next_packet_id: 1,
         presence,
+        expiry_on_disconnect: None,
     };
-    let accepted = Packet::ConnAck(ConnAck { session_present: false, reason: ReasonCode::Success, properties });
+    let accepted = Packet::ConnAck(ConnAck { session_present, reason: ReasonCode::Success, properties });
     metrics::gauge!("ferrocore_mqtt_connections").increment(1.0);
     tracing::info!(client_id = %client_id, certificate = %certificate_id, version = ?version, keep_alive, "client connected");
     let end = match session.send(&accepted).await {
         Ok(()) => {
-            events::connected(&shared, &session.presence, &peer.ip().to_string());
-            session.run(receiver, keep_alive).await
+            store_changed(&shared, events::connected(&shared, &session.presence, &peer.ip().to_string())).await;
+            match session.replay(queued).await {
+                Ok(()) => session.run(receiver, keep_alive).await,
+                Err(_) => End::ConnectionLost,
+            }
         }
         Err(_) => End::ConnectionLost,
     };
-    shared.router.disconnect(&client_id, connection);
+    let expiry_secs = match session.expiry_on_disconnect {
+        Some(0) => None,
+        Some(secs) if expiry_secs.is_some() => Some(u64::from(secs).min(MAX_SESSION_EXPIRY_SECS)),
+        _ => expiry_secs,
+    };
+    match expiry_secs {
+        Some(secs) => {
+            let expires = now_ms() + secs * 1000;
+            if let Some(parked) = shared.router.park(&client_id, connection, &certificate_id, expires)
+                && let Err(err) = shared.sessions.save(vec![(client_id.clone(), parked)]).await
+            {
+                tracing::error!(client_id = %client_id, error = %err, "cannot store a persistent session");
+            }
+        }
+        None => shared.router.disconnect(&client_id, connection),
+    }
     metrics::gauge!("ferrocore_mqtt_connections").decrement(1.0);
     tracing::info!(client_id = %client_id, reason = %end, "client disconnected");
     let (reason, client_initiated) = end.lifecycle_reason();
@@ -211,10 +260,17 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         if will.retain && let Err(err) = shared.retained.set(&will.topic, &will.payload, will.qos).await {
             tracing::error!(client_id = %client_id, error = %err, "cannot store a retained will");
         }
-        shared.router.publish(&will.topic, &will.payload, will.qos, &resource);
+        store_changed(&shared, shared.router.publish(&will.topic, &will.payload, will.qos, &resource)).await;
     }
-    events::disconnected(&shared, &session.presence, reason, client_initiated);
+    store_changed(&shared, events::disconnected(&shared, &session.presence, reason, client_initiated)).await;
     let _ = session.stream.shutdown().await;
+}
+
+/// Stores the sessions a server-side publish queued messages for.
+async fn store_changed(shared: &Shared, changed: crate::router::ChangedSessions) {
+    if let Err(err) = shared.store_sessions(changed).await {
+        tracing::error!(error = %err, "cannot store queued messages of persistent sessions");
+    }
 }
 
 async fn read_connect<S: AsyncRead + Unpin>(stream: &mut S, buffer: &mut BytesMut, shared: &Shared) -> Result<Connect, String> {
@@ -283,6 +339,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// Sends the QoS 1 messages a resumed session queued while the client was away.
+    async fn replay(&mut self, queued: Vec<crate::sessions::Queued>) -> std::io::Result<()> {
+        for message in queued {
+            let packet_id = Some(self.packet_id());
+            let publish = Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: message.topic,
+                packet_id,
+                payload: message.payload,
+                properties: Properties::default(),
+            };
+            self.send(&Packet::Publish(publish)).await?;
+        }
+        Ok(())
+    }
+
     fn packet_id(&mut self) -> u16 {
         let id = self.next_packet_id;
         self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
@@ -306,7 +380,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Packet::PingReq => self.send(&Packet::PingResp).await,
             // MQTT 5 reason 0x04 asks for the will to be sent anyway.
             Packet::Disconnect(disconnect) if disconnect.reason as u8 == 0x04 => return Some(End::ConnectionLost),
-            Packet::Disconnect(_) => return Some(End::ClientDisconnected),
+            Packet::Disconnect(disconnect) => {
+                self.expiry_on_disconnect = disconnect.properties.session_expiry_interval;
+                return Some(End::ClientDisconnected);
+            }
             Packet::PubAck(_) => Ok(()),
             Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
                 return Some(self.close(ReasonCode::QoSNotSupported, End::Unsupported("QoS 2")).await);
@@ -348,7 +425,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // Nothing is acknowledged that is not durable.
             return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("retained message not stored")).await);
         }
-        self.shared.router.publish(&publish.topic, &publish.payload, publish.qos, &resource);
+        let changed = self.shared.router.publish(&publish.topic, &publish.payload, publish.qos, &resource);
+        if let Err(err) = self.shared.store_sessions(changed).await {
+            tracing::error!(client_id = %self.client_id, error = %err, "cannot store queued messages");
+            return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("queued messages not stored")).await);
+        }
         if let Some(packet_id) = publish.packet_id {
             let ack = Ack { packet_id, reason: ReasonCode::Success, properties: Properties::default() };
             if self.send(&Packet::PubAck(ack)).await.is_err() {
@@ -398,7 +479,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.shared.router.deliver_retained(&self.client_id, filter, &message.payload, qos, &resource);
             }
         }
-        events::subscriptions(&self.shared, &self.presence, "subscribed", &granted_filters);
+        store_changed(&self.shared, events::subscriptions(&self.shared, &self.presence, "subscribed", &granted_filters)).await;
         None
     }
 
@@ -415,7 +496,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let ack = Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, reasons, properties: Properties::default() });
         self.send(&ack).await?;
-        events::subscriptions(&self.shared, &self.presence, "unsubscribed", &removed);
+        store_changed(&self.shared, events::subscriptions(&self.shared, &self.presence, "unsubscribed", &removed)).await;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ use ferrocore_mqtt::QoS;
 use serde_json::{Value, json};
 
 use crate::Shared;
+use crate::router::ChangedSessions;
 
 /// Who an event is about: the same values on the connect/disconnect pair.
 pub(crate) struct Presence {
@@ -19,7 +20,7 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn publish(shared: &Shared, topic: String, mut body: Value, presence: &Presence, event_type: &str) {
+fn publish(shared: &Shared, topic: String, mut body: Value, presence: &Presence, event_type: &str) -> ChangedSessions {
     body["clientId"] = json!(presence.client_id);
     body["timestamp"] = json!(now_ms());
     body["eventType"] = json!(event_type);
@@ -27,29 +28,29 @@ fn publish(shared: &Shared, topic: String, mut body: Value, presence: &Presence,
     body["principalIdentifier"] = json!(presence.principal);
     let payload = Bytes::from(body.to_string());
     let resource = shared.arn("topic", &topic);
-    shared.router.publish(&topic, &payload, QoS::AtLeastOnce, &resource);
+    shared.router.publish(&topic, &payload, QoS::AtLeastOnce, &resource)
 }
 
-pub(crate) fn connected(shared: &Shared, presence: &Presence, ip: &str) {
+pub(crate) fn connected(shared: &Shared, presence: &Presence, ip: &str) -> ChangedSessions {
     let topic = format!("$aws/events/presence/connected/{}", presence.client_id);
-    publish(shared, topic, json!({"ipAddress": ip, "versionNumber": presence.version}), presence, "connected");
+    publish(shared, topic, json!({"ipAddress": ip, "versionNumber": presence.version}), presence, "connected")
 }
 
-pub(crate) fn disconnected(shared: &Shared, presence: &Presence, reason: &str, client_initiated: bool) {
+pub(crate) fn disconnected(shared: &Shared, presence: &Presence, reason: &str, client_initiated: bool) -> ChangedSessions {
     let topic = format!("$aws/events/presence/disconnected/{}", presence.client_id);
     let body = json!({
         "versionNumber": presence.version,
         "clientInitiatedDisconnect": client_initiated,
         "disconnectReason": reason,
     });
-    publish(shared, topic, body, presence, "disconnected");
+    publish(shared, topic, body, presence, "disconnected")
 }
 
 /// `kind` is `subscribed` or `unsubscribed`.
-pub(crate) fn subscriptions(shared: &Shared, presence: &Presence, kind: &str, topics: &[String]) {
+pub(crate) fn subscriptions(shared: &Shared, presence: &Presence, kind: &str, topics: &[String]) -> ChangedSessions {
     if topics.is_empty() {
-        return;
+        return Vec::new();
     }
     let topic = format!("$aws/events/subscriptions/{kind}/{}", presence.client_id);
-    publish(shared, topic, json!({"topics": topics}), presence, kind);
+    publish(shared, topic, json!({"topics": topics}), presence, kind)
 }

@@ -11,6 +11,7 @@ mod connection;
 mod events;
 mod retained;
 mod router;
+mod sessions;
 mod verifier;
 
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ pub struct GatewayConfig {
     /// Largest MQTT packet accepted (AWS: 128 KB payloads).
     pub max_packet_size: usize,
     pub limits: Limits,
+    /// Expiry of persistent sessions that do not set one (MQTT 3.1.1), in seconds.
+    pub session_expiry_secs: u64,
     pub account: Account,
 }
 
@@ -81,6 +84,23 @@ pub(crate) struct Shared {
     max_client_id_len: usize,
     limits: Limits,
     retained: retained::RetainedStore,
+    sessions: sessions::SessionStore,
+    /// Expiry of MQTT 3.1.1 persistent sessions (AWS: 1 hour), in seconds.
+    session_expiry_secs: u64,
+}
+
+/// The longest session expiry an MQTT 5 client may ask for (AWS: 7 days).
+const MAX_SESSION_EXPIRY_SECS: u64 = 7 * 24 * 3600;
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Shared {
+    /// Makes the sessions a publish queued messages for durable.
+    async fn store_sessions(&self, changed: router::ChangedSessions) -> Result<(), ferrocore_store::StoreError> {
+        self.sessions.save(changed).await
+    }
 }
 
 impl Shared {
@@ -126,10 +146,14 @@ pub async fn run(
         max_packet_size: config.max_packet_size,
         max_client_id_len: 128,
         limits: config.limits.clone(),
-        retained: retained::RetainedStore::load(store).await.map_err(|e| GatewayError::Registry(e.to_string()))?,
+        retained: retained::RetainedStore::load(store.clone()).await.map_err(|e| GatewayError::Registry(e.to_string()))?,
+        sessions: sessions::SessionStore::new(store),
+        session_expiry_secs: config.session_expiry_secs,
     });
+    load_sessions(&shared).await.map_err(GatewayError::Registry)?;
 
     let revalidator = tokio::spawn(revalidate_on_changes(shared.clone(), snapshot.clone()));
+    let expirer = tokio::spawn(expire_sessions(shared.clone()));
     tracing::info!(addr = %config.addr, "device gateway listening (MQTT over TLS)");
     let connections = AtomicU64::new(0);
     tokio::pin!(shutdown);
@@ -164,8 +188,41 @@ pub async fn run(
         });
     }
     revalidator.abort();
+    expirer.abort();
     tracing::info!("device gateway stopped");
     Ok(())
+}
+
+/// Loads the persistent sessions of disconnected clients, with their permissions.
+async fn load_sessions(shared: &Shared) -> Result<(), String> {
+    let stored = shared.sessions.load_all().await.map_err(|e| e.to_string())?;
+    let mut loaded = Vec::new();
+    for (client_id, session) in stored {
+        let principal = shared.arn("cert", &session.certificate_id);
+        match shared.registry.permissions(&principal, Some(&client_id), &[], &[]).await {
+            Ok(permissions) => {
+                let cell: router::PermissionsCell = Arc::new(std::sync::RwLock::new(Arc::new(permissions)));
+                loaded.push((client_id, session, cell));
+            }
+            Err(err) => tracing::warn!(client_id = %client_id, error = %err, "dropping a session whose certificate is gone"),
+        }
+    }
+    tracing::info!(sessions = loaded.len(), "loaded persistent sessions");
+    shared.router.load_offline(loaded);
+    Ok(())
+}
+
+/// Removes persistent sessions whose expiry passed.
+async fn expire_sessions(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let expired = shared.router.expire(now_ms());
+        if !expired.is_empty()
+            && let Err(err) = shared.sessions.delete(expired).await
+        {
+            tracing::warn!(error = %err, "cannot delete expired sessions");
+        }
+    }
 }
 
 /// After every registry change, re-checks each live connection: its certificate

@@ -9,6 +9,8 @@ use ferrocore_mqtt::{QoS, topic};
 use ferrocore_registry::Permissions;
 use tokio::sync::mpsc;
 
+use crate::sessions::{Queued, StoredSession};
+
 /// A connection's permissions, replaced when the registry changes.
 pub type PermissionsCell = Arc<RwLock<Arc<Permissions>>>;
 
@@ -42,17 +44,29 @@ struct Client {
     subscriptions: HashMap<String, QoS>,
 }
 
+/// A persistent session whose client is away.
+struct Offline {
+    session: StoredSession,
+    permissions: PermissionsCell,
+}
+
 #[derive(Default)]
 pub struct Router {
     clients: Mutex<HashMap<String, Client>>,
     /// Lifecycle `versionNumber` per client id: one more on every connect.
     versions: Mutex<HashMap<String, u64>>,
+    offline: Mutex<HashMap<String, Offline>>,
 }
 
+/// Sessions changed by a publish, to be made durable before it is acknowledged.
+pub type ChangedSessions = Vec<(String, StoredSession)>;
+
 impl Router {
-    /// Registers a connection and answers its lifecycle version number; an older
-    /// connection with the same client id is told to leave.
-    pub fn connect(&self, entry: ClientEntry) -> u64 {
+    /// Registers a connection with the subscriptions of a resumed session, and
+    /// answers its lifecycle version number and whether a session was present. An
+    /// older connection with the same client id is told to leave; when `resume`, its
+    /// subscriptions carry over.
+    pub fn connect(&self, entry: ClientEntry, resumed: Option<HashMap<String, QoS>>, resume: bool) -> (u64, bool) {
         let version = {
             let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
             let version = versions.entry(entry.client_id.clone()).or_insert(0);
@@ -60,11 +74,67 @@ impl Router {
             *version
         };
         let client_id = entry.client_id.clone();
-        let previous = self.lock().insert(client_id, Client { entry, subscriptions: HashMap::new() });
+        let mut clients = self.lock();
+        let previous = clients.remove(&client_id);
+        let mut present = resumed.is_some();
+        let mut subscriptions = resumed.unwrap_or_default();
         if let Some(previous) = previous {
             let _ = previous.entry.sender.try_send(Outgoing::TakenOver);
+            if resume {
+                present = true;
+                subscriptions.extend(previous.subscriptions);
+            }
         }
-        version
+        clients.insert(client_id, Client { entry, subscriptions });
+        (version, present)
+    }
+
+    /// Loads the sessions of disconnected clients (at start-up).
+    pub fn load_offline(&self, sessions: Vec<(String, StoredSession, PermissionsCell)>) {
+        let mut offline = self.offline_lock();
+        for (client_id, session, permissions) in sessions {
+            offline.insert(client_id, Offline { session, permissions });
+        }
+    }
+
+    /// Takes a client's stored session to resume it, unless it expired.
+    pub fn take_session(&self, client_id: &str, now_ms: u64) -> Option<StoredSession> {
+        let offline = self.offline_lock().remove(client_id)?;
+        (offline.session.expires_at_ms > now_ms).then_some(offline.session)
+    }
+
+    /// Parks a persistent session whose connection ended, unless a newer
+    /// connection took the client id; answers the session to store.
+    pub fn park(&self, client_id: &str, connection: u64, certificate_id: &str, expires_at_ms: u64) -> Option<StoredSession> {
+        let mut clients = self.lock();
+        if clients.get(client_id).is_none_or(|c| c.entry.connection != connection) {
+            return None;
+        }
+        let client = clients.remove(client_id)?;
+        let session = StoredSession {
+            certificate_id: certificate_id.to_string(),
+            subscriptions: client.subscriptions.iter().map(|(f, q)| (f.clone(), *q as u8)).collect(),
+            queue: Vec::new(),
+            expires_at_ms,
+        };
+        self.offline_lock()
+            .insert(client_id.to_string(), Offline { session: session.clone(), permissions: client.entry.permissions });
+        Some(session)
+    }
+
+    /// Drops expired sessions; answers their client ids.
+    pub fn expire(&self, now_ms: u64) -> Vec<String> {
+        let mut offline = self.offline_lock();
+        let expired: Vec<String> =
+            offline.iter().filter(|(_, o)| o.session.expires_at_ms <= now_ms).map(|(id, _)| id.clone()).collect();
+        for id in &expired {
+            offline.remove(id);
+        }
+        expired
+    }
+
+    fn offline_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Offline>> {
+        self.offline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Forgets the client, unless a newer connection already took its id.
@@ -107,8 +177,21 @@ impl Router {
         self.lock().get_mut(client_id).is_some_and(|client| client.subscriptions.remove(filter).is_some())
     }
 
-    /// Queues a message for every subscriber allowed to receive it.
-    pub fn publish(&self, topic_name: &str, payload: &Bytes, qos: QoS, receive_resource: &str) {
+    /// Queues a message for every subscriber allowed to receive it; QoS 1 messages
+    /// matching a QoS 1 subscription of a disconnected persistent session are kept
+    /// for it (AWS's rule), and those sessions are returned to be stored.
+    pub fn publish(&self, topic_name: &str, payload: &Bytes, qos: QoS, receive_resource: &str) -> ChangedSessions {
+        let mut changed = Vec::new();
+        if qos == QoS::AtLeastOnce {
+            let mut offline = self.offline_lock();
+            for (client_id, away) in offline.iter_mut() {
+                let wants = away.session.subscriptions.iter().any(|(filter, q)| *q >= 1 && topic::matches(filter, topic_name));
+                if wants && current(&away.permissions).allows("iot:Receive", receive_resource) {
+                    away.session.queue.push(Queued { topic: topic_name.to_string(), payload: payload.clone() });
+                    changed.push((client_id.clone(), away.session.clone()));
+                }
+            }
+        }
         let clients = self.lock();
         for client in clients.values() {
             let granted = client
@@ -128,6 +211,7 @@ impl Router {
                 metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
             }
         }
+        changed
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Client>> {

@@ -71,6 +71,8 @@ pub struct Config {
     pub mqtt_filters_per_subscribe: usize,
     pub mqtt_topic_bytes: usize,
     pub mqtt_topic_slashes: usize,
+    /// Expiry of persistent sessions that do not set one (AWS: 1 hour).
+    pub mqtt_session_expiry_secs: u64,
     /// Extra names (DNS or IP) for the device endpoints' TLS certificate.
     pub server_names: Vec<String>,
     /// An operator-supplied TLS certificate (PEM chain) and key for the device endpoints.
@@ -97,6 +99,7 @@ impl Default for Config {
             mqtt_filters_per_subscribe: 8,
             mqtt_topic_bytes: 256,
             mqtt_topic_slashes: 7,
+            mqtt_session_expiry_secs: 3600,
             server_names: Vec::new(),
             tls_cert_file: None,
             tls_key_file: None,

@@ -74,6 +74,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             certificate_pem: pki.server_cert_pem,
             key_pem: pki.server_key_pem,
             max_packet_size: config.mqtt_max_packet_bytes,
+            session_expiry_secs: config.mqtt_session_expiry_secs,
             limits: Limits {
                 subscriptions_per_connection: config.mqtt_subscriptions_per_connection,
                 filters_per_subscribe: config.mqtt_filters_per_subscribe,

@@ -27,6 +27,8 @@ pub enum Collection {
     RoleAlias,
     /// Retained MQTT messages, by topic.
     RetainedMessage,
+    /// Persistent MQTT sessions of disconnected clients, by client id.
+    MqttSession,
     /// Singletons of the installation: endpoint prefix, event configurations, ...
     Setting,
 }
@@ -43,6 +45,7 @@ impl Collection {
             Self::Policy => "policy",
             Self::RoleAlias => "role_alias",
             Self::RetainedMessage => "retained_message",
+            Self::MqttSession => "mqtt_session",
             Self::Setting => "setting",
         }
     }
