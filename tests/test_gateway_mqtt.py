@@ -525,3 +525,39 @@ def test_persistent_sessions_keep_qos1_messages_across_a_restart(iot, server, de
     wait_for(lambda: len(device_client.messages) == 3, "the queued messages")
     assert device_client.messages == [(topic, f"command {n}".encode()) for n in range(3)]
     device_client.close()
+
+
+def mqtt_string(text: str) -> bytes:
+    data = text.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
+def test_unacknowledged_qos1_messages_are_redelivered_to_a_persistent_session(iot, server, device):
+    everything_allowed(iot, device)
+    topic = f"commands/{device.thing}/update"
+    with socket.create_connection(("localhost", server.mqtt_port), timeout=TIMEOUT) as raw:
+        with tls_context(device).wrap_socket(raw, server_hostname="localhost") as tls:
+            body = mqtt_string("MQTT") + bytes([4, 0x00, 0, 60]) + mqtt_string(device.thing)  # cleanSession=0
+            tls.sendall(bytes([0x10, len(body)]) + body)
+            assert tls.recv(4)[3] == 0, "CONNACK accepted"
+            body = (1).to_bytes(2, "big") + mqtt_string(topic) + bytes([1])
+            tls.sendall(bytes([0x82, len(body)]) + body)
+            assert tls.recv(5)[0] == 0x90, "SUBACK"
+            controller = Client(server, device, client_id=f"{device.thing}-controller")
+            assert controller.connect() == 0
+            controller.paho.publish(topic, b"must arrive", qos=1).wait_for_publish(TIMEOUT)
+            controller.close()
+            first = tls.recv(64)
+            assert first[0] & 0xF0 == 0x30 and b"must arrive" in first, "delivered once, never acknowledged"
+    time.sleep(0.3)
+    client = Client(server, device)
+    client.paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device.thing, clean_session=False)
+    client.paho.tls_set(
+        ca_certs=str(device.files / "ca.pem"), certfile=str(device.files / "cert.pem"), keyfile=str(device.files / "key.pem")
+    )
+    client.paho.on_connect = lambda c, u, f, rc, props=None: client.connack.append(rc)
+    client.paho.on_message = lambda c, u, m: client.messages.append((m.topic, m.payload))
+    assert client.connect() == 0
+    wait_for(lambda: client.messages, "the redelivery")
+    assert client.messages == [(topic, b"must arrive")]
+    client.close()

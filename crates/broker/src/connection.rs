@@ -78,6 +78,9 @@ struct Session<S> {
     presence: Presence,
     /// An MQTT 5 DISCONNECT may change the session expiry.
     expiry_on_disconnect: Option<u32>,
+    /// QoS 1 messages sent and not yet acknowledged, by packet id, in sending order;
+    /// a persistent session keeps them for redelivery.
+    in_flight: Vec<(u16, crate::sessions::Queued)>,
 }
 
 fn clamp_keep_alive(requested: u16) -> u16 {
@@ -222,6 +225,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         next_packet_id: 1,
         presence,
         expiry_on_disconnect: None,
+        in_flight: Vec::new(),
     };
     let accepted = Packet::ConnAck(ConnAck { session_present, reason: ReasonCode::Success, properties });
     metrics::gauge!("ferrocore_mqtt_connections").increment(1.0);
@@ -244,7 +248,8 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     match expiry_secs {
         Some(secs) => {
             let expires = now_ms() + secs * 1000;
-            if let Some(parked) = shared.router.park(&client_id, connection, &certificate_id, expires)
+            let unacknowledged = session.in_flight.drain(..).map(|(_, message)| message).collect();
+            if let Some(parked) = shared.router.park(&client_id, connection, &certificate_id, expires, unacknowledged)
                 && let Err(err) = shared.sessions.save(vec![(client_id.clone(), parked)]).await
             {
                 tracing::error!(client_id = %client_id, error = %err, "cannot store a persistent session");
@@ -325,12 +330,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 },
                 message = outgoing.recv() => match message {
                     Some(Outgoing::Deliver { topic, payload, qos, retain }) => {
-                        let packet_id = (qos != QoS::AtMostOnce).then(|| self.packet_id());
-                        let publish = Publish { dup: false, qos, retain, topic, packet_id, payload, properties: Properties::default() };
-                        if self.send(&Packet::Publish(publish)).await.is_err() {
+                        if self.deliver(topic, payload, qos, retain).await.is_err() {
                             return End::ConnectionLost;
                         }
-                        metrics::counter!("ferrocore_mqtt_messages_out_total").increment(1);
                     }
                     Some(Outgoing::TakenOver) | None => return self.close(ReasonCode::SessionTakenOver, End::TakenOver).await,
                     Some(Outgoing::Revoked) => return self.close(ReasonCode::NotAuthorized, End::Revoked).await,
@@ -342,18 +344,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Sends the QoS 1 messages a resumed session queued while the client was away.
     async fn replay(&mut self, queued: Vec<crate::sessions::Queued>) -> std::io::Result<()> {
         for message in queued {
-            let packet_id = Some(self.packet_id());
-            let publish = Publish {
-                dup: false,
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                topic: message.topic,
-                packet_id,
-                payload: message.payload,
-                properties: Properties::default(),
-            };
-            self.send(&Packet::Publish(publish)).await?;
+            self.deliver(message.topic, message.payload, QoS::AtLeastOnce, false).await?;
         }
+        Ok(())
+    }
+
+    /// Sends one message; QoS 1 messages stay in flight until acknowledged.
+    async fn deliver(&mut self, topic: String, payload: bytes::Bytes, qos: QoS, retain: bool) -> std::io::Result<()> {
+        let packet_id = (qos != QoS::AtMostOnce).then(|| self.packet_id());
+        if let Some(id) = packet_id {
+            self.in_flight.push((id, crate::sessions::Queued { topic: topic.clone(), payload: payload.clone() }));
+        }
+        let publish = Publish { dup: false, qos, retain, topic, packet_id, payload, properties: Properties::default() };
+        self.send(&Packet::Publish(publish)).await?;
+        metrics::counter!("ferrocore_mqtt_messages_out_total").increment(1);
         Ok(())
     }
 
@@ -384,7 +388,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.expiry_on_disconnect = disconnect.properties.session_expiry_interval;
                 return Some(End::ClientDisconnected);
             }
-            Packet::PubAck(_) => Ok(()),
+            Packet::PubAck(ack) => {
+                self.in_flight.retain(|(id, _)| *id != ack.packet_id);
+                Ok(())
+            }
             Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
                 return Some(self.close(ReasonCode::QoSNotSupported, End::Unsupported("QoS 2")).await);
             }

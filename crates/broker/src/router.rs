@@ -105,7 +105,15 @@ impl Router {
 
     /// Parks a persistent session whose connection ended, unless a newer
     /// connection took the client id; answers the session to store.
-    pub fn park(&self, client_id: &str, connection: u64, certificate_id: &str, expires_at_ms: u64) -> Option<StoredSession> {
+    /// `unacknowledged` (QoS 1 messages sent but not acknowledged) are redelivered first.
+    pub fn park(
+        &self,
+        client_id: &str,
+        connection: u64,
+        certificate_id: &str,
+        expires_at_ms: u64,
+        unacknowledged: Vec<Queued>,
+    ) -> Option<StoredSession> {
         let mut clients = self.lock();
         if clients.get(client_id).is_none_or(|c| c.entry.connection != connection) {
             return None;
@@ -114,7 +122,7 @@ impl Router {
         let session = StoredSession {
             certificate_id: certificate_id.to_string(),
             subscriptions: client.subscriptions.iter().map(|(f, q)| (f.clone(), *q as u8)).collect(),
-            queue: Vec::new(),
+            queue: unacknowledged,
             expires_at_ms,
         };
         self.offline_lock()
