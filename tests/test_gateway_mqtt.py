@@ -52,7 +52,8 @@ class Client:
 
     def __init__(self, server, device: Device, client_id: str | None = None, v5: bool = False):
         protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
-        self.paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or device.thing, protocol=protocol)
+        client_id = device.thing if client_id is None else client_id
+        self.paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
         self.paho.tls_set(
             ca_certs=str(device.files / "ca.pem"),
             certfile=str(device.files / "cert.pem"),
@@ -560,4 +561,33 @@ def test_unacknowledged_qos1_messages_are_redelivered_to_a_persistent_session(io
     assert client.connect() == 0
     wait_for(lambda: client.messages, "the redelivery")
     assert client.messages == [(topic, b"must arrive")]
+    client.close()
+
+
+@pytest.mark.parametrize("v5", [False, True], ids=["mqtt311", "mqtt5"])
+def test_oversized_packets_close_the_connection(iot, server, device, v5):
+    client = Client(server, device, v5=v5)
+    reasons: list = []
+    client.paho.on_disconnect = lambda c, u, f, rc, props=None: (reasons.append(rc), client.disconnected.set())
+    assert client.connect() == 0
+    client.paho.publish(f"$aws/things/{device.thing}/shadow/update", b"x" * (200 * 1024), qos=1)
+    assert client.disconnected.wait(TIMEOUT), "a packet over the 128 KB limit ends the connection"
+    if v5:
+        assert "too large" in str(reasons[0]).lower() or getattr(reasons[0], "value", None) == 0x95
+    client.close()
+    again = Client(server, device)
+    assert again.connect() == 0, "the server is unharmed"
+    again.close()
+
+
+def test_mqtt5_empty_client_id_gets_an_assigned_identifier(iot, server, device):
+    everything_allowed(iot, device)
+    client = Client(server, device, client_id="", v5=True)
+    assigned: list = []
+    client.paho.on_connect = lambda c, u, f, rc, props=None: (
+        client.connack.append(rc),
+        assigned.append(getattr(props, "AssignedClientIdentifier", None)),
+    )
+    assert client.connect() == 0
+    assert assigned[0] and assigned[0].startswith("$")
     client.close()

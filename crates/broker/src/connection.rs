@@ -131,7 +131,15 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let _ = stream.write_all(&out).await;
         let _ = stream.shutdown().await;
     };
-    if connect.client_id.is_empty() || connect.client_id.len() > shared.max_client_id_len {
+    let mut connect = connect;
+    // An empty client id is allowed with a clean session: the server assigns one
+    // (MQTT 5 tells the client in CONNACK). `$` starts AWS's reserved ids.
+    let assigned_id = connect.client_id.is_empty() && connect.clean_start;
+    if assigned_id {
+        connect.client_id = format!("${}", uuid::Uuid::new_v4().simple());
+    }
+    let reserved = connect.client_id.starts_with('$') && !assigned_id;
+    if connect.client_id.is_empty() || reserved || connect.client_id.len() > shared.max_client_id_len {
         refuse(&mut stream, ReasonCode::ClientIdentifierNotValid).await;
         tracing::info!(certificate = %certificate_id, "connection refused: client id not valid");
         return;
@@ -169,6 +177,9 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         properties.topic_alias_maximum = Some(0);
         if keep_alive != connect.keep_alive {
             properties.server_keep_alive = Some(keep_alive);
+        }
+        if assigned_id {
+            properties.assigned_client_identifier = Some(connect.client_id.clone());
         }
     }
     let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
