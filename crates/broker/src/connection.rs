@@ -81,6 +81,7 @@ struct Session<S> {
     /// QoS 1 messages sent and not yet acknowledged, by packet id, in sending order;
     /// a persistent session keeps them for redelivery.
     in_flight: Vec<(u16, crate::sessions::Queued)>,
+    quota: crate::quota::QuotaWindow,
 }
 
 fn clamp_keep_alive(requested: u16) -> u16 {
@@ -237,6 +238,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         presence,
         expiry_on_disconnect: None,
         in_flight: Vec::new(),
+        quota: crate::quota::QuotaWindow::new(shared.limits.rate, std::time::Instant::now()),
     };
     let accepted = Packet::ConnAck(ConnAck { session_present, reason: ReasonCode::Success, properties });
     metrics::gauge!("ferrocore_mqtt_connections").increment(1.0);
@@ -337,7 +339,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 read = tokio::time::timeout(idle_limit, self.stream.read_buf(&mut self.buffer)) => match read {
                     Err(_) => return self.close(ReasonCode::KeepAliveTimeout, End::KeepAliveTimeout).await,
                     Ok(Ok(0)) | Ok(Err(_)) => return End::ConnectionLost,
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(read)) => {
+                        if let Some(pause) = self.quota.read(read, std::time::Instant::now()) {
+                            metrics::counter!("ferrocore_mqtt_throttled_total", "quota" => "bytes").increment(1);
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
                 },
                 message = outgoing.recv() => match message {
                     Some(Outgoing::Deliver { topic, payload, qos, retain }) => {
@@ -438,6 +445,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
         }
         metrics::counter!("ferrocore_mqtt_messages_in_total").increment(1);
+        if !self.quota.admit_publish(std::time::Instant::now()) {
+            // AWS discards publishes over the per-connection quota.
+            metrics::counter!("ferrocore_mqtt_throttled_total", "quota" => "publishes").increment(1);
+            return self.acknowledge(publish.packet_id).await;
+        }
         if publish.retain && let Err(err) = self.shared.retained.set(&publish.topic, &publish.payload, publish.qos).await {
             tracing::error!(client_id = %self.client_id, error = %err, "cannot store a retained message");
             // Nothing is acknowledged that is not durable.
@@ -448,13 +460,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tracing::error!(client_id = %self.client_id, error = %err, "cannot store queued messages");
             return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("queued messages not stored")).await);
         }
-        if let Some(packet_id) = publish.packet_id {
-            let ack = Ack { packet_id, reason: ReasonCode::Success, properties: Properties::default() };
-            if self.send(&Packet::PubAck(ack)).await.is_err() {
-                return Some(End::ConnectionLost);
-            }
-        }
-        None
+        self.acknowledge(publish.packet_id).await
+    }
+
+    /// PUBACK for a QoS 1 publish.
+    async fn acknowledge(&mut self, packet_id: Option<u16>) -> Option<End> {
+        let packet_id = packet_id?;
+        let ack = Ack { packet_id, reason: ReasonCode::Success, properties: Properties::default() };
+        self.send(&Packet::PubAck(ack)).await.err().map(|_| End::ConnectionLost)
     }
 
     async fn subscribe(&mut self, subscribe: Subscribe) -> Option<End> {

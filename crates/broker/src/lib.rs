@@ -9,6 +9,7 @@
 
 mod connection;
 mod events;
+mod quota;
 mod retained;
 mod router;
 mod sessions;
@@ -26,6 +27,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+pub use crate::quota::RateQuota;
 use crate::router::Router;
 use crate::verifier::{RegistryVerifier, TrustSnapshot, TrustSnapshotHandle};
 
@@ -52,6 +54,8 @@ pub struct Limits {
     pub topic_bytes: usize,
     /// Forward slashes in a topic (the `$aws/rules/<rule>/` prefix not counted).
     pub topic_slashes: usize,
+    /// AWS's per-connection rate quotas (100 publishes/s, 512 KiB/s); off when `None`.
+    pub rate: RateQuota,
 }
 
 impl Limits {

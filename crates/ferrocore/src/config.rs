@@ -73,6 +73,9 @@ pub struct Config {
     pub mqtt_topic_slashes: usize,
     /// Expiry of persistent sessions that do not set one (AWS: 1 hour).
     pub mqtt_session_expiry_secs: u64,
+    /// AWS's per-connection quotas (100 publishes/s, 524288 bytes/s); off unless set.
+    pub mqtt_publishes_per_second: Option<u32>,
+    pub mqtt_bytes_per_second: Option<u32>,
     /// Extra names (DNS or IP) for the device endpoints' TLS certificate.
     pub server_names: Vec<String>,
     /// An operator-supplied TLS certificate (PEM chain) and key for the device endpoints.
@@ -100,6 +103,8 @@ impl Default for Config {
             mqtt_topic_bytes: 256,
             mqtt_topic_slashes: 7,
             mqtt_session_expiry_secs: 3600,
+            mqtt_publishes_per_second: None,
+            mqtt_bytes_per_second: None,
             server_names: Vec::new(),
             tls_cert_file: None,
             tls_key_file: None,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferrocore_api::{ApiConfig, ApiState, Credentials, Listeners};
-use ferrocore_broker::{GatewayConfig, Limits};
+use ferrocore_broker::{GatewayConfig, Limits, RateQuota};
 use ferrocore_model::Account;
 use ferrocore_registry::{Registry, RegistryConfig, SystemClock};
 use ferrocore_store::SqliteStore;
@@ -80,6 +80,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 filters_per_subscribe: config.mqtt_filters_per_subscribe,
                 topic_bytes: config.mqtt_topic_bytes,
                 topic_slashes: config.mqtt_topic_slashes,
+                rate: RateQuota {
+                    publishes_per_second: config.mqtt_publishes_per_second,
+                    bytes_per_second: config.mqtt_bytes_per_second,
+                },
             },
             account,
         },
