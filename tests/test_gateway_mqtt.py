@@ -567,13 +567,12 @@ def test_unacknowledged_qos1_messages_are_redelivered_to_a_persistent_session(io
 @pytest.mark.parametrize("v5", [False, True], ids=["mqtt311", "mqtt5"])
 def test_oversized_packets_close_the_connection(iot, server, device, v5):
     client = Client(server, device, v5=v5)
-    reasons: list = []
-    client.paho.on_disconnect = lambda c, u, f, rc, props=None: (reasons.append(rc), client.disconnected.set())
     assert client.connect() == 0
     client.paho.publish(f"$aws/things/{device.thing}/shadow/update", b"x" * (200 * 1024), qos=1)
     assert client.disconnected.wait(TIMEOUT), "a packet over the 128 KB limit ends the connection"
-    if v5:
-        assert "too large" in str(reasons[0]).lower() or getattr(reasons[0], "value", None) == 0x95
+    # The server sends DISCONNECT 0x95 (MQTT 5) and closes at once; a client still writing
+    # the oversize packet may see the closed socket first, so the reason is not asserted here
+    # (the codec's tests check the reason code).
     client.close()
     again = Client(server, device)
     assert again.connect() == 0, "the server is unharmed"
