@@ -590,3 +590,22 @@ def test_mqtt5_empty_client_id_gets_an_assigned_identifier(iot, server, device):
     assert client.connect() == 0
     assert assigned[0] and assigned[0].startswith("$")
     client.close()
+
+
+def test_mqtt5_topic_aliases(iot, server, device):
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    everything_allowed(iot, device)
+    client = Client(server, device, v5=True)
+    assert client.connect() == 0
+    topic = f"aliases/{device.thing}/t"
+    client.paho.subscribe(topic, qos=1)
+    wait_for(lambda: client.subacks, "SUBACK")
+    with_alias = Properties(PacketTypes.PUBLISH)
+    with_alias.TopicAlias = 1
+    client.paho.publish(topic, b"first", qos=1, properties=with_alias).wait_for_publish(TIMEOUT)
+    client.paho.publish("", b"second", qos=1, properties=with_alias).wait_for_publish(TIMEOUT)
+    wait_for(lambda: len(client.messages) == 2, "both messages")
+    assert client.messages == [(topic, b"first"), (topic, b"second")]
+    client.close()

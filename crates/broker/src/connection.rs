@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use ferrocore_mqtt::{
     Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
-    UnsubAck, Unsubscribe, Version, Will, decode, encode, topic,
+    ConnectionState, UnsubAck, Unsubscribe, Version, Will, decode, encode, topic,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -21,6 +21,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// AWS clamps keep-alive to this range; 0 means the maximum.
 const KEEP_ALIVE_RANGE: (u16, u16) = (30, 1200);
 const QUEUE_DEPTH: usize = 1024;
+/// QoS 1 messages AWS lets a client leave unacknowledged (outbound), and the topic
+/// aliases it accepts from an MQTT 5 client.
+const V311_RECEIVE_MAXIMUM: u16 = 100;
+const TOPIC_ALIAS_MAXIMUM: u16 = 8;
 
 /// Why a connection ended, for the log line and lifecycle reporting.
 #[derive(Debug)]
@@ -74,13 +78,14 @@ struct Session<S> {
     client_id: String,
     permissions: PermissionsCell,
     shared: Arc<Shared>,
-    next_packet_id: u16,
     presence: Presence,
     /// An MQTT 5 DISCONNECT may change the session expiry.
     expiry_on_disconnect: Option<u32>,
-    /// QoS 1 messages sent and not yet acknowledged, by packet id, in sending order;
-    /// a persistent session keeps them for redelivery.
-    in_flight: Vec<(u16, crate::sessions::Queued)>,
+    /// Keep-alive, packet ids, QoS 1 messages in flight (kept by a persistent
+    /// session for redelivery) and inbound topic aliases.
+    state: ConnectionState<crate::sessions::Queued>,
+    /// QoS 1 messages waiting for room in the client's Receive Maximum window.
+    waiting: std::collections::VecDeque<(crate::sessions::Queued, bool)>,
     quota: crate::quota::QuotaWindow,
 }
 
@@ -175,7 +180,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         properties.shared_subscription_available = Some(0);
         properties.subscription_identifier_available = Some(0);
         properties.wildcard_subscription_available = Some(1);
-        properties.topic_alias_maximum = Some(0);
+        properties.topic_alias_maximum = Some(TOPIC_ALIAS_MAXIMUM);
         if keep_alive != connect.keep_alive {
             properties.server_keep_alive = Some(keep_alive);
         }
@@ -234,10 +239,18 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         client_id: client_id.clone(),
         permissions: cell,
         shared: shared.clone(),
-        next_packet_id: 1,
         presence,
         expiry_on_disconnect: None,
-        in_flight: Vec::new(),
+        state: ConnectionState::new(
+            keep_alive,
+            match version {
+                Version::V5 => connect.properties.receive_maximum.unwrap_or(u16::MAX),
+                Version::V311 => V311_RECEIVE_MAXIMUM,
+            },
+            if version == Version::V5 { TOPIC_ALIAS_MAXIMUM } else { 0 },
+            std::time::Instant::now(),
+        ),
+        waiting: std::collections::VecDeque::new(),
         quota: crate::quota::QuotaWindow::new(shared.limits.rate, std::time::Instant::now()),
     };
     let accepted = Packet::ConnAck(ConnAck { session_present, reason: ReasonCode::Success, properties });
@@ -247,7 +260,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(()) => {
             store_changed(&shared, events::connected(&shared, &session.presence, &peer.ip().to_string())).await;
             match session.replay(queued).await {
-                Ok(()) => session.run(receiver, keep_alive).await,
+                Ok(()) => session.run(receiver).await,
                 Err(_) => End::ConnectionLost,
             }
         }
@@ -261,7 +274,8 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     match expiry_secs {
         Some(secs) => {
             let expires = now_ms() + secs * 1000;
-            let unacknowledged = session.in_flight.drain(..).map(|(_, message)| message).collect();
+            let mut unacknowledged = session.state.take_in_flight();
+            unacknowledged.extend(session.waiting.drain(..).map(|(message, _)| message));
             if let Some(parked) = shared.router.park(&client_id, connection, &certificate_id, expires, unacknowledged)
                 && let Err(err) = shared.sessions.save(vec![(client_id.clone(), parked)]).await
             {
@@ -320,9 +334,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         end
     }
 
-    async fn run(&mut self, mut outgoing: mpsc::Receiver<Outgoing>, keep_alive: u16) -> End {
-        // MQTT: the server may close after 1.5 keep-alive periods without a packet.
-        let idle_limit = Duration::from_millis(u64::from(keep_alive) * 1500);
+    async fn run(&mut self, mut outgoing: mpsc::Receiver<Outgoing>) -> End {
         loop {
             while let Some(packet) = match decode(&mut self.buffer, Some(self.version), self.shared.max_packet_size) {
                 Ok(packet) => packet,
@@ -331,12 +343,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return self.close(reason, End::Malformed(err)).await;
                 }
             } {
+                self.state.received(std::time::Instant::now());
                 if let Some(end) = self.handle(packet).await {
                     return end;
                 }
             }
+            // MQTT: the server may close after 1.5 keep-alive periods without a packet.
+            let idle = self
+                .state
+                .deadline()
+                .map_or(Duration::from_secs(u64::from(u32::MAX)), |d| d.saturating_duration_since(std::time::Instant::now()));
             tokio::select! {
-                read = tokio::time::timeout(idle_limit, self.stream.read_buf(&mut self.buffer)) => match read {
+                read = tokio::time::timeout(idle, self.stream.read_buf(&mut self.buffer)) => match read {
                     Err(_) => return self.close(ReasonCode::KeepAliveTimeout, End::KeepAliveTimeout).await,
                     Ok(Ok(0)) | Ok(Err(_)) => return End::ConnectionLost,
                     Ok(Ok(read)) => {
@@ -367,22 +385,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    /// Sends one message; QoS 1 messages stay in flight until acknowledged.
+    /// Sends one message. QoS 1 messages stay in flight until acknowledged and wait
+    /// while the client's Receive Maximum window is full.
     async fn deliver(&mut self, topic: String, payload: bytes::Bytes, qos: QoS, retain: bool) -> std::io::Result<()> {
-        let packet_id = (qos != QoS::AtMostOnce).then(|| self.packet_id());
-        if let Some(id) = packet_id {
-            self.in_flight.push((id, crate::sessions::Queued { topic: topic.clone(), payload: payload.clone() }));
-        }
-        let publish = Publish { dup: false, qos, retain, topic, packet_id, payload, properties: Properties::default() };
+        let message = crate::sessions::Queued { topic, payload };
+        let packet_id = match qos {
+            QoS::AtMostOnce => None,
+            _ if !self.state.can_send() || !self.waiting.is_empty() => {
+                self.waiting.push_back((message, retain));
+                return Ok(());
+            }
+            _ => Some(self.state.send(message.clone())),
+        };
+        let publish = Publish {
+            dup: false,
+            qos: if packet_id.is_some() { QoS::AtLeastOnce } else { QoS::AtMostOnce },
+            retain,
+            topic: message.topic,
+            packet_id,
+            payload: message.payload,
+            properties: Properties::default(),
+        };
         self.send(&Packet::Publish(publish)).await?;
         metrics::counter!("ferrocore_mqtt_messages_out_total").increment(1);
         Ok(())
     }
 
-    fn packet_id(&mut self) -> u16 {
-        let id = self.next_packet_id;
-        self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-        id
+    /// Sends waiting QoS 1 messages while the window has room.
+    async fn drain_waiting(&mut self) -> std::io::Result<()> {
+        while self.state.can_send() {
+            let Some((message, retain)) = self.waiting.pop_front() else { break };
+            let packet_id = Some(self.state.send(message.clone()));
+            let publish = Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain,
+                topic: message.topic,
+                packet_id,
+                payload: message.payload,
+                properties: Properties::default(),
+            };
+            self.send(&Packet::Publish(publish)).await?;
+        }
+        Ok(())
     }
 
     fn allowed(&self, action: &'static str, resource: &str) -> bool {
@@ -407,8 +452,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Some(End::ClientDisconnected);
             }
             Packet::PubAck(ack) => {
-                self.in_flight.retain(|(id, _)| *id != ack.packet_id);
-                Ok(())
+                if self.state.acknowledged(ack.packet_id) {
+                    self.drain_waiting().await
+                } else {
+                    Ok(())
+                }
             }
             Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
                 return Some(self.close(ReasonCode::QoSNotSupported, End::Unsupported("QoS 2")).await);
@@ -418,12 +466,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         result.err().map(|_| End::ConnectionLost)
     }
 
-    async fn publish(&mut self, publish: Publish) -> Option<End> {
+    async fn publish(&mut self, mut publish: Publish) -> Option<End> {
         if publish.qos == QoS::ExactlyOnce {
             return Some(self.close(ReasonCode::QoSNotSupported, End::Unsupported("QoS 2")).await);
         }
-        if publish.properties.topic_alias.is_some() {
-            return Some(self.close(ReasonCode::TopicAliasInvalid, End::Unsupported("topic aliases")).await);
+        if let Err(reason) = self.state.resolve_topic(&mut publish) {
+            return Some(self.close(reason, End::Refused("topic alias")).await);
         }
         if topic::validate_name(&publish.topic).is_err() || !self.shared.limits.topic_fits(&publish.topic) {
             return Some(self.close(ReasonCode::TopicNameInvalid, End::Refused("invalid topic name")).await);

@@ -8,11 +8,13 @@
 mod codec;
 mod packet;
 mod properties;
+mod state;
 pub mod topic;
 
 pub use codec::{DecodeError, decode, encode};
 pub use packet::*;
 pub use properties::Properties;
+pub use state::ConnectionState;
 
 /// The protocol level of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
