@@ -409,12 +409,26 @@ def test_mqtt5_subscribe_limits(iot, server, device):
     client.close()
 
 
-def test_clients_cannot_publish_lifecycle_events(iot, server, device):
+@pytest.mark.parametrize(
+    "reserved",
+    ["$aws/events/presence/connected/{thing}", "$aws/things/{thing}/shadow/update/accepted", "$aws/anything/else"],
+)
+def test_clients_cannot_publish_to_reserved_response_and_event_topics(iot, server, device, reserved):
     everything_allowed(iot, device)
     client = Client(server, device)
     assert client.connect() == 0
-    client.paho.publish(f"$aws/events/presence/connected/{device.thing}", b"{}", qos=1)
+    client.paho.publish(reserved.format(thing=device.thing), b"{}", qos=1)
     assert client.disconnected.wait(TIMEOUT)
+    client.close()
+
+
+def test_basic_ingest_topics_cannot_be_subscribed_to(iot, server, device):
+    everything_allowed(iot, device)
+    client = Client(server, device, v5=True)
+    assert client.connect() == 0
+    client.paho.subscribe([("$aws/rules/my_rule/#", 1), (f"$aws/things/{device.thing}/shadow/update/accepted", 1)])
+    wait_for(lambda: client.subacks, "SUBACK")
+    assert [code.value for code in client.subacks[0]] == [0x8F, 1]
     client.close()
 
 

@@ -477,8 +477,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Some(self.close(ReasonCode::TopicNameInvalid, End::Refused("invalid topic name")).await);
         }
         let resource = self.shared.arn("topic", &publish.topic);
-        // Lifecycle and other event topics are the service's to publish.
-        let reserved = publish.topic.starts_with("$aws/events/");
+        // Only AWS's request topics under `$aws/` are open to clients.
+        let reserved = !topic::client_may_publish(&publish.topic);
         // A retained publish also needs iot:RetainPublish, and never on a reserved `$` topic.
         let retain_denied =
             publish.retain && (publish.topic.starts_with('$') || !self.allowed("iot:RetainPublish", &resource));
@@ -522,7 +522,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let (mut reasons, mut granted_filters) = (Vec::new(), Vec::new());
         let limits = self.shared.limits.clone();
         for (index, (filter, options)) in subscribe.filters.iter().enumerate() {
-            if topic::validate_filter(filter).is_err() || !limits.topic_fits(filter) {
+            if topic::validate_filter(filter).is_err() || !limits.topic_fits(filter) || !topic::client_may_subscribe(filter) {
                 reasons.push(ReasonCode::TopicFilterInvalid);
                 continue;
             }

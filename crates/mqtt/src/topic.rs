@@ -97,3 +97,64 @@ mod tests {
         assert!(matches("a//b", "a//b"));
     }
 }
+
+/// AWS's reserved `$aws/` topics: the only ones a client may publish to are the
+/// request topics of AWS features (shadows, jobs, Basic Ingest, fleet provisioning,
+/// Device Defender, streams); responses and events are the service's to publish.
+pub fn client_may_publish(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("$aws/") else { return true };
+    let levels: Vec<&str> = rest.split('/').collect();
+    let format = |level: &&str| matches!(*level, "json" | "cbor");
+    match levels.as_slice() {
+        ["things", _, "shadow", "get" | "update" | "delete"] => true,
+        ["things", _, "shadow", "name", _, "get" | "update" | "delete"] => true,
+        ["things", _, "jobs", "get" | "start-next"] => true,
+        ["things", _, "jobs", _, "get" | "update"] => true,
+        ["things", _, "defender", "metrics", f] => format(f),
+        ["things", _, "streams", _, "get" | "describe", f] => format(f),
+        ["rules", rule, _, ..] => !rule.is_empty(),
+        ["certificates", "create" | "create-from-csr", f] => format(f),
+        ["provisioning-templates", _, "provision", f] => format(f),
+        _ => false,
+    }
+}
+
+/// Basic Ingest topics (`$aws/rules/...`) cannot be subscribed to.
+pub fn client_may_subscribe(filter: &str) -> bool {
+    !filter.starts_with("$aws/rules/")
+}
+
+#[cfg(test)]
+mod reserved_tests {
+    use super::*;
+
+    #[test]
+    fn reserved_topics() {
+        for allowed in [
+            "sensors/1",
+            "$aws/things/t/shadow/update",
+            "$aws/things/t/shadow/name/config/get",
+            "$aws/things/t/jobs/start-next",
+            "$aws/things/t/jobs/job-1/update",
+            "$aws/rules/my_rule/sensors/1",
+            "$aws/certificates/create/json",
+            "$aws/provisioning-templates/tpl/provision/cbor",
+            "$aws/things/t/defender/metrics/json",
+        ] {
+            assert!(client_may_publish(allowed), "{allowed}");
+        }
+        for refused in [
+            "$aws/things/t/shadow/update/accepted",
+            "$aws/things/t/shadow/update/delta",
+            "$aws/events/presence/connected/c",
+            "$aws/things/t/jobs/notify",
+            "$aws/rules/r",
+            "$aws/anything",
+            "$aws/certificates/create/xml",
+        ] {
+            assert!(!client_may_publish(refused), "{refused}");
+        }
+        assert!(client_may_subscribe("$aws/things/t/shadow/#"));
+        assert!(!client_may_subscribe("$aws/rules/r/#"));
+    }
+}
