@@ -522,6 +522,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let (mut reasons, mut granted_filters) = (Vec::new(), Vec::new());
         let limits = self.shared.limits.clone();
         for (index, (filter, options)) in subscribe.filters.iter().enumerate() {
+            if filter.starts_with("$share/") {
+                reasons.push(ReasonCode::SharedSubscriptionsNotSupported);
+                continue;
+            }
             if topic::validate_filter(filter).is_err() || !limits.topic_fits(filter) || !topic::client_may_subscribe(filter) {
                 reasons.push(ReasonCode::TopicFilterInvalid);
                 continue;
