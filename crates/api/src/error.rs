@@ -113,7 +113,7 @@ impl From<ferrocore_sigv4::Error> for ApiError {
             E::Missing => "MissingAuthenticationTokenException",
             E::Malformed(_) => "IncompleteSignatureException",
             E::UnknownAccessKey => "UnrecognizedClientException",
-            E::Expired(_) | E::WrongScope(_) | E::Mismatch => "InvalidSignatureException",
+            E::Expired(_) | E::Mismatch => "InvalidSignatureException",
         };
         Self::new(StatusCode::FORBIDDEN, code, err.to_string())
     }

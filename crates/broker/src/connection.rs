@@ -397,6 +397,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             _ => Some(self.state.send(message.clone())),
         };
+        self.send_publish(message, packet_id, retain).await
+    }
+
+    /// Writes one PUBLISH: QoS 1 when it has a packet id, else QoS 0.
+    async fn send_publish(
+        &mut self,
+        message: crate::sessions::Queued,
+        packet_id: Option<u16>,
+        retain: bool,
+    ) -> std::io::Result<()> {
         let publish = Publish {
             dup: false,
             qos: if packet_id.is_some() { QoS::AtLeastOnce } else { QoS::AtMostOnce },
@@ -416,16 +426,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         while self.state.can_send() {
             let Some((message, retain)) = self.waiting.pop_front() else { break };
             let packet_id = Some(self.state.send(message.clone()));
-            let publish = Publish {
-                dup: false,
-                qos: QoS::AtLeastOnce,
-                retain,
-                topic: message.topic,
-                packet_id,
-                payload: message.payload,
-                properties: Properties::default(),
-            };
-            self.send(&Packet::Publish(publish)).await?;
+            self.send_publish(message, packet_id, retain).await?;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use ferrocore_mqtt::QoS;
 use serde_json::{Value, json};
 
-use crate::Shared;
+use crate::{Shared, now_ms};
 use crate::router::ChangedSessions;
 
 /// Who an event is about: the same values on the connect/disconnect pair.
@@ -14,10 +14,6 @@ pub(crate) struct Presence {
     pub session_id: String,
     pub principal: String,
     pub version: u64,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn publish(shared: &Shared, topic: String, mut body: Value, presence: &Presence, event_type: &str) -> ChangedSessions {

@@ -29,7 +29,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use crate::quota::RateQuota;
 use crate::router::Router;
-use crate::verifier::{RegistryVerifier, TrustSnapshot, TrustSnapshotHandle};
+use crate::verifier::{RegistryVerifier, TrustSnapshot};
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -116,7 +116,7 @@ impl Shared {
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn tls_config(config: &GatewayConfig, snapshot: Arc<TrustSnapshotHandle>) -> Result<rustls::ServerConfig, GatewayError> {
+fn tls_config(config: &GatewayConfig, snapshot: Arc<TrustSnapshot>) -> Result<rustls::ServerConfig, GatewayError> {
     let tls = |e: &dyn std::fmt::Display| GatewayError::Tls(e.to_string());
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(config.certificate_pem.as_bytes())
@@ -140,7 +140,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     registry.refresh_trust().await.map_err(|e| GatewayError::Registry(e.to_string()))?;
-    let snapshot = Arc::new(TrustSnapshotHandle(TrustSnapshot::new(registry.trust())));
+    let snapshot = Arc::new(TrustSnapshot::new(registry.trust()));
     let acceptor = TlsAcceptor::from(Arc::new(tls_config(&config, snapshot.clone())?));
     let listener = TcpListener::bind(config.addr).await.map_err(|source| GatewayError::Bind { addr: config.addr, source })?;
     let shared = Arc::new(Shared {
@@ -232,12 +232,12 @@ async fn expire_sessions(shared: Arc<Shared>) {
 /// After every registry change, re-checks each live connection: its certificate
 /// must still be trusted and its policies must still allow iot:Connect; the
 /// connection keeps the new permissions, or is closed.
-async fn revalidate_on_changes(shared: Arc<Shared>, snapshot: Arc<TrustSnapshotHandle>) {
+async fn revalidate_on_changes(shared: Arc<Shared>, snapshot: Arc<TrustSnapshot>) {
     let mut changes = shared.registry.changes();
     while changes.changed().await.is_ok() {
         for client in shared.router.clients() {
             let principal = shared.arn("cert", &client.certificate_id);
-            let still_allowed = snapshot.0.still_trusted(&client.certificate_id)
+            let still_allowed = snapshot.still_trusted(&client.certificate_id)
                 && match shared.registry.permissions(&principal, Some(&client.client_id), &[], &[]).await {
                     Ok(permissions) => {
                         let allowed = permissions.allows("iot:Connect", &shared.arn("client", &client.client_id));

@@ -13,6 +13,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 
 /// The registry's certificate snapshot, which it keeps current.
+#[derive(Debug)]
 pub struct TrustSnapshot {
     certificates: Arc<RwLock<ferrocore_registry::TrustSnapshot>>,
 }
@@ -60,21 +61,12 @@ impl TrustSnapshot {
 
 #[derive(Debug)]
 pub struct RegistryVerifier {
-    snapshot: Arc<TrustSnapshotHandle>,
+    snapshot: Arc<TrustSnapshot>,
     provider: Arc<CryptoProvider>,
 }
 
-/// `TrustSnapshot` behind an `Arc`, with `Debug` for rustls.
-pub struct TrustSnapshotHandle(pub TrustSnapshot);
-
-impl std::fmt::Debug for TrustSnapshotHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TrustSnapshot")
-    }
-}
-
 impl RegistryVerifier {
-    pub fn new(snapshot: Arc<TrustSnapshotHandle>, provider: Arc<CryptoProvider>) -> Self {
+    pub fn new(snapshot: Arc<TrustSnapshot>, provider: Arc<CryptoProvider>) -> Self {
         Self { snapshot, provider }
     }
 }
@@ -91,7 +83,7 @@ impl ClientCertVerifier for RegistryVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
         let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        self.snapshot.0.accepts(end_entity, now).map_err(Error::InvalidCertificate)?;
+        self.snapshot.accepts(end_entity, now).map_err(Error::InvalidCertificate)?;
         Ok(ClientCertVerified::assertion())
     }
 

@@ -27,6 +27,11 @@ enum Command {
     Ca(cli::CaCommand),
 }
 
+/// Seconds since the Unix epoch, for certificate validity and request signing.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use ferrocore_pki::{Issuer, parse_certificate_pem};
 
 use crate::files::write_file;
+use crate::unix_now as now;
 
 pub struct ServerPki {
     pub issuer: Issuer,
@@ -15,10 +16,6 @@ pub struct ServerPki {
     /// The TLS certificate chain and key the device gateway serves.
     pub server_cert_pem: String,
     pub server_key_pem: String,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {

@@ -204,7 +204,7 @@ impl Policy {
             return Err(Error::not_found(format!("Policy version {id} of policy {} does not exist", self.name)));
         }
         if id == self.default_version {
-            return Err(Error::DeleteConflict(format!(
+            return Err(Error::InvalidRequest(format!(
                 "Cannot delete the default version {id} of policy {}. Set another version as the default first.",
                 self.name
             )));

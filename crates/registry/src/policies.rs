@@ -121,14 +121,7 @@ impl Registry {
     }
 
     pub async fn delete_policy_version(&self, name: &str, version: u32) -> Result<()> {
-        self.change_policy(name, |policy| {
-            policy.delete_version(version).map_err(|err| match err {
-                // AWS answers InvalidRequestException for the default version.
-                Error::DeleteConflict(message) => Error::InvalidRequest(message),
-                other => other,
-            })
-        })
-        .await
+        self.change_policy(name, |policy| policy.delete_version(version)).await
     }
 
     pub async fn set_default_policy_version(&self, name: &str, version: u32) -> Result<()> {

@@ -24,68 +24,60 @@ macro_rules! tagged {
 }
 tagged!(ThingType, ThingGroup, BillingGroup, Policy, CaCertificate, RoleAlias);
 
-fn collection_of(arn: &Arn, text: &str) -> Result<Collection> {
-    match arn.kind {
-        ResourceKind::ThingType => Ok(Collection::ThingType),
-        ResourceKind::ThingGroup => Ok(Collection::ThingGroup),
-        ResourceKind::BillingGroup => Ok(Collection::BillingGroup),
-        ResourceKind::Policy => Ok(Collection::Policy),
-        ResourceKind::CaCertificate => Ok(Collection::CaCertificate),
-        ResourceKind::RoleAlias => Ok(Collection::RoleAlias),
-        ResourceKind::Certificate => Err(Error::invalid(format!("Tagging is not supported for the resource {text}: certificates cannot be tagged."))),
-        ResourceKind::Thing => Err(Error::invalid(format!("Tagging is not supported for the resource {text}: things cannot be tagged."))),
-    }
+fn unsupported(text: &str, what: &str) -> Error {
+    Error::invalid(format!("Tagging is not supported for the resource {text}: {what} cannot be tagged."))
 }
 
+/// A change to a resource's tags; `None` only reads them.
+type TagChange<'a> = Option<&'a (dyn Fn(&mut Tags) + Sync)>;
+
 impl Registry {
-    async fn retag<T: Tagged>(&self, collection: Collection, arn: &Arn, text: &str, change: &(dyn Fn(&mut Tags) + Sync)) -> Result<()> {
+    /// Reads (and with `change`, rewrites) the tags of one resource of type `T`.
+    async fn tags_of<T: Tagged>(&self, collection: Collection, arn: &Arn, text: &str, change: TagChange<'_>) -> Result<Tags> {
         self.transact(|| async move {
             let loaded = self
                 .load::<T>(collection, &arn.name)
                 .await?
                 .ok_or_else(|| Error::not_found(format!("The resource {text} does not exist.")))?;
+            let Some(change) = change else { return Ok(Outcome::answer(loaded.value.tags().clone())) };
             let mut resource = loaded.value.clone();
             change(resource.tags_mut());
             validate_tags(resource.tags())?;
-            Ok(Outcome::write(vec![put(collection, &arn.name, loaded.expect(), &resource)], ()))
+            let tags = resource.tags().clone();
+            Ok(Outcome::write(vec![put(collection, &arn.name, loaded.expect(), &resource)], tags))
         })
         .await
     }
 
-    async fn change_tags(&self, resource_arn: &str, change: &(dyn Fn(&mut Tags) + Sync)) -> Result<()> {
+    /// The tags of the resource an ARN names, after `change` if given.
+    async fn resource_tags(&self, resource_arn: &str, change: TagChange<'_>) -> Result<Tags> {
         let arn = Arn::parse(resource_arn, self.account())?;
-        match collection_of(&arn, resource_arn)? {
-            c @ Collection::ThingType => self.retag::<ThingType>(c, &arn, resource_arn, change).await,
-            c @ Collection::ThingGroup => self.retag::<ThingGroup>(c, &arn, resource_arn, change).await,
-            c @ Collection::Policy => self.retag::<Policy>(c, &arn, resource_arn, change).await,
-            c @ Collection::CaCertificate => self.retag::<CaCertificate>(c, &arn, resource_arn, change).await,
-            c @ Collection::RoleAlias => self.retag::<RoleAlias>(c, &arn, resource_arn, change).await,
-            c => self.retag::<BillingGroup>(c, &arn, resource_arn, change).await,
+        let (arn, text) = (&arn, resource_arn);
+        match arn.kind {
+            ResourceKind::ThingType => self.tags_of::<ThingType>(Collection::ThingType, arn, text, change).await,
+            ResourceKind::ThingGroup => self.tags_of::<ThingGroup>(Collection::ThingGroup, arn, text, change).await,
+            ResourceKind::BillingGroup => self.tags_of::<BillingGroup>(Collection::BillingGroup, arn, text, change).await,
+            ResourceKind::Policy => self.tags_of::<Policy>(Collection::Policy, arn, text, change).await,
+            ResourceKind::CaCertificate => self.tags_of::<CaCertificate>(Collection::CaCertificate, arn, text, change).await,
+            ResourceKind::RoleAlias => self.tags_of::<RoleAlias>(Collection::RoleAlias, arn, text, change).await,
+            ResourceKind::Certificate => Err(unsupported(text, "certificates")),
+            ResourceKind::Thing => Err(unsupported(text, "things")),
         }
     }
 
     pub async fn tag_resource(&self, resource_arn: &str, tags: &Tags) -> Result<()> {
         validate_tags(tags)?;
-        self.change_tags(resource_arn, &|current| current.extend(tags.clone())).await
+        self.resource_tags(resource_arn, Some(&|current: &mut Tags| current.extend(tags.clone()))).await.map(drop)
     }
 
     pub async fn untag_resource(&self, resource_arn: &str, keys: &[String]) -> Result<()> {
-        self.change_tags(resource_arn, &|current| current.retain(|k, _| !keys.contains(k))).await
+        self.resource_tags(resource_arn, Some(&|current: &mut Tags| current.retain(|k, _| !keys.contains(k))))
+            .await
+            .map(drop)
     }
 
     pub async fn list_tags_for_resource(&self, resource_arn: &str, page: &PageRequest) -> Result<Page<(String, String)>> {
-        let arn = Arn::parse(resource_arn, self.account())?;
-        let collection = collection_of(&arn, resource_arn)?;
-        let missing = || Error::not_found(format!("The resource {resource_arn} does not exist."));
-        let tags = match collection {
-            Collection::ThingType => self.load::<ThingType>(collection, &arn.name).await?.map(|r| r.value.tags),
-            Collection::ThingGroup => self.load::<ThingGroup>(collection, &arn.name).await?.map(|r| r.value.tags),
-            Collection::Policy => self.load::<Policy>(collection, &arn.name).await?.map(|r| r.value.tags),
-            Collection::CaCertificate => self.load::<CaCertificate>(collection, &arn.name).await?.map(|r| r.value.tags),
-            Collection::RoleAlias => self.load::<RoleAlias>(collection, &arn.name).await?.map(|r| r.value.tags),
-            _ => self.load::<BillingGroup>(collection, &arn.name).await?.map(|r| r.value.tags),
-        }
-        .ok_or_else(missing)?;
+        let tags = self.resource_tags(resource_arn, None).await?;
         paginate(tags, |(k, _)| k.as_str(), page)
     }
 }

@@ -62,8 +62,6 @@ pub enum Error {
     UnknownAccessKey,
     #[error("{0}")]
     Expired(String),
-    #[error("{0}")]
-    WrongScope(String),
     #[error(
         "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
     )]

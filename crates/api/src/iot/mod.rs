@@ -144,20 +144,22 @@ fn timestamp(ms: Millis) -> Value {
     json!(ms as f64 / 1000.0)
 }
 
-/// A page of items under `key`, with `nextToken` when there is more.
-fn page_reply<T>(key: &str, page: Page<T>, render: impl Fn(T) -> Value) -> Answer {
+/// A page of items under `key`, with the continuation under `token_key` when there is more.
+fn paged<T>(key: &str, token_key: &str, page: Page<T>, render: impl Fn(T) -> Value) -> Answer {
     reply(json!({
         key: page.items.into_iter().map(render).collect::<Vec<_>>(),
-        "nextToken": page.next_token,
+        token_key: page.next_token,
     }))
 }
 
-/// A page of the older list operations, with `nextMarker` when there is more.
+/// `nextToken` paging.
+fn page_reply<T>(key: &str, page: Page<T>, render: impl Fn(T) -> Value) -> Answer {
+    paged(key, "nextToken", page, render)
+}
+
+/// `nextMarker` paging, of the older list operations.
 fn marker_reply<T>(key: &str, page: Page<T>, render: impl Fn(T) -> Value) -> Answer {
-    reply(json!({
-        key: page.items.into_iter().map(render).collect::<Vec<_>>(),
-        "nextMarker": page.next_token,
-    }))
+    paged(key, "nextMarker", page, render)
 }
 
 #[derive(Deserialize, Default)]

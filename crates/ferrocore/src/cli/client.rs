@@ -4,6 +4,8 @@ use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use serde_json::Value;
 
+use crate::unix_now as now;
+
 /// Where the server is and how to sign for it (the AWS CLI's environment variables apply).
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
@@ -21,10 +23,6 @@ pub struct ClientArgs {
 pub struct ApiClient {
     args: ClientArgs,
     http: reqwest::Client,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Percent-encodes one path label the way the AWS SDKs do.

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::client::{ApiClient, ClientArgs, label};
 use crate::files::write_file;
+use crate::unix_now as now;
 
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
@@ -55,10 +56,6 @@ pub enum CaCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn step(message: &str) {
