@@ -106,6 +106,24 @@ impl From<ModelError> for ApiError {
     }
 }
 
+/// Shadow errors carry their HTTP code; the exception names are iot-data's.
+impl From<ferrocore_shadow::ShadowError> for ApiError {
+    fn from(err: ferrocore_shadow::ShadowError) -> Self {
+        let code = match err.code() {
+            400 => "InvalidRequestException",
+            401 => "UnauthorizedException",
+            404 => "ResourceNotFoundException",
+            409 => "ConflictException",
+            413 => "RequestEntityTooLargeException",
+            415 => "UnsupportedDocumentEncodingException",
+            429 => "ThrottlingException",
+            _ => "InternalFailureException",
+        };
+        let status = StatusCode::from_u16(err.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::new(status, code, err.to_string())
+    }
+}
+
 impl From<ferrocore_sigv4::Error> for ApiError {
     fn from(err: ferrocore_sigv4::Error) -> Self {
         use ferrocore_sigv4::Error as E;

@@ -87,6 +87,11 @@ impl Input {
         })
     }
 
+    /// The raw body (documents passed through as they are, like shadow updates).
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
     /// The body as form parameters (the query protocol).
     pub fn form(&self) -> Vec<(String, String)> {
         parse_pairs(&String::from_utf8_lossy(&self.body))

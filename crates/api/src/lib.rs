@@ -8,6 +8,7 @@
 mod error;
 mod input;
 mod iot;
+mod iot_data;
 mod operations;
 mod sts;
 
@@ -67,6 +68,8 @@ pub struct ApiState {
     pub ca_pem: String,
     /// Where the server listens, reported by `/health` so tools can find the device ports.
     pub listeners: Listeners,
+    /// The device gateway, where shadow changes made over HTTP are published.
+    pub publisher: Arc<dyn ferrocore_registry::Publisher>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -200,10 +203,16 @@ async fn serve(
             Ok(op) => ("iot", op.name, iot::dispatch(state, op.name, input(op.labels)).await),
             Err(err) => ("iot", "unknown", Err(err)),
         },
-        "iotdata" | "iotdevicegateway" => match operations::IOT_DATA.find(parts.method.as_str(), parts.uri.path()) {
-            Ok(op) => ("iot-data", op.name, Err(ApiError::not_implemented("iot-data", op.name))),
-            Err(err) => ("iot-data", "unknown", Err(err)),
-        },
+        "iotdata" | "iotdevicegateway" => {
+            if let Some((thing, version)) = iot_data::shadow_version_path(parts.method.as_str(), parts.uri.path()) {
+                let result = iot_data::get_shadow_version(state, &thing, version, &input(HashMap::new())).await;
+                return ("iot-data", "GetThingShadowVersion", result);
+            }
+            match operations::IOT_DATA.find(parts.method.as_str(), parts.uri.path()) {
+                Ok(op) => ("iot-data", op.name, iot_data::dispatch(state, op.name, input(op.labels)).await),
+                Err(err) => ("iot-data", "unknown", Err(err)),
+            }
+        }
         "sts" => {
             let (operation, result) = sts::dispatch(state, &signer, &input(HashMap::new()), request_id);
             ("sts", operation, result)

@@ -258,7 +258,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     tracing::info!(client_id = %client_id, certificate = %certificate_id, version = ?version, keep_alive, "client connected");
     let end = match session.send(&accepted).await {
         Ok(()) => {
-            store_changed(&shared, events::connected(&shared, &session.presence, &peer.ip().to_string())).await;
+            shared.store_changed(events::connected(&shared, &session.presence, &peer.ip().to_string())).await;
             match session.replay(queued).await {
                 Ok(()) => session.run(receiver).await,
                 Err(_) => End::ConnectionLost,
@@ -292,17 +292,10 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         if will.retain && let Err(err) = shared.retained.set(&will.topic, &will.payload, will.qos).await {
             tracing::error!(client_id = %client_id, error = %err, "cannot store a retained will");
         }
-        store_changed(&shared, shared.router.publish(&will.topic, &will.payload, will.qos, &resource)).await;
+        shared.store_changed(shared.router.publish(&will.topic, &will.payload, will.qos, &resource)).await;
     }
-    store_changed(&shared, events::disconnected(&shared, &session.presence, reason, client_initiated)).await;
+    shared.store_changed(events::disconnected(&shared, &session.presence, reason, client_initiated)).await;
     let _ = session.stream.shutdown().await;
-}
-
-/// Stores the sessions a server-side publish queued messages for.
-async fn store_changed(shared: &Shared, changed: crate::router::ChangedSessions) {
-    if let Err(err) = shared.store_sessions(changed).await {
-        tracing::error!(error = %err, "cannot store queued messages of persistent sessions");
-    }
 }
 
 async fn read_connect<S: AsyncRead + Unpin>(stream: &mut S, buffer: &mut BytesMut, shared: &Shared) -> Result<Connect, String> {
@@ -509,6 +502,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tracing::error!(client_id = %self.client_id, error = %err, "cannot store queued messages");
             return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("queued messages not stored")).await);
         }
+        if let Some(request) = ferrocore_shadow::topic::parse_request(&publish.topic) {
+            crate::shadows::serve(&self.shared, request, &publish.payload).await;
+        }
         self.acknowledge(publish.packet_id).await
     }
 
@@ -563,7 +559,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.shared.router.deliver_retained(&self.client_id, filter, &message.payload, qos, &resource);
             }
         }
-        store_changed(&self.shared, events::subscriptions(&self.shared, &self.presence, "subscribed", &granted_filters)).await;
+        self.shared.store_changed(events::subscriptions(&self.shared, &self.presence, "subscribed", &granted_filters)).await;
         None
     }
 
@@ -580,7 +576,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let ack = Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, reasons, properties: Properties::default() });
         self.send(&ack).await?;
-        store_changed(&self.shared, events::subscriptions(&self.shared, &self.presence, "unsubscribed", &removed)).await;
+        self.shared.store_changed(events::subscriptions(&self.shared, &self.presence, "unsubscribed", &removed)).await;
         Ok(())
     }
 }

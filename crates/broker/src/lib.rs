@@ -13,6 +13,7 @@ mod quota;
 mod retained;
 mod router;
 mod sessions;
+mod shadows;
 mod verifier;
 
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferrocore_model::Account;
-use ferrocore_registry::Registry;
+use ferrocore_registry::{Notification, Publisher, Registry};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -105,6 +106,21 @@ impl Shared {
     async fn store_sessions(&self, changed: router::ChangedSessions) -> Result<(), ferrocore_store::StoreError> {
         self.sessions.save(changed).await
     }
+
+    /// Routes a message the server itself publishes (shadow responses, lifecycle-like notices).
+    async fn publish_from_service(&self, notification: Notification) {
+        let resource = self.arn("topic", &notification.topic);
+        let payload = bytes::Bytes::from(notification.payload);
+        self.store_changed(self.router.publish(&notification.topic, &payload, ferrocore_mqtt::QoS::AtLeastOnce, &resource))
+            .await;
+    }
+
+    /// Stores the sessions a server-side publish queued messages for.
+    async fn store_changed(&self, changed: router::ChangedSessions) {
+        if let Err(err) = self.store_sessions(changed).await {
+            tracing::error!(error = %err, "cannot store queued messages of persistent sessions");
+        }
+    }
 }
 
 impl Shared {
@@ -132,69 +148,105 @@ fn tls_config(config: &GatewayConfig, snapshot: Arc<TrustSnapshot>) -> Result<ru
         .map_err(|e| tls(&e))
 }
 
-/// Binds the listener and serves devices until `shutdown` completes.
-pub async fn run(
-    config: GatewayConfig,
-    registry: Arc<Registry>,
-    store: Arc<dyn ferrocore_store::RecordStore>,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), GatewayError> {
-    registry.refresh_trust().await.map_err(|e| GatewayError::Registry(e.to_string()))?;
-    let snapshot = Arc::new(TrustSnapshot::new(registry.trust()));
-    let acceptor = TlsAcceptor::from(Arc::new(tls_config(&config, snapshot.clone())?));
-    let listener = TcpListener::bind(config.addr).await.map_err(|source| GatewayError::Bind { addr: config.addr, source })?;
-    let shared = Arc::new(Shared {
-        registry: registry.clone(),
-        router: Router::default(),
-        account: config.account.clone(),
-        max_packet_size: config.max_packet_size,
-        max_client_id_len: 128,
-        limits: config.limits.clone(),
-        retained: retained::RetainedStore::load(store.clone()).await.map_err(|e| GatewayError::Registry(e.to_string()))?,
-        sessions: sessions::SessionStore::new(store),
-        session_expiry_secs: config.session_expiry_secs,
-    });
-    load_sessions(&shared).await.map_err(GatewayError::Registry)?;
+/// A bound device gateway, ready to serve.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    snapshot: Arc<TrustSnapshot>,
+}
 
-    let revalidator = tokio::spawn(revalidate_on_changes(shared.clone(), snapshot.clone()));
-    let expirer = tokio::spawn(expire_sessions(shared.clone()));
-    tracing::info!(addr = %config.addr, "device gateway listening (MQTT over TLS)");
-    let connections = AtomicU64::new(0);
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let (acceptor, shared) = (acceptor.clone(), shared.clone());
-        let connection = connections.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => {
-                    metrics::counter!("ferrocore_mqtt_tls_handshake_failures_total").increment(1);
-                    tracing::info!(peer = %peer, error = %err, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let certificate_id = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
-                Some(cert) => verifier::TrustSnapshot::id_of(cert),
-                None => return,
-            };
-            connection::serve(tls, certificate_id, peer, shared, connection).await;
+impl Gateway {
+    /// Loads the certificate snapshot, retained messages and persistent sessions,
+    /// and binds the listener.
+    pub async fn bind(
+        config: GatewayConfig,
+        registry: Arc<Registry>,
+        store: Arc<dyn ferrocore_store::RecordStore>,
+    ) -> Result<Self, GatewayError> {
+        registry.refresh_trust().await.map_err(|e| GatewayError::Registry(e.to_string()))?;
+        let snapshot = Arc::new(TrustSnapshot::new(registry.trust()));
+        let acceptor = TlsAcceptor::from(Arc::new(tls_config(&config, snapshot.clone())?));
+        let listener =
+            TcpListener::bind(config.addr).await.map_err(|source| GatewayError::Bind { addr: config.addr, source })?;
+        let shared = Arc::new(Shared {
+            registry,
+            router: Router::default(),
+            account: config.account.clone(),
+            max_packet_size: config.max_packet_size,
+            max_client_id_len: 128,
+            limits: config.limits.clone(),
+            retained: retained::RetainedStore::load(store.clone()).await.map_err(|e| GatewayError::Registry(e.to_string()))?,
+            sessions: sessions::SessionStore::new(store),
+            session_expiry_secs: config.session_expiry_secs,
         });
+        load_sessions(&shared).await.map_err(GatewayError::Registry)?;
+        Ok(Self { shared, listener, acceptor, snapshot })
     }
-    revalidator.abort();
-    expirer.abort();
-    tracing::info!("device gateway stopped");
-    Ok(())
+
+    /// Where services (the shadow API) publish into this gateway.
+    pub fn publisher(&self) -> Arc<dyn Publisher> {
+        Arc::new(GatewayPublisher(self.shared.clone()))
+    }
+
+    /// Serves devices until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), GatewayError> {
+        let Self { shared, listener, acceptor, snapshot } = self;
+        let revalidator = tokio::spawn(revalidate_on_changes(shared.clone(), snapshot));
+        let expirer = tokio::spawn(expire_sessions(shared.clone()));
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(addr = %addr, "device gateway listening (MQTT over TLS)");
+        }
+        let connections = AtomicU64::new(0);
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "accept failed");
+                        continue;
+                    }
+                },
+            };
+            let (acceptor, shared) = (acceptor.clone(), shared.clone());
+            let connection = connections.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(err)) => {
+                        metrics::counter!("ferrocore_mqtt_tls_handshake_failures_total").increment(1);
+                        tracing::info!(peer = %peer, error = %err, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let certificate_id = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                    Some(cert) => verifier::TrustSnapshot::id_of(cert),
+                    None => return,
+                };
+                connection::serve(tls, certificate_id, peer, shared, connection).await;
+            });
+        }
+        revalidator.abort();
+        expirer.abort();
+        tracing::info!("device gateway stopped");
+        Ok(())
+    }
+}
+
+/// Service-made messages go through the router like any publish: QoS 1, each
+/// subscriber's iot:Receive checked, queued durably for offline persistent sessions.
+struct GatewayPublisher(Arc<Shared>);
+
+#[async_trait::async_trait]
+impl Publisher for GatewayPublisher {
+    async fn publish(&self, notifications: Vec<Notification>) {
+        for notification in notifications {
+            self.0.publish_from_service(notification).await;
+        }
+    }
 }
 
 /// Loads the persistent sessions of disconnected clients, with their permissions.

@@ -98,6 +98,7 @@ async fn a_device_connects_publishes_receives_and_is_dropped_when_revoked() {
         thing_type_delete_wait_ms: 0,
         endpoint_host: "localhost".into(),
         policy_document_limit: 2048,
+        shadows: Default::default(),
     };
     let registry = Arc::new(Registry::new(store.clone(), config, Arc::new(SystemClock), Arc::new(root)));
 
@@ -122,7 +123,8 @@ async fn a_device_connects_publishes_receives_and_is_dropped_when_revoked() {
         account: Account::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(ferrocore_broker::run(gateway, registry.clone(), store, async {
+    let bound = ferrocore_broker::Gateway::bind(gateway, registry.clone(), store).await.unwrap();
+    let running = tokio::spawn(bound.serve(async {
         let _ = stopped.await;
     }));
     for _ in 0..50 {

@@ -76,6 +76,14 @@ pub struct Config {
     /// AWS's per-connection quotas (100 publishes/s, 524288 bytes/s); off unless set.
     pub mqtt_publishes_per_second: Option<u32>,
     pub mqtt_bytes_per_second: Option<u32>,
+    /// Device shadows: bytes of desired + reported state (AWS: 8 KB) and levels of
+    /// nesting inside each section (AWS: 8).
+    pub shadow_max_state_bytes: usize,
+    pub shadow_max_depth: usize,
+    /// Extension: past versions kept per shadow, readable by operators (0: off, as AWS).
+    pub shadow_history_versions: u64,
+    /// Extension: publish `.../shadow/update/removed` when desired keys are removed.
+    pub shadow_removal_notifications: bool,
     /// Extra names (DNS or IP) for the device endpoints' TLS certificate.
     pub server_names: Vec<String>,
     /// An operator-supplied TLS certificate (PEM chain) and key for the device endpoints.
@@ -105,6 +113,10 @@ impl Default for Config {
             mqtt_session_expiry_secs: 3600,
             mqtt_publishes_per_second: None,
             mqtt_bytes_per_second: None,
+            shadow_max_state_bytes: 8 * 1024,
+            shadow_max_depth: 8,
+            shadow_history_versions: 0,
+            shadow_removal_notifications: false,
             server_names: Vec::new(),
             tls_cert_file: None,
             tls_key_file: None,

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferrocore_api::{ApiConfig, ApiState, Credentials, Listeners};
-use ferrocore_broker::{GatewayConfig, Limits, RateQuota};
+use ferrocore_broker::{Gateway, GatewayConfig, Limits, RateQuota};
 use ferrocore_model::Account;
-use ferrocore_registry::{Registry, RegistryConfig, SystemClock};
+use ferrocore_registry::{Registry, RegistryConfig, ShadowSettings, SystemClock};
 use ferrocore_store::SqliteStore;
 use metrics_exporter_prometheus::PrometheusBuilder;
 
@@ -36,6 +36,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .unwrap_or(i64::MAX),
             endpoint_host: config.endpoint_host(),
             policy_document_limit: config.policy_document_limit,
+            shadows: ShadowSettings {
+                limits: ferrocore_shadow::Limits {
+                    max_state_bytes: config.shadow_max_state_bytes,
+                    max_depth: config.shadow_max_depth,
+                },
+                history_versions: config.shadow_history_versions,
+                removal_notifications: config.shadow_removal_notifications,
+            },
         },
         Arc::new(SystemClock),
         Arc::new(pki.issuer),
@@ -56,19 +64,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         Credentials::from_pairs(config.credentials.iter().map(|c| (c.access_key_id.clone(), c.secret_access_key.clone())))
     };
-    let state = Arc::new(ApiState {
-        registry: registry.clone(),
-        config: ApiConfig { credentials, body_limit: config.api_body_limit_bytes },
-        metrics: Some(Box::new(move || metrics.render())),
-        ca_pem: pki.ca_pem,
-        listeners: Listeners { api: config.api_addr, mqtt: config.mqtt_addr, https: config.https_addr },
-    });
-
     let listener = tokio::net::TcpListener::bind(config.api_addr)
         .await
         .with_context(|| format!("binding the API listener on {}", config.api_addr))?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let gateway = ferrocore_broker::run(
+    let gateway = Gateway::bind(
         GatewayConfig {
             addr: config.mqtt_addr,
             certificate_pem: pki.server_cert_pem,
@@ -87,11 +87,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             },
             account,
         },
-        registry,
+        registry.clone(),
         store,
-        wait_for(stopped.clone()),
-    );
-    let gateway = tokio::spawn(gateway);
+    )
+    .await
+    .context("starting the device gateway")?;
+    let state = Arc::new(ApiState {
+        registry: registry.clone(),
+        config: ApiConfig { credentials, body_limit: config.api_body_limit_bytes },
+        metrics: Some(Box::new(move || metrics.render())),
+        ca_pem: pki.ca_pem,
+        listeners: Listeners { api: config.api_addr, mqtt: config.mqtt_addr, https: config.https_addr },
+        publisher: gateway.publisher(),
+    });
+
+    let gateway = tokio::spawn(gateway.serve(wait_for(stopped.clone())));
     print_banner(&config, local_credentials);
     tracing::info!(api = %config.api_addr, mqtt = %config.mqtt_addr, data_dir = %config.data_dir.display(), "ferrocore ready");
     let api = axum::serve(listener, ferrocore_api::router(state)).with_graceful_shutdown(async move {

@@ -16,6 +16,7 @@ mod policies;
 mod principals;
 mod role_aliases;
 mod settings;
+mod shadows;
 mod tags;
 mod thing_groups;
 mod thing_types;
@@ -33,6 +34,7 @@ pub use ca_certificates::{RegisterCaCertificate, UpdateCaCertificate};
 pub use certificates::{CertificateCreated, DeviceTrust};
 pub use billing_groups::{BillingGroupCreated, CreateBillingGroup};
 pub use paging::{Page, PageRequest};
+pub use shadows::{NamedShadows, Notification, Publisher, ShadowDeleted, ShadowSettings, ShadowUpdated};
 pub use settings::{EndpointType, EventConfigurations, LoggingOptions, Setting};
 pub use thing_groups::{CreateThingGroup, GroupRef, ListThingGroups, ThingGroupCreated, ThingGroupView};
 pub use thing_types::{CreateThingType, ThingTypeCreated};
@@ -49,6 +51,7 @@ pub struct RegistryConfig {
     pub endpoint_host: String,
     /// Largest policy document, in non-whitespace characters (AWS: 2048).
     pub policy_document_limit: usize,
+    pub shadows: ShadowSettings,
 }
 
 /// The current time, passed in so the registry stays deterministic under test.
@@ -77,6 +80,7 @@ pub struct Registry {
     trust: Arc<std::sync::RwLock<TrustSnapshot>>,
     /// Counts committed changes; live connections re-check their permissions on each.
     changes: tokio::sync::watch::Sender<u64>,
+    shadow_locks: shadows::ShadowLocks,
 }
 
 /// Registered certificates by id, as the TLS verifier reads them.
@@ -140,6 +144,7 @@ impl Registry {
             issuer,
             trust: Default::default(),
             changes: tokio::sync::watch::Sender::new(0),
+            shadow_locks: Default::default(),
         }
     }
 

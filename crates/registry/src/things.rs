@@ -175,7 +175,9 @@ impl Registry {
                     "Cannot delete thing {name}: it has principals attached. Detach them with DetachThingPrincipal first."
                 )));
             }
-            Ok(Outcome::write(vec![Write::delete(Collection::Thing, name, loaded.expect())], ()))
+            let mut writes = vec![Write::delete(Collection::Thing, name, loaded.expect())];
+            writes.extend(self.shadow_writes_for_thing_delete(name).await?);
+            Ok(Outcome::write(writes, ()))
         })
         .await
     }

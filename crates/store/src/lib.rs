@@ -31,6 +31,10 @@ pub enum Collection {
     MqttSession,
     /// Singletons of the installation: endpoint prefix, event configurations, ...
     Setting,
+    /// Device shadows, by `<thing>/<shadow name>` (empty name: the classic shadow).
+    Shadow,
+    /// Past versions of shadows kept for operators (opt-in), by `<thing>/<shadow>/<version>`.
+    ShadowVersion,
 }
 
 impl Collection {
@@ -47,6 +51,8 @@ impl Collection {
             Self::RetainedMessage => "retained_message",
             Self::MqttSession => "mqtt_session",
             Self::Setting => "setting",
+            Self::Shadow => "shadow",
+            Self::ShadowVersion => "shadow_version",
         }
     }
 }
