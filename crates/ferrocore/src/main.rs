@@ -17,7 +17,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server: the AWS API, and (soon) the device gateway.
+    /// Run the server: the AWS API and the device gateway.
     Serve(config::ServeArgs),
     /// Provision devices on a running server.
     #[command(subcommand)]
@@ -25,6 +25,9 @@ enum Command {
     /// Create CAs and issue device certificates with them, on a running server.
     #[command(subcommand)]
     Ca(cli::CaCommand),
+    /// Read device shadows on a running server, past versions included.
+    #[command(subcommand)]
+    Shadow(cli::ShadowCommand),
 }
 
 /// Seconds since the Unix epoch, for certificate validity and request signing.
@@ -46,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::run(config::Config::load(args)?)),
         Command::Device(command) => runtime.block_on(cli::run_device(command)),
         Command::Ca(command) => runtime.block_on(cli::run_ca(command)),
+        Command::Shadow(command) => runtime.block_on(cli::run_shadow(command)),
     }
 }

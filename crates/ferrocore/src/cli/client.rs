@@ -123,6 +123,12 @@ impl ApiClient {
         serde_json::from_slice(&bytes).context("reading the JSON answer")
     }
 
+    /// A GET on the `iot-data` data plane (signed for `iotdata`); answers its JSON.
+    pub async fn iot_data_get(&self, path: &str, query: &str) -> anyhow::Result<Value> {
+        let bytes = self.send("iotdata", ("GET", path, query), "application/json", &[], Vec::new()).await?;
+        serde_json::from_slice(&bytes).context("reading the JSON answer")
+    }
+
     /// The account id, from STS GetCallerIdentity.
     pub async fn account_id(&self) -> anyhow::Result<String> {
         let body = b"Action=GetCallerIdentity&Version=2011-06-15".to_vec();

@@ -2,5 +2,7 @@
 
 mod client;
 mod device;
+mod shadow;
 
 pub use device::{CaCommand, DeviceCommand, run_ca, run_device};
+pub use shadow::{ShadowCommand, run_shadow};
