@@ -60,24 +60,15 @@ impl Shadow {
 
         let token = request.client_token.as_deref();
         let accepted = accepted_document(request, next.version, now, token);
-        let delta = next.delta().map(|delta| {
-            // AWS sends the delta with version and timestamp first.
-            let mut document = Map::new();
-            document.insert("version".into(), next.version.into());
-            document.insert("timestamp".into(), now.into());
-            document.insert("state".into(), Value::Object(delta.state));
-            document.insert("metadata".into(), Value::Object(delta.metadata));
-            insert_token(&mut document, token);
-            Value::Object(document)
-        });
+        let delta = next.delta().map(|delta| delta_shaped(delta, next.version, now, token));
         let mut documents = Map::new();
         // `previous` is null when this update creates the shadow.
         documents.insert("previous".into(), if self.exists { previous.snapshot() } else { Value::Null });
         documents.insert("current".into(), next.snapshot());
         documents.insert("timestamp".into(), now.into());
         insert_token(&mut documents, token);
-        let removed = removed_keys(&previous.desired, &next.desired, now)
-            .map(|removed| envelope(json!({"state": removed.state, "metadata": removed.metadata}), next.version, now, token));
+        let removed =
+            removed_keys(&previous.desired, &next.desired, now).map(|removed| delta_shaped(removed, next.version, now, token));
         Ok(Applied { shadow: next, accepted, delta, documents: Value::Object(documents), removed })
     }
 
@@ -271,6 +262,17 @@ fn accepted_document(request: &UpdateRequest, version: u64, now: u64, token: Opt
         None => (Value::Null, json!({"timestamp": now})),
     };
     envelope(json!({"state": state, "metadata": metadata}), version, now, token)
+}
+
+/// A document shaped like AWS's delta: `version` and `timestamp` first.
+fn delta_shaped(section: Section, version: u64, now: u64, token: Option<&str>) -> Value {
+    let mut document = Map::new();
+    document.insert("version".into(), version.into());
+    document.insert("timestamp".into(), now.into());
+    document.insert("state".into(), Value::Object(section.state));
+    document.insert("metadata".into(), Value::Object(section.metadata));
+    insert_token(&mut document, token);
+    Value::Object(document)
 }
 
 /// Adds `version`, `timestamp` and `clientToken` after a document's own fields.
