@@ -9,6 +9,7 @@ pub async fn run_all(store: &dyn RecordStore) {
     batches_are_atomic(store).await;
     list_is_ordered_and_paged(store).await;
     collections_are_separate(store).await;
+    concurrent_batches_succeed_or_fail_alone(store).await;
 }
 
 async fn put_get_and_revisions(store: &dyn RecordStore) {
@@ -83,4 +84,55 @@ async fn collections_are_separate(store: &dyn RecordStore) {
     store.commit(vec![Write::put(Collection::Thing, "same", Expect::Absent, b"t".to_vec())]).await.unwrap();
     assert_eq!(store.get(Collection::Setting, "same").await.unwrap().unwrap().body, b"s");
     assert_eq!(store.get(Collection::Thing, "same").await.unwrap().unwrap().body, b"t");
+}
+
+/// Many batches at once (a backend may commit them together): each is decided on
+/// its own expectations, and only one of several racing creations of a key wins.
+async fn concurrent_batches_succeed_or_fail_alone(store: &dyn RecordStore) {
+    let c = Collection::MqttSession;
+    let racing = (0..64).map(|i| store.commit(vec![Write::put(c, "contested", Expect::Absent, vec![i])]));
+    let independent = (0..64).map(|i| {
+        store.commit(vec![
+            Write::put(c, format!("own-{i:02}"), Expect::Absent, vec![i]),
+            Write::put(c, format!("own-{i:02}-twin"), Expect::Absent, vec![i]),
+        ])
+    });
+    let (racing, independent) = futures_join(racing.collect(), independent.collect()).await;
+    assert_eq!(racing.iter().filter(|r| r.is_ok()).count(), 1, "exactly one creation wins");
+    assert!(racing.iter().all(|r| matches!(r, Ok(()) | Err(crate::StoreError::Conflict { .. }))));
+    assert!(independent.iter().all(Result::is_ok));
+    let listed = store.list(c, Some("own-"), 500).await.unwrap();
+    assert_eq!(listed.len(), 128);
+    let mut writes: Vec<Write> = listed.iter().map(|r| Write::delete(c, r.key.clone(), Expect::Revision(r.revision))).collect();
+    writes.push(Write::delete(c, "contested", Expect::Anything));
+    store.commit(writes).await.unwrap();
+}
+
+/// Polls two sets of futures together, without a runtime dependency.
+async fn futures_join<T>(
+    a: Vec<std::pin::Pin<Box<dyn Future<Output = T> + Send + '_>>>,
+    b: Vec<std::pin::Pin<Box<dyn Future<Output = T> + Send + '_>>>,
+) -> (Vec<T>, Vec<T>) {
+    let mut all: Vec<_> = a.into_iter().chain(b).map(Some).collect();
+    let split = all.len() / 2;
+    let mut outputs: Vec<Option<T>> = all.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, output) in all.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    let mut outputs: Vec<T> = outputs.into_iter().map(|o| o.expect("every future finished")).collect();
+    let second = outputs.split_off(split);
+    (outputs, second)
 }

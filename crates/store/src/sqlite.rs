@@ -3,8 +3,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection, SqlitePool};
-use tokio::sync::Mutex;
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{Collection, Expect, Record, RecordStore, StoreError, Write, WriteOp};
 
@@ -26,11 +26,24 @@ const MIGRATIONS: &[&str] = &[
 
 /// The embedded store: one SQLite database in WAL mode with `synchronous=FULL`,
 /// so a committed batch survives a crash or power loss.
+///
+/// Writes go through one writer task that commits every batch waiting at that
+/// moment in a single transaction (group commit): each batch in its own savepoint,
+/// so a batch whose expectations fail is rolled back alone, and one fsync makes
+/// them all durable before any caller is answered.
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// Serialises this process's write transactions; other processes wait on the busy timeout.
-    writer: Mutex<()>,
+    writer: mpsc::Sender<Pending>,
 }
+
+/// A batch waiting for the writer, with where to send its outcome.
+struct Pending {
+    writes: Vec<Write>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Most batches committed in one transaction.
+const GROUP_LIMIT: usize = 512;
 
 impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -42,41 +55,42 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        let store = Self { pool, writer: Mutex::new(()) };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let _guard = self.writer.lock().await;
-        let applied: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&self.pool).await?;
-        let applied = usize::try_from(applied).map_err(|_| StoreError::Backend("negative user_version".into()))?;
-        if applied > MIGRATIONS.len() {
-            return Err(StoreError::Backend(format!(
-                "the database has schema version {applied}, newer than this ferrocore ({}); upgrade ferrocore",
-                MIGRATIONS.len()
-            )));
-        }
-        for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::query(&format!("PRAGMA user_version = {}", index + 1)).execute(&mut *tx).await?;
-            tx.commit().await?;
-            tracing::info!(version = index + 1, "applied store migration");
-        }
-        Ok(())
+        migrate(&pool).await?;
+        let (writer, pending) = mpsc::channel(4 * GROUP_LIMIT);
+        tokio::spawn(write_groups(pool.clone(), pending));
+        Ok(Self { pool, writer })
     }
 }
 
+/// Applies the migrations not yet applied (before the writer task starts).
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let applied: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(pool).await?;
+    let applied = usize::try_from(applied).map_err(|_| StoreError::Backend("negative user_version".into()))?;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Backend(format!(
+            "the database has schema version {applied}, newer than this ferrocore ({}); upgrade ferrocore",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query(&format!("PRAGMA user_version = {}", index + 1)).execute(&mut *tx).await?;
+        tx.commit().await?;
+        tracing::info!(version = index + 1, "applied store migration");
+    }
+    Ok(())
+}
+
 async fn current_revision(
-    conn: &mut SqliteConnection,
+    tx: &mut Transaction<'static, Sqlite>,
     collection: Collection,
     key: &str,
 ) -> Result<Option<i64>, StoreError> {
     Ok(sqlx::query_scalar("SELECT revision FROM records WHERE collection = ? AND key = ?")
         .bind(collection.as_str())
         .bind(key)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut **tx)
         .await?)
 }
 
@@ -125,45 +139,83 @@ impl RecordStore for SqliteStore {
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let _guard = self.writer.lock().await;
-        // Dropping the transaction (an error, or a cancelled request) rolls it back.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let revision: i64 =
-            sqlx::query_scalar("UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value")
-                .fetch_one(&mut *tx)
-                .await?;
-        for write in &writes {
-            let current = current_revision(&mut tx, write.collection, &write.key).await?;
-            let holds = match write.expect {
-                Expect::Anything => true,
-                Expect::Absent => current.is_none(),
-                Expect::Revision(expected) => current == Some(expected),
-            };
-            if !holds {
-                return Err(StoreError::Conflict { collection: write.collection.as_str(), key: write.key.clone() });
-            }
-            let statement = match &write.op {
-                WriteOp::Put(body) => sqlx::query(
-                    "INSERT INTO records (collection, key, revision, body) VALUES (?, ?, ?, ?)
-                     ON CONFLICT (collection, key) DO UPDATE SET revision = excluded.revision, body = excluded.body",
-                )
-                .bind(write.collection.as_str())
-                .bind(&write.key)
-                .bind(revision)
-                .bind(body),
-                WriteOp::Check => {
-                    sqlx::query("UPDATE records SET revision = ? WHERE collection = ? AND key = ?")
-                        .bind(revision)
-                        .bind(write.collection.as_str())
-                        .bind(&write.key)
-                }
-                WriteOp::Delete => sqlx::query("DELETE FROM records WHERE collection = ? AND key = ?")
-                    .bind(write.collection.as_str())
-                    .bind(&write.key),
-            };
-            statement.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let (done, outcome) = oneshot::channel();
+        let stopped = || StoreError::Backend("the store's writer has stopped".into());
+        self.writer.send(Pending { writes, done }).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
+}
+
+/// The writer task: takes every batch waiting (up to [`GROUP_LIMIT`]) and commits
+/// them in one transaction.
+async fn write_groups(pool: SqlitePool, mut pending: mpsc::Receiver<Pending>) {
+    let mut group = Vec::with_capacity(GROUP_LIMIT);
+    while pending.recv_many(&mut group, GROUP_LIMIT).await > 0 {
+        let outcomes = commit_group(&pool, &group).await;
+        for (batch, outcome) in group.drain(..).zip(outcomes) {
+            let _ = batch.done.send(outcome);
+        }
+    }
+}
+
+/// One transaction for the group; answers each batch's outcome. If the commit
+/// itself fails, every batch fails with it.
+async fn commit_group(pool: &SqlitePool, group: &[Pending]) -> Vec<Result<(), StoreError>> {
+    match try_commit_group(pool, group).await {
+        Ok(outcomes) => outcomes,
+        Err(err) => group.iter().map(|_| Err(StoreError::Backend(err.to_string()))).collect(),
+    }
+}
+
+async fn try_commit_group(pool: &SqlitePool, group: &[Pending]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut outcomes = Vec::with_capacity(group.len());
+    for batch in group {
+        sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
+        let outcome = apply(&mut tx, &batch.writes).await;
+        if outcome.is_err() {
+            sqlx::query("ROLLBACK TO batch").execute(&mut *tx).await?;
+        }
+        sqlx::query("RELEASE batch").execute(&mut *tx).await?;
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Checks a batch's expectations and applies its writes, all with one new revision.
+async fn apply(tx: &mut Transaction<'static, Sqlite>, writes: &[Write]) -> Result<(), StoreError> {
+    let revision: i64 = sqlx::query_scalar("UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value")
+        .fetch_one(&mut **tx)
+        .await?;
+    for write in writes {
+        let current = current_revision(tx, write.collection, &write.key).await?;
+        let holds = match write.expect {
+            Expect::Anything => true,
+            Expect::Absent => current.is_none(),
+            Expect::Revision(expected) => current == Some(expected),
+        };
+        if !holds {
+            return Err(StoreError::Conflict { collection: write.collection.as_str(), key: write.key.clone() });
+        }
+        let statement = match &write.op {
+            WriteOp::Put(body) => sqlx::query(
+                "INSERT INTO records (collection, key, revision, body) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (collection, key) DO UPDATE SET revision = excluded.revision, body = excluded.body",
+            )
+            .bind(write.collection.as_str())
+            .bind(&write.key)
+            .bind(revision)
+            .bind(body),
+            WriteOp::Check => sqlx::query("UPDATE records SET revision = ? WHERE collection = ? AND key = ?")
+                .bind(revision)
+                .bind(write.collection.as_str())
+                .bind(&write.key),
+            WriteOp::Delete => sqlx::query("DELETE FROM records WHERE collection = ? AND key = ?")
+                .bind(write.collection.as_str())
+                .bind(&write.key),
+        };
+        statement.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
