@@ -21,6 +21,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// AWS clamps keep-alive to this range; 0 means the maximum.
 const KEEP_ALIVE_RANGE: (u16, u16) = (30, 1200);
 const QUEUE_DEPTH: usize = 1024;
+/// QoS 1 deliveries held beyond the client's Receive Maximum window.
+const WAITING_LIMIT: usize = 1024;
+/// Deliveries taken from the queue before the output is written.
+const OUT_BATCH: usize = 64;
+/// Output buffered past this many bytes is written without waiting for the batch to end.
+const OUT_FLUSH_BYTES: usize = 16 * 1024;
 /// QoS 1 messages AWS lets a client leave unacknowledged (outbound), and the topic
 /// aliases it accepts from an MQTT 5 client.
 const V311_RECEIVE_MAXIMUM: u16 = 100;
@@ -74,6 +80,9 @@ impl std::fmt::Display for End {
 struct Session<S> {
     stream: S,
     buffer: BytesMut,
+    /// Encoded packets not yet written: written together before the task waits,
+    /// so a burst of deliveries or acknowledgements costs one TLS record and one syscall.
+    out: BytesMut,
     version: Version,
     client_id: String,
     permissions: PermissionsCell,
@@ -200,9 +209,11 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             .filter(|secs| *secs > 0)
             .map(|secs| u64::from(secs).min(MAX_SESSION_EXPIRY_SECS)),
     };
-    let stored = shared.router.take_session(&client_id, now_ms());
-    let resumed = if connect.clean_start { None } else { stored };
-    if (resumed.is_some() || connect.clean_start)
+    let stored = shared.router.take_session(&client_id);
+    // The stored copy goes either way: resumed, the session lives in memory until it is parked again.
+    let had_stored = stored.is_some();
+    let resumed = stored.filter(|session| !connect.clean_start && session.expires_at_ms > now_ms());
+    if had_stored
         && let Err(err) = shared.sessions.delete(vec![client_id.clone()]).await
     {
         tracing::warn!(client_id = %client_id, error = %err, "cannot remove a stored session");
@@ -235,6 +246,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut session = Session {
         stream,
         buffer,
+        out: BytesMut::with_capacity(OUT_FLUSH_BYTES),
         version,
         client_id: client_id.clone(),
         permissions: cell,
@@ -313,10 +325,23 @@ async fn read_connect<S: AsyncRead + Unpin>(stream: &mut S, buffer: &mut BytesMu
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Queues a packet for the next flush (written at once past [`OUT_FLUSH_BYTES`]).
     async fn send(&mut self, packet: &Packet) -> std::io::Result<()> {
-        let mut out = BytesMut::new();
-        encode(packet, self.version, &mut out);
-        self.stream.write_all(&out).await
+        encode(packet, self.version, &mut self.out);
+        if self.out.len() >= OUT_FLUSH_BYTES { self.flush().await } else { Ok(()) }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        // TLS may keep encrypted bytes back until flushed (when the socket was full).
+        let result = match self.stream.write_all(&self.out).await {
+            Ok(()) => self.stream.flush().await,
+            Err(err) => Err(err),
+        };
+        self.out.clear();
+        result
     }
 
     /// Ends the connection with a reason: MQTT 5 clients are told with DISCONNECT.
@@ -324,6 +349,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.version == Version::V5 {
             let _ = self.send(&Packet::Disconnect(Disconnect { reason, properties: Properties::default() })).await;
         }
+        let _ = self.flush().await;
         end
     }
 
@@ -341,6 +367,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return end;
                 }
             }
+            if self.flush().await.is_err() {
+                return End::ConnectionLost;
+            }
             // MQTT: the server may close after 1.5 keep-alive periods without a packet.
             let idle = self
                 .state
@@ -357,15 +386,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         }
                     }
                 },
-                message = outgoing.recv() => match message {
-                    Some(Outgoing::Deliver { topic, payload, qos, retain }) => {
-                        if self.deliver(topic, payload, qos, retain).await.is_err() {
-                            return End::ConnectionLost;
+                // While the client's window is full, leave deliveries in the bounded queue:
+                // a slow subscriber then loses messages (counted) instead of growing memory.
+                message = outgoing.recv(), if self.waiting.len() < WAITING_LIMIT => {
+                    // Take what else is queued too, to write it in one go.
+                    let mut next = message;
+                    let mut taken = 0;
+                    loop {
+                        match next {
+                            Some(Outgoing::Deliver { topic, payload, qos, retain }) => {
+                                if self.deliver(topic, payload, qos, retain).await.is_err() {
+                                    return End::ConnectionLost;
+                                }
+                            }
+                            Some(Outgoing::TakenOver) | None => {
+                                return self.close(ReasonCode::SessionTakenOver, End::TakenOver).await;
+                            }
+                            Some(Outgoing::Revoked) => return self.close(ReasonCode::NotAuthorized, End::Revoked).await,
+                        }
+                        taken += 1;
+                        if taken == OUT_BATCH {
+                            break;
+                        }
+                        match outgoing.try_recv() {
+                            Ok(queued) => next = Some(queued),
+                            Err(_) => break,
                         }
                     }
-                    Some(Outgoing::TakenOver) | None => return self.close(ReasonCode::SessionTakenOver, End::TakenOver).await,
-                    Some(Outgoing::Revoked) => return self.close(ReasonCode::NotAuthorized, End::Revoked).await,
-                },
+                }
             }
         }
     }
@@ -410,7 +458,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             properties: Properties::default(),
         };
         self.send(&Packet::Publish(publish)).await?;
-        metrics::counter!("ferrocore_mqtt_messages_out_total").increment(1);
+        self.shared.metrics.messages_out.increment(1);
         Ok(())
     }
 
@@ -486,7 +534,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 _ => Some(self.close(ReasonCode::NotAuthorized, end).await),
             };
         }
-        metrics::counter!("ferrocore_mqtt_messages_in_total").increment(1);
+        self.shared.metrics.messages_in.increment(1);
         if !self.quota.admit_publish(std::time::Instant::now()) {
             // AWS discards publishes over the per-connection quota.
             metrics::counter!("ferrocore_mqtt_throttled_total", "quota" => "publishes").increment(1);

@@ -80,8 +80,24 @@ pub enum GatewayError {
     Registry(String),
 }
 
+/// Counters on the message path, registered once (a lookup per message would cost more than the count).
+pub(crate) struct PathMetrics {
+    pub messages_in: metrics::Counter,
+    pub messages_out: metrics::Counter,
+}
+
+impl PathMetrics {
+    fn register() -> Self {
+        Self {
+            messages_in: metrics::counter!("ferrocore_mqtt_messages_in_total"),
+            messages_out: metrics::counter!("ferrocore_mqtt_messages_out_total"),
+        }
+    }
+}
+
 /// State every connection shares.
 pub(crate) struct Shared {
+    metrics: PathMetrics,
     registry: Arc<Registry>,
     router: Router,
     account: Account,
@@ -170,6 +186,7 @@ impl Gateway {
         let listener =
             TcpListener::bind(config.addr).await.map_err(|source| GatewayError::Bind { addr: config.addr, source })?;
         let shared = Arc::new(Shared {
+            metrics: PathMetrics::register(),
             registry,
             router: Router::default(),
             account: config.account.clone(),
@@ -210,6 +227,10 @@ impl Gateway {
                     }
                 },
             };
+            // Small MQTT packets must not wait for Nagle's algorithm (40 ms with delayed ACKs).
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot disable Nagle's algorithm");
+            }
             let (acceptor, shared) = (acceptor.clone(), shared.clone());
             let connection = connections.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! Who is connected and what they subscribed to. Deliveries are checked against
 //! each subscriber's current permissions (iot:Receive) before they are queued.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -50,9 +50,69 @@ struct Offline {
     permissions: PermissionsCell,
 }
 
+/// The connected clients and an index of their subscriptions: topic filters
+/// without wildcards by exact topic, the others scanned once per distinct filter.
+#[derive(Default)]
+struct Table {
+    clients: HashMap<String, Client>,
+    exact: HashMap<String, HashSet<String>>,
+    wildcard: HashMap<String, HashSet<String>>,
+}
+
+impl Table {
+    fn index(&mut self, filter: &str) -> &mut HashMap<String, HashSet<String>> {
+        if filter.contains(['+', '#']) { &mut self.wildcard } else { &mut self.exact }
+    }
+
+    fn add_filter(&mut self, client_id: &str, filter: &str) {
+        self.index(filter).entry(filter.to_string()).or_default().insert(client_id.to_string());
+    }
+
+    fn remove_filter(&mut self, client_id: &str, filter: &str) {
+        let index = self.index(filter);
+        if let Some(ids) = index.get_mut(filter) {
+            ids.remove(client_id);
+            if ids.is_empty() {
+                index.remove(filter);
+            }
+        }
+    }
+
+    fn insert(&mut self, client: Client) {
+        let id = client.entry.client_id.clone();
+        for filter in client.subscriptions.keys() {
+            self.add_filter(&id, filter);
+        }
+        self.clients.insert(id, client);
+    }
+
+    fn remove(&mut self, client_id: &str) -> Option<Client> {
+        let client = self.clients.remove(client_id)?;
+        for filter in client.subscriptions.keys() {
+            self.remove_filter(client_id, filter);
+        }
+        Some(client)
+    }
+
+    /// Each client subscribed to `topic_name`, with the highest QoS it was granted.
+    fn subscribers(&self, topic_name: &str) -> HashMap<&str, QoS> {
+        let mut granted: HashMap<&str, QoS> = HashMap::new();
+        let exact = self.exact.get(topic_name).map(|ids| (topic_name, ids));
+        let wildcard = self.wildcard.iter().filter(|(filter, _)| topic::matches(filter, topic_name));
+        for (filter, ids) in exact.into_iter().chain(wildcard.map(|(f, ids)| (f.as_str(), ids))) {
+            for id in ids {
+                let Some(qos) = self.clients.get(id).and_then(|c| c.subscriptions.get(filter)) else { continue };
+                let best = granted.entry(id.as_str()).or_insert(*qos);
+                *best = (*best).max(*qos);
+            }
+        }
+        granted
+    }
+}
+
 #[derive(Default)]
 pub struct Router {
-    clients: Mutex<HashMap<String, Client>>,
+    clients: Mutex<Table>,
     /// Lifecycle `versionNumber` per client id: one more on every connect.
     versions: Mutex<HashMap<String, u64>>,
     offline: Mutex<HashMap<String, Offline>>,
@@ -74,8 +134,8 @@ impl Router {
             *version
         };
         let client_id = entry.client_id.clone();
-        let mut clients = self.lock();
-        let previous = clients.remove(&client_id);
+        let mut table = self.lock();
+        let previous = table.remove(&client_id);
         let mut present = resumed.is_some();
         let mut subscriptions = resumed.unwrap_or_default();
         if let Some(previous) = previous {
@@ -85,7 +145,7 @@ impl Router {
                 subscriptions.extend(previous.subscriptions);
             }
         }
-        clients.insert(client_id, Client { entry, subscriptions });
+        table.insert(Client { entry, subscriptions });
         (version, present)
     }
 
@@ -97,10 +157,9 @@ impl Router {
         }
     }
 
-    /// Takes a client's stored session to resume it, unless it expired.
-    pub fn take_session(&self, client_id: &str, now_ms: u64) -> Option<StoredSession> {
-        let offline = self.offline_lock().remove(client_id)?;
-        (offline.session.expires_at_ms > now_ms).then_some(offline.session)
+    /// Takes a client's stored session (expired or not) off the offline list.
+    pub fn take_session(&self, client_id: &str) -> Option<StoredSession> {
+        self.offline_lock().remove(client_id).map(|offline| offline.session)
     }
 
     /// Parks a persistent session whose connection ended, unless a newer
@@ -114,11 +173,11 @@ impl Router {
         expires_at_ms: u64,
         unacknowledged: Vec<Queued>,
     ) -> Option<StoredSession> {
-        let mut clients = self.lock();
-        if clients.get(client_id).is_none_or(|c| c.entry.connection != connection) {
+        let mut table = self.lock();
+        if table.clients.get(client_id).is_none_or(|c| c.entry.connection != connection) {
             return None;
         }
-        let client = clients.remove(client_id)?;
+        let client = table.remove(client_id)?;
         let session = StoredSession {
             certificate_id: certificate_id.to_string(),
             subscriptions: client.subscriptions.iter().map(|(f, q)| (f.clone(), *q as u8)).collect(),
@@ -147,26 +206,29 @@ impl Router {
 
     /// Forgets the client, unless a newer connection already took its id.
     pub fn disconnect(&self, client_id: &str, connection: u64) {
-        let mut clients = self.lock();
-        if clients.get(client_id).is_some_and(|c| c.entry.connection == connection) {
-            clients.remove(client_id);
+        let mut table = self.lock();
+        if table.clients.get(client_id).is_some_and(|c| c.entry.connection == connection) {
+            table.remove(client_id);
         }
     }
 
     pub fn clients(&self) -> Vec<ClientEntry> {
-        self.lock().values().map(|c| c.entry.clone()).collect()
+        self.lock().clients.values().map(|c| c.entry.clone()).collect()
     }
 
     pub fn subscribe(&self, client_id: &str, filter: &str, qos: QoS) {
-        if let Some(client) = self.lock().get_mut(client_id) {
-            client.subscriptions.insert(filter.to_string(), qos);
+        let mut table = self.lock();
+        if let Some(client) = table.clients.get_mut(client_id)
+            && client.subscriptions.insert(filter.to_string(), qos).is_none()
+        {
+            table.add_filter(client_id, filter);
         }
     }
 
     /// Queues the retained copy of a topic for one client, if its iot:Receive allows it.
     pub fn deliver_retained(&self, client_id: &str, topic_name: &str, payload: &Bytes, qos: QoS, receive_resource: &str) {
-        let clients = self.lock();
-        let Some(client) = clients.get(client_id) else { return };
+        let table = self.lock();
+        let Some(client) = table.clients.get(client_id) else { return };
         if !current(&client.entry.permissions).allows("iot:Receive", receive_resource) {
             return;
         }
@@ -177,12 +239,18 @@ impl Router {
     /// Whether the client may add (or renew) `filter` within `limit` subscriptions.
     pub fn can_subscribe(&self, client_id: &str, filter: &str, limit: usize) -> bool {
         self.lock()
+            .clients
             .get(client_id)
             .is_some_and(|client| client.subscriptions.contains_key(filter) || client.subscriptions.len() < limit)
     }
 
     pub fn unsubscribe(&self, client_id: &str, filter: &str) -> bool {
-        self.lock().get_mut(client_id).is_some_and(|client| client.subscriptions.remove(filter).is_some())
+        let mut table = self.lock();
+        let removed = table.clients.get_mut(client_id).is_some_and(|client| client.subscriptions.remove(filter).is_some());
+        if removed {
+            table.remove_filter(client_id, filter);
+        }
+        removed
     }
 
     /// Queues a message for every subscriber allowed to receive it; QoS 1 messages
@@ -200,15 +268,9 @@ impl Router {
                 }
             }
         }
-        let clients = self.lock();
-        for client in clients.values() {
-            let granted = client
-                .subscriptions
-                .iter()
-                .filter(|(filter, _)| topic::matches(filter, topic_name))
-                .map(|(_, qos)| *qos)
-                .max();
-            let Some(granted) = granted else { continue };
+        let table = self.lock();
+        for (client_id, granted) in table.subscribers(topic_name) {
+            let Some(client) = table.clients.get(client_id) else { continue };
             if !current(&client.entry.permissions).allows("iot:Receive", receive_resource) {
                 metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "iot:Receive").increment(1);
                 continue;
@@ -222,7 +284,7 @@ impl Router {
         changed
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Client>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

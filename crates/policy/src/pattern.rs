@@ -21,20 +21,20 @@ pub(crate) fn tokens(text: &str) -> Vec<Token> {
 
 /// Matches `text` against `pattern`, optionally ignoring ASCII case.
 pub(crate) fn matches(pattern: &[Token], text: &str, ignore_case: bool) -> bool {
-    let text: Vec<char> = text.chars().collect();
     let same = |a: char, b: char| if ignore_case { a.eq_ignore_ascii_case(&b) } else { a == b };
-    // Iterative wildcard matching with backtracking to the last `*`.
+    // Iterative wildcard matching with backtracking to the last `*`; `t` is a byte
+    // offset into `text`, so nothing is allocated.
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
+    while let Some(c) = text[t..].chars().next() {
         match pattern.get(p) {
-            Some(Token::Char(c)) if same(*c, text[t]) => {
+            Some(Token::Char(expected)) if same(*expected, c) => {
                 p += 1;
-                t += 1;
+                t += c.len_utf8();
             }
             Some(Token::AnyChar) => {
                 p += 1;
-                t += 1;
+                t += c.len_utf8();
             }
             Some(Token::AnySequence) => {
                 star = Some((p, t));
@@ -42,9 +42,10 @@ pub(crate) fn matches(pattern: &[Token], text: &str, ignore_case: bool) -> bool 
             }
             _ => match star {
                 Some((star_p, star_t)) => {
+                    let skipped = text[star_t..].chars().next().map_or(1, char::len_utf8);
                     p = star_p + 1;
-                    t = star_t + 1;
-                    star = Some((star_p, star_t + 1));
+                    t = star_t + skipped;
+                    star = Some((star_p, t));
                 }
                 None => return false,
             },

@@ -30,12 +30,27 @@ pub struct AuthResult {
 }
 
 /// The policies and context that decide what one connection may do.
-#[derive(Debug, Clone)]
+///
+/// Decisions on the message path are remembered: the policies and the context of
+/// a `Permissions` never change (a registry change replaces the whole value), so a
+/// decision once made holds for its lifetime.
+#[derive(Debug)]
 pub struct Permissions {
     policies: Vec<(String, ferrocore_policy::Policy)>,
     context: Context,
     /// The thing whose variables resolve for this connection, if any.
     pub thing: Option<String>,
+    decisions: DecisionCache,
+}
+
+/// The data-plane actions whose decisions are remembered, by resource.
+const CACHED_ACTIONS: [&str; 5] = ["iot:Connect", "iot:Publish", "iot:Subscribe", "iot:Receive", "iot:RetainPublish"];
+/// Resources remembered per action before the memory starts over.
+const CACHED_RESOURCES: usize = 4096;
+
+#[derive(Debug, Default)]
+struct DecisionCache {
+    by_action: [std::sync::RwLock<std::collections::HashMap<String, bool>>; CACHED_ACTIONS.len()],
 }
 
 impl Permissions {
@@ -45,7 +60,20 @@ impl Permissions {
     }
 
     pub fn allows(&self, action: &str, resource: &str) -> bool {
-        self.evaluate(action, resource).decision == Decision::Allowed
+        let Some(index) = CACHED_ACTIONS.iter().position(|a| *a == action) else {
+            return self.evaluate(action, resource).decision == Decision::Allowed;
+        };
+        let cache = &self.decisions.by_action[index];
+        if let Some(allowed) = cache.read().unwrap_or_else(|e| e.into_inner()).get(resource) {
+            return *allowed;
+        }
+        let allowed = self.evaluate(action, resource).decision == Decision::Allowed;
+        let mut remembered = cache.write().unwrap_or_else(|e| e.into_inner());
+        if remembered.len() >= CACHED_RESOURCES {
+            remembered.clear();
+        }
+        remembered.insert(resource.to_string(), allowed);
+        allowed
     }
 }
 
@@ -85,6 +113,8 @@ fn certificate_facts(certificate: &Certificate) -> Option<CertificateFacts> {
 
 /// The thing whose variables resolve for `principal` connecting as `client_id`:
 /// its exclusive thing, else the thing named like the client id if attached.
+/// The thing a connection acts as (AWS's attachment rules): the principal's
+/// EXCLUSIVE_THING if it has one, else the attached thing named like the client id.
 fn connection_thing<'a>(things: &'a [Thing], principal: &str, client_id: Option<&str>) -> Option<&'a Thing> {
     let attached = |t: &&Thing| t.principals.contains_key(principal);
     things
@@ -119,11 +149,23 @@ impl Registry {
             Ok(arn) if arn.kind == ResourceKind::Certificate => Some(self.require_certificate(&arn.name).await?.value),
             _ => None,
         };
-        let things: Vec<Thing> = self.load_all::<Thing>(Collection::Thing).await?.into_iter().map(|t| t.value).collect();
+        // A certificate lists its things; other principals are matched against every thing.
+        let things: Vec<Thing> = match &certificate {
+            Some(certificate) => {
+                let mut attached = Vec::with_capacity(certificate.things.len());
+                for name in &certificate.things {
+                    if let Some(thing) = self.load::<Thing>(Collection::Thing, name).await? {
+                        attached.push(thing.value);
+                    }
+                }
+                attached
+            }
+            None => self.load_all::<Thing>(Collection::Thing).await?.into_iter().map(|t| t.value).collect(),
+        };
         let thing = connection_thing(&things, &principal, client_id);
 
         let mut targets: BTreeSet<String> = [principal.clone()].into();
-        if let Some(thing) = thing {
+        if let Some(thing) = thing.filter(|t| !t.groups.is_empty()) {
             let groups = self.load_all::<ThingGroup>(Collection::ThingGroup).await?;
             for name in &thing.groups {
                 let mut current = groups.iter().find(|g| &g.value.name == name);
@@ -158,7 +200,7 @@ impl Registry {
         });
         let cert_facts = certificate.as_ref().and_then(certificate_facts);
         let context = Context::for_connection(client_id.unwrap_or_default(), thing_facts.as_ref(), cert_facts.as_ref());
-        Ok(Permissions { policies, context, thing: thing.map(|t| t.name.clone()) })
+        Ok(Permissions { policies, context, thing: thing.map(|t| t.name.clone()), decisions: DecisionCache::default() })
     }
 
     pub async fn test_authorization(&self, request: &TestAuthorization) -> Result<Vec<AuthResult>> {
