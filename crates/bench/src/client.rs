@@ -36,10 +36,12 @@ impl Target {
             CertificateDer::pem_slice_iter(cert_pem).collect::<Result<_, _>>().context("reading the client certificate")?;
         let key = PrivateKeyDer::from_pem_slice(key_pem).context("reading the client key")?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)?;
+        // Every connection is a full handshake (certificates exchanged and verified).
+        config.resumption = rustls::client::Resumption::disabled();
         let server_name = ServerName::try_from(addr.ip().to_string())?;
         Ok(Self { addr, connector: TlsConnector::from(Arc::new(config)), server_name })
     }

@@ -160,7 +160,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         return;
     }
     let principal = shared.arn("cert", &certificate_id);
-    let permissions = match shared.registry.permissions(&principal, Some(&connect.client_id), &[], &[]).await {
+    let permissions = match shared.registry.connection_permissions(&principal, &connect.client_id).await {
         Ok(permissions) => permissions,
         Err(err) => {
             tracing::warn!(certificate = %certificate_id, error = %err, "cannot read the connection's permissions");
@@ -225,7 +225,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         ),
         None => (None, Vec::new()),
     };
-    let cell: PermissionsCell = Arc::new(std::sync::RwLock::new(Arc::new(permissions)));
+    let cell: PermissionsCell = Arc::new(std::sync::RwLock::new(permissions));
     let (lifecycle_version, session_present) = shared.router.connect(
         ClientEntry {
             client_id: client_id.clone(),
@@ -545,8 +545,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // Nothing is acknowledged that is not durable.
             return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("retained message not stored")).await);
         }
-        let changed = self.shared.router.publish(&publish.topic, &publish.payload, publish.qos, &resource);
-        if let Err(err) = self.shared.store_sessions(changed).await {
+        let published = self.shared.router.publish(&publish.topic, &publish.payload, publish.qos, &resource);
+        if let Err(err) = self.shared.settle(published).await {
             tracing::error!(client_id = %self.client_id, error = %err, "cannot store queued messages");
             return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("queued messages not stored")).await);
         }

@@ -6,7 +6,7 @@ use ferrocore_mqtt::QoS;
 use serde_json::{Value, json};
 
 use crate::{Shared, now_ms};
-use crate::router::ChangedSessions;
+use crate::router::Published;
 
 /// Who an event is about: the same values on the connect/disconnect pair.
 pub(crate) struct Presence {
@@ -16,7 +16,7 @@ pub(crate) struct Presence {
     pub version: u64,
 }
 
-fn publish(shared: &Shared, topic: String, mut body: Value, presence: &Presence, event_type: &str) -> ChangedSessions {
+fn publish(shared: &Shared, topic: String, mut body: Value, presence: &Presence, event_type: &str) -> Published {
     body["clientId"] = json!(presence.client_id);
     body["timestamp"] = json!(now_ms());
     body["eventType"] = json!(event_type);
@@ -27,12 +27,12 @@ fn publish(shared: &Shared, topic: String, mut body: Value, presence: &Presence,
     shared.router.publish(&topic, &payload, QoS::AtLeastOnce, &resource)
 }
 
-pub(crate) fn connected(shared: &Shared, presence: &Presence, ip: &str) -> ChangedSessions {
+pub(crate) fn connected(shared: &Shared, presence: &Presence, ip: &str) -> Published {
     let topic = format!("$aws/events/presence/connected/{}", presence.client_id);
     publish(shared, topic, json!({"ipAddress": ip, "versionNumber": presence.version}), presence, "connected")
 }
 
-pub(crate) fn disconnected(shared: &Shared, presence: &Presence, reason: &str, client_initiated: bool) -> ChangedSessions {
+pub(crate) fn disconnected(shared: &Shared, presence: &Presence, reason: &str, client_initiated: bool) -> Published {
     let topic = format!("$aws/events/presence/disconnected/{}", presence.client_id);
     let body = json!({
         "versionNumber": presence.version,
@@ -43,9 +43,9 @@ pub(crate) fn disconnected(shared: &Shared, presence: &Presence, reason: &str, c
 }
 
 /// `kind` is `subscribed` or `unsubscribed`.
-pub(crate) fn subscriptions(shared: &Shared, presence: &Presence, kind: &str, topics: &[String]) -> ChangedSessions {
+pub(crate) fn subscriptions(shared: &Shared, presence: &Presence, kind: &str, topics: &[String]) -> Published {
     if topics.is_empty() {
-        return Vec::new();
+        return Published::default();
     }
     let topic = format!("$aws/events/subscriptions/{kind}/{}", presence.client_id);
     publish(shared, topic, json!({"topics": topics}), presence, kind)

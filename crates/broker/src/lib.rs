@@ -110,6 +110,10 @@ pub(crate) struct Shared {
     session_expiry_secs: u64,
 }
 
+/// How long a publish waits for room in a subscriber's full queue before the
+/// message is dropped for that subscriber.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(20);
+
 /// The longest session expiry an MQTT 5 client may ask for (AWS: 7 days).
 const MAX_SESSION_EXPIRY_SECS: u64 = 7 * 24 * 3600;
 
@@ -131,9 +135,20 @@ impl Shared {
             .await;
     }
 
-    /// Stores the sessions a server-side publish queued messages for.
-    async fn store_changed(&self, changed: router::ChangedSessions) {
-        if let Err(err) = self.store_sessions(changed).await {
+    /// Finishes a publish: waits (briefly) for room in full subscriber queues, then
+    /// stores the persistent sessions it queued messages for.
+    async fn settle(&self, published: router::Published) -> Result<(), ferrocore_store::StoreError> {
+        for (sender, delivery) in published.full {
+            if sender.send_timeout(delivery, QUEUE_FULL_WAIT).await.is_err() {
+                metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
+            }
+        }
+        self.store_sessions(published.changed).await
+    }
+
+    /// [`Self::settle`] for a publish the server makes (events, wills, services).
+    async fn store_changed(&self, published: router::Published) {
+        if let Err(err) = self.settle(published).await {
             tracing::error!(error = %err, "cannot store queued messages of persistent sessions");
         }
     }
@@ -276,9 +291,9 @@ async fn load_sessions(shared: &Shared) -> Result<(), String> {
     let mut loaded = Vec::new();
     for (client_id, session) in stored {
         let principal = shared.arn("cert", &session.certificate_id);
-        match shared.registry.permissions(&principal, Some(&client_id), &[], &[]).await {
+        match shared.registry.connection_permissions(&principal, &client_id).await {
             Ok(permissions) => {
-                let cell: router::PermissionsCell = Arc::new(std::sync::RwLock::new(Arc::new(permissions)));
+                let cell: router::PermissionsCell = Arc::new(std::sync::RwLock::new(permissions));
                 loaded.push((client_id, session, cell));
             }
             Err(err) => tracing::warn!(client_id = %client_id, error = %err, "dropping a session whose certificate is gone"),
@@ -311,10 +326,10 @@ async fn revalidate_on_changes(shared: Arc<Shared>, snapshot: Arc<TrustSnapshot>
         for client in shared.router.clients() {
             let principal = shared.arn("cert", &client.certificate_id);
             let still_allowed = snapshot.still_trusted(&client.certificate_id)
-                && match shared.registry.permissions(&principal, Some(&client.client_id), &[], &[]).await {
+                && match shared.registry.connection_permissions(&principal, &client.client_id).await {
                     Ok(permissions) => {
                         let allowed = permissions.allows("iot:Connect", &shared.arn("client", &client.client_id));
-                        *client.permissions.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(permissions);
+                        *client.permissions.write().unwrap_or_else(|e| e.into_inner()) = permissions;
                         allowed
                     }
                     Err(err) => {

@@ -121,6 +121,15 @@ pub struct Router {
 /// Sessions changed by a publish, to be made durable before it is acknowledged.
 pub type ChangedSessions = Vec<(String, StoredSession)>;
 
+/// What a publish left to do outside the router's lock: sessions to store, and
+/// deliveries whose subscriber queue was full (the publisher waits a little for
+/// room, so a flood slows down to what subscribers take instead of being dropped).
+#[derive(Default)]
+pub struct Published {
+    pub changed: ChangedSessions,
+    pub full: Vec<(mpsc::Sender<Outgoing>, Outgoing)>,
+}
+
 impl Router {
     /// Registers a connection with the subscriptions of a resumed session, and
     /// answers its lifecycle version number and whether a session was present. An
@@ -256,8 +265,9 @@ impl Router {
     /// Queues a message for every subscriber allowed to receive it; QoS 1 messages
     /// matching a QoS 1 subscription of a disconnected persistent session are kept
     /// for it (AWS's rule), and those sessions are returned to be stored.
-    pub fn publish(&self, topic_name: &str, payload: &Bytes, qos: QoS, receive_resource: &str) -> ChangedSessions {
+    pub fn publish(&self, topic_name: &str, payload: &Bytes, qos: QoS, receive_resource: &str) -> Published {
         let mut changed = Vec::new();
+        let mut full = Vec::new();
         if qos == QoS::AtLeastOnce {
             let mut offline = self.offline_lock();
             for (client_id, away) in offline.iter_mut() {
@@ -277,11 +287,11 @@ impl Router {
             }
             let delivery =
                 Outgoing::Deliver { topic: topic_name.to_string(), payload: payload.clone(), qos: qos.min(granted), retain: false };
-            if client.entry.sender.try_send(delivery).is_err() {
-                metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
+            if let Err(mpsc::error::TrySendError::Full(delivery)) = client.entry.sender.try_send(delivery) {
+                full.push((client.entry.sender.clone(), delivery));
             }
         }
-        changed
+        Published { changed, full }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {

@@ -3,6 +3,7 @@
 //! engine. TestAuthorization exposes this to users.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use ferrocore_model::registry::{Thing, ThingGroup};
 use ferrocore_model::security::{Certificate, Policy, ThingPrincipalType};
@@ -45,6 +46,12 @@ pub struct Permissions {
 
 /// The data-plane actions whose decisions are remembered, by resource.
 const CACHED_ACTIONS: [&str; 5] = ["iot:Connect", "iot:Publish", "iot:Subscribe", "iot:Receive", "iot:RetainPublish"];
+/// Connection permissions remembered (see [`Registry::connection_permissions`]).
+const CACHED_CONNECTIONS: usize = 100_000;
+
+/// Permissions by (principal, client id), with the registry generation they were computed at.
+pub(crate) type ConnectionPermissions = std::sync::Mutex<std::collections::HashMap<(String, String), (u64, Arc<Permissions>)>>;
+
 /// Resources remembered per action before the memory starts over.
 const CACHED_RESOURCES: usize = 4096;
 
@@ -201,6 +208,32 @@ impl Registry {
         let cert_facts = certificate.as_ref().and_then(certificate_facts);
         let context = Context::for_connection(client_id.unwrap_or_default(), thing_facts.as_ref(), cert_facts.as_ref());
         Ok(Permissions { policies, context, thing: thing.map(|t| t.name.clone()), decisions: DecisionCache::default() })
+    }
+
+    /// The permissions of a device connection (a certificate and a client id),
+    /// shared by its connections and remembered until the next registry change,
+    /// so connection storms do not read the store for every CONNECT.
+    pub async fn connection_permissions(&self, principal: &str, client_id: &str) -> Result<Arc<Permissions>> {
+        let generation = *self.changes.borrow();
+        let key = (principal.to_string(), client_id.to_string());
+        {
+            let cache = self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((cached_generation, permissions)) = cache.get(&key)
+                && *cached_generation == generation
+            {
+                return Ok(permissions.clone());
+            }
+        }
+        let permissions = Arc::new(self.permissions(principal, Some(client_id), &[], &[]).await?);
+        let mut cache = self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHED_CONNECTIONS {
+            cache.retain(|_, (cached_generation, _)| *cached_generation == generation);
+            if cache.len() >= CACHED_CONNECTIONS {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (generation, permissions.clone()));
+        Ok(permissions)
     }
 
     pub async fn test_authorization(&self, request: &TestAuthorization) -> Result<Vec<AuthResult>> {

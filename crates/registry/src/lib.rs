@@ -81,6 +81,7 @@ pub struct Registry {
     /// Counts committed changes; live connections re-check their permissions on each.
     changes: tokio::sync::watch::Sender<u64>,
     shadow_locks: shadows::ShadowLocks,
+    connection_permissions: authorization::ConnectionPermissions,
 }
 
 /// Registered certificates by id, as the TLS verifier reads them.
@@ -145,6 +146,7 @@ impl Registry {
             trust: Default::default(),
             changes: tokio::sync::watch::Sender::new(0),
             shadow_locks: Default::default(),
+            connection_permissions: Default::default(),
         }
     }
 
