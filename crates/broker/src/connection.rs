@@ -246,7 +246,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut session = Session {
         stream,
         buffer,
-        out: BytesMut::with_capacity(OUT_FLUSH_BYTES),
+        out: BytesMut::new(),
         version,
         client_id: client_id.clone(),
         permissions: cell,
