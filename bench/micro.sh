@@ -14,7 +14,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "pure" and m.get("executable"):
         print(m["executable"])' > "$CARGO_TARGET_DIR/.pure-bench-path"
 binary=$(tail -1 "$CARGO_TARGET_DIR/.pure-bench-path")
-cases="mqtt_decode_publish_100b mqtt_encode_publish_100b topic_match_100k_filters policy_eval_walled_garden shadow_update_and_delta_20_keys"
+cases="sql_where_and_select_seed_rule mqtt_decode_publish_100b mqtt_encode_publish_100b topic_match_100k_filters policy_eval_walled_garden shadow_update_and_delta_20_keys"
 echo "| case | ns/op (wall, median of 3) | instructions/op (callgrind) |"
 echo "|---|---|---|"
 for case in $cases; do

@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the pure code on the message path: packet decode and
 //! encode, topic matching against many subscriptions, policy evaluation with
-//! variables, shadow merge and delta.
+//! variables, shadow merge and delta, rule SQL WHERE evaluation.
 //!
 //! `cargo bench -p ferrocore-bench --bench pure [-- <case>|all [iterations]]` prints
 //! ns/op per case. Wall time is noisy on a shared machine; for a stable count run
@@ -58,7 +58,19 @@ fn cases() -> Vec<Case> {
     shadow = shadow.update(&seed, 1, &limits).unwrap().shadow;
     let report = br#"{"state":{"reported":{"k3":{"v":3,"on":false},"temperature":21.5}},"clientToken":"abc"}"#;
 
+    let rule = ferrocore_rules_sql::parse("SELECT *, topic(2) AS device FROM 'sensors/+/temperature' WHERE value > 40 OR value < 0")
+        .expect("valid SQL");
+    let reading = ferrocore_rules_sql::Value::from_json(&serde_json::json!({"value": 45.5, "unit": "C", "battery": 87}));
+    let sql_context = ferrocore_rules_sql::Context { topic: "sensors/s7/temperature".into(), ..Default::default() };
+
     vec![
+        Case {
+            name: "sql_where_and_select_seed_rule",
+            default_iterations: 200_000,
+            run: Box::new(move || {
+                black_box(ferrocore_rules_sql::evaluate(&rule, black_box(&reading), &sql_context).unwrap());
+            }),
+        },
         Case {
             name: "mqtt_decode_publish_100b",
             default_iterations: 1_000_000,

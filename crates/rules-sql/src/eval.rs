@@ -1,0 +1,253 @@
+//! Evaluating a query against one message, with AWS's Undefined/Null semantics.
+
+use std::cmp::Ordering;
+
+use crate::ast::{BinaryOp, Expr, Item, Query, Select};
+use crate::value::Value;
+use crate::{EvalError, functions};
+
+/// What the functions may ask about the message being evaluated.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub topic: String,
+    pub client_id: Option<String>,
+    pub principal: Option<String>,
+    pub account_id: String,
+    pub timestamp_ms: i64,
+    /// Given by the caller so evaluation stays deterministic.
+    pub new_uuid: String,
+    pub trace_id: String,
+    pub sql_version: String,
+}
+
+/// The outcome for one message: `None` when WHERE did not hold.
+pub fn evaluate(query: &Query, payload: &Value, context: &Context) -> Result<Option<Value>, EvalError> {
+    let scope = Scope { payload, context };
+    if let Some(condition) = &query.condition
+        && scope.eval(condition)?.to_bool() != Some(true)
+    {
+        return Ok(None);
+    }
+    let result = match &query.select {
+        Select::Value(expr) => scope.eval(expr)?,
+        Select::Items(items) => {
+            let mut fields: Vec<(String, Value)> = Vec::new();
+            for (index, item) in items.iter().enumerate() {
+                match item {
+                    Item::All => match payload {
+                        Value::Object(all) => all.iter().for_each(|(k, v)| set(&mut fields, k, v.clone())),
+                        // A payload that is not an object passes through whole.
+                        other if items.len() == 1 => return Ok(Some(other.clone())),
+                        _ => {}
+                    },
+                    Item::Expr { expr, alias } => {
+                        let value = scope.eval(expr)?;
+                        if value != Value::Undefined {
+                            let name = alias.clone().unwrap_or_else(|| default_name(expr, index));
+                            set_dotted(&mut fields, &name, value);
+                        }
+                    }
+                }
+            }
+            Value::Object(fields)
+        }
+    };
+    Ok(Some(result))
+}
+
+/// The key an unaliased SELECT expression gets: a path's last name, a function's name.
+fn default_name(expr: &Expr, index: usize) -> String {
+    match expr {
+        Expr::Field(name) | Expr::Member(_, name) => name.clone(),
+        Expr::Call(name, _) => name.clone(),
+        _ => format!("_{}", index + 1),
+    }
+}
+
+fn set(fields: &mut Vec<(String, Value)>, key: &str, value: Value) {
+    match fields.iter_mut().find(|(k, _)| k == key) {
+        Some((_, existing)) => *existing = value,
+        None => fields.push((key.to_string(), value)),
+    }
+}
+
+/// `AS a.b` nests: `{"a": {"b": value}}`.
+fn set_dotted(fields: &mut Vec<(String, Value)>, name: &str, value: Value) {
+    match name.split_once('.') {
+        None => set(fields, name, value),
+        Some((head, rest)) => {
+            let mut inner = match fields.iter().find(|(k, _)| k == head) {
+                Some((_, Value::Object(inner))) => inner.clone(),
+                _ => Vec::new(),
+            };
+            set_dotted(&mut inner, rest, value);
+            set(fields, head, Value::Object(inner));
+        }
+    }
+}
+
+struct Scope<'a> {
+    payload: &'a Value,
+    context: &'a Context,
+}
+
+impl Scope<'_> {
+    fn eval(&self, expr: &Expr) -> Result<Value, EvalError> {
+        Ok(match expr {
+            Expr::Literal(value) => value.clone(),
+            Expr::Field(name) => self.payload.field(name),
+            Expr::Member(base, name) => self.eval(base)?.field(name),
+            Expr::Payload => self.payload.clone(),
+            Expr::Not(inner) => self.eval(inner)?.to_bool().map_or(Value::Undefined, |b| Value::Bool(!b)),
+            Expr::Negate(inner) => match self.eval(inner)?.to_number() {
+                Some(Value::Int(n)) => Value::Int(-n),
+                Some(Value::Decimal(d)) => Value::Decimal(-d),
+                _ => Value::Undefined,
+            },
+            Expr::Binary(op, left, right) => binary(*op, self.eval(left)?, self.eval(right)?),
+            Expr::Call(name, args) => {
+                let values = args.iter().map(|a| self.eval(a)).collect::<Result<Vec<_>, _>>()?;
+                functions::call(name, &values, self.context)?
+            }
+            Expr::Cast(inner, kind) => cast(self.eval(inner)?, kind)?,
+            Expr::Case { subject, whens, otherwise } => {
+                let subject = self.eval(subject)?;
+                if subject == Value::Undefined {
+                    return Ok(Value::Undefined);
+                }
+                for (candidate, result) in whens {
+                    if equal(&subject, &self.eval(candidate)?) == Some(true) {
+                        return self.eval(result);
+                    }
+                }
+                match otherwise {
+                    Some(result) => self.eval(result)?,
+                    None => Value::Null,
+                }
+            }
+            Expr::Object(fields) => {
+                let mut out = Vec::new();
+                for (key, value) in fields {
+                    let value = self.eval(value)?;
+                    if value != Value::Undefined {
+                        set(&mut out, key, value);
+                    }
+                }
+                Value::Object(out)
+            }
+            Expr::Array(items) => Value::Array(items.iter().map(|i| self.eval(i)).collect::<Result<_, _>>()?),
+        })
+    }
+}
+
+fn cast(value: Value, kind: &str) -> Result<Value, EvalError> {
+    Ok(match kind.to_ascii_lowercase().as_str() {
+        "int" => match value {
+            Value::Bool(b) => Value::Int(i64::from(b)),
+            other => match other.to_number() {
+                Some(Value::Int(n)) => Value::Int(n),
+                Some(Value::Decimal(d)) => Value::Int(d.trunc() as i64),
+                _ => Value::Undefined,
+            },
+        },
+        "decimal" => match value {
+            Value::Bool(b) => Value::Decimal(if b { 1.0 } else { 0.0 }),
+            other => other.as_f64().map_or(Value::Undefined, Value::Decimal),
+        },
+        "bool" | "boolean" => match value {
+            Value::Int(n) => Value::Bool(n != 0),
+            Value::Decimal(d) => Value::Bool(d != 0.0),
+            other => other.to_bool().map_or(Value::Undefined, Value::Bool),
+        },
+        "string" | "varchar" => value.to_text().map_or(Value::Undefined, Value::String),
+        other => return Err(EvalError::Unsupported(format!("cast to {other}"))),
+    })
+}
+
+/// `=`: Undefined on either side is Undefined; different types are unequal;
+/// numbers compare by value; objects ignore key order.
+fn equal(left: &Value, right: &Value) -> Option<bool> {
+    Some(match (left, right) {
+        (Value::Undefined, _) | (_, Value::Undefined) => return None,
+        (Value::Int(_) | Value::Decimal(_), Value::Int(_) | Value::Decimal(_)) => left.as_f64() == right.as_f64(),
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| equal(x, y) == Some(true))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len() && a.iter().all(|(k, v)| equal(v, &right.field(k)) == Some(true))
+        }
+        _ => left == right,
+    })
+}
+
+/// Ordering for `< <= > >=`: numbers and numeric strings by value, strings
+/// lexically; anything else is Undefined.
+fn order(left: &Value, right: &Value) -> Option<Ordering> {
+    match (left, right) {
+        (Value::String(a), Value::String(b)) => match (left.as_f64(), right.as_f64()) {
+            (Some(x), Some(y)) => x.partial_cmp(&y),
+            _ => Some(a.cmp(b)),
+        },
+        _ => left.as_f64()?.partial_cmp(&right.as_f64()?),
+    }
+}
+
+fn binary(op: BinaryOp, left: Value, right: Value) -> Value {
+    use BinaryOp::*;
+    let boolean = |b: Option<bool>| b.map_or(Value::Undefined, Value::Bool);
+    match op {
+        And => match (left.to_bool(), right.to_bool()) {
+            (Some(a), Some(b)) => Value::Bool(a && b),
+            _ => Value::Undefined,
+        },
+        Or => match (left.to_bool(), right.to_bool()) {
+            (Some(a), Some(b)) => Value::Bool(a || b),
+            _ => Value::Undefined,
+        },
+        Eq => boolean(equal(&left, &right)),
+        NotEq => boolean(equal(&left, &right).map(|b| !b)),
+        Lt => boolean(order(&left, &right).map(|o| o == Ordering::Less)),
+        LtEq => boolean(order(&left, &right).map(|o| o != Ordering::Greater)),
+        Gt => boolean(order(&left, &right).map(|o| o == Ordering::Greater)),
+        GtEq => boolean(order(&left, &right).map(|o| o != Ordering::Less)),
+        Add if matches!((&left, &right), (Value::String(_), Value::String(_))) => {
+            Value::String(format!("{}{}", left.to_text().unwrap_or_default(), right.to_text().unwrap_or_default()))
+        }
+        Add | Sub | Mul | Div | Mod => arithmetic(op, &left, &right),
+    }
+}
+
+fn arithmetic(op: BinaryOp, left: &Value, right: &Value) -> Value {
+    let (Some(a), Some(b)) = (left.to_number(), right.to_number()) else {
+        // `+` with one String concatenates.
+        if op == BinaryOp::Add && (matches!(left, Value::String(_)) || matches!(right, Value::String(_))) {
+            return match (left.to_text(), right.to_text()) {
+                (Some(a), Some(b)) => Value::String(a + &b),
+                _ => Value::Undefined,
+            };
+        }
+        return Value::Undefined;
+    };
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => match op {
+            BinaryOp::Add => x.checked_add(y).map_or(Value::Undefined, Value::Int),
+            BinaryOp::Sub => x.checked_sub(y).map_or(Value::Undefined, Value::Int),
+            BinaryOp::Mul => x.checked_mul(y).map_or(Value::Undefined, Value::Int),
+            BinaryOp::Div if y != 0 => Value::Int(x / y),
+            BinaryOp::Mod if y != 0 => Value::Int(x % y),
+            _ => Value::Undefined,
+        },
+        (a, b) => {
+            let (x, y) = (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN));
+            let result = match op {
+                BinaryOp::Add => x + y,
+                BinaryOp::Sub => x - y,
+                BinaryOp::Mul => x * y,
+                BinaryOp::Div if y != 0.0 => x / y,
+                BinaryOp::Mod if y != 0.0 => x % y,
+                _ => return Value::Undefined,
+            };
+            if result.is_finite() { Value::Decimal(result) } else { Value::Undefined }
+        }
+    }
+}
