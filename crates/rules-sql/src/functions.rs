@@ -49,9 +49,9 @@ pub fn call(name: &str, args: &[Value], context: &Context) -> Result<Value, Eval
             Some(Value::Decimal(d)) => Value::Decimal(d.abs()),
             _ => Value::Undefined,
         },
-        "ceil" => math(args, f64::ceil).to_int(),
-        "floor" => math(args, f64::floor).to_int(),
-        "round" => math(args, f64::round).to_int(),
+        "ceil" => math(args, f64::ceil).into_int(),
+        "floor" => math(args, f64::floor).into_int(),
+        "round" => math(args, f64::round).into_int(),
         "trunc" => match (arg(0).as_f64(), arg(1).as_f64()) {
             (Some(x), Some(places)) => {
                 let scale = 10f64.powi(places as i32);
@@ -65,7 +65,7 @@ pub fn call(name: &str, args: &[Value], context: &Context) -> Result<Value, Eval
         "sin" => math(args, f64::sin),
         "cos" => math(args, f64::cos),
         "tan" => math(args, f64::tan),
-        "sign" => math(args, f64::signum).to_int(),
+        "sign" => math(args, f64::signum).into_int(),
         "power" => match (arg(0).as_f64(), arg(1).as_f64()) {
             (Some(x), Some(y)) => decimal_or_int(x.powf(y)),
             _ => Value::Undefined,
@@ -168,7 +168,7 @@ fn substring(value: &Value, start: &Value, end: Option<&Value>) -> Value {
 
 impl Value {
     /// Whole decimals from rounding functions become Ints.
-    fn to_int(self) -> Value {
+    fn into_int(self) -> Value {
         match self {
             Value::Decimal(d) if d.fract() == 0.0 && d.abs() < 9.0e18 => Value::Int(d as i64),
             other => other,
