@@ -72,6 +72,15 @@ def mosquitto_binary() -> Path | None:
     return None
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 20 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def wait_port(port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,11 +111,7 @@ class Ferrocore:
         raise RuntimeError("ferrocore did not start")
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
 
 
 def provision(ferrocore: Ferrocore, workdir: Path, shadow_devices: int) -> dict:
@@ -160,11 +165,7 @@ class Mosquitto:
         wait_port(self.port)
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
 
 
 def run_bench(bench: Path, args: list[str], timeout: float) -> dict:
@@ -232,13 +233,14 @@ def main() -> int:
         timeout = args.duration * 3 + 120
 
         def compare(name: str, target: str, argv_for, metric: str = "rate_per_sec", better: str = "higher",
-                    only: list[str] | None = None) -> dict:
-            results: dict[str, list[dict]] = {b: [] for b in brokers if not only or b in only}
+                    columns: list[str] | None = None, label=lambda column: column) -> dict:
+            """Runs argv_for(column, run) for each column in turn (A B A B ...), `args.runs` times."""
+            results: dict[str, list[dict]] = {c: [] for c in (columns or brokers)}
             for run in range(args.runs):
-                for broker in results:  # A B A B ...
-                    argv = argv_for(broker)
-                    log(f"{name}: {broker} run {run + 1}/{args.runs}")
-                    results[broker].append(run_bench(bench, argv, timeout))
+                for column in results:
+                    argv = argv_for(column, run)
+                    log(f"{name}: {label(column)} run {run + 1}/{args.runs}")
+                    results[column].append(run_bench(bench, argv, timeout))
             raw[name] = results
             row = {"scenario": name, "target": target, "metric": metric, "better": better}
             for broker, broker_results in results.items():
@@ -250,7 +252,7 @@ def main() -> int:
             return row
 
         def flow_args(mode: str, *extra: str):
-            return lambda broker: [mode, *broker_args(brokers[broker], files), *flow, *extra]
+            return lambda broker, _run: [mode, *broker_args(brokers[broker], files), *flow, *extra]
 
         compare("fan-in QoS 0 (10 → 1, 100 B)", "≥ 2× Mosquitto", flow_args("fan-in", "--qos", "0"))
         compare("fan-in QoS 1 (10 → 1, 100 B)", "≥ 2× Mosquitto", flow_args("fan-in", "--qos", "1"))
@@ -264,8 +266,8 @@ def main() -> int:
             compare(f"p99 latency, pairs QoS 1 at {half} msgs/s (half of Mosquitto's saturation)", "p99 ≤ Mosquitto's",
                     flow_args("pairs", "--qos", "1", "--pairs", "100", "--rate", half), metric="latency/p99_us", better="lower")
         compare("handshakes (TLS 1.3 + CONNECT/CONNACK, 8 at a time)", "≥ 2× Mosquitto",
-                lambda broker: ["handshakes", *broker_args(brokers[broker], files), "--concurrency", "8", "--duration", d])
-        def fresh_broker(broker: str) -> list[str]:
+                lambda broker, _run: ["handshakes", *broker_args(brokers[broker], files), "--concurrency", "8", "--duration", d])
+        def fresh_broker(broker: str, _run: int) -> list[str]:
             # Freed memory is rarely returned to the OS, so each idle run needs a fresh broker.
             nonlocal ferrocore, mosquitto
             if broker == "ferrocore":
@@ -283,37 +285,26 @@ def main() -> int:
         compare(f"idle connections: broker bytes per connection ({args.idle_connections})", "≤ 2× Mosquitto",
                 fresh_broker, metric="bytes_per_connection", better="lower")
         compare(f"durable shadow updates ({shadow_devices} devices, 4 in flight each)", "≥ 20,000/s, none lost",
-                lambda broker: ["shadow", *broker_args(brokers[broker], files), "--devices", str(shadow_devices),
-                                "--duration", d], only=["ferrocore"])
+                lambda broker, _run: ["shadow", *broker_args(brokers[broker], files), "--devices", str(shadow_devices),
+                                      "--duration", d], columns=["ferrocore"])
         control = {"ferrocore": ferrocore.endpoint}
         if moto:
             moto_port = free_port()
             moto_proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(moto_port)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             wait_port(moto_port)
-            control["mosquitto"] = f"http://127.0.0.1:{moto_port}"  # the second column: moto_server
-        results: dict[str, list[dict]] = {b: [] for b in control}
-        for run in range(args.runs):
-            for name, endpoint in control.items():
-                log(f"CreateThing: {'moto_server' if name == 'mosquitto' else name} run {run + 1}/{args.runs}")
-                results[name].append(run_bench(bench, ["create-things", "--endpoint", endpoint, "--prefix", f"r{run}-",
-                                                       "--concurrency", "16", "--duration", d], timeout))
-        raw["create-things"] = results
-        row = {"scenario": "control plane: CreateThing (16 concurrent, vs moto_server)", "target": "≥ 50× moto_server",
-               "metric": "rate_per_sec", "better": "higher", "versus": "moto_server"}
-        for name, broker_results in results.items():
-            row[name] = median_of(broker_results, "rate_per_sec")
-            row[f"{name}_p99_us"] = median_of(broker_results, "latency/p99_us")
-        if row.get("ferrocore") and row.get("mosquitto"):
-            row["ratio"] = row["ferrocore"] / row["mosquitto"]
-        rows.append(row)
+            control["mosquitto"] = f"http://127.0.0.1:{moto_port}"
+        # moto_server takes the second column.
+        compare("control plane: CreateThing (16 concurrent, vs moto_server)", "≥ 50× moto_server",
+                lambda column, run: ["create-things", "--endpoint", control[column], "--prefix", f"r{run}-",
+                                     "--concurrency", "16", "--duration", d],
+                columns=list(control), label=lambda column: "moto_server" if column == "mosquitto" else column)
     finally:
         ferrocore.stop()
         if mosquitto:
             mosquitto.stop()
         if moto_proc:
-            moto_proc.terminate()
-            moto_proc.wait(timeout=20)
+            stop_process(moto_proc)
 
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "raw": raw}, indent=1))

@@ -1,7 +1,6 @@
 //! The `iot-data` data plane over HTTP: the Device Shadow operations. Changes made
 //! here publish the same MQTT notifications as changes made over MQTT.
 
-use ferrocore_shadow::ShadowError;
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -65,11 +64,5 @@ pub(crate) fn shadow_version_path(method: &str, path: &str) -> Option<(String, u
 }
 
 pub(crate) async fn get_shadow_version(state: &ApiState, thing: &str, version: u64, input: &Input) -> Answer {
-    if state.registry.shadow_settings().history_versions == 0 {
-        return Err(ShadowError::InvalidRequest(
-            "Shadow history is off; set shadow_history_versions to keep past versions.".into(),
-        )
-        .into());
-    }
     Ok(Reply::Json(state.registry.shadow_version(thing, shadow_name(input), version).await?))
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
 use ferrocore_mqtt::{
-    Connect, Packet, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions, Version, decode, encode,
+    Ack, Connect, Packet, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions, Version, decode, encode,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -52,7 +52,10 @@ impl Target {
         tcp.set_nodelay(true)?;
         let tls = self.connector.connect(self.server_name.clone(), tcp).await.context("TLS handshake")?;
         let (reader, writer) = tokio::io::split(tls);
-        let mut connection = Connection { reader, writer, buffer: BytesMut::with_capacity(16 * 1024), out: BytesMut::new() };
+        let mut connection = Connection {
+            reader: Reader { reader, buffer: BytesMut::with_capacity(16 * 1024) },
+            writer: Writer { writer, out: BytesMut::new() },
+        };
         let connect = Connect {
             version: Version::V311,
             client_id: client_id.to_string(),
@@ -72,25 +75,19 @@ impl Target {
     }
 }
 
+/// A connected client: its two halves, used together until [`Connection::split`].
 pub struct Connection {
-    reader: ReadHalf<TlsStream<TcpStream>>,
-    writer: WriteHalf<TlsStream<TcpStream>>,
-    buffer: BytesMut,
-    out: BytesMut,
+    reader: Reader,
+    writer: Writer,
 }
 
 impl Connection {
     pub fn queue(&mut self, packet: &Packet) {
-        encode(packet, Version::V311, &mut self.out);
+        self.writer.queue(packet);
     }
 
     pub async fn flush(&mut self) -> anyhow::Result<()> {
-        if !self.out.is_empty() {
-            self.writer.write_all(&self.out).await?;
-            self.writer.flush().await?;
-            self.out.clear();
-        }
-        Ok(())
+        self.writer.flush().await
     }
 
     /// Subscribes and waits for a granted SUBACK.
@@ -109,30 +106,14 @@ impl Connection {
     }
 
     /// The next packet, reading as needed.
-    pub async fn next(&mut self) -> anyhow::Result<Packet> {
-        loop {
-            if let Some(packet) = self.try_next()? {
-                return Ok(packet);
-            }
-            self.fill().await?;
-        }
-    }
-
-    /// A packet already buffered, if any.
-    fn try_next(&mut self) -> anyhow::Result<Option<Packet>> {
-        Ok(decode(&mut self.buffer, Some(Version::V311), MAX_PACKET)?)
-    }
-
-    /// Reads more bytes; an error when the broker closed the connection.
-    async fn fill(&mut self) -> anyhow::Result<()> {
-        if self.reader.read_buf(&mut self.buffer).await? == 0 {
-            bail!("the broker closed the connection");
-        }
-        Ok(())
+    async fn next(&mut self) -> anyhow::Result<Packet> {
+        let mut packets = Vec::with_capacity(1);
+        self.reader.read_one(&mut packets).await?;
+        Ok(packets.remove(0))
     }
 
     pub fn split(self) -> (Reader, Writer) {
-        (Reader { reader: self.reader, buffer: self.buffer }, Writer { writer: self.writer, out: self.out })
+        (self.reader, self.writer)
     }
 }
 
@@ -145,8 +126,19 @@ pub struct Reader {
 impl Reader {
     /// Every packet the next read brings (at least one).
     pub async fn read_batch(&mut self, packets: &mut Vec<Packet>) -> anyhow::Result<()> {
+        self.read_until(packets, usize::MAX).await
+    }
+
+    /// Exactly one packet (others stay buffered for the next read).
+    async fn read_one(&mut self, packets: &mut Vec<Packet>) -> anyhow::Result<()> {
+        self.read_until(packets, 1).await
+    }
+
+    async fn read_until(&mut self, packets: &mut Vec<Packet>, most: usize) -> anyhow::Result<()> {
         loop {
-            while let Some(packet) = decode(&mut self.buffer, Some(Version::V311), MAX_PACKET)? {
+            while packets.len() < most
+                && let Some(packet) = decode(&mut self.buffer, Some(Version::V311), MAX_PACKET)?
+            {
                 packets.push(packet);
             }
             if !packets.is_empty() {
@@ -159,17 +151,26 @@ impl Reader {
     }
 }
 
-/// The writing half of a connection.
+/// The writing half of a connection: packets are encoded into a buffer and
+/// written (and flushed through TLS) together.
 pub struct Writer {
     writer: WriteHalf<TlsStream<TcpStream>>,
     out: BytesMut,
 }
 
 impl Writer {
+    pub fn queue(&mut self, packet: &Packet) {
+        encode(packet, Version::V311, &mut self.out);
+    }
+
     pub fn queue_publish(&mut self, topic: &str, payload: Bytes, packet_id: Option<u16>) {
         let qos = if packet_id.is_some() { QoS::AtLeastOnce } else { QoS::AtMostOnce };
         let publish = Publish { dup: false, qos, retain: false, topic: topic.to_string(), packet_id, payload, properties: Properties::default() };
-        encode(&Packet::Publish(publish), Version::V311, &mut self.out);
+        self.queue(&Packet::Publish(publish));
+    }
+
+    pub fn queue_puback(&mut self, packet_id: u16) {
+        self.queue(&Packet::PubAck(Ack { packet_id, reason: ReasonCode::Success, properties: Properties::default() }));
     }
 
     pub async fn flush(&mut self) -> anyhow::Result<()> {
@@ -178,13 +179,6 @@ impl Writer {
             self.writer.flush().await?;
             self.out.clear();
         }
-        Ok(())
-    }
-
-    /// Writes bytes already encoded (e.g. a batch of PUBACKs).
-    pub async fn write_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        self.writer.write_all(bytes).await?;
-        self.writer.flush().await?;
         Ok(())
     }
 }

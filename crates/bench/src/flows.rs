@@ -103,7 +103,6 @@ async fn receive(connection: crate::client::Connection, run: Arc<Run>) -> anyhow
     let (mut reader, mut writer) = connection.split();
     let mut samples = histogram();
     let mut packets = Vec::new();
-    let mut acks = BytesMut::new();
     loop {
         if run.stopping.load(Ordering::Acquire) {
             return Ok(samples);
@@ -118,15 +117,7 @@ async fn receive(connection: crate::client::Connection, run: Arc<Run>) -> anyhow
         for packet in packets.drain(..) {
             if let Packet::Publish(publish) = packet {
                 if let Some(id) = publish.packet_id {
-                    ferrocore_mqtt::encode(
-                        &Packet::PubAck(ferrocore_mqtt::Ack {
-                            packet_id: id,
-                            reason: ferrocore_mqtt::ReasonCode::Success,
-                            properties: Default::default(),
-                        }),
-                        ferrocore_mqtt::Version::V311,
-                        &mut acks,
-                    );
+                    writer.queue_puback(id);
                 }
                 if measuring {
                     run.received.fetch_add(1, Ordering::Relaxed);
@@ -137,10 +128,7 @@ async fn receive(connection: crate::client::Connection, run: Arc<Run>) -> anyhow
                 }
             }
         }
-        if !acks.is_empty() {
-            writer.write_raw(&acks).await?;
-            acks.clear();
-        }
+        writer.flush().await?;
     }
 }
 

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use ferrocore_mqtt::{Packet, QoS};
 use serde_json::{Value, json};
+use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 
 use crate::client::Target;
@@ -68,12 +69,29 @@ pub async fn idle(target: &Target, prefix: &str, count: usize, concurrency: usiz
     }))
 }
 
+type Worker = tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>;
+
+/// Lets the workers run for `duration`, then stops them; answers what they
+/// completed in that time, the seconds measured and their merged latencies.
+async fn run_workers(duration: Duration, done: &AtomicU64, stop: &AtomicBool, workers: Vec<Worker>) -> anyhow::Result<(u64, f64, Histogram<u64>)> {
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let completed = done.load(Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut merged = histogram();
+    for worker in workers {
+        merged.add(&worker.await??).ok();
+    }
+    Ok((completed, elapsed, merged))
+}
+
 /// Full TLS handshakes with CONNECT/CONNACK, `concurrency` at a time, for `duration`.
 pub async fn handshakes(target: &Target, prefix: &str, concurrency: usize, duration: Duration) -> anyhow::Result<Value> {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::new();
+    let mut workers: Vec<Worker> = Vec::new();
     for worker in 0..concurrency {
         let (target, done, failed, stop) = (target.clone(), done.clone(), failed.clone(), stop.clone());
         let client_id = format!("{prefix}hs-{worker}");
@@ -96,18 +114,10 @@ pub async fn handshakes(target: &Target, prefix: &str, concurrency: usize, durat
                     }
                 }
             }
-            samples
+            Ok(samples)
         }));
     }
-    let started = Instant::now();
-    tokio::time::sleep(duration).await;
-    stop.store(true, Ordering::Relaxed);
-    let completed = done.load(Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut merged = histogram();
-    for worker in workers {
-        merged.add(&worker.await?).ok();
-    }
+    let (completed, elapsed, merged) = run_workers(duration, &done, &stop, workers).await?;
     Ok(json!({
         "mode": "handshakes",
         "unit": "handshakes",
@@ -231,7 +241,7 @@ pub async fn create_things(endpoint: &str, prefix: &str, concurrency: usize, dur
     let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::new();
+    let mut workers: Vec<Worker> = Vec::new();
     for worker in 0..concurrency {
         let (http, host, endpoint, done, stop) = (http.clone(), host.clone(), endpoint.trim_end_matches('/').to_string(), done.clone(), stop.clone());
         let prefix = prefix.to_string();
@@ -264,18 +274,10 @@ pub async fn create_things(endpoint: &str, prefix: &str, concurrency: usize, dur
                 samples.record(started.elapsed().as_micros().max(1) as u64).ok();
                 done.fetch_add(1, Ordering::Relaxed);
             }
-            Ok::<_, anyhow::Error>(samples)
+            Ok(samples)
         }));
     }
-    let started = Instant::now();
-    tokio::time::sleep(duration).await;
-    stop.store(true, Ordering::Relaxed);
-    let completed = done.load(Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut merged = histogram();
-    for worker in workers {
-        merged.add(&worker.await??).ok();
-    }
+    let (completed, elapsed, merged) = run_workers(duration, &done, &stop, workers).await?;
     Ok(json!({
         "mode": "create-things",
         "unit": "CreateThing",

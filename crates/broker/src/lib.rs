@@ -122,11 +122,6 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Shared {
-    /// Makes the sessions a publish queued messages for durable.
-    async fn store_sessions(&self, changed: router::ChangedSessions) -> Result<(), ferrocore_store::StoreError> {
-        self.sessions.save(changed).await
-    }
-
     /// Routes a message the server itself publishes (shadow responses, lifecycle-like notices).
     async fn publish_from_service(&self, notification: Notification) {
         let resource = self.arn("topic", &notification.topic);
@@ -143,7 +138,7 @@ impl Shared {
                 metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
             }
         }
-        self.store_sessions(published.changed).await
+        self.sessions.save(published.changed).await
     }
 
     /// [`Self::settle`] for a publish the server makes (events, wills, services).

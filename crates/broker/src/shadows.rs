@@ -3,8 +3,8 @@
 //! accepted update also publishes `delta` and `documents`. Subscribers need
 //! iot:Receive on those topics, as for any message.
 
-use ferrocore_registry::Notification;
-use ferrocore_shadow::topic::{Operation, ShadowRequest, prefix};
+use ferrocore_registry::shadow_notification;
+use ferrocore_shadow::topic::{Operation, ShadowRequest};
 use ferrocore_shadow::{ShadowError, error_document, request_token};
 
 use crate::Shared;
@@ -19,7 +19,7 @@ pub(crate) async fn serve(shared: &Shared, request: ShadowRequest<'_>, payload: 
         (Operation::Get, Ok(token)) => registry
             .get_shadow(thing, shadow, token.as_deref())
             .await
-            .map(|document| vec![response(thing, shadow, operation, "accepted", &document)]),
+            .map(|document| vec![shadow_notification(thing, shadow, "get/accepted", &document)]),
         (Operation::Delete, Ok(token)) => {
             registry.delete_shadow(thing, shadow, token.as_deref()).await.map(|deleted| vec![deleted.notification])
         }
@@ -29,16 +29,10 @@ pub(crate) async fn serve(shared: &Shared, request: ShadowRequest<'_>, payload: 
         .increment(1);
     let notifications = answered.unwrap_or_else(|error: ShadowError| {
         let token = token.ok().flatten();
-        vec![response(thing, shadow, operation, "rejected", &error_document(&error, token.as_deref()))]
+        let suffix = format!("{}/rejected", operation.as_str());
+        vec![shadow_notification(thing, shadow, &suffix, &error_document(&error, token.as_deref()))]
     });
     for notification in notifications {
         shared.publish_from_service(notification).await;
-    }
-}
-
-fn response(thing: &str, shadow: Option<&str>, operation: Operation, outcome: &str, document: &serde_json::Value) -> Notification {
-    Notification {
-        topic: format!("{}/{}/{outcome}", prefix(thing, shadow), operation.as_str()),
-        payload: serde_json::to_vec(document).expect("JSON values serialize"),
     }
 }

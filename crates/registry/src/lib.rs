@@ -34,7 +34,7 @@ pub use ca_certificates::{RegisterCaCertificate, UpdateCaCertificate};
 pub use certificates::{CertificateCreated, DeviceTrust};
 pub use billing_groups::{BillingGroupCreated, CreateBillingGroup};
 pub use paging::{Page, PageRequest};
-pub use shadows::{NamedShadows, Notification, Publisher, ShadowDeleted, ShadowSettings, ShadowUpdated};
+pub use shadows::{NamedShadows, Notification, Publisher, ShadowDeleted, ShadowSettings, ShadowUpdated, shadow_notification};
 pub use settings::{EndpointType, EventConfigurations, LoggingOptions, Setting};
 pub use thing_groups::{CreateThingGroup, GroupRef, ListThingGroups, ThingGroupCreated, ThingGroupView};
 pub use thing_types::{CreateThingType, ThingTypeCreated};

@@ -98,7 +98,8 @@ fn internal(err: impl std::fmt::Display) -> ShadowError {
     ShadowError::Internal
 }
 
-fn notification(thing: &str, shadow: Option<&str>, suffix: &str, payload: &Value) -> Notification {
+/// A message on `<shadow topic prefix>/<suffix>` (e.g. `update/accepted`).
+pub fn shadow_notification(thing: &str, shadow: Option<&str>, suffix: &str, payload: &Value) -> Notification {
     Notification {
         topic: format!("{}/{suffix}", topic::prefix(thing, shadow)),
         payload: serde_json::to_vec(payload).expect("JSON values serialize"),
@@ -106,10 +107,6 @@ fn notification(thing: &str, shadow: Option<&str>, suffix: &str, payload: &Value
 }
 
 impl Registry {
-    pub fn shadow_settings(&self) -> &ShadowSettings {
-        &self.config.shadows
-    }
-
     fn shadow_now(&self) -> u64 {
         u64::try_from(self.now() / 1000).unwrap_or(0)
     }
@@ -176,13 +173,13 @@ impl Registry {
             }
             match self.store.commit(writes).await {
                 Ok(()) => {
-                    let mut notifications = vec![notification(thing, shadow, "update/accepted", &applied.accepted)];
+                    let mut notifications = vec![shadow_notification(thing, shadow, "update/accepted", &applied.accepted)];
                     if let Some(delta) = &applied.delta {
-                        notifications.push(notification(thing, shadow, "update/delta", delta));
+                        notifications.push(shadow_notification(thing, shadow, "update/delta", delta));
                     }
-                    notifications.push(notification(thing, shadow, "update/documents", &applied.documents));
+                    notifications.push(shadow_notification(thing, shadow, "update/documents", &applied.documents));
                     if let Some(removed) = applied.removed.as_ref().filter(|_| settings.removal_notifications) {
-                        notifications.push(notification(thing, shadow, "update/removed", removed));
+                        notifications.push(shadow_notification(thing, shadow, "update/removed", removed));
                     }
                     return Ok(ShadowUpdated { accepted: applied.accepted, notifications });
                 }
@@ -208,7 +205,7 @@ impl Registry {
             match self.store.commit(vec![write]).await {
                 Ok(()) => {
                     let accepted = ferrocore_shadow::delete_document(current.version, self.shadow_now(), client_token);
-                    let notification = notification(thing, shadow, "delete/accepted", &accepted);
+                    let notification = shadow_notification(thing, shadow, "delete/accepted", &accepted);
                     return Ok(ShadowDeleted { accepted, notification });
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -270,6 +267,11 @@ impl Registry {
 
     /// A past version of a shadow, when history is kept (ferrocore's extension).
     pub async fn shadow_version(&self, thing: &str, shadow: Option<&str>, version: u64) -> Result<Value, ShadowError> {
+        if self.config.shadows.history_versions == 0 {
+            return Err(ShadowError::InvalidRequest(
+                "Shadow history is off; set shadow_history_versions to keep past versions.".into(),
+            ));
+        }
         self.thing_id(thing, shadow).await?;
         let key = version_key(thing, shadow, version);
         let Some(record) = self.store.get(Collection::ShadowVersion, &key).await.map_err(internal)? else {

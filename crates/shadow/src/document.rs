@@ -48,8 +48,8 @@ impl Shadow {
         if request.version.is_some_and(|expected| expected != self.version) {
             return Err(ShadowError::VersionConflict);
         }
-        let previous = if self.exists { self.clone() } else { Shadow { version: self.version, ..Shadow::default() } };
-        let mut next = previous.clone();
+        // A deleted or never-written shadow starts empty, keeping its version counter.
+        let mut next = if self.exists { self.clone() } else { self.deleted() };
         next.desired.apply(&request.desired, now);
         next.reported.apply(&request.reported, now);
         if next.state_size() > limits.max_state_bytes {
@@ -63,12 +63,14 @@ impl Shadow {
         let delta = next.delta().map(|delta| delta_shaped(delta, next.version, now, token));
         let mut documents = Map::new();
         // `previous` is null when this update creates the shadow.
-        documents.insert("previous".into(), if self.exists { previous.snapshot() } else { Value::Null });
+        documents.insert("previous".into(), if self.exists { self.snapshot() } else { Value::Null });
         documents.insert("current".into(), next.snapshot());
         documents.insert("timestamp".into(), now.into());
         insert_token(&mut documents, token);
+        let empty = Section::default();
         let removed =
-            removed_keys(&previous.desired, &next.desired, now).map(|removed| delta_shaped(removed, next.version, now, token));
+            removed_keys(if self.exists { &self.desired } else { &empty }, &next.desired, now)
+                .map(|removed| delta_shaped(removed, next.version, now, token));
         Ok(Applied { shadow: next, accepted, delta, documents: Value::Object(documents), removed })
     }
 

@@ -97,7 +97,8 @@ async fn concurrent_batches_succeed_or_fail_alone(store: &dyn RecordStore) {
             Write::put(c, format!("own-{i:02}-twin"), Expect::Absent, vec![i]),
         ])
     });
-    let (racing, independent) = futures_join(racing.collect(), independent.collect()).await;
+    let mut racing = join_all(racing.chain(independent).collect()).await;
+    let independent = racing.split_off(64);
     assert_eq!(racing.iter().filter(|r| r.is_ok()).count(), 1, "exactly one creation wins");
     assert!(racing.iter().all(|r| matches!(r, Ok(()) | Err(crate::StoreError::Conflict { .. }))));
     assert!(independent.iter().all(Result::is_ok));
@@ -108,31 +109,25 @@ async fn concurrent_batches_succeed_or_fail_alone(store: &dyn RecordStore) {
     store.commit(writes).await.unwrap();
 }
 
-/// Polls two sets of futures together, without a runtime dependency.
-async fn futures_join<T>(
-    a: Vec<std::pin::Pin<Box<dyn Future<Output = T> + Send + '_>>>,
-    b: Vec<std::pin::Pin<Box<dyn Future<Output = T> + Send + '_>>>,
-) -> (Vec<T>, Vec<T>) {
-    let mut all: Vec<_> = a.into_iter().chain(b).map(Some).collect();
-    let split = all.len() / 2;
-    let mut outputs: Vec<Option<T>> = all.iter().map(|_| None).collect();
+/// Polls every future together until all finish (without a runtime dependency).
+async fn join_all<T>(futures: Vec<std::pin::Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
+    let mut pending: Vec<_> = futures.into_iter().map(Some).collect();
+    let mut outputs: Vec<Option<T>> = pending.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, output) in all.iter_mut().zip(outputs.iter_mut()) {
+        let mut waiting = false;
+        for (slot, output) in pending.iter_mut().zip(outputs.iter_mut()) {
             if let Some(future) = slot {
                 match future.as_mut().poll(cx) {
                     std::task::Poll::Ready(value) => {
                         *output = Some(value);
                         *slot = None;
                     }
-                    std::task::Poll::Pending => pending = true,
+                    std::task::Poll::Pending => waiting = true,
                 }
             }
         }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        if waiting { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
     })
     .await;
-    let mut outputs: Vec<T> = outputs.into_iter().map(|o| o.expect("every future finished")).collect();
-    let second = outputs.split_off(split);
-    (outputs, second)
+    outputs.into_iter().map(|o| o.expect("every future finished")).collect()
 }
