@@ -101,6 +101,11 @@ impl From<ModelError> for ApiError {
             ModelError::VersionsLimitExceeded(_) => {
                 Self::new(StatusCode::CONFLICT, "VersionsLimitExceededException", message)
             }
+            ModelError::SqlParse(_) => Self::new(StatusCode::BAD_REQUEST, "SqlParseException", message),
+            ModelError::Unauthorized(_) => Self::new(StatusCode::UNAUTHORIZED, "UnauthorizedException", message),
+            ModelError::ConflictingResourceUpdate(_) => {
+                Self::new(StatusCode::CONFLICT, "ConflictingResourceUpdateException", message)
+            }
             ModelError::Internal(_) => Self::internal(message),
         }
     }

@@ -23,7 +23,7 @@ fn form_decode(text: &str) -> String {
     ferrocore_sigv4::percent_decode(&text.replace('+', " "))
 }
 
-fn parse_pairs(text: &str) -> Vec<(String, String)> {
+pub(crate) fn parse_pairs(text: &str) -> Vec<(String, String)> {
     text.split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {

@@ -86,8 +86,20 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .route("/ca.pem", get(|State(state): State<Arc<ApiState>>| async move {
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-pem-file")], state.ca_pem.clone())
         }))
+        // The enableUrl of an HTTP topic rule destination: the token is the credential.
+        .route("/confirmdestination/{*token}", get(confirm_destination))
         .fallback(handle)
         .with_state(state)
+}
+
+async fn confirm_destination(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    match state.registry.confirm_topic_rule_destination(&token).await {
+        Ok(()) => json_response(StatusCode::OK, &serde_json::json!({})),
+        Err(err) => error_response(&err.into(), Protocol::RestJson, &uuid::Uuid::new_v4().to_string()),
+    }
 }
 
 async fn health(State(state): State<Arc<ApiState>>) -> Response {

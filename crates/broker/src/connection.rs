@@ -12,7 +12,8 @@ use ferrocore_mqtt::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::{MAX_SESSION_EXPIRY_SECS, Shared, now_ms};
+use crate::{MAX_SESSION_EXPIRY_SECS, Origin, Shared, now_ms};
+use ferrocore_registry::MessageProperties;
 use crate::events::{self, Presence};
 use crate::router::{ClientEntry, Outgoing, PermissionsCell, current};
 
@@ -100,6 +101,22 @@ struct Session<S> {
 
 fn clamp_keep_alive(requested: u16) -> u16 {
     if requested == 0 { KEEP_ALIVE_RANGE.1 } else { requested.clamp(KEEP_ALIVE_RANGE.0, KEEP_ALIVE_RANGE.1) }
+}
+
+/// The MQTT 5 properties rules can read, when the publish carries any.
+fn message_properties(properties: &Properties) -> Option<MessageProperties> {
+    let any = properties.payload_format_indicator.is_some()
+        || properties.content_type.is_some()
+        || properties.response_topic.is_some()
+        || properties.correlation_data.is_some()
+        || !properties.user_properties.is_empty();
+    any.then(|| MessageProperties {
+        payload_format_indicator: properties.payload_format_indicator,
+        content_type: properties.content_type.clone(),
+        response_topic: properties.response_topic.clone(),
+        correlation_data: properties.correlation_data.clone(),
+        user_properties: properties.user_properties.clone(),
+    })
 }
 
 /// Checks a will at CONNECT: AWS refuses QoS 2, invalid topics and topics the
@@ -300,11 +317,11 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     tracing::info!(client_id = %client_id, reason = %end, "client disconnected");
     let (reason, client_initiated) = end.lifecycle_reason();
     if !client_initiated && let Some(will) = &connect.will {
-        let resource = shared.arn("topic", &will.topic);
         if will.retain && let Err(err) = shared.retained.set(&will.topic, &will.payload, will.qos).await {
             tracing::error!(client_id = %client_id, error = %err, "cannot store a retained will");
         }
-        shared.store_changed(shared.router.publish(&will.topic, &will.payload, will.qos, &resource)).await;
+        let origin = Origin { client_id: Some(&client_id), principal: Some(&certificate_id), properties: None };
+        shared.store_changed(shared.route(&will.topic, &will.payload, will.qos, origin)).await;
     }
     shared.store_changed(events::disconnected(&shared, &session.presence, reason, client_initiated)).await;
     let _ = session.stream.shutdown().await;
@@ -545,7 +562,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // Nothing is acknowledged that is not durable.
             return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("retained message not stored")).await);
         }
-        let published = self.shared.router.publish(&publish.topic, &publish.payload, publish.qos, &resource);
+        let properties = message_properties(&publish.properties);
+        let origin = Origin {
+            client_id: Some(&self.client_id),
+            principal: Some(&self.presence.principal),
+            properties: properties.as_ref(),
+        };
+        if let Some((rule, rest)) = topic::basic_ingest(&publish.topic) {
+            self.shared.ingest(rule, rest, &publish.payload, publish.qos, origin);
+            return self.acknowledge(publish.packet_id).await;
+        }
+        let published = self.shared.route(&publish.topic, &publish.payload, publish.qos, origin);
         if let Err(err) = self.shared.settle(published).await {
             tracing::error!(client_id = %self.client_id, error = %err, "cannot store queued messages");
             return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("queued messages not stored")).await);

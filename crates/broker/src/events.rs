@@ -23,8 +23,7 @@ fn publish(shared: &Shared, topic: String, mut body: Value, presence: &Presence,
     body["sessionIdentifier"] = json!(presence.session_id);
     body["principalIdentifier"] = json!(presence.principal);
     let payload = Bytes::from(body.to_string());
-    let resource = shared.arn("topic", &topic);
-    shared.router.publish(&topic, &payload, QoS::AtLeastOnce, &resource)
+    shared.route(&topic, &payload, QoS::AtLeastOnce, crate::Origin::default())
 }
 
 pub(crate) fn connected(shared: &Shared, presence: &Presence, ip: &str) -> Published {

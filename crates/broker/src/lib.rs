@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferrocore_model::Account;
-use ferrocore_registry::{Notification, Publisher, Registry};
+use ferrocore_mqtt::QoS;
+use ferrocore_registry::{MessageProperties, MessageSink, Notification, Publisher, Registry, RoutedMessage};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -108,6 +109,16 @@ pub(crate) struct Shared {
     sessions: sessions::SessionStore,
     /// Expiry of MQTT 3.1.1 persistent sessions (AWS: 1 hour), in seconds.
     session_expiry_secs: u64,
+    /// The rules engine, offered every routed message once attached.
+    sink: std::sync::OnceLock<Arc<dyn MessageSink>>,
+}
+
+/// Who published a message, for the rules engine.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Origin<'a> {
+    pub client_id: Option<&'a str>,
+    pub principal: Option<&'a str>,
+    pub properties: Option<&'a MessageProperties>,
 }
 
 /// How long a publish waits for room in a subscriber's full queue before the
@@ -122,12 +133,42 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Shared {
-    /// Routes a message the server itself publishes (shadow responses, lifecycle-like notices).
+    /// Routes a message the server itself publishes (shadow responses, rule republishes).
     async fn publish_from_service(&self, notification: Notification) {
-        let resource = self.arn("topic", &notification.topic);
         let payload = bytes::Bytes::from(notification.payload);
-        self.store_changed(self.router.publish(&notification.topic, &payload, ferrocore_mqtt::QoS::AtLeastOnce, &resource))
-            .await;
+        let qos = if notification.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+        self.store_changed(self.route(&notification.topic, &payload, qos, Origin::default())).await;
+    }
+
+    /// Delivers a message to its subscribers and offers it to the rules engine.
+    fn route(&self, topic: &str, payload: &bytes::Bytes, qos: QoS, origin: Origin<'_>) -> router::Published {
+        if let Some(sink) = self.sink.get() {
+            sink.offer(&RoutedMessage {
+                topic,
+                payload,
+                qos: qos as u8,
+                client_id: origin.client_id,
+                principal: origin.principal,
+                properties: origin.properties,
+            });
+        }
+        self.router.publish(topic, payload, qos, &self.arn("topic", topic))
+    }
+
+    /// Basic Ingest (`$aws/rules/<rule>/<rest>`): straight to the rule, never to subscribers.
+    fn ingest(&self, rule: &str, rest: &str, payload: &bytes::Bytes, qos: QoS, origin: Origin<'_>) {
+        let message = RoutedMessage {
+            topic: rest,
+            payload,
+            qos: qos as u8,
+            client_id: origin.client_id,
+            principal: origin.principal,
+            properties: origin.properties,
+        };
+        if !self.sink.get().is_some_and(|sink| sink.ingest(rule, &message)) {
+            metrics::counter!("ferrocore_rules_ingest_total", "outcome" => "rule_not_found").increment(1);
+            tracing::debug!(rule, "basic ingest to a rule that is missing or disabled");
+        }
     }
 
     /// Finishes a publish: waits (briefly) for room in full subscriber queues, then
@@ -206,6 +247,7 @@ impl Gateway {
             retained: retained::RetainedStore::load(store.clone()).await.map_err(|e| GatewayError::Registry(e.to_string()))?,
             sessions: sessions::SessionStore::new(store),
             session_expiry_secs: config.session_expiry_secs,
+            sink: std::sync::OnceLock::new(),
         });
         load_sessions(&shared).await.map_err(GatewayError::Registry)?;
         Ok(Self { shared, listener, acceptor, snapshot })
@@ -214,6 +256,13 @@ impl Gateway {
     /// Where services (the shadow API) publish into this gateway.
     pub fn publisher(&self) -> Arc<dyn Publisher> {
         Arc::new(GatewayPublisher(self.shared.clone()))
+    }
+
+    /// Hands every routed message to the rules engine from now on (once).
+    pub fn attach_sink(&self, sink: Arc<dyn MessageSink>) {
+        if self.shared.sink.set(sink).is_err() {
+            tracing::warn!("a message sink is already attached");
+        }
     }
 
     /// Serves devices until `shutdown` completes.

@@ -89,6 +89,47 @@ pub struct Config {
     /// An operator-supplied TLS certificate (PEM chain) and key for the device endpoints.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// The rules engine: where actions go and how hard it tries.
+    pub rules: RulesSection,
+}
+
+/// `[rules]`: endpoints and credentials of the services actions call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesSection {
+    /// One endpoint for every AWS service actions call (e.g. moto_server); unset: AWS's.
+    pub endpoint_url: Option<String>,
+    /// Per-service endpoints: dynamodb, s3, sqs, sns, kinesis, firehose, logs, cloudwatch, lambda.
+    pub endpoints: std::collections::BTreeMap<String, String>,
+    /// The region of target services (default: the server's region).
+    pub region: Option<String>,
+    /// Credentials for target services (default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN).
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    pub max_in_flight: usize,
+    pub max_attempts: u32,
+    pub queue_capacity: usize,
+    /// Extension for local endpoints: HTTP actions and destinations may use http:// (AWS: HTTPS only).
+    pub http_allow_insecure: bool,
+}
+
+impl Default for RulesSection {
+    fn default() -> Self {
+        let engine = ferrocore_rules::RulesConfig::default();
+        Self {
+            endpoint_url: None,
+            endpoints: Default::default(),
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            max_in_flight: engine.max_in_flight,
+            max_attempts: engine.max_attempts,
+            queue_capacity: engine.queue_capacity,
+            http_allow_insecure: false,
+        }
+    }
 }
 
 impl Default for Config {
@@ -120,6 +161,7 @@ impl Default for Config {
             server_names: Vec::new(),
             tls_cert_file: None,
             tls_key_file: None,
+            rules: RulesSection::default(),
         }
     }
 }
@@ -167,10 +209,42 @@ impl Config {
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             bail!("tls_cert_file and tls_key_file must be given together");
         }
+        if self.rules.access_key_id.is_some() != self.rules.secret_access_key.is_some() {
+            bail!("[rules] access_key_id and secret_access_key must be given together");
+        }
         if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
             bail!("account id must be 12 digits, got {:?}", self.account_id);
         }
         Ok(())
+    }
+
+    /// The rules engine's settings.
+    pub fn rules_config(&self) -> ferrocore_rules::RulesConfig {
+        let rules = &self.rules;
+        let mut endpoints = rules.endpoints.clone();
+        if let Some(url) = &rules.endpoint_url {
+            endpoints.insert("default".into(), url.clone());
+        }
+        let credentials = match (&rules.access_key_id, &rules.secret_access_key) {
+            (Some(access_key_id), Some(secret_access_key)) => Some(ferrocore_rules::StaticCredentials {
+                access_key_id: access_key_id.clone(),
+                secret_access_key: secret_access_key.clone(),
+                session_token: rules.session_token.clone(),
+            }),
+            _ => None,
+        };
+        let api_host = if self.api_addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { self.api_addr.ip().to_string() };
+        ferrocore_rules::RulesConfig {
+            account_id: self.account_id.clone(),
+            region: rules.region.clone().unwrap_or_else(|| self.region.clone()),
+            endpoints,
+            credentials,
+            max_in_flight: rules.max_in_flight,
+            max_attempts: rules.max_attempts.max(1),
+            queue_capacity: rules.queue_capacity,
+            http_allow_insecure: rules.http_allow_insecure,
+            api_url: format!("http://{api_host}:{}", self.api_addr.port()),
+        }
     }
 
     /// Names the device endpoints' TLS certificate covers: loopback, the endpoint host, and configured names.

@@ -92,6 +92,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("starting the device gateway")?;
+    let rules = ferrocore_rules::Engine::start(registry.clone(), config.rules_config()).await;
+    rules.attach_publisher(gateway.publisher());
+    gateway.attach_sink(rules);
     let state = Arc::new(ApiState {
         registry: registry.clone(),
         config: ApiConfig { credentials, body_limit: config.api_body_limit_bytes },

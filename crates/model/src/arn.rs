@@ -12,6 +12,7 @@ pub enum ResourceKind {
     CaCertificate,
     Policy,
     RoleAlias,
+    TopicRule,
 }
 
 impl ResourceKind {
@@ -26,6 +27,7 @@ impl ResourceKind {
             Self::CaCertificate => "cacert",
             Self::Policy => "policy",
             Self::RoleAlias => "rolealias",
+            Self::TopicRule => "rule",
         }
     }
 
@@ -39,6 +41,7 @@ impl ResourceKind {
             Self::CaCertificate,
             Self::Policy,
             Self::RoleAlias,
+            Self::TopicRule,
         ]
         .into_iter()
             .find(|kind| kind.arn_word() == word)

@@ -28,6 +28,13 @@ pub enum Error {
     #[error("{0}")]
     VersionsLimitExceeded(String),
     #[error("{0}")]
+    SqlParse(String),
+    /// AWS answers some reads of missing resources (GetTopicRule) with this.
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    ConflictingResourceUpdate(String),
+    #[error("{0}")]
     Internal(String),
 }
 

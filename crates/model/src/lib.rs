@@ -8,6 +8,7 @@ pub mod arn;
 pub mod error;
 pub mod names;
 pub mod registry;
+pub mod rules;
 pub mod security;
 
 pub use arn::{Arn, ResourceKind};

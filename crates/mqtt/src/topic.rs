@@ -101,6 +101,12 @@ mod tests {
 /// AWS's reserved `$aws/` topics: the only ones a client may publish to are the
 /// request topics of AWS features (shadows, jobs, Basic Ingest, fleet provisioning,
 /// Device Defender, streams); responses and events are the service's to publish.
+/// A Basic Ingest topic `$aws/rules/<rule>/<rest>`: the rule and `<rest>`.
+pub fn basic_ingest(name: &str) -> Option<(&str, &str)> {
+    let (rule, rest) = name.strip_prefix("$aws/rules/")?.split_once('/')?;
+    (!rule.is_empty() && !rest.is_empty()).then_some((rule, rest))
+}
+
 pub fn client_may_publish(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("$aws/") else { return true };
     let levels: Vec<&str> = rest.split('/').collect();

@@ -11,6 +11,7 @@ mod authorization;
 mod billing_groups;
 mod ca_certificates;
 mod certificates;
+mod messages;
 mod paging;
 mod policies;
 mod principals;
@@ -21,6 +22,8 @@ mod tags;
 mod thing_groups;
 mod thing_types;
 mod things;
+mod topic_rule_destinations;
+mod topic_rules;
 
 use std::sync::Arc;
 
@@ -34,11 +37,14 @@ pub use ca_certificates::{RegisterCaCertificate, UpdateCaCertificate};
 pub use certificates::{CertificateCreated, DeviceTrust};
 pub use billing_groups::{BillingGroupCreated, CreateBillingGroup};
 pub use paging::{Page, PageRequest};
-pub use shadows::{NamedShadows, Notification, Publisher, ShadowDeleted, ShadowSettings, ShadowUpdated, shadow_notification};
+pub use messages::{MessageProperties, MessageSink, Notification, Publisher, RoutedMessage};
+pub use shadows::{NamedShadows, ShadowDeleted, ShadowSettings, ShadowUpdated, shadow_notification};
 pub use settings::{EndpointType, EventConfigurations, LoggingOptions, Setting};
 pub use thing_groups::{CreateThingGroup, GroupRef, ListThingGroups, ThingGroupCreated, ThingGroupView};
 pub use thing_types::{CreateThingType, ThingTypeCreated};
 pub use things::{CreateThing, ListThings, ThingCreated, UpdateThing};
+pub use topic_rule_destinations::check_url;
+pub use topic_rules::ListTopicRules;
 
 /// Knobs of registry behaviour that AWS fixes and an operator may change.
 #[derive(Debug, Clone)]
@@ -80,6 +86,8 @@ pub struct Registry {
     trust: Arc<std::sync::RwLock<TrustSnapshot>>,
     /// Counts committed changes; live connections re-check their permissions on each.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Counts committed changes to topic rules and destinations (the rules engine reloads on each).
+    rule_changes: tokio::sync::watch::Sender<u64>,
     shadow_locks: shadows::ShadowLocks,
     connection_permissions: authorization::ConnectionPermissions,
 }
@@ -145,6 +153,7 @@ impl Registry {
             issuer,
             trust: Default::default(),
             changes: tokio::sync::watch::Sender::new(0),
+            rule_changes: tokio::sync::watch::Sender::new(0),
             shadow_locks: Default::default(),
             connection_permissions: Default::default(),
         }
@@ -153,6 +162,11 @@ impl Registry {
     /// A receiver that is marked changed after every committed change.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// A receiver marked changed after every committed change to topic rules or destinations.
+    pub fn rule_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.rule_changes.subscribe()
     }
 
     /// The certificate snapshot, kept current by the registry (load it once with [`Self::refresh_trust`]).
@@ -221,6 +235,10 @@ impl Registry {
             if outcome.writes.is_empty() {
                 return Ok(outcome.answer);
             }
+            let touches_rules = outcome
+                .writes
+                .iter()
+                .any(|w| matches!(w.collection, Collection::TopicRule | Collection::TopicRuleDestination));
             let touches_trust = outcome
                 .writes
                 .iter()
@@ -231,6 +249,9 @@ impl Registry {
                         tracing::error!(error = %err, "cannot reload the certificate snapshot");
                     }
                     self.changes.send_modify(|count| *count += 1);
+                    if touches_rules {
+                        self.rule_changes.send_modify(|count| *count += 1);
+                    }
                     return Ok(outcome.answer);
                 }
                 Err(StoreError::Conflict { .. }) => continue,

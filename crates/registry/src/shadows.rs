@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Registry;
+use crate::messages::Notification;
 
 /// How shadows behave; AWS fixes the limits, the extensions are ferrocore's and off by default.
 #[derive(Debug, Clone, Default)]
@@ -20,21 +21,6 @@ pub struct ShadowSettings {
     pub history_versions: u64,
     /// Publish `<shadow>/update/removed` when an update removes desired keys.
     pub removal_notifications: bool,
-}
-
-/// A message for the device gateway to publish.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Notification {
-    pub topic: String,
-    pub payload: Vec<u8>,
-}
-
-/// Where the messages services make (shadow notifications) enter the device
-/// gateway, to reach subscribers as any message does (iot:Receive applies).
-#[async_trait::async_trait]
-pub trait Publisher: Send + Sync {
-    /// Returns once the messages are routed (and queued durably for offline sessions).
-    async fn publish(&self, notifications: Vec<Notification>);
 }
 
 /// An accepted update: the `accepted` document and everything to publish, in order.
@@ -103,6 +89,7 @@ pub fn shadow_notification(thing: &str, shadow: Option<&str>, suffix: &str, payl
     Notification {
         topic: format!("{}/{suffix}", topic::prefix(thing, shadow)),
         payload: serde_json::to_vec(payload).expect("JSON values serialize"),
+        qos: 1,
     }
 }
 

@@ -1,4 +1,5 @@
 use ferrocore_model::registry::{BillingGroup, Tags, ThingGroup, ThingType, validate_tags};
+use ferrocore_model::rules::TopicRule;
 use ferrocore_model::security::{CaCertificate, Policy, RoleAlias};
 use ferrocore_model::{Arn, Error, ResourceKind, Result};
 use ferrocore_store::Collection;
@@ -22,7 +23,7 @@ macro_rules! tagged {
         }
     )*};
 }
-tagged!(ThingType, ThingGroup, BillingGroup, Policy, CaCertificate, RoleAlias);
+tagged!(ThingType, ThingGroup, BillingGroup, Policy, CaCertificate, RoleAlias, TopicRule);
 
 fn unsupported(text: &str, what: &str) -> Error {
     Error::invalid(format!("Tagging is not supported for the resource {text}: {what} cannot be tagged."))
@@ -60,6 +61,7 @@ impl Registry {
             ResourceKind::Policy => self.tags_of::<Policy>(Collection::Policy, arn, text, change).await,
             ResourceKind::CaCertificate => self.tags_of::<CaCertificate>(Collection::CaCertificate, arn, text, change).await,
             ResourceKind::RoleAlias => self.tags_of::<RoleAlias>(Collection::RoleAlias, arn, text, change).await,
+            ResourceKind::TopicRule => self.tags_of::<TopicRule>(Collection::TopicRule, arn, text, change).await,
             ResourceKind::Certificate => Err(unsupported(text, "certificates")),
             ResourceKind::Thing => Err(unsupported(text, "things")),
         }

@@ -2,57 +2,19 @@
 
 use std::cmp::Ordering;
 
-use crate::ast::{BinaryOp, Expr, Item, Query, Select};
-use crate::value::Value;
+use crate::ast::{BinaryOp, Expr, Item, Query, Select, Subquery};
+use crate::context::Context;
+use crate::value::{Value, output_bytes};
 use crate::{EvalError, functions};
-
-/// What the functions may ask about the message being evaluated.
-#[derive(Debug, Clone, Default)]
-pub struct Context {
-    pub topic: String,
-    pub client_id: Option<String>,
-    pub principal: Option<String>,
-    pub account_id: String,
-    pub timestamp_ms: i64,
-    /// Given by the caller so evaluation stays deterministic.
-    pub new_uuid: String,
-    pub trace_id: String,
-    pub sql_version: String,
-}
 
 /// The outcome for one message: `None` when WHERE did not hold.
 pub fn evaluate(query: &Query, payload: &Value, context: &Context) -> Result<Option<Value>, EvalError> {
-    let scope = Scope { payload, context };
-    if let Some(condition) = &query.condition
-        && scope.eval(condition)?.to_bool() != Some(true)
-    {
-        return Ok(None);
-    }
-    let result = match &query.select {
-        Select::Value(expr) => scope.eval(expr)?,
-        Select::Items(items) => {
-            let mut fields: Vec<(String, Value)> = Vec::new();
-            for (index, item) in items.iter().enumerate() {
-                match item {
-                    Item::All => match payload {
-                        Value::Object(all) => all.iter().for_each(|(k, v)| set(&mut fields, k, v.clone())),
-                        // A payload that is not an object passes through whole.
-                        other if items.len() == 1 => return Ok(Some(other.clone())),
-                        _ => {}
-                    },
-                    Item::Expr { expr, alias } => {
-                        let value = scope.eval(expr)?;
-                        if value != Value::Undefined {
-                            let name = alias.clone().unwrap_or_else(|| default_name(expr, index));
-                            set_dotted(&mut fields, &name, value);
-                        }
-                    }
-                }
-            }
-            Value::Object(fields)
-        }
-    };
-    Ok(Some(result))
+    Scope::message(payload, context).select_where(&query.select, query.condition.as_ref())
+}
+
+/// One expression over a message, as a substitution template evaluates it.
+pub fn evaluate_expression(expr: &Expr, payload: &Value, context: &Context) -> Result<Value, EvalError> {
+    Scope::message(payload, context).eval(expr)
 }
 
 /// The key an unaliased SELECT expression gets: a path's last name, a function's name.
@@ -87,26 +49,119 @@ fn set_dotted(fields: &mut Vec<(String, Value)>, name: &str, value: Value) {
 }
 
 struct Scope<'a> {
+    /// What field names resolve against: the payload, or one element in a nested query.
     payload: &'a Value,
     context: &'a Context,
+    /// Whether `payload` is the message itself, whose published bytes `*` stands for.
+    is_message: bool,
 }
 
-impl Scope<'_> {
+impl<'a> Scope<'a> {
+    fn message(payload: &'a Value, context: &'a Context) -> Self {
+        Scope { payload, context, is_message: true }
+    }
+
+    fn nested<'b>(&self, element: &'b Value) -> Scope<'b>
+    where
+        'a: 'b,
+    {
+        Scope { payload: element, context: self.context, is_message: false }
+    }
+
+    /// The select's result, or `None` when the condition does not hold.
+    fn select_where(&self, select: &Select, condition: Option<&Expr>) -> Result<Option<Value>, EvalError> {
+        if let Some(condition) = condition
+            && self.eval(condition)?.to_bool() != Some(true)
+        {
+            return Ok(None);
+        }
+        self.select(select).map(Some)
+    }
+
+    fn select(&self, select: &Select) -> Result<Value, EvalError> {
+        let items = match select {
+            Select::Value(expr) => return self.eval(expr),
+            Select::Items(items) => items,
+        };
+        let mut fields: Vec<(String, Value)> = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            match item {
+                Item::All => match self.payload {
+                    Value::Object(all) => all.iter().for_each(|(k, v)| set(&mut fields, k, v.clone())),
+                    // A payload that is not an object (raw bytes too) passes through whole.
+                    other if items.len() == 1 => return Ok(other.clone()),
+                    _ => {}
+                },
+                Item::Expr { expr, alias } => {
+                    let value = self.eval(expr)?;
+                    if value != Value::Undefined {
+                        let name = alias.clone().unwrap_or_else(|| default_name(expr, index));
+                        set_dotted(&mut fields, &name, value);
+                    }
+                }
+            }
+        }
+        Ok(Value::Object(fields))
+    }
+
+    /// Over an array, one result per element whose condition holds; over an
+    /// object (AWS's `transform()` examples), the single result.
+    fn subquery(&self, subquery: &Subquery) -> Result<Value, EvalError> {
+        let condition = subquery.condition.as_ref();
+        match self.eval(&subquery.from)? {
+            Value::Array(elements) => {
+                let mut results = Vec::new();
+                for element in &elements {
+                    match self.nested(element).select_where(&subquery.select, condition)? {
+                        // An array cannot hold Undefined (a missing `SELECT VALUE` field).
+                        None | Some(Value::Undefined) => {}
+                        Some(result) => results.push(result),
+                    }
+                }
+                Ok(Value::Array(results))
+            }
+            object @ Value::Object(_) => {
+                Ok(self.nested(&object).select_where(&subquery.select, condition)?.unwrap_or(Value::Undefined))
+            }
+            _ => Ok(Value::Undefined),
+        }
+    }
+
+    /// An argument's value; `*` given to a function of bytes is the payload as published.
+    fn argument(&self, function: &str, arg: &Expr) -> Result<Value, EvalError> {
+        if self.is_message && matches!(arg, Expr::Payload) && functions::reads_payload_bytes(function) {
+            return Ok(self.payload_bytes());
+        }
+        self.eval(arg)
+    }
+
+    fn payload_bytes(&self) -> Value {
+        match self.payload {
+            Value::Binary(_) => self.payload.clone(),
+            _ if !self.context.raw_payload.is_empty() => Value::Binary(self.context.raw_payload.to_vec()),
+            json => Value::Binary(output_bytes(json)),
+        }
+    }
+
     fn eval(&self, expr: &Expr) -> Result<Value, EvalError> {
         Ok(match expr {
             Expr::Literal(value) => value.clone(),
             Expr::Field(name) => self.payload.field(name),
             Expr::Member(base, name) => self.eval(base)?.field(name),
+            Expr::Index(base, index) => match self.eval(base)? {
+                Value::Array(items) => functions::element(&items, &self.eval(index)?),
+                _ => Value::Undefined,
+            },
             Expr::Payload => self.payload.clone(),
             Expr::Not(inner) => self.eval(inner)?.to_bool().map_or(Value::Undefined, |b| Value::Bool(!b)),
             Expr::Negate(inner) => match self.eval(inner)?.to_number() {
-                Some(Value::Int(n)) => Value::Int(-n),
+                Some(Value::Int(n)) => n.checked_neg().map_or(Value::Undefined, Value::Int),
                 Some(Value::Decimal(d)) => Value::Decimal(-d),
                 _ => Value::Undefined,
             },
             Expr::Binary(op, left, right) => binary(*op, self.eval(left)?, self.eval(right)?),
             Expr::Call(name, args) => {
-                let values = args.iter().map(|a| self.eval(a)).collect::<Result<Vec<_>, _>>()?;
+                let values = args.iter().map(|arg| self.argument(name, arg)).collect::<Result<Vec<_>, _>>()?;
                 functions::call(name, &values, self.context)?
             }
             Expr::Cast(inner, kind) => cast(self.eval(inner)?, kind)?,
@@ -122,7 +177,7 @@ impl Scope<'_> {
                 }
                 match otherwise {
                     Some(result) => self.eval(result)?,
-                    None => Value::Null,
+                    None => Value::Undefined,
                 }
             }
             Expr::Object(fields) => {
@@ -136,21 +191,18 @@ impl Scope<'_> {
                 Value::Object(out)
             }
             Expr::Array(items) => Value::Array(items.iter().map(|i| self.eval(i)).collect::<Result<_, _>>()?),
+            Expr::Subquery(subquery) => self.subquery(subquery)?,
         })
     }
 }
 
 fn cast(value: Value, kind: &str) -> Result<Value, EvalError> {
     Ok(match kind.to_ascii_lowercase().as_str() {
-        "int" => match value {
+        "int" | "integer" => match value {
             Value::Bool(b) => Value::Int(i64::from(b)),
-            other => match other.to_number() {
-                Some(Value::Int(n)) => Value::Int(n),
-                Some(Value::Decimal(d)) => Value::Int(d.trunc() as i64),
-                _ => Value::Undefined,
-            },
+            other => other.to_int().map_or(Value::Undefined, Value::Int),
         },
-        "decimal" => match value {
+        "decimal" | "double" => match value {
             Value::Bool(b) => Value::Decimal(if b { 1.0 } else { 0.0 }),
             other => other.as_f64().map_or(Value::Undefined, Value::Decimal),
         },
@@ -159,7 +211,7 @@ fn cast(value: Value, kind: &str) -> Result<Value, EvalError> {
             Value::Decimal(d) => Value::Bool(d != 0.0),
             other => other.to_bool().map_or(Value::Undefined, Value::Bool),
         },
-        "string" | "varchar" => value.to_text().map_or(Value::Undefined, Value::String),
+        "string" | "varchar" | "nvarchar" | "text" | "ntext" => value.to_text().map_or(Value::Undefined, Value::String),
         other => return Err(EvalError::Unsupported(format!("cast to {other}"))),
     })
 }
@@ -217,7 +269,8 @@ fn binary(op: BinaryOp, left: Value, right: Value) -> Value {
     }
 }
 
-fn arithmetic(op: BinaryOp, left: &Value, right: &Value) -> Value {
+/// `+ - * / %` on numbers (and numeric strings); `mod()` and `remainder()` are `%`.
+pub(crate) fn arithmetic(op: BinaryOp, left: &Value, right: &Value) -> Value {
     let (Some(a), Some(b)) = (left.to_number(), right.to_number()) else {
         // `+` with one String concatenates.
         if op == BinaryOp::Add && (matches!(left, Value::String(_)) || matches!(right, Value::String(_))) {
@@ -229,14 +282,17 @@ fn arithmetic(op: BinaryOp, left: &Value, right: &Value) -> Value {
         return Value::Undefined;
     };
     match (a, b) {
-        (Value::Int(x), Value::Int(y)) => match op {
-            BinaryOp::Add => x.checked_add(y).map_or(Value::Undefined, Value::Int),
-            BinaryOp::Sub => x.checked_sub(y).map_or(Value::Undefined, Value::Int),
-            BinaryOp::Mul => x.checked_mul(y).map_or(Value::Undefined, Value::Int),
-            BinaryOp::Div if y != 0 => Value::Int(x / y),
-            BinaryOp::Mod if y != 0 => Value::Int(x % y),
-            _ => Value::Undefined,
-        },
+        (Value::Int(x), Value::Int(y)) => {
+            let result = match op {
+                BinaryOp::Add => x.checked_add(y),
+                BinaryOp::Sub => x.checked_sub(y),
+                BinaryOp::Mul => x.checked_mul(y),
+                BinaryOp::Div => x.checked_div(y),
+                BinaryOp::Mod => x.checked_rem(y),
+                _ => None,
+            };
+            result.map_or(Value::Undefined, Value::Int)
+        }
         (a, b) => {
             let (x, y) = (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN));
             let result = match op {

@@ -6,21 +6,35 @@
 //! (dropped from results, making comparisons Undefined and WHERE false), Null is a
 //! value, numeric strings compare as numbers, `+` concatenates strings.
 //!
-//! Not yet: nested `(SELECT … FROM <array>)` queries, `[i]` indexing (use `get`),
-//! and the functions that call other services or are not built (they parse, and
-//! fail at evaluation with [`EvalError::Unsupported`]).
+//! A payload enters as [`payload_value`] (JSON, or [`Value::Binary`] when it is
+//! not JSON) and a result leaves as [`output_bytes`]. Paths index arrays
+//! (`a.b[1].c`), and nested queries (`(SELECT v FROM e WHERE n = 'x')`) run over
+//! an array field. [`Template`] reads and renders the `${…}` substitution
+//! templates of action fields.
+//!
+//! Evaluation is pure: the message's topic, client, clock reading and MQTT 5
+//! properties come in a [`Context`], and the one function that reads another
+//! service, `get_thing_shadow`, goes through the caller's [`Lookups`]. The
+//! functions that call Lambda, DynamoDB, Secrets Manager, Machine Learning or
+//! the registry, `decode(…, 'protobuf')`, and named time zones in
+//! `parse_time`/`time_to_epoch` parse, and fail at evaluation with
+//! [`EvalError::Unsupported`].
 
 mod ast;
+mod context;
 mod eval;
 mod functions;
 mod lexer;
 mod parser;
+mod template;
 mod value;
 
-pub use ast::{BinaryOp, Expr, Item, Query, Select};
-pub use eval::{Context, evaluate};
-pub use parser::parse;
-pub use value::Value;
+pub use ast::{BinaryOp, Expr, Item, Query, Select, Subquery};
+pub use context::{Context, Lookups, MessageProps};
+pub use eval::{evaluate, evaluate_expression};
+pub use parser::{parse, parse_expression};
+pub use template::Template;
+pub use value::{Value, output_bytes, payload_value};
 
 /// A statement AWS would refuse with SqlParseException, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

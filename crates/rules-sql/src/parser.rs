@@ -1,8 +1,8 @@
 //! A recursive-descent parser for AWS IoT SQL. Precedence, lowest first: OR, AND,
-//! NOT, comparisons, `+ -`, `* / %`, unary `-`, member access.
+//! NOT, comparisons, `+ -`, `* / %`, unary `-`, member access and indexing.
 
 use crate::SqlError;
-use crate::ast::{BinaryOp, Expr, Item, Query, Select};
+use crate::ast::{BinaryOp, Expr, Item, Query, Select, Subquery};
 use crate::functions;
 use crate::lexer::{Token, tokenize};
 use crate::value::Value;
@@ -13,13 +13,18 @@ const RESERVED: [&str; 14] =
     ["select", "as", "from", "where", "and", "or", "not", "case", "when", "then", "else", "end", "true", "false"];
 
 pub fn parse(sql: &str) -> Result<Query, SqlError> {
-    let tokens = tokenize(sql)?;
-    let mut parser = Parser { tokens, position: 0, length: sql.chars().count() };
+    let mut parser = Parser::new(sql)?;
     let query = parser.query()?;
-    if let Some((token, at)) = parser.tokens.get(parser.position) {
-        return Err(SqlError::at(*at, format!("unexpected {} after the statement", describe(token))));
-    }
+    parser.expect_end("the statement")?;
     Ok(query)
+}
+
+/// One expression and nothing after it (a substitution template's `${…}`).
+pub fn parse_expression(text: &str) -> Result<Expr, SqlError> {
+    let mut parser = Parser::new(text)?;
+    let expr = parser.expr()?;
+    parser.expect_end("the expression")?;
+    Ok(expr)
 }
 
 struct Parser {
@@ -39,6 +44,17 @@ fn describe(token: &Token) -> String {
 }
 
 impl Parser {
+    fn new(text: &str) -> Result<Self, SqlError> {
+        Ok(Parser { tokens: tokenize(text)?, position: 0, length: text.chars().count() })
+    }
+
+    fn expect_end(&self, what: &str) -> Result<(), SqlError> {
+        match self.tokens.get(self.position) {
+            Some((token, at)) => Err(SqlError::at(*at, format!("unexpected {} after {what}", describe(token)))),
+            None => Ok(()),
+        }
+    }
+
     fn peek(&self) -> Option<&Token> {
         self.tokens.get(self.position).map(|(t, _)| t)
     }
@@ -92,8 +108,7 @@ impl Parser {
     }
 
     fn query(&mut self) -> Result<Query, SqlError> {
-        self.expect_keyword("select")?;
-        let select = if self.select_value() { Select::Value(self.expr()?) } else { Select::Items(self.items()?) };
+        let select = self.select()?;
         let from = if self.keyword("from") {
             match self.peek() {
                 Some(Token::Str(topic)) => {
@@ -110,13 +125,31 @@ impl Parser {
         Ok(Query { select, from, condition })
     }
 
+    /// `SELECT VALUE <expr>` or `SELECT <items>`.
+    fn select(&mut self) -> Result<Select, SqlError> {
+        self.expect_keyword("select")?;
+        Ok(if self.select_value() { Select::Value(self.expr()?) } else { Select::Items(self.items()?) })
+    }
+
+    /// The rest of a nested `(SELECT … FROM <path> [WHERE …])`, from SELECT on.
+    fn subquery(&mut self) -> Result<Expr, SqlError> {
+        let select = self.select()?;
+        self.expect_keyword("from")?;
+        let from = self.postfix()?;
+        let condition = if self.keyword("where") { Some(self.expr()?) } else { None };
+        self.expect_symbol(")")?;
+        Ok(Expr::Subquery(Box::new(Subquery { select, from, condition })))
+    }
+
     /// Consumes `VALUE` when it introduces `SELECT VALUE <expr>`.
     fn select_value(&mut self) -> bool {
         let is_value = matches!(self.peek(), Some(Token::Ident(word)) if word.eq_ignore_ascii_case("value"));
         let next = self.tokens.get(self.position + 1).map(|(t, _)| t);
         let field_use = match next {
             None => true,
-            Some(Token::Ident(word)) => ["from", "as", "where", "and", "or"].iter().any(|k| word.eq_ignore_ascii_case(k)),
+            Some(Token::Ident(word)) => {
+                ["from", "as", "where", "and", "or"].iter().any(|k| word.eq_ignore_ascii_case(k))
+            }
             Some(Token::Symbol(symbol)) => !["(", "[", "{", "-"].contains(symbol),
             Some(_) => false,
         };
@@ -227,11 +260,23 @@ impl Parser {
         if self.symbol("-") {
             return Ok(Expr::Negate(Box::new(self.unary()?)));
         }
+        self.postfix()
+    }
+
+    /// A primary followed by member accesses and indexes: `a.b[1].c`.
+    fn postfix(&mut self) -> Result<Expr, SqlError> {
         let mut expr = self.primary()?;
-        while self.symbol(".") {
-            expr = Expr::Member(Box::new(expr), self.name()?);
+        loop {
+            if self.symbol(".") {
+                expr = Expr::Member(Box::new(expr), self.name()?);
+            } else if self.symbol("[") {
+                let index = self.expr()?;
+                self.expect_symbol("]")?;
+                expr = Expr::Index(Box::new(expr), Box::new(index));
+            } else {
+                return Ok(expr);
+            }
         }
-        Ok(expr)
     }
 
     fn primary(&mut self) -> Result<Expr, SqlError> {
@@ -251,6 +296,9 @@ impl Parser {
             }
             Token::Symbol("(") => {
                 self.position += 1;
+                if matches!(self.peek(), Some(Token::Ident(word)) if word.eq_ignore_ascii_case("select")) {
+                    return self.subquery();
+                }
                 let expr = self.expr()?;
                 self.expect_symbol(")")?;
                 Ok(expr)

@@ -1,6 +1,8 @@
 //! AWS IoT SQL values: JSON's types plus Undefined (a missing field, a failed
-//! conversion), with AWS's coercions.
+//! conversion) and Binary (a payload that is not JSON), with AWS's coercions.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value as Json;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +16,24 @@ pub enum Value {
     Array(Vec<Value>),
     /// Fields in document order; never holds Undefined.
     Object(Vec<(String, Value)>),
+    /// Raw bytes: a payload that is not JSON, or decoded bytes that are neither
+    /// JSON nor UTF-8. Only `encode()` and the hash functions turn them into text.
+    Binary(Vec<u8>),
+}
+
+/// The value of a message payload as AWS sees it: the parsed JSON document, or
+/// the raw bytes when the payload is not JSON.
+pub fn payload_value(bytes: &[u8]) -> Value {
+    serde_json::from_slice::<Json>(bytes).map_or_else(|_| Value::Binary(bytes.to_vec()), |json| Value::from_json(&json))
+}
+
+/// The bytes a rule emits for a result: raw bytes stay raw, Undefined is an empty
+/// payload, anything else is its compact JSON text.
+pub fn output_bytes(value: &Value) -> Vec<u8> {
+    match value {
+        Value::Binary(bytes) => bytes.clone(),
+        other => other.to_json().map(|json| json.to_string().into_bytes()).unwrap_or_default(),
+    }
 }
 
 impl Value {
@@ -28,7 +48,8 @@ impl Value {
         }
     }
 
-    /// The JSON form; `None` for Undefined (which output objects drop).
+    /// The JSON form; `None` for Undefined (which output objects drop). Binary
+    /// nested in a document has no JSON form of its own: it becomes its base64 text.
     pub fn to_json(&self) -> Option<Json> {
         Some(match self {
             Self::Undefined => return None,
@@ -40,7 +61,10 @@ impl Value {
             Self::Decimal(d) => serde_json::Number::from_f64(*d).map_or(Json::Null, Json::Number),
             Self::String(s) => Json::String(s.clone()),
             Self::Array(items) => Json::Array(items.iter().map(|v| v.to_json().unwrap_or(Json::Null)).collect()),
-            Self::Object(fields) => Json::Object(fields.iter().filter_map(|(k, v)| Some((k.clone(), v.to_json()?))).collect()),
+            Self::Object(fields) => {
+                Json::Object(fields.iter().filter_map(|(k, v)| Some((k.clone(), v.to_json()?))).collect())
+            }
+            Self::Binary(bytes) => Json::String(BASE64.encode(bytes)),
         })
     }
 
@@ -80,11 +104,21 @@ impl Value {
         }
     }
 
+    /// An Int from numbers and numeric strings, decimals rounded toward zero (AWS's
+    /// "rounded down"); values beyond the Int range saturate.
+    pub fn to_int(&self) -> Option<i64> {
+        match self.to_number()? {
+            Value::Int(n) => Some(n),
+            Value::Decimal(d) if !d.is_nan() => Some(d.trunc() as i64),
+            _ => None,
+        }
+    }
+
     /// The string form: numbers as text, booleans lowercase, arrays and objects as
-    /// JSON; Null and Undefined have none.
+    /// JSON; Null, Undefined and Binary have none.
     pub fn to_text(&self) -> Option<String> {
         match self {
-            Self::Undefined | Self::Null => None,
+            Self::Undefined | Self::Null | Self::Binary(_) => None,
             Self::String(s) => Some(s.clone()),
             other => other.to_json().map(|json| json.to_string()),
         }
@@ -102,7 +136,5 @@ fn is_numeric(text: &str) -> bool {
         None => (mantissa, None),
     };
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    digits(whole)
-        && fraction.is_none_or(digits)
-        && exponent.is_none_or(|e| digits(e.strip_prefix('-').unwrap_or(e)))
+    digits(whole) && fraction.is_none_or(digits) && exponent.is_none_or(|e| digits(e.strip_prefix('-').unwrap_or(e)))
 }

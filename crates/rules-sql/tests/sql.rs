@@ -1,7 +1,12 @@
 //! AWS IoT SQL: the seed's rules, AWS's documented semantics, parse errors, and
 //! properties of the parser and evaluator.
 
-use ferrocore_rules_sql::{Context, Value, evaluate, parse};
+use std::sync::Arc;
+
+use ferrocore_rules_sql::{
+    Context, EvalError, Expr, Lookups, MessageProps, Value, evaluate, evaluate_expression, output_bytes, parse,
+    parse_expression, payload_value,
+};
 use proptest::prelude::*;
 use serde_json::{Value as Json, json};
 
@@ -15,6 +20,7 @@ fn context(topic: &str) -> Context {
         new_uuid: "00000000-0000-4000-8000-000000000000".into(),
         trace_id: "trace".into(),
         sql_version: "2016-03-23".into(),
+        ..Default::default()
     }
 }
 
@@ -114,8 +120,262 @@ fn parse_errors_say_what_and_where() {
 
 #[test]
 fn unsupported_functions_fail_at_evaluation_not_silently() {
-    let query = parse("SELECT get_thing_shadow('x', 'arn') AS s FROM 't'").unwrap();
-    assert!(evaluate(&query, &Value::Object(vec![]), &context("t")).is_err());
+    for sql in [
+        "SELECT aws_lambda('arn:aws:lambda:us-east-1:1:function:f', *) AS s FROM 't'",
+        "SELECT get_dynamodb('t', 'k', 1, 'arn') AS s FROM 't'",
+        "SELECT get_secret('id', 'SecretString', 'k', 'arn') AS s FROM 't'",
+        "SELECT machinelearning_predict('m', 'arn', *) AS s FROM 't'",
+        "SELECT get_registry_data('thing', 'arn') AS s FROM 't'",
+        "SELECT decode(a, 'protobuf') AS s FROM 't'",
+        "SELECT cast(a AS Blob) AS s FROM 't'",
+    ] {
+        let query = parse(sql).unwrap();
+        let err = evaluate(&query, &Value::Object(vec![]), &context("t")).unwrap_err();
+        assert!(matches!(err, EvalError::Unsupported(_)), "{sql}");
+    }
+}
+
+#[test]
+fn case_without_a_match_or_else_is_undefined() {
+    assert_eq!(run("SELECT CASE a WHEN 1 THEN 'one' END AS r FROM 't'", "t", json!({"a": 2})), Some(json!({})));
+}
+
+#[test]
+fn array_indexing() {
+    let payload = json!({"a": [10, 20, 30], "o": {"b": [{"c": 1}, {"c": 2}]}, "m": [[1, 2], [3, 4]], "s": "abc"});
+    let check = |expr: &str, expected: Option<Json>| {
+        let out = run(&format!("SELECT {expr} AS r FROM 't'"), "t", payload.clone()).unwrap();
+        assert_eq!(out.get("r").cloned(), expected, "{expr}");
+    };
+    check("a[0]", Some(json!(10)));
+    check("a[2]", Some(json!(30)));
+    check("a[3]", None);
+    check("a[-1]", None);
+    check("a['1']", Some(json!(20)));
+    check("a[1 + 1]", Some(json!(30)));
+    check("o.b[1].c", Some(json!(2)));
+    check("o.b[0]", Some(json!({"c": 1})));
+    check("m[1][0]", Some(json!(3)));
+    check("[5, 6, 7][2]", Some(json!(7)));
+    check("s[0]", None);
+    check("o[0]", None);
+    check("missing[0]", None);
+    check("a[0] + a[1]", Some(json!(30)));
+    assert_eq!(run("SELECT * FROM 't' WHERE a[0] = 10", "t", payload.clone()), Some(payload.clone()));
+    assert_eq!(run("SELECT * FROM 't' WHERE a[9] = 10", "t", payload), None);
+}
+
+fn sensors() -> Json {
+    json!({"e": [
+        {"n": "temperature", "u": "Cel", "t": 1234, "v": 22.5},
+        {"n": "light", "u": "lm", "t": 1235, "v": 135},
+        {"n": "acidity", "u": "pH", "t": 1235, "v": 7}
+    ]})
+}
+
+#[test]
+fn nested_queries_follow_awss_examples() {
+    assert_eq!(
+        run("SELECT (SELECT VALUE n FROM e) as sensors FROM 'my/topic'", "my/topic", sensors()),
+        Some(json!({"sensors": ["temperature", "light", "acidity"]}))
+    );
+    assert_eq!(
+        run("SELECT (SELECT v FROM e WHERE n = 'temperature') as temperature FROM 'my/topic'", "my/topic", sensors()),
+        Some(json!({"temperature": [{"v": 22.5}]}))
+    );
+    assert_eq!(
+        run("SELECT get((SELECT v FROM e WHERE n = 'temperature'), 0).v as temperature FROM 'topic'", "topic", sensors()),
+        Some(json!({"temperature": 22.5}))
+    );
+}
+
+#[test]
+fn nested_queries_scope_filter_and_shape() {
+    let check = |sql: &str, expected: Option<Json>| assert_eq!(run(sql, "t", sensors()), expected, "{sql}");
+    // Items, aliases, `*` and functions resolve against each element.
+    check(
+        "SELECT VALUE (SELECT n AS name, upper(u) AS unit FROM e WHERE v > 10) FROM 't'",
+        Some(json!([{"name": "temperature", "unit": "CEL"}, {"name": "light", "unit": "LM"}])),
+    );
+    check("SELECT VALUE (SELECT * FROM e WHERE t = 1234) FROM 't'", Some(json!([sensors()["e"][0].clone()])));
+    check("SELECT VALUE (SELECT VALUE v * 2 FROM e WHERE n <> 'light') FROM 't'", Some(json!([45, 14])));
+    check("SELECT VALUE (SELECT VALUE v FROM e WHERE n = 'none') FROM 't'", Some(json!([])));
+    check("SELECT VALUE (SELECT VALUE e[0].n FROM *) FROM 't'", Some(json!("temperature")));
+    // A SELECT VALUE whose field is missing adds nothing.
+    check("SELECT VALUE (SELECT VALUE missing FROM e) FROM 't'", Some(json!([])));
+    // FROM that is neither an array nor an object is Undefined.
+    check("SELECT (SELECT VALUE n FROM nothing) AS r FROM 't'", Some(json!({})));
+    check("SELECT (SELECT VALUE n FROM e[0].n) AS r FROM 't'", Some(json!({})));
+    // Nested queries work in WHERE, and nest.
+    check("SELECT VALUE 1 FROM 't' WHERE get((SELECT VALUE v FROM e WHERE n = 'light'), 0) > 100", Some(json!(1)));
+    check("SELECT VALUE 1 FROM 't' WHERE get((SELECT VALUE v FROM e WHERE n = 'light'), 0) > 200", None);
+    let nested = json!({"groups": [{"items": [{"x": 1}, {"x": 2}]}, {"items": [{"x": 3}]}]});
+    assert_eq!(
+        run("SELECT VALUE (SELECT VALUE (SELECT VALUE x FROM items WHERE x > 1) FROM groups) FROM 't'", "t", nested),
+        Some(json!([[2], [3]]))
+    );
+}
+
+#[test]
+fn nested_query_over_an_object_runs_once() {
+    // AWS's transform() example 3 selects FROM an object.
+    let payload = json!({"data2": {"a": "first", "b": "second", "c": [{"y": true}, {"y": false}]}});
+    assert_eq!(
+        run("SELECT VALUE (SELECT a, b FROM data2) FROM 't'", "t", payload.clone()),
+        Some(json!({"a": "first", "b": "second"}))
+    );
+    assert_eq!(
+        run("SELECT VALUE (SELECT VALUE c FROM data2) FROM 't'", "t", payload.clone()),
+        Some(payload["data2"]["c"].clone())
+    );
+    assert_eq!(run("SELECT (SELECT a FROM data2 WHERE b = 'x') AS r FROM 't'", "t", payload), Some(json!({})));
+}
+
+#[test]
+fn nested_query_parse_errors() {
+    for (sql, fragment) in [
+        ("SELECT (SELECT a e) FROM 't'", "expected FROM"),
+        ("SELECT (SELECT a FROM) FROM 't'", "expected an expression"),
+        ("SELECT (SELECT a FROM e FROM 't'", "expected ')'"),
+        ("SELECT (SELECT a FROM e WHERE) FROM 't'", "expected an expression"),
+        ("SELECT a[ FROM 't'", "expected an expression"),
+        ("SELECT a[0 FROM 't'", "expected ']'"),
+    ] {
+        let err = parse(sql).unwrap_err();
+        assert!(err.to_string().contains(fragment), "{sql}: {err}");
+    }
+}
+
+#[test]
+fn parse_expression_reads_one_expression() {
+    let expr = parse_expression("topic(2)").unwrap();
+    assert_eq!(expr, Expr::Call("topic".into(), vec![Expr::Literal(Value::Int(2))]));
+    let payload = Value::from_json(&json!({"a": {"b": [1, 2]}}));
+    let value = evaluate_expression(&parse_expression("a.b[1] + 1").unwrap(), &payload, &context("t"));
+    assert_eq!(value, Ok(Value::Int(3)));
+    let err = parse_expression("a b").unwrap_err();
+    assert!(err.to_string().contains("unexpected 'b' after the expression"), "{err}");
+    assert!(parse_expression("").is_err());
+    assert!(parse_expression("SELECT a").is_err());
+}
+
+#[test]
+fn binary_payloads() {
+    let bytes = [0x00, 0xff, 0x10, b'{'];
+    let payload = payload_value(&bytes);
+    assert_eq!(payload, Value::Binary(bytes.to_vec()));
+    let eval = |sql: &str| evaluate(&parse(sql).unwrap(), &payload, &context("t")).unwrap();
+    // `SELECT *` passes the bytes through untouched.
+    let all = eval("SELECT * FROM 't'").unwrap();
+    assert_eq!(output_bytes(&all), bytes);
+    assert_eq!(
+        eval("SELECT encode(*, 'base64') AS data, timestamp() AS ts FROM 't'").unwrap().to_json(),
+        Some(json!({"data": "AP8Qew==", "ts": 1_700_000_000_000i64}))
+    );
+    assert_eq!(eval("SELECT VALUE md5(*) FROM 't'"), Some(Value::String("b13340dff93ff5eb9994b1e6a969c88a".into())));
+    // A binary payload has no fields: a WHERE on one filters the message out.
+    assert_eq!(eval("SELECT * FROM 't' WHERE kind = 'x'"), None);
+    assert_eq!(eval("SELECT * FROM 't' WHERE timestamp() > 0"), Some(all));
+    // Raw bytes have no string form.
+    assert_eq!(eval("SELECT VALUE cast(* AS String) FROM 't'"), Some(Value::Undefined));
+    assert_eq!(eval("SELECT VALUE length(*) FROM 't'"), Some(Value::Undefined));
+}
+
+#[test]
+fn payloads_in_and_out() {
+    assert_eq!(payload_value(br#"{"a": [1, 2.5, null]}"#).to_json(), Some(json!({"a": [1, 2.5, null]})));
+    assert_eq!(payload_value(b"42"), Value::Int(42));
+    assert_eq!(payload_value(b"not json"), Value::Binary(b"not json".to_vec()));
+    assert_eq!(payload_value(b""), Value::Binary(Vec::new()));
+    assert_eq!(output_bytes(&Value::Undefined), b"");
+    assert_eq!(output_bytes(&Value::String("red".into())), br#""red""#);
+    assert_eq!(output_bytes(&Value::from_json(&json!({"a": [1, true]}))), br#"{"a":[1,true]}"#);
+    assert_eq!(output_bytes(&Value::Binary(vec![1, 2])), [1, 2]);
+}
+
+#[test]
+fn star_in_functions_of_bytes_reads_the_payload_as_published() {
+    let raw = br#"{ "a" : 1 }"#;
+    let payload = payload_value(raw);
+    let sql = parse("SELECT encode(*, 'base64') AS b, md5(*) AS h FROM 't'").unwrap();
+    let with_raw = Context { raw_payload: raw.as_slice().into(), ..context("t") };
+    assert_eq!(
+        evaluate(&sql, &payload, &with_raw).unwrap().unwrap().to_json(),
+        Some(json!({"b": "eyAiYSIgOiAxIH0=", "h": "3578519ce226de270c08039ae3ee3c2e"}))
+    );
+    // Without the raw bytes, the payload's compact JSON stands in.
+    assert_eq!(
+        evaluate(&sql, &payload, &context("t")).unwrap().unwrap().to_json(),
+        Some(json!({"b": "eyJhIjoxfQ==", "h": "bb6cb5c68df4652941caf652a366f2d8"}))
+    );
+}
+
+struct Shadows;
+
+impl Lookups for Shadows {
+    fn thing_shadow(&self, thing: &str, shadow: Option<&str>) -> Option<Json> {
+        match (thing, shadow) {
+            ("lamp", None) => Some(json!({"state": {"reported": {"on": true}}})),
+            ("lamp", Some("power")) => Some(json!({"state": {"reported": {"watts": 9}}})),
+            _ => None,
+        }
+    }
+}
+
+#[test]
+fn get_thing_shadow_reads_through_lookups() {
+    let query = parse(
+        "SELECT get_thing_shadow('lamp', 'arn:aws:iam::1:role/r').state.reported.on AS on, \
+         get_thing_shadow('lamp', 'power', 'arn:aws:iam::1:role/r').state.reported.watts AS watts, \
+         get_thing_shadow('nope', 'arn:aws:iam::1:role/r') AS missing FROM 't' \
+         WHERE get_thing_shadow(thing, 'arn').state.reported.on = true",
+    )
+    .unwrap();
+    assert!(query.uses_lookups());
+    assert!(!parse("SELECT topic() FROM 't'").unwrap().uses_lookups());
+    assert!(parse("SELECT VALUE (SELECT VALUE get_thing_shadow(n, 'r') FROM e) FROM 't'").unwrap().uses_lookups());
+    let payload = Value::from_json(&json!({"thing": "lamp"}));
+    let with_lookups = Context { lookups: Some(Arc::new(Shadows)), ..context("t") };
+    assert_eq!(
+        evaluate(&query, &payload, &with_lookups).unwrap().and_then(|v| v.to_json()),
+        Some(json!({"on": true, "watts": 9}))
+    );
+    // Without lookups the shadow is Undefined, so the WHERE fails.
+    assert_eq!(evaluate(&query, &payload, &context("t")).unwrap(), None);
+    assert!(format!("{with_lookups:?}").contains("Lookups"));
+}
+
+#[test]
+fn mqtt5_properties() {
+    let properties = MessageProps {
+        payload_format_indicator: Some(1),
+        content_type: Some("application/json".into()),
+        response_topic: Some("replies/1".into()),
+        correlation_data: Some(vec![0xde, 0xad]),
+        user_properties: vec![("k".into(), "a".into()), ("j".into(), "x".into()), ("k".into(), "b".into())],
+    };
+    let with_properties = Context { properties: Some(properties), ..context("t") };
+    let eval = |expr: &str, context: &Context| {
+        evaluate_expression(&parse_expression(expr).unwrap(), &Value::Null, context).unwrap().to_json()
+    };
+    assert_eq!(eval("get_mqtt_property('content_type')", &with_properties), Some(json!("application/json")));
+    assert_eq!(eval("get_mqtt_property('format_indicator')", &with_properties), Some(json!("UTF8_DATA")));
+    assert_eq!(eval("get_mqtt_property('response_topic')", &with_properties), Some(json!("replies/1")));
+    assert_eq!(eval("get_mqtt_property('correlation_data')", &with_properties), Some(json!("3q0=")));
+    assert_eq!(eval("get_mqtt_property('other')", &with_properties), None);
+    assert_eq!(eval("get_user_properties()", &with_properties), Some(json!({"k": ["a", "b"], "j": ["x"]})));
+    assert_eq!(eval("get_user_properties('k')", &with_properties), Some(json!(["a", "b"])));
+    assert_eq!(eval("get_user_properties('none')", &with_properties), None);
+    let bytes = Context {
+        properties: Some(MessageProps { payload_format_indicator: Some(0), ..Default::default() }),
+        ..context("t")
+    };
+    assert_eq!(eval("get_mqtt_property('format_indicator')", &bytes), Some(json!("UNSPECIFIED_BYTES")));
+    assert_eq!(eval("get_mqtt_property('content_type')", &bytes), None);
+    assert_eq!(eval("get_user_properties()", &bytes), None);
+    // MQTT 3.1.1 and HTTP messages have no properties.
+    assert_eq!(eval("get_mqtt_property('content_type')", &context("t")), None);
+    assert_eq!(eval("get_user_properties()", &context("t")), None);
 }
 
 proptest! {

@@ -35,6 +35,10 @@ pub enum Collection {
     Shadow,
     /// Past versions of shadows kept for operators (opt-in), by `<thing>/<shadow>/<version>`.
     ShadowVersion,
+    /// Topic rules of the rules engine, by name.
+    TopicRule,
+    /// Topic rule destinations, by ARN.
+    TopicRuleDestination,
 }
 
 impl Collection {
@@ -53,6 +57,8 @@ impl Collection {
             Self::Setting => "setting",
             Self::Shadow => "shadow",
             Self::ShadowVersion => "shadow_version",
+            Self::TopicRule => "topic_rule",
+            Self::TopicRuleDestination => "topic_rule_destination",
         }
     }
 }

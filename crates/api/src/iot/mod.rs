@@ -12,6 +12,7 @@ mod tags;
 mod thing_groups;
 mod thing_types;
 mod things;
+mod topic_rules;
 
 use std::collections::BTreeMap;
 
@@ -114,6 +115,22 @@ pub(crate) async fn dispatch(state: &ApiState, operation: &'static str, input: I
         "DeleteRoleAlias" => role_aliases::delete(registry, &input).await,
         "ListRoleAliases" => role_aliases::list(registry, &input).await,
         "TestAuthorization" => authorization::test_authorization(registry, &input).await,
+        "CreateTopicRule" => topic_rules::create(registry, &input).await,
+        "GetTopicRule" => topic_rules::get(registry, &input).await,
+        "ListTopicRules" => topic_rules::list(registry, &input).await,
+        "ReplaceTopicRule" => topic_rules::replace(registry, &input).await,
+        "DeleteTopicRule" => topic_rules::delete(registry, &input).await,
+        "EnableTopicRule" => topic_rules::set_enabled(registry, &input, true).await,
+        "DisableTopicRule" => topic_rules::set_enabled(registry, &input, false).await,
+        "CreateTopicRuleDestination" => topic_rules::create_destination(registry, &input).await,
+        "GetTopicRuleDestination" => topic_rules::get_destination(registry, &input).await,
+        "ListTopicRuleDestinations" => topic_rules::list_destinations(registry, &input).await,
+        "UpdateTopicRuleDestination" => topic_rules::update_destination(registry, &input).await,
+        "DeleteTopicRuleDestination" => topic_rules::delete_destination(registry, &input).await,
+        "ConfirmTopicRuleDestination" => {
+            registry.confirm_topic_rule_destination(&input.label("confirmationToken")).await?;
+            empty()
+        }
         other => Err(ApiError::not_implemented("iot", other)),
     }
 }

@@ -1,0 +1,376 @@
+//! Running rules off the message path: the gateway offers each message (a filter
+//! check and, on a match, a non-blocking enqueue); a dispatcher evaluates queued
+//! messages with bounded concurrency, delivers every action (retrying what may
+//! succeed later with backoff) and sends failures to the rule's error action.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrocore_model::rules::{DestinationStatus, DestinationTarget};
+use ferrocore_registry::{MessageSink, Publisher, Registry, RoutedMessage};
+use ferrocore_rules_sql::{Context, Lookups, MessageProps, Template, Value};
+use serde_json::json;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::compile::{Action, CompiledRule, RuleSet};
+use crate::targets::{Failure, Output, Targets};
+use crate::{RulesConfig, now_ms};
+
+/// A message accepted for evaluation.
+struct Message {
+    topic: String,
+    payload: Bytes,
+    client_id: Option<String>,
+    principal: Option<String>,
+    properties: Option<MessageProps>,
+    received_ms: i64,
+}
+
+struct Job {
+    rules: Vec<Arc<CompiledRule>>,
+    message: Message,
+}
+
+pub struct Engine {
+    registry: Arc<Registry>,
+    config: RulesConfig,
+    rules: RwLock<Arc<RuleSet>>,
+    targets: Targets,
+    queue: mpsc::Sender<Job>,
+    /// Confirmation tokens already sent, so each request goes out once per token.
+    confirmations_sent: Mutex<HashSet<String>>,
+    /// Rules that did not compile at the last reload (logged when this changes).
+    problems: Mutex<Vec<(String, String)>>,
+    /// Actions currently failing, by (rule, action index): logged on change only.
+    failing: Mutex<HashSet<(String, usize)>>,
+}
+
+impl Engine {
+    /// Loads the rules and starts the dispatcher and the reloader (on every rule change).
+    pub async fn start(registry: Arc<Registry>, config: RulesConfig) -> Arc<Self> {
+        let (queue, jobs) = mpsc::channel(config.queue_capacity.max(1));
+        let engine = Arc::new(Self {
+            targets: Targets::new(&config),
+            registry,
+            config,
+            rules: RwLock::new(Arc::new(RuleSet::default())),
+            queue,
+            confirmations_sent: Mutex::default(),
+            problems: Mutex::default(),
+            failing: Mutex::default(),
+        });
+        engine.reload().await;
+        tokio::spawn(engine.clone().dispatch(jobs));
+        tokio::spawn(engine.clone().follow_changes());
+        engine
+    }
+
+    /// Where republish actions publish (the gateway, once bound).
+    pub fn attach_publisher(&self, publisher: Arc<dyn Publisher>) {
+        self.targets.attach_publisher(publisher);
+    }
+
+    fn snapshot(&self) -> Arc<RuleSet> {
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn follow_changes(self: Arc<Self>) {
+        let mut changes = self.registry.rule_changes();
+        while changes.changed().await.is_ok() {
+            self.reload().await;
+        }
+    }
+
+    /// Reloads rules and destinations now (the engine also does on every change to them).
+    pub async fn reload(&self) {
+        let (rules, destinations) =
+            match tokio::try_join!(self.registry.all_topic_rules(), self.registry.all_topic_rule_destinations()) {
+                Ok(loaded) => loaded,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot load topic rules; keeping the previous set");
+                    return;
+                }
+            };
+        let (set, problems) = RuleSet::build(rules, &destinations);
+        {
+            let mut known = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+            if *known != problems {
+                for (rule, problem) in &problems {
+                    tracing::warn!(rule = %rule, problem = %problem, "topic rule cannot run");
+                }
+                *known = problems;
+            }
+        }
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        for destination in destinations {
+            if let (DestinationStatus::InProgress, DestinationTarget::Http { confirmation_url }, Some(token)) =
+                (destination.status, &destination.target, &destination.confirmation_token)
+            {
+                self.send_confirmation(&destination.arn, confirmation_url, token).await;
+            }
+        }
+    }
+
+    /// POSTs `{arn, confirmationToken, enableUrl, messageType}` to a new HTTP destination.
+    async fn send_confirmation(&self, arn: &str, url: &str, token: &str) {
+        if !self.confirmations_sent.lock().unwrap_or_else(|e| e.into_inner()).insert(token.to_string()) {
+            return;
+        }
+        let body = json!({
+            "arn": arn,
+            "confirmationToken": token,
+            "enableUrl": format!("{}/confirmdestination/{token}", self.config.api_url.trim_end_matches('/')),
+            "messageType": "DestinationConfirmation",
+        });
+        match self.targets.confirm(url, &body).await {
+            Ok(()) => tracing::info!(destination = %arn, url, "sent a topic rule destination confirmation"),
+            Err(err) => {
+                tracing::warn!(destination = %arn, url, error = %err, "cannot deliver a topic rule destination confirmation");
+                self.confirmations_sent.lock().unwrap_or_else(|e| e.into_inner()).remove(token);
+            }
+        }
+    }
+
+    fn enqueue(&self, rules: Vec<Arc<CompiledRule>>, message: &RoutedMessage<'_>) {
+        let job = Job {
+            rules,
+            message: Message {
+                topic: message.topic.to_string(),
+                payload: message.payload.clone(),
+                client_id: message.client_id.map(str::to_string),
+                principal: message.principal.map(str::to_string),
+                properties: message.properties.map(|p| MessageProps {
+                    payload_format_indicator: p.payload_format_indicator,
+                    content_type: p.content_type.clone(),
+                    response_topic: p.response_topic.clone(),
+                    correlation_data: p.correlation_data.as_ref().map(|d| d.to_vec()),
+                    user_properties: p.user_properties.clone(),
+                }),
+                received_ms: now_ms(),
+            },
+        };
+        if self.queue.try_send(job).is_err() {
+            metrics::counter!("ferrocore_rules_messages_dropped_total", "reason" => "queue_full").increment(1);
+        }
+    }
+
+    async fn dispatch(self: Arc<Self>, mut jobs: mpsc::Receiver<Job>) {
+        let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
+        while let Some(job) = jobs.recv().await {
+            let Ok(permit) = permits.clone().acquire_owned().await else { break };
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let payload = ferrocore_rules_sql::payload_value(&job.message.payload);
+                for rule in &job.rules {
+                    engine.run_rule(rule, &job.message, &payload).await;
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    fn context(&self, rule: &CompiledRule, message: &Message) -> Context {
+        let lookups: Option<Arc<dyn Lookups>> =
+            rule.uses_lookups.then(|| Arc::new(RegistryLookups(self.registry.clone())) as Arc<dyn Lookups>);
+        Context {
+            topic: message.topic.clone(),
+            client_id: message.client_id.clone(),
+            principal: message.principal.clone(),
+            account_id: self.config.account_id.clone(),
+            timestamp_ms: message.received_ms,
+            new_uuid: uuid::Uuid::new_v4().to_string(),
+            trace_id: uuid::Uuid::new_v4().to_string(),
+            sql_version: rule.sql_version.clone(),
+            properties: message.properties.clone(),
+            lookups,
+            raw_payload: message.payload.to_vec().into(),
+        }
+    }
+
+    async fn run_rule(&self, rule: &CompiledRule, message: &Message, payload: &Value) {
+        let name = rule.name.as_str();
+        let context = self.context(rule, message);
+        let evaluated = if rule.uses_lookups {
+            tokio::task::block_in_place(|| ferrocore_rules_sql::evaluate(&rule.query, payload, &context))
+        } else {
+            ferrocore_rules_sql::evaluate(&rule.query, payload, &context)
+        };
+        let result = match evaluated {
+            Ok(Some(result)) => result,
+            Ok(None) => {
+                metrics::counter!("ferrocore_rules_messages_total", "rule" => name.to_string(), "outcome" => "filtered").increment(1);
+                return;
+            }
+            Err(err) => {
+                metrics::counter!("ferrocore_rules_messages_total", "rule" => name.to_string(), "outcome" => "evaluation_failed")
+                    .increment(1);
+                tracing::debug!(rule = name, error = %err, "rule evaluation failed");
+                return;
+            }
+        };
+        metrics::counter!("ferrocore_rules_messages_total", "rule" => name.to_string(), "outcome" => "matched").increment(1);
+        let bytes = ferrocore_rules_sql::output_bytes(&result);
+        let output = Output { bytes: &bytes, value: &result };
+        let render = |template: &Template| render(template, payload, &context, rule.uses_lookups);
+        let rules = self.snapshot();
+        let prefixes = rules.enabled_http_prefixes.as_slice();
+        let (output_ref, render_ref) = (&output, &render);
+        let deliveries = rule.actions.iter().enumerate().map(|(index, action)| async move {
+            let outcome = self.deliver_with_retries(name, index, action, output_ref, render_ref, prefixes).await;
+            outcome.err().map(|failure| (action.kind, failure))
+        });
+        let failures: Vec<(&str, Failure)> = futures_util::future::join_all(deliveries).await.into_iter().flatten().collect();
+        if failures.is_empty() {
+            return;
+        }
+        let Some(error_action) = &rule.error_action else { return };
+        let report = error_payload(name, message, &context.trace_id, &failures);
+        let report_bytes = report.to_string().into_bytes();
+        let report_value = Value::from_json(&report);
+        let output = Output { bytes: &report_bytes, value: &report_value };
+        let outcome = self.deliver_with_retries(name, usize::MAX, error_action, &output, &render, prefixes).await;
+        let label = if outcome.is_ok() { "succeeded" } else { "failed" };
+        metrics::counter!("ferrocore_rules_error_actions_total", "rule" => name.to_string(), "outcome" => label).increment(1);
+    }
+
+    async fn deliver_with_retries(
+        &self,
+        rule: &str,
+        index: usize,
+        action: &Action,
+        output: &Output<'_>,
+        render: &(dyn Fn(&Template) -> Result<String, Failure> + Send + Sync),
+        prefixes: &[String],
+    ) -> Result<(), Failure> {
+        let count = |outcome: &'static str| {
+            metrics::counter!("ferrocore_rules_actions_total", "rule" => rule.to_string(), "action" => action.kind, "outcome" => outcome)
+                .increment(1);
+        };
+        let mut attempt = 1;
+        loop {
+            match self.targets.deliver(action.kind, &action.spec, output, render, prefixes).await {
+                Ok(()) => {
+                    count("succeeded");
+                    self.note_state(rule, index, action.kind, None);
+                    return Ok(());
+                }
+                Err(failure) if failure.retryable && attempt < self.config.max_attempts => {
+                    count("retried");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(failure) => {
+                    count("failed");
+                    self.note_state(rule, index, action.kind, Some(&failure));
+                    return Err(failure);
+                }
+            }
+        }
+    }
+
+    /// Logs when an action starts failing and when it recovers, not every message.
+    fn note_state(&self, rule: &str, index: usize, kind: &str, failure: Option<&Failure>) {
+        let key = (rule.to_string(), index);
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        match failure {
+            Some(failure) if failing.insert(key.clone()) => tracing::warn!(
+                rule,
+                action = kind,
+                resource = %failure.resource,
+                error = %failure.message,
+                "rule action failing"
+            ),
+            None if failing.remove(&key) => tracing::info!(rule, action = kind, "rule action recovered"),
+            _ => {}
+        }
+    }
+}
+
+/// 100 ms, 200 ms, 400 ms, ... capped at 5 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((100u64 << attempt.saturating_sub(1).min(6)).min(5_000))
+}
+
+fn render(template: &Template, payload: &Value, context: &Context, uses_lookups: bool) -> Result<String, Failure> {
+    let rendered = if uses_lookups {
+        tokio::task::block_in_place(|| template.render(payload, context))
+    } else {
+        template.render(payload, context)
+    };
+    rendered.map_err(|err| Failure::permanent("substitution template", err.to_string()))
+}
+
+/// AWS's error action message: one per (rule, message), every failed action listed.
+fn error_payload(rule: &str, message: &Message, trace_id: &str, failures: &[(&str, Failure)]) -> serde_json::Value {
+    use base64::Engine as _;
+    json!({
+        "ruleName": rule,
+        "topic": message.topic,
+        "cloudwatchTraceId": trace_id,
+        "clientId": message.client_id.clone().unwrap_or_default(),
+        "base64OriginalPayload": base64::engine::general_purpose::STANDARD.encode(&message.payload),
+        "failures": failures.iter().map(|(kind, failure)| json!({
+            "failedAction": failed_action_name(kind),
+            "failedResource": failure.resource,
+            "errorMessage": failure.message,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The names AWS uses in `failedAction` (`S3Action`, `DynamoActionV2`, ...).
+fn failed_action_name(kind: &str) -> String {
+    let known: HashMap<&str, &str> = [
+        ("dynamoDB", "DynamoAction"),
+        ("dynamoDBv2", "DynamoActionV2"),
+        ("cloudwatchLogs", "CloudwatchLogsAction"),
+        ("cloudwatchMetric", "CloudwatchMetricAction"),
+        ("cloudwatchAlarm", "CloudwatchAlarmAction"),
+        ("iotAnalytics", "IotAnalyticsAction"),
+        ("iotEvents", "IotEventsAction"),
+        ("iotSiteWise", "IotSiteWiseAction"),
+    ]
+    .into_iter()
+    .collect();
+    match known.get(kind) {
+        Some(name) => name.to_string(),
+        None => {
+            let mut chars = kind.chars();
+            let first = chars.next().map(|c| c.to_ascii_uppercase()).unwrap_or_default();
+            format!("{first}{}Action", chars.as_str())
+        }
+    }
+}
+
+/// get_thing_shadow() against ferrocore's own shadows (called on a blocking-capable thread).
+struct RegistryLookups(Arc<Registry>);
+
+impl Lookups for RegistryLookups {
+    fn thing_shadow(&self, thing: &str, shadow: Option<&str>) -> Option<serde_json::Value> {
+        tokio::runtime::Handle::current().block_on(self.0.get_shadow(thing, shadow, None)).ok()
+    }
+}
+
+impl MessageSink for Engine {
+    fn offer(&self, message: &RoutedMessage<'_>) {
+        let rules = self.snapshot();
+        if rules.is_empty() {
+            return;
+        }
+        let matched = rules.matching(message.topic);
+        if !matched.is_empty() {
+            self.enqueue(matched, message);
+        }
+    }
+
+    fn ingest(&self, rule: &str, message: &RoutedMessage<'_>) -> bool {
+        match self.snapshot().by_name(rule) {
+            Some(rule) => {
+                self.enqueue(vec![rule], message);
+                true
+            }
+            None => false,
+        }
+    }
+}
