@@ -86,20 +86,8 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .route("/ca.pem", get(|State(state): State<Arc<ApiState>>| async move {
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-pem-file")], state.ca_pem.clone())
         }))
-        // The enableUrl of an HTTP topic rule destination: the token is the credential.
-        .route("/confirmdestination/{*token}", get(confirm_destination))
         .fallback(handle)
         .with_state(state)
-}
-
-async fn confirm_destination(
-    State(state): State<Arc<ApiState>>,
-    axum::extract::Path(token): axum::extract::Path<String>,
-) -> Response {
-    match state.registry.confirm_topic_rule_destination(&token).await {
-        Ok(()) => json_response(StatusCode::OK, &serde_json::json!({})),
-        Err(err) => error_response(&err.into(), Protocol::RestJson, &uuid::Uuid::new_v4().to_string()),
-    }
 }
 
 async fn health(State(state): State<Arc<ApiState>>) -> Response {
@@ -187,6 +175,13 @@ async fn serve(
     if parts.uri.path().split('/').any(|segment| segment == "." || segment == "..") {
         return ("unknown", "unknown", Err(ApiError::invalid("The request path must not contain '.' or '..' segments.")));
     }
+    let input = |labels| Input::new(labels, parts.uri.query().unwrap_or(""), parts.headers.clone(), body.clone());
+    // The enableUrl of an HTTP topic rule destination is opened unsigned: the token is the credential.
+    if let Ok(op) = operations::IOT.find(parts.method.as_str(), parts.uri.path())
+        && op.name == "ConfirmTopicRuleDestination"
+    {
+        return ("iot", op.name, iot::dispatch(state, op.name, input(op.labels)).await);
+    }
     let headers: Vec<(&str, &str)> =
         parts.headers.iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))).collect();
     let signed = ferrocore_sigv4::Request {
@@ -209,7 +204,6 @@ async fn serve(
         );
         return ("unknown", "unknown", Err(err));
     }
-    let input = |labels| Input::new(labels, parts.uri.query().unwrap_or(""), parts.headers.clone(), body.clone());
     match signer.service.as_str() {
         "iot" => match operations::IOT.find(parts.method.as_str(), parts.uri.path()) {
             Ok(op) => ("iot", op.name, iot::dispatch(state, op.name, input(op.labels)).await),

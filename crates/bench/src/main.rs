@@ -160,6 +160,8 @@ impl FlowArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    // One crypto provider for every TLS client in the process (reqwest's included): aws-lc-rs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     // Two workers: the generator must leave the other cores to the broker.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

@@ -36,6 +36,8 @@ fn unix_now() -> i64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // One crypto provider for every TLS client in the process (reqwest's included): aws-lc-rs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERROCORE_LOG")

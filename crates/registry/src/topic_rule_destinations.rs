@@ -14,7 +14,8 @@ impl Registry {
     async fn require_destination(&self, arn: &str) -> Result<Loaded<TopicRuleDestination>> {
         self.load(Collection::TopicRuleDestination, arn)
             .await?
-            .ok_or_else(|| Error::not_found(format!("The topic rule destination {arn} does not exist.")))
+            // AWS answers for a destination that does not exist as for one the caller may not see.
+            .ok_or_else(|| Error::Unauthorized(format!("Access to TopicRuleDestination '{arn}' was denied")))
     }
 
     /// A new destination record: HTTP ones wait for confirmation, VPC ones are enabled.
