@@ -280,6 +280,32 @@ def test_firehose_records_with_separator_reach_the_s3_destination(aws, rules, de
     assert sorted((json.loads(b) for b in bodies), key=lambda d: d["n"]) == documents
 
 
+def test_firehose_batch_mode_sends_one_record_per_array_element(aws, rules, devices):
+    if not moto_firehose_writes_s3(aws):
+        pytest.skip("SKIPPED: this moto does not write Firehose records to the S3 destination, so the delivered content cannot be checked")
+    bucket = aws.bucket()
+    stream = unique("rules-firehose-batch")
+    aws.firehose.create_delivery_stream(
+        DeliveryStreamName=stream,
+        ExtendedS3DestinationConfiguration={"RoleARN": ROLE_ARN, "BucketARN": f"arn:aws:s3:::{bucket}"},
+    )
+    top = root("fhb")
+    rules.create(
+        f"SELECT VALUE items FROM '{top}/+'",
+        [{"firehose": {"roleArn": ROLE_ARN, "deliveryStreamName": stream, "separator": "\n", "batchMode": True}}],
+    )
+    device = devices.connect()
+    items = [{"i": 1}, {"i": 2}, {"i": 3}]
+    device.publish(f"{top}/a", {"items": items})
+    objects = wait_until(lambda: aws.objects(bucket), what=f"an object in {bucket}")
+    time.sleep(1.0)
+    objects = aws.objects(bucket)
+    assert len(objects) == 1, objects  # one PutRecordBatch with three records
+    (body,) = objects.values()
+    assert body.endswith(b"\n") and body.count(b"\n") == 3, body
+    assert [json.loads(line) for line in body.splitlines()] == items
+
+
 # ======================================================================================
 # CloudWatch Logs, metrics, alarms
 # ======================================================================================

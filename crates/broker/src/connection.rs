@@ -572,7 +572,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.shared.ingest(rule, rest, &publish.payload, publish.qos, origin);
             return self.acknowledge(publish.packet_id).await;
         }
-        let published = self.shared.route(&publish.topic, &publish.payload, publish.qos, origin);
+        let published = self.shared.route_to(&publish.topic, &resource, &publish.payload, publish.qos, origin);
         if let Err(err) = self.shared.settle(published).await {
             tracing::error!(client_id = %self.client_id, error = %err, "cannot store queued messages");
             return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("queued messages not stored")).await);

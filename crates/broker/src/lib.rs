@@ -142,6 +142,18 @@ impl Shared {
 
     /// Delivers a message to its subscribers and offers it to the rules engine.
     fn route(&self, topic: &str, payload: &bytes::Bytes, qos: QoS, origin: Origin<'_>) -> router::Published {
+        self.route_to(topic, &self.arn("topic", topic), payload, qos, origin)
+    }
+
+    /// [`Self::route`] when the topic's ARN (the iot:Receive resource) is already known.
+    fn route_to(
+        &self,
+        topic: &str,
+        resource: &str,
+        payload: &bytes::Bytes,
+        qos: QoS,
+        origin: Origin<'_>,
+    ) -> router::Published {
         if let Some(sink) = self.sink.get() {
             sink.offer(&RoutedMessage {
                 topic,
@@ -152,7 +164,7 @@ impl Shared {
                 properties: origin.properties,
             });
         }
-        self.router.publish(topic, payload, qos, &self.arn("topic", topic))
+        self.router.publish(topic, payload, qos, resource)
     }
 
     /// Basic Ingest (`$aws/rules/<rule>/<rest>`): straight to the rule, never to subscribers.

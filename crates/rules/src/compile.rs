@@ -94,6 +94,10 @@ pub struct RuleSet {
     rules: Vec<Arc<CompiledRule>>,
     /// Each distinct FROM filter and the rules that use it.
     filters: Vec<(String, Vec<usize>)>,
+    /// Filters by their first level, so a message is matched only against filters that
+    /// can match it; filters starting with a wildcard are always tried.
+    by_first_level: HashMap<String, Vec<usize>>,
+    wildcard_first: Vec<usize>,
     by_name: HashMap<String, usize>,
     /// URL prefixes of ENABLED HTTP destinations.
     pub enabled_http_prefixes: Vec<String>,
@@ -115,8 +119,13 @@ impl RuleSet {
                     set.by_name.insert(name, index);
                     if !filter.is_empty() {
                         let slot = *by_filter.entry(filter.clone()).or_insert_with(|| {
+                            let slot = set.filters.len();
+                            match first_level(&filter) {
+                                "+" | "#" => set.wildcard_first.push(slot),
+                                level => set.by_first_level.entry(level.to_string()).or_default().push(slot),
+                            }
                             set.filters.push((filter, Vec::new()));
-                            set.filters.len() - 1
+                            slot
                         });
                         set.filters[slot].1.push(index);
                     }
@@ -135,14 +144,17 @@ impl RuleSet {
         (set, problems)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+    /// No rule has a FROM filter (Basic Ingest-only rules still run).
+    pub fn matches_nothing(&self) -> bool {
+        self.filters.is_empty()
     }
 
     /// The rules whose FROM filter matches `topic`.
     pub fn matching(&self, topic: &str) -> Vec<Arc<CompiledRule>> {
         let mut matched = Vec::new();
-        for (filter, rules) in &self.filters {
+        let same_first = self.by_first_level.get(first_level(topic)).map_or(&[][..], Vec::as_slice);
+        for &slot in same_first.iter().chain(&self.wildcard_first) {
+            let (filter, rules) = &self.filters[slot];
             if ferrocore_mqtt::topic::matches(filter, topic) {
                 matched.extend(rules.iter().map(|&i| self.rules[i].clone()));
             }
@@ -153,6 +165,10 @@ impl RuleSet {
     pub fn by_name(&self, name: &str) -> Option<Arc<CompiledRule>> {
         self.by_name.get(name).map(|&i| self.rules[i].clone())
     }
+}
+
+fn first_level(topic: &str) -> &str {
+    topic.split('/').next().unwrap_or_default()
 }
 
 fn compile(rule: TopicRule) -> Result<CompiledRule, String> {
@@ -367,5 +383,63 @@ impl ActionSpec {
             Self::Http(h) => std::iter::once(&h.url).chain(h.headers.iter().map(|(_, v)| v)).collect(),
             Self::Unsupported => Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str, sql: &str) -> TopicRule {
+        TopicRule {
+            name: name.into(),
+            topic_pattern: ferrocore_rules_sql::parse(sql).unwrap().from.unwrap_or_default(),
+            sql: sql.into(),
+            description: String::new(),
+            actions: Vec::new(),
+            error_action: None,
+            rule_disabled: false,
+            sql_version: "2016-03-23".into(),
+            created_at: 0,
+            tags: Default::default(),
+        }
+    }
+
+    fn names(set: &RuleSet, topic: &str) -> Vec<String> {
+        let mut names: Vec<String> = set.matching(topic).iter().map(|r| r.name.clone()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn messages_match_rules_by_filter_through_the_first_level_index() {
+        let rules = vec![
+            rule("Exact", "SELECT * FROM 'a/b'"),
+            rule("Plus", "SELECT * FROM 'a/+'"),
+            rule("Again", "SELECT x FROM 'a/+'"),
+            rule("Any", "SELECT * FROM '#'"),
+            rule("LeadingPlus", "SELECT * FROM '+/b'"),
+            rule("Shadow", "SELECT * FROM '$aws/things/+/shadow/update/accepted'"),
+            rule("Other", "SELECT * FROM 'c/#'"),
+            rule("Ingest", "SELECT *"),
+        ];
+        let (set, problems) = RuleSet::build(rules, &[]);
+        assert!(problems.is_empty());
+        assert_eq!(names(&set, "a/b"), ["Again", "Any", "Exact", "LeadingPlus", "Plus"]);
+        assert_eq!(names(&set, "c/d/e"), ["Any", "Other"]);
+        assert_eq!(names(&set, "$aws/things/t/shadow/update/accepted"), ["Shadow"], "wildcards skip $ topics");
+        assert!(set.by_name("Ingest").is_some() && !set.matches_nothing());
+    }
+
+    #[test]
+    fn disabled_and_broken_rules_are_left_out() {
+        let mut disabled = rule("Off", "SELECT * FROM 'a'");
+        disabled.rule_disabled = true;
+        let mut broken = rule("Broken", "SELECT * FROM 'b'");
+        broken.actions.push(serde_json::from_str(r#"{"republish": {"topic": "x/${unterminated"}}"#).unwrap());
+        let (set, problems) = RuleSet::build(vec![disabled, broken], &[]);
+        assert!(set.by_name("Off").is_none() && set.by_name("Broken").is_none());
+        assert_eq!(problems.len(), 1);
+        assert!(set.matches_nothing());
     }
 }

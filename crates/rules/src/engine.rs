@@ -4,6 +4,8 @@
 //! succeed later with backoff) and sends failures to the rule's error action.
 
 use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -17,6 +19,13 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::compile::{Action, CompiledRule, RuleSet};
 use crate::targets::{Failure, Output, Targets};
 use crate::{RulesConfig, now_ms};
+
+static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// (engine id, generation, rule set) as last seen by this thread.
+    static THREAD_RULES: RefCell<Option<(u64, u64, Arc<RuleSet>)>> = const { RefCell::new(None) };
+}
 
 /// A message accepted for evaluation.
 struct Message {
@@ -37,6 +46,12 @@ pub struct Engine {
     registry: Arc<Registry>,
     config: RulesConfig,
     rules: RwLock<Arc<RuleSet>>,
+    /// No enabled rule matches anything: the message path then costs one atomic load.
+    idle: AtomicBool,
+    /// Bumped on every reload; threads on the message path keep their own copy of
+    /// the rule set until it moves (no lock, no shared reference count per message).
+    generation: AtomicU64,
+    id: u64,
     targets: Targets,
     queue: mpsc::Sender<Job>,
     /// Confirmation tokens already sent, so each request goes out once per token.
@@ -56,6 +71,9 @@ impl Engine {
             registry,
             config,
             rules: RwLock::new(Arc::new(RuleSet::default())),
+            idle: AtomicBool::new(true),
+            generation: AtomicU64::new(0),
+            id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
             queue,
             confirmations_sent: Mutex::default(),
             problems: Mutex::default(),
@@ -74,6 +92,19 @@ impl Engine {
 
     fn snapshot(&self) -> Arc<RuleSet> {
         self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs `f` on this thread's copy of the current rule set.
+    fn with_rules<R>(&self, f: impl FnOnce(&RuleSet) -> R) -> R {
+        let generation = self.generation.load(Ordering::Acquire);
+        THREAD_RULES.with(|cell| {
+            let mut cached = cell.borrow_mut();
+            let current = matches!(&*cached, Some((id, seen, _)) if *id == self.id && *seen == generation);
+            if !current {
+                *cached = Some((self.id, generation, self.snapshot()));
+            }
+            f(&cached.as_ref().expect("just filled").2)
+        })
     }
 
     async fn follow_changes(self: Arc<Self>) {
@@ -103,7 +134,9 @@ impl Engine {
                 *known = problems;
             }
         }
+        self.idle.store(set.matches_nothing(), Ordering::Release);
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        self.generation.fetch_add(1, Ordering::Release);
         for destination in destinations {
             if let (DestinationStatus::InProgress, DestinationTarget::Http { confirmation_url }, Some(token)) =
                 (destination.status, &destination.target, &destination.confirmation_token)
@@ -354,18 +387,17 @@ impl Lookups for RegistryLookups {
 
 impl MessageSink for Engine {
     fn offer(&self, message: &RoutedMessage<'_>) {
-        let rules = self.snapshot();
-        if rules.is_empty() {
+        if self.idle.load(Ordering::Acquire) {
             return;
         }
-        let matched = rules.matching(message.topic);
+        let matched = self.with_rules(|rules| rules.matching(message.topic));
         if !matched.is_empty() {
             self.enqueue(matched, message);
         }
     }
 
     fn ingest(&self, rule: &str, message: &RoutedMessage<'_>) -> bool {
-        match self.snapshot().by_name(rule) {
+        match self.with_rules(|rules| rules.by_name(rule)) {
             Some(rule) => {
                 self.enqueue(vec![rule], message);
                 true
