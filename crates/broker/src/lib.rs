@@ -336,7 +336,15 @@ struct GatewayPublisher(Arc<Shared>);
 impl Publisher for GatewayPublisher {
     async fn publish(&self, notifications: Vec<Notification>) {
         for notification in notifications {
+            // A service may publish a shadow request (a rule republishing to
+            // `$aws/things/<t>/shadow/update`): the shadow service answers it as any.
+            let request = ferrocore_shadow::topic::parse_request(&notification.topic).is_some().then(|| notification.clone());
             self.0.publish_from_service(notification).await;
+            if let Some(request) = request
+                && let Some(parsed) = ferrocore_shadow::topic::parse_request(&request.topic)
+            {
+                shadows::serve(&self.0, parsed, &request.payload).await;
+            }
         }
     }
 }

@@ -19,6 +19,24 @@ pub struct CompiledRule {
     pub error_action: Option<Action>,
     /// Evaluation calls back into ferrocore (get_thing_shadow), so it runs on a blocking thread.
     pub uses_lookups: bool,
+    pub counters: RuleCounters,
+}
+
+/// `ferrocore_rules_messages_total{rule, outcome}`, registered once per rule (not per message).
+#[derive(Debug)]
+pub struct RuleCounters {
+    pub matched: metrics::Counter,
+    pub filtered: metrics::Counter,
+    pub evaluation_failed: metrics::Counter,
+}
+
+impl RuleCounters {
+    fn new(rule: &str) -> Self {
+        let counter = |outcome: &'static str| {
+            metrics::counter!("ferrocore_rules_messages_total", "rule" => rule.to_string(), "outcome" => outcome)
+        };
+        Self { matched: counter("matched"), filtered: counter("filtered"), evaluation_failed: counter("evaluation_failed") }
+    }
 }
 
 /// An action with its kind (the `Action` union member, for metrics and error payloads).
@@ -177,7 +195,15 @@ fn compile(rule: TopicRule) -> Result<CompiledRule, String> {
     let error_action = rule.error_action.as_ref().map(compile_action).transpose()?;
     let uses_lookups = query.uses_lookups()
         || actions.iter().chain(&error_action).any(|a| a.spec.templates().iter().any(|t| t.uses_lookups()));
-    Ok(CompiledRule { name: rule.name, query, sql_version: rule.sql_version, actions, error_action, uses_lookups })
+    Ok(CompiledRule {
+        counters: RuleCounters::new(&rule.name),
+        name: rule.name,
+        query,
+        sql_version: rule.sql_version,
+        actions,
+        error_action,
+        uses_lookups,
+    })
 }
 
 fn template(text: &str, field: &str) -> Result<Template, String> {

@@ -189,18 +189,26 @@ impl Engine {
         }
     }
 
+    /// Evaluates queued messages here, one at a time (CPU work, off the connection
+    /// tasks), and runs the actions of each matching rule in their own task, at most
+    /// `max_in_flight` at once.
     async fn dispatch(self: Arc<Self>, mut jobs: mpsc::Receiver<Job>) {
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
         while let Some(job) = jobs.recv().await {
-            let Ok(permit) = permits.clone().acquire_owned().await else { break };
-            let engine = self.clone();
-            tokio::spawn(async move {
-                let payload = ferrocore_rules_sql::payload_value(&job.message.payload);
-                for rule in &job.rules {
-                    engine.run_rule(rule, &job.message, &payload).await;
+            let message = Arc::new(job.message);
+            let payload = Arc::new(ferrocore_rules_sql::payload_value(&message.payload));
+            for rule in job.rules {
+                let Some((result, context)) = self.evaluate(&rule, &message, &payload) else { continue };
+                if rule.actions.is_empty() {
+                    continue;
                 }
-                drop(permit);
-            });
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let (engine, message, payload) = (self.clone(), message.clone(), payload.clone());
+                tokio::spawn(async move {
+                    engine.deliver(&rule, &message, &payload, &context, &result).await;
+                    drop(permit);
+                });
+            }
         }
     }
 
@@ -222,31 +230,38 @@ impl Engine {
         }
     }
 
-    async fn run_rule(&self, rule: &CompiledRule, message: &Message, payload: &Value) {
-        let name = rule.name.as_str();
+    /// The rule's result for one message, and the context its templates render with;
+    /// None when WHERE does not hold or evaluation fails (both counted).
+    fn evaluate(&self, rule: &CompiledRule, message: &Message, payload: &Value) -> Option<(Value, Context)> {
         let context = self.context(rule, message);
         let evaluated = if rule.uses_lookups {
             tokio::task::block_in_place(|| ferrocore_rules_sql::evaluate(&rule.query, payload, &context))
         } else {
             ferrocore_rules_sql::evaluate(&rule.query, payload, &context)
         };
-        let result = match evaluated {
-            Ok(Some(result)) => result,
+        match evaluated {
+            Ok(Some(result)) => {
+                rule.counters.matched.increment(1);
+                Some((result, context))
+            }
             Ok(None) => {
-                metrics::counter!("ferrocore_rules_messages_total", "rule" => name.to_string(), "outcome" => "filtered").increment(1);
-                return;
+                rule.counters.filtered.increment(1);
+                None
             }
             Err(err) => {
-                metrics::counter!("ferrocore_rules_messages_total", "rule" => name.to_string(), "outcome" => "evaluation_failed")
-                    .increment(1);
-                tracing::debug!(rule = name, error = %err, "rule evaluation failed");
-                return;
+                rule.counters.evaluation_failed.increment(1);
+                tracing::debug!(rule = %rule.name, error = %err, "rule evaluation failed");
+                None
             }
-        };
-        metrics::counter!("ferrocore_rules_messages_total", "rule" => name.to_string(), "outcome" => "matched").increment(1);
-        let bytes = ferrocore_rules_sql::output_bytes(&result);
-        let output = Output { bytes: &bytes, value: &result };
-        let render = |template: &Template| render(template, payload, &context, rule.uses_lookups);
+        }
+    }
+
+    /// Runs every action of a matched rule, then its error action if any failed.
+    async fn deliver(&self, rule: &CompiledRule, message: &Message, payload: &Value, context: &Context, result: &Value) {
+        let name = rule.name.as_str();
+        let bytes = ferrocore_rules_sql::output_bytes(result);
+        let output = Output { bytes: &bytes, value: result };
+        let render = |template: &Template| render(template, payload, context, rule.uses_lookups);
         let rules = self.snapshot();
         let prefixes = rules.enabled_http_prefixes.as_slice();
         let (output_ref, render_ref) = (&output, &render);

@@ -141,8 +141,9 @@ mod sdk {
         firehose: OnceLock<aws_sdk_firehose::Client>,
         #[cfg(feature = "cloudwatch-logs")]
         logs: OnceLock<aws_sdk_cloudwatchlogs::Client>,
+        /// CloudWatch over its query protocol (see `cloudwatch.rs`).
         #[cfg(feature = "cloudwatch")]
-        cloudwatch: OnceLock<aws_sdk_cloudwatch::Client>,
+        cloudwatch: super::super::cloudwatch::QueryClient,
         #[cfg(feature = "lambda")]
         lambda: OnceLock<aws_sdk_lambda::Client>,
     }
@@ -193,7 +194,7 @@ mod sdk {
                 #[cfg(feature = "cloudwatch-logs")]
                 logs: OnceLock::new(),
                 #[cfg(feature = "cloudwatch")]
-                cloudwatch: OnceLock::new(),
+                cloudwatch: super::super::cloudwatch::QueryClient::new(config, credentials.cloned()),
                 #[cfg(feature = "lambda")]
                 lambda: OnceLock::new(),
             }
@@ -238,7 +239,8 @@ mod sdk {
                 #[cfg(feature = "s3")]
                 ActionSpec::S3 { bucket, key, canned_acl } => {
                     let (bucket, key) = (render(bucket)?, render(key)?);
-                    let resource = format!("{bucket}/{key}");
+                    // AWS names the bucket as the failed resource.
+                    let resource = bucket.clone();
                     let client = client!(self, s3, aws_sdk_s3, "s3");
                     let mut request = client
                         .put_object()
@@ -333,48 +335,8 @@ mod sdk {
                     logs::put(client, &group, output, *batch).await
                 }
                 #[cfg(feature = "cloudwatch")]
-                ActionSpec::CloudwatchMetric(metric) => {
-                    use aws_sdk_cloudwatch::types::{MetricDatum, StandardUnit};
-                    let namespace = render(&metric.namespace)?;
-                    let name = render(&metric.name)?;
-                    let raw_value = render(&metric.value)?;
-                    let value: f64 = raw_value
-                        .trim()
-                        .parse()
-                        .map_err(|_| Failure::permanent(&namespace, format!("metricValue {raw_value:?} is not a number")))?;
-                    let mut datum =
-                        MetricDatum::builder().metric_name(name).value(value).unit(StandardUnit::from(render(&metric.unit)?.as_str()));
-                    if let Some(timestamp) = &metric.timestamp {
-                        let text = render(timestamp)?;
-                        let seconds: i64 = text
-                            .trim()
-                            .parse()
-                            .map_err(|_| Failure::permanent(&namespace, format!("metricTimestamp {text:?} is not epoch seconds")))?;
-                        datum = datum.timestamp(aws_smithy_types::DateTime::from_secs(seconds));
-                    }
-                    let client = client!(self, cloudwatch, aws_sdk_cloudwatch, "cloudwatch");
-                    client
-                        .put_metric_data()
-                        .namespace(&namespace)
-                        .metric_data(datum.build())
-                        .send()
-                        .await
-                        .map_err(|e| failure(&namespace, e))?;
-                    Ok(())
-                }
-                #[cfg(feature = "cloudwatch")]
-                ActionSpec::CloudwatchAlarm { alarm_name, state_reason, state_value } => {
-                    let alarm = render(alarm_name)?;
-                    let client = client!(self, cloudwatch, aws_sdk_cloudwatch, "cloudwatch");
-                    client
-                        .set_alarm_state()
-                        .alarm_name(&alarm)
-                        .state_reason(render(state_reason)?)
-                        .state_value(aws_sdk_cloudwatch::types::StateValue::from(render(state_value)?.as_str()))
-                        .send()
-                        .await
-                        .map_err(|e| failure(&alarm, e))?;
-                    Ok(())
+                ActionSpec::CloudwatchMetric(_) | ActionSpec::CloudwatchAlarm { .. } => {
+                    self.cloudwatch.deliver(spec, render).await
                 }
                 other => {
                     debug_assert!(!feature_of(other).is_empty(), "gateway and HTTP actions are not AWS actions");

@@ -17,7 +17,7 @@ pub struct HttpTarget {
     allow_insecure: bool,
 }
 
-fn tls_config() -> rustls::ClientConfig {
+pub(crate) fn tls_config() -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
@@ -98,7 +98,7 @@ impl HttpTarget {
 }
 
 /// The `x-amz-date`, `authorization` (and security token) headers for a signed POST.
-fn sign(
+pub(crate) fn sign(
     url: &str,
     headers: &[(String, String)],
     body: &[u8],

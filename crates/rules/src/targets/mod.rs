@@ -3,6 +3,8 @@
 //! behind its cargo feature, at a configurable endpoint).
 
 pub mod aws;
+#[cfg(feature = "cloudwatch")]
+mod cloudwatch;
 mod http;
 
 use std::sync::{Arc, OnceLock};
