@@ -134,7 +134,7 @@ mod tests {
     #[test]
     fn timestamps_and_errors() {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
-        assert_eq!(iso8601(1_795_296_000), "2026-11-21T06:00:00Z");
+        assert_eq!(iso8601(1_795_296_000), "2026-11-21T21:20:00Z");
         let body = "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidParameterValue</Code><Message>bad unit</Message></Error></ErrorResponse>";
         assert_eq!(error_text(body), "InvalidParameterValue: bad unit");
     }
