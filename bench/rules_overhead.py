@@ -14,6 +14,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import urllib.request
 from pathlib import Path
 
 from compare import REGION, Ferrocore, broker_args, build, log, provision, run_bench, target_dir
@@ -25,6 +26,18 @@ def rules_client(ferrocore: Ferrocore):
     import boto3
     return boto3.client("iot", endpoint_url=ferrocore.endpoint, region_name=REGION,
                         aws_access_key_id="test", aws_secret_access_key="test")
+
+
+def rules_counts(ferrocore: Ferrocore) -> tuple[float, float]:
+    """(messages evaluated, messages dropped for a full rules queue) so far, from /metrics."""
+    text = urllib.request.urlopen(f"{ferrocore.endpoint}/metrics", timeout=5).read().decode()
+    evaluated = dropped = 0.0
+    for line in text.splitlines():
+        if line.startswith("ferrocore_rules_messages_total{"):
+            evaluated += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("ferrocore_rules_messages_dropped_total{"):
+            dropped += float(line.rsplit(" ", 1)[1])
+    return evaluated, dropped
 
 
 def set_rules(iot, rules: dict[str, str], actions: list) -> None:
@@ -71,15 +84,21 @@ def main() -> int:
                 for name, (rules, actions) in CONFIGURATIONS.items():
                     set_rules(iot, rules, actions)
                     log(f"{name}: run {run + 1}/{args.runs}")
-                    results[name].append(run_bench(bench, flow, timeout=args.duration + 60))
+                    before = rules_counts(ferrocore)
+                    result = run_bench(bench, flow, timeout=args.duration + 60)
+                    after = rules_counts(ferrocore)
+                    result["rules_evaluated"], result["rules_dropped"] = (a - b for a, b in zip(after, before))
+                    results[name].append(result)
         finally:
             ferrocore.stop()
     baseline = statistics.median(r["rate_per_sec"] for r in results["no rules"])
-    print("| configuration | fan-in QoS 0 msgs/s (median) | vs no rules |")
-    print("|---|---|---|")
+    print("| configuration | fan-in QoS 0 msgs/s (median) | vs no rules | rule evaluations / dropped (median run) |")
+    print("|---|---|---|---|")
     for name, runs in results.items():
         rate = statistics.median(r["rate_per_sec"] for r in runs)
-        print(f"| {name} | {rate:,.0f} | {rate / baseline:.2f}× |")
+        evaluated = statistics.median(r["rules_evaluated"] for r in runs)
+        dropped = statistics.median(r["rules_dropped"] for r in runs)
+        print(f"| {name} | {rate:,.0f} | {rate / baseline:.2f}× | {evaluated:,.0f} / {dropped:,.0f} |")
     if args.json:
         print(json.dumps(results))
     return 0
