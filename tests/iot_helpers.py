@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from botocore.exceptions import ClientError
@@ -102,3 +103,14 @@ def collect_pages(call, result_key: str, **kwargs) -> tuple[list, list[int]]:
 
 def without_metadata(response: dict) -> dict:
     return {k: v for k, v in response.items() if k != "ResponseMetadata"}
+
+
+def assert_recent(ts) -> None:
+    """A model timestamp (epoch seconds on the wire) parsed by botocore, close to now."""
+    assert isinstance(ts, datetime), ts
+    now = datetime.now(timezone.utc)
+    assert abs(now - ts) < timedelta(minutes=10), f"{ts} is not close to {now}"
+
+
+def tag_dict(tags: list[dict]) -> dict:
+    return {t["Key"]: t.get("Value", "") for t in tags}

@@ -11,7 +11,6 @@ import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 import pytest
@@ -21,6 +20,8 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from iot_helpers import (
+    assert_recent,
+    tag_dict,
     ACCESS_KEY,
     ACCOUNT_ID,
     EVENT_TYPES,
@@ -39,15 +40,6 @@ from iot_helpers import (
 # --------------------------------------------------------------------------------------
 
 
-def assert_recent(ts) -> None:
-    """A model timestamp (epoch seconds on the wire) parsed by botocore, close to now."""
-    assert isinstance(ts, datetime), ts
-    now = datetime.now(timezone.utc)
-    assert abs(now - ts) < timedelta(minutes=10), f"{ts} is not close to {now}"
-
-
-def tag_dict(tags: list[dict]) -> dict:
-    return {t["Key"]: t.get("Value", "") for t in tags}
 
 
 def attrs(n: int) -> dict:

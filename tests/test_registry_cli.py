@@ -12,17 +12,11 @@ module prepares the server for them (and cleans up) rather than using unique nam
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import shutil
-import subprocess
-import sys
-
 import pytest
 from botocore.exceptions import ClientError
 
-from iot_helpers import ACCESS_KEY, REGION, SECRET_KEY, iot_arn, unique_name
+from cli_helpers import make_aws_cli, run_json
+from iot_helpers import iot_arn, unique_name
 
 pytestmark = pytest.mark.cli
 
@@ -44,47 +38,9 @@ SEED_CREATE_THING = [
 SEED_LIST_THINGS = ["iot", "list-things", "--max-results", "10"]
 
 
-def cli_base_command() -> list[str]:
-    if shutil.which("aws"):
-        return ["aws"]
-    if importlib.util.find_spec("awscli") is not None:
-        return [sys.executable, "-m", "awscli"]
-    pytest.skip(
-        "AWS CLI v1 not available: neither `aws` on PATH nor the awscli Python package "
-        "(pip install -r tests/requirements.txt)"
-    )
-
-
 @pytest.fixture(scope="module")
 def aws_cli(server, tmp_path_factory):
-    """run(args) -> CompletedProcess, with a clean, isolated CLI environment."""
-    base = cli_base_command()
-    home = tmp_path_factory.mktemp("awscli")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_ACCESS_KEY_ID=ACCESS_KEY,
-        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_CONFIG_FILE=str(home / "config"),  # absent: ignore the user's profiles
-        AWS_SHARED_CREDENTIALS_FILE=str(home / "credentials"),
-        AWS_MAX_ATTEMPTS="1",
-        AWS_PAGER="",
-    )
-
-    def run(args: list[str]) -> subprocess.CompletedProcess:
-        cmd = base + ["--endpoint-url", server.endpoint, "--output", "json"] + args
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-
-    return run
-
-
-def run_json(aws_cli, args: list[str]):
-    result = aws_cli(args)
-    assert result.returncode == 0, (
-        f"aws {' '.join(args)} exited {result.returncode}\n"
-        f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
-    )
-    return json.loads(result.stdout) if result.stdout.strip() else None
+    return make_aws_cli(server.endpoint, tmp_path_factory.mktemp("awscli"))
 
 
 @pytest.fixture(scope="module")

@@ -12,31 +12,25 @@ ferrocore POSTs the confirmation request there, as AWS does to the confirmationU
 from __future__ import annotations
 
 import http.server
-import importlib.util
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from cli_helpers import make_aws_cli, run_json
+from security_helpers import unvalidated_client
 from iot_helpers import (
-    ACCESS_KEY,
+    assert_recent,
+    tag_dict,
     ACCOUNT_ID,
     REGION,
-    SECRET_KEY,
     aws_error,
     collect_pages,
     iot_arn,
@@ -77,17 +71,6 @@ def simple_payload(topic: str | None = None, **extra) -> dict:
     }
     payload.update(extra)
     return payload
-
-
-def assert_recent(ts) -> None:
-    """A model timestamp (epoch seconds on the wire) parsed by botocore, close to now."""
-    assert isinstance(ts, datetime), ts
-    now = datetime.now(timezone.utc)
-    assert abs(now - ts) < timedelta(minutes=10), f"{ts} is not close to {now}"
-
-
-def tag_dict(tags: list[dict]) -> dict:
-    return {t["Key"]: t.get("Value", "") for t in tags}
 
 
 def ignore_missing(call, *args, **kwargs) -> None:
@@ -219,18 +202,7 @@ def receiver():
 @pytest.fixture
 def raw_iot(server):
     """An iot client without client-side parameter validation, to send what boto3 would refuse."""
-    return boto3.Session(
-        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION
-    ).client(
-        "iot",
-        endpoint_url=server.endpoint,
-        config=Config(
-            retries={"total_max_attempts": 1},
-            parameter_validation=False,
-            connect_timeout=5,
-            read_timeout=30,
-        ),
-    )
+    return unvalidated_client(server)
 
 
 @pytest.fixture
@@ -850,6 +822,15 @@ def test_list_rejects_max_results_zero(raw_iot):
         raw_iot.list_topic_rules(maxResults=0)
 
 
+def test_list_accepts_awss_largest_page_size(iot, raw_iot, rules):
+    """ListTopicRules allows maxResults up to 10,000; the server may page below that."""
+    name = rules(simple_payload())
+    items, _ = collect_pages(iot.list_topic_rules, "rules", maxResults=10000)
+    assert name in [r["ruleName"] for r in items]
+    with aws_error("InvalidRequestException"):
+        raw_iot.list_topic_rules(maxResults=10001)
+
+
 # --------------------------------------------------------------------------------------
 # tags
 # --------------------------------------------------------------------------------------
@@ -1288,47 +1269,9 @@ def test_rules_and_destinations_survive_a_restart(server, iot, rules, destinatio
 # --------------------------------------------------------------------------------------
 
 
-def cli_base_command() -> list[str]:
-    if shutil.which("aws"):
-        return ["aws"]
-    if importlib.util.find_spec("awscli") is not None:
-        return [sys.executable, "-m", "awscli"]
-    pytest.skip(
-        "AWS CLI v1 not available: neither `aws` on PATH nor the awscli Python package "
-        "(pip install -r tests/requirements.txt)"
-    )
-
-
 @pytest.fixture(scope="module")
 def aws_cli(server, tmp_path_factory):
-    base = cli_base_command()
-    home = tmp_path_factory.mktemp("awscli-rules")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_ACCESS_KEY_ID=ACCESS_KEY,
-        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-        AWS_DEFAULT_REGION=REGION,
-        AWS_CONFIG_FILE=str(home / "config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(home / "credentials"),
-        AWS_MAX_ATTEMPTS="1",
-        AWS_PAGER="",
-    )
-
-    def run(args: list[str]):
-        cmd = base + ["--endpoint-url", server.endpoint, "--output", "json"] + args
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-        return result
-
-    return run
-
-
-def run_json(aws_cli, args: list[str]):
-    result = aws_cli(args)
-    assert result.returncode == 0, (
-        f"aws {' '.join(args)} exited {result.returncode}\n"
-        f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
-    )
-    return json.loads(result.stdout) if result.stdout.strip() else None
+    return make_aws_cli(server.endpoint, tmp_path_factory.mktemp("awscli-rules"))
 
 
 @pytest.mark.cli

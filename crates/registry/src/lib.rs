@@ -36,7 +36,7 @@ pub use authorization::{AuthCheck, AuthResult, Permissions, TestAuthorization};
 pub use ca_certificates::{RegisterCaCertificate, UpdateCaCertificate};
 pub use certificates::{CertificateCreated, DeviceTrust};
 pub use billing_groups::{BillingGroupCreated, CreateBillingGroup};
-pub use paging::{Page, PageRequest};
+pub use paging::{MAX_PAGE_SIZE, Page, PageRequest};
 pub use messages::{MessageProperties, MessageSink, Notification, Publisher, RoutedMessage};
 pub use shadows::{NamedShadows, ShadowDeleted, ShadowSettings, ShadowUpdated, shadow_notification};
 pub use settings::{EndpointType, EventConfigurations, LoggingOptions, Setting};

@@ -53,11 +53,21 @@ pub(super) async fn delete(registry: &Registry, input: &Input) -> Answer {
     empty()
 }
 
+/// ListTopicRules takes up to 10,000 per page; pages here hold at most the registry's page size,
+/// with a `nextToken` for the rest (what any paging client follows).
+fn rules_page(input: &Input) -> Result<ferrocore_registry::PageRequest, ApiError> {
+    let mut page = input.page()?;
+    if let Some(n) = page.max_results.filter(|n| (1..=10_000).contains(n)) {
+        page.max_results = Some(n.min(ferrocore_registry::MAX_PAGE_SIZE as i64));
+    }
+    Ok(page)
+}
+
 pub(super) async fn list(registry: &Registry, input: &Input) -> Answer {
     let request = ListTopicRules {
         topic: input.query("topic").map(str::to_string),
         rule_disabled: input.query_as("ruleDisabled")?,
-        page: input.page()?,
+        page: rules_page(input)?,
     };
     let page = registry.list_topic_rules(&request).await?;
     page_reply("rules", page, |rule: TopicRule| {

@@ -76,7 +76,9 @@ impl HttpTarget {
             headers.push((name.to_ascii_lowercase(), render(value)?));
         }
         if !headers.iter().any(|(name, _)| name == "content-type") {
-            headers.push(("content-type".into(), "application/json".into()));
+            let binary = matches!(output.value, ferrocore_rules_sql::Value::Binary(_));
+            let content_type = if binary { "application/octet-stream" } else { "application/json" };
+            headers.push(("content-type".into(), content_type.into()));
         }
         if let Some(sigv4) = &spec.sigv4 {
             let credentials =

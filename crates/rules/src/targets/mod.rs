@@ -40,8 +40,6 @@ impl Failure {
 pub struct Output<'a> {
     /// The bytes actions send: raw for a binary result, compact JSON otherwise.
     pub bytes: &'a [u8],
-    /// Read by the AWS actions (DynamoDB columns, batch modes).
-    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
     pub value: &'a Value,
 }
 
