@@ -315,4 +315,28 @@ mod tests {
         std::fs::write(&path, "regoin = \"x\"\n").unwrap();
         assert!(Config::load(ServeArgs { config: Some(path), ..args() }).is_err());
     }
+
+    #[test]
+    fn rules_section_sets_endpoints_and_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rules.toml");
+        std::fs::write(
+            &path,
+            "api_addr = \"127.0.0.1:5999\"\n[rules]\nendpoint_url = \"http://127.0.0.1:5000\"\naccess_key_id = \"a\"\nsecret_access_key = \"s\"\n[rules.endpoints]\nlambda = \"http://127.0.0.1:9001\"\n",
+        )
+        .unwrap();
+        let rules = Config::load(ServeArgs { config: Some(path), ..args() }).unwrap().rules_config();
+        assert_eq!(rules.endpoints.get("default").map(String::as_str), Some("http://127.0.0.1:5000"));
+        assert_eq!(rules.endpoints.get("lambda").map(String::as_str), Some("http://127.0.0.1:9001"));
+        assert_eq!(rules.credentials.map(|c| c.access_key_id), Some("a".to_string()));
+        assert_eq!((rules.region.as_str(), rules.api_url.as_str()), ("us-east-1", "http://127.0.0.1:5999"));
+    }
+
+    #[test]
+    fn rules_credentials_come_in_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("half.toml");
+        std::fs::write(&path, "[rules]\naccess_key_id = \"a\"\n").unwrap();
+        assert!(Config::load(ServeArgs { config: Some(path), ..args() }).is_err());
+    }
 }

@@ -129,6 +129,12 @@ fn print_banner(config: &Config, local_credentials: bool) {
     println!("  AWS API      http://{}   (iot, sts; /health, /metrics, /ca.pem)", config.api_addr);
     println!("  MQTT/TLS     {}   (MQTT 3.1.1/5, X.509 client certificates; trust /ca.pem)", config.mqtt_addr);
     println!("  HTTPS        {}   (reserved: device gateway not built yet)", config.https_addr);
+    let targets = match &config.rules.endpoint_url {
+        Some(url) => format!("rule actions call AWS services at {url}"),
+        None if config.rules.endpoints.is_empty() => "rule actions call AWS's regional endpoints".to_string(),
+        None => "rule actions call the endpoints in [rules.endpoints], AWS for the rest".to_string(),
+    };
+    println!("  rules        {targets}");
     println!("  data dir     {}", config.data_dir.display());
     println!("  account      {} in {}", config.account_id, config.region);
     println!("  credentials  {credentials}");
