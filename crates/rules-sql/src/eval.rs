@@ -87,6 +87,8 @@ impl<'a> Scope<'a> {
         for (index, item) in items.iter().enumerate() {
             match item {
                 Item::All => match self.payload {
+                    // The payload's keys are unique: copied whole when first, merged otherwise.
+                    Value::Object(all) if fields.is_empty() => fields.clone_from(all),
                     Value::Object(all) => all.iter().for_each(|(k, v)| set(&mut fields, k, v.clone())),
                     // A payload that is not an object (raw bytes too) passes through whole.
                     other if items.len() == 1 => return Ok(other.clone()),
@@ -232,16 +234,10 @@ fn equal(left: &Value, right: &Value) -> Option<bool> {
     })
 }
 
-/// Ordering for `< <= > >=`: numbers and numeric strings by value, strings
-/// lexically; anything else is Undefined.
+/// Ordering for `< <= > >=`: numbers and numeric strings by value; anything else
+/// (non-numeric strings included, per AWS's operator table) is Undefined.
 fn order(left: &Value, right: &Value) -> Option<Ordering> {
-    match (left, right) {
-        (Value::String(a), Value::String(b)) => match (left.as_f64(), right.as_f64()) {
-            (Some(x), Some(y)) => x.partial_cmp(&y),
-            _ => Some(a.cmp(b)),
-        },
-        _ => left.as_f64()?.partial_cmp(&right.as_f64()?),
-    }
+    left.as_f64()?.partial_cmp(&right.as_f64()?)
 }
 
 fn binary(op: BinaryOp, left: Value, right: Value) -> Value {
@@ -262,8 +258,12 @@ fn binary(op: BinaryOp, left: Value, right: Value) -> Value {
         LtEq => boolean(order(&left, &right).map(|o| o != Ordering::Greater)),
         Gt => boolean(order(&left, &right).map(|o| o == Ordering::Greater)),
         GtEq => boolean(order(&left, &right).map(|o| o != Ordering::Less)),
-        Add if matches!((&left, &right), (Value::String(_), Value::String(_))) => {
-            Value::String(format!("{}{}", left.to_text().unwrap_or_default(), right.to_text().unwrap_or_default()))
+        // AWS: String + any value converts the other side to a string and concatenates.
+        Add if matches!(left, Value::String(_)) || matches!(right, Value::String(_)) => {
+            match (left.to_text(), right.to_text()) {
+                (Some(a), Some(b)) => Value::String(a + &b),
+                _ => Value::Undefined,
+            }
         }
         Add | Sub | Mul | Div | Mod => arithmetic(op, &left, &right),
     }
@@ -272,13 +272,6 @@ fn binary(op: BinaryOp, left: Value, right: Value) -> Value {
 /// `+ - * / %` on numbers (and numeric strings); `mod()` and `remainder()` are `%`.
 pub(crate) fn arithmetic(op: BinaryOp, left: &Value, right: &Value) -> Value {
     let (Some(a), Some(b)) = (left.to_number(), right.to_number()) else {
-        // `+` with one String concatenates.
-        if op == BinaryOp::Add && (matches!(left, Value::String(_)) || matches!(right, Value::String(_))) {
-            return match (left.to_text(), right.to_text()) {
-                (Some(a), Some(b)) => Value::String(a + &b),
-                _ => Value::Undefined,
-            };
-        }
         return Value::Undefined;
     };
     match (a, b) {

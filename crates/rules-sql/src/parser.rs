@@ -31,7 +31,14 @@ struct Parser {
     tokens: Vec<(Token, usize)>,
     position: usize,
     length: usize,
+    /// Nesting of the expression being parsed (parentheses, NOT, unary minus, calls).
+    depth: usize,
 }
+
+/// Deeper expressions are refused (each parenthesis level counts twice: NOT and unary):
+/// parsing and evaluation recurse, and a rule must not
+/// be able to exhaust a thread's stack.
+const MAX_DEPTH: usize = 256;
 
 fn describe(token: &Token) -> String {
     match token {
@@ -45,7 +52,7 @@ fn describe(token: &Token) -> String {
 
 impl Parser {
     fn new(text: &str) -> Result<Self, SqlError> {
-        Ok(Parser { tokens: tokenize(text)?, position: 0, length: text.chars().count() })
+        Ok(Parser { tokens: tokenize(text)?, position: 0, length: text.chars().count(), depth: 0 })
     }
 
     fn expect_end(&self, what: &str) -> Result<(), SqlError> {
@@ -204,7 +211,18 @@ impl Parser {
     }
 
     fn negation(&mut self) -> Result<Expr, SqlError> {
-        if self.keyword("not") { Ok(Expr::Not(Box::new(self.negation()?))) } else { self.comparison() }
+        self.descend(|p| if p.keyword("not") { Ok(Expr::Not(Box::new(p.negation()?))) } else { p.comparison() })
+    }
+
+    /// Parses one level deeper, refusing expressions nested beyond [`MAX_DEPTH`].
+    fn descend<T>(&mut self, parse: impl FnOnce(&mut Self) -> Result<T, SqlError>) -> Result<T, SqlError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(SqlError::at(self.offset(), format!("the expression nests deeper than {MAX_DEPTH} levels")));
+        }
+        self.depth += 1;
+        let parsed = parse(self);
+        self.depth -= 1;
+        parsed
     }
 
     fn comparison(&mut self) -> Result<Expr, SqlError> {
@@ -257,10 +275,7 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Expr, SqlError> {
-        if self.symbol("-") {
-            return Ok(Expr::Negate(Box::new(self.unary()?)));
-        }
-        self.postfix()
+        self.descend(|p| if p.symbol("-") { Ok(Expr::Negate(Box::new(p.unary()?))) } else { p.postfix() })
     }
 
     /// A primary followed by member accesses and indexes: `a.b[1].c`.

@@ -84,7 +84,7 @@ fn undefined_null_and_coercions() {
     check("i / 0", None);
     check("'a' + 'b'", Some(json!("ab")));
     check("x + 1", Some(json!("abc1")));
-    check("s + 1", Some(json!(11)));
+    check("s + 1", Some(json!("101"))); // String + any value concatenates (AWS operator table)
     check("-i * 2 + 10 % 4", Some(json!(-4)));
     check("1 + 2 * 3 = 7 AND NOT 1 > 2", Some(json!(true)));
     check("isNull(n)", Some(json!(true)));
@@ -395,4 +395,36 @@ proptest! {
         let out = run(&format!("SELECT value FROM 't' WHERE value > {threshold}"), "t", json!({"value": value}));
         prop_assert_eq!(out.is_some(), value > threshold);
     }
+}
+
+#[test]
+fn hostile_statements_fail_cleanly() {
+    let deep = format!("SELECT {}1{} AS r FROM 'a'", "(".repeat(5_000), ")".repeat(5_000));
+    assert!(parse(&deep).unwrap_err().message.contains("nests deeper"));
+    let nots = format!("SELECT * FROM 'a' WHERE {} true", "NOT ".repeat(5_000));
+    assert!(parse(&nots).is_err());
+    let minus = format!("SELECT {}1 AS r FROM 'a'", "- ".repeat(5_000));
+    assert!(parse(&minus).is_err());
+    let nested_ok = format!("SELECT {}1{} AS r FROM 'a'", "(".repeat(50), ")".repeat(50));
+    assert_eq!(run(&nested_ok, "a", json!({})), Some(json!({"r": 1})));
+    // A huge pattern letter run formats without panicking.
+    let pattern = "d".repeat(70_000);
+    let sql = format!("SELECT parse_time('{pattern}', 0) AS r FROM 'a'");
+    assert!(run(&sql, "a", json!({})).is_some());
+}
+
+#[test]
+fn plus_concatenates_whenever_a_string_is_involved_and_strings_do_not_order() {
+    assert_eq!(run("SELECT '5' + 3 AS r FROM 'a'", "a", json!({})), Some(json!({"r": "53"})));
+    assert_eq!(run("SELECT 3 + '5' AS r FROM 'a'", "a", json!({})), Some(json!({"r": "35"})));
+    assert_eq!(run("SELECT 'abc' < 'abd' AS r FROM 'a'", "a", json!({})), Some(json!({})));
+    assert_eq!(run("SELECT '10' > '9' AS r FROM 'a'", "a", json!({})), Some(json!({"r": true})));
+}
+
+#[test]
+fn select_star_over_a_wide_payload_keeps_every_key_once() {
+    let wide: serde_json::Map<String, Json> = (0..20_000).map(|i| (format!("k{i}"), json!(i))).collect();
+    let out = run("SELECT *, 1 AS k0 FROM 'a'", "a", Json::Object(wide)).unwrap();
+    assert_eq!(out.as_object().unwrap().len(), 20_000);
+    assert_eq!(out["k0"], json!(1));
 }

@@ -171,7 +171,10 @@ fn wall_clock(epoch_ms: i64, offset: i32) -> Option<OffsetDateTime> {
 }
 
 fn format_letter(letter: Letter, count: usize, wall: &OffsetDateTime, offset: i32) -> String {
-    let padded = |n: i32| format!("{n:0count$}");
+    // Zero-padding is capped: a pattern letter repeated thousands of times must not
+    // make formatting panic (widths beyond u16::MAX do) or allocate without bound.
+    let width = count.min(32);
+    let padded = |n: i32| format!("{n:0width$}");
     let month = usize::from(u8::from(wall.month())) - 1;
     let weekday = usize::from(wall.weekday().number_days_from_monday());
     match letter {
