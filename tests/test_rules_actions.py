@@ -746,6 +746,19 @@ def test_republish_to_a_reserved_shadow_topic_updates_the_shadow(rules, devices,
     assert document["version"] == 1
 
 
+def test_a_rule_republishing_into_its_own_filter_stops_after_eight_hops(rules, devices, rules_server):
+    top = root("loop")
+    rule = rules.create(f"SELECT * FROM '{top}/#'", [republish_action(f"{top}/again")])
+    subscriber = devices.connect()
+    subscriber.subscribe_ok(f"{top}/#")
+    devices.connect().publish(f"{top}/start", {"n": 1})
+    subscriber.next(f"{top}/again", index=7)  # the eighth republished copy
+    subscriber.nothing_on(f"{top}/again", already=8, within=1.5)
+    assert subscriber.count(f"{top}/start") == 1
+    samples = metrics_snapshot(rules_server)
+    assert metric_sum(samples, "ferrocore_rules_actions_total", rule=rule, action="republish", outcome="failed") == 1
+
+
 def test_basic_ingest_reaches_only_the_named_rule(aws, rules, devices):
     ingest_queue, other_queue = aws.queue("ingest"), aws.queue("other")
     top = root("bi")

@@ -320,7 +320,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         if will.retain && let Err(err) = shared.retained.set(&will.topic, &will.payload, will.qos).await {
             tracing::error!(client_id = %client_id, error = %err, "cannot store a retained will");
         }
-        let origin = Origin { client_id: Some(&client_id), principal: Some(&certificate_id), properties: None };
+        let origin = Origin { client_id: Some(&client_id), principal: Some(&certificate_id), ..Origin::default() };
         shared.store_changed(shared.route(&will.topic, &will.payload, will.qos, origin)).await;
     }
     shared.store_changed(events::disconnected(&shared, &session.presence, reason, client_initiated)).await;
@@ -567,6 +567,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             client_id: Some(&self.client_id),
             principal: Some(&self.presence.principal),
             properties: properties.as_ref(),
+            hops: 0,
         };
         if let Some((rule, rest)) = topic::basic_ingest(&publish.topic) {
             self.shared.ingest(rule, rest, &publish.payload, publish.qos, origin);
@@ -577,9 +578,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tracing::error!(client_id = %self.client_id, error = %err, "cannot store queued messages");
             return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("queued messages not stored")).await);
         }
-        if let Some(request) = ferrocore_shadow::topic::parse_request(&publish.topic) {
-            crate::shadows::serve(&self.shared, request, &publish.payload).await;
-        }
+        self.shared.answer_shadow_request(&publish.topic, &publish.payload, 0).await;
         self.acknowledge(publish.packet_id).await
     }
 

@@ -119,6 +119,22 @@ pub(crate) struct Origin<'a> {
     pub client_id: Option<&'a str>,
     pub principal: Option<&'a str>,
     pub properties: Option<&'a MessageProperties>,
+    /// Rule actions that led to the message (0 for devices).
+    pub hops: u8,
+}
+
+impl<'a> Origin<'a> {
+    fn message(self, topic: &'a str, payload: &'a bytes::Bytes, qos: QoS) -> RoutedMessage<'a> {
+        RoutedMessage {
+            topic,
+            payload,
+            qos: qos as u8,
+            client_id: self.client_id,
+            principal: self.principal,
+            properties: self.properties,
+            hops: self.hops,
+        }
+    }
 }
 
 /// How long a publish waits for room in a subscriber's full queue before the
@@ -133,11 +149,22 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Shared {
-    /// Routes a message the server itself publishes (shadow responses, rule republishes).
+    /// Routes a message the server itself publishes (shadow responses, rule republishes);
+    /// a shadow request among them (a rule republishing to `.../shadow/update`) is answered.
     async fn publish_from_service(&self, notification: Notification) {
         let payload = bytes::Bytes::from(notification.payload);
         let qos = if notification.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-        self.store_changed(self.route(&notification.topic, &payload, qos, Origin::default())).await;
+        let origin = Origin { hops: notification.hops, ..Origin::default() };
+        self.store_changed(self.route(&notification.topic, &payload, qos, origin)).await;
+        self.answer_shadow_request(&notification.topic, &payload, notification.hops).await;
+    }
+
+    /// Hands a routed shadow request (`$aws/things/<t>/shadow/.../get|update|delete`) to the shadow service.
+    async fn answer_shadow_request(&self, topic: &str, payload: &[u8], hops: u8) {
+        if let Some(request) = ferrocore_shadow::topic::parse_request(topic) {
+            // Boxed: the shadow service publishes its answers through this same path.
+            Box::pin(shadows::serve(self, request, payload, hops)).await;
+        }
     }
 
     /// Delivers a message to its subscribers and offers it to the rules engine.
@@ -155,29 +182,14 @@ impl Shared {
         origin: Origin<'_>,
     ) -> router::Published {
         if let Some(sink) = self.sink.get() {
-            sink.offer(&RoutedMessage {
-                topic,
-                payload,
-                qos: qos as u8,
-                client_id: origin.client_id,
-                principal: origin.principal,
-                properties: origin.properties,
-            });
+            sink.offer(&origin.message(topic, payload, qos));
         }
         self.router.publish(topic, payload, qos, resource)
     }
 
     /// Basic Ingest (`$aws/rules/<rule>/<rest>`): straight to the rule, never to subscribers.
     fn ingest(&self, rule: &str, rest: &str, payload: &bytes::Bytes, qos: QoS, origin: Origin<'_>) {
-        let message = RoutedMessage {
-            topic: rest,
-            payload,
-            qos: qos as u8,
-            client_id: origin.client_id,
-            principal: origin.principal,
-            properties: origin.properties,
-        };
-        if !self.sink.get().is_some_and(|sink| sink.ingest(rule, &message)) {
+        if !self.sink.get().is_some_and(|sink| sink.ingest(rule, &origin.message(rest, payload, qos))) {
             metrics::counter!("ferrocore_rules_ingest_total", "outcome" => "rule_not_found").increment(1);
             tracing::debug!(rule, "basic ingest to a rule that is missing or disabled");
         }
@@ -336,15 +348,7 @@ struct GatewayPublisher(Arc<Shared>);
 impl Publisher for GatewayPublisher {
     async fn publish(&self, notifications: Vec<Notification>) {
         for notification in notifications {
-            // A service may publish a shadow request (a rule republishing to
-            // `$aws/things/<t>/shadow/update`): the shadow service answers it as any.
-            let request = ferrocore_shadow::topic::parse_request(&notification.topic).is_some().then(|| notification.clone());
             self.0.publish_from_service(notification).await;
-            if let Some(request) = request
-                && let Some(parsed) = ferrocore_shadow::topic::parse_request(&request.topic)
-            {
-                shadows::serve(&self.0, parsed, &request.payload).await;
-            }
         }
     }
 }

@@ -9,7 +9,8 @@ use ferrocore_shadow::{ShadowError, error_document, request_token};
 
 use crate::Shared;
 
-pub(crate) async fn serve(shared: &Shared, request: ShadowRequest<'_>, payload: &[u8]) {
+/// `hops`: rule actions that led to the request, carried to the answers.
+pub(crate) async fn serve(shared: &Shared, request: ShadowRequest<'_>, payload: &[u8], hops: u8) {
     let (thing, shadow, operation) = (request.thing, request.shadow, request.operation);
     let registry = &shared.registry;
     let token = request_token(payload);
@@ -32,7 +33,8 @@ pub(crate) async fn serve(shared: &Shared, request: ShadowRequest<'_>, payload: 
         let suffix = format!("{}/rejected", operation.as_str());
         vec![shadow_notification(thing, shadow, &suffix, &error_document(&error, token.as_deref()))]
     });
-    for notification in notifications {
+    for mut notification in notifications {
+        notification.hops = hops;
         shared.publish_from_service(notification).await;
     }
 }

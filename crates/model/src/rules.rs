@@ -200,11 +200,13 @@ pub struct TopicRuleDestination {
     pub last_updated_at: Millis,
 }
 
-impl TopicRuleDestination {
-    /// Whether an HTTP action may post to `url` through this destination.
-    pub fn covers(&self, url: &str) -> bool {
-        matches!(&self.target, DestinationTarget::Http { confirmation_url } if url.starts_with(confirmation_url.as_str()))
-    }
+/// Whether an HTTP action may post to `url` under a destination confirmed for
+/// `confirmation_url`: AWS's prefix rule, cut at a boundary so that
+/// `https://example.com` does not also cover `https://example.com.evil.net` or
+/// `https://example.com@evil.net`.
+pub fn url_under(confirmation_url: &str, url: &str) -> bool {
+    let Some(rest) = url.strip_prefix(confirmation_url) else { return false };
+    confirmation_url.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?', '#'])
 }
 
 #[cfg(test)]
@@ -243,16 +245,13 @@ mod tests {
 
     #[test]
     fn destinations_cover_urls_under_their_confirmation_url() {
-        let destination = TopicRuleDestination {
-            arn: "arn".into(),
-            target: DestinationTarget::Http { confirmation_url: "https://example.com/iot".into() },
-            status: DestinationStatus::Enabled,
-            status_reason: None,
-            confirmation_token: None,
-            created_at: 0,
-            last_updated_at: 0,
-        };
-        assert!(destination.covers("https://example.com/iot/ingest"));
-        assert!(!destination.covers("https://example.org/iot"));
+        assert!(url_under("https://example.com/iot", "https://example.com/iot/ingest"));
+        assert!(url_under("https://example.com/iot", "https://example.com/iot"));
+        assert!(url_under("https://example.com/iot/", "https://example.com/iot/x"));
+        assert!(url_under("https://example.com", "https://example.com?x=1"));
+        assert!(!url_under("https://example.com/iot", "https://example.org/iot"));
+        assert!(!url_under("https://example.com", "https://example.com.evil.net/x"));
+        assert!(!url_under("https://example.com", "https://example.com@evil.net/x"));
+        assert!(!url_under("https://example.com/iot", "https://example.com/iotx"));
     }
 }

@@ -11,6 +11,8 @@ pub struct Notification {
     pub payload: Vec<u8>,
     /// 0 or 1 (capped by each subscription's QoS).
     pub qos: u8,
+    /// How many rule actions led to this message (see [`RoutedMessage::hops`]).
+    pub hops: u8,
 }
 
 /// Where the messages services make (shadow notifications, republished rule
@@ -44,6 +46,9 @@ pub struct RoutedMessage<'a> {
     /// The publisher's certificate id.
     pub principal: Option<&'a str>,
     pub properties: Option<&'a MessageProperties>,
+    /// Rule actions (republish) that led to this message, counted through the shadow
+    /// service too; the rules engine stops a chain that grows too long (a rule loop).
+    pub hops: u8,
 }
 
 /// The rules engine, as the gateway sees it. Both calls sit on the message path:

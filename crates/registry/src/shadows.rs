@@ -90,6 +90,7 @@ pub fn shadow_notification(thing: &str, shadow: Option<&str>, suffix: &str, payl
         topic: format!("{}/{suffix}", topic::prefix(thing, shadow)),
         payload: serde_json::to_vec(payload).expect("JSON values serialize"),
         qos: 1,
+        hops: 0,
     }
 }
 

@@ -1,6 +1,6 @@
 //! Topic rules: stored with their SQL checked (SqlParseException at create time),
 //! listed by topic filter and state, enabled and disabled. The rules engine reads
-//! them back through [`Registry::enabled_topic_rules`] after each change.
+//! them back through [`Registry::all_topic_rules`] after each change.
 
 use ferrocore_model::registry::{Tags, validate_tags};
 use ferrocore_model::rules::{DestinationTarget, TopicRule, TopicRulePayload, check_actions, check_rule_name, sql_version};
@@ -30,7 +30,15 @@ fn rule_from(name: &str, payload: &TopicRulePayload, created_at: i64, tags: Tags
         Error::invalid("1 validation error detected: Value null at 'topicRulePayload.sql' failed to satisfy constraint: Member must not be null")
     })?;
     let query = ferrocore_rules_sql::parse(&sql).map_err(|err| Error::SqlParse(format!("Syntax error: {err}")))?;
+    if let Some(filter) = &query.from
+        && ferrocore_mqtt::topic::validate_filter(filter).is_err()
+    {
+        return Err(Error::SqlParse(format!("Syntax error: '{filter}' in FROM is not a valid topic filter")));
+    }
     let (actions, error_action) = check_actions(payload)?;
+    for action in actions.iter().chain(&error_action) {
+        check_action_values(action)?;
+    }
     let rule = TopicRule {
         name: name.to_string(),
         topic_pattern: query.from.unwrap_or_default(),
@@ -48,6 +56,29 @@ fn rule_from(name: &str, payload: &TopicRulePayload, created_at: i64, tags: Tags
         return Err(Error::invalid(format!("The rule is {size} bytes; the limit is {MAX_RULE_BYTES}.")));
     }
     Ok(rule)
+}
+
+/// What the rules engine will need to run an action, checked now as AWS does: every
+/// substitution template parses, and a republish QoS is 0 or 1.
+fn check_action_values(action: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    fn templates(value: &serde_json::Value) -> Result<()> {
+        match value {
+            serde_json::Value::String(text) if text.contains("${") => ferrocore_rules_sql::Template::parse(text)
+                .map(drop)
+                .map_err(|err| Error::invalid(format!("The substitution template {text} is not valid: {err}"))),
+            serde_json::Value::Array(items) => items.iter().try_for_each(templates),
+            serde_json::Value::Object(fields) => fields.values().try_for_each(templates),
+            _ => Ok(()),
+        }
+    }
+    if let Some(qos) = action.get("republish").and_then(|r| r.get("qos"))
+        && !matches!(qos.as_u64(), Some(0 | 1))
+    {
+        return Err(Error::invalid(format!(
+            "1 validation error detected: Value '{qos}' at 'republish.qos' failed to satisfy constraint: Member must have value between 0 and 1"
+        )));
+    }
+    action.values().try_for_each(templates)
 }
 
 impl Registry {

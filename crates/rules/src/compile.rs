@@ -17,7 +17,8 @@ pub struct CompiledRule {
     pub sql_version: String,
     pub actions: Vec<Action>,
     pub error_action: Option<Action>,
-    /// Evaluation calls back into ferrocore (get_thing_shadow), so it runs on a blocking thread.
+    /// Evaluation or templates call back into ferrocore (get_thing_shadow), so they run
+    /// inside `block_in_place`.
     pub uses_lookups: bool,
     pub counters: RuleCounters,
 }
@@ -94,8 +95,6 @@ pub struct Metric {
 #[derive(Debug)]
 pub struct Http {
     pub url: Template,
-    /// The literal part of the URL before any template: what a destination must cover.
-    pub url_prefix: String,
     pub headers: Vec<(String, Template)>,
     pub sigv4: Option<SigV4>,
 }
@@ -253,7 +252,8 @@ struct Body {
     state_reason: Option<String>,
     state_value: Option<String>,
     url: Option<String>,
-    headers: Option<Vec<HttpHeader>>,
+    /// A list of `{key, value}` for http, an object of MQTT 5 properties for republish.
+    headers: Option<Value>,
     auth: Option<HttpAuth>,
 }
 
@@ -362,14 +362,13 @@ fn compile_action(stored: &Map<String, Value>) -> Result<Action, String> {
             state_value: need(&body.state_value, "stateValue")?,
         },
         "http" => {
-            let url = body.url.unwrap_or_default();
-            let url_prefix = url.split("${").next().unwrap_or_default().to_string();
+            let headers: Vec<HttpHeader> = match body.headers {
+                Some(list) => serde_json::from_value(list).map_err(|e| format!("http.headers: {e}"))?,
+                None => Vec::new(),
+            };
             ActionSpec::Http(Http {
-                url: template(&url, "url")?,
-                url_prefix,
-                headers: body
-                    .headers
-                    .unwrap_or_default()
+                url: template(&body.url.unwrap_or_default(), "url")?,
+                headers: headers
                     .into_iter()
                     .map(|h| Ok((h.key, template(&h.value, "headers.value")?)))
                     .collect::<Result<_, String>>()?,

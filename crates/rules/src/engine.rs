@@ -3,9 +3,9 @@
 //! messages with bounded concurrency, delivers every action (retrying what may
 //! succeed later with backoff) and sends failures to the rule's error action.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -35,6 +35,7 @@ struct Message {
     principal: Option<String>,
     properties: Option<MessageProps>,
     received_ms: i64,
+    hops: u8,
 }
 
 struct Job {
@@ -60,6 +61,8 @@ pub struct Engine {
     problems: Mutex<Vec<(String, String)>>,
     /// Actions currently failing, by (rule, action index): logged on change only.
     failing: Mutex<HashSet<(String, usize)>>,
+    /// `failing.len()`, read without the lock on every delivery.
+    failing_count: AtomicUsize,
     /// `ferrocore_rules_messages_dropped_total{reason="queue_full"}`, registered once.
     dropped: metrics::Counter,
 }
@@ -80,6 +83,7 @@ impl Engine {
             confirmations_sent: Mutex::default(),
             problems: Mutex::default(),
             failing: Mutex::default(),
+            failing_count: AtomicUsize::new(0),
             dropped: metrics::counter!("ferrocore_rules_messages_dropped_total", "reason" => "queue_full"),
         });
         engine.reload().await;
@@ -118,7 +122,7 @@ impl Engine {
     }
 
     /// Reloads rules and destinations now (the engine also does on every change to them).
-    pub async fn reload(&self) {
+    pub async fn reload(self: &Arc<Self>) {
         let (rules, destinations) =
             match tokio::try_join!(self.registry.all_topic_rules(), self.registry.all_topic_rule_destinations()) {
                 Ok(loaded) => loaded,
@@ -138,33 +142,42 @@ impl Engine {
             }
         }
         self.idle.store(set.matches_nothing(), Ordering::Release);
+        self.failing.lock().unwrap_or_else(|e| e.into_inner()).retain(|(rule, _)| set.by_name(rule).is_some());
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         self.generation.fetch_add(1, Ordering::Release);
-        for destination in destinations {
-            if let (DestinationStatus::InProgress, DestinationTarget::Http { confirmation_url }, Some(token)) =
-                (destination.status, &destination.target, &destination.confirmation_token)
-            {
-                self.send_confirmation(&destination.arn, confirmation_url, token).await;
+        let pending: Vec<(String, String, String)> = destinations
+            .into_iter()
+            .filter_map(|d| match (d.status, d.target, d.confirmation_token) {
+                (DestinationStatus::InProgress, DestinationTarget::Http { confirmation_url }, Some(token)) => {
+                    Some((d.arn, confirmation_url, token))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut sent = self.confirmations_sent.lock().unwrap_or_else(|e| e.into_inner());
+        sent.retain(|token| pending.iter().any(|(_, _, t)| t == token));
+        for (arn, url, token) in pending {
+            if sent.insert(token.clone()) {
+                // In the background: an unreachable endpoint must not hold up rule changes.
+                tokio::spawn(self.clone().send_confirmation(arn, url, token));
             }
         }
     }
 
-    /// POSTs `{arn, confirmationToken, enableUrl, messageType}` to a new HTTP destination.
-    async fn send_confirmation(&self, arn: &str, url: &str, token: &str) {
-        if !self.confirmations_sent.lock().unwrap_or_else(|e| e.into_inner()).insert(token.to_string()) {
-            return;
-        }
+    /// POSTs `{arn, confirmationToken, enableUrl, messageType}` to a new HTTP destination;
+    /// on failure the token is forgotten, so the next reload tries again.
+    async fn send_confirmation(self: Arc<Self>, arn: String, url: String, token: String) {
         let body = json!({
             "arn": arn,
             "confirmationToken": token,
             "enableUrl": format!("{}/confirmdestination/{token}", self.config.api_url.trim_end_matches('/')),
             "messageType": "DestinationConfirmation",
         });
-        match self.targets.confirm(url, &body).await {
+        match self.targets.confirm(&url, &body).await {
             Ok(()) => tracing::info!(destination = %arn, url, "sent a topic rule destination confirmation"),
             Err(err) => {
                 tracing::warn!(destination = %arn, url, error = %err, "cannot deliver a topic rule destination confirmation");
-                self.confirmations_sent.lock().unwrap_or_else(|e| e.into_inner()).remove(token);
+                self.confirmations_sent.lock().unwrap_or_else(|e| e.into_inner()).remove(&token);
             }
         }
     }
@@ -190,6 +203,7 @@ impl Engine {
                     user_properties: p.user_properties.clone(),
                 }),
                 received_ms: now_ms(),
+                hops: message.hops,
             },
         };
         if self.queue.try_send(job).is_err() {
@@ -206,11 +220,20 @@ impl Engine {
             let message = Arc::new(job.message);
             let payload = Arc::new(ferrocore_rules_sql::payload_value(&message.payload));
             for rule in job.rules {
-                let Some((result, context)) = self.evaluate(&rule, &message, &payload) else { continue };
+                // A panic in one evaluation must not stop the engine for every rule.
+                let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.evaluate(&rule, &message, &payload)
+                }));
+                let Ok(evaluated) = evaluated else {
+                    rule.counters.evaluation_failed.increment(1);
+                    tracing::error!(rule = %rule.name, "rule evaluation panicked; the message is skipped for this rule");
+                    continue;
+                };
+                let Some((result, context)) = evaluated else { continue };
                 if rule.actions.is_empty() {
                     continue;
                 }
-                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let permit = permits.clone().acquire_owned().await.expect("the semaphore is never closed");
                 let (engine, message, payload) = (self.clone(), message.clone(), payload.clone());
                 tokio::spawn(async move {
                     engine.deliver(&rule, &message, &payload, &context, &result).await;
@@ -268,7 +291,7 @@ impl Engine {
     async fn deliver(&self, rule: &CompiledRule, message: &Message, payload: &Value, context: &Context, result: &Value) {
         let name = rule.name.as_str();
         let bytes = ferrocore_rules_sql::output_bytes(result);
-        let output = Output { bytes: &bytes, value: result };
+        let output = Output { bytes: &bytes, value: result, hops: message.hops };
         let render = |template: &Template| render(template, payload, context, rule.uses_lookups);
         let rules = self.snapshot();
         let prefixes = rules.enabled_http_prefixes.as_slice();
@@ -285,7 +308,7 @@ impl Engine {
         let report = error_payload(name, message, &context.trace_id, &failures);
         let report_bytes = report.to_string().into_bytes();
         let report_value = Value::from_json(&report);
-        let output = Output { bytes: &report_bytes, value: &report_value };
+        let output = Output { bytes: &report_bytes, value: &report_value, hops: message.hops };
         let outcome = self.deliver_with_retries(name, usize::MAX, error_action, &output, &render, prefixes).await;
         let label = if outcome.is_ok() { "succeeded" } else { "failed" };
         metrics::counter!("ferrocore_rules_error_actions_total", "rule" => name.to_string(), "outcome" => label).increment(1);
@@ -312,7 +335,9 @@ impl Engine {
                     self.note_state(rule, index, action.kind, None);
                     return Ok(());
                 }
-                Err(failure) if failure.retryable && attempt < self.config.max_attempts => {
+                // An action already known to be failing is not retried: one dead target
+                // must not hold delivery slots every other rule needs.
+                Err(failure) if failure.retryable && attempt < self.config.max_attempts && !self.is_failing(rule, index) => {
                     count("retried");
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
@@ -326,8 +351,16 @@ impl Engine {
         }
     }
 
+    fn is_failing(&self, rule: &str, index: usize) -> bool {
+        self.failing_count.load(Ordering::Relaxed) > 0
+            && self.failing.lock().unwrap_or_else(|e| e.into_inner()).contains(&(rule.to_string(), index))
+    }
+
     /// Logs when an action starts failing and when it recovers, not every message.
     fn note_state(&self, rule: &str, index: usize, kind: &str, failure: Option<&Failure>) {
+        if failure.is_none() && self.failing_count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let key = (rule.to_string(), index);
         let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
         match failure {
@@ -341,6 +374,7 @@ impl Engine {
             None if failing.remove(&key) => tracing::info!(rule, action = kind, "rule action recovered"),
             _ => {}
         }
+        self.failing_count.store(failing.len(), Ordering::Relaxed);
     }
 }
 
@@ -401,26 +435,23 @@ fn error_payload(rule: &str, message: &Message, trace_id: &str, failures: &[(&st
 
 /// The names AWS uses in `failedAction` (`S3Action`, `DynamoActionV2`, ...).
 fn failed_action_name(kind: &str) -> String {
-    let known: HashMap<&str, &str> = [
-        ("dynamoDB", "DynamoAction"),
-        ("dynamoDBv2", "DynamoActionV2"),
-        ("cloudwatchLogs", "CloudwatchLogsAction"),
-        ("cloudwatchMetric", "CloudwatchMetricAction"),
-        ("cloudwatchAlarm", "CloudwatchAlarmAction"),
-        ("iotAnalytics", "IotAnalyticsAction"),
-        ("iotEvents", "IotEventsAction"),
-        ("iotSiteWise", "IotSiteWiseAction"),
-    ]
-    .into_iter()
-    .collect();
-    match known.get(kind) {
-        Some(name) => name.to_string(),
-        None => {
-            let mut chars = kind.chars();
-            let first = chars.next().map(|c| c.to_ascii_uppercase()).unwrap_or_default();
-            format!("{first}{}Action", chars.as_str())
-        }
+    let known = match kind {
+        "dynamoDB" => "DynamoAction",
+        "dynamoDBv2" => "DynamoActionV2",
+        "cloudwatchLogs" => "CloudwatchLogsAction",
+        "cloudwatchMetric" => "CloudwatchMetricAction",
+        "cloudwatchAlarm" => "CloudwatchAlarmAction",
+        "iotAnalytics" => "IotAnalyticsAction",
+        "iotEvents" => "IotEventsAction",
+        "iotSiteWise" => "IotSiteWiseAction",
+        _ => "",
+    };
+    if !known.is_empty() {
+        return known.to_string();
     }
+    let mut chars = kind.chars();
+    let first = chars.next().map(|c| c.to_ascii_uppercase()).unwrap_or_default();
+    format!("{first}{}Action", chars.as_str())
 }
 
 /// get_thing_shadow() against ferrocore's own shadows (called on a blocking-capable thread).

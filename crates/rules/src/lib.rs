@@ -28,7 +28,7 @@ pub struct RulesConfig {
     pub endpoints: BTreeMap<String, String>,
     /// Credentials for target services; None: the AWS_* environment variables.
     pub credentials: Option<StaticCredentials>,
-    /// Messages evaluated (with their actions) at once.
+    /// Matched messages whose actions run at once (evaluation itself is one at a time).
     pub max_in_flight: usize,
     /// Attempts per action before it counts as failed (retryable failures only).
     pub max_attempts: u32,

@@ -82,7 +82,7 @@ impl Setup {
 }
 
 fn message<'a>(topic: &'a str, payload: &'a Bytes, client_id: Option<&'a str>) -> RoutedMessage<'a> {
-    RoutedMessage { topic, payload, qos: 1, client_id, principal: Some("abc123"), properties: None }
+    RoutedMessage { topic, payload, qos: 1, client_id, principal: Some("abc123"), properties: None, hops: 0 }
 }
 
 fn republish(topic: &str) -> Value {

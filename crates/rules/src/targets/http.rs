@@ -38,8 +38,10 @@ impl HttpTarget {
         Self { client, allow_insecure: config.http_allow_insecure }
     }
 
-    /// Sends the topic rule destination confirmation request, with AWS's headers.
+    /// Sends the topic rule destination confirmation request, with AWS's headers (also
+    /// to `http://` URLs: confirming carries no message data, and local tooling uses it).
     pub async fn confirm(&self, url: &str, body: &serde_json::Value) -> Result<(), String> {
+
         let arn = body.get("arn").and_then(serde_json::Value::as_str).unwrap_or_default();
         let response = self
             .client
@@ -65,7 +67,7 @@ impl HttpTarget {
         if !url.starts_with("https://") && !(self.allow_insecure && url.starts_with("http://")) {
             return Err(Failure::permanent(&url, "HTTP actions must use HTTPS URLs."));
         }
-        if !enabled_prefixes.iter().any(|prefix| url.starts_with(prefix.as_str())) {
+        if !enabled_prefixes.iter().any(|prefix| ferrocore_model::rules::url_under(prefix, &url)) {
             return Err(Failure::permanent(
                 &url,
                 "No ENABLED topic rule destination covers this URL; create and confirm one.",
@@ -89,7 +91,11 @@ impl HttpTarget {
         for (name, value) in &headers {
             request = request.header(name.as_str(), value.as_str());
         }
-        let response = request.send().await.map_err(|e| Failure::transient(&url, format!("HTTP request failed: {e}")))?;
+        let response = request.send().await.map_err(|e| {
+            // A request that cannot even be built (a header rendered invalid) will not succeed later.
+            let message = format!("HTTP request failed: {e}");
+            if e.is_builder() { Failure::permanent(&url, message) } else { Failure::transient(&url, message) }
+        })?;
         let status = response.status();
         match status.as_u16() {
             200..=299 => Ok(()),

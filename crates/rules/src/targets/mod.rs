@@ -41,7 +41,13 @@ pub struct Output<'a> {
     /// The bytes actions send: raw for a binary result, compact JSON otherwise.
     pub bytes: &'a [u8],
     pub value: &'a Value,
+    /// Rule actions that led to the message the output came from.
+    pub hops: u8,
 }
+
+/// A republish chain longer than this is a rule loop (a rule matching its own output,
+/// or rules feeding each other): the republish fails instead of running forever.
+pub const MAX_REPUBLISH_HOPS: u8 = 8;
 
 /// Renders an action's substitution templates for the message being handled.
 pub type Render<'a> = dyn Fn(&Template) -> Result<String, Failure> + Send + Sync + 'a;
@@ -81,8 +87,15 @@ impl Targets {
                 if ferrocore_mqtt::topic::validate_name(&topic).is_err() {
                     return Err(Failure::permanent(topic, "The republish topic is not a valid topic name."));
                 }
+                if output.hops >= MAX_REPUBLISH_HOPS {
+                    return Err(Failure::permanent(
+                        topic,
+                        format!("The message was already republished {} times by rules: a rule loop.", output.hops),
+                    ));
+                }
                 let publisher = self.publisher.get().ok_or_else(|| Failure::transient(&topic, "the gateway is not ready"))?;
-                publisher.publish(vec![Notification { topic, payload: output.bytes.to_vec(), qos: *qos }]).await;
+                let notification = Notification { topic, payload: output.bytes.to_vec(), qos: *qos, hops: output.hops + 1 };
+                publisher.publish(vec![notification]).await;
                 Ok(())
             }
             ActionSpec::Http(spec) => self.http.post(spec, output, render, http_prefixes, &self.aws.credentials).await,
