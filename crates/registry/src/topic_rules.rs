@@ -196,6 +196,22 @@ mod tests {
     }
 
     #[test]
+    fn actions_the_engine_could_not_run_are_refused_at_create_time() {
+        let with_action = |action: serde_json::Value| -> TopicRulePayload {
+            serde_json::from_value(json!({"sql": "SELECT * FROM 'a/b'", "actions": [action]})).unwrap()
+        };
+        let role = "arn:aws:iam::1:role/r";
+        let bad_template = with_action(json!({"republish": {"topic": "out/${topic(", "roleArn": role}}));
+        assert!(matches!(rule_from("r", &bad_template, 0, Tags::new()), Err(Error::InvalidRequest(_))));
+        let bad_qos = with_action(json!({"republish": {"topic": "out", "roleArn": role, "qos": 300}}));
+        assert!(matches!(rule_from("r", &bad_qos, 0, Tags::new()), Err(Error::InvalidRequest(_))));
+        let headers = with_action(json!({"republish": {"topic": "out/${topic(2)}", "roleArn": role, "headers": {"contentType": "${x}"}}}));
+        assert!(rule_from("r", &headers, 0, Tags::new()).is_ok());
+        let bad_filter = serde_json::from_value(json!({"sql": "SELECT * FROM 'a/#/b'", "actions": []})).unwrap();
+        assert!(matches!(rule_from("r", &bad_filter, 0, Tags::new()), Err(Error::SqlParse(_))));
+    }
+
+    #[test]
     fn the_topic_pattern_is_the_from_filter() {
         let rule = rule_from("r", &payload("SELECT * FROM 'sensors/+/temperature' WHERE value > 40"), 5, Tags::new()).unwrap();
         assert_eq!(rule.topic_pattern, "sensors/+/temperature");
