@@ -125,6 +125,22 @@ def test_dynamodb_v1_writes_the_payload_column_by_default(aws, rules, devices):
     assert items == [{"device": {"S": device.client_id}, "payload": {"M": {"temperature": {"N": "18.25"}}}}]
 
 
+def test_dynamodb_v1_stores_a_binary_payload_as_binary(aws, rules, devices):
+    table = aws.table("device", "S")
+    top = root("ddb1b")
+    rules.create(
+        f"SELECT * FROM '{top}/#'",
+        [{"dynamoDB": {"roleArn": ROLE_ARN, "tableName": table, "hashKeyField": "device", "hashKeyValue": "${clientid()}"}}],
+    )
+    device = devices.connect()
+    raw = bytes([0x00, 0xFF, 0x10, 0x80])
+    device.publish(f"{top}/x", raw)
+    items = wait_until(lambda: aws.items(table), what=f"an item in {table}")
+    assert len(items) == 1 and items[0]["device"] == {"S": device.client_id}
+    stored = items[0]["payload"]["B"]
+    assert (stored if isinstance(stored, bytes) else base64.b64decode(stored)) == raw
+
+
 # ======================================================================================
 # S3
 # ======================================================================================

@@ -2,6 +2,8 @@
 //! expressions; Rust's `regex` shares their common syntax (no look-around or
 //! backreferences). An invalid pattern or replacement makes the result Undefined.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::iter::Peekable;
 use std::str::Chars;
 
@@ -9,8 +11,31 @@ use regex::{Captures, Regex};
 
 use crate::value::Value;
 
+/// Patterns compiled per thread, so a rule's regex is compiled once, not per message.
+const CACHED_PATTERNS: usize = 64;
+
+/// Compiled patterns are bounded: a pattern taken from message data must not grow
+/// without end, nor take long to build.
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+thread_local! {
+    static PATTERNS: RefCell<HashMap<String, Option<Regex>>> = RefCell::new(HashMap::new());
+}
+
 fn compile(pattern: &Value) -> Option<Regex> {
-    Regex::new(&pattern.to_text()?).ok()
+    let text = pattern.to_text()?;
+    PATTERNS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(compiled) = cache.get(&text) {
+            return compiled.clone();
+        }
+        if cache.len() >= CACHED_PATTERNS {
+            cache.clear();
+        }
+        let compiled = regex::RegexBuilder::new(&text).size_limit(PATTERN_SIZE_LIMIT).build().ok();
+        cache.insert(text, compiled.clone());
+        compiled
+    })
 }
 
 /// Whether the pattern matches anywhere in the string.

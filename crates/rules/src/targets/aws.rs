@@ -429,8 +429,9 @@ mod sdk {
                 Some(template) => render(template)?,
                 None => "payload".to_string(),
             };
-            let payload = match output.value.to_json() {
-                Some(json @ Json::Object(_)) => attribute(&json),
+            let payload = match (output.value, output.value.to_json()) {
+                (ferrocore_rules_sql::Value::Binary(bytes), _) => AttributeValue::B(aws_smithy_types::Blob::new(bytes.clone())),
+                (_, Some(json @ Json::Object(_))) => attribute(&json),
                 _ => AttributeValue::S(String::from_utf8_lossy(output.bytes).into_owned()),
             };
             let operation = match &spec.operation {
@@ -497,25 +498,32 @@ mod sdk {
             } else {
                 vec![(now, String::from_utf8_lossy(output.bytes).into_owned())]
             };
+            // PutLogEvents wants the events of a batch in time order.
+            let mut events = events;
+            events.sort_by_key(|(timestamp, _)| *timestamp);
             let events = events
                 .into_iter()
                 .map(|(timestamp, message)| InputLogEvent::builder().timestamp(timestamp).message(message).build())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Failure::permanent(group, e.to_string()))?;
-            let created = client.create_log_stream().log_group_name(group).log_stream_name(STREAM).send().await;
-            if let Err(err) = created
-                && !err.as_service_error().is_some_and(|e| e.is_resource_already_exists_exception())
-            {
-                return Err(failure(group, err));
+            let send = || {
+                client.put_log_events().log_group_name(group).log_stream_name(STREAM).set_log_events(Some(events.clone())).send()
+            };
+            // The stream is created on the first put that finds it missing, not before every put.
+            match send().await {
+                Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                    let created = client.create_log_stream().log_group_name(group).log_stream_name(STREAM).send().await;
+                    if let Err(err) = created
+                        && !err.as_service_error().is_some_and(|e| e.is_resource_already_exists_exception())
+                    {
+                        return Err(failure(group, err));
+                    }
+                    send().await.map_err(|e| failure(group, e))?;
+                }
+                sent => {
+                    sent.map_err(|e| failure(group, e))?;
+                }
             }
-            client
-                .put_log_events()
-                .log_group_name(group)
-                .log_stream_name(STREAM)
-                .set_log_events(Some(events))
-                .send()
-                .await
-                .map_err(|e| failure(group, e))?;
             Ok(())
         }
     }
