@@ -112,13 +112,19 @@ def test_dynamodb_v1_keys_from_templates_and_payload_field(aws, rules, devices):
     }]
 
 
-def test_dynamodb_v1_writes_the_payload_column_by_default(aws, rules, devices):
+def dynamodb_v1_by_client(aws, rules, select: str, name: str) -> tuple[str, str]:
+    """A table keyed by `device` and a dynamoDB (v1) rule writing `select` keyed by client id."""
     table = aws.table("device", "S")
-    top = root("ddb1d")
+    top = root(name)
     rules.create(
-        f"SELECT temperature FROM '{top}/#'",
+        f"SELECT {select} FROM '{top}/#'",
         [{"dynamoDB": {"roleArn": ROLE_ARN, "tableName": table, "hashKeyField": "device", "hashKeyValue": "${clientid()}"}}],
     )
+    return table, top
+
+
+def test_dynamodb_v1_writes_the_payload_column_by_default(aws, rules, devices):
+    table, top = dynamodb_v1_by_client(aws, rules, "temperature", "ddb1d")
     device = devices.connect()
     device.publish(f"{top}/x", {"temperature": 18.25, "ignored": 1})
     items = wait_until(lambda: aws.items(table), what=f"an item in {table}")
@@ -126,12 +132,7 @@ def test_dynamodb_v1_writes_the_payload_column_by_default(aws, rules, devices):
 
 
 def test_dynamodb_v1_stores_a_binary_payload_as_binary(aws, rules, devices):
-    table = aws.table("device", "S")
-    top = root("ddb1b")
-    rules.create(
-        f"SELECT * FROM '{top}/#'",
-        [{"dynamoDB": {"roleArn": ROLE_ARN, "tableName": table, "hashKeyField": "device", "hashKeyValue": "${clientid()}"}}],
-    )
+    table, top = dynamodb_v1_by_client(aws, rules, "*", "ddb1b")
     device = devices.connect()
     raw = bytes([0x00, 0xFF, 0x10, 0x80])
     device.publish(f"{top}/x", raw)
