@@ -258,14 +258,20 @@ def test_kinesis_put_record_with_partition_key_template(aws, rules, devices):
     assert [(r["PartitionKey"], json.loads(r["Data"])) for r in got] == [("pump-3-9", document)]
 
 
-def moto_firehose_writes_s3(aws) -> bool:
-    """moto delivers Firehose records to S3 synchronously (checked with a probe stream)."""
+def firehose_into_bucket(aws, name: str) -> tuple[str, str]:
+    """A new bucket and a delivery stream writing into it."""
     bucket = aws.bucket()
-    stream = unique("probe-stream")
+    stream = unique(name)
     aws.firehose.create_delivery_stream(
         DeliveryStreamName=stream,
         ExtendedS3DestinationConfiguration={"RoleARN": ROLE_ARN, "BucketARN": f"arn:aws:s3:::{bucket}"},
     )
+    return bucket, stream
+
+
+def moto_firehose_writes_s3(aws) -> bool:
+    """moto delivers Firehose records to S3 synchronously (checked with a probe stream)."""
+    bucket, stream = firehose_into_bucket(aws, "probe-stream")
     aws.firehose.put_record_batch(DeliveryStreamName=stream, Records=[{"Data": b"probe"}])
     return list(aws.objects(bucket).values()) == [b"probe"]
 
@@ -273,12 +279,7 @@ def moto_firehose_writes_s3(aws) -> bool:
 def test_firehose_records_with_separator_reach_the_s3_destination(aws, rules, devices):
     if not moto_firehose_writes_s3(aws):
         pytest.skip("SKIPPED: this moto does not write Firehose records to the S3 destination, so the delivered content cannot be checked")
-    bucket = aws.bucket()
-    stream = unique("rules-firehose")
-    aws.firehose.create_delivery_stream(
-        DeliveryStreamName=stream,
-        ExtendedS3DestinationConfiguration={"RoleARN": ROLE_ARN, "BucketARN": f"arn:aws:s3:::{bucket}"},
-    )
+    bucket, stream = firehose_into_bucket(aws, "rules-firehose")
     top = root("fh")
     rules.create(
         f"SELECT * FROM '{top}/+'",
@@ -300,12 +301,7 @@ def test_firehose_records_with_separator_reach_the_s3_destination(aws, rules, de
 def test_firehose_batch_mode_sends_one_record_per_array_element(aws, rules, devices):
     if not moto_firehose_writes_s3(aws):
         pytest.skip("SKIPPED: this moto does not write Firehose records to the S3 destination, so the delivered content cannot be checked")
-    bucket = aws.bucket()
-    stream = unique("rules-firehose-batch")
-    aws.firehose.create_delivery_stream(
-        DeliveryStreamName=stream,
-        ExtendedS3DestinationConfiguration={"RoleARN": ROLE_ARN, "BucketARN": f"arn:aws:s3:::{bucket}"},
-    )
+    bucket, stream = firehose_into_bucket(aws, "rules-firehose-batch")
     top = root("fhb")
     rules.create(
         f"SELECT VALUE items FROM '{top}/+'",

@@ -128,13 +128,18 @@ impl Registry {
 
     /// ReplaceTopicRule: a whole new payload; creation time and tags stay.
     pub async fn replace_topic_rule(&self, name: &str, payload: &TopicRulePayload) -> Result<()> {
-        let destination_urls = http_destination_urls(&rule_from(name, payload, 0, Tags::new())?.actions)?;
-        let destination_urls = &destination_urls;
+        let replacement = rule_from(name, payload, 0, Tags::new())?;
+        let destination_urls = http_destination_urls(&replacement.actions)?;
+        let (replacement, destination_urls) = (&replacement, &destination_urls);
         self.transact(|| async move {
             let loaded = self.require_topic_rule(name).await.map_err(|_| {
                 Error::not_found(format!("The rule {name} does not exist."))
             })?;
-            let rule = rule_from(name, payload, loaded.value.created_at, loaded.value.tags.clone())?;
+            let rule = TopicRule {
+                created_at: loaded.value.created_at,
+                tags: loaded.value.tags.clone(),
+                ..replacement.clone()
+            };
             let mut writes = self.missing_destinations(destination_urls).await?;
             writes.push(put(Collection::TopicRule, name, loaded.expect(), &rule));
             Ok(Outcome::write(writes, ()))

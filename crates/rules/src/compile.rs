@@ -45,6 +45,24 @@ impl RuleCounters {
 pub struct Action {
     pub kind: &'static str,
     pub spec: ActionSpec,
+    pub counters: ActionCounters,
+}
+
+/// `ferrocore_rules_actions_total{rule, action, outcome}`, registered once per action.
+#[derive(Debug)]
+pub struct ActionCounters {
+    pub succeeded: metrics::Counter,
+    pub failed: metrics::Counter,
+    pub retried: metrics::Counter,
+}
+
+impl ActionCounters {
+    fn new(rule: &str, kind: &'static str) -> Self {
+        let counter = |outcome: &'static str| {
+            metrics::counter!("ferrocore_rules_actions_total", "rule" => rule.to_string(), "action" => kind, "outcome" => outcome)
+        };
+        Self { succeeded: counter("succeeded"), failed: counter("failed"), retried: counter("retried") }
+    }
 }
 
 #[derive(Debug)]
@@ -190,8 +208,9 @@ fn first_level(topic: &str) -> &str {
 
 fn compile(rule: TopicRule) -> Result<CompiledRule, String> {
     let query = ferrocore_rules_sql::parse(&rule.sql).map_err(|e| format!("SQL: {e}"))?;
-    let actions = rule.actions.iter().map(compile_action).collect::<Result<Vec<_>, _>>()?;
-    let error_action = rule.error_action.as_ref().map(compile_action).transpose()?;
+    let compile = |stored| compile_action(&rule.name, stored);
+    let actions = rule.actions.iter().map(compile).collect::<Result<Vec<_>, _>>()?;
+    let error_action = rule.error_action.as_ref().map(compile).transpose()?;
     let uses_lookups = query.uses_lookups()
         || actions.iter().chain(&error_action).any(|a| a.spec.templates().iter().any(|t| t.uses_lookups()));
     Ok(CompiledRule {
@@ -288,7 +307,7 @@ fn required(value: &Option<String>, kind: &str, field: &str) -> Result<Template,
     }
 }
 
-fn compile_action(stored: &Map<String, Value>) -> Result<Action, String> {
+fn compile_action(rule: &str, stored: &Map<String, Value>) -> Result<Action, String> {
     let stored_kind = action_kind(stored);
     let kind = ferrocore_model::rules::ACTION_KINDS
         .iter()
@@ -377,7 +396,7 @@ fn compile_action(stored: &Map<String, Value>) -> Result<Action, String> {
         }
         _ => ActionSpec::Unsupported,
     };
-    Ok(Action { kind, spec })
+    Ok(Action { kind, spec, counters: ActionCounters::new(rule, kind) })
 }
 
 impl ActionSpec {

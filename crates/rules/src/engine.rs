@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use ferrocore_model::rules::{DestinationStatus, DestinationTarget};
 use ferrocore_registry::{MessageSink, Publisher, Registry, RoutedMessage};
 use ferrocore_rules_sql::{Context, Lookups, MessageProps, Template, Value};
@@ -30,7 +29,8 @@ thread_local! {
 /// A message accepted for evaluation.
 struct Message {
     topic: String,
-    payload: Bytes,
+    /// The message as received, copied once for every rule that reads it.
+    payload: Arc<[u8]>,
     client_id: Option<String>,
     principal: Option<String>,
     properties: Option<MessageProps>,
@@ -192,7 +192,7 @@ impl Engine {
             rules,
             message: Message {
                 topic: message.topic.to_string(),
-                payload: message.payload.clone(),
+                payload: Arc::from(message.payload.as_ref()),
                 client_id: message.client_id.map(str::to_string),
                 principal: message.principal.map(str::to_string),
                 properties: message.properties.map(|p| MessageProps {
@@ -257,7 +257,7 @@ impl Engine {
             sql_version: rule.sql_version.clone(),
             properties: message.properties.clone(),
             lookups,
-            raw_payload: message.payload.to_vec().into(),
+            raw_payload: message.payload.clone(),
         }
     }
 
@@ -323,27 +323,23 @@ impl Engine {
         render: &(dyn Fn(&Template) -> Result<String, Failure> + Send + Sync),
         prefixes: &[String],
     ) -> Result<(), Failure> {
-        let count = |outcome: &'static str| {
-            metrics::counter!("ferrocore_rules_actions_total", "rule" => rule.to_string(), "action" => action.kind, "outcome" => outcome)
-                .increment(1);
-        };
         let mut attempt = 1;
         loop {
             match self.targets.deliver(action.kind, &action.spec, output, render, prefixes).await {
                 Ok(()) => {
-                    count("succeeded");
+                    action.counters.succeeded.increment(1);
                     self.note_state(rule, index, action.kind, None);
                     return Ok(());
                 }
                 // An action already known to be failing is not retried: one dead target
                 // must not hold delivery slots every other rule needs.
                 Err(failure) if failure.retryable && attempt < self.config.max_attempts && !self.is_failing(rule, index) => {
-                    count("retried");
+                    action.counters.retried.increment(1);
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
                 Err(failure) => {
-                    count("failed");
+                    action.counters.failed.increment(1);
                     self.note_state(rule, index, action.kind, Some(&failure));
                     return Err(failure);
                 }
@@ -424,7 +420,7 @@ fn error_payload(rule: &str, message: &Message, trace_id: &str, failures: &[(&st
         "topic": message.topic,
         "cloudwatchTraceId": trace_id,
         "clientId": message.client_id.clone().unwrap_or_default(),
-        "base64OriginalPayload": base64::engine::general_purpose::STANDARD.encode(&message.payload),
+        "base64OriginalPayload": base64::engine::general_purpose::STANDARD.encode(&*message.payload),
         "failures": failures.iter().map(|(kind, failure)| json!({
             "failedAction": failed_action_name(kind),
             "failedResource": failure.resource,

@@ -40,6 +40,13 @@ pub struct RulesConfig {
     pub api_url: String,
 }
 
+impl RulesConfig {
+    /// The configured endpoint of a service, else the one for every service.
+    pub fn endpoint(&self, service: &str) -> Option<&str> {
+        self.endpoints.get(service).or_else(|| self.endpoints.get("default")).map(String::as_str)
+    }
+}
+
 impl Default for RulesConfig {
     fn default() -> Self {
         Self {

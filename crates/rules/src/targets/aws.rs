@@ -101,7 +101,6 @@ fn batch_items(value: &ferrocore_rules_sql::Value, batch: bool) -> Result<Vec<se
 
 #[cfg(feature = "aws")]
 mod sdk {
-    use std::collections::BTreeMap;
     use std::sync::OnceLock;
     use std::time::Duration;
 
@@ -126,7 +125,7 @@ mod sdk {
     /// One SDK configuration, and each service's client made on first use.
     pub struct Sdk {
         config: SdkConfig,
-        endpoints: BTreeMap<String, String>,
+        rules: RulesConfig,
         #[cfg(feature = "dynamodb")]
         dynamodb: OnceLock<aws_sdk_dynamodb::Client>,
         #[cfg(feature = "s3")]
@@ -153,7 +152,7 @@ mod sdk {
         ($self:ident, $field:ident, $krate:ident, $service:literal) => {{
             $self.$field.get_or_init(|| {
                 let mut builder = $krate::config::Builder::from(&$self.config);
-                if let Some(url) = $self.endpoint($service) {
+                if let Some(url) = $self.rules.endpoint($service) {
                     builder = builder.endpoint_url(url);
                 }
                 $krate::Client::from_conf(builder.build())
@@ -178,7 +177,7 @@ mod sdk {
             }
             Self {
                 config: builder.build(),
-                endpoints: config.endpoints.clone(),
+                rules: config.clone(),
                 #[cfg(feature = "dynamodb")]
                 dynamodb: OnceLock::new(),
                 #[cfg(feature = "s3")]
@@ -198,11 +197,6 @@ mod sdk {
                 #[cfg(feature = "lambda")]
                 lambda: OnceLock::new(),
             }
-        }
-
-        /// The configured endpoint of a service, else the one for every service.
-        fn endpoint(&self, service: &str) -> Option<String> {
-            self.endpoints.get(service).or_else(|| self.endpoints.get("default")).cloned()
         }
 
         pub async fn deliver(&self, spec: &ActionSpec, output: &Output<'_>, render: &Render<'_>) -> Result<(), Failure> {

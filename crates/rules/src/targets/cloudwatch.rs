@@ -6,7 +6,7 @@
 use crate::RulesConfig;
 use crate::compile::{ActionSpec, SigV4};
 use crate::targets::aws::StaticCredentials;
-use crate::targets::http::{sign, tls_config};
+use crate::targets::http::{client, sign};
 use crate::targets::{Failure, Render};
 
 pub struct QueryClient {
@@ -45,16 +45,9 @@ fn error_text(body: &str) -> String {
 impl QueryClient {
     pub fn new(config: &RulesConfig, credentials: Option<StaticCredentials>) -> Self {
         let endpoint = config
-            .endpoints
-            .get("cloudwatch")
-            .or_else(|| config.endpoints.get("default"))
-            .cloned()
-            .unwrap_or_else(|| format!("https://monitoring.{}.amazonaws.com", config.region));
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls_config())
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .expect("an HTTP client with a preconfigured TLS config builds");
+            .endpoint("cloudwatch")
+            .map_or_else(|| format!("https://monitoring.{}.amazonaws.com", config.region), str::to_string);
+        let client = client(std::time::Duration::from_secs(10));
         Self { client, endpoint: format!("{}/", endpoint.trim_end_matches('/')), region: config.region.clone(), credentials }
     }
 

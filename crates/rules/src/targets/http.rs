@@ -17,7 +17,16 @@ pub struct HttpTarget {
     allow_insecure: bool,
 }
 
-pub(crate) fn tls_config() -> rustls::ClientConfig {
+/// An HTTP client on aws-lc-rs TLS with the system's roots, requests bounded by `timeout`.
+pub(crate) fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls_config())
+        .timeout(timeout)
+        .build()
+        .expect("an HTTP client with a preconfigured TLS config builds")
+}
+
+fn tls_config() -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
@@ -30,12 +39,7 @@ pub(crate) fn tls_config() -> rustls::ClientConfig {
 
 impl HttpTarget {
     pub fn new(config: &RulesConfig) -> Self {
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls_config())
-            .timeout(TIMEOUT)
-            .build()
-            .expect("an HTTP client with a preconfigured TLS config builds");
-        Self { client, allow_insecure: config.http_allow_insecure }
+        Self { client: client(TIMEOUT), allow_insecure: config.http_allow_insecure }
     }
 
     /// Sends the topic rule destination confirmation request, with AWS's headers (also
