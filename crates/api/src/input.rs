@@ -87,6 +87,20 @@ impl Input {
         })
     }
 
+    pub fn query_pairs(&self) -> &[(String, String)] {
+        &self.query
+    }
+
+    /// An optional header, when it is valid text.
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body, shared (a payload passed on as it is).
+    pub fn bytes(&self) -> Bytes {
+        self.body.clone()
+    }
+
     /// The raw body (documents passed through as they are, like shadow updates).
     pub fn body(&self) -> &[u8] {
         &self.body

@@ -26,32 +26,7 @@ use ferrocore_registry::Registry;
 pub use error::ApiError;
 use input::Input;
 
-/// The access keys this server accepts, with their secrets.
-#[derive(Clone)]
-pub struct Credentials {
-    keys: HashMap<String, String>,
-}
-
-impl Credentials {
-    /// The well-known local pair: access key `test`, secret `test`.
-    pub fn local_default() -> Self {
-        Self::from_pairs([("test".to_string(), "test".to_string())])
-    }
-
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self { keys: pairs.into_iter().collect() }
-    }
-
-    fn secret_for(&self, access_key: &str) -> Option<String> {
-        self.keys.get(access_key).cloned()
-    }
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("access_keys", &self.keys.keys().collect::<Vec<_>>()).finish()
-    }
-}
+pub use ferrocore_registry::Credentials;
 
 pub struct ApiConfig {
     pub credentials: Credentials,
@@ -68,8 +43,9 @@ pub struct ApiState {
     pub ca_pem: String,
     /// Where the server listens, reported by `/health` so tools can find the device ports.
     pub listeners: Listeners,
-    /// The device gateway, where shadow changes made over HTTP are published.
-    pub publisher: Arc<dyn ferrocore_registry::Publisher>,
+    /// The device gateway: where shadow changes made over HTTP are published, and
+    /// the data plane of iot-data's Publish, retained messages and DeleteConnection.
+    pub publisher: Arc<dyn ferrocore_registry::DataPlane>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -210,12 +186,13 @@ async fn serve(
             Err(err) => ("iot", "unknown", Err(err)),
         },
         "iotdata" | "iotdevicegateway" => {
+            let caller = &signer.access_key;
             if let Some((thing, version)) = iot_data::shadow_version_path(parts.method.as_str(), parts.uri.path()) {
-                let result = iot_data::get_shadow_version(state, &thing, version, &input(HashMap::new())).await;
+                let result = iot_data::get_shadow_version(state, caller, &thing, version, &input(HashMap::new())).await;
                 return ("iot-data", "GetThingShadowVersion", result);
             }
             match operations::IOT_DATA.find(parts.method.as_str(), parts.uri.path()) {
-                Ok(op) => ("iot-data", op.name, iot_data::dispatch(state, op.name, input(op.labels)).await),
+                Ok(op) => ("iot-data", op.name, iot_data::dispatch(state, caller, op.name, input(op.labels)).await),
                 Err(err) => ("iot-data", "unknown", Err(err)),
             }
         }

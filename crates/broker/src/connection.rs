@@ -12,10 +12,10 @@ use ferrocore_mqtt::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::{MAX_SESSION_EXPIRY_SECS, Origin, Shared, now_ms};
-use ferrocore_registry::MessageProperties;
 use crate::events::{self, Presence};
+use crate::message::Message;
 use crate::router::{ClientEntry, Outgoing, PermissionsCell, current};
+use crate::{Identity, MAX_SESSION_EXPIRY_SECS, Origin, Shared, now_ms};
 
 /// How long a new connection may take to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,9 +28,11 @@ const WAITING_LIMIT: usize = 1024;
 const OUT_BATCH: usize = 64;
 /// Output buffered past this many bytes is written without waiting for the batch to end.
 const OUT_FLUSH_BYTES: usize = 16 * 1024;
-/// QoS 1 messages AWS lets a client leave unacknowledged (outbound), and the topic
-/// aliases it accepts from an MQTT 5 client.
+/// QoS 1 messages AWS lets a client leave unacknowledged (outbound, for MQTT 3.1.1),
+/// and that it takes from a client before acknowledging (the CONNACK's Receive Maximum).
 const V311_RECEIVE_MAXIMUM: u16 = 100;
+const RECEIVE_MAXIMUM: u16 = 100;
+/// The topic aliases AWS accepts from an MQTT 5 client.
 const TOPIC_ALIAS_MAXIMUM: u16 = 8;
 
 /// Why a connection ended, for the log line and lifecycle reporting.
@@ -45,6 +47,8 @@ enum End {
     Malformed(DecodeError),
     Unsupported(&'static str),
     Revoked,
+    /// DeleteConnection.
+    Kicked,
 }
 
 impl End {
@@ -57,6 +61,7 @@ impl End {
             Self::TakenOver => ("DUPLICATE_CLIENTID", false),
             Self::Forbidden(_) => ("FORBIDDEN_ACCESS", false),
             Self::Revoked => ("AUTH_ERROR", false),
+            Self::Kicked => ("API_INITIATED_DISCONNECT", false),
             Self::Refused(_) | Self::Malformed(_) | Self::Unsupported(_) => ("CLIENT_ERROR", false),
         }
     }
@@ -74,6 +79,7 @@ impl std::fmt::Display for End {
             Self::Malformed(err) => write!(f, "{err}"),
             Self::Unsupported(what) => write!(f, "unsupported: {what}"),
             Self::Revoked => f.write_str("certificate or policy withdrawn"),
+            Self::Kicked => f.write_str("disconnected through the API (DeleteConnection)"),
         }
     }
 }
@@ -91,32 +97,23 @@ struct Session<S> {
     presence: Presence,
     /// An MQTT 5 DISCONNECT may change the session expiry.
     expiry_on_disconnect: Option<u32>,
+    /// Whether the session started with no expiry (MQTT 5 forbids raising it at DISCONNECT).
+    expiry_was_zero: bool,
+    /// DeleteConnection asked for the session to go, or for no will.
+    discard_session: bool,
+    prevent_will: bool,
+    /// The largest packet the client takes (MQTT 5 Maximum Packet Size).
+    client_max_packet: usize,
     /// Keep-alive, packet ids, QoS 1 messages in flight (kept by a persistent
     /// session for redelivery) and inbound topic aliases.
-    state: ConnectionState<crate::sessions::Queued>,
+    state: ConnectionState<Message>,
     /// QoS 1 messages waiting for room in the client's Receive Maximum window.
-    waiting: std::collections::VecDeque<(crate::sessions::Queued, bool)>,
+    waiting: std::collections::VecDeque<(Message, bool)>,
     quota: crate::quota::QuotaWindow,
 }
 
 fn clamp_keep_alive(requested: u16) -> u16 {
     if requested == 0 { KEEP_ALIVE_RANGE.1 } else { requested.clamp(KEEP_ALIVE_RANGE.0, KEEP_ALIVE_RANGE.1) }
-}
-
-/// The MQTT 5 properties rules can read, when the publish carries any.
-fn message_properties(properties: &Properties) -> Option<MessageProperties> {
-    let any = properties.payload_format_indicator.is_some()
-        || properties.content_type.is_some()
-        || properties.response_topic.is_some()
-        || properties.correlation_data.is_some()
-        || !properties.user_properties.is_empty();
-    any.then(|| MessageProperties {
-        payload_format_indicator: properties.payload_format_indicator,
-        content_type: properties.content_type.clone(),
-        response_topic: properties.response_topic.clone(),
-        correlation_data: properties.correlation_data.clone(),
-        user_properties: properties.user_properties.clone(),
-    })
 }
 
 /// Checks a will at CONNECT: AWS refuses QoS 2, invalid topics and topics the
@@ -138,7 +135,7 @@ fn check_will(will: &Will, permissions: &ferrocore_registry::Permissions, shared
 
 pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
-    certificate_id: String,
+    identity: Identity,
     peer: std::net::SocketAddr,
     shared: Arc<Shared>,
     connection: u64,
@@ -147,11 +144,11 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let connect = match tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut stream, &mut buffer, &shared)).await {
         Ok(Ok(connect)) => connect,
         Ok(Err(reason)) => {
-            tracing::info!(certificate = %certificate_id, reason = %reason, "connection refused before CONNECT");
+            tracing::info!(principal = identity.principal_id(), reason = %reason, "connection refused before CONNECT");
             return;
         }
         Err(_) => {
-            tracing::info!(certificate = %certificate_id, "no CONNECT in time");
+            tracing::info!(principal = identity.principal_id(), "no CONNECT in time");
             return;
         }
     };
@@ -173,14 +170,13 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let reserved = connect.client_id.starts_with('$') && !assigned_id;
     if connect.client_id.is_empty() || reserved || connect.client_id.len() > shared.max_client_id_len {
         refuse(&mut stream, ReasonCode::ClientIdentifierNotValid).await;
-        tracing::info!(certificate = %certificate_id, "connection refused: client id not valid");
+        tracing::info!(principal = identity.principal_id(), "connection refused: client id not valid");
         return;
     }
-    let principal = shared.arn("cert", &certificate_id);
-    let permissions = match shared.registry.connection_permissions(&principal, &connect.client_id).await {
+    let permissions = match shared.permissions_of(&identity, &connect.client_id).await {
         Ok(permissions) => permissions,
         Err(err) => {
-            tracing::warn!(certificate = %certificate_id, error = %err, "cannot read the connection's permissions");
+            tracing::warn!(principal = identity.principal_id(), error = %err, "cannot read the connection's permissions");
             refuse(&mut stream, ReasonCode::ServerUnavailable).await;
             return;
         }
@@ -188,7 +184,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     if !permissions.allows("iot:Connect", &shared.arn("client", &connect.client_id)) {
         metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "connect").increment(1);
         refuse(&mut stream, ReasonCode::NotAuthorized).await;
-        tracing::info!(client_id = %connect.client_id, certificate = %certificate_id, "connection refused: iot:Connect denied");
+        tracing::info!(client_id = %connect.client_id, principal = identity.principal_id(), "connection refused: iot:Connect denied");
         return;
     }
     if let Some(will) = &connect.will
@@ -199,19 +195,25 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         return;
     }
     let keep_alive = clamp_keep_alive(connect.keep_alive);
+    let requested_expiry = connect.properties.session_expiry_interval.unwrap_or(0);
     let mut properties = Properties::default();
     if version == Version::V5 {
         properties.maximum_qos = Some(1);
         properties.retain_available = Some(1);
-        properties.shared_subscription_available = Some(0);
+        properties.shared_subscription_available = Some(1);
         properties.subscription_identifier_available = Some(0);
         properties.wildcard_subscription_available = Some(1);
         properties.topic_alias_maximum = Some(TOPIC_ALIAS_MAXIMUM);
+        properties.receive_maximum = Some(RECEIVE_MAXIMUM);
+        properties.maximum_packet_size = u32::try_from(shared.max_packet_size).ok();
         if keep_alive != connect.keep_alive {
             properties.server_keep_alive = Some(keep_alive);
         }
         if assigned_id {
             properties.assigned_client_identifier = Some(connect.client_id.clone());
+        }
+        if u64::from(requested_expiry) > MAX_SESSION_EXPIRY_SECS {
+            properties.session_expiry_interval = u32::try_from(MAX_SESSION_EXPIRY_SECS).ok();
         }
     }
     let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
@@ -247,7 +249,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         ClientEntry {
             client_id: client_id.clone(),
             connection,
-            certificate_id: certificate_id.clone(),
+            identity: identity.clone(),
             permissions: cell.clone(),
             sender,
         },
@@ -257,7 +259,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let presence = Presence {
         client_id: client_id.clone(),
         session_id: uuid::Uuid::new_v4().to_string(),
-        principal: certificate_id.clone(),
+        principal: identity.principal_id().to_string(),
         version: lifecycle_version,
     };
     let mut session = Session {
@@ -270,6 +272,14 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         shared: shared.clone(),
         presence,
         expiry_on_disconnect: None,
+        expiry_was_zero: expiry_secs.is_none(),
+        discard_session: false,
+        prevent_will: false,
+        client_max_packet: connect
+            .properties
+            .maximum_packet_size
+            .and_then(|max| usize::try_from(max).ok())
+            .unwrap_or(usize::MAX),
         state: ConnectionState::new(
             keep_alive,
             match version {
@@ -284,7 +294,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let accepted = Packet::ConnAck(ConnAck { session_present, reason: ReasonCode::Success, properties });
     metrics::gauge!("ferrocore_mqtt_connections").increment(1.0);
-    tracing::info!(client_id = %client_id, certificate = %certificate_id, version = ?version, keep_alive, "client connected");
+    tracing::info!(client_id = %client_id, principal = identity.principal_id(), version = ?version, keep_alive, "client connected");
     let end = match session.send(&accepted).await {
         Ok(()) => {
             shared.store_changed(events::connected(&shared, &session.presence, &peer.ip().to_string())).await;
@@ -296,6 +306,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         Err(_) => End::ConnectionLost,
     };
     let expiry_secs = match session.expiry_on_disconnect {
+        _ if session.discard_session => None,
         Some(0) => None,
         Some(secs) if expiry_secs.is_some() => Some(u64::from(secs).min(MAX_SESSION_EXPIRY_SECS)),
         _ => expiry_secs,
@@ -305,7 +316,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let expires = now_ms() + secs * 1000;
             let mut unacknowledged = session.state.take_in_flight();
             unacknowledged.extend(session.waiting.drain(..).map(|(message, _)| message));
-            if let Some(parked) = shared.router.park(&client_id, connection, &certificate_id, expires, unacknowledged)
+            if let Some(parked) = shared.router.park(&client_id, connection, &identity, expires, unacknowledged)
                 && let Err(err) = shared.sessions.save(vec![(client_id.clone(), parked)]).await
             {
                 tracing::error!(client_id = %client_id, error = %err, "cannot store a persistent session");
@@ -316,12 +327,14 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     metrics::gauge!("ferrocore_mqtt_connections").decrement(1.0);
     tracing::info!(client_id = %client_id, reason = %end, "client disconnected");
     let (reason, client_initiated) = end.lifecycle_reason();
-    if !client_initiated && let Some(will) = &connect.will {
-        if will.retain && let Err(err) = shared.retained.set(&will.topic, &will.payload, will.qos).await {
+    if !client_initiated && !session.prevent_will && let Some(will) = &connect.will {
+        // The will's expiry counts from the disconnect.
+        let message = Message::published(will.topic.clone(), will.payload.clone(), &will.properties, now_ms());
+        if will.retain && let Err(err) = shared.retained.set(&message, will.qos, now_ms()).await {
             tracing::error!(client_id = %client_id, error = %err, "cannot store a retained will");
         }
-        let origin = Origin { client_id: Some(&client_id), principal: Some(&certificate_id), ..Origin::default() };
-        shared.store_changed(shared.route(&will.topic, &will.payload, will.qos, origin)).await;
+        let origin = Origin { client_id: Some(&client_id), principal: Some(identity.principal_id()), ..Origin::default() };
+        shared.store_changed(shared.route(&message, will.qos, origin)).await;
     }
     shared.store_changed(events::disconnected(&shared, &session.presence, reason, client_initiated)).await;
     let _ = session.stream.shutdown().await;
@@ -411,10 +424,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let mut taken = 0;
                     loop {
                         match next {
-                            Some(Outgoing::Deliver { topic, payload, qos, retain }) => {
-                                if self.deliver(topic, payload, qos, retain).await.is_err() {
+                            Some(Outgoing::Deliver { message, qos, retain }) => {
+                                if self.deliver(message, qos, retain).await.is_err() {
                                     return End::ConnectionLost;
                                 }
+                            }
+                            Some(Outgoing::Kicked { clean_session, prevent_will }) => {
+                                self.discard_session = clean_session;
+                                self.prevent_will = prevent_will;
+                                return self.close(ReasonCode::AdministrativeAction, End::Kicked).await;
                             }
                             Some(Outgoing::TakenOver) | None => {
                                 return self.close(ReasonCode::SessionTakenOver, End::TakenOver).await;
@@ -436,17 +454,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Sends the QoS 1 messages a resumed session queued while the client was away.
-    async fn replay(&mut self, queued: Vec<crate::sessions::Queued>) -> std::io::Result<()> {
+    async fn replay(&mut self, queued: Vec<Message>) -> std::io::Result<()> {
         for message in queued {
-            self.deliver(message.topic, message.payload, QoS::AtLeastOnce, false).await?;
+            self.deliver(message, QoS::AtLeastOnce, false).await?;
         }
         Ok(())
     }
 
-    /// Sends one message. QoS 1 messages stay in flight until acknowledged and wait
-    /// while the client's Receive Maximum window is full.
-    async fn deliver(&mut self, topic: String, payload: bytes::Bytes, qos: QoS, retain: bool) -> std::io::Result<()> {
-        let message = crate::sessions::Queued { topic, payload };
+    /// Sends one message, unless it expired or is larger than the client takes. QoS 1
+    /// messages stay in flight until acknowledged and wait while the client's Receive
+    /// Maximum window is full.
+    async fn deliver(&mut self, message: Message, qos: QoS, retain: bool) -> std::io::Result<()> {
+        if message.expired(now_ms()) {
+            metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "expired").increment(1);
+            return Ok(());
+        }
+        if message.topic.len() + message.payload.len() + message.properties_len() > self.client_max_packet {
+            metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "too_large_for_client").increment(1);
+            return Ok(());
+        }
         let packet_id = match qos {
             QoS::AtMostOnce => None,
             _ if !self.state.can_send() || !self.waiting.is_empty() => {
@@ -459,12 +485,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Writes one PUBLISH: QoS 1 when it has a packet id, else QoS 0.
-    async fn send_publish(
-        &mut self,
-        message: crate::sessions::Queued,
-        packet_id: Option<u16>,
-        retain: bool,
-    ) -> std::io::Result<()> {
+    async fn send_publish(&mut self, message: Message, packet_id: Option<u16>, retain: bool) -> std::io::Result<()> {
+        let properties = match self.version {
+            Version::V5 => message.outgoing_properties(now_ms()),
+            Version::V311 => Properties::default(),
+        };
         let publish = Publish {
             dup: false,
             qos: if packet_id.is_some() { QoS::AtLeastOnce } else { QoS::AtMostOnce },
@@ -472,7 +497,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             topic: message.topic,
             packet_id,
             payload: message.payload,
-            properties: Properties::default(),
+            properties,
         };
         self.send(&Packet::Publish(publish)).await?;
         self.shared.metrics.messages_out.increment(1);
@@ -483,6 +508,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn drain_waiting(&mut self) -> std::io::Result<()> {
         while self.state.can_send() {
             let Some((message, retain)) = self.waiting.pop_front() else { break };
+            if message.expired(now_ms()) {
+                continue;
+            }
             let packet_id = Some(self.state.send(message.clone()));
             self.send_publish(message, packet_id, retain).await?;
         }
@@ -507,7 +535,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // MQTT 5 reason 0x04 asks for the will to be sent anyway.
             Packet::Disconnect(disconnect) if disconnect.reason as u8 == 0x04 => return Some(End::ConnectionLost),
             Packet::Disconnect(disconnect) => {
-                self.expiry_on_disconnect = disconnect.properties.session_expiry_interval;
+                let expiry = disconnect.properties.session_expiry_interval;
+                if self.expiry_was_zero && expiry.is_some_and(|secs| secs > 0) {
+                    // MQTT 5 §3.14.2.2.2: a session that started without expiry cannot get one now.
+                    return Some(self.close(ReasonCode::ProtocolError, End::Refused("session expiry raised at DISCONNECT")).await);
+                }
+                self.expiry_on_disconnect = expiry;
                 return Some(End::ClientDisconnected);
             }
             Packet::PubAck(ack) => {
@@ -557,28 +590,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             metrics::counter!("ferrocore_mqtt_throttled_total", "quota" => "publishes").increment(1);
             return self.acknowledge(publish.packet_id).await;
         }
-        if publish.retain && let Err(err) = self.shared.retained.set(&publish.topic, &publish.payload, publish.qos).await {
-            tracing::error!(client_id = %self.client_id, error = %err, "cannot store a retained message");
+        let message = Message::published(publish.topic, publish.payload, &publish.properties, now_ms());
+        let origin = Origin { client_id: Some(&self.client_id), principal: Some(&self.presence.principal), hops: 0 };
+        if let Err(err) = self.shared.accept_publish(&message, publish.qos, publish.retain, &resource, origin).await {
+            tracing::error!(client_id = %self.client_id, error = %err, "cannot store a retained or queued message");
             // Nothing is acknowledged that is not durable.
-            return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("retained message not stored")).await);
+            return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("message not stored")).await);
         }
-        let properties = message_properties(&publish.properties);
-        let origin = Origin {
-            client_id: Some(&self.client_id),
-            principal: Some(&self.presence.principal),
-            properties: properties.as_ref(),
-            hops: 0,
-        };
-        if let Some((rule, rest)) = topic::basic_ingest(&publish.topic) {
-            self.shared.ingest(rule, rest, &publish.payload, publish.qos, origin);
-            return self.acknowledge(publish.packet_id).await;
-        }
-        let published = self.shared.route_to(&publish.topic, &resource, &publish.payload, publish.qos, origin);
-        if let Err(err) = self.shared.settle(published).await {
-            tracing::error!(client_id = %self.client_id, error = %err, "cannot store queued messages");
-            return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("queued messages not stored")).await);
-        }
-        self.shared.answer_shadow_request(&publish.topic, &publish.payload, 0).await;
         self.acknowledge(publish.packet_id).await
     }
 
@@ -590,14 +608,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn subscribe(&mut self, subscribe: Subscribe) -> Option<End> {
+        if !subscribe.properties.subscription_identifiers.is_empty() {
+            // CONNACK said Subscription Identifier Available = 0.
+            let end = End::Unsupported("subscription identifiers");
+            return Some(self.close(ReasonCode::SubscriptionIdentifiersNotSupported, end).await);
+        }
         let (mut reasons, mut granted_filters) = (Vec::new(), Vec::new());
         let limits = self.shared.limits.clone();
         for (index, (filter, options)) in subscribe.filters.iter().enumerate() {
-            if filter.starts_with("$share/") {
-                reasons.push(ReasonCode::SharedSubscriptionsNotSupported);
-                continue;
-            }
-            if topic::validate_filter(filter).is_err() || !limits.topic_fits(filter) || !topic::client_may_subscribe(filter) {
+            // `$share/<group>/<filter>`: the limits and checks apply to the filter part.
+            let inner = match topic::shared_subscription(filter) {
+                None => filter.as_str(),
+                Some(Ok((_, inner))) => inner,
+                Some(Err(_)) => {
+                    reasons.push(ReasonCode::TopicFilterInvalid);
+                    continue;
+                }
+            };
+            if topic::validate_filter(inner).is_err() || !limits.topic_fits(inner) || !topic::client_may_subscribe(inner) {
                 reasons.push(ReasonCode::TopicFilterInvalid);
                 continue;
             }
@@ -624,13 +652,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.send(&ack).await.is_err() {
             return Some(End::ConnectionLost);
         }
-        for filter in &granted_filters {
-            // AWS sends the retained copy only when the filter is exactly its topic.
-            if let Some(message) = self.shared.retained.get(filter) {
+        for filter in granted_filters.iter().filter(|f| !f.starts_with("$share/")) {
+            // AWS sends the retained copy only when the filter is exactly its topic
+            // (and never to a shared subscription).
+            if let Some(retained) = self.shared.retained.get(filter, now_ms()) {
                 let granted = subscribe.filters.iter().find(|(f, _)| f == filter).map_or(QoS::AtMostOnce, |(_, o)| o.qos);
-                let qos = message.qos.min(granted).min(QoS::AtLeastOnce);
+                let qos = retained.qos.min(granted).min(QoS::AtLeastOnce);
                 let resource = self.shared.arn("topic", filter);
-                self.shared.router.deliver_retained(&self.client_id, filter, &message.payload, qos, &resource);
+                self.shared.router.deliver_retained(&self.client_id, &retained.message, qos, &resource);
             }
         }
         self.shared.store_changed(events::subscriptions(&self.shared, &self.presence, "subscribed", &granted_filters)).await;

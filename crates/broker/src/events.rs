@@ -22,8 +22,8 @@ fn publish(shared: &Shared, topic: String, mut body: Value, presence: &Presence,
     body["eventType"] = json!(event_type);
     body["sessionIdentifier"] = json!(presence.session_id);
     body["principalIdentifier"] = json!(presence.principal);
-    let payload = Bytes::from(body.to_string());
-    shared.route(&topic, &payload, QoS::AtLeastOnce, crate::Origin::default())
+    let message = crate::message::Message::new(topic, Bytes::from(body.to_string()));
+    shared.route(&message, QoS::AtLeastOnce, crate::Origin::default())
 }
 
 pub(crate) fn connected(shared: &Shared, presence: &Presence, ip: &str) -> Published {

@@ -1,4 +1,6 @@
-//! The device gateway: MQTT 3.1.1 and 5 over TLS with X.509 client certificates.
+//! The device gateway: MQTT 3.1.1 and 5 over TLS with X.509 client certificates
+//! (port 8883), and the HTTPS listener (8443/443): HTTPS publish, MQTT over
+//! WebSocket with SigV4, and MQTT over TLS chosen by ALPN `x-amzn-mqtt-ca`.
 //!
 //! The TLS verifier accepts only registered, ACTIVE certificates (and, for
 //! certificates registered with a CA, only when that ACTIVE CA signed them),
@@ -9,12 +11,15 @@
 
 mod connection;
 mod events;
+mod https;
+mod message;
 mod quota;
 mod retained;
 mod router;
 mod sessions;
 mod shadows;
 mod verifier;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,12 +28,16 @@ use std::time::Duration;
 
 use ferrocore_model::Account;
 use ferrocore_mqtt::QoS;
-use ferrocore_registry::{MessageProperties, MessageSink, Notification, Publisher, Registry, RoutedMessage};
+use ferrocore_registry::{
+    ApiPublish, Credentials, DataPlane, MessageSink, Notification, Permissions, PublishRefused, Publisher, Registry,
+    RetainedMessage, RoutedMessage,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::message::Message;
 pub use crate::quota::RateQuota;
 use crate::router::Router;
 use crate::verifier::{RegistryVerifier, TrustSnapshot};
@@ -36,6 +45,10 @@ use crate::verifier::{RegistryVerifier, TrustSnapshot};
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub addr: SocketAddr,
+    /// HTTPS publish, MQTT over WebSocket and ALPN `x-amzn-mqtt-ca`; off when `None`.
+    pub https_addr: Option<SocketAddr>,
+    /// The access keys WebSocket and HTTPS callers sign with, and their policies.
+    pub credentials: Credentials,
     /// The TLS certificate chain (PEM) and private key (PEM) devices see.
     pub certificate_pem: String,
     pub key_pem: String,
@@ -111,6 +124,25 @@ pub(crate) struct Shared {
     session_expiry_secs: u64,
     /// The rules engine, offered every routed message once attached.
     sink: std::sync::OnceLock<Arc<dyn MessageSink>>,
+    credentials: Credentials,
+}
+
+/// Who a connection or an HTTPS publish acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// A device certificate (mutual TLS), by id.
+    Certificate(String),
+    /// A SigV4 access key (MQTT over WebSocket, HTTPS publish).
+    AccessKey(String),
+}
+
+impl Identity {
+    /// The lifecycle events' `principalIdentifier` and the rules' `principal()`.
+    pub fn principal_id(&self) -> &str {
+        match self {
+            Self::Certificate(id) | Self::AccessKey(id) => id,
+        }
+    }
 }
 
 /// Who published a message, for the rules engine.
@@ -118,20 +150,19 @@ pub(crate) struct Shared {
 pub(crate) struct Origin<'a> {
     pub client_id: Option<&'a str>,
     pub principal: Option<&'a str>,
-    pub properties: Option<&'a MessageProperties>,
     /// Rule actions that led to the message (0 for devices).
     pub hops: u8,
 }
 
 impl<'a> Origin<'a> {
-    fn message(self, topic: &'a str, payload: &'a bytes::Bytes, qos: QoS) -> RoutedMessage<'a> {
+    fn routed(self, topic: &'a str, message: &'a Message, qos: QoS) -> RoutedMessage<'a> {
         RoutedMessage {
             topic,
-            payload,
+            payload: &message.payload,
             qos: qos as u8,
             client_id: self.client_id,
             principal: self.principal,
-            properties: self.properties,
+            properties: message.properties.as_deref(),
             hops: self.hops,
         }
     }
@@ -152,11 +183,79 @@ impl Shared {
     /// Routes a message the server itself publishes (shadow responses, rule republishes);
     /// a shadow request among them (a rule republishing to `.../shadow/update`) is answered.
     async fn publish_from_service(&self, notification: Notification) {
-        let payload = bytes::Bytes::from(notification.payload);
+        let message = Message::new(notification.topic, bytes::Bytes::from(notification.payload));
         let qos = if notification.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
         let origin = Origin { hops: notification.hops, ..Origin::default() };
-        self.store_changed(self.route(&notification.topic, &payload, qos, origin)).await;
-        self.answer_shadow_request(&notification.topic, &payload, notification.hops).await;
+        self.store_changed(self.route(&message, qos, origin)).await;
+        self.answer_shadow_request(&message.topic, &message.payload, notification.hops).await;
+    }
+
+    /// What a connection (or an HTTPS caller) may do, from its identity.
+    async fn permissions_of(&self, identity: &Identity, client_id: &str) -> Result<Arc<Permissions>, String> {
+        match identity {
+            Identity::Certificate(id) => {
+                self.registry.connection_permissions(&self.arn("cert", id), client_id).await.map_err(|e| e.to_string())
+            }
+            Identity::AccessKey(key) => self
+                .credentials
+                .permissions(key, Some(client_id))
+                .map(Arc::new)
+                .ok_or_else(|| format!("access key {key} is no longer accepted")),
+        }
+    }
+
+    /// Takes a publish whose sender was authorized: retains it when asked (durably,
+    /// before anything is acknowledged), hands Basic Ingest to its rule, or routes it
+    /// to subscribers and rules and answers shadow requests.
+    async fn accept_publish(
+        &self,
+        message: &Message,
+        qos: QoS,
+        retain: bool,
+        resource: &str,
+        origin: Origin<'_>,
+    ) -> Result<(), ferrocore_store::StoreError> {
+        if retain {
+            self.retained.set(message, qos, now_ms()).await?;
+        }
+        if let Some((rule, rest)) = ferrocore_mqtt::topic::basic_ingest(&message.topic) {
+            self.ingest(rule, rest, message, qos, origin);
+            return Ok(());
+        }
+        self.settle(self.route_to(message, resource, qos, origin)).await?;
+        self.answer_shadow_request(&message.topic, &message.payload, origin.hops).await;
+        Ok(())
+    }
+
+    /// Checks a publish that arrives through an API (topic, reserved topics), then accepts it.
+    async fn publish_api(&self, request: ApiPublish) -> Result<(), PublishRefused> {
+        let topic = request.topic;
+        if let Err(err) = ferrocore_mqtt::topic::validate_name(&topic) {
+            return Err(PublishRefused::InvalidTopic(format!("Invalid topic name: {err}.")));
+        }
+        if !self.limits.topic_fits(&topic) {
+            return Err(PublishRefused::InvalidTopic(format!(
+                "The topic is longer than {} bytes or has more than {} slashes.",
+                self.limits.topic_bytes, self.limits.topic_slashes
+            )));
+        }
+        if !ferrocore_mqtt::topic::client_may_publish(&topic) || (request.retain && topic.starts_with('$')) {
+            return Err(PublishRefused::ReservedTopic(format!("Publishing to the reserved topic {topic} is not allowed.")));
+        }
+        let now = now_ms();
+        let message = Message {
+            payload: request.payload,
+            properties: request.properties.map(Arc::new),
+            expires_at_ms: message::expiry_deadline(request.message_expiry_secs, now),
+            topic,
+        };
+        let qos = if request.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+        let origin = Origin { principal: Some(&request.principal), ..Origin::default() };
+        self.metrics.messages_in.increment(1);
+        let resource = self.arn("topic", &message.topic);
+        self.accept_publish(&message, qos, request.retain, &resource, origin)
+            .await
+            .map_err(|err| PublishRefused::NotStored(err.to_string()))
     }
 
     /// Hands a routed shadow request (`$aws/things/<t>/shadow/.../get|update|delete`) to the shadow service.
@@ -168,28 +267,21 @@ impl Shared {
     }
 
     /// Delivers a message to its subscribers and offers it to the rules engine.
-    fn route(&self, topic: &str, payload: &bytes::Bytes, qos: QoS, origin: Origin<'_>) -> router::Published {
-        self.route_to(topic, &self.arn("topic", topic), payload, qos, origin)
+    fn route(&self, message: &Message, qos: QoS, origin: Origin<'_>) -> router::Published {
+        self.route_to(message, &self.arn("topic", &message.topic), qos, origin)
     }
 
     /// [`Self::route`] when the topic's ARN (the iot:Receive resource) is already known.
-    fn route_to(
-        &self,
-        topic: &str,
-        resource: &str,
-        payload: &bytes::Bytes,
-        qos: QoS,
-        origin: Origin<'_>,
-    ) -> router::Published {
+    fn route_to(&self, message: &Message, resource: &str, qos: QoS, origin: Origin<'_>) -> router::Published {
         if let Some(sink) = self.sink.get() {
-            sink.offer(&origin.message(topic, payload, qos));
+            sink.offer(&origin.routed(&message.topic, message, qos));
         }
-        self.router.publish(topic, payload, qos, resource)
+        self.router.publish(message, qos, resource)
     }
 
     /// Basic Ingest (`$aws/rules/<rule>/<rest>`): straight to the rule, never to subscribers.
-    fn ingest(&self, rule: &str, rest: &str, payload: &bytes::Bytes, qos: QoS, origin: Origin<'_>) {
-        if !self.sink.get().is_some_and(|sink| sink.ingest(rule, &origin.message(rest, payload, qos))) {
+    fn ingest(&self, rule: &str, rest: &str, message: &Message, qos: QoS, origin: Origin<'_>) {
+        if !self.sink.get().is_some_and(|sink| sink.ingest(rule, &origin.routed(rest, message, qos))) {
             metrics::counter!("ferrocore_rules_ingest_total", "outcome" => "rule_not_found").increment(1);
             tracing::debug!(rule, "basic ingest to a rule that is missing or disabled");
         }
@@ -223,20 +315,30 @@ impl Shared {
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn tls_config(config: &GatewayConfig, snapshot: Arc<TrustSnapshot>) -> Result<rustls::ServerConfig, GatewayError> {
+/// The TLS configuration of a device listener. On 8883 a client certificate is
+/// required; on the HTTPS listener it is optional (WebSocket and SigV4 callers
+/// have none) and ALPN picks the protocol.
+fn tls_config(
+    config: &GatewayConfig,
+    snapshot: Arc<TrustSnapshot>,
+    client_certificate_required: bool,
+    alpn: &[&[u8]],
+) -> Result<rustls::ServerConfig, GatewayError> {
     let tls = |e: &dyn std::fmt::Display| GatewayError::Tls(e.to_string());
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(config.certificate_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| tls(&e))?;
     let key = PrivateKeyDer::from_pem_slice(config.key_pem.as_bytes()).map_err(|e| tls(&e))?;
-    let verifier = Arc::new(RegistryVerifier::new(snapshot, provider.clone()));
-    rustls::ServerConfig::builder_with_provider(provider)
+    let verifier = Arc::new(RegistryVerifier::new(snapshot, provider.clone(), client_certificate_required));
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls(&e))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| tls(&e))
+        .map_err(|e| tls(&e))?;
+    server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(server)
 }
 
 /// A bound device gateway, ready to serve.
@@ -244,12 +346,13 @@ pub struct Gateway {
     shared: Arc<Shared>,
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    https: Option<https::HttpsListener>,
     snapshot: Arc<TrustSnapshot>,
 }
 
 impl Gateway {
     /// Loads the certificate snapshot, retained messages and persistent sessions,
-    /// and binds the listener.
+    /// and binds the listeners.
     pub async fn bind(
         config: GatewayConfig,
         registry: Arc<Registry>,
@@ -257,9 +360,17 @@ impl Gateway {
     ) -> Result<Self, GatewayError> {
         registry.refresh_trust().await.map_err(|e| GatewayError::Registry(e.to_string()))?;
         let snapshot = Arc::new(TrustSnapshot::new(registry.trust()));
-        let acceptor = TlsAcceptor::from(Arc::new(tls_config(&config, snapshot.clone())?));
+        let acceptor = TlsAcceptor::from(Arc::new(tls_config(&config, snapshot.clone(), true, &[])?));
         let listener =
             TcpListener::bind(config.addr).await.map_err(|source| GatewayError::Bind { addr: config.addr, source })?;
+        let https = match config.https_addr {
+            Some(addr) => {
+                let tls = tls_config(&config, snapshot.clone(), false, &https::ALPN_PROTOCOLS)?;
+                let listener = TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { addr, source })?;
+                Some(https::HttpsListener { listener, acceptor: TlsAcceptor::from(Arc::new(tls)) })
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             metrics: PathMetrics::register(),
             registry,
@@ -272,14 +383,15 @@ impl Gateway {
             sessions: sessions::SessionStore::new(store),
             session_expiry_secs: config.session_expiry_secs,
             sink: std::sync::OnceLock::new(),
+            credentials: config.credentials.clone(),
         });
         load_sessions(&shared).await.map_err(GatewayError::Registry)?;
-        Ok(Self { shared, listener, acceptor, snapshot })
+        Ok(Self { shared, listener, acceptor, https, snapshot })
     }
 
-    /// Where services (the shadow API) publish into this gateway.
-    pub fn publisher(&self) -> Arc<dyn Publisher> {
-        Arc::new(GatewayPublisher(self.shared.clone()))
+    /// Where services (the shadow API, rules, iot-data) publish into this gateway.
+    pub fn publisher(&self) -> Arc<GatewayHandle> {
+        Arc::new(GatewayHandle(self.shared.clone()))
     }
 
     /// Hands every routed message to the rules engine from now on (once).
@@ -291,13 +403,14 @@ impl Gateway {
 
     /// Serves devices until `shutdown` completes.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), GatewayError> {
-        let Self { shared, listener, acceptor, snapshot } = self;
+        let Self { shared, listener, acceptor, https, snapshot } = self;
         let revalidator = tokio::spawn(revalidate_on_changes(shared.clone(), snapshot));
         let expirer = tokio::spawn(expire_sessions(shared.clone()));
+        let connections = Arc::new(AtomicU64::new(0));
+        let https = https.map(|https| tokio::spawn(https.serve(shared.clone(), connections.clone())));
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(addr = %addr, "device gateway listening (MQTT over TLS)");
         }
-        let connections = AtomicU64::new(0);
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -310,46 +423,102 @@ impl Gateway {
                     }
                 },
             };
-            // Small MQTT packets must not wait for Nagle's algorithm (40 ms with delayed ACKs).
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "cannot disable Nagle's algorithm");
-            }
-            let (acceptor, shared) = (acceptor.clone(), shared.clone());
             let connection = connections.fetch_add(1, Ordering::Relaxed);
+            let (acceptor, shared) = (acceptor.clone(), shared.clone());
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(err)) => {
-                        metrics::counter!("ferrocore_mqtt_tls_handshake_failures_total").increment(1);
-                        tracing::info!(peer = %peer, error = %err, "TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-                let certificate_id = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
-                    Some(cert) => verifier::TrustSnapshot::id_of(cert),
-                    None => return,
-                };
-                connection::serve(tls, certificate_id, peer, shared, connection).await;
+                let Some((tls, certificate_id)) = handshake(&acceptor, tcp, peer).await else { return };
+                let Some(certificate_id) = certificate_id else { return };
+                connection::serve(tls, Identity::Certificate(certificate_id), peer, shared, connection).await;
             });
         }
         revalidator.abort();
         expirer.abort();
+        if let Some(https) = https {
+            https.abort();
+        }
         tracing::info!("device gateway stopped");
         Ok(())
     }
 }
 
-/// Service-made messages go through the router like any publish: QoS 1, each
-/// subscriber's iot:Receive checked, queued durably for offline persistent sessions.
-struct GatewayPublisher(Arc<Shared>);
+/// The TLS handshake of a device listener: the stream and the client certificate's id, if one was sent.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Option<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Option<String>)> {
+    // Small MQTT packets must not wait for Nagle's algorithm (40 ms with delayed ACKs).
+    if let Err(err) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %err, "cannot disable Nagle's algorithm");
+    }
+    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => {
+            metrics::counter!("ferrocore_mqtt_tls_handshake_failures_total").increment(1);
+            tracing::info!(peer = %peer, error = %err, "TLS handshake refused");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let certificate_id = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| TrustSnapshot::id_of(c));
+    Some((tls, certificate_id))
+}
+
+/// The gateway as services see it: service-made messages go through the router
+/// like any publish (QoS 1, each subscriber's iot:Receive checked, queued durably
+/// for offline persistent sessions), and the iot-data API's data plane.
+pub struct GatewayHandle(Arc<Shared>);
 
 #[async_trait::async_trait]
-impl Publisher for GatewayPublisher {
+impl Publisher for GatewayHandle {
     async fn publish(&self, notifications: Vec<Notification>) {
         for notification in notifications {
             self.0.publish_from_service(notification).await;
         }
+    }
+}
+
+fn retained_view(retained: retained::Retained) -> RetainedMessage {
+    RetainedMessage {
+        user_properties: retained.message.properties.as_ref().map(|p| p.user_properties.clone()).unwrap_or_default(),
+        topic: retained.message.topic,
+        payload: retained.message.payload,
+        qos: retained.qos as u8,
+        last_modified_ms: retained.last_modified_ms,
+    }
+}
+
+#[async_trait::async_trait]
+impl DataPlane for GatewayHandle {
+    async fn publish_message(&self, message: ApiPublish) -> Result<(), PublishRefused> {
+        self.0.publish_api(message).await
+    }
+
+    fn retained_message(&self, topic: &str) -> Option<RetainedMessage> {
+        self.0.retained.get(topic, now_ms()).map(retained_view)
+    }
+
+    fn retained_messages(&self, after: Option<&str>, limit: usize) -> Vec<RetainedMessage> {
+        self.0.retained.list(after, limit, now_ms()).into_iter().map(retained_view).collect()
+    }
+
+    async fn delete_connection(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool {
+        let shared = &self.0;
+        if shared.router.kick(client_id, clean_session, prevent_will) {
+            tracing::info!(client_id, clean_session, prevent_will, "disconnecting a client (DeleteConnection)");
+            return true;
+        }
+        // Not connected: a persistent session may still be there to discard.
+        if !clean_session {
+            return shared.router.has_offline(client_id);
+        }
+        if !shared.router.discard_offline(client_id) {
+            return false;
+        }
+        if let Err(err) = shared.sessions.delete(vec![client_id.to_string()]).await {
+            tracing::warn!(client_id, error = %err, "cannot delete a discarded session");
+        }
+        true
     }
 }
 
@@ -358,13 +527,12 @@ async fn load_sessions(shared: &Shared) -> Result<(), String> {
     let stored = shared.sessions.load_all().await.map_err(|e| e.to_string())?;
     let mut loaded = Vec::new();
     for (client_id, session) in stored {
-        let principal = shared.arn("cert", &session.certificate_id);
-        match shared.registry.connection_permissions(&principal, &client_id).await {
+        match shared.permissions_of(&session.identity, &client_id).await {
             Ok(permissions) => {
                 let cell: router::PermissionsCell = Arc::new(std::sync::RwLock::new(permissions));
                 loaded.push((client_id, session, cell));
             }
-            Err(err) => tracing::warn!(client_id = %client_id, error = %err, "dropping a session whose certificate is gone"),
+            Err(err) => tracing::warn!(client_id = %client_id, error = %err, "dropping a session whose principal is gone"),
         }
     }
     tracing::info!(sessions = loaded.len(), "loaded persistent sessions");
@@ -385,15 +553,17 @@ async fn expire_sessions(shared: Arc<Shared>) {
     }
 }
 
-/// After every registry change, re-checks each live connection: its certificate
-/// must still be trusted and its policies must still allow iot:Connect; the
-/// connection keeps the new permissions, or is closed.
+/// After every registry change, re-checks each live certificate connection: its
+/// certificate must still be trusted and its policies must still allow iot:Connect;
+/// the connection keeps the new permissions, or is closed. (An access key's policy
+/// is in the configuration, which does not change while the server runs.)
 async fn revalidate_on_changes(shared: Arc<Shared>, snapshot: Arc<TrustSnapshot>) {
     let mut changes = shared.registry.changes();
     while changes.changed().await.is_ok() {
         for client in shared.router.clients() {
-            let principal = shared.arn("cert", &client.certificate_id);
-            let still_allowed = snapshot.still_trusted(&client.certificate_id)
+            let Identity::Certificate(certificate_id) = &client.identity else { continue };
+            let principal = shared.arn("cert", certificate_id);
+            let still_allowed = snapshot.still_trusted(certificate_id)
                 && match shared.registry.connection_permissions(&principal, &client.client_id).await {
                     Ok(permissions) => {
                         let allowed = permissions.allows("iot:Connect", &shared.arn("client", &client.client_id));

@@ -4,12 +4,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
-use bytes::Bytes;
 use ferrocore_mqtt::{QoS, topic};
 use ferrocore_registry::Permissions;
 use tokio::sync::mpsc;
 
-use crate::sessions::{Queued, StoredSession};
+use crate::Identity;
+use crate::message::Message;
+use crate::sessions::StoredSession;
 
 /// A connection's permissions, replaced when the registry changes.
 pub type PermissionsCell = Arc<RwLock<Arc<Permissions>>>;
@@ -22,11 +23,14 @@ pub fn current(cell: &PermissionsCell) -> Arc<Permissions> {
 #[derive(Debug, Clone)]
 pub enum Outgoing {
     /// `retain` is set only on the stored copy sent at subscribe time.
-    Deliver { topic: String, payload: Bytes, qos: QoS, retain: bool },
+    Deliver { message: Message, qos: QoS, retain: bool },
     /// Another connection took over this client id.
     TakenOver,
     /// Its certificate or the policy that let it connect was withdrawn.
     Revoked,
+    /// DeleteConnection: leave, discarding the session when `clean_session`,
+    /// without the will when `prevent_will`.
+    Kicked { clean_session: bool, prevent_will: bool },
 }
 
 /// A connected client, as the router and the revalidation task see it.
@@ -34,7 +38,7 @@ pub enum Outgoing {
 pub struct ClientEntry {
     pub client_id: String,
     pub connection: u64,
-    pub certificate_id: String,
+    pub identity: Identity,
     pub permissions: PermissionsCell,
     pub sender: mpsc::Sender<Outgoing>,
 }
@@ -50,13 +54,28 @@ struct Offline {
     permissions: PermissionsCell,
 }
 
+/// The online members of one shared subscription (`$share/<group>/<filter>`).
+struct SharedGroup {
+    filter: String,
+    members: Vec<String>,
+    /// Where the round-robin over members continues.
+    next: usize,
+}
+
 /// The connected clients and an index of their subscriptions: topic filters
-/// without wildcards by exact topic, the others scanned once per distinct filter.
+/// without wildcards by exact topic, the others scanned once per distinct filter,
+/// shared subscriptions by their whole `$share/<group>/<filter>` string.
 #[derive(Default)]
 struct Table {
     clients: HashMap<String, Client>,
     exact: HashMap<String, HashSet<String>>,
     wildcard: HashMap<String, HashSet<String>>,
+    shared: HashMap<String, SharedGroup>,
+}
+
+/// The filter of a shared subscription, for subscriptions the gateway accepted.
+fn shared_filter(subscription: &str) -> Option<&str> {
+    topic::shared_subscription(subscription).and_then(Result::ok).map(|(_, filter)| filter)
 }
 
 impl Table {
@@ -65,10 +84,30 @@ impl Table {
     }
 
     fn add_filter(&mut self, client_id: &str, filter: &str) {
+        if let Some(inner) = shared_filter(filter) {
+            let group = self.shared.entry(filter.to_string()).or_insert_with(|| SharedGroup {
+                filter: inner.to_string(),
+                members: Vec::new(),
+                next: 0,
+            });
+            if !group.members.iter().any(|m| m == client_id) {
+                group.members.push(client_id.to_string());
+            }
+            return;
+        }
         self.index(filter).entry(filter.to_string()).or_default().insert(client_id.to_string());
     }
 
     fn remove_filter(&mut self, client_id: &str, filter: &str) {
+        if shared_filter(filter).is_some() {
+            if let Some(group) = self.shared.get_mut(filter) {
+                group.members.retain(|m| m != client_id);
+                if group.members.is_empty() {
+                    self.shared.remove(filter);
+                }
+            }
+            return;
+        }
         let index = self.index(filter);
         if let Some(ids) = index.get_mut(filter) {
             ids.remove(client_id);
@@ -108,6 +147,25 @@ impl Table {
         }
         granted
     }
+}
+
+/// Queues a message for a client when its iot:Receive allows it; false when it does not.
+fn offer(
+    client: &Client,
+    message: &Message,
+    qos: QoS,
+    receive_resource: &str,
+    full: &mut Vec<(mpsc::Sender<Outgoing>, Outgoing)>,
+) -> bool {
+    if !current(&client.entry.permissions).allows("iot:Receive", receive_resource) {
+        metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "iot:Receive").increment(1);
+        return false;
+    }
+    let delivery = Outgoing::Deliver { message: message.clone(), qos, retain: false };
+    if let Err(mpsc::error::TrySendError::Full(delivery)) = client.entry.sender.try_send(delivery) {
+        full.push((client.entry.sender.clone(), delivery));
+    }
+    true
 }
 
 #[derive(Default)]
@@ -178,9 +236,9 @@ impl Router {
         &self,
         client_id: &str,
         connection: u64,
-        certificate_id: &str,
+        identity: &Identity,
         expires_at_ms: u64,
-        unacknowledged: Vec<Queued>,
+        unacknowledged: Vec<Message>,
     ) -> Option<StoredSession> {
         let mut table = self.lock();
         if table.clients.get(client_id).is_none_or(|c| c.entry.connection != connection) {
@@ -188,7 +246,7 @@ impl Router {
         }
         let client = table.remove(client_id)?;
         let session = StoredSession {
-            certificate_id: certificate_id.to_string(),
+            identity: identity.clone(),
             subscriptions: client.subscriptions.iter().map(|(f, q)| (f.clone(), *q as u8)).collect(),
             queue: unacknowledged,
             expires_at_ms,
@@ -235,14 +293,32 @@ impl Router {
     }
 
     /// Queues the retained copy of a topic for one client, if its iot:Receive allows it.
-    pub fn deliver_retained(&self, client_id: &str, topic_name: &str, payload: &Bytes, qos: QoS, receive_resource: &str) {
+    pub fn deliver_retained(&self, client_id: &str, message: &Message, qos: QoS, receive_resource: &str) {
         let table = self.lock();
         let Some(client) = table.clients.get(client_id) else { return };
         if !current(&client.entry.permissions).allows("iot:Receive", receive_resource) {
             return;
         }
-        let delivery = Outgoing::Deliver { topic: topic_name.to_string(), payload: payload.clone(), qos, retain: true };
-        let _ = client.entry.sender.try_send(delivery);
+        let _ = client.entry.sender.try_send(Outgoing::Deliver { message: message.clone(), qos, retain: true });
+    }
+
+    /// Tells a connected client to leave (DeleteConnection); false when it is not connected.
+    pub fn kick(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool {
+        let table = self.lock();
+        let Some(client) = table.clients.get(client_id) else { return false };
+        // A full queue must not keep the order from arriving: wait for room on a task.
+        let sender = client.entry.sender.clone();
+        tokio::spawn(async move { sender.send(Outgoing::Kicked { clean_session, prevent_will }).await });
+        true
+    }
+
+    pub fn has_offline(&self, client_id: &str) -> bool {
+        self.offline_lock().contains_key(client_id)
+    }
+
+    /// Forgets the persistent session of a disconnected client; false when it has none.
+    pub fn discard_offline(&self, client_id: &str) -> bool {
+        self.offline_lock().remove(client_id).is_some()
     }
 
     /// Whether the client may add (or renew) `filter` within `limit` subscriptions.
@@ -262,36 +338,87 @@ impl Router {
         removed
     }
 
-    /// Queues a message for every subscriber allowed to receive it; QoS 1 messages
-    /// matching a QoS 1 subscription of a disconnected persistent session are kept
-    /// for it (AWS's rule), and those sessions are returned to be stored.
-    pub fn publish(&self, topic_name: &str, payload: &Bytes, qos: QoS, receive_resource: &str) -> Published {
-        let mut changed = Vec::new();
+    /// Queues a message for every subscriber allowed to receive it, and for one
+    /// online member of each matching shared subscription (round-robin). QoS 1
+    /// messages matching a QoS 1 subscription of a disconnected persistent session
+    /// are kept for it (AWS's rule) — for a shared subscription only when no member
+    /// is online — and those sessions are returned to be stored.
+    pub fn publish(&self, message: &Message, qos: QoS, receive_resource: &str) -> Published {
+        let topic_name = message.topic.as_str();
         let mut full = Vec::new();
-        if qos == QoS::AtLeastOnce {
-            let mut offline = self.offline_lock();
-            for (client_id, away) in offline.iter_mut() {
-                let wants = away.session.subscriptions.iter().any(|(filter, q)| *q >= 1 && topic::matches(filter, topic_name));
-                if wants && current(&away.permissions).allows("iot:Receive", receive_resource) {
-                    away.session.queue.push(Queued { topic: topic_name.to_string(), payload: payload.clone() });
-                    changed.push((client_id.clone(), away.session.clone()));
+        let mut served_groups = HashSet::new();
+        {
+            let mut table = self.lock();
+            let table = &mut *table;
+            for (client_id, granted) in table.subscribers(topic_name) {
+                if let Some(client) = table.clients.get(client_id) {
+                    offer(client, message, qos.min(granted), receive_resource, &mut full);
+                }
+            }
+            let Table { clients, shared, .. } = table;
+            for (subscription, group) in shared.iter_mut() {
+                if !topic::matches(&group.filter, topic_name) {
+                    continue;
+                }
+                let members = group.members.len();
+                let served = (0..members).find(|step| {
+                    let member = &group.members[(group.next + step) % members];
+                    clients.get(member).is_some_and(|client| {
+                        let granted = client.subscriptions.get(subscription).copied().unwrap_or(QoS::AtMostOnce);
+                        offer(client, message, qos.min(granted), receive_resource, &mut full)
+                    })
+                });
+                if let Some(step) = served {
+                    group.next = (group.next + step + 1) % members;
+                    served_groups.insert(subscription.clone());
                 }
             }
         }
-        let table = self.lock();
-        for (client_id, granted) in table.subscribers(topic_name) {
-            let Some(client) = table.clients.get(client_id) else { continue };
-            if !current(&client.entry.permissions).allows("iot:Receive", receive_resource) {
-                metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "iot:Receive").increment(1);
-                continue;
+        let changed = if qos == QoS::AtLeastOnce {
+            self.queue_offline(message, receive_resource, &served_groups)
+        } else {
+            Vec::new()
+        };
+        Published { changed, full }
+    }
+
+    /// Keeps a QoS 1 message for the disconnected persistent sessions that want it:
+    /// their QoS 1 subscriptions, and one session per shared subscription that no
+    /// online member took.
+    fn queue_offline(&self, message: &Message, receive_resource: &str, served_groups: &HashSet<String>) -> ChangedSessions {
+        let topic_name = message.topic.as_str();
+        let mut changed = Vec::new();
+        let mut queued_groups: HashSet<String> = HashSet::new();
+        let mut offline = self.offline_lock();
+        for (client_id, away) in offline.iter_mut() {
+            let mut wants = false;
+            for (subscription, granted) in &away.session.subscriptions {
+                if *granted == 0 {
+                    continue;
+                }
+                match shared_filter(subscription) {
+                    Some(filter) => {
+                        if topic::matches(filter, topic_name)
+                            && !served_groups.contains(subscription)
+                            && !queued_groups.contains(subscription)
+                        {
+                            wants = true;
+                        }
+                    }
+                    None => wants |= !subscription.starts_with("$share/") && topic::matches(subscription, topic_name),
+                }
             }
-            let delivery =
-                Outgoing::Deliver { topic: topic_name.to_string(), payload: payload.clone(), qos: qos.min(granted), retain: false };
-            if let Err(mpsc::error::TrySendError::Full(delivery)) = client.entry.sender.try_send(delivery) {
-                full.push((client.entry.sender.clone(), delivery));
+            if wants && current(&away.permissions).allows("iot:Receive", receive_resource) {
+                for subscription in away.session.subscriptions.keys() {
+                    if shared_filter(subscription).is_some_and(|filter| topic::matches(filter, topic_name)) {
+                        queued_groups.insert(subscription.clone());
+                    }
+                }
+                away.session.queue.push(message.clone());
+                changed.push((client_id.clone(), away.session.clone()));
             }
         }
-        Published { changed, full }
+        changed
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {

@@ -63,15 +63,22 @@ impl TrustSnapshot {
 pub struct RegistryVerifier {
     snapshot: Arc<TrustSnapshot>,
     provider: Arc<CryptoProvider>,
+    /// False on the HTTPS listener, where WebSocket and SigV4 callers bring no certificate
+    /// (one that is sent is still checked).
+    mandatory: bool,
 }
 
 impl RegistryVerifier {
-    pub fn new(snapshot: Arc<TrustSnapshot>, provider: Arc<CryptoProvider>) -> Self {
-        Self { snapshot, provider }
+    pub fn new(snapshot: Arc<TrustSnapshot>, provider: Arc<CryptoProvider>, mandatory: bool) -> Self {
+        Self { snapshot, provider, mandatory }
     }
 }
 
 impl ClientCertVerifier for RegistryVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
     }

@@ -115,6 +115,8 @@ async fn a_device_connects_publishes_receives_and_is_dropped_when_revoked() {
     let port = free_port();
     let gateway = GatewayConfig {
         addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        https_addr: None,
+        credentials: ferrocore_registry::Credentials::local_default(),
         certificate_pem: server.certificate_pem,
         key_pem: server.private_key_pem,
         max_packet_size: 128 * 1024,

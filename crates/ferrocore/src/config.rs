@@ -44,6 +44,10 @@ pub struct ServeArgs {
 pub struct CredentialConfig {
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// An IAM-style policy (JSON) holding this key to the `iot:` actions it allows on
+    /// the data plane (iot-data, MQTT over WebSocket, HTTPS publish); none: everything.
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,7 +184,7 @@ impl Config {
             config.endpoint_host = args.endpoint_host;
         }
         if let (Some(access_key_id), Some(secret_access_key)) = (args.access_key_id, args.secret_access_key) {
-            config.credentials = vec![CredentialConfig { access_key_id, secret_access_key }];
+            config.credentials = vec![CredentialConfig { access_key_id, secret_access_key, policy: None }];
         }
         config.validate()?;
         Ok(config)

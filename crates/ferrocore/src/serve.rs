@@ -62,7 +62,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let credentials = if local_credentials {
         Credentials::local_default()
     } else {
-        Credentials::from_pairs(config.credentials.iter().map(|c| (c.access_key_id.clone(), c.secret_access_key.clone())))
+        Credentials::new(
+            config.credentials.iter().map(|c| (c.access_key_id.clone(), c.secret_access_key.clone(), c.policy.clone())),
+        )
+        .context("reading [[credentials]]")?
     };
     let listener = tokio::net::TcpListener::bind(config.api_addr)
         .await
@@ -71,6 +74,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let gateway = Gateway::bind(
         GatewayConfig {
             addr: config.mqtt_addr,
+            https_addr: Some(config.https_addr),
+            credentials: credentials.clone(),
             certificate_pem: pki.server_cert_pem,
             key_pem: pki.server_key_pem,
             max_packet_size: config.mqtt_max_packet_bytes,
@@ -106,7 +111,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let gateway = tokio::spawn(gateway.serve(wait_for(stopped.clone())));
     print_banner(&config, local_credentials);
-    tracing::info!(api = %config.api_addr, mqtt = %config.mqtt_addr, data_dir = %config.data_dir.display(), "ferrocore ready");
+    tracing::info!(api = %config.api_addr, mqtt = %config.mqtt_addr, https = %config.https_addr, data_dir = %config.data_dir.display(), "ferrocore ready");
     let api = axum::serve(listener, ferrocore_api::router(state)).with_graceful_shutdown(async move {
         shutdown_signal().await;
         let _ = stop.send(true);
@@ -128,7 +133,10 @@ fn print_banner(config: &Config, local_credentials: bool) {
     println!("ferrocore {} — a self-hosted AWS IoT Core", env!("CARGO_PKG_VERSION"));
     println!("  AWS API      http://{}   (iot, sts; /health, /metrics, /ca.pem)", config.api_addr);
     println!("  MQTT/TLS     {}   (MQTT 3.1.1/5, X.509 client certificates; trust /ca.pem)", config.mqtt_addr);
-    println!("  HTTPS        {}   (reserved: device gateway not built yet)", config.https_addr);
+    println!(
+        "  HTTPS        {}   (HTTPS publish, MQTT over WebSocket /mqtt with SigV4, ALPN x-amzn-mqtt-ca)",
+        config.https_addr
+    );
     let targets = match &config.rules.endpoint_url {
         Some(url) => format!("rule actions call AWS services at {url}"),
         None if config.rules.endpoints.is_empty() => "rule actions call AWS's regional endpoints".to_string(),

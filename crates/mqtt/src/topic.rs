@@ -13,6 +13,20 @@ pub enum TopicError {
     MisplacedSingleLevel,
     #[error("a topic must not contain U+0000")]
     NullCharacter,
+    #[error("a shared subscription is $share/<group>/<filter>, the group without '/', '+' or '#'")]
+    SharedSubscription,
+}
+
+/// The longest share name of a shared subscription (AWS: 128 characters).
+const MAX_SHARE_NAME: usize = 128;
+
+/// A shared subscription `$share/<group>/<filter>`: its group and filter (not yet
+/// validated). `None` for other filters.
+pub fn shared_subscription(filter: &str) -> Option<Result<(&str, &str), TopicError>> {
+    let rest = filter.strip_prefix("$share/")?;
+    let Some((group, inner)) = rest.split_once('/') else { return Some(Err(TopicError::SharedSubscription)) };
+    let group_ok = !group.is_empty() && group.chars().count() <= MAX_SHARE_NAME && !group.contains(['+', '#']);
+    Some(if group_ok && !inner.is_empty() { Ok((group, inner)) } else { Err(TopicError::SharedSubscription) })
 }
 
 pub fn validate_name(name: &str) -> Result<(), TopicError> {
@@ -133,6 +147,18 @@ pub fn client_may_subscribe(filter: &str) -> bool {
 #[cfg(test)]
 mod reserved_tests {
     use super::*;
+
+    #[test]
+    fn shared_subscriptions() {
+        assert_eq!(shared_subscription("$share/g1/a/+"), Some(Ok(("g1", "a/+"))));
+        assert_eq!(shared_subscription("a/b"), None);
+        assert_eq!(shared_subscription("$sharex/g/a"), None);
+        for bad in ["$share/g", "$share//a", "$share/a+b/t", "$share/a#/t", "$share/g/"] {
+            assert_eq!(shared_subscription(bad), Some(Err(TopicError::SharedSubscription)), "{bad}");
+        }
+        let long = format!("$share/{}/t", "g".repeat(129));
+        assert!(matches!(shared_subscription(&long), Some(Err(_))));
+    }
 
     #[test]
     fn reserved_topics() {

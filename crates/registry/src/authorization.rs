@@ -61,6 +61,11 @@ struct DecisionCache {
 }
 
 impl Permissions {
+    /// Permissions from policies already parsed (an access key's), with their context.
+    pub fn from_policies(policies: Vec<(String, ferrocore_policy::Policy)>, context: Context) -> Self {
+        Self { policies, context, thing: None, decisions: DecisionCache::default() }
+    }
+
     pub fn evaluate(&self, action: &str, resource: &str) -> ferrocore_policy::Evaluation {
         let policies: Vec<&ferrocore_policy::Policy> = self.policies.iter().map(|(_, p)| p).collect();
         evaluate(&policies, action, resource, &self.context)

@@ -11,6 +11,7 @@ mod authorization;
 mod billing_groups;
 mod ca_certificates;
 mod certificates;
+mod credentials;
 mod messages;
 mod paging;
 mod policies;
@@ -35,9 +36,13 @@ use serde::de::DeserializeOwned;
 pub use authorization::{AuthCheck, AuthResult, Permissions, TestAuthorization};
 pub use ca_certificates::{RegisterCaCertificate, UpdateCaCertificate};
 pub use certificates::{CertificateCreated, DeviceTrust};
+pub use credentials::{CredentialError, Credentials};
 pub use billing_groups::{BillingGroupCreated, CreateBillingGroup};
 pub use paging::{MAX_PAGE_SIZE, Page, PageRequest};
-pub use messages::{MessageProperties, MessageSink, Notification, Publisher, RoutedMessage};
+pub use messages::{
+    ApiPublish, DataPlane, MessageProperties, MessageSink, Notification, PublishRefused, Publisher, RetainedMessage,
+    RoutedMessage, user_properties_json,
+};
 pub use shadows::{NamedShadows, ShadowDeleted, ShadowSettings, ShadowUpdated, shadow_notification};
 pub use settings::{EndpointType, EventConfigurations, LoggingOptions, Setting};
 pub use thing_groups::{CreateThingGroup, GroupRef, ListThingGroups, ThingGroupCreated, ThingGroupView};

@@ -148,11 +148,17 @@ fn parse_presigned(query: &str) -> Result<Claim, Error> {
         return Err(Error::Malformed(format!("Unsupported X-Amz-Algorithm: {algorithm}")));
     }
     let (access_key, scope_date, region, service) = parse_credential(&get("X-Amz-Credential")?)?;
-    let expires = get("X-Amz-Expires")?
-        .parse::<i64>()
-        .ok()
-        .filter(|e| (0..=MAX_PRESIGN_EXPIRES_SECS).contains(e))
-        .ok_or_else(|| Error::Malformed("X-Amz-Expires must be an integer from 0 to 604800".into()))?;
+    // Optional: AWS IoT's WebSocket signers often leave it out; then the URL is
+    // valid within the clock-skew window, like a signed header.
+    let expires = query_param(query, "X-Amz-Expires")
+        .map(|value| {
+            value
+                .parse::<i64>()
+                .ok()
+                .filter(|e| (0..=MAX_PRESIGN_EXPIRES_SECS).contains(e))
+                .ok_or_else(|| Error::Malformed("X-Amz-Expires must be an integer from 0 to 604800".into()))
+        })
+        .transpose()?;
     Ok(Claim {
         access_key,
         scope_date,
@@ -161,7 +167,7 @@ fn parse_presigned(query: &str) -> Result<Claim, Error> {
         signed_headers: get("X-Amz-SignedHeaders")?.split(';').map(str::to_string).collect(),
         signature: get("X-Amz-Signature")?,
         amz_date: get("X-Amz-Date")?,
-        expires: Some(expires),
+        expires,
     })
 }
 
