@@ -135,6 +135,18 @@ class FerrocoreServer:
         self.start()
 
 
+class ConfiguredServer(FerrocoreServer):
+    """ferrocore started with `--config <file>` (for suites that need their own settings)."""
+
+    def __init__(self, binary: Path, data_dir: Path, log_path: Path, config: Path):
+        super().__init__(binary, data_dir, log_path)
+        self.config = config
+
+    @property
+    def command(self) -> list[str]:
+        return [*super().command, "--config", str(self.config)]
+
+
 class ExternalServer:
     """A server the tests did not start (FERROCORE_ENDPOINT)."""
 

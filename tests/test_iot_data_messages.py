@@ -34,7 +34,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from cli_helpers import make_aws_cli, run_json
-from conftest import FerrocoreServer, ferrocore_binary
+from conftest import ConfiguredServer, ferrocore_binary
 from gateway_helpers import TIMEOUT, MqttClient, connected, make_properties
 from iot_helpers import ACCESS_KEY, REGION, SECRET_KEY, aws_error
 from security_helpers import allow, data_arn, deny, policy_document
@@ -575,18 +575,6 @@ access_key_id = "{RETAINER_KEY}"
 secret_access_key = "{RETAINER_SECRET}"
 policy = {toml_literal(RETAINER_POLICY)}
 """
-
-
-class ConfiguredServer(FerrocoreServer):
-    """ferrocore started with `--config <file>`."""
-
-    def __init__(self, binary: Path, data_dir: Path, log_path: Path, config: Path):
-        super().__init__(binary, data_dir, log_path)
-        self.config = config
-
-    @property
-    def command(self) -> list[str]:
-        return [*super().command, "--config", str(self.config)]
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ use ferrocore_registry::{
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -52,12 +53,23 @@ pub struct GatewayConfig {
     /// The TLS certificate chain (PEM) and private key (PEM) devices see.
     pub certificate_pem: String,
     pub key_pem: String,
+    /// Certificates chosen by SNI (custom domains); the one above serves other names.
+    pub sni_certificates: Vec<SniCertificate>,
     /// Largest MQTT packet accepted (AWS: 128 KB payloads).
     pub max_packet_size: usize,
     pub limits: Limits,
     /// Expiry of persistent sessions that do not set one (MQTT 3.1.1), in seconds.
     pub session_expiry_secs: u64,
     pub account: Account,
+}
+
+/// A server certificate for the host names a client may ask for by SNI.
+#[derive(Debug, Clone)]
+pub struct SniCertificate {
+    /// Exact names or `*.domain` wildcards (one level), case-insensitive.
+    pub names: Vec<String>,
+    pub certificate_pem: String,
+    pub key_pem: String,
 }
 
 /// AWS IoT's per-connection protocol limits; an operator may raise them.
@@ -326,19 +338,50 @@ fn tls_config(
 ) -> Result<rustls::ServerConfig, GatewayError> {
     let tls = |e: &dyn std::fmt::Display| GatewayError::Tls(e.to_string());
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(config.certificate_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls(&e))?;
-    let key = PrivateKeyDer::from_pem_slice(config.key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let certified = |certificate_pem: &str, key_pem: &str| -> Result<Arc<CertifiedKey>, GatewayError> {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(certificate_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| tls(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls(&e))?;
+        let signing_key = provider.key_provider.load_private_key(key).map_err(|e| tls(&e))?;
+        Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
+    };
+    let mut resolver = SniResolver { default: certified(&config.certificate_pem, &config.key_pem)?, by_name: Vec::new() };
+    for sni in &config.sni_certificates {
+        let key = certified(&sni.certificate_pem, &sni.key_pem)?;
+        resolver.by_name.extend(sni.names.iter().map(|name| (name.to_ascii_lowercase(), key.clone())));
+    }
     let verifier = Arc::new(RegistryVerifier::new(snapshot, provider.clone(), client_certificate_required));
-    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls(&e))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| tls(&e))?;
+        .with_cert_resolver(Arc::new(resolver));
     server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(server)
+}
+
+/// Picks the server certificate by SNI: an exact name, then a `*.` wildcard one
+/// level up, else the default certificate.
+#[derive(Debug)]
+struct SniResolver {
+    default: Arc<CertifiedKey>,
+    by_name: Vec<(String, Arc<CertifiedKey>)>,
+}
+
+impl SniResolver {
+    fn for_name(&self, name: &str) -> &Arc<CertifiedKey> {
+        let name = name.to_ascii_lowercase();
+        let wildcard = name.split_once('.').map(|(_, parent)| format!("*.{parent}"));
+        let exact = self.by_name.iter().find(|(n, _)| *n == name);
+        let wild = || self.by_name.iter().find(|(n, _)| Some(n) == wildcard.as_ref());
+        exact.or_else(wild).map_or(&self.default, |(_, key)| key)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(hello.server_name().map_or(&self.default, |name| self.for_name(name)).clone())
+    }
 }
 
 /// A bound device gateway, ready to serve.

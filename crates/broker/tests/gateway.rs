@@ -116,6 +116,7 @@ async fn a_device_connects_publishes_receives_and_is_dropped_when_revoked() {
     let gateway = GatewayConfig {
         addr: format!("127.0.0.1:{port}").parse().unwrap(),
         https_addr: None,
+        sni_certificates: Vec::new(),
         credentials: ferrocore_registry::Credentials::local_default(),
         certificate_pem: server.certificate_pem,
         key_pem: server.private_key_pem,

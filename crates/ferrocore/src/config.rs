@@ -50,6 +50,16 @@ pub struct CredentialConfig {
     pub policy: Option<String>,
 }
 
+/// `[[sni_certificates]]`: a certificate for the names a device asks for by SNI.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertificateConfig {
+    /// Exact host names or `*.domain` wildcards.
+    pub names: Vec<String>,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -93,6 +103,8 @@ pub struct Config {
     /// An operator-supplied TLS certificate (PEM chain) and key for the device endpoints.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// Certificates the device listeners choose by SNI (custom domains).
+    pub sni_certificates: Vec<SniCertificateConfig>,
     /// The rules engine: where actions go and how hard it tries.
     pub rules: RulesSection,
 }
@@ -165,6 +177,7 @@ impl Default for Config {
             server_names: Vec::new(),
             tls_cert_file: None,
             tls_key_file: None,
+            sni_certificates: Vec::new(),
             rules: RulesSection::default(),
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferrocore_api::{ApiConfig, ApiState, Credentials, Listeners};
-use ferrocore_broker::{Gateway, GatewayConfig, Limits, RateQuota};
+use ferrocore_broker::{Gateway, GatewayConfig, Limits, RateQuota, SniCertificate};
 use ferrocore_model::Account;
 use ferrocore_registry::{Registry, RegistryConfig, ShadowSettings, SystemClock};
 use ferrocore_store::SqliteStore;
@@ -27,6 +27,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         _ => None,
     };
     let pki = ServerPki::load_or_create(&config.data_dir, &config.server_names(), supplied)?;
+    let sni_certificates = config
+        .sni_certificates
+        .iter()
+        .map(|sni| {
+            let read = |path: &std::path::Path| {
+                std::fs::read_to_string(path).with_context(|| format!("reading {} ([[sni_certificates]])", path.display()))
+            };
+            Ok(SniCertificate { names: sni.names.clone(), certificate_pem: read(&sni.cert_file)?, key_pem: read(&sni.key_file)? })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let account = Account { id: config.account_id.clone(), region: config.region.clone() };
     let registry = Arc::new(Registry::new(
         store.clone(),
@@ -77,6 +87,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             https_addr: Some(config.https_addr),
             credentials: credentials.clone(),
             certificate_pem: pki.server_cert_pem,
+            sni_certificates,
             key_pem: pki.server_key_pem,
             max_packet_size: config.mqtt_max_packet_bytes,
             session_expiry_secs: config.mqtt_session_expiry_secs,

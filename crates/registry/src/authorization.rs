@@ -127,13 +127,25 @@ fn certificate_facts(certificate: &Certificate) -> Option<CertificateFacts> {
 /// its exclusive thing, else the thing named like the client id if attached.
 /// The thing a connection acts as (AWS's attachment rules): the principal's
 /// EXCLUSIVE_THING if it has one, else the attached thing named like the client id.
+/// An empty client id is an HTTPS publish, which has none: there the one thing the
+/// certificate is attached to resolves the thing variables.
 fn connection_thing<'a>(things: &'a [Thing], principal: &str, client_id: Option<&str>) -> Option<&'a Thing> {
     let attached = |t: &&Thing| t.principals.contains_key(principal);
+    let only_attached = || {
+        let mut attached = things.iter().filter(attached);
+        match (attached.next(), attached.next()) {
+            (Some(thing), None) => Some(thing),
+            _ => None,
+        }
+    };
     things
         .iter()
         .filter(attached)
         .find(|t| t.principals.get(principal) == Some(&ThingPrincipalType::ExclusiveThing))
-        .or_else(|| things.iter().filter(attached).find(|t| Some(t.name.as_str()) == client_id))
+        .or_else(|| match client_id {
+            Some("") => only_attached(),
+            _ => things.iter().filter(attached).find(|t| Some(t.name.as_str()) == client_id),
+        })
 }
 
 impl Registry {

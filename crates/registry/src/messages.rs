@@ -105,7 +105,9 @@ impl ApiPublish {
             None => None,
             Some(text) => Some(
                 text.parse::<u64>()
-                    .map_err(|_| format!("messageExpiry must be a whole number of seconds, not '{text}'."))?
+                    .ok()
+                    .filter(|secs| *secs > 0)
+                    .ok_or_else(|| format!("messageExpiry must be a positive number of seconds, not '{text}'."))?
                     .min(u64::from(u32::MAX)) as u32,
             ),
         };
@@ -265,6 +267,7 @@ mod tests {
             (vec![("qos", "2")], vec![]),
             (vec![("retain", "maybe")], vec![]),
             (vec![("messageExpiry", "-1")], vec![]),
+            (vec![("messageExpiry", "0")], vec![]),
             (vec![("responseTopic", "a/#")], vec![]),
             (vec![], vec![("x-amz-mqtt5-payload-format-indicator", "TEXT")]),
             (vec![], vec![("x-amz-mqtt5-correlation-data", "***")]),
