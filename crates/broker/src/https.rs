@@ -30,6 +30,8 @@ pub(crate) const ALPN_PROTOCOLS: [&[u8]; 3] = [ALPN_MQTT, b"x-amzn-http-ca", b"h
 
 /// AWS's payload limit for a publish (128 KB).
 const MAX_PAYLOAD: usize = 128 * 1024;
+/// How long a client may take to send a request's headers (a slow client must not hold connections).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Bytes between the client and the MQTT connection code of a WebSocket, each way.
 const WEBSOCKET_PIPE: usize = 64 * 1024;
 
@@ -68,6 +70,8 @@ impl HttpsListener {
                     async move { Ok::<_, Infallible>(context.respond(request).await) }
                 });
                 let served = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .serve_connection(TokioIo::new(tls), service)
                     .with_upgrades()
                     .await;
