@@ -147,6 +147,26 @@ class ConfiguredServer(FerrocoreServer):
         return [*super().command, "--config", str(self.config)]
 
 
+def configured_server(tmp_path_factory, name: str, config_text: str):
+    """A ferrocore of the test module's own, started with `config_text` as its config file
+    (a generator for module fixtures: `yield from configured_server(...)`)."""
+    if os.environ.get("FERROCORE_ENDPOINT"):
+        pytest.skip(f"FERROCORE_ENDPOINT is set: the {name} tests start their own server with a config file")
+    binary = ferrocore_binary()
+    if not binary.is_file():
+        pytest.fail(f"ferrocore binary not found at {binary}", pytrace=False)
+    base = tmp_path_factory.mktemp(f"ferrocore-{name}")
+    (base / "data").mkdir()
+    config = base / "ferrocore.toml"
+    config.write_text(config_text)
+    srv = ConfiguredServer(binary, base / "data", base / "ferrocore.log", config)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
 class ExternalServer:
     """A server the tests did not start (FERROCORE_ENDPOINT)."""
 

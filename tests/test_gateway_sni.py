@@ -4,7 +4,6 @@ every other name, and clients that send no SNI, get the server's default certifi
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import subprocess
@@ -13,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from conftest import ConfiguredServer, ferrocore_binary
+from conftest import configured_server
 from gateway_helpers import require_tool
 
 
@@ -30,16 +29,11 @@ def make_certificate(directory, common_name: str, names: list[str]):
 
 @pytest.fixture(scope="module")
 def sni_server(tmp_path_factory):
-    if os.environ.get("FERROCORE_ENDPOINT"):
-        pytest.skip("FERROCORE_ENDPOINT is set: the SNI tests start their own server with a config file")
     require_tool("openssl", "to make the SNI certificates")
-    base = tmp_path_factory.mktemp("ferrocore-sni")
-    (base / "data").mkdir()
-    custom_cert, custom_key = make_certificate(base, "custom-domain", ["iot.example.test"])
-    wild_cert, wild_key = make_certificate(base, "wildcard-domain", ["*.devices.example.test"])
-    config = base / "ferrocore.toml"
-    config.write_text(
-        f"""
+    certificates = tmp_path_factory.mktemp("sni-certificates")
+    custom_cert, custom_key = make_certificate(certificates, "custom-domain", ["iot.example.test"])
+    wild_cert, wild_key = make_certificate(certificates, "wildcard-domain", ["*.devices.example.test"])
+    config = f"""
 [[sni_certificates]]
 names = ["iot.example.test"]
 cert_file = "{custom_cert}"
@@ -50,13 +44,7 @@ names = ["*.devices.example.test"]
 cert_file = "{wild_cert}"
 key_file = "{wild_key}"
 """
-    )
-    srv = ConfiguredServer(ferrocore_binary(), base / "data", base / "ferrocore.log", config)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+    yield from configured_server(tmp_path_factory, "sni", config)
 
 
 def served_common_name(port: int, server_name: str | None) -> str:

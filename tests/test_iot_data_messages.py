@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import random
 import time
 import uuid
-from pathlib import Path
 
 import boto3
 import pytest
@@ -34,7 +32,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from cli_helpers import make_aws_cli, run_json
-from conftest import ConfiguredServer, ferrocore_binary
+from conftest import configured_server
 from gateway_helpers import TIMEOUT, MqttClient, connected, make_properties
 from iot_helpers import ACCESS_KEY, REGION, SECRET_KEY, aws_error
 from security_helpers import allow, data_arn, deny, policy_document
@@ -579,21 +577,7 @@ policy = {toml_literal(RETAINER_POLICY)}
 
 @pytest.fixture(scope="module")
 def restricted_server(tmp_path_factory):
-    if os.environ.get("FERROCORE_ENDPOINT"):
-        pytest.skip("FERROCORE_ENDPOINT is set: the restricted-principal tests start their own server with a config file")
-    binary = ferrocore_binary()
-    if not binary.is_file():
-        pytest.fail(f"ferrocore binary not found at {binary}", pytrace=False)
-    base = tmp_path_factory.mktemp("ferrocore-restricted")
-    (base / "data").mkdir()
-    config = base / "ferrocore.toml"
-    config.write_text(RESTRICTED_CONFIG)
-    srv = ConfiguredServer(binary, base / "data", base / "ferrocore.log", config)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+    yield from configured_server(tmp_path_factory, "restricted", RESTRICTED_CONFIG)
 
 
 def client_for(srv, service: str, access_key: str, secret_key: str):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import signal
 import subprocess
@@ -27,7 +26,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from conftest import FerrocoreServer, ferrocore_binary
+from conftest import configured_server
 from iot_helpers import ACCESS_KEY, ACCOUNT_ID, REGION, SECRET_KEY, aws_error
 from shadow_helpers import (
     MqttClient,
@@ -655,33 +654,9 @@ shadow_max_depth = 4
 """
 
 
-class ConfiguredServer(FerrocoreServer):
-    def __init__(self, binary: Path, data_dir: Path, log_path: Path, config: Path):
-        super().__init__(binary, data_dir, log_path)
-        self.config = config
-
-    @property
-    def command(self) -> list[str]:
-        return [*super().command, "--config", str(self.config)]
-
-
 @pytest.fixture(scope="module")
 def ext_server(tmp_path_factory):
-    if os.environ.get("FERROCORE_ENDPOINT"):
-        pytest.skip("FERROCORE_ENDPOINT is set: the extension tests start their own server")
-    binary = ferrocore_binary()
-    if not binary.is_file():
-        pytest.fail(f"ferrocore binary not found at {binary}", pytrace=False)
-    base = tmp_path_factory.mktemp("ferrocore-ext")
-    (base / "data").mkdir()
-    config = base / "ferrocore.toml"
-    config.write_text(EXTENSION_CONFIG)
-    srv = ConfiguredServer(binary, base / "data", base / "ferrocore.log", config)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+    yield from configured_server(tmp_path_factory, "ext", EXTENSION_CONFIG)
 
 
 @pytest.fixture

@@ -18,24 +18,9 @@ pub(crate) struct Input {
     body: Bytes,
 }
 
-/// Decodes one `application/x-www-form-urlencoded` component.
-fn form_decode(text: &str) -> String {
-    ferrocore_sigv4::percent_decode(&text.replace('+', " "))
-}
-
-pub(crate) fn parse_pairs(text: &str) -> Vec<(String, String)> {
-    text.split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (form_decode(key), form_decode(value))
-        })
-        .collect()
-}
-
 impl Input {
     pub fn new(labels: HashMap<&'static str, String>, raw_query: &str, headers: HeaderMap, body: Bytes) -> Self {
-        Self { labels, query: parse_pairs(raw_query), headers, body }
+        Self { labels, query: ferrocore_sigv4::form_pairs(raw_query), headers, body }
     }
 
     /// A path label; the operation table guarantees its presence.
@@ -108,6 +93,6 @@ impl Input {
 
     /// The body as form parameters (the query protocol).
     pub fn form(&self) -> Vec<(String, String)> {
-        parse_pairs(&String::from_utf8_lossy(&self.body))
+        ferrocore_sigv4::form_pairs(&String::from_utf8_lossy(&self.body))
     }
 }

@@ -103,9 +103,6 @@ async fn publish(access: &Access<'_>, caller: &str, input: &Input) -> Answer {
             format!("The payload exceeds the maximum size of {MAX_PAYLOAD} bytes."),
         ));
     }
-    if let Err(err) = ferrocore_mqtt::topic::validate_name(&topic) {
-        return Err(ApiError::invalid(format!("Invalid topic name: {err}.")));
-    }
     let request = ApiPublish::from_request(topic, input.query_pairs(), |name| input.header_value(name), input.bytes(), caller.to_string())
         .map_err(ApiError::invalid)?;
     access.require_on("iot:Publish", "topic", &request.topic)?;

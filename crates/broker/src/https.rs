@@ -109,18 +109,6 @@ fn forbidden() -> Reply {
     error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden")
 }
 
-/// The query's pairs, percent-decoded.
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (ferrocore_sigv4::percent_decode(key), ferrocore_sigv4::percent_decode(value))
-        })
-        .collect()
-}
-
 impl Caller {
     async fn respond(&self, request: Request<Incoming>) -> Reply {
         let path = request.uri().path().to_string();
@@ -182,10 +170,7 @@ impl Caller {
                 return error(StatusCode::UNAUTHORIZED, "UnauthorizedException", "Missing authentication: a client certificate or a SigV4 signature.");
             }
         };
-        if let Err(err) = ferrocore_mqtt::topic::validate_name(&topic) {
-            return error(StatusCode::BAD_REQUEST, "InvalidRequestException", format!("Invalid topic name: {err}."));
-        }
-        let query = query_pairs(parts.uri.query().unwrap_or(""));
+        let query = ferrocore_sigv4::form_pairs(parts.uri.query().unwrap_or(""));
         let publish = match ApiPublish::from_request(
             topic,
             &query,
@@ -289,17 +274,4 @@ fn header_is(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|v| v.trim().eq_ignore_ascii_case(token))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_pairs_are_decoded() {
-        assert_eq!(
-            query_pairs("qos=1&responseTopic=a%2Fb&retain"),
-            vec![("qos".into(), "1".into()), ("responseTopic".into(), "a/b".into()), ("retain".into(), String::new())]
-        );
-    }
 }

@@ -81,8 +81,8 @@ pub struct ApiPublish {
 impl ApiPublish {
     /// The iot-data Publish request (`POST /topics/{topic}`, the same on the API and
     /// the HTTPS device listener): `qos`, `retain`, `contentType`, `responseTopic` and
-    /// `messageExpiry` from the query, the `x-amz-mqtt5-*` headers, the body as payload.
-    /// The error is the InvalidRequestException message.
+    /// `messageExpiry` from the query, the `x-amz-mqtt5-*` headers, the body as payload;
+    /// the topic must be a topic name. The error is the InvalidRequestException message.
     pub fn from_request<'a>(
         topic: String,
         query: &[(String, String)],
@@ -90,6 +90,9 @@ impl ApiPublish {
         payload: Bytes,
         principal: String,
     ) -> Result<Self, String> {
+        if let Err(err) = ferrocore_mqtt::topic::validate_name(&topic) {
+            return Err(format!("Invalid topic name: {err}."));
+        }
         let param = |name: &str| query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
         let qos = match param("qos") {
             None | Some("0") => 0,
@@ -259,6 +262,8 @@ mod tests {
     #[test]
     fn defaults_and_refusals() {
         let plain = request(&[], &[], b"x").unwrap();
+        let wildcard = ApiPublish::from_request("a/#".into(), &[], |_| None, Bytes::new(), "p".into());
+        assert!(wildcard.is_err());
         assert_eq!((plain.qos, plain.retain, plain.properties), (0, false, None));
         let as_string = BASE64.encode(serde_json::to_string(r#"[{"k":"v"}]"#).unwrap());
         let parsed = request(&[], &[("x-amz-mqtt5-user-properties", &as_string)], b"").unwrap();

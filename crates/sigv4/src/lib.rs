@@ -85,6 +85,18 @@ fn header<'a>(request: &Request<'a>, name: &str) -> Option<&'a str> {
     request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
 }
 
+/// The pairs of a query string (or a form body), `+` and percent escapes decoded.
+pub fn form_pairs(text: &str) -> Vec<(String, String)> {
+    let decode = |part: &str| canonical::decode(&part.replace('+', " "));
+    text.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key), decode(value))
+        })
+        .collect()
+}
+
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -343,4 +355,20 @@ pub fn sign(request: &Request, key: &SigningKey, now: i64) -> [(&'static str, St
         signed.join(";")
     );
     [("x-amz-date", amz_date), ("authorization", authorization)]
+}
+
+#[cfg(test)]
+mod form_tests {
+    #[test]
+    fn form_pairs_are_decoded() {
+        assert_eq!(
+            super::form_pairs("qos=1&responseTopic=a%2Fb&retain&x=a+b"),
+            vec![
+                ("qos".into(), "1".into()),
+                ("responseTopic".into(), "a/b".into()),
+                ("retain".into(), String::new()),
+                ("x".into(), "a b".into())
+            ]
+        );
+    }
 }

@@ -13,7 +13,7 @@ use crate::input::Input;
 
 /// Tags of CreateTopicRule travel in `x-amz-tagging` as a query string (`k1=v1&k2=v2`).
 fn tagging_header(input: &Input) -> Tags {
-    input.header("x-amz-tagging", "tags").map(|text| crate::input::parse_pairs(&text).into_iter().collect()).unwrap_or_default()
+    input.header("x-amz-tagging", "tags").map(|text| ferrocore_sigv4::form_pairs(&text).into_iter().collect()).unwrap_or_default()
 }
 
 pub(super) async fn create(registry: &Registry, input: &Input) -> Answer {
