@@ -16,7 +16,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), extra: Map::new() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            extra: Map::new(),
+        }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -24,11 +29,19 @@ impl ApiError {
     }
 
     pub fn unknown_operation(method: &str, path: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "UnknownOperationException", format!("No operation matches {method} {path}."))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            format!("No operation matches {method} {path}."),
+        )
     }
 
     pub fn method_not_allowed(method: &str, path: &str) -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowedException", format!("The method {method} is not allowed on {path}."))
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowedException",
+            format!("The method {method} is not allowed on {path}."),
+        )
     }
 
     /// An operation of the real service that ferrocore does not implement yet.
@@ -48,8 +61,23 @@ impl ApiError {
         )
     }
 
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeoutException",
+            format!(
+                "The request body did not arrive within {} seconds.",
+                limit.as_secs()
+            ),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailureException", message)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalFailureException",
+            message,
+        )
     }
 
     pub fn json_body(&self) -> Value {
@@ -60,7 +88,11 @@ impl ApiError {
 
     /// The query-protocol (STS) error document.
     pub fn xml_body(&self, request_id: &str) -> String {
-        let kind = if self.status.is_server_error() { "Receiver" } else { "Sender" };
+        let kind = if self.status.is_server_error() {
+            "Receiver"
+        } else {
+            "Sender"
+        };
         format!(
             "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>{kind}</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>",
             self.code,
@@ -70,42 +102,82 @@ impl ApiError {
 }
 
 pub fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
 }
 
 impl From<ModelError> for ApiError {
     fn from(err: ModelError) -> Self {
         let message = err.to_string();
         match err {
-            ModelError::InvalidRequest(_) => Self::new(StatusCode::BAD_REQUEST, "InvalidRequestException", message),
-            ModelError::ResourceNotFound(_) => Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message),
-            ModelError::ResourceAlreadyExists { resource_id, resource_arn, .. } => {
-                let mut error = Self::new(StatusCode::CONFLICT, "ResourceAlreadyExistsException", message);
+            ModelError::InvalidRequest(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "InvalidRequestException", message)
+            }
+            ModelError::ResourceNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
+            }
+            ModelError::ResourceAlreadyExists {
+                resource_id,
+                resource_arn,
+                ..
+            } => {
+                let mut error = Self::new(
+                    StatusCode::CONFLICT,
+                    "ResourceAlreadyExistsException",
+                    message,
+                );
                 error.extra.insert("resourceId".into(), json!(resource_id));
-                error.extra.insert("resourceArn".into(), json!(resource_arn));
+                error
+                    .extra
+                    .insert("resourceArn".into(), json!(resource_arn));
                 error
             }
-            ModelError::VersionConflict(_) => Self::new(StatusCode::CONFLICT, "VersionConflictException", message),
-            ModelError::DeleteConflict(_) => Self::new(StatusCode::CONFLICT, "DeleteConflictException", message),
-            ModelError::LimitExceeded(_) => Self::new(StatusCode::GONE, "LimitExceededException", message),
-            ModelError::CertificateState(_) => {
-                Self::new(StatusCode::NOT_ACCEPTABLE, "CertificateStateException", message)
+            ModelError::VersionConflict(_) => {
+                Self::new(StatusCode::CONFLICT, "VersionConflictException", message)
             }
-            ModelError::CertificateValidation(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "CertificateValidationException", message)
+            ModelError::DeleteConflict(_) => {
+                Self::new(StatusCode::CONFLICT, "DeleteConflictException", message)
             }
-            ModelError::RegistrationCodeValidation(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "RegistrationCodeValidationException", message)
+            ModelError::LimitExceeded(_) => {
+                Self::new(StatusCode::GONE, "LimitExceededException", message)
             }
-            ModelError::MalformedPolicy(_) => Self::new(StatusCode::BAD_REQUEST, "MalformedPolicyException", message),
-            ModelError::VersionsLimitExceeded(_) => {
-                Self::new(StatusCode::CONFLICT, "VersionsLimitExceededException", message)
+            ModelError::CertificateState(_) => Self::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "CertificateStateException",
+                message,
+            ),
+            ModelError::CertificateValidation(_) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "CertificateValidationException",
+                message,
+            ),
+            ModelError::RegistrationCodeValidation(_) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "RegistrationCodeValidationException",
+                message,
+            ),
+            ModelError::MalformedPolicy(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "MalformedPolicyException", message)
             }
-            ModelError::SqlParse(_) => Self::new(StatusCode::BAD_REQUEST, "SqlParseException", message),
-            ModelError::Unauthorized(_) => Self::new(StatusCode::UNAUTHORIZED, "UnauthorizedException", message),
-            ModelError::ConflictingResourceUpdate(_) => {
-                Self::new(StatusCode::CONFLICT, "ConflictingResourceUpdateException", message)
+            ModelError::VersionsLimitExceeded(_) => Self::new(
+                StatusCode::CONFLICT,
+                "VersionsLimitExceededException",
+                message,
+            ),
+            ModelError::SqlParse(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "SqlParseException", message)
             }
+            ModelError::Unauthorized(_) => {
+                Self::new(StatusCode::UNAUTHORIZED, "UnauthorizedException", message)
+            }
+            ModelError::ConflictingResourceUpdate(_) => Self::new(
+                StatusCode::CONFLICT,
+                "ConflictingResourceUpdateException",
+                message,
+            ),
             ModelError::Internal(_) => Self::internal(message),
         }
     }

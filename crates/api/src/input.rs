@@ -19,8 +19,18 @@ pub(crate) struct Input {
 }
 
 impl Input {
-    pub fn new(labels: HashMap<&'static str, String>, raw_query: &str, headers: HeaderMap, body: Bytes) -> Self {
-        Self { labels, query: ferrocore_sigv4::form_pairs(raw_query), headers, body }
+    pub fn new(
+        labels: HashMap<&'static str, String>,
+        raw_query: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Self {
+        Self {
+            labels,
+            query: ferrocore_sigv4::form_pairs(raw_query),
+            headers,
+            body,
+        }
     }
 
     /// A path label; the operation table guarantees its presence.
@@ -29,13 +39,18 @@ impl Input {
     }
 
     pub fn query(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn query_as<T: FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
         self.query(name)
             .map(|raw| {
-                raw.parse().map_err(|_| ApiError::invalid(format!("Value '{raw}' for parameter {name} is invalid.")))
+                raw.parse().map_err(|_| {
+                    ApiError::invalid(format!("Value '{raw}' for parameter {name} is invalid."))
+                })
             })
             .transpose()
     }
@@ -46,12 +61,18 @@ impl Input {
 
     /// `nextToken` and `maxResults` from the query string.
     pub fn page(&self) -> Result<PageRequest, ApiError> {
-        Ok(PageRequest { next_token: self.query("nextToken").map(str::to_string), max_results: self.query_as("maxResults")? })
+        Ok(PageRequest {
+            next_token: self.query("nextToken").map(str::to_string),
+            max_results: self.query_as("maxResults")?,
+        })
     }
 
     /// `marker` and `pageSize`, the paging of the older list operations.
     pub fn marker_page(&self) -> Result<PageRequest, ApiError> {
-        Ok(PageRequest { next_token: self.query("marker").map(str::to_string), max_results: self.query_as("pageSize")? })
+        Ok(PageRequest {
+            next_token: self.query("marker").map(str::to_string),
+            max_results: self.query_as("pageSize")?,
+        })
     }
 
     /// A required header-bound member (e.g. `x-amzn-principal`).
@@ -66,9 +87,15 @@ impl Input {
 
     /// The JSON body; an empty body reads as `{}`.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        let text: &[u8] = if self.body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &self.body };
+        let text: &[u8] = if self.body.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &self.body
+        };
         serde_json::from_slice(text).map_err(|err| {
-            ApiError::invalid(format!("The request body could not be parsed as the expected JSON document: {err}"))
+            ApiError::invalid(format!(
+                "The request body could not be parsed as the expected JSON document: {err}"
+            ))
         })
     }
 

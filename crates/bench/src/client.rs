@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
 use ferrocore_mqtt::{
-    Ack, Connect, Packet, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions, Version, decode, encode,
+    Ack, Connect, Packet, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+    Version, decode, encode,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -27,13 +28,19 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(addr: SocketAddr, ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Self> {
+    pub fn new(
+        addr: SocketAddr,
+        ca_pem: &[u8],
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> anyhow::Result<Self> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem) {
             roots.add(cert.context("reading the CA")?)?;
         }
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(cert_pem).collect::<Result<_, _>>().context("reading the client certificate")?;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<_, _>>()
+            .context("reading the client certificate")?;
         let key = PrivateKeyDer::from_pem_slice(key_pem).context("reading the client key")?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -43,18 +50,34 @@ impl Target {
         // Every connection is a full handshake (certificates exchanged and verified).
         config.resumption = rustls::client::Resumption::disabled();
         let server_name = ServerName::try_from(addr.ip().to_string())?;
-        Ok(Self { addr, connector: TlsConnector::from(Arc::new(config)), server_name })
+        Ok(Self {
+            addr,
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name,
+        })
     }
 
     /// TCP, TLS, CONNECT and a successful CONNACK.
     pub async fn connect(&self, client_id: &str) -> anyhow::Result<Connection> {
-        let tcp = TcpStream::connect(self.addr).await.with_context(|| format!("connecting to {}", self.addr))?;
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .with_context(|| format!("connecting to {}", self.addr))?;
         tcp.set_nodelay(true)?;
-        let tls = self.connector.connect(self.server_name.clone(), tcp).await.context("TLS handshake")?;
+        let tls = self
+            .connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .context("TLS handshake")?;
         let (reader, writer) = tokio::io::split(tls);
         let mut connection = Connection {
-            reader: Reader { reader, buffer: BytesMut::with_capacity(16 * 1024) },
-            writer: Writer { writer, out: BytesMut::new() },
+            reader: Reader {
+                reader,
+                buffer: BytesMut::with_capacity(16 * 1024),
+            },
+            writer: Writer {
+                writer,
+                out: BytesMut::new(),
+            },
         };
         let connect = Connect {
             version: Version::V311,
@@ -92,13 +115,24 @@ impl Connection {
 
     /// Subscribes and waits for a granted SUBACK.
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> anyhow::Result<()> {
-        let options = SubscriptionOptions { qos, no_local: false, retain_as_published: false, retain_handling: 0 };
-        let subscribe = Subscribe { packet_id: 1, filters: vec![(filter.to_string(), options)], properties: Properties::default() };
+        let options = SubscriptionOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+        };
+        let subscribe = Subscribe {
+            packet_id: 1,
+            filters: vec![(filter.to_string(), options)],
+            properties: Properties::default(),
+        };
         self.queue(&Packet::Subscribe(subscribe));
         self.flush().await?;
         loop {
             match self.next().await? {
-                Packet::SubAck(ack) if ack.reasons.iter().all(|r| (*r as u8) < 0x80) => return Ok(()),
+                Packet::SubAck(ack) if ack.reasons.iter().all(|r| (*r as u8) < 0x80) => {
+                    return Ok(());
+                }
                 Packet::SubAck(ack) => bail!("subscription to {filter} refused: {:?}", ack.reasons),
                 _ => continue,
             }
@@ -164,13 +198,29 @@ impl Writer {
     }
 
     pub fn queue_publish(&mut self, topic: &str, payload: Bytes, packet_id: Option<u16>) {
-        let qos = if packet_id.is_some() { QoS::AtLeastOnce } else { QoS::AtMostOnce };
-        let publish = Publish { dup: false, qos, retain: false, topic: topic.to_string(), packet_id, payload, properties: Properties::default() };
+        let qos = if packet_id.is_some() {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        let publish = Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: topic.to_string(),
+            packet_id,
+            payload,
+            properties: Properties::default(),
+        };
         self.queue(&Packet::Publish(publish));
     }
 
     pub fn queue_puback(&mut self, packet_id: u16) {
-        self.queue(&Packet::PubAck(Ack { packet_id, reason: ReasonCode::Success, properties: Properties::default() }));
+        self.queue(&Packet::PubAck(Ack {
+            packet_id,
+            reason: ReasonCode::Success,
+            properties: Properties::default(),
+        }));
     }
 
     pub async fn flush(&mut self) -> anyhow::Result<()> {

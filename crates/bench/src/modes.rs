@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use ferrocore_mqtt::{Packet, QoS};
-use serde_json::{Value, json};
 use hdrhistogram::Histogram;
+use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use crate::client::Target;
@@ -17,15 +17,30 @@ use crate::report::{histogram, latency, now_micros};
 
 /// Resident memory of a process, in bytes, from /proc.
 pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
-    let kib: u64 = line.split_whitespace().nth(1).context("VmRSS value")?.parse()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?;
     Ok(kib * 1024)
 }
 
 /// Opens `count` connections (`concurrency` at a time), holds them, and reads the
 /// broker's RSS growth per connection.
-pub async fn idle(target: &Target, prefix: &str, count: usize, concurrency: usize, broker_pid: u32, hold: Duration) -> anyhow::Result<Value> {
+pub async fn idle(
+    target: &Target,
+    prefix: &str,
+    count: usize,
+    concurrency: usize,
+    broker_pid: u32,
+    hold: Duration,
+) -> anyhow::Result<Value> {
     let before = rss_bytes(broker_pid)?;
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(concurrency));
@@ -73,7 +88,12 @@ type Worker = tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>;
 
 /// Lets the workers run for `duration`, then stops them; answers what they
 /// completed in that time, the seconds measured and their merged latencies.
-async fn run_workers(duration: Duration, done: &AtomicU64, stop: &AtomicBool, workers: Vec<Worker>) -> anyhow::Result<(u64, f64, Histogram<u64>)> {
+async fn run_workers(
+    duration: Duration,
+    done: &AtomicU64,
+    stop: &AtomicBool,
+    workers: Vec<Worker>,
+) -> anyhow::Result<(u64, f64, Histogram<u64>)> {
     let started = Instant::now();
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
@@ -87,13 +107,19 @@ async fn run_workers(duration: Duration, done: &AtomicU64, stop: &AtomicBool, wo
 }
 
 /// Full TLS handshakes with CONNECT/CONNACK, `concurrency` at a time, for `duration`.
-pub async fn handshakes(target: &Target, prefix: &str, concurrency: usize, duration: Duration) -> anyhow::Result<Value> {
+pub async fn handshakes(
+    target: &Target,
+    prefix: &str,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Value> {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers: Vec<Worker> = Vec::new();
     for worker in 0..concurrency {
-        let (target, done, failed, stop) = (target.clone(), done.clone(), failed.clone(), stop.clone());
+        let (target, done, failed, stop) =
+            (target.clone(), done.clone(), failed.clone(), stop.clone());
         let client_id = format!("{prefix}hs-{worker}");
         workers.push(tokio::spawn(async move {
             let mut samples = histogram();
@@ -101,7 +127,9 @@ pub async fn handshakes(target: &Target, prefix: &str, concurrency: usize, durat
                 let started = Instant::now();
                 match target.connect(&client_id).await {
                     Ok(mut connection) => {
-                        samples.record(started.elapsed().as_micros().max(1) as u64).ok();
+                        samples
+                            .record(started.elapsed().as_micros().max(1) as u64)
+                            .ok();
                         done.fetch_add(1, Ordering::Relaxed);
                         connection.queue(&Packet::Disconnect(ferrocore_mqtt::Disconnect {
                             reason: ferrocore_mqtt::ReasonCode::Success,
@@ -133,7 +161,14 @@ pub async fn handshakes(target: &Target, prefix: &str, concurrency: usize, durat
 /// Devices `<prefix>shadow-<i>` report to their classic shadow over MQTT with
 /// `inflight` updates outstanding each; counts `update/accepted` per second and
 /// checks that every acknowledged update was accepted exactly once, in order.
-pub async fn shadow(target: &Target, prefix: &str, devices: usize, inflight: usize, warmup: Duration, duration: Duration) -> anyhow::Result<Value> {
+pub async fn shadow(
+    target: &Target,
+    prefix: &str,
+    devices: usize,
+    inflight: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Value> {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let accepted = Arc::new(AtomicU64::new(0));
@@ -142,8 +177,12 @@ pub async fn shadow(target: &Target, prefix: &str, devices: usize, inflight: usi
         let thing = format!("{prefix}shadow-{i}");
         let mut connection = target.connect(&thing).await?;
         let base = format!("$aws/things/{thing}/shadow/update");
-        connection.subscribe(&format!("{base}/accepted"), QoS::AtMostOnce).await?;
-        connection.subscribe(&format!("{base}/rejected"), QoS::AtMostOnce).await?;
+        connection
+            .subscribe(&format!("{base}/accepted"), QoS::AtMostOnce)
+            .await?;
+        connection
+            .subscribe(&format!("{base}/rejected"), QoS::AtMostOnce)
+            .await?;
         let (measuring, stop, accepted) = (measuring.clone(), stop.clone(), accepted.clone());
         tasks.push(tokio::spawn(async move {
             let mut samples = histogram();
@@ -163,19 +202,26 @@ pub async fn shadow(target: &Target, prefix: &str, devices: usize, inflight: usi
                     while outstanding < inflight {
                         sent += 1;
                         packet_id = packet_id.checked_add(1).unwrap_or(1);
-                        let update = format!(r#"{{"state":{{"reported":{{"n":{sent},"t":{}}}}}}}"#, now_micros());
+                        let update = format!(
+                            r#"{{"state":{{"reported":{{"n":{sent},"t":{}}}}}}}"#,
+                            now_micros()
+                        );
                         writer.queue_publish(&base, Bytes::from(update), Some(packet_id));
                         outstanding += 1;
                     }
                     writer.flush().await?;
                 }
-                match tokio::time::timeout(Duration::from_secs(5), reader.read_batch(&mut packets)).await {
+                match tokio::time::timeout(Duration::from_secs(5), reader.read_batch(&mut packets))
+                    .await
+                {
                     Err(_) if stopping => break,
                     Err(_) => bail!("{base}: no answer in 5 s"),
                     Ok(result) => result?,
                 }
                 for packet in packets.drain(..) {
-                    let Packet::Publish(publish) = packet else { continue };
+                    let Packet::Publish(publish) = packet else {
+                        continue;
+                    };
                     outstanding = outstanding.saturating_sub(1);
                     if publish.topic.ends_with("/rejected") {
                         rejected += 1;
@@ -192,8 +238,13 @@ pub async fn shadow(target: &Target, prefix: &str, devices: usize, inflight: usi
                     seen += 1;
                     if measuring.load(Ordering::Relaxed) {
                         accepted.fetch_add(1, Ordering::Relaxed);
-                        if let Some(stamp) = document.pointer("/state/reported/t").and_then(Value::as_u64) {
-                            samples.record(now_micros().saturating_sub(stamp).max(1)).ok();
+                        if let Some(stamp) = document
+                            .pointer("/state/reported/t")
+                            .and_then(Value::as_u64)
+                        {
+                            samples
+                                .record(now_micros().saturating_sub(stamp).max(1))
+                                .ok();
                         }
                     }
                 }
@@ -232,18 +283,31 @@ pub async fn shadow(target: &Target, prefix: &str, devices: usize, inflight: usi
 }
 
 /// SigV4-signed CreateThing calls, `concurrency` at a time, for `duration`.
-pub async fn create_things(endpoint: &str, prefix: &str, concurrency: usize, duration: Duration) -> anyhow::Result<Value> {
+pub async fn create_things(
+    endpoint: &str,
+    prefix: &str,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Value> {
     let url = reqwest::Url::parse(endpoint)?;
     let host = match url.port() {
         Some(port) => format!("{}:{port}", url.host_str().context("endpoint host")?),
         None => url.host_str().context("endpoint host")?.to_string(),
     };
-    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers: Vec<Worker> = Vec::new();
     for worker in 0..concurrency {
-        let (http, host, endpoint, done, stop) = (http.clone(), host.clone(), endpoint.trim_end_matches('/').to_string(), done.clone(), stop.clone());
+        let (http, host, endpoint, done, stop) = (
+            http.clone(),
+            host.clone(),
+            endpoint.trim_end_matches('/').to_string(),
+            done.clone(),
+            stop.clone(),
+        );
         let prefix = prefix.to_string();
         workers.push(tokio::spawn(async move {
             let mut samples = histogram();
@@ -256,22 +320,41 @@ pub async fn create_things(endpoint: &str, prefix: &str, concurrency: usize, dur
                     method: "POST",
                     path: &path,
                     query: "",
-                    headers: vec![("host", host.as_str()), ("content-type", "application/json")],
+                    headers: vec![
+                        ("host", host.as_str()),
+                        ("content-type", "application/json"),
+                    ],
                     body_sha256: ferrocore_sigv4::body_sha256(&body),
                 };
-                let key = ferrocore_sigv4::SigningKey { access_key: "test", secret_key: "test", region: "us-east-1", service: "iot" };
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
-                let mut builder = http.post(format!("{endpoint}{path}")).header("content-type", "application/json").body(body);
+                let key = ferrocore_sigv4::SigningKey {
+                    access_key: "test",
+                    secret_key: "test",
+                    region: "us-east-1",
+                    service: "iot",
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs() as i64;
+                let mut builder = http
+                    .post(format!("{endpoint}{path}"))
+                    .header("content-type", "application/json")
+                    .body(body);
                 for (name, value) in ferrocore_sigv4::sign(&request, &key, now) {
                     builder = builder.header(name, value);
                 }
                 let started = Instant::now();
                 let response = builder.send().await?;
                 if !response.status().is_success() {
-                    bail!("CreateThing answered {}: {}", response.status(), response.text().await.unwrap_or_default());
+                    bail!(
+                        "CreateThing answered {}: {}",
+                        response.status(),
+                        response.text().await.unwrap_or_default()
+                    );
                 }
                 response.bytes().await?;
-                samples.record(started.elapsed().as_micros().max(1) as u64).ok();
+                samples
+                    .record(started.elapsed().as_micros().max(1) as u64)
+                    .ok();
                 done.fetch_add(1, Ordering::Relaxed);
             }
             Ok(samples)

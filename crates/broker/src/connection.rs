@@ -6,15 +6,19 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ferrocore_mqtt::{
-    Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
-    ConnectionState, UnsubAck, Unsubscribe, Version, Will, decode, encode, topic,
+    Ack, ConnAck, Connect, ConnectionState, DecodeError, Disconnect, Packet, Properties, Publish,
+    QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will, decode, encode,
+    topic,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::events::{self, Presence};
 use crate::message::Message;
-use crate::router::{ClientEntry, Outgoing, PermissionsCell, current};
+use crate::router::{
+    ClientEntry, Control, Delivery, PermissionsCell, Signal, Subscription, Unfinished, current,
+};
+use crate::sessions::SessionWrite;
 use crate::{Identity, MAX_SESSION_EXPIRY_SECS, Origin, Shared, now_ms};
 
 /// How long a new connection may take to send CONNECT.
@@ -28,6 +32,8 @@ const WAITING_LIMIT: usize = 1024;
 const OUT_BATCH: usize = 64;
 /// Output buffered past this many bytes is written without waiting for the batch to end.
 const OUT_FLUSH_BYTES: usize = 16 * 1024;
+/// How long the last packets of a connection that is told to leave may take to write.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(250);
 /// QoS 1 messages AWS lets a client leave unacknowledged (outbound, for MQTT 3.1.1),
 /// and that it takes from a client before acknowledging (the CONNACK's Receive Maximum).
 const V311_RECEIVE_MAXIMUM: u16 = 100;
@@ -49,6 +55,16 @@ enum End {
     Revoked,
     /// DeleteConnection.
     Kicked,
+}
+
+impl From<Signal> for End {
+    fn from(signal: Signal) -> Self {
+        match signal {
+            Signal::TakenOver => Self::TakenOver,
+            Signal::Revoked => Self::Revoked,
+            Signal::Kicked { .. } => Self::Kicked,
+        }
+    }
 }
 
 impl End {
@@ -105,20 +121,46 @@ struct Session<S> {
     /// The largest packet the client takes (MQTT 5 Maximum Packet Size).
     client_max_packet: usize,
     /// Keep-alive, packet ids, QoS 1 messages in flight (kept by a persistent
-    /// session for redelivery) and inbound topic aliases.
-    state: ConnectionState<Message>,
+    /// session for redelivery, with their stored sequence number when they came
+    /// from its stored queue) and inbound topic aliases.
+    state: ConnectionState<Unfinished>,
     /// QoS 1 messages waiting for room in the client's Receive Maximum window.
-    waiting: std::collections::VecDeque<(Message, bool)>,
+    waiting: std::collections::VecDeque<(Unfinished, bool)>,
+    /// Stored queued messages delivered (acknowledged, or expired): their records go.
+    delivered: Vec<u64>,
     quota: crate::quota::QuotaWindow,
+    /// Signals that end the connection (take-over, revocation, DeleteConnection).
+    control: watch::Receiver<Option<Signal>>,
+}
+
+/// Waits until the connection is told to leave.
+async fn signalled(control: &mut watch::Receiver<Option<Signal>>) -> Signal {
+    let signal = control
+        .wait_for(Option::is_some)
+        .await
+        .map(|signal| signal.unwrap_or(Signal::Revoked));
+    match signal {
+        Ok(signal) => signal,
+        // The router dropped the sender: nothing can signal any more.
+        Err(_) => std::future::pending().await,
+    }
 }
 
 fn clamp_keep_alive(requested: u16) -> u16 {
-    if requested == 0 { KEEP_ALIVE_RANGE.1 } else { requested.clamp(KEEP_ALIVE_RANGE.0, KEEP_ALIVE_RANGE.1) }
+    if requested == 0 {
+        KEEP_ALIVE_RANGE.1
+    } else {
+        requested.clamp(KEEP_ALIVE_RANGE.0, KEEP_ALIVE_RANGE.1)
+    }
 }
 
 /// Checks a will at CONNECT: AWS refuses QoS 2, invalid topics and topics the
 /// client may not publish (or, for a retained will, retain-publish) to.
-fn check_will(will: &Will, permissions: &ferrocore_registry::Permissions, shared: &Shared) -> Result<(), ReasonCode> {
+fn check_will(
+    will: &Will,
+    permissions: &ferrocore_registry::Permissions,
+    shared: &Shared,
+) -> Result<(), ReasonCode> {
     if will.qos == QoS::ExactlyOnce {
         return Err(ReasonCode::QoSNotSupported);
     }
@@ -126,7 +168,8 @@ fn check_will(will: &Will, permissions: &ferrocore_registry::Permissions, shared
         return Err(ReasonCode::TopicNameInvalid);
     }
     let resource = shared.arn("topic", &will.topic);
-    let retain_allowed = !will.retain || (!will.topic.starts_with('$') && permissions.allows("iot:RetainPublish", &resource));
+    let retain_allowed = !will.retain
+        || (!will.topic.starts_with('$') && permissions.allows("iot:RetainPublish", &resource));
     if !permissions.allows("iot:Publish", &resource) || !retain_allowed {
         return Err(ReasonCode::NotAuthorized);
     }
@@ -141,7 +184,12 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     connection: u64,
 ) {
     let mut buffer = BytesMut::with_capacity(4096);
-    let connect = match tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut stream, &mut buffer, &shared)).await {
+    let connect = match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        read_connect(&mut stream, &mut buffer, &shared),
+    )
+    .await
+    {
         Ok(Ok(connect)) => connect,
         Ok(Err(reason)) => {
             tracing::info!(principal = identity.principal_id(), reason = %reason, "connection refused before CONNECT");
@@ -154,7 +202,11 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let version = connect.version;
     let refuse = async |stream: &mut S, reason: ReasonCode| {
-        let ack = Packet::ConnAck(ConnAck { session_present: false, reason, properties: Properties::default() });
+        let ack = Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason,
+            properties: Properties::default(),
+        });
         let mut out = BytesMut::new();
         encode(&ack, version, &mut out);
         let _ = stream.write_all(&out).await;
@@ -168,9 +220,15 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         connect.client_id = format!("${}", uuid::Uuid::new_v4().simple());
     }
     let reserved = connect.client_id.starts_with('$') && !assigned_id;
-    if connect.client_id.is_empty() || reserved || connect.client_id.len() > shared.max_client_id_len {
+    if connect.client_id.is_empty()
+        || reserved
+        || connect.client_id.len() > shared.max_client_id_len
+    {
         refuse(&mut stream, ReasonCode::ClientIdentifierNotValid).await;
-        tracing::info!(principal = identity.principal_id(), "connection refused: client id not valid");
+        tracing::info!(
+            principal = identity.principal_id(),
+            "connection refused: client id not valid"
+        );
         return;
     }
     let permissions = match shared.permissions_of(&identity, &connect.client_id).await {
@@ -182,7 +240,9 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     if !permissions.allows("iot:Connect", &shared.arn("client", &connect.client_id)) {
-        metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "connect").increment(1);
+        metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "connect")
+            .increment(1);
+        shared.forget_permissions(&identity, &connect.client_id);
         refuse(&mut stream, ReasonCode::NotAuthorized).await;
         tracing::info!(client_id = %connect.client_id, principal = identity.principal_id(), "connection refused: iot:Connect denied");
         return;
@@ -190,6 +250,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     if let Some(will) = &connect.will
         && let Err(reason) = check_will(will, &permissions, &shared)
     {
+        shared.forget_permissions(&identity, &connect.client_id);
         refuse(&mut stream, reason).await;
         tracing::info!(client_id = %connect.client_id, reason = ?reason, "connection refused: will not accepted");
         return;
@@ -216,7 +277,8 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             properties.session_expiry_interval = u32::try_from(MAX_SESSION_EXPIRY_SECS).ok();
         }
     }
-    let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
+    let (sender, mut receiver) = mpsc::channel(QUEUE_DEPTH);
+    let (control, control_receiver) = Control::channel();
     let client_id = connect.client_id.clone();
     // MQTT 3.1.1: cleanSession=0 makes the session persistent for AWS's default expiry;
     // MQTT 5: a Session Expiry Interval above 0 (capped at 7 days).
@@ -228,39 +290,27 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             .filter(|secs| *secs > 0)
             .map(|secs| u64::from(secs).min(MAX_SESSION_EXPIRY_SECS)),
     };
-    let stored = shared.router.take_session(&client_id);
-    // The stored copy goes either way: resumed, the session lives in memory until it is parked again.
-    let had_stored = stored.is_some();
-    let resumed = stored.filter(|session| !connect.clean_start && session.expires_at_ms > now_ms());
-    if had_stored
-        && let Err(err) = shared.sessions.delete(vec![client_id.clone()]).await
-    {
-        tracing::warn!(client_id = %client_id, error = %err, "cannot remove a stored session");
-    }
-    let (subscriptions, queued) = match resumed {
-        Some(session) => (
-            Some(session.subscriptions.iter().map(|(f, q)| (f.clone(), crate::sessions::StoredSession::qos_of(*q))).collect()),
-            session.queue,
-        ),
-        None => (None, Vec::new()),
-    };
     let cell: PermissionsCell = Arc::new(std::sync::RwLock::new(permissions));
-    let (lifecycle_version, session_present) = shared.router.connect(
-        ClientEntry {
-            client_id: client_id.clone(),
-            connection,
-            identity: identity.clone(),
-            permissions: cell.clone(),
-            sender,
-        },
-        subscriptions,
-        !connect.clean_start,
-    );
+    let entry = ClientEntry {
+        client_id: client_id.clone(),
+        connection,
+        identity: identity.clone(),
+        permissions: cell.clone(),
+        sender,
+        control,
+    };
+    // One step under the router's lock: from here every message routed to this
+    // client id is either in the resumed queue or in this connection's queue.
+    let connected = shared.router.connect(entry, connect.clean_start, now_ms());
+    let session_present = connected.session_present;
+    shared
+        .store_session_writes(&client_id, connected.writes)
+        .await;
     let presence = Presence {
         client_id: client_id.clone(),
         session_id: uuid::Uuid::new_v4().to_string(),
         principal: identity.principal_id().to_string(),
-        version: lifecycle_version,
+        version: connected.version,
     };
     let mut session = Session {
         stream,
@@ -286,61 +336,122 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Version::V5 => connect.properties.receive_maximum.unwrap_or(u16::MAX),
                 Version::V311 => V311_RECEIVE_MAXIMUM,
             },
-            if version == Version::V5 { TOPIC_ALIAS_MAXIMUM } else { 0 },
+            if version == Version::V5 {
+                TOPIC_ALIAS_MAXIMUM
+            } else {
+                0
+            },
             std::time::Instant::now(),
         ),
         waiting: std::collections::VecDeque::new(),
+        delivered: Vec::new(),
         quota: crate::quota::QuotaWindow::new(shared.limits.rate, std::time::Instant::now()),
+        control: control_receiver,
     };
-    let accepted = Packet::ConnAck(ConnAck { session_present, reason: ReasonCode::Success, properties });
+    let accepted = Packet::ConnAck(ConnAck {
+        session_present,
+        reason: ReasonCode::Success,
+        properties,
+    });
     metrics::gauge!("ferrocore_mqtt_connections").increment(1.0);
     tracing::info!(client_id = %client_id, principal = identity.principal_id(), version = ?version, keep_alive, "client connected");
     let end = match session.send(&accepted).await {
         Ok(()) => {
-            shared.store_changed(events::connected(&shared, &session.presence, &peer.ip().to_string())).await;
-            match session.replay(queued).await {
-                Ok(()) => session.run(receiver).await,
+            shared
+                .store_changed(events::connected(
+                    &shared,
+                    &session.presence,
+                    &peer.ip().to_string(),
+                ))
+                .await;
+            match session.replay(connected.replay).await {
+                Ok(()) => session.run(&mut receiver).await,
                 Err(_) => End::ConnectionLost,
             }
         }
         Err(_) => End::ConnectionLost,
     };
+    // A connection told to leave may have noticed it as a failed write.
+    let signal = *session.control.borrow();
+    let end = match signal {
+        Some(signal) if matches!(end, End::ConnectionLost) => End::from(signal),
+        _ => end,
+    };
+    if let Some(Signal::Kicked {
+        clean_session,
+        prevent_will,
+    }) = signal
+    {
+        session.discard_session |= clean_session;
+        session.prevent_will |= prevent_will;
+    }
     let expiry_secs = match session.expiry_on_disconnect {
         _ if session.discard_session => None,
         Some(0) => None,
         Some(secs) if expiry_secs.is_some() => Some(u64::from(secs).min(MAX_SESSION_EXPIRY_SECS)),
         _ => expiry_secs,
     };
-    match expiry_secs {
-        Some(secs) => {
-            let expires = now_ms() + secs * 1000;
-            let mut unacknowledged = session.state.take_in_flight();
-            unacknowledged.extend(session.waiting.drain(..).map(|(message, _)| message));
-            if let Some(parked) = shared.router.park(&client_id, connection, &identity, expires, unacknowledged)
-                && let Err(err) = shared.sessions.save(vec![(client_id.clone(), parked)]).await
-            {
-                tracing::error!(client_id = %client_id, error = %err, "cannot store a persistent session");
-            }
-        }
-        None => shared.router.disconnect(&client_id, connection),
-    }
+    let mut unfinished = session.state.take_in_flight();
+    unfinished.extend(session.waiting.drain(..).map(|(message, _)| message));
+    let mut writes = session.delivered_writes();
+    writes.extend(match expiry_secs {
+        Some(secs) => shared.router.park(
+            &client_id,
+            connection,
+            now_ms() + secs * 1000,
+            unfinished,
+            &mut receiver,
+        ),
+        None => shared
+            .router
+            .disconnect(&client_id, connection, unfinished, now_ms()),
+    });
+    shared.store_session_writes(&client_id, writes).await;
+    shared.forget_permissions(&identity, &client_id);
     metrics::gauge!("ferrocore_mqtt_connections").decrement(1.0);
     tracing::info!(client_id = %client_id, reason = %end, "client disconnected");
     let (reason, client_initiated) = end.lifecycle_reason();
-    if !client_initiated && !session.prevent_will && let Some(will) = &connect.will {
+    if !client_initiated
+        && !session.prevent_will
+        && let Some(will) = &connect.will
+    {
         // The will's expiry counts from the disconnect.
-        let message = Message::published(will.topic.clone(), will.payload.clone(), &will.properties, now_ms());
-        if will.retain && let Err(err) = shared.retained.set(&message, will.qos, now_ms()).await {
+        let message = Message::published(
+            will.topic.clone(),
+            will.payload.clone(),
+            &will.properties,
+            now_ms(),
+        );
+        if will.retain
+            && let Err(err) = shared.retained.set(&message, will.qos, now_ms()).await
+        {
             tracing::error!(client_id = %client_id, error = %err, "cannot store a retained will");
         }
-        let origin = Origin { client_id: Some(&client_id), principal: Some(identity.principal_id()), ..Origin::default() };
-        shared.store_changed(shared.route(&message, will.qos, origin)).await;
+        let origin = Origin {
+            client_id: Some(&client_id),
+            principal: Some(identity.principal_id()),
+            ..Origin::default()
+        };
+        shared
+            .store_changed(shared.route(&message, will.qos, will.retain, origin))
+            .await;
     }
-    shared.store_changed(events::disconnected(&shared, &session.presence, reason, client_initiated)).await;
+    shared
+        .store_changed(events::disconnected(
+            &shared,
+            &session.presence,
+            reason,
+            client_initiated,
+        ))
+        .await;
     let _ = session.stream.shutdown().await;
 }
 
-async fn read_connect<S: AsyncRead + Unpin>(stream: &mut S, buffer: &mut BytesMut, shared: &Shared) -> Result<Connect, String> {
+async fn read_connect<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buffer: &mut BytesMut,
+    shared: &Shared,
+) -> Result<Connect, String> {
     loop {
         match decode(buffer, None, shared.max_packet_size) {
             Ok(Some(Packet::Connect(connect))) => return Ok(*connect),
@@ -358,7 +469,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Queues a packet for the next flush (written at once past [`OUT_FLUSH_BYTES`]).
     async fn send(&mut self, packet: &Packet) -> std::io::Result<()> {
         encode(packet, self.version, &mut self.out);
-        if self.out.len() >= OUT_FLUSH_BYTES { self.flush().await } else { Ok(()) }
+        if self.out.len() >= OUT_FLUSH_BYTES {
+            self.flush().await
+        } else {
+            Ok(())
+        }
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
@@ -375,17 +490,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Ends the connection with a reason: MQTT 5 clients are told with DISCONNECT.
+    /// A client that does not read cannot hold the connection open.
     async fn close(&mut self, reason: ReasonCode, end: End) -> End {
         if self.version == Version::V5 {
-            let _ = self.send(&Packet::Disconnect(Disconnect { reason, properties: Properties::default() })).await;
+            encode(
+                &Packet::Disconnect(Disconnect {
+                    reason,
+                    properties: Properties::default(),
+                }),
+                self.version,
+                &mut self.out,
+            );
         }
-        let _ = self.flush().await;
+        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, self.flush()).await;
         end
     }
 
-    async fn run(&mut self, mut outgoing: mpsc::Receiver<Outgoing>) -> End {
+    /// Ends the connection as a signal asks.
+    async fn obey(&mut self, signal: Signal) -> End {
+        let reason = match signal {
+            Signal::TakenOver => ReasonCode::SessionTakenOver,
+            Signal::Revoked => ReasonCode::NotAuthorized,
+            Signal::Kicked {
+                clean_session,
+                prevent_will,
+            } => {
+                self.discard_session = clean_session;
+                self.prevent_will = prevent_will;
+                ReasonCode::AdministrativeAction
+            }
+        };
+        self.close(reason, End::from(signal)).await
+    }
+
+    /// The store writes that remove delivered messages of the stored queue.
+    fn delivered_writes(&mut self) -> Vec<SessionWrite> {
+        let client_id = &self.client_id;
+        self.delivered
+            .drain(..)
+            .map(|seq| SessionWrite::Dequeue {
+                client_id: client_id.clone(),
+                seq,
+            })
+            .collect()
+    }
+
+    async fn run(&mut self, outgoing: &mut mpsc::Receiver<Delivery>) -> End {
         loop {
-            while let Some(packet) = match decode(&mut self.buffer, Some(self.version), self.shared.max_packet_size) {
+            let signal = *self.control.borrow();
+            if let Some(signal) = signal {
+                return self.obey(signal).await;
+            }
+            while let Some(packet) = match decode(
+                &mut self.buffer,
+                Some(self.version),
+                self.shared.max_packet_size,
+            ) {
                 Ok(packet) => packet,
                 Err(err) => {
                     let reason = err.reason_code();
@@ -400,12 +560,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if self.flush().await.is_err() {
                 return End::ConnectionLost;
             }
+            if !self.delivered.is_empty() {
+                let writes = self.delivered_writes();
+                self.shared
+                    .store_session_writes(&self.client_id, writes)
+                    .await;
+            }
             // MQTT: the server may close after 1.5 keep-alive periods without a packet.
             let idle = self
                 .state
                 .deadline()
-                .map_or(Duration::from_secs(u64::from(u32::MAX)), |d| d.saturating_duration_since(std::time::Instant::now()));
+                .map_or(Duration::from_secs(u64::from(u32::MAX)), |d| {
+                    d.saturating_duration_since(std::time::Instant::now())
+                });
             tokio::select! {
+                biased;
+                signal = signalled(&mut self.control) => return self.obey(signal).await,
                 read = tokio::time::timeout(idle, self.stream.read_buf(&mut self.buffer)) => match read {
                     Err(_) => return self.close(ReasonCode::KeepAliveTimeout, End::KeepAliveTimeout).await,
                     Ok(Ok(0)) | Ok(Err(_)) => return End::ConnectionLost,
@@ -423,21 +593,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let mut next = message;
                     let mut taken = 0;
                     loop {
-                        match next {
-                            Some(Outgoing::Deliver { message, qos, retain }) => {
-                                if self.deliver(message, qos, retain).await.is_err() {
-                                    return End::ConnectionLost;
-                                }
-                            }
-                            Some(Outgoing::Kicked { clean_session, prevent_will }) => {
-                                self.discard_session = clean_session;
-                                self.prevent_will = prevent_will;
-                                return self.close(ReasonCode::AdministrativeAction, End::Kicked).await;
-                            }
-                            Some(Outgoing::TakenOver) | None => {
-                                return self.close(ReasonCode::SessionTakenOver, End::TakenOver).await;
-                            }
-                            Some(Outgoing::Revoked) => return self.close(ReasonCode::NotAuthorized, End::Revoked).await,
+                        let Some(Delivery { message, qos, retain }) = next else {
+                            // Only the router closes the queue, when it parks this session.
+                            return End::ConnectionLost;
+                        };
+                        if self.deliver((None, message), qos, retain).await.is_err() {
+                            return End::ConnectionLost;
                         }
                         taken += 1;
                         if taken == OUT_BATCH {
@@ -453,46 +614,74 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Sends the QoS 1 messages a resumed session queued while the client was away.
-    async fn replay(&mut self, queued: Vec<Message>) -> std::io::Result<()> {
-        for message in queued {
-            self.deliver(message, QoS::AtLeastOnce, false).await?;
+    /// Sends the QoS 1 messages a resumed session queued while the client was away
+    /// (those its current iot:Receive still allows).
+    async fn replay(&mut self, queued: Vec<(u64, Message)>) -> std::io::Result<()> {
+        for (seq, message) in queued {
+            if !self.allowed("iot:Receive", &self.shared.arn("topic", &message.topic)) {
+                self.delivered.push(seq);
+                continue;
+            }
+            self.deliver((Some(seq), message), QoS::AtLeastOnce, false)
+                .await?;
         }
         Ok(())
+    }
+
+    /// Forgets a message that will not be sent; a stored one's record goes.
+    fn discard(&mut self, seq: Option<u64>, reason: &'static str) {
+        metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => reason).increment(1);
+        self.delivered.extend(seq);
     }
 
     /// Sends one message, unless it expired or is larger than the client takes. QoS 1
     /// messages stay in flight until acknowledged and wait while the client's Receive
     /// Maximum window is full.
-    async fn deliver(&mut self, message: Message, qos: QoS, retain: bool) -> std::io::Result<()> {
+    async fn deliver(
+        &mut self,
+        (seq, message): Unfinished,
+        qos: QoS,
+        retain: bool,
+    ) -> std::io::Result<()> {
         if message.expired(now_ms()) {
-            metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "expired").increment(1);
+            self.discard(seq, "expired");
             return Ok(());
         }
-        if message.topic.len() + message.payload.len() + message.properties_len() > self.client_max_packet {
-            metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "too_large_for_client").increment(1);
+        if message.topic.len() + message.payload.len() + message.properties_len()
+            > self.client_max_packet
+        {
+            self.discard(seq, "too_large_for_client");
             return Ok(());
         }
         let packet_id = match qos {
             QoS::AtMostOnce => None,
             _ if !self.state.can_send() || !self.waiting.is_empty() => {
-                self.waiting.push_back((message, retain));
+                self.waiting.push_back(((seq, message), retain));
                 return Ok(());
             }
-            _ => Some(self.state.send(message.clone())),
+            _ => Some(self.state.send((seq, message.clone()))),
         };
         self.send_publish(message, packet_id, retain).await
     }
 
     /// Writes one PUBLISH: QoS 1 when it has a packet id, else QoS 0.
-    async fn send_publish(&mut self, message: Message, packet_id: Option<u16>, retain: bool) -> std::io::Result<()> {
+    async fn send_publish(
+        &mut self,
+        message: Message,
+        packet_id: Option<u16>,
+        retain: bool,
+    ) -> std::io::Result<()> {
         let properties = match self.version {
             Version::V5 => message.outgoing_properties(now_ms()),
             Version::V311 => Properties::default(),
         };
         let publish = Publish {
             dup: false,
-            qos: if packet_id.is_some() { QoS::AtLeastOnce } else { QoS::AtMostOnce },
+            qos: if packet_id.is_some() {
+                QoS::AtLeastOnce
+            } else {
+                QoS::AtMostOnce
+            },
             retain,
             topic: message.topic,
             packet_id,
@@ -507,11 +696,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Sends waiting QoS 1 messages while the window has room.
     async fn drain_waiting(&mut self) -> std::io::Result<()> {
         while self.state.can_send() {
-            let Some((message, retain)) = self.waiting.pop_front() else { break };
+            let Some(((seq, message), retain)) = self.waiting.pop_front() else {
+                break;
+            };
             if message.expired(now_ms()) {
+                self.discard(seq, "expired");
                 continue;
             }
-            let packet_id = Some(self.state.send(message.clone()));
+            let packet_id = Some(self.state.send((seq, message.clone())));
             self.send_publish(message, packet_id, retain).await?;
         }
         Ok(())
@@ -520,7 +712,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn allowed(&self, action: &'static str, resource: &str) -> bool {
         let allowed = current(&self.permissions).allows(action, resource);
         if !allowed {
-            metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => action).increment(1);
+            metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => action)
+                .increment(1);
         }
         allowed
     }
@@ -533,53 +726,87 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe).await,
             Packet::PingReq => self.send(&Packet::PingResp).await,
             // MQTT 5 reason 0x04 asks for the will to be sent anyway.
-            Packet::Disconnect(disconnect) if disconnect.reason as u8 == 0x04 => return Some(End::ConnectionLost),
+            Packet::Disconnect(disconnect) if disconnect.reason as u8 == 0x04 => {
+                return Some(End::ConnectionLost);
+            }
             Packet::Disconnect(disconnect) => {
                 let expiry = disconnect.properties.session_expiry_interval;
                 if self.expiry_was_zero && expiry.is_some_and(|secs| secs > 0) {
                     // MQTT 5 §3.14.2.2.2: a session that started without expiry cannot get one now.
-                    return Some(self.close(ReasonCode::ProtocolError, End::Refused("session expiry raised at DISCONNECT")).await);
+                    return Some(
+                        self.close(
+                            ReasonCode::ProtocolError,
+                            End::Refused("session expiry raised at DISCONNECT"),
+                        )
+                        .await,
+                    );
                 }
                 self.expiry_on_disconnect = expiry;
                 return Some(End::ClientDisconnected);
             }
-            Packet::PubAck(ack) => {
-                if self.state.acknowledged(ack.packet_id) {
+            Packet::PubAck(ack) => match self.state.acknowledged(ack.packet_id) {
+                Some((seq, _)) => {
+                    self.delivered.extend(seq);
                     self.drain_waiting().await
-                } else {
-                    Ok(())
                 }
-            }
+                None => Ok(()),
+            },
             Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
-                return Some(self.close(ReasonCode::QoSNotSupported, End::Unsupported("QoS 2")).await);
+                return Some(
+                    self.close(ReasonCode::QoSNotSupported, End::Unsupported("QoS 2"))
+                        .await,
+                );
             }
-            _ => return Some(self.close(ReasonCode::ProtocolError, End::Refused("unexpected packet")).await),
+            _ => {
+                return Some(
+                    self.close(ReasonCode::ProtocolError, End::Refused("unexpected packet"))
+                        .await,
+                );
+            }
         };
         result.err().map(|_| End::ConnectionLost)
     }
 
     async fn publish(&mut self, mut publish: Publish) -> Option<End> {
         if publish.qos == QoS::ExactlyOnce {
-            return Some(self.close(ReasonCode::QoSNotSupported, End::Unsupported("QoS 2")).await);
+            return Some(
+                self.close(ReasonCode::QoSNotSupported, End::Unsupported("QoS 2"))
+                    .await,
+            );
         }
         if let Err(reason) = self.state.resolve_topic(&mut publish) {
             return Some(self.close(reason, End::Refused("topic alias")).await);
         }
-        if topic::validate_name(&publish.topic).is_err() || !self.shared.limits.topic_fits(&publish.topic) {
-            return Some(self.close(ReasonCode::TopicNameInvalid, End::Refused("invalid topic name")).await);
+        if topic::validate_name(&publish.topic).is_err()
+            || !self.shared.limits.topic_fits(&publish.topic)
+        {
+            return Some(
+                self.close(
+                    ReasonCode::TopicNameInvalid,
+                    End::Refused("invalid topic name"),
+                )
+                .await,
+            );
         }
         let resource = self.shared.arn("topic", &publish.topic);
         // Only AWS's request topics under `$aws/` are open to clients.
         let reserved = !topic::client_may_publish(&publish.topic);
         // A retained publish also needs iot:RetainPublish, and never on a reserved `$` topic.
-        let retain_denied =
-            publish.retain && (publish.topic.starts_with('$') || !self.allowed("iot:RetainPublish", &resource));
+        let retain_denied = publish.retain
+            && (publish.topic.starts_with('$') || !self.allowed("iot:RetainPublish", &resource));
         if reserved || retain_denied || !self.allowed("iot:Publish", &resource) {
             let end = End::Forbidden(format!("iot:Publish on {}", publish.topic));
             return match (self.version, publish.packet_id) {
                 (Version::V5, Some(packet_id)) => {
-                    let ack = Ack { packet_id, reason: ReasonCode::NotAuthorized, properties: Properties::default() };
-                    self.send(&Packet::PubAck(ack)).await.err().map(|_| End::ConnectionLost)
+                    let ack = Ack {
+                        packet_id,
+                        reason: ReasonCode::NotAuthorized,
+                        properties: Properties::default(),
+                    };
+                    self.send(&Packet::PubAck(ack))
+                        .await
+                        .err()
+                        .map(|_| End::ConnectionLost)
                 }
                 _ => Some(self.close(ReasonCode::NotAuthorized, end).await),
             };
@@ -587,15 +814,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.shared.metrics.messages_in.increment(1);
         if !self.quota.admit_publish(std::time::Instant::now()) {
             // AWS discards publishes over the per-connection quota.
-            metrics::counter!("ferrocore_mqtt_throttled_total", "quota" => "publishes").increment(1);
+            metrics::counter!("ferrocore_mqtt_throttled_total", "quota" => "publishes")
+                .increment(1);
             return self.acknowledge(publish.packet_id).await;
         }
-        let message = Message::published(publish.topic, publish.payload, &publish.properties, now_ms());
-        let origin = Origin { client_id: Some(&self.client_id), principal: Some(&self.presence.principal), hops: 0 };
-        if let Err(err) = self.shared.accept_publish(&message, publish.qos, publish.retain, &resource, origin).await {
+        let message = Message::published(
+            publish.topic,
+            publish.payload,
+            &publish.properties,
+            now_ms(),
+        );
+        let origin = Origin {
+            client_id: Some(&self.client_id),
+            principal: Some(&self.presence.principal),
+            hops: 0,
+        };
+        if let Err(err) = self
+            .shared
+            .accept_publish(&message, publish.qos, publish.retain, &resource, origin)
+            .await
+        {
             tracing::error!(client_id = %self.client_id, error = %err, "cannot store a retained or queued message");
             // Nothing is acknowledged that is not durable.
-            return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("message not stored")).await);
+            return Some(
+                self.close(
+                    ReasonCode::UnspecifiedError,
+                    End::Refused("message not stored"),
+                )
+                .await,
+            );
         }
         self.acknowledge(publish.packet_id).await
     }
@@ -603,34 +850,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// PUBACK for a QoS 1 publish.
     async fn acknowledge(&mut self, packet_id: Option<u16>) -> Option<End> {
         let packet_id = packet_id?;
-        let ack = Ack { packet_id, reason: ReasonCode::Success, properties: Properties::default() };
-        self.send(&Packet::PubAck(ack)).await.err().map(|_| End::ConnectionLost)
+        let ack = Ack {
+            packet_id,
+            reason: ReasonCode::Success,
+            properties: Properties::default(),
+        };
+        self.send(&Packet::PubAck(ack))
+            .await
+            .err()
+            .map(|_| End::ConnectionLost)
     }
 
     async fn subscribe(&mut self, subscribe: Subscribe) -> Option<End> {
         if !subscribe.properties.subscription_identifiers.is_empty() {
             // CONNACK said Subscription Identifier Available = 0.
             let end = End::Unsupported("subscription identifiers");
-            return Some(self.close(ReasonCode::SubscriptionIdentifiersNotSupported, end).await);
+            return Some(
+                self.close(ReasonCode::SubscriptionIdentifiersNotSupported, end)
+                    .await,
+            );
         }
-        let (mut reasons, mut granted_filters) = (Vec::new(), Vec::new());
+        let (mut reasons, mut granted_filters, mut retained_for) =
+            (Vec::new(), Vec::new(), Vec::new());
         let limits = self.shared.limits.clone();
         for (index, (filter, options)) in subscribe.filters.iter().enumerate() {
             // `$share/<group>/<filter>`: the limits and checks apply to the filter part.
             let inner = match topic::shared_subscription(filter) {
                 None => filter.as_str(),
+                // [MQTT-3.8.3-4]: No Local on a shared subscription is a protocol error.
+                Some(Ok(_)) if options.no_local => {
+                    return Some(
+                        self.close(
+                            ReasonCode::ProtocolError,
+                            End::Refused("No Local on a shared subscription"),
+                        )
+                        .await,
+                    );
+                }
                 Some(Ok((_, inner))) => inner,
                 Some(Err(_)) => {
                     reasons.push(ReasonCode::TopicFilterInvalid);
                     continue;
                 }
             };
-            if topic::validate_filter(inner).is_err() || !limits.topic_fits(inner) || !topic::client_may_subscribe(inner) {
+            if topic::validate_filter(inner).is_err()
+                || !limits.topic_fits(inner)
+                || !topic::client_may_subscribe(inner)
+            {
                 reasons.push(ReasonCode::TopicFilterInvalid);
                 continue;
             }
             let over_quota = index >= limits.filters_per_subscribe
-                || !self.shared.router.can_subscribe(&self.client_id, filter, limits.subscriptions_per_connection);
+                || !self.shared.router.can_subscribe(
+                    &self.client_id,
+                    filter,
+                    limits.subscriptions_per_connection,
+                );
             if over_quota {
                 reasons.push(ReasonCode::QuotaExceeded);
                 continue;
@@ -644,25 +919,60 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 continue;
             }
             let granted = options.qos.min(QoS::AtLeastOnce);
-            self.shared.router.subscribe(&self.client_id, filter, granted);
+            let new = self.shared.router.subscribe(
+                &self.client_id,
+                filter,
+                Subscription::granted(options, granted),
+            );
+            // Retain Handling: 0 sends the retained copy, 1 only for a new subscription, 2 never.
+            let wants_retained = match options.retain_handling {
+                0 => true,
+                1 => new == Some(true),
+                _ => false,
+            };
+            if wants_retained {
+                retained_for.push((filter.clone(), granted));
+            }
             granted_filters.push(filter.clone());
-            reasons.push(if granted == QoS::AtLeastOnce { ReasonCode::GrantedQoS1 } else { ReasonCode::Success });
+            reasons.push(if granted == QoS::AtLeastOnce {
+                ReasonCode::GrantedQoS1
+            } else {
+                ReasonCode::Success
+            });
         }
-        let ack = Packet::SubAck(SubAck { packet_id: subscribe.packet_id, reasons, properties: Properties::default() });
+        let ack = Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            reasons,
+            properties: Properties::default(),
+        });
         if self.send(&ack).await.is_err() {
             return Some(End::ConnectionLost);
         }
-        for filter in granted_filters.iter().filter(|f| !f.starts_with("$share/")) {
+        for (filter, granted) in retained_for
+            .iter()
+            .filter(|(f, _)| !f.starts_with("$share/"))
+        {
             // AWS sends the retained copy only when the filter is exactly its topic
             // (and never to a shared subscription).
             if let Some(retained) = self.shared.retained.get(filter, now_ms()) {
-                let granted = subscribe.filters.iter().find(|(f, _)| f == filter).map_or(QoS::AtMostOnce, |(_, o)| o.qos);
-                let qos = retained.qos.min(granted).min(QoS::AtLeastOnce);
+                let qos = retained.qos.min(*granted);
                 let resource = self.shared.arn("topic", filter);
-                self.shared.router.deliver_retained(&self.client_id, &retained.message, qos, &resource);
+                self.shared.router.deliver_retained(
+                    &self.client_id,
+                    &retained.message,
+                    qos,
+                    &resource,
+                );
             }
         }
-        self.shared.store_changed(events::subscriptions(&self.shared, &self.presence, "subscribed", &granted_filters)).await;
+        self.shared
+            .store_changed(events::subscriptions(
+                &self.shared,
+                &self.presence,
+                "subscribed",
+                &granted_filters,
+            ))
+            .await;
         None
     }
 
@@ -677,9 +987,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 reasons.push(ReasonCode::NoSubscriptionExisted);
             }
         }
-        let ack = Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, reasons, properties: Properties::default() });
+        let ack = Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            reasons,
+            properties: Properties::default(),
+        });
         self.send(&ack).await?;
-        self.shared.store_changed(events::subscriptions(&self.shared, &self.presence, "unsubscribed", &removed)).await;
+        self.shared
+            .store_changed(events::subscriptions(
+                &self.shared,
+                &self.presence,
+                "unsubscribed",
+                &removed,
+            ))
+            .await;
         Ok(())
     }
 }

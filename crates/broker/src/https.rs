@@ -18,7 +18,6 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use ferrocore_registry::{ApiPublish, PublishRefused};
@@ -32,39 +31,55 @@ pub(crate) const ALPN_PROTOCOLS: [&[u8]; 3] = [ALPN_MQTT, b"x-amzn-http-ca", b"h
 const MAX_PAYLOAD: usize = 128 * 1024;
 /// How long a client may take to send a request's headers (a slow client must not hold connections).
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a client may take to send a publish's body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Bytes between the client and the MQTT connection code of a WebSocket, each way.
 const WEBSOCKET_PIPE: usize = 64 * 1024;
 
 pub(crate) struct HttpsListener {
-    pub listener: TcpListener,
+    pub listener: crate::listen::Listener,
     pub acceptor: TlsAcceptor,
 }
 
 impl HttpsListener {
-    pub async fn serve(self, shared: Arc<Shared>, connections: Arc<AtomicU64>) {
+    pub async fn serve(mut self, shared: Arc<Shared>, connections: Arc<AtomicU64>) {
         if let Ok(addr) = self.listener.local_addr() {
             tracing::info!(addr = %addr, "device gateway listening (HTTPS publish, MQTT over WebSocket, ALPN x-amzn-mqtt-ca)");
         }
         loop {
-            let (tcp, peer) = match self.listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "accept failed");
-                    continue;
-                }
-            };
-            let (acceptor, shared, connections) = (self.acceptor.clone(), shared.clone(), connections.clone());
+            let (tcp, peer, permit) = self.listener.accept().await;
+            let (acceptor, shared, connections) =
+                (self.acceptor.clone(), shared.clone(), connections.clone());
             tokio::spawn(async move {
-                let Some((tls, certificate_id)) = handshake(&acceptor, tcp, peer).await else { return };
+                let _permit = permit;
+                let Some((tls, certificate_id)) = handshake(&acceptor, tcp, peer).await else {
+                    return;
+                };
                 if tls.get_ref().1.alpn_protocol() == Some(ALPN_MQTT) {
                     let connection = connections.fetch_add(1, Ordering::Relaxed);
                     match certificate_id {
-                        Some(id) => connection::serve(tls, Identity::Certificate(id), peer, shared, connection).await,
-                        None => tracing::info!(peer = %peer, "MQTT by ALPN without a client certificate refused"),
+                        Some(id) => {
+                            connection::serve(
+                                tls,
+                                Identity::Certificate(id),
+                                peer,
+                                shared,
+                                connection,
+                            )
+                            .await
+                        }
+                        None => {
+                            tracing::info!(peer = %peer, "MQTT by ALPN without a client certificate refused")
+                        }
                     }
                     return;
                 }
-                let context = Arc::new(Caller { shared, certificate_id, peer, connections });
+                let context = Arc::new(Caller {
+                    shared,
+                    certificate_id,
+                    peer,
+                    connections,
+                });
                 let service = hyper::service::service_fn(move |request| {
                     let context = context.clone();
                     async move { Ok::<_, Infallible>(context.respond(request).await) }
@@ -95,10 +110,14 @@ type Reply = Response<Full<Bytes>>;
 
 /// An AWS-shaped error: the status, `x-amzn-ErrorType`, and `{"message", "traceId"}`.
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
-    let body = serde_json::json!({"message": message.into(), "traceId": uuid::Uuid::new_v4().to_string()});
+    let body =
+        serde_json::json!({"message": message.into(), "traceId": uuid::Uuid::new_v4().to_string()});
     let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
     *reply.status_mut() = status;
-    reply.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    reply.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     if let Ok(value) = header::HeaderValue::from_str(code) {
         reply.headers_mut().insert("x-amzn-errortype", value);
     }
@@ -116,18 +135,34 @@ impl Caller {
             return self.websocket(request).await;
         }
         let Some(topic) = path.strip_prefix("/topics/") else {
-            return error(StatusCode::NOT_FOUND, "ResourceNotFoundException", format!("No such resource: {path}"));
+            return error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundException",
+                format!("No such resource: {path}"),
+            );
         };
         if request.method() != Method::POST {
-            return error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowedException", "Topics take POST.");
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowedException",
+                "Topics take POST.",
+            );
         }
-        self.publish(ferrocore_sigv4::percent_decode(topic), request).await
+        self.publish(ferrocore_sigv4::percent_decode(topic), request)
+            .await
     }
 
     /// The identity behind a signed request, or the error to answer.
-    fn signer(&self, request: &http::request::Parts, body_sha256: String) -> Result<Identity, Reply> {
-        let headers: Vec<(&str, &str)> =
-            request.headers.iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))).collect();
+    fn signer(
+        &self,
+        request: &http::request::Parts,
+        body_sha256: String,
+    ) -> Result<Identity, Reply> {
+        let headers: Vec<(&str, &str)> = request
+            .headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+            .collect();
         let signed = ferrocore_sigv4::Request {
             method: request.method.as_str(),
             path: request.uri.path(),
@@ -136,13 +171,20 @@ impl Caller {
             body_sha256,
         };
         let credentials = &self.shared.credentials;
-        let signer = ferrocore_sigv4::verify(&signed, crate::now_ms() as i64 / 1000, |key| credentials.secret_for(key))
-            .map_err(|err| error(StatusCode::FORBIDDEN, "ForbiddenException", err.to_string()))?;
-        if signer.region != self.shared.account.region || !matches!(signer.service.as_str(), "iotdata" | "iotdevicegateway") {
+        let signer = ferrocore_sigv4::verify(&signed, crate::now_ms() as i64 / 1000, |key| {
+            credentials.secret_for(key)
+        })
+        .map_err(|err| error(StatusCode::FORBIDDEN, "ForbiddenException", err.to_string()))?;
+        if signer.region != self.shared.account.region
+            || !matches!(signer.service.as_str(), "iotdata" | "iotdevicegateway")
+        {
             return Err(error(
                 StatusCode::FORBIDDEN,
                 "ForbiddenException",
-                format!("Credential should be scoped to iotdevicegateway in {}.", self.shared.account.region),
+                format!(
+                    "Credential should be scoped to iotdevicegateway in {}.",
+                    self.shared.account.region
+                ),
             ));
         }
         Ok(Identity::AccessKey(signer.access_key))
@@ -150,24 +192,45 @@ impl Caller {
 
     async fn publish(&self, topic: String, request: Request<Incoming>) -> Reply {
         let (parts, body) = request.into_parts();
-        let payload = match Limited::new(body, MAX_PAYLOAD).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "RequestEntityTooLargeException",
-                    format!("The payload exceeds the maximum size of {MAX_PAYLOAD} bytes."),
-                );
-            }
-        };
-        let identity = match (&self.certificate_id, parts.headers.contains_key(header::AUTHORIZATION)) {
+        let payload =
+            match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_PAYLOAD).collect())
+                .await
+            {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                Err(_) => {
+                    let message = format!(
+                        "The request body did not arrive within {} seconds.",
+                        BODY_TIMEOUT.as_secs()
+                    );
+                    return error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "RequestTimeoutException",
+                        message,
+                    );
+                }
+                Ok(Err(_)) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "RequestEntityTooLargeException",
+                        format!("The payload exceeds the maximum size of {MAX_PAYLOAD} bytes."),
+                    );
+                }
+            };
+        let identity = match (
+            &self.certificate_id,
+            parts.headers.contains_key(header::AUTHORIZATION),
+        ) {
             (_, true) => match self.signer(&parts, ferrocore_sigv4::body_sha256(&payload)) {
                 Ok(identity) => identity,
                 Err(reply) => return reply,
             },
             (Some(id), false) => Identity::Certificate(id.clone()),
             (None, false) => {
-                return error(StatusCode::UNAUTHORIZED, "UnauthorizedException", "Missing authentication: a client certificate or a SigV4 signature.");
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "UnauthorizedException",
+                    "Missing authentication: a client certificate or a SigV4 signature.",
+                );
             }
         };
         let query = ferrocore_sigv4::form_pairs(parts.uri.query().unwrap_or(""));
@@ -179,7 +242,9 @@ impl Caller {
             identity.principal_id().to_string(),
         ) {
             Ok(publish) => publish,
-            Err(message) => return error(StatusCode::BAD_REQUEST, "InvalidRequestException", message),
+            Err(message) => {
+                return error(StatusCode::BAD_REQUEST, "InvalidRequestException", message);
+            }
         };
         let permissions = match self.shared.permissions_of(&identity, "").await {
             Ok(permissions) => permissions,
@@ -197,14 +262,23 @@ impl Caller {
             Ok(()) => {
                 let body = serde_json::json!({"message": "OK", "traceId": uuid::Uuid::new_v4().to_string()});
                 let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
-                reply.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+                reply.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
                 reply
             }
-            Err(PublishRefused::InvalidTopic(message)) => error(StatusCode::BAD_REQUEST, "InvalidRequestException", message),
+            Err(PublishRefused::InvalidTopic(message)) => {
+                error(StatusCode::BAD_REQUEST, "InvalidRequestException", message)
+            }
             Err(PublishRefused::ReservedTopic(_)) => forbidden(),
             Err(PublishRefused::NotStored(message)) => {
                 tracing::error!(error = %message, "cannot store an HTTPS publish");
-                error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailureException", "The message could not be stored.")
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalFailureException",
+                    "The message could not be stored.",
+                )
             }
         }
     }
@@ -212,12 +286,25 @@ impl Caller {
     /// `GET /mqtt`: checks the presigned URL, answers 101 and runs an MQTT connection over the WebSocket.
     async fn websocket(&self, request: Request<Incoming>) -> Reply {
         let headers = request.headers();
-        let upgrade = header_is(headers, header::UPGRADE, "websocket") && header_is(headers, header::CONNECTION, "upgrade");
-        let Some(key) = headers.get("sec-websocket-key").and_then(|v| v.to_str().ok()).map(str::to_string) else {
-            return error(StatusCode::BAD_REQUEST, "InvalidRequestException", "Expected a WebSocket upgrade.");
+        let upgrade = header_is(headers, header::UPGRADE, "websocket")
+            && header_is(headers, header::CONNECTION, "upgrade");
+        let Some(key) = headers
+            .get("sec-websocket-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+        else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestException",
+                "Expected a WebSocket upgrade.",
+            );
         };
         if request.method() != Method::GET || !upgrade {
-            return error(StatusCode::BAD_REQUEST, "InvalidRequestException", "Expected a WebSocket upgrade.");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestException",
+                "Expected a WebSocket upgrade.",
+            );
         }
         let wants_mqtt = headers
             .get_all("sec-websocket-protocol")
@@ -247,20 +334,33 @@ impl Caller {
             };
             let (bridge_end, mqtt_end) = tokio::io::duplex(WEBSOCKET_PIPE);
             let max_frame = shared.max_packet_size + 16;
-            let bridge = tokio::spawn(websocket::bridge(TokioIo::new(upgraded), bridge_end, max_frame));
+            let bridge = tokio::spawn(websocket::bridge(
+                TokioIo::new(upgraded),
+                bridge_end,
+                max_frame,
+            ));
             connection::serve(mqtt_end, identity, peer, shared, connection).await;
             let _ = bridge.await;
         });
         let mut reply = Response::new(Full::new(Bytes::new()));
         *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = reply.headers_mut();
-        headers.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
-        headers.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
+        headers.insert(
+            header::UPGRADE,
+            header::HeaderValue::from_static("websocket"),
+        );
+        headers.insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("Upgrade"),
+        );
         if let Ok(accept) = header::HeaderValue::from_str(&websocket::accept_key(&key)) {
             headers.insert("sec-websocket-accept", accept);
         }
         if wants_mqtt {
-            headers.insert("sec-websocket-protocol", header::HeaderValue::from_static("mqtt"));
+            headers.insert(
+                "sec-websocket-protocol",
+                header::HeaderValue::from_static("mqtt"),
+            );
         }
         reply
     }

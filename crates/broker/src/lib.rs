@@ -12,6 +12,7 @@
 mod connection;
 mod events;
 mod https;
+pub mod listen;
 mod message;
 mod quota;
 mod retained;
@@ -29,13 +30,14 @@ use std::time::Duration;
 use ferrocore_model::Account;
 use ferrocore_mqtt::QoS;
 use ferrocore_registry::{
-    ApiPublish, Credentials, DataPlane, MessageSink, Notification, Permissions, PublishRefused, Publisher, Registry,
-    RetainedMessage, RoutedMessage,
+    ApiPublish, Credentials, DataPlane, MessageSink, Notification, Permissions, PublishRefused,
+    Publisher, Registry, RetainedMessage, RoutedMessage,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio_rustls::TlsAcceptor;
 
 use crate::message::Message;
@@ -60,6 +62,10 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Expiry of persistent sessions that do not set one (MQTT 3.1.1), in seconds.
     pub session_expiry_secs: u64,
+    /// QoS 1 messages a disconnected persistent session keeps at most (the oldest go first).
+    pub session_queue_limit: usize,
+    /// Device connections open at once, over 8883 and the HTTPS listener together.
+    pub max_connections: usize,
     pub account: Account,
 }
 
@@ -101,7 +107,10 @@ pub enum GatewayError {
     #[error("TLS configuration: {0}")]
     Tls(String),
     #[error("binding {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("loading the certificate registry: {0}")]
     Registry(String),
 }
@@ -188,7 +197,9 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(20);
 const MAX_SESSION_EXPIRY_SECS: u64 = 7 * 24 * 3600;
 
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Shared {
@@ -196,23 +207,46 @@ impl Shared {
     /// a shadow request among them (a rule republishing to `.../shadow/update`) is answered.
     async fn publish_from_service(&self, notification: Notification) {
         let message = Message::new(notification.topic, bytes::Bytes::from(notification.payload));
-        let qos = if notification.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-        let origin = Origin { hops: notification.hops, ..Origin::default() };
-        self.store_changed(self.route(&message, qos, origin)).await;
-        self.answer_shadow_request(&message.topic, &message.payload, notification.hops).await;
+        let qos = if notification.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        let origin = Origin {
+            hops: notification.hops,
+            ..Origin::default()
+        };
+        self.store_changed(self.route(&message, qos, false, origin))
+            .await;
+        self.answer_shadow_request(&message.topic, &message.payload, notification.hops)
+            .await;
     }
 
     /// What a connection (or an HTTPS caller) may do, from its identity.
-    async fn permissions_of(&self, identity: &Identity, client_id: &str) -> Result<Arc<Permissions>, String> {
+    async fn permissions_of(
+        &self,
+        identity: &Identity,
+        client_id: &str,
+    ) -> Result<Arc<Permissions>, String> {
         match identity {
-            Identity::Certificate(id) => {
-                self.registry.connection_permissions(&self.arn("cert", id), client_id).await.map_err(|e| e.to_string())
-            }
+            Identity::Certificate(id) => self
+                .registry
+                .connection_permissions(&self.arn("cert", id), client_id)
+                .await
+                .map_err(|e| e.to_string()),
             Identity::AccessKey(key) => self
                 .credentials
                 .permissions(key, Some(client_id))
                 .map(Arc::new)
                 .ok_or_else(|| format!("access key {key} is no longer accepted")),
+        }
+    }
+
+    /// Lets the registry forget the permissions it remembered for a connection that ended.
+    fn forget_permissions(&self, identity: &Identity, client_id: &str) {
+        if let Identity::Certificate(id) = identity {
+            self.registry
+                .forget_connection_permissions(&self.arn("cert", id), client_id);
         }
     }
 
@@ -234,8 +268,10 @@ impl Shared {
             self.ingest(rule, rest, message, qos, origin);
             return Ok(());
         }
-        self.settle(self.route_to(message, resource, qos, origin)).await?;
-        self.answer_shadow_request(&message.topic, &message.payload, origin.hops).await;
+        self.settle(self.route_to(message, resource, qos, retain, origin))
+            .await?;
+        self.answer_shadow_request(&message.topic, &message.payload, origin.hops)
+            .await;
         Ok(())
     }
 
@@ -243,7 +279,9 @@ impl Shared {
     async fn publish_api(&self, request: ApiPublish) -> Result<(), PublishRefused> {
         let topic = request.topic;
         if let Err(err) = ferrocore_mqtt::topic::validate_name(&topic) {
-            return Err(PublishRefused::InvalidTopic(format!("Invalid topic name: {err}.")));
+            return Err(PublishRefused::InvalidTopic(format!(
+                "Invalid topic name: {err}."
+            )));
         }
         if !self.limits.topic_fits(&topic) {
             return Err(PublishRefused::InvalidTopic(format!(
@@ -251,8 +289,12 @@ impl Shared {
                 self.limits.topic_bytes, self.limits.topic_slashes
             )));
         }
-        if !ferrocore_mqtt::topic::client_may_publish(&topic) || (request.retain && topic.starts_with('$')) {
-            return Err(PublishRefused::ReservedTopic(format!("Publishing to the reserved topic {topic} is not allowed.")));
+        if !ferrocore_mqtt::topic::client_may_publish(&topic)
+            || (request.retain && topic.starts_with('$'))
+        {
+            return Err(PublishRefused::ReservedTopic(format!(
+                "Publishing to the reserved topic {topic} is not allowed."
+            )));
         }
         let now = now_ms();
         let message = Message {
@@ -261,8 +303,15 @@ impl Shared {
             expires_at_ms: message::expiry_deadline(request.message_expiry_secs, now),
             topic,
         };
-        let qos = if request.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-        let origin = Origin { principal: Some(&request.principal), ..Origin::default() };
+        let qos = if request.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        let origin = Origin {
+            principal: Some(&request.principal),
+            ..Origin::default()
+        };
         self.metrics.messages_in.increment(1);
         let resource = self.arn("topic", &message.topic);
         self.accept_publish(&message, qos, request.retain, &resource, origin)
@@ -279,35 +328,77 @@ impl Shared {
     }
 
     /// Delivers a message to its subscribers and offers it to the rules engine.
-    fn route(&self, message: &Message, qos: QoS, origin: Origin<'_>) -> router::Published {
-        self.route_to(message, &self.arn("topic", &message.topic), qos, origin)
+    fn route(
+        &self,
+        message: &Message,
+        qos: QoS,
+        retain: bool,
+        origin: Origin<'_>,
+    ) -> router::Published {
+        self.route_to(
+            message,
+            &self.arn("topic", &message.topic),
+            qos,
+            retain,
+            origin,
+        )
     }
 
     /// [`Self::route`] when the topic's ARN (the iot:Receive resource) is already known.
-    fn route_to(&self, message: &Message, resource: &str, qos: QoS, origin: Origin<'_>) -> router::Published {
+    /// `retain` is the publisher's RETAIN flag, kept for Retain As Published subscriptions.
+    fn route_to(
+        &self,
+        message: &Message,
+        resource: &str,
+        qos: QoS,
+        retain: bool,
+        origin: Origin<'_>,
+    ) -> router::Published {
         if let Some(sink) = self.sink.get() {
             sink.offer(&origin.routed(&message.topic, message, qos));
         }
-        self.router.publish(message, qos, resource)
+        self.router
+            .publish(message, qos, retain, origin.client_id, resource)
     }
 
     /// Basic Ingest (`$aws/rules/<rule>/<rest>`): straight to the rule, never to subscribers.
     fn ingest(&self, rule: &str, rest: &str, message: &Message, qos: QoS, origin: Origin<'_>) {
-        if !self.sink.get().is_some_and(|sink| sink.ingest(rule, &origin.routed(rest, message, qos))) {
-            metrics::counter!("ferrocore_rules_ingest_total", "outcome" => "rule_not_found").increment(1);
+        if !self
+            .sink
+            .get()
+            .is_some_and(|sink| sink.ingest(rule, &origin.routed(rest, message, qos)))
+        {
+            metrics::counter!("ferrocore_rules_ingest_total", "outcome" => "rule_not_found")
+                .increment(1);
             tracing::debug!(rule, "basic ingest to a rule that is missing or disabled");
         }
     }
 
     /// Finishes a publish: waits (briefly) for room in full subscriber queues, then
     /// stores the persistent sessions it queued messages for.
-    async fn settle(&self, published: router::Published) -> Result<(), ferrocore_store::StoreError> {
-        for (sender, delivery) in published.full {
-            if sender.send_timeout(delivery, QUEUE_FULL_WAIT).await.is_err() {
-                metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
+    async fn settle(
+        &self,
+        published: router::Published,
+    ) -> Result<(), ferrocore_store::StoreError> {
+        let mut writes = published.writes;
+        for pending in published.full {
+            match pending.sender.send_timeout(pending.delivery, QUEUE_FULL_WAIT).await {
+                Ok(()) => {}
+                // The session was parked meanwhile: it keeps a QoS 1 message.
+                Err(SendTimeoutError::Closed(delivery)) if delivery.qos == QoS::AtLeastOnce => {
+                    writes.extend(self.router.requeue_closed(&pending.client_id, delivery.message));
+                }
+                Err(_) => metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1),
             }
         }
-        self.sessions.save(published.changed).await
+        self.sessions.apply(writes).await
+    }
+
+    /// Commits a client's session writes; a failure is logged (nothing waits on them).
+    async fn store_session_writes(&self, client_id: &str, writes: Vec<sessions::SessionWrite>) {
+        if let Err(err) = self.sessions.apply(writes).await {
+            tracing::error!(client_id, error = %err, "cannot store a persistent session");
+        }
     }
 
     /// [`Self::settle`] for a publish the server makes (events, wills, services).
@@ -321,7 +412,10 @@ impl Shared {
 impl Shared {
     /// The ARN of a data-plane resource: `client/<id>`, `topic/<t>`, `topicfilter/<f>`, `cert/<id>`.
     fn arn(&self, kind: &str, name: &str) -> String {
-        format!("arn:aws:iot:{}:{}:{kind}/{name}", self.account.region, self.account.id)
+        format!(
+            "arn:aws:iot:{}:{}:{kind}/{name}",
+            self.account.region, self.account.id
+        )
     }
 }
 
@@ -338,19 +432,36 @@ fn tls_config(
 ) -> Result<rustls::ServerConfig, GatewayError> {
     let tls = |e: &dyn std::fmt::Display| GatewayError::Tls(e.to_string());
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let certified = |certificate_pem: &str, key_pem: &str| -> Result<Arc<CertifiedKey>, GatewayError> {
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(certificate_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| tls(&e))?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls(&e))?;
-        let signing_key = provider.key_provider.load_private_key(key).map_err(|e| tls(&e))?;
-        Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
+    let certified =
+        |certificate_pem: &str, key_pem: &str| -> Result<Arc<CertifiedKey>, GatewayError> {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(certificate_pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| tls(&e))?;
+            let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls(&e))?;
+            let signing_key = provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| tls(&e))?;
+            Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
+        };
+    let mut resolver = SniResolver {
+        default: certified(&config.certificate_pem, &config.key_pem)?,
+        by_name: Vec::new(),
     };
-    let mut resolver = SniResolver { default: certified(&config.certificate_pem, &config.key_pem)?, by_name: Vec::new() };
     for sni in &config.sni_certificates {
         let key = certified(&sni.certificate_pem, &sni.key_pem)?;
-        resolver.by_name.extend(sni.names.iter().map(|name| (name.to_ascii_lowercase(), key.clone())));
+        resolver.by_name.extend(
+            sni.names
+                .iter()
+                .map(|name| (name.to_ascii_lowercase(), key.clone())),
+        );
     }
-    let verifier = Arc::new(RegistryVerifier::new(snapshot, provider.clone(), client_certificate_required));
+    let verifier = Arc::new(RegistryVerifier::new(
+        snapshot,
+        provider.clone(),
+        client_certificate_required,
+    ));
     let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls(&e))?
@@ -371,23 +482,34 @@ struct SniResolver {
 impl SniResolver {
     fn for_name(&self, name: &str) -> &Arc<CertifiedKey> {
         let name = name.to_ascii_lowercase();
-        let wildcard = name.split_once('.').map(|(_, parent)| format!("*.{parent}"));
+        let wildcard = name
+            .split_once('.')
+            .map(|(_, parent)| format!("*.{parent}"));
         let exact = self.by_name.iter().find(|(n, _)| *n == name);
-        let wild = || self.by_name.iter().find(|(n, _)| Some(n) == wildcard.as_ref());
+        let wild = || {
+            self.by_name
+                .iter()
+                .find(|(n, _)| Some(n) == wildcard.as_ref())
+        };
         exact.or_else(wild).map_or(&self.default, |(_, key)| key)
     }
 }
 
 impl rustls::server::ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(hello.server_name().map_or(&self.default, |name| self.for_name(name)).clone())
+        Some(
+            hello
+                .server_name()
+                .map_or(&self.default, |name| self.for_name(name))
+                .clone(),
+        )
     }
 }
 
 /// A bound device gateway, ready to serve.
 pub struct Gateway {
     shared: Arc<Shared>,
-    listener: TcpListener,
+    listener: listen::Listener,
     acceptor: TlsAcceptor,
     https: Option<https::HttpsListener>,
     snapshot: Arc<TrustSnapshot>,
@@ -401,35 +523,61 @@ impl Gateway {
         registry: Arc<Registry>,
         store: Arc<dyn ferrocore_store::RecordStore>,
     ) -> Result<Self, GatewayError> {
-        registry.refresh_trust().await.map_err(|e| GatewayError::Registry(e.to_string()))?;
+        registry
+            .refresh_trust()
+            .await
+            .map_err(|e| GatewayError::Registry(e.to_string()))?;
         let snapshot = Arc::new(TrustSnapshot::new(registry.trust()));
-        let acceptor = TlsAcceptor::from(Arc::new(tls_config(&config, snapshot.clone(), true, &[])?));
-        let listener =
-            TcpListener::bind(config.addr).await.map_err(|source| GatewayError::Bind { addr: config.addr, source })?;
+        let acceptor =
+            TlsAcceptor::from(Arc::new(tls_config(&config, snapshot.clone(), true, &[])?));
+        let devices = listen::ConnectionLimit::new(config.max_connections);
+        let tcp = TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| GatewayError::Bind {
+                addr: config.addr,
+                source,
+            })?;
+        let listener = listen::Listener::new(tcp, devices.clone(), "mqtt");
         let https = match config.https_addr {
             Some(addr) => {
                 let tls = tls_config(&config, snapshot.clone(), false, &https::ALPN_PROTOCOLS)?;
-                let listener = TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { addr, source })?;
-                Some(https::HttpsListener { listener, acceptor: TlsAcceptor::from(Arc::new(tls)) })
+                let tcp = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| GatewayError::Bind { addr, source })?;
+                let listener = listen::Listener::new(tcp, devices, "https");
+                Some(https::HttpsListener {
+                    listener,
+                    acceptor: TlsAcceptor::from(Arc::new(tls)),
+                })
             }
             None => None,
         };
         let shared = Arc::new(Shared {
             metrics: PathMetrics::register(),
             registry,
-            router: Router::default(),
+            router: Router::new(config.session_queue_limit),
             account: config.account.clone(),
             max_packet_size: config.max_packet_size,
             max_client_id_len: 128,
             limits: config.limits.clone(),
-            retained: retained::RetainedStore::load(store.clone()).await.map_err(|e| GatewayError::Registry(e.to_string()))?,
+            retained: retained::RetainedStore::load(store.clone())
+                .await
+                .map_err(|e| GatewayError::Registry(e.to_string()))?,
             sessions: sessions::SessionStore::new(store),
             session_expiry_secs: config.session_expiry_secs,
             sink: std::sync::OnceLock::new(),
             credentials: config.credentials.clone(),
         });
-        load_sessions(&shared).await.map_err(GatewayError::Registry)?;
-        Ok(Self { shared, listener, acceptor, https, snapshot })
+        load_sessions(&shared)
+            .await
+            .map_err(GatewayError::Registry)?;
+        Ok(Self {
+            shared,
+            listener,
+            acceptor,
+            https,
+            snapshot,
+        })
     }
 
     /// Where services (the shadow API, rules, iot-data) publish into this gateway.
@@ -445,33 +593,49 @@ impl Gateway {
     }
 
     /// Serves devices until `shutdown` completes.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), GatewayError> {
-        let Self { shared, listener, acceptor, https, snapshot } = self;
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), GatewayError> {
+        let Self {
+            shared,
+            mut listener,
+            acceptor,
+            https,
+            snapshot,
+        } = self;
         let revalidator = tokio::spawn(revalidate_on_changes(shared.clone(), snapshot));
         let expirer = tokio::spawn(expire_sessions(shared.clone()));
         let connections = Arc::new(AtomicU64::new(0));
-        let https = https.map(|https| tokio::spawn(https.serve(shared.clone(), connections.clone())));
+        let https =
+            https.map(|https| tokio::spawn(https.serve(shared.clone(), connections.clone())));
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(addr = %addr, "device gateway listening (MQTT over TLS)");
         }
         tokio::pin!(shutdown);
         loop {
-            let (tcp, peer) = tokio::select! {
+            let (tcp, peer, permit) = tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "accept failed");
-                        continue;
-                    }
-                },
+                accepted = listener.accept() => accepted,
             };
             let connection = connections.fetch_add(1, Ordering::Relaxed);
             let (acceptor, shared) = (acceptor.clone(), shared.clone());
             tokio::spawn(async move {
-                let Some((tls, certificate_id)) = handshake(&acceptor, tcp, peer).await else { return };
-                let Some(certificate_id) = certificate_id else { return };
-                connection::serve(tls, Identity::Certificate(certificate_id), peer, shared, connection).await;
+                let _permit = permit;
+                let Some((tls, certificate_id)) = handshake(&acceptor, tcp, peer).await else {
+                    return;
+                };
+                let Some(certificate_id) = certificate_id else {
+                    return;
+                };
+                connection::serve(
+                    tls,
+                    Identity::Certificate(certificate_id),
+                    peer,
+                    shared,
+                    connection,
+                )
+                .await;
             });
         }
         revalidator.abort();
@@ -489,7 +653,10 @@ async fn handshake(
     acceptor: &TlsAcceptor,
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-) -> Option<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Option<String>)> {
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    Option<String>,
+)> {
     // Small MQTT packets must not wait for Nagle's algorithm (40 ms with delayed ACKs).
     if let Err(err) = tcp.set_nodelay(true) {
         tracing::debug!(error = %err, "cannot disable Nagle's algorithm");
@@ -503,7 +670,12 @@ async fn handshake(
         }
         Err(_) => return None,
     };
-    let certificate_id = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| TrustSnapshot::id_of(c));
+    let certificate_id = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| TrustSnapshot::id_of(c));
     Some((tls, certificate_id))
 }
 
@@ -523,7 +695,12 @@ impl Publisher for GatewayHandle {
 
 fn retained_view(retained: retained::Retained) -> RetainedMessage {
     RetainedMessage {
-        user_properties: retained.message.properties.as_ref().map(|p| p.user_properties.clone()).unwrap_or_default(),
+        user_properties: retained
+            .message
+            .properties
+            .as_ref()
+            .map(|p| p.user_properties.clone())
+            .unwrap_or_default(),
         topic: retained.message.topic,
         payload: retained.message.payload,
         qos: retained.qos as u8,
@@ -542,44 +719,73 @@ impl DataPlane for GatewayHandle {
     }
 
     fn retained_messages(&self, after: Option<&str>, limit: usize) -> Vec<RetainedMessage> {
-        self.0.retained.list(after, limit, now_ms()).into_iter().map(retained_view).collect()
+        self.0
+            .retained
+            .list(after, limit, now_ms())
+            .into_iter()
+            .map(retained_view)
+            .collect()
     }
 
-    async fn delete_connection(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool {
+    async fn delete_connection(
+        &self,
+        client_id: &str,
+        clean_session: bool,
+        prevent_will: bool,
+    ) -> bool {
         let shared = &self.0;
         if shared.router.kick(client_id, clean_session, prevent_will) {
-            tracing::info!(client_id, clean_session, prevent_will, "disconnecting a client (DeleteConnection)");
+            tracing::info!(
+                client_id,
+                clean_session,
+                prevent_will,
+                "disconnecting a client (DeleteConnection)"
+            );
             return true;
         }
         // Not connected: a persistent session may still be there to discard.
         if !clean_session {
             return shared.router.has_offline(client_id);
         }
-        if !shared.router.discard_offline(client_id) {
+        let Some(writes) = shared.router.discard_offline(client_id, now_ms()) else {
             return false;
-        }
-        if let Err(err) = shared.sessions.delete(vec![client_id.to_string()]).await {
-            tracing::warn!(client_id, error = %err, "cannot delete a discarded session");
-        }
+        };
+        shared.store_session_writes(client_id, writes).await;
         true
     }
 }
 
 /// Loads the persistent sessions of disconnected clients, with their permissions.
 async fn load_sessions(shared: &Shared) -> Result<(), String> {
-    let stored = shared.sessions.load_all().await.map_err(|e| e.to_string())?;
+    let stored = shared
+        .sessions
+        .load_all()
+        .await
+        .map_err(|e| e.to_string())?;
     let mut loaded = Vec::new();
     for (client_id, session) in stored {
-        match shared.permissions_of(&session.identity, &client_id).await {
-            Ok(permissions) => {
-                let cell: router::PermissionsCell = Arc::new(std::sync::RwLock::new(permissions));
-                loaded.push((client_id, session, cell));
+        match shared
+            .permissions_of(&session.record.identity, &client_id)
+            .await
+        {
+            Ok(permissions) => loaded.push(router::Loaded {
+                client_id,
+                record: session.record,
+                permissions: Arc::new(std::sync::RwLock::new(permissions)),
+                queue: session.queue,
+            }),
+            Err(err) => {
+                tracing::warn!(client_id = %client_id, error = %err, "dropping a session whose principal is gone")
             }
-            Err(err) => tracing::warn!(client_id = %client_id, error = %err, "dropping a session whose principal is gone"),
         }
     }
-    tracing::info!(sessions = loaded.len(), "loaded persistent sessions");
-    shared.router.load_offline(loaded);
+    let queued: usize = loaded.iter().map(|l| l.queue.len()).sum();
+    tracing::info!(
+        sessions = loaded.len(),
+        queued,
+        "loaded persistent sessions"
+    );
+    shared.router.load(loaded);
     Ok(())
 }
 
@@ -587,10 +793,8 @@ async fn load_sessions(shared: &Shared) -> Result<(), String> {
 async fn expire_sessions(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(Duration::from_secs(30)).await;
-        let expired = shared.router.expire(now_ms());
-        if !expired.is_empty()
-            && let Err(err) = shared.sessions.delete(expired).await
-        {
+        let writes = shared.router.expire(now_ms());
+        if let Err(err) = shared.sessions.apply(writes).await {
             tracing::warn!(error = %err, "cannot delete expired sessions");
         }
     }
@@ -598,29 +802,53 @@ async fn expire_sessions(shared: Arc<Shared>) {
 
 /// After every registry change, re-checks each live certificate connection: its
 /// certificate must still be trusted and its policies must still allow iot:Connect;
-/// the connection keeps the new permissions, or is closed. (An access key's policy
-/// is in the configuration, which does not change while the server runs.)
+/// the connection keeps the new permissions, or loses every permission at once and
+/// is told to close. A re-check that cannot read the registry fails closed. (An
+/// access key's policy is in the configuration, which does not change while the
+/// server runs.)
 async fn revalidate_on_changes(shared: Arc<Shared>, snapshot: Arc<TrustSnapshot>) {
     let mut changes = shared.registry.changes();
     while changes.changed().await.is_ok() {
         for client in shared.router.clients() {
-            let Identity::Certificate(certificate_id) = &client.identity else { continue };
-            let principal = shared.arn("cert", certificate_id);
-            let still_allowed = snapshot.still_trusted(certificate_id)
-                && match shared.registry.connection_permissions(&principal, &client.client_id).await {
-                    Ok(permissions) => {
-                        let allowed = permissions.allows("iot:Connect", &shared.arn("client", &client.client_id));
-                        *client.permissions.write().unwrap_or_else(|e| e.into_inner()) = permissions;
-                        allowed
-                    }
-                    Err(err) => {
-                        tracing::warn!(client_id = %client.client_id, error = %err, "cannot re-check permissions");
-                        true
-                    }
-                };
-            if !still_allowed {
-                let _ = client.sender.try_send(router::Outgoing::Revoked);
+            let Identity::Certificate(certificate_id) = &client.identity else {
+                continue;
+            };
+            revalidate(&shared, &snapshot, &client, certificate_id).await;
+        }
+    }
+}
+
+async fn revalidate(
+    shared: &Shared,
+    snapshot: &TrustSnapshot,
+    client: &router::ClientEntry,
+    certificate_id: &str,
+) {
+    let client_id = &client.client_id;
+    let permissions = if snapshot.still_trusted(certificate_id) {
+        match shared
+            .registry
+            .connection_permissions(&shared.arn("cert", certificate_id), client_id)
+            .await
+        {
+            Ok(permissions) => Some(permissions)
+                .filter(|p| p.allows("iot:Connect", &shared.arn("client", client_id))),
+            Err(err) => {
+                tracing::warn!(client_id = %client_id, error = %err, "cannot re-check permissions: closing the connection");
+                None
             }
+        }
+    } else {
+        None
+    };
+    match permissions {
+        Some(permissions) => router::replace(&client.permissions, permissions),
+        None => {
+            router::replace(
+                &client.permissions,
+                Arc::new(Permissions::from_policies(Vec::new(), Default::default())),
+            );
+            client.control.signal(router::Signal::Revoked);
         }
     }
 }

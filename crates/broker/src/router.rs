@@ -1,16 +1,21 @@
-//! Who is connected and what they subscribed to. Deliveries are checked against
-//! each subscriber's current permissions (iot:Receive) before they are queued.
+//! Who holds each client id — a live connection or a parked persistent session —
+//! and one index of their subscriptions. Deliveries are checked against each
+//! subscriber's current permissions (iot:Receive) before they are queued.
+//!
+//! Live and parked sessions live in the same table under the same lock, so a
+//! publish finds every session exactly once: the hand-over from a parked session
+//! to a resuming connection (and back) is atomic with respect to routing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
-use ferrocore_mqtt::{QoS, topic};
+use ferrocore_mqtt::{QoS, SubscriptionOptions, topic};
 use ferrocore_registry::Permissions;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::Identity;
 use crate::message::Message;
-use crate::sessions::StoredSession;
+use crate::sessions::{SessionRecord, SessionWrite};
 
 /// A connection's permissions, replaced when the registry changes.
 pub type PermissionsCell = Arc<RwLock<Arc<Permissions>>>;
@@ -19,18 +24,56 @@ pub fn current(cell: &PermissionsCell) -> Arc<Permissions> {
     cell.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-/// What a connection task is told to do.
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    /// `retain` is set only on the stored copy sent at subscribe time.
-    Deliver { message: Message, qos: QoS, retain: bool },
+/// Replaces a connection's permissions.
+pub fn replace(cell: &PermissionsCell, permissions: Arc<Permissions>) {
+    *cell.write().unwrap_or_else(|e| e.into_inner()) = permissions;
+}
+
+/// A signal that ends a connection. It travels beside the deliveries, never
+/// behind them, and cannot be lost: the first signal sent is kept until read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
     /// Another connection took over this client id.
     TakenOver,
     /// Its certificate or the policy that let it connect was withdrawn.
     Revoked,
     /// DeleteConnection: leave, discarding the session when `clean_session`,
     /// without the will when `prevent_will`.
-    Kicked { clean_session: bool, prevent_will: bool },
+    Kicked {
+        clean_session: bool,
+        prevent_will: bool,
+    },
+}
+
+/// The sending side of a connection's control slot.
+#[derive(Clone)]
+pub struct Control(Arc<watch::Sender<Option<Signal>>>);
+
+impl Control {
+    pub fn channel() -> (Self, watch::Receiver<Option<Signal>>) {
+        let (sender, receiver) = watch::channel(None);
+        (Self(Arc::new(sender)), receiver)
+    }
+
+    /// Tells the connection to end; a signal already sent stays the reason.
+    pub fn signal(&self, signal: Signal) {
+        self.0.send_if_modified(|slot| {
+            let first = slot.is_none();
+            if first {
+                *slot = Some(signal);
+            }
+            first
+        });
+    }
+}
+
+/// A message for a connection to send. `retain` is set on the stored copy sent at
+/// subscribe time and, for Retain As Published subscriptions, on retained publishes.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Message,
+    pub qos: QoS,
+    pub retain: bool,
 }
 
 /// A connected client, as the router and the revalidation task see it.
@@ -40,18 +83,92 @@ pub struct ClientEntry {
     pub connection: u64,
     pub identity: Identity,
     pub permissions: PermissionsCell,
-    pub sender: mpsc::Sender<Outgoing>,
+    pub sender: mpsc::Sender<Delivery>,
+    pub control: Control,
 }
 
-struct Client {
-    entry: ClientEntry,
-    subscriptions: HashMap<String, QoS>,
+/// What a subscription asked for (MQTT 5 subscription options; 3.1.1 sets only the QoS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    pub qos: QoS,
+    /// Not sent the subscriber's own publishes.
+    pub no_local: bool,
+    /// Live copies keep the publisher's RETAIN flag.
+    pub retain_as_published: bool,
+}
+
+impl Subscription {
+    #[cfg(test)]
+    pub fn with_qos(qos: QoS) -> Self {
+        Self {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+        }
+    }
+
+    pub fn granted(options: &SubscriptionOptions, qos: QoS) -> Self {
+        Self {
+            qos,
+            no_local: options.no_local,
+            retain_as_published: options.retain_as_published,
+        }
+    }
+
+    /// The stored form: the MQTT 5 subscription options byte (bits 0–1 QoS, 2 No Local,
+    /// 3 Retain As Published), so sessions stored as a plain QoS still load.
+    pub fn to_byte(self) -> u8 {
+        (self.qos as u8)
+            | (u8::from(self.no_local) << 2)
+            | (u8::from(self.retain_as_published) << 3)
+    }
+
+    pub fn from_byte(byte: u8) -> Self {
+        Self {
+            qos: if byte & 0x03 >= 1 {
+                QoS::AtLeastOnce
+            } else {
+                QoS::AtMostOnce
+            },
+            no_local: byte & 0x04 != 0,
+            retain_as_published: byte & 0x08 != 0,
+        }
+    }
 }
 
 /// A persistent session whose client is away.
-struct Offline {
-    session: StoredSession,
-    permissions: PermissionsCell,
+pub struct Parked {
+    pub identity: Identity,
+    pub permissions: PermissionsCell,
+    /// QoS 1 messages kept for the client, oldest first, by their stored sequence number.
+    pub queue: VecDeque<(u64, Message)>,
+    pub expires_at_ms: u64,
+}
+
+enum State {
+    Online(ClientEntry),
+    Offline(Box<Parked>),
+}
+
+/// One client id's session.
+struct Entry {
+    subscriptions: HashMap<String, Subscription>,
+    /// Lifecycle `versionNumber`: one more on every connect.
+    version: u64,
+    /// The next sequence number of a stored queued message.
+    next_seq: u64,
+    /// Whether the store holds a session record for this client id.
+    stored: bool,
+    state: State,
+}
+
+impl Entry {
+    fn online(&self) -> Option<&ClientEntry> {
+        match &self.state {
+            State::Online(client) => Some(client),
+            State::Offline(_) => None,
+        }
+    }
 }
 
 /// The online members of one shared subscription (`$share/<group>/<filter>`).
@@ -62,40 +179,58 @@ struct SharedGroup {
     next: usize,
 }
 
-/// The connected clients and an index of their subscriptions: topic filters
-/// without wildcards by exact topic, the others scanned once per distinct filter,
+/// How long a departed client id's version number is remembered (AWS resets it
+/// to 0 after about an hour disconnected).
+const VERSION_MEMORY_MS: u64 = 3600 * 1000;
+
+/// The sessions and an index of their subscriptions: topic filters without
+/// wildcards by exact topic, the others scanned once per distinct filter,
 /// shared subscriptions by their whole `$share/<group>/<filter>` string.
 #[derive(Default)]
 struct Table {
-    clients: HashMap<String, Client>,
+    sessions: HashMap<String, Entry>,
     exact: HashMap<String, HashSet<String>>,
     wildcard: HashMap<String, HashSet<String>>,
     shared: HashMap<String, SharedGroup>,
+    /// Version numbers of client ids that left without a session, with when they left.
+    departed: HashMap<String, (u64, u64)>,
 }
 
 /// The filter of a shared subscription, for subscriptions the gateway accepted.
 fn shared_filter(subscription: &str) -> Option<&str> {
-    topic::shared_subscription(subscription).and_then(Result::ok).map(|(_, filter)| filter)
+    topic::shared_subscription(subscription)
+        .and_then(Result::ok)
+        .map(|(_, filter)| filter)
 }
 
 impl Table {
     fn index(&mut self, filter: &str) -> &mut HashMap<String, HashSet<String>> {
-        if filter.contains(['+', '#']) { &mut self.wildcard } else { &mut self.exact }
+        if filter.contains(['+', '#']) {
+            &mut self.wildcard
+        } else {
+            &mut self.exact
+        }
     }
 
     fn add_filter(&mut self, client_id: &str, filter: &str) {
         if let Some(inner) = shared_filter(filter) {
-            let group = self.shared.entry(filter.to_string()).or_insert_with(|| SharedGroup {
-                filter: inner.to_string(),
-                members: Vec::new(),
-                next: 0,
-            });
+            let group = self
+                .shared
+                .entry(filter.to_string())
+                .or_insert_with(|| SharedGroup {
+                    filter: inner.to_string(),
+                    members: Vec::new(),
+                    next: 0,
+                });
             if !group.members.iter().any(|m| m == client_id) {
                 group.members.push(client_id.to_string());
             }
             return;
         }
-        self.index(filter).entry(filter.to_string()).or_default().insert(client_id.to_string());
+        self.index(filter)
+            .entry(filter.to_string())
+            .or_default()
+            .insert(client_id.to_string());
     }
 
     fn remove_filter(&mut self, client_id: &str, filter: &str) {
@@ -117,311 +252,1043 @@ impl Table {
         }
     }
 
-    fn insert(&mut self, client: Client) {
-        let id = client.entry.client_id.clone();
-        for filter in client.subscriptions.keys() {
-            self.add_filter(&id, filter);
-        }
-        self.clients.insert(id, client);
-    }
-
-    fn remove(&mut self, client_id: &str) -> Option<Client> {
-        let client = self.clients.remove(client_id)?;
-        for filter in client.subscriptions.keys() {
+    fn clear_subscriptions(
+        &mut self,
+        client_id: &str,
+        subscriptions: &HashMap<String, Subscription>,
+    ) {
+        for filter in subscriptions.keys() {
             self.remove_filter(client_id, filter);
         }
-        Some(client)
     }
 
-    /// Each client subscribed to `topic_name`, with the highest QoS it was granted.
-    fn subscribers(&self, topic_name: &str) -> HashMap<&str, QoS> {
-        let mut granted: HashMap<&str, QoS> = HashMap::new();
+    /// Forgets a client id's session, remembering its version number for a while.
+    fn remove(&mut self, client_id: &str, now_ms: u64) -> Option<Entry> {
+        let entry = self.sessions.remove(client_id)?;
+        self.clear_subscriptions(client_id, &entry.subscriptions);
+        self.departed
+            .insert(client_id.to_string(), (entry.version, now_ms));
+        Some(entry)
+    }
+
+    /// Each session subscribed to `topic_name` (its own publishes left out where it
+    /// asked for No Local), with the highest QoS it was granted.
+    fn subscribers(
+        &self,
+        topic_name: &str,
+        publisher: Option<&str>,
+    ) -> HashMap<&str, Subscription> {
+        let mut matched: HashMap<&str, Subscription> = HashMap::new();
         let exact = self.exact.get(topic_name).map(|ids| (topic_name, ids));
-        let wildcard = self.wildcard.iter().filter(|(filter, _)| topic::matches(filter, topic_name));
-        for (filter, ids) in exact.into_iter().chain(wildcard.map(|(f, ids)| (f.as_str(), ids))) {
+        let wildcard = self
+            .wildcard
+            .iter()
+            .filter(|(filter, _)| topic::matches(filter, topic_name));
+        for (filter, ids) in exact
+            .into_iter()
+            .chain(wildcard.map(|(f, ids)| (f.as_str(), ids)))
+        {
             for id in ids {
-                let Some(qos) = self.clients.get(id).and_then(|c| c.subscriptions.get(filter)) else { continue };
-                let best = granted.entry(id.as_str()).or_insert(*qos);
-                *best = (*best).max(*qos);
+                let Some(subscription) = self
+                    .sessions
+                    .get(id)
+                    .and_then(|c| c.subscriptions.get(filter))
+                else {
+                    continue;
+                };
+                if subscription.no_local && publisher == Some(id.as_str()) {
+                    continue;
+                }
+                let best = matched.entry(id.as_str()).or_insert(*subscription);
+                best.qos = best.qos.max(subscription.qos);
+                best.retain_as_published |= subscription.retain_as_published;
             }
         }
-        granted
+        matched
     }
 }
 
 /// Queues a message for a client when its iot:Receive allows it; false when it does not.
 fn offer(
-    client: &Client,
-    message: &Message,
-    qos: QoS,
+    client: &ClientEntry,
+    delivery: Delivery,
     receive_resource: &str,
-    full: &mut Vec<(mpsc::Sender<Outgoing>, Outgoing)>,
+    full: &mut Vec<Pending>,
 ) -> bool {
-    if !current(&client.entry.permissions).allows("iot:Receive", receive_resource) {
-        metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "iot:Receive").increment(1);
+    if !current(&client.permissions).allows("iot:Receive", receive_resource) {
+        metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "iot:Receive")
+            .increment(1);
         return false;
     }
-    let delivery = Outgoing::Deliver { message: message.clone(), qos, retain: false };
-    if let Err(mpsc::error::TrySendError::Full(delivery)) = client.entry.sender.try_send(delivery) {
-        full.push((client.entry.sender.clone(), delivery));
+    if let Err(mpsc::error::TrySendError::Full(delivery)) = client.sender.try_send(delivery) {
+        full.push(Pending {
+            client_id: client.client_id.clone(),
+            sender: client.sender.clone(),
+            delivery,
+        });
     }
     true
 }
 
-#[derive(Default)]
-pub struct Router {
-    clients: Mutex<Table>,
-    /// Lifecycle `versionNumber` per client id: one more on every connect.
-    versions: Mutex<HashMap<String, u64>>,
-    offline: Mutex<HashMap<String, Offline>>,
+/// Appends a QoS 1 message to a parked session's queue (dropping the oldest past
+/// `limit`), with the store writes that record it.
+fn enqueue(
+    client_id: &str,
+    next_seq: &mut u64,
+    parked: &mut Parked,
+    message: Message,
+    limit: usize,
+    writes: &mut Vec<SessionWrite>,
+) {
+    let seq = *next_seq;
+    *next_seq += 1;
+    writes.push(SessionWrite::Queue {
+        client_id: client_id.to_string(),
+        seq,
+        message: message.clone(),
+    });
+    parked.queue.push_back((seq, message));
+    while parked.queue.len() > limit {
+        let Some((oldest, _)) = parked.queue.pop_front() else {
+            break;
+        };
+        metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "session_queue_full").increment(1);
+        writes.push(SessionWrite::Dequeue {
+            client_id: client_id.to_string(),
+            seq: oldest,
+        });
+    }
 }
 
-/// Sessions changed by a publish, to be made durable before it is acknowledged.
-pub type ChangedSessions = Vec<(String, StoredSession)>;
+pub struct Router {
+    table: Mutex<Table>,
+    /// QoS 1 messages a parked session keeps at most; older ones are dropped.
+    queue_limit: usize,
+}
 
-/// What a publish left to do outside the router's lock: sessions to store, and
+/// A delivery whose subscriber queue was full: the publisher waits a little for room.
+pub struct Pending {
+    pub client_id: String,
+    pub sender: mpsc::Sender<Delivery>,
+    pub delivery: Delivery,
+}
+
+/// What a publish left to do outside the router's lock: store writes of parked
+/// sessions' queues (made durable before the publisher is acknowledged), and
 /// deliveries whose subscriber queue was full (the publisher waits a little for
 /// room, so a flood slows down to what subscribers take instead of being dropped).
 #[derive(Default)]
 pub struct Published {
-    pub changed: ChangedSessions,
-    pub full: Vec<(mpsc::Sender<Outgoing>, Outgoing)>,
+    pub writes: Vec<SessionWrite>,
+    pub full: Vec<Pending>,
+}
+
+/// A connection registered with the router.
+pub struct Connected {
+    /// The lifecycle `versionNumber`.
+    pub version: u64,
+    pub session_present: bool,
+    /// QoS 1 messages the resumed session kept, to send first, with their sequence numbers.
+    pub replay: Vec<(u64, Message)>,
+    /// Store writes: a discarded session's records.
+    pub writes: Vec<SessionWrite>,
+}
+
+/// A QoS 1 message a connection had not finished delivering; `seq` when it is stored.
+pub type Unfinished = (Option<u64>, Message);
+
+/// A session loaded from the store at start-up.
+pub struct Loaded {
+    pub client_id: String,
+    pub record: SessionRecord,
+    pub permissions: PermissionsCell,
+    pub queue: Vec<(u64, Message)>,
 }
 
 impl Router {
-    /// Registers a connection with the subscriptions of a resumed session, and
-    /// answers its lifecycle version number and whether a session was present. An
-    /// older connection with the same client id is told to leave; when `resume`, its
-    /// subscriptions carry over.
-    pub fn connect(&self, entry: ClientEntry, resumed: Option<HashMap<String, QoS>>, resume: bool) -> (u64, bool) {
-        let version = {
-            let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
-            let version = versions.entry(entry.client_id.clone()).or_insert(0);
-            *version += 1;
-            *version
-        };
-        let client_id = entry.client_id.clone();
+    pub fn new(queue_limit: usize) -> Self {
+        Self {
+            table: Mutex::new(Table::default()),
+            queue_limit: queue_limit.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a connection. An older connection with the same client id is told
+    /// to leave. Unless `clean_start`, the session carries over — a live one's
+    /// subscriptions, or a parked one's subscriptions and queued messages (to replay
+    /// before anything routed from now on) — else it is discarded.
+    pub fn connect(&self, entry: ClientEntry, clean_start: bool, now_ms: u64) -> Connected {
         let mut table = self.lock();
-        let previous = table.remove(&client_id);
-        let mut present = resumed.is_some();
-        let mut subscriptions = resumed.unwrap_or_default();
-        if let Some(previous) = previous {
-            let _ = previous.entry.sender.try_send(Outgoing::TakenOver);
-            if resume {
-                present = true;
-                subscriptions.extend(previous.subscriptions);
+        let table = &mut *table;
+        let client_id = entry.client_id.clone();
+        let mut connected = Connected {
+            version: 1,
+            session_present: false,
+            replay: Vec::new(),
+            writes: Vec::new(),
+        };
+        let (mut subscriptions, mut next_seq, mut stored) = (HashMap::new(), 0, false);
+        if let Some(previous) = table.sessions.remove(&client_id) {
+            connected.version = previous.version + 1;
+            let resumable = match &previous.state {
+                State::Online(old) => {
+                    old.control.signal(Signal::TakenOver);
+                    true
+                }
+                State::Offline(parked) => parked.expires_at_ms > now_ms,
+            };
+            if clean_start || !resumable {
+                table.clear_subscriptions(&client_id, &previous.subscriptions);
+                if previous.stored {
+                    connected.writes.push(SessionWrite::Forget {
+                        client_id: client_id.clone(),
+                    });
+                }
+                if let State::Offline(parked) = previous.state {
+                    connected.writes.extend(parked.queue.iter().map(|(seq, _)| {
+                        SessionWrite::Dequeue {
+                            client_id: client_id.clone(),
+                            seq: *seq,
+                        }
+                    }));
+                }
+            } else {
+                connected.session_present = true;
+                (subscriptions, next_seq, stored) =
+                    (previous.subscriptions, previous.next_seq, previous.stored);
+                if let State::Offline(parked) = previous.state {
+                    connected.replay = parked.queue.into_iter().collect();
+                }
             }
+        } else if let Some((version, _)) = table.departed.remove(&client_id) {
+            connected.version = version + 1;
         }
-        table.insert(Client { entry, subscriptions });
-        (version, present)
+        table.sessions.insert(
+            client_id,
+            Entry {
+                subscriptions,
+                version: connected.version,
+                next_seq,
+                stored,
+                state: State::Online(entry),
+            },
+        );
+        connected
     }
 
-    /// Loads the sessions of disconnected clients (at start-up).
-    pub fn load_offline(&self, sessions: Vec<(String, StoredSession, PermissionsCell)>) {
-        let mut offline = self.offline_lock();
-        for (client_id, session, permissions) in sessions {
-            offline.insert(client_id, Offline { session, permissions });
-        }
-    }
-
-    /// Takes a client's stored session (expired or not) off the offline list.
-    pub fn take_session(&self, client_id: &str) -> Option<StoredSession> {
-        self.offline_lock().remove(client_id).map(|offline| offline.session)
-    }
-
-    /// Parks a persistent session whose connection ended, unless a newer
-    /// connection took the client id; answers the session to store.
-    /// `unacknowledged` (QoS 1 messages sent but not acknowledged) are redelivered first.
+    /// Parks a persistent session whose connection ended: its unfinished messages,
+    /// then what is still in its delivery queue (closed here, under the lock, so
+    /// nothing routed to the connection is lost), are kept for the client. When a
+    /// newer connection took the client id, the unfinished messages go to it.
     pub fn park(
         &self,
         client_id: &str,
         connection: u64,
-        identity: &Identity,
         expires_at_ms: u64,
-        unacknowledged: Vec<Message>,
-    ) -> Option<StoredSession> {
+        unfinished: Vec<Unfinished>,
+        deliveries: &mut mpsc::Receiver<Delivery>,
+    ) -> Vec<SessionWrite> {
         let mut table = self.lock();
-        if table.clients.get(client_id).is_none_or(|c| c.entry.connection != connection) {
-            return None;
+        let mut writes = Vec::new();
+        let Some(entry) = table.sessions.get_mut(client_id) else {
+            return forget_unfinished(client_id, unfinished);
+        };
+        let mut unfinished: Vec<Unfinished> = unfinished;
+        let ours = entry.online().is_some_and(|c| c.connection == connection);
+        if ours {
+            deliveries.close();
+            while let Ok(delivery) = deliveries.try_recv() {
+                if delivery.qos == QoS::AtLeastOnce {
+                    unfinished.push((None, delivery.message));
+                }
+            }
         }
-        let client = table.remove(client_id)?;
-        let session = StoredSession {
-            identity: identity.clone(),
-            subscriptions: client.subscriptions.iter().map(|(f, q)| (f.clone(), *q as u8)).collect(),
-            queue: unacknowledged,
+        let client = match &mut entry.state {
+            State::Online(client) => client.clone(),
+            State::Offline(parked) => {
+                // A newer connection came and went: its parked session takes them.
+                requeue(
+                    client_id,
+                    &mut entry.next_seq,
+                    parked,
+                    unfinished,
+                    self.queue_limit,
+                    &mut writes,
+                );
+                return writes;
+            }
+        };
+        if !ours {
+            // Taken over by a resuming connection: hand it what this one had not finished.
+            for (seq, message) in unfinished {
+                let delivery = Delivery {
+                    message,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                };
+                if client.sender.try_send(delivery).is_err() {
+                    metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
+                }
+                if let Some(seq) = seq {
+                    writes.push(SessionWrite::Dequeue {
+                        client_id: client_id.to_string(),
+                        seq,
+                    });
+                }
+            }
+            return writes;
+        }
+        let mut parked = Parked {
+            identity: client.identity,
+            permissions: client.permissions,
+            queue: VecDeque::new(),
             expires_at_ms,
         };
-        self.offline_lock()
-            .insert(client_id.to_string(), Offline { session: session.clone(), permissions: client.entry.permissions });
-        Some(session)
+        requeue(
+            client_id,
+            &mut entry.next_seq,
+            &mut parked,
+            unfinished,
+            self.queue_limit,
+            &mut writes,
+        );
+        entry.stored = true;
+        writes.push(SessionWrite::Save {
+            client_id: client_id.to_string(),
+            record: record_of(&parked, &entry.subscriptions),
+        });
+        entry.state = State::Offline(Box::new(parked));
+        writes
     }
 
-    /// Drops expired sessions; answers their client ids.
-    pub fn expire(&self, now_ms: u64) -> Vec<String> {
-        let mut offline = self.offline_lock();
-        let expired: Vec<String> =
-            offline.iter().filter(|(_, o)| o.session.expires_at_ms <= now_ms).map(|(id, _)| id.clone()).collect();
-        for id in &expired {
-            offline.remove(id);
-        }
-        expired
-    }
-
-    fn offline_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Offline>> {
-        self.offline.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Forgets the client, unless a newer connection already took its id.
-    pub fn disconnect(&self, client_id: &str, connection: u64) {
+    /// Forgets a client whose connection ended without a persistent session, unless a
+    /// newer connection already took its id; answers the store writes that remove
+    /// what was stored for it.
+    pub fn disconnect(
+        &self,
+        client_id: &str,
+        connection: u64,
+        unfinished: Vec<Unfinished>,
+        now_ms: u64,
+    ) -> Vec<SessionWrite> {
         let mut table = self.lock();
-        if table.clients.get(client_id).is_some_and(|c| c.entry.connection == connection) {
-            table.remove(client_id);
-        }
-    }
-
-    pub fn clients(&self) -> Vec<ClientEntry> {
-        self.lock().clients.values().map(|c| c.entry.clone()).collect()
-    }
-
-    pub fn subscribe(&self, client_id: &str, filter: &str, qos: QoS) {
-        let mut table = self.lock();
-        if let Some(client) = table.clients.get_mut(client_id)
-            && client.subscriptions.insert(filter.to_string(), qos).is_none()
+        let ours = table
+            .sessions
+            .get(client_id)
+            .and_then(Entry::online)
+            .is_some_and(|c| c.connection == connection);
+        let mut writes = forget_unfinished(client_id, unfinished);
+        if ours
+            && let Some(entry) = table.remove(client_id, now_ms)
+            && entry.stored
         {
+            writes.push(SessionWrite::Forget {
+                client_id: client_id.to_string(),
+            });
+        }
+        writes
+    }
+
+    /// Keeps a QoS 1 delivery that found its connection's queue closed: the session
+    /// was parked meanwhile.
+    pub fn requeue_closed(&self, client_id: &str, message: Message) -> Vec<SessionWrite> {
+        let mut table = self.lock();
+        let mut writes = Vec::new();
+        if let Some(entry) = table.sessions.get_mut(client_id)
+            && let State::Offline(parked) = &mut entry.state
+        {
+            enqueue(
+                client_id,
+                &mut entry.next_seq,
+                parked,
+                message,
+                self.queue_limit,
+                &mut writes,
+            );
+        } else {
+            metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "connection_closed").increment(1);
+        }
+        writes
+    }
+
+    /// Loads the sessions of disconnected clients (at start-up).
+    pub fn load(&self, sessions: Vec<Loaded>) {
+        let mut table = self.lock();
+        for loaded in sessions {
+            let subscriptions: HashMap<String, Subscription> = loaded
+                .record
+                .subscriptions
+                .iter()
+                .map(|(f, byte)| (f.clone(), Subscription::from_byte(*byte)))
+                .collect();
+            for filter in subscriptions.keys() {
+                table.add_filter(&loaded.client_id, filter);
+            }
+            let next_seq = loaded.queue.last().map_or(0, |(seq, _)| seq + 1);
+            let parked = Parked {
+                identity: loaded.record.identity,
+                permissions: loaded.permissions,
+                queue: loaded.queue.into(),
+                expires_at_ms: loaded.record.expires_at_ms,
+            };
+            let entry = Entry {
+                subscriptions,
+                version: 0,
+                next_seq,
+                stored: true,
+                state: State::Offline(Box::new(parked)),
+            };
+            table.sessions.insert(loaded.client_id, entry);
+        }
+    }
+
+    /// Drops expired parked sessions (and forgets version numbers of client ids
+    /// gone for an hour); answers the store writes that remove them.
+    pub fn expire(&self, now_ms: u64) -> Vec<SessionWrite> {
+        let mut table = self.lock();
+        table
+            .departed
+            .retain(|_, (_, left_ms)| now_ms.saturating_sub(*left_ms) < VERSION_MEMORY_MS);
+        let expired: Vec<String> = table
+            .sessions
+            .iter()
+            .filter(|(_, e)| matches!(&e.state, State::Offline(p) if p.expires_at_ms <= now_ms))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut writes = Vec::new();
+        for id in expired {
+            if let Some(entry) = table.remove(&id, now_ms) {
+                writes.extend(discard(&id, entry));
+            }
+        }
+        writes
+    }
+
+    /// The live connections.
+    pub fn clients(&self) -> Vec<ClientEntry> {
+        self.lock()
+            .sessions
+            .values()
+            .filter_map(Entry::online)
+            .cloned()
+            .collect()
+    }
+
+    /// Adds or replaces a subscription of a live client; answers whether it is new
+    /// (`None` when the client is not connected).
+    pub fn subscribe(
+        &self,
+        client_id: &str,
+        filter: &str,
+        subscription: Subscription,
+    ) -> Option<bool> {
+        let mut table = self.lock();
+        let entry = table
+            .sessions
+            .get_mut(client_id)
+            .filter(|e| e.online().is_some())?;
+        let new = entry
+            .subscriptions
+            .insert(filter.to_string(), subscription)
+            .is_none();
+        if new {
             table.add_filter(client_id, filter);
         }
+        Some(new)
     }
 
     /// Queues the retained copy of a topic for one client, if its iot:Receive allows it.
-    pub fn deliver_retained(&self, client_id: &str, message: &Message, qos: QoS, receive_resource: &str) {
+    pub fn deliver_retained(
+        &self,
+        client_id: &str,
+        message: &Message,
+        qos: QoS,
+        receive_resource: &str,
+    ) {
         let table = self.lock();
-        let Some(client) = table.clients.get(client_id) else { return };
-        if !current(&client.entry.permissions).allows("iot:Receive", receive_resource) {
+        let Some(client) = table.sessions.get(client_id).and_then(Entry::online) else {
+            return;
+        };
+        if !current(&client.permissions).allows("iot:Receive", receive_resource) {
             return;
         }
-        let _ = client.entry.sender.try_send(Outgoing::Deliver { message: message.clone(), qos, retain: true });
+        let delivery = Delivery {
+            message: message.clone(),
+            qos,
+            retain: true,
+        };
+        if client.sender.try_send(delivery).is_err() {
+            metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full")
+                .increment(1);
+        }
     }
 
     /// Tells a connected client to leave (DeleteConnection); false when it is not connected.
     pub fn kick(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool {
         let table = self.lock();
-        let Some(client) = table.clients.get(client_id) else { return false };
-        // A full queue must not keep the order from arriving: wait for room on a task.
-        let sender = client.entry.sender.clone();
-        tokio::spawn(async move { sender.send(Outgoing::Kicked { clean_session, prevent_will }).await });
+        let Some(client) = table.sessions.get(client_id).and_then(Entry::online) else {
+            return false;
+        };
+        client.control.signal(Signal::Kicked {
+            clean_session,
+            prevent_will,
+        });
         true
     }
 
     pub fn has_offline(&self, client_id: &str) -> bool {
-        self.offline_lock().contains_key(client_id)
+        self.lock()
+            .sessions
+            .get(client_id)
+            .is_some_and(|e| e.online().is_none())
     }
 
-    /// Forgets the persistent session of a disconnected client; false when it has none.
-    pub fn discard_offline(&self, client_id: &str) -> bool {
-        self.offline_lock().remove(client_id).is_some()
+    /// Forgets the persistent session of a disconnected client; `None` when it has
+    /// none, else the store writes that remove it.
+    pub fn discard_offline(&self, client_id: &str, now_ms: u64) -> Option<Vec<SessionWrite>> {
+        let mut table = self.lock();
+        if table.sessions.get(client_id)?.online().is_some() {
+            return None;
+        }
+        let entry = table.remove(client_id, now_ms)?;
+        Some(discard(client_id, entry))
     }
 
     /// Whether the client may add (or renew) `filter` within `limit` subscriptions.
     pub fn can_subscribe(&self, client_id: &str, filter: &str, limit: usize) -> bool {
-        self.lock()
-            .clients
-            .get(client_id)
-            .is_some_and(|client| client.subscriptions.contains_key(filter) || client.subscriptions.len() < limit)
+        self.lock().sessions.get(client_id).is_some_and(|entry| {
+            entry.subscriptions.contains_key(filter) || entry.subscriptions.len() < limit
+        })
     }
 
     pub fn unsubscribe(&self, client_id: &str, filter: &str) -> bool {
         let mut table = self.lock();
-        let removed = table.clients.get_mut(client_id).is_some_and(|client| client.subscriptions.remove(filter).is_some());
+        let removed = table
+            .sessions
+            .get_mut(client_id)
+            .is_some_and(|entry| entry.subscriptions.remove(filter).is_some());
         if removed {
             table.remove_filter(client_id, filter);
         }
         removed
     }
 
-    /// Queues a message for every subscriber allowed to receive it, and for one
+    /// Queues a message for every subscriber allowed to receive it (`publisher`, the
+    /// publishing client, is skipped by its No Local subscriptions), and for one
     /// online member of each matching shared subscription (round-robin). QoS 1
-    /// messages matching a QoS 1 subscription of a disconnected persistent session
-    /// are kept for it (AWS's rule) — for a shared subscription only when no member
-    /// is online — and those sessions are returned to be stored.
-    pub fn publish(&self, message: &Message, qos: QoS, receive_resource: &str) -> Published {
+    /// messages matching a QoS 1 subscription of a parked persistent session are
+    /// kept for it (AWS's rule) — for a shared subscription only when no member
+    /// is online — and the store writes that keep them are returned.
+    pub fn publish(
+        &self,
+        message: &Message,
+        qos: QoS,
+        retain: bool,
+        publisher: Option<&str>,
+        receive_resource: &str,
+    ) -> Published {
         let topic_name = message.topic.as_str();
-        let mut full = Vec::new();
-        let mut served_groups = HashSet::new();
-        {
-            let mut table = self.lock();
-            let table = &mut *table;
-            for (client_id, granted) in table.subscribers(topic_name) {
-                if let Some(client) = table.clients.get(client_id) {
-                    offer(client, message, qos.min(granted), receive_resource, &mut full);
+        let mut published = Published::default();
+        let mut table = self.lock();
+        let table = &mut *table;
+        let matched: Vec<(String, Subscription)> = table
+            .subscribers(topic_name, publisher)
+            .into_iter()
+            .map(|(id, s)| (id.to_string(), s))
+            .collect();
+        for (client_id, subscription) in matched {
+            let Some(entry) = table.sessions.get_mut(&client_id) else {
+                continue;
+            };
+            match &mut entry.state {
+                State::Online(client) => {
+                    let delivery = Delivery {
+                        message: message.clone(),
+                        qos: qos.min(subscription.qos),
+                        retain: retain && subscription.retain_as_published,
+                    };
+                    offer(client, delivery, receive_resource, &mut published.full);
                 }
-            }
-            let Table { clients, shared, .. } = table;
-            for (subscription, group) in shared.iter_mut() {
-                if !topic::matches(&group.filter, topic_name) {
-                    continue;
-                }
-                let members = group.members.len();
-                let served = (0..members).find(|step| {
-                    let member = &group.members[(group.next + step) % members];
-                    clients.get(member).is_some_and(|client| {
-                        let granted = client.subscriptions.get(subscription).copied().unwrap_or(QoS::AtMostOnce);
-                        offer(client, message, qos.min(granted), receive_resource, &mut full)
-                    })
-                });
-                if let Some(step) = served {
-                    group.next = (group.next + step + 1) % members;
-                    served_groups.insert(subscription.clone());
+                State::Offline(parked) => {
+                    let wanted = qos == QoS::AtLeastOnce && subscription.qos == QoS::AtLeastOnce;
+                    if wanted
+                        && current(&parked.permissions).allows("iot:Receive", receive_resource)
+                    {
+                        let limit = self.queue_limit;
+                        enqueue(
+                            &client_id,
+                            &mut entry.next_seq,
+                            parked,
+                            message.clone(),
+                            limit,
+                            &mut published.writes,
+                        );
+                    }
                 }
             }
         }
-        let changed = if qos == QoS::AtLeastOnce {
-            self.queue_offline(message, receive_resource, &served_groups)
-        } else {
-            Vec::new()
+        let Table {
+            sessions, shared, ..
+        } = table;
+        for (name, group) in shared.iter_mut() {
+            if !topic::matches(&group.filter, topic_name) {
+                continue;
+            }
+            let members = group.members.len();
+            let served = (0..members).find(|step| {
+                let member = &group.members[(group.next + step) % members];
+                sessions.get(member).is_some_and(|entry| {
+                    let Some(client) = entry.online() else {
+                        return false;
+                    };
+                    let granted = entry
+                        .subscriptions
+                        .get(name)
+                        .map_or(QoS::AtMostOnce, |s| s.qos);
+                    let delivery = Delivery {
+                        message: message.clone(),
+                        qos: qos.min(granted),
+                        retain: false,
+                    };
+                    offer(client, delivery, receive_resource, &mut published.full)
+                })
+            });
+            if let Some(step) = served {
+                group.next = (group.next + step + 1) % members;
+                continue;
+            }
+            if qos != QoS::AtLeastOnce {
+                continue;
+            }
+            // Nobody online took it: the first parked member with a QoS 1 subscription keeps it.
+            for member in &group.members {
+                let Some(entry) = sessions.get_mut(member) else {
+                    continue;
+                };
+                let qos1 = entry
+                    .subscriptions
+                    .get(name)
+                    .is_some_and(|s| s.qos == QoS::AtLeastOnce);
+                let State::Offline(parked) = &mut entry.state else {
+                    continue;
+                };
+                if qos1 && current(&parked.permissions).allows("iot:Receive", receive_resource) {
+                    enqueue(
+                        member,
+                        &mut entry.next_seq,
+                        parked,
+                        message.clone(),
+                        self.queue_limit,
+                        &mut published.writes,
+                    );
+                    break;
+                }
+            }
+        }
+        published
+    }
+
+    /// Client ids the router holds a session or a version number for (tests, metrics).
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        let table = self.lock();
+        table.sessions.len() + table.departed.len()
+    }
+}
+
+/// Puts unfinished messages at the end of a parked session's queue, storing those not yet stored.
+fn requeue(
+    client_id: &str,
+    next_seq: &mut u64,
+    parked: &mut Parked,
+    unfinished: Vec<Unfinished>,
+    limit: usize,
+    writes: &mut Vec<SessionWrite>,
+) {
+    for (seq, message) in unfinished {
+        match seq {
+            Some(seq) => {
+                parked.queue.push_back((seq, message));
+                while parked.queue.len() > limit {
+                    let Some((oldest, _)) = parked.queue.pop_front() else {
+                        break;
+                    };
+                    metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "session_queue_full").increment(1);
+                    writes.push(SessionWrite::Dequeue {
+                        client_id: client_id.to_string(),
+                        seq: oldest,
+                    });
+                }
+            }
+            None => enqueue(client_id, next_seq, parked, message, limit, writes),
+        }
+    }
+}
+
+/// The writes that remove stored unfinished messages nobody will get.
+fn forget_unfinished(client_id: &str, unfinished: Vec<Unfinished>) -> Vec<SessionWrite> {
+    unfinished
+        .into_iter()
+        .filter_map(|(seq, _)| {
+            seq.map(|seq| SessionWrite::Dequeue {
+                client_id: client_id.to_string(),
+                seq,
+            })
+        })
+        .collect()
+}
+
+/// The writes that remove a session and its queue.
+fn discard(client_id: &str, entry: Entry) -> Vec<SessionWrite> {
+    let mut writes = Vec::new();
+    if let State::Offline(parked) = entry.state {
+        writes.extend(parked.queue.iter().map(|(seq, _)| SessionWrite::Dequeue {
+            client_id: client_id.to_string(),
+            seq: *seq,
+        }));
+    }
+    if entry.stored {
+        writes.push(SessionWrite::Forget {
+            client_id: client_id.to_string(),
+        });
+    }
+    writes
+}
+
+fn record_of(parked: &Parked, subscriptions: &HashMap<String, Subscription>) -> SessionRecord {
+    SessionRecord {
+        identity: parked.identity.clone(),
+        subscriptions: subscriptions
+            .iter()
+            .map(|(f, s)| (f.clone(), s.to_byte()))
+            .collect(),
+        expires_at_ms: parked.expires_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    const RESOURCE: &str = "arn:aws:iot:r:1:topic/t/a";
+
+    fn allow_all() -> PermissionsCell {
+        let unrestricted = ferrocore_registry::Credentials::local_default()
+            .permissions("test", None)
+            .unwrap();
+        Arc::new(RwLock::new(Arc::new(unrestricted)))
+    }
+
+    struct Client {
+        deliveries: mpsc::Receiver<Delivery>,
+        control: watch::Receiver<Option<Signal>>,
+        connected: Connected,
+    }
+
+    fn connect(
+        router: &Router,
+        id: &str,
+        connection: u64,
+        clean_start: bool,
+        depth: usize,
+    ) -> Client {
+        let (sender, deliveries) = mpsc::channel(depth);
+        let (control, control_receiver) = Control::channel();
+        let entry = ClientEntry {
+            client_id: id.into(),
+            connection,
+            identity: Identity::Certificate("c".into()),
+            permissions: allow_all(),
+            sender,
+            control,
         };
-        Published { changed, full }
-    }
-
-    /// Keeps a QoS 1 message for the disconnected persistent sessions that want it:
-    /// their QoS 1 subscriptions, and one session per shared subscription that no
-    /// online member took.
-    fn queue_offline(&self, message: &Message, receive_resource: &str, served_groups: &HashSet<String>) -> ChangedSessions {
-        let topic_name = message.topic.as_str();
-        let mut changed = Vec::new();
-        let mut queued_groups: HashSet<String> = HashSet::new();
-        let mut offline = self.offline_lock();
-        for (client_id, away) in offline.iter_mut() {
-            let mut wants = false;
-            for (subscription, granted) in &away.session.subscriptions {
-                if *granted == 0 {
-                    continue;
-                }
-                match shared_filter(subscription) {
-                    Some(filter) => {
-                        if topic::matches(filter, topic_name)
-                            && !served_groups.contains(subscription)
-                            && !queued_groups.contains(subscription)
-                        {
-                            wants = true;
-                        }
-                    }
-                    None => wants |= !subscription.starts_with("$share/") && topic::matches(subscription, topic_name),
-                }
-            }
-            if wants && current(&away.permissions).allows("iot:Receive", receive_resource) {
-                for subscription in away.session.subscriptions.keys() {
-                    if shared_filter(subscription).is_some_and(|filter| topic::matches(filter, topic_name)) {
-                        queued_groups.insert(subscription.clone());
-                    }
-                }
-                away.session.queue.push(message.clone());
-                changed.push((client_id.clone(), away.session.clone()));
-            }
+        let connected = router.connect(entry, clean_start, 0);
+        Client {
+            deliveries,
+            control: control_receiver,
+            connected,
         }
-        changed
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    fn message(n: u64) -> Message {
+        Message::new("t/a", Bytes::from(n.to_string()))
+    }
+
+    fn number(message: &Message) -> u64 {
+        std::str::from_utf8(&message.payload)
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn publish(router: &Router, n: u64) -> Published {
+        router.publish(&message(n), QoS::AtLeastOnce, false, None, RESOURCE)
+    }
+
+    fn drain(client: &mut Client) -> Vec<Delivery> {
+        std::iter::from_fn(|| client.deliveries.try_recv().ok()).collect()
+    }
+
+    const FAR: u64 = u64::MAX;
+
+    #[test]
+    fn a_resuming_connection_gets_every_message_published_around_its_connect() {
+        // A publisher races a client that resumes and parks its session over and over:
+        // each message must end up exactly once in a replay, a live queue or the parked queue.
+        let router = Arc::new(Router::new(1_000_000));
+        let mut first = connect(&router, "sub", 0, false, 100_000);
+        router.subscribe("sub", "t/#", Subscription::with_qos(QoS::AtLeastOnce));
+        router.park("sub", 0, FAR, Vec::new(), &mut first.deliveries);
+        const MESSAGES: u64 = 20_000;
+        let publisher = {
+            let router = router.clone();
+            std::thread::spawn(move || (0..MESSAGES).for_each(|n| drop(publish(&router, n))))
+        };
+        let mut seen = Vec::new();
+        let mut connection = 1;
+        while !publisher.is_finished() || connection < 50 {
+            let mut client = connect(&router, "sub", connection, false, 100_000);
+            assert!(client.connected.session_present);
+            seen.extend(client.connected.replay.drain(..).map(|(_, m)| number(&m)));
+            seen.extend(drain(&mut client).iter().map(|d| number(&d.message)));
+            // Whatever is still queued for the connection goes back to the parked session.
+            router.park("sub", connection, FAR, Vec::new(), &mut client.deliveries);
+            connection += 1;
+        }
+        publisher.join().unwrap();
+        let last = connect(&router, "sub", connection, false, 100_000);
+        seen.extend(last.connected.replay.iter().map(|(_, m)| number(m)));
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (0..MESSAGES).collect::<Vec<_>>(),
+            "lost or duplicated across hand-overs"
+        );
+    }
+
+    #[test]
+    fn a_message_queued_for_a_connection_that_ends_stays_with_its_session() {
+        let router = Router::new(100);
+        let mut client = connect(&router, "c", 1, false, 16);
+        router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtLeastOnce));
+        let published = router.publish(&message(1), QoS::AtLeastOnce, false, Some("c"), RESOURCE);
+        assert!(published.writes.is_empty(), "the live connection takes it");
+        // The connection closes before it sent the delivery (e.g. it refused the next packet).
+        let writes = router.park("c", 1, FAR, Vec::new(), &mut client.deliveries);
+        assert!(
+            writes
+                .iter()
+                .any(|w| matches!(w, SessionWrite::Queue { seq: 0, .. })),
+            "{writes:?}"
+        );
+        assert!(
+            writes
+                .iter()
+                .any(|w| matches!(w, SessionWrite::Save { .. }))
+        );
+        let resumed = connect(&router, "c", 2, false, 16);
+        assert!(resumed.connected.session_present);
+        assert_eq!(resumed.connected.replay, vec![(0, message(1))]);
+    }
+
+    #[test]
+    fn no_local_skips_the_publishers_own_subscription_and_retain_as_published_keeps_the_flag() {
+        let router = Router::new(100);
+        let mut own = connect(&router, "own", 1, true, 16);
+        let mut other = connect(&router, "other", 2, true, 16);
+        let mut plain = connect(&router, "plain", 3, true, 16);
+        let no_local = Subscription {
+            qos: QoS::AtLeastOnce,
+            no_local: true,
+            retain_as_published: true,
+        };
+        router.subscribe("own", "t/#", no_local);
+        router.subscribe("other", "t/#", no_local);
+        router.subscribe("plain", "t/a", Subscription::with_qos(QoS::AtMostOnce));
+        router.publish(&message(1), QoS::AtLeastOnce, true, Some("own"), RESOURCE);
+        assert!(
+            drain(&mut own).is_empty(),
+            "No Local: not sent to its publisher"
+        );
+        let got = drain(&mut other);
+        assert_eq!(
+            got.len(),
+            1,
+            "the same subscription of another client gets it"
+        );
+        assert!(got[0].retain, "Retain As Published keeps RETAIN=1");
+        assert_eq!(got[0].qos, QoS::AtLeastOnce);
+        let got = drain(&mut plain);
+        assert!(
+            !got[0].retain,
+            "without Retain As Published a live copy has RETAIN=0"
+        );
+        assert_eq!(got[0].qos, QoS::AtMostOnce);
+        // Another client's publish reaches the No Local subscriber.
+        router.publish(
+            &message(2),
+            QoS::AtLeastOnce,
+            false,
+            Some("other"),
+            RESOURCE,
+        );
+        assert_eq!(drain(&mut own).len(), 1);
+        assert_eq!(
+            router.subscribe("own", "t/#", no_local),
+            Some(false),
+            "an existing subscription is not new"
+        );
+        assert_eq!(router.subscribe("own", "t/b", no_local), Some(true));
+    }
+
+    #[test]
+    fn subscription_options_survive_storage() {
+        for subscription in [
+            Subscription::with_qos(QoS::AtMostOnce),
+            Subscription {
+                qos: QoS::AtLeastOnce,
+                no_local: true,
+                retain_as_published: false,
+            },
+            Subscription {
+                qos: QoS::AtLeastOnce,
+                no_local: false,
+                retain_as_published: true,
+            },
+        ] {
+            assert_eq!(
+                Subscription::from_byte(subscription.to_byte()),
+                subscription
+            );
+        }
+        assert_eq!(
+            Subscription::from_byte(1),
+            Subscription::with_qos(QoS::AtLeastOnce),
+            "stored plain QoS"
+        );
+    }
+
+    #[test]
+    fn take_over_and_delete_connection_reach_a_connection_whose_queue_is_full() {
+        let router = Router::new(100);
+        let mut old = connect(&router, "c", 1, true, 1);
+        router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtMostOnce));
+        publish(&router, 1);
+        let full = publish(&router, 2);
+        assert_eq!(full.full.len(), 1, "the old connection's queue is full");
+        let mut new = connect(&router, "c", 2, true, 1);
+        assert_eq!(*old.control.borrow_and_update(), Some(Signal::TakenOver));
+        assert_eq!(
+            *new.control.borrow_and_update(),
+            None,
+            "positive control: the new connection is not told to leave"
+        );
+        router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtMostOnce));
+        publish(&router, 3);
+        publish(&router, 4);
+        assert!(router.kick("c", true, false));
+        assert_eq!(
+            *new.control.borrow(),
+            Some(Signal::Kicked {
+                clean_session: true,
+                prevent_will: false
+            })
+        );
+        // The first signal stays the reason.
+        assert_eq!(*old.control.borrow(), Some(Signal::TakenOver));
+        assert_eq!(drain(&mut new).len(), 1);
+    }
+
+    #[test]
+    fn a_parked_queue_appends_one_write_per_message_and_drops_the_oldest_past_its_limit() {
+        let router = Router::new(3);
+        let mut client = connect(&router, "c", 1, false, 16);
+        router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtLeastOnce));
+        router.park("c", 1, FAR, Vec::new(), &mut client.deliveries);
+        for n in 0..5 {
+            let writes = publish(&router, n).writes;
+            let queued = writes
+                .iter()
+                .filter(|w| matches!(w, SessionWrite::Queue { .. }))
+                .count();
+            let dropped: Vec<u64> = writes
+                .iter()
+                .filter_map(|w| {
+                    if let SessionWrite::Dequeue { seq, .. } = w {
+                        Some(*seq)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            assert_eq!(queued, 1, "one record per queued message");
+            assert_eq!(dropped, if n >= 3 { vec![n - 3] } else { vec![] });
+        }
+        let resumed = connect(&router, "c", 2, false, 16);
+        assert_eq!(
+            resumed
+                .connected
+                .replay
+                .iter()
+                .map(|(_, m)| number(m))
+                .collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn a_clean_start_discards_the_stored_session_and_its_queue() {
+        let router = Router::new(10);
+        let mut client = connect(&router, "c", 1, false, 16);
+        router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtLeastOnce));
+        router.park("c", 1, FAR, Vec::new(), &mut client.deliveries);
+        publish(&router, 7);
+        let clean = connect(&router, "c", 2, true, 16);
+        assert!(!clean.connected.session_present);
+        assert!(clean.connected.replay.is_empty());
+        assert!(clean.connected.writes.contains(&SessionWrite::Forget {
+            client_id: "c".into()
+        }));
+        assert!(clean.connected.writes.contains(&SessionWrite::Dequeue {
+            client_id: "c".into(),
+            seq: 0
+        }));
+        assert!(
+            publish(&router, 8).writes.is_empty(),
+            "the old subscription is gone"
+        );
+    }
+
+    #[test]
+    fn version_numbers_grow_per_client_id_and_are_forgotten_an_hour_after_it_left() {
+        let router = Router::new(10);
+        for n in 0..1000u64 {
+            let id = format!("c{n}");
+            let client = connect(&router, &id, n, true, 1);
+            assert_eq!(client.connected.version, 1);
+            router.disconnect(&id, n, Vec::new(), 0);
+        }
+        let again = connect(&router, "c1", 5000, true, 1);
+        assert_eq!(again.connected.version, 2, "monotonic while remembered");
+        router.disconnect("c1", 5000, Vec::new(), 10);
+        assert_eq!(router.remembered(), 1000);
+        router.expire(VERSION_MEMORY_MS - 1);
+        assert_eq!(
+            router.remembered(),
+            1000,
+            "positive control: kept within the hour"
+        );
+        router.expire(VERSION_MEMORY_MS + 10);
+        assert_eq!(
+            router.remembered(),
+            0,
+            "nothing kept for client ids gone an hour"
+        );
     }
 }

@@ -1,26 +1,50 @@
-//! Persistent sessions of disconnected clients: their subscriptions and the QoS 1
-//! messages queued for them, kept durably until the session expires.
+//! Persistent sessions of disconnected clients, kept durably until they expire:
+//! one record per session (identity, subscriptions, expiry) in `MqttSession`, and
+//! one record per queued QoS 1 message in `MqttQueuedMessage`, appended when the
+//! message is queued and deleted once it is delivered, so queuing costs one small
+//! write whatever the queue's length.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferrocore_mqtt::QoS;
 use ferrocore_store::{Collection, Expect, RecordStore, StoreError, Write};
 use serde::{Deserialize, Serialize};
 
 use crate::Identity;
 use crate::message::{Message, StoredExtras};
 
-/// What a persistent session keeps while its client is away.
+/// What a persistent session keeps besides its queue.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoredSession {
+pub struct SessionRecord {
     pub identity: Identity,
-    /// Filter → granted QoS (0 or 1); shared subscriptions keep their `$share/<group>/` prefix.
-    pub subscriptions: HashMap<String, u8>,
-    pub queue: Vec<Message>,
+    /// Filter → subscription options byte (QoS in bits 0–1, see `router::Subscription`);
+    /// shared subscriptions keep their `$share/<group>/` prefix.
+    pub subscriptions: Vec<(String, u8)>,
     /// Unix milliseconds after which the session is gone.
     pub expires_at_ms: u64,
+}
+
+/// A change to the stored sessions, made by the router under its lock and
+/// committed by the caller before it acknowledges what caused it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionWrite {
+    Save {
+        client_id: String,
+        record: SessionRecord,
+    },
+    Forget {
+        client_id: String,
+    },
+    Queue {
+        client_id: String,
+        seq: u64,
+        message: Message,
+    },
+    Dequeue {
+        client_id: String,
+        seq: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -30,6 +54,8 @@ struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     access_key: Option<String>,
     subscriptions: Vec<(String, u8)>,
+    /// Messages of sessions stored before queued messages had records of their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     queue: Vec<QueuedRecord>,
     expires_at_ms: u64,
 }
@@ -48,7 +74,30 @@ enum QueuedRecord {
     },
 }
 
-impl StoredSession {
+impl QueuedRecord {
+    fn of(message: &Message) -> Self {
+        Self::Full {
+            topic: message.topic.clone(),
+            payload: hex::encode(&message.payload),
+            extras: StoredExtras::of(message),
+        }
+    }
+
+    fn into_message(self) -> Option<Message> {
+        match self {
+            Self::Plain(topic, payload) => {
+                Some(Message::new(topic, Bytes::from(hex::decode(payload).ok()?)))
+            }
+            Self::Full {
+                topic,
+                payload,
+                extras,
+            } => extras.into_message(topic, Bytes::from(hex::decode(payload).ok()?)),
+        }
+    }
+}
+
+impl SessionRecord {
     fn encode(&self) -> Vec<u8> {
         let (certificate_id, access_key) = match &self.identity {
             Identity::Certificate(id) => (id.clone(), None),
@@ -57,48 +106,54 @@ impl StoredSession {
         let record = Record {
             certificate_id,
             access_key,
-            subscriptions: self.subscriptions.iter().map(|(f, q)| (f.clone(), *q)).collect(),
-            queue: self
-                .queue
-                .iter()
-                .map(|m| QueuedRecord::Full {
-                    topic: m.topic.clone(),
-                    payload: hex::encode(&m.payload),
-                    extras: StoredExtras::of(m),
-                })
-                .collect(),
+            subscriptions: self.subscriptions.clone(),
+            queue: Vec::new(),
             expires_at_ms: self.expires_at_ms,
         };
         serde_json::to_vec(&record).expect("sessions always serialize")
     }
 
-    fn decode(body: &[u8]) -> Option<Self> {
+    /// The session and the messages stored inside it by older versions.
+    fn decode(body: &[u8]) -> Option<(Self, Vec<Message>)> {
         let record: Record = serde_json::from_slice(body).ok()?;
-        let queue = record
+        let legacy = record
             .queue
             .into_iter()
-            .map(|queued| match queued {
-                QueuedRecord::Plain(topic, payload) => Some(Message::new(topic, Bytes::from(hex::decode(payload).ok()?))),
-                QueuedRecord::Full { topic, payload, extras } => {
-                    extras.into_message(topic, Bytes::from(hex::decode(payload).ok()?))
-                }
-            })
+            .map(QueuedRecord::into_message)
             .collect::<Option<Vec<_>>>()?;
         let identity = match record.access_key {
             Some(key) => Identity::AccessKey(key),
             None => Identity::Certificate(record.certificate_id),
         };
-        Some(Self {
-            identity,
-            subscriptions: record.subscriptions.into_iter().collect(),
-            queue,
-            expires_at_ms: record.expires_at_ms,
-        })
+        Some((
+            Self {
+                identity,
+                subscriptions: record.subscriptions,
+                expires_at_ms: record.expires_at_ms,
+            },
+            legacy,
+        ))
     }
+}
 
-    pub fn qos_of(value: u8) -> QoS {
-        if value >= 1 { QoS::AtLeastOnce } else { QoS::AtMostOnce }
-    }
+/// The key of a queued message: the client id's length (3 digits), the client id,
+/// `/`, the sequence number (20 digits), so keys of one session sort in queue order
+/// and no client id is a prefix of another's keys.
+fn queued_key(client_id: &str, seq: u64) -> String {
+    format!("{:03}{client_id}/{seq:020}", client_id.len())
+}
+
+fn parse_queued_key(key: &str) -> Option<(&str, u64)> {
+    let length: usize = key.get(..3)?.parse().ok()?;
+    let client_id = key.get(3..3 + length)?;
+    let seq = key.get(3 + length..)?.strip_prefix('/')?.parse().ok()?;
+    Some((client_id, seq))
+}
+
+/// A stored session as loaded, with its queue in order.
+pub struct StoredSession {
+    pub record: SessionRecord,
+    pub queue: Vec<(u64, Message)>,
 }
 
 /// The durable side of persistent sessions.
@@ -111,39 +166,135 @@ impl SessionStore {
         Self { store }
     }
 
-    pub async fn load_all(&self) -> Result<HashMap<String, StoredSession>, StoreError> {
-        let mut sessions = HashMap::new();
+    async fn scan(
+        &self,
+        collection: Collection,
+    ) -> Result<Vec<ferrocore_store::Record>, StoreError> {
+        let mut records = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let batch = self.store.list(Collection::MqttSession, after.as_deref(), 500).await?;
+            let batch = self.store.list(collection, after.as_deref(), 1000).await?;
             let Some(last) = batch.last() else { break };
             after = Some(last.key.clone());
-            for record in batch {
-                if let Some(session) = StoredSession::decode(&record.body) {
-                    sessions.insert(record.key, session);
-                }
+            records.extend(batch);
+        }
+        Ok(records)
+    }
+
+    /// Every stored session with its queue. Sessions stored by older versions (the
+    /// queue inside the session record) are rewritten in the current form, and
+    /// queued messages whose session is gone are deleted.
+    pub async fn load_all(&self) -> Result<HashMap<String, StoredSession>, StoreError> {
+        let mut sessions: HashMap<String, StoredSession> = HashMap::new();
+        let (mut writes, mut orphans) = (Vec::new(), Vec::new());
+        for record in self.scan(Collection::MqttSession).await? {
+            let Some((session, legacy)) = SessionRecord::decode(&record.body) else {
+                tracing::warn!(client_id = %record.key, "skipping a stored session that does not decode");
+                continue;
+            };
+            let client_id = record.key;
+            if !legacy.is_empty() {
+                let queue: Vec<(u64, Message)> = legacy
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, m)| (i as u64, m))
+                    .collect();
+                writes.extend(queue.iter().map(|(seq, message)| SessionWrite::Queue {
+                    client_id: client_id.clone(),
+                    seq: *seq,
+                    message: message.clone(),
+                }));
+                writes.push(SessionWrite::Save {
+                    client_id: client_id.clone(),
+                    record: session.clone(),
+                });
+                sessions.insert(
+                    client_id,
+                    StoredSession {
+                        record: session,
+                        queue,
+                    },
+                );
+            } else {
+                sessions.insert(
+                    client_id,
+                    StoredSession {
+                        record: session,
+                        queue: Vec::new(),
+                    },
+                );
             }
         }
+        for record in self.scan(Collection::MqttQueuedMessage).await? {
+            let parsed = parse_queued_key(&record.key);
+            let message = serde_json::from_slice::<QueuedRecord>(&record.body)
+                .ok()
+                .and_then(QueuedRecord::into_message);
+            match (parsed, message) {
+                (Some((client_id, seq)), Some(message)) if sessions.contains_key(client_id) => {
+                    if let Some(session) = sessions.get_mut(client_id) {
+                        session.queue.push((seq, message));
+                    }
+                }
+                _ => orphans.push(Write::delete(
+                    Collection::MqttQueuedMessage,
+                    &record.key,
+                    Expect::Anything,
+                )),
+            }
+        }
+        for session in sessions.values_mut() {
+            session.queue.sort_by_key(|(seq, _)| *seq);
+        }
+        if !orphans.is_empty() {
+            tracing::info!(
+                records = orphans.len(),
+                "deleting queued messages whose session is gone"
+            );
+            self.store.commit(orphans).await?;
+        }
+        self.apply(writes).await?;
         Ok(sessions)
     }
 
-    /// Writes the given sessions; returns once they are durable.
-    pub async fn save(&self, sessions: Vec<(String, StoredSession)>) -> Result<(), StoreError> {
-        if sessions.is_empty() {
+    /// Commits the writes in one batch; returns once they are durable.
+    pub async fn apply(&self, writes: Vec<SessionWrite>) -> Result<(), StoreError> {
+        if writes.is_empty() {
             return Ok(());
         }
-        let writes = sessions
-            .iter()
-            .map(|(client_id, session)| Write::put(Collection::MqttSession, client_id, Expect::Anything, session.encode()))
+        let writes = writes
+            .into_iter()
+            .map(|write| match write {
+                SessionWrite::Save { client_id, record } => Write::put(
+                    Collection::MqttSession,
+                    &client_id,
+                    Expect::Anything,
+                    record.encode(),
+                ),
+                SessionWrite::Forget { client_id } => {
+                    Write::delete(Collection::MqttSession, &client_id, Expect::Anything)
+                }
+                SessionWrite::Queue {
+                    client_id,
+                    seq,
+                    message,
+                } => {
+                    let body = serde_json::to_vec(&QueuedRecord::of(&message))
+                        .expect("messages always serialize");
+                    Write::put(
+                        Collection::MqttQueuedMessage,
+                        &queued_key(&client_id, seq),
+                        Expect::Anything,
+                        body,
+                    )
+                }
+                SessionWrite::Dequeue { client_id, seq } => Write::delete(
+                    Collection::MqttQueuedMessage,
+                    &queued_key(&client_id, seq),
+                    Expect::Anything,
+                ),
+            })
             .collect();
-        self.store.commit(writes).await
-    }
-
-    pub async fn delete(&self, client_ids: Vec<String>) -> Result<(), StoreError> {
-        if client_ids.is_empty() {
-            return Ok(());
-        }
-        let writes = client_ids.iter().map(|id| Write::delete(Collection::MqttSession, id, Expect::Anything)).collect();
         self.store.commit(writes).await
     }
 }
@@ -151,31 +302,148 @@ impl SessionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferrocore_store::SqliteStore;
 
-    #[test]
-    fn stored_sessions_round_trip() {
-        let mut properties = ferrocore_mqtt::Properties::default();
-        properties.user_properties = vec![("k".into(), "v".into())];
-        properties.message_expiry_interval = Some(60);
-        let session = StoredSession {
-            identity: Identity::Certificate("c".into()),
-            subscriptions: [("a/#".to_string(), 1), ("$share/g/a".to_string(), 1)].into(),
-            queue: vec![
-                Message::new("a/b", Bytes::from_static(b"\x00\xffhi")),
-                Message::published("a/c", Bytes::from_static(b"x"), &properties, 7),
-            ],
+    async fn store() -> (tempfile::TempDir, Arc<dyn RecordStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn RecordStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
+        (dir, store)
+    }
+
+    fn record(identity: Identity) -> SessionRecord {
+        SessionRecord {
+            identity,
+            subscriptions: vec![("a/#".into(), 1), ("$share/g/a".into(), 0x05)],
             expires_at_ms: 42,
-        };
-        assert_eq!(StoredSession::decode(&session.encode()), Some(session.clone()));
-        let by_key = StoredSession { identity: Identity::AccessKey("AKID".into()), ..session };
-        assert_eq!(StoredSession::decode(&by_key.encode()), Some(by_key));
+        }
     }
 
     #[test]
-    fn sessions_stored_before_properties_still_load() {
-        let old = br#"{"certificate_id":"c","subscriptions":[["a",1]],"queue":[["a","6869"]],"expires_at_ms":9}"#;
-        let session = StoredSession::decode(old).unwrap();
-        assert_eq!(session.identity, Identity::Certificate("c".into()));
-        assert_eq!(session.queue, vec![Message::new("a", Bytes::from_static(b"hi"))]);
+    fn session_records_round_trip() {
+        for identity in [
+            Identity::Certificate("c".into()),
+            Identity::AccessKey("AKID".into()),
+        ] {
+            let session = record(identity);
+            assert_eq!(
+                SessionRecord::decode(&session.encode()),
+                Some((session, Vec::new()))
+            );
+        }
+    }
+
+    #[test]
+    fn queued_keys_sort_in_queue_order_and_never_mix_client_ids() {
+        assert_eq!(parse_queued_key(&queued_key("a/b", 7)), Some(("a/b", 7)));
+        assert!(queued_key("a", 9) < queued_key("a", 10));
+        assert!(!queued_key("ab", 1).starts_with(&queued_key("a", 1)[..4]));
+        assert_eq!(parse_queued_key("xyz"), None);
+    }
+
+    #[tokio::test]
+    async fn queued_messages_are_stored_one_record_each_and_load_in_order() {
+        let (_dir, store) = store().await;
+        let sessions = SessionStore::new(store.clone());
+        let mut properties = ferrocore_mqtt::Properties::default();
+        properties.user_properties = vec![("k".into(), "v".into())];
+        let second = Message::published("a/c", Bytes::from_static(b"x"), &properties, 7);
+        sessions
+            .apply(vec![
+                SessionWrite::Save {
+                    client_id: "c1".into(),
+                    record: record(Identity::Certificate("c".into())),
+                },
+                SessionWrite::Queue {
+                    client_id: "c1".into(),
+                    seq: 10,
+                    message: second.clone(),
+                },
+                SessionWrite::Queue {
+                    client_id: "c1".into(),
+                    seq: 9,
+                    message: Message::new("a/b", Bytes::from_static(b"\x00\xff")),
+                },
+                SessionWrite::Queue {
+                    client_id: "gone".into(),
+                    seq: 1,
+                    message: Message::new("a/b", Bytes::new()),
+                },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .list(Collection::MqttQueuedMessage, None, 10)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        let loaded = sessions.load_all().await.unwrap();
+        let queue = &loaded["c1"].queue;
+        assert_eq!(
+            queue.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            vec![9, 10]
+        );
+        assert_eq!(queue[1].1, second);
+        // The message of a session that is gone was deleted; delivered ones go one by one.
+        assert_eq!(
+            store
+                .list(Collection::MqttQueuedMessage, None, 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        sessions
+            .apply(vec![SessionWrite::Dequeue {
+                client_id: "c1".into(),
+                seq: 9,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(sessions.load_all().await.unwrap()["c1"].queue.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sessions_stored_with_their_queue_inside_are_migrated() {
+        let (_dir, store) = store().await;
+        let old = br#"{"certificate_id":"c","subscriptions":[["a",1]],"queue":[["a","6869"],{"topic":"b","payload":"00"}],"expires_at_ms":9}"#;
+        store
+            .commit(vec![Write::put(
+                Collection::MqttSession,
+                "c1",
+                Expect::Anything,
+                old.to_vec(),
+            )])
+            .await
+            .unwrap();
+        let sessions = SessionStore::new(store.clone());
+        let loaded = sessions.load_all().await.unwrap();
+        let expected = vec![
+            (0, Message::new("a", Bytes::from_static(b"hi"))),
+            (1, Message::new("b", Bytes::from_static(b"\x00"))),
+        ];
+        assert_eq!(loaded["c1"].queue, expected);
+        assert_eq!(
+            loaded["c1"].record.identity,
+            Identity::Certificate("c".into())
+        );
+        let rewritten = store
+            .get(Collection::MqttSession, "c1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&rewritten.body).contains("queue"));
+        assert_eq!(
+            store
+                .list(Collection::MqttQueuedMessage, None, 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(sessions.load_all().await.unwrap()["c1"].queue, expected);
     }
 }

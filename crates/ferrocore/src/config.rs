@@ -35,7 +35,12 @@ pub struct ServeArgs {
     /// An access key to accept (with --secret-access-key); replaces the local test/test pair.
     #[arg(long, env = "FERROCORE_ACCESS_KEY_ID", requires = "secret_access_key")]
     pub access_key_id: Option<String>,
-    #[arg(long, env = "FERROCORE_SECRET_ACCESS_KEY", hide_env_values = true, requires = "access_key_id")]
+    #[arg(
+        long,
+        env = "FERROCORE_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        requires = "access_key_id"
+    )]
     pub secret_access_key: Option<String>,
 }
 
@@ -87,6 +92,17 @@ pub struct Config {
     pub mqtt_topic_slashes: usize,
     /// Expiry of persistent sessions that do not set one (AWS: 1 hour).
     pub mqtt_session_expiry_secs: u64,
+    /// QoS 1 messages a disconnected persistent session keeps; beyond, the oldest are dropped.
+    pub mqtt_session_queue_limit: usize,
+    /// API connections open at once; beyond, new ones wait in the kernel's backlog.
+    pub api_max_connections: usize,
+    /// Device connections open at once (8883 and HTTPS together); by default the
+    /// descriptor limit less the API's share and a reserve.
+    pub device_max_connections: Option<usize>,
+    /// An API connection that moves no byte for this long is closed.
+    pub api_idle_timeout_secs: u64,
+    /// How long a client may take to send an API request's body.
+    pub api_body_timeout_secs: u64,
     /// AWS's per-connection quotas (100 publishes/s, 524288 bytes/s); off unless set.
     pub mqtt_publishes_per_second: Option<u32>,
     pub mqtt_bytes_per_second: Option<u32>,
@@ -168,6 +184,11 @@ impl Default for Config {
             mqtt_topic_bytes: 256,
             mqtt_topic_slashes: 7,
             mqtt_session_expiry_secs: 3600,
+            mqtt_session_queue_limit: 10_000,
+            api_max_connections: 256,
+            device_max_connections: None,
+            api_idle_timeout_secs: 60,
+            api_body_timeout_secs: 30,
             mqtt_publishes_per_second: None,
             mqtt_bytes_per_second: None,
             shadow_max_state_bytes: 8 * 1024,
@@ -192,19 +213,28 @@ impl Config {
         macro_rules! override_with {
             ($($field:ident),*) => {$( if let Some(value) = args.$field { config.$field = value; } )*};
         }
-        override_with!(data_dir, api_addr, mqtt_addr, https_addr, account_id, region);
+        override_with!(
+            data_dir, api_addr, mqtt_addr, https_addr, account_id, region
+        );
         if args.endpoint_host.is_some() {
             config.endpoint_host = args.endpoint_host;
         }
-        if let (Some(access_key_id), Some(secret_access_key)) = (args.access_key_id, args.secret_access_key) {
-            config.credentials = vec![CredentialConfig { access_key_id, secret_access_key, policy: None }];
+        if let (Some(access_key_id), Some(secret_access_key)) =
+            (args.access_key_id, args.secret_access_key)
+        {
+            config.credentials = vec![CredentialConfig {
+                access_key_id,
+                secret_access_key,
+                policy: None,
+            }];
         }
         config.validate()?;
         Ok(config)
     }
 
     fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -243,14 +273,20 @@ impl Config {
             endpoints.insert("default".into(), url.clone());
         }
         let credentials = match (&rules.access_key_id, &rules.secret_access_key) {
-            (Some(access_key_id), Some(secret_access_key)) => Some(ferrocore_rules::StaticCredentials {
-                access_key_id: access_key_id.clone(),
-                secret_access_key: secret_access_key.clone(),
-                session_token: rules.session_token.clone(),
-            }),
+            (Some(access_key_id), Some(secret_access_key)) => {
+                Some(ferrocore_rules::StaticCredentials {
+                    access_key_id: access_key_id.clone(),
+                    secret_access_key: secret_access_key.clone(),
+                    session_token: rules.session_token.clone(),
+                })
+            }
             _ => None,
         };
-        let api_host = if self.api_addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { self.api_addr.ip().to_string() };
+        let api_host = if self.api_addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            self.api_addr.ip().to_string()
+        };
         ferrocore_rules::RulesConfig {
             account_id: self.account_id.clone(),
             region: rules.region.clone().unwrap_or_else(|| self.region.clone()),
@@ -266,7 +302,11 @@ impl Config {
 
     /// Names the device endpoints' TLS certificate covers: loopback, the endpoint host, and configured names.
     pub fn server_names(&self) -> Vec<String> {
-        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), self.endpoint_host()];
+        let mut names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            self.endpoint_host(),
+        ];
         names.extend(self.server_names.iter().cloned());
         let mut seen = std::collections::BTreeSet::new();
         names.retain(|n| seen.insert(n.clone()));
@@ -306,15 +346,30 @@ mod tests {
     fn file_values_yield_to_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ferrocore.toml");
-        std::fs::write(&path, "region = \"eu-west-1\"\naccount_id = \"123456789012\"\n").unwrap();
-        let config = Config::load(ServeArgs { config: Some(path), region: Some("eu-central-1".into()), ..args() }).unwrap();
-        assert_eq!((config.region.as_str(), config.account_id.as_str()), ("eu-central-1", "123456789012"));
+        std::fs::write(
+            &path,
+            "region = \"eu-west-1\"\naccount_id = \"123456789012\"\n",
+        )
+        .unwrap();
+        let config = Config::load(ServeArgs {
+            config: Some(path),
+            region: Some("eu-central-1".into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(
+            (config.region.as_str(), config.account_id.as_str()),
+            ("eu-central-1", "123456789012")
+        );
         assert_eq!(config.endpoint_host(), "127.0.0.1");
     }
 
     #[test]
     fn public_listeners_need_credentials() {
-        let public = ServeArgs { api_addr: Some("0.0.0.0:4566".parse().unwrap()), ..args() };
+        let public = ServeArgs {
+            api_addr: Some("0.0.0.0:4566".parse().unwrap()),
+            ..args()
+        };
         assert!(Config::load(public).is_err());
         let keyed = ServeArgs {
             api_addr: Some("0.0.0.0:4566".parse().unwrap()),
@@ -330,7 +385,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "regoin = \"x\"\n").unwrap();
-        assert!(Config::load(ServeArgs { config: Some(path), ..args() }).is_err());
+        assert!(
+            Config::load(ServeArgs {
+                config: Some(path),
+                ..args()
+            })
+            .is_err()
+        );
     }
 
     #[test]
@@ -342,11 +403,28 @@ mod tests {
             "api_addr = \"127.0.0.1:5999\"\n[rules]\nendpoint_url = \"http://127.0.0.1:5000\"\naccess_key_id = \"a\"\nsecret_access_key = \"s\"\n[rules.endpoints]\nlambda = \"http://127.0.0.1:9001\"\n",
         )
         .unwrap();
-        let rules = Config::load(ServeArgs { config: Some(path), ..args() }).unwrap().rules_config();
-        assert_eq!(rules.endpoints.get("default").map(String::as_str), Some("http://127.0.0.1:5000"));
-        assert_eq!(rules.endpoints.get("lambda").map(String::as_str), Some("http://127.0.0.1:9001"));
-        assert_eq!(rules.credentials.map(|c| c.access_key_id), Some("a".to_string()));
-        assert_eq!((rules.region.as_str(), rules.api_url.as_str()), ("us-east-1", "http://127.0.0.1:5999"));
+        let rules = Config::load(ServeArgs {
+            config: Some(path),
+            ..args()
+        })
+        .unwrap()
+        .rules_config();
+        assert_eq!(
+            rules.endpoints.get("default").map(String::as_str),
+            Some("http://127.0.0.1:5000")
+        );
+        assert_eq!(
+            rules.endpoints.get("lambda").map(String::as_str),
+            Some("http://127.0.0.1:9001")
+        );
+        assert_eq!(
+            rules.credentials.map(|c| c.access_key_id),
+            Some("a".to_string())
+        );
+        assert_eq!(
+            (rules.region.as_str(), rules.api_url.as_str()),
+            ("us-east-1", "http://127.0.0.1:5999")
+        );
     }
 
     #[test]
@@ -354,6 +432,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("half.toml");
         std::fs::write(&path, "[rules]\naccess_key_id = \"a\"\n").unwrap();
-        assert!(Config::load(ServeArgs { config: Some(path), ..args() }).is_err());
+        assert!(
+            Config::load(ServeArgs {
+                config: Some(path),
+                ..args()
+            })
+            .is_err()
+        );
     }
 }

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::{ATTRIBUTE_NAME, ATTRIBUTE_VALUE, DESCRIPTION, RESOURCE_NAME, TAG_KEY, TAG_VALUE};
+use crate::names::{
+    ATTRIBUTE_NAME, ATTRIBUTE_VALUE, DESCRIPTION, RESOURCE_NAME, TAG_KEY, TAG_VALUE,
+};
 use crate::{Error, Millis, Result};
 
 pub type Attributes = BTreeMap<String, String>;
@@ -84,7 +86,11 @@ pub struct AttributePayload {
 
 impl AttributePayload {
     pub fn apply(&self, current: &Attributes) -> Attributes {
-        let mut result = if self.merge { current.clone() } else { Attributes::new() };
+        let mut result = if self.merge {
+            current.clone()
+        } else {
+            Attributes::new()
+        };
         for (name, value) in &self.attributes {
             if value.is_empty() {
                 result.remove(name);
@@ -120,11 +126,19 @@ pub fn validate_attributes(attributes: &Attributes, max: usize, owner: &str) -> 
 }
 
 pub fn max_thing_attributes(typed: bool) -> usize {
-    if typed { MAX_ATTRIBUTES_TYPED } else { MAX_ATTRIBUTES_UNTYPED }
+    if typed {
+        MAX_ATTRIBUTES_TYPED
+    } else {
+        MAX_ATTRIBUTES_UNTYPED
+    }
 }
 
 pub fn thing_attribute_owner(typed: bool) -> &'static str {
-    if typed { "A thing with a thing type" } else { "A thing without a thing type" }
+    if typed {
+        "A thing with a thing type"
+    } else {
+        "A thing without a thing type"
+    }
 }
 
 pub fn validate_tags(tags: &Tags) -> Result<()> {
@@ -132,11 +146,15 @@ pub fn validate_tags(tags: &Tags) -> Result<()> {
         TAG_KEY.check("tags.member.Key", key)?;
         TAG_VALUE.check("tags.member.Value", value)?;
         if key.starts_with("aws:") {
-            return Err(Error::invalid(format!("Tag key {key} uses the reserved prefix aws:")));
+            return Err(Error::invalid(format!(
+                "Tag key {key} uses the reserved prefix aws:"
+            )));
         }
     }
     if tags.len() > MAX_TAGS {
-        return Err(Error::invalid(format!("A resource can have at most {MAX_TAGS} tags")));
+        return Err(Error::invalid(format!(
+            "A resource can have at most {MAX_TAGS} tags"
+        )));
     }
     Ok(())
 }
@@ -185,7 +203,12 @@ pub fn check_type_deletable(thing_type: &ThingType, now: Millis, wait_ms: Millis
     }
 }
 
-pub fn check_expected_version(resource: &str, name: &str, current: i64, expected: Option<i64>) -> Result<()> {
+pub fn check_expected_version(
+    resource: &str,
+    name: &str,
+    current: i64,
+    expected: Option<i64>,
+) -> Result<()> {
     match expected {
         Some(expected) if expected != current => Err(Error::VersionConflict(format!(
             "The version for {resource} {name} does not match the expected version."
@@ -225,15 +248,24 @@ mod tests {
     use super::*;
 
     fn attrs(pairs: &[(&str, &str)]) -> Attributes {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn merge_keeps_old_and_empty_removes() {
         let current = attrs(&[("a", "1"), ("b", "2")]);
-        let payload = AttributePayload { attributes: attrs(&[("b", ""), ("c", "3")]), merge: true };
+        let payload = AttributePayload {
+            attributes: attrs(&[("b", ""), ("c", "3")]),
+            merge: true,
+        };
         assert_eq!(payload.apply(&current), attrs(&[("a", "1"), ("c", "3")]));
-        let replace = AttributePayload { merge: false, ..payload };
+        let replace = AttributePayload {
+            merge: false,
+            ..payload
+        };
         assert_eq!(replace.apply(&current), attrs(&[("c", "3")]));
     }
 
@@ -262,7 +294,10 @@ mod tests {
         assert!(check_type_deletable(&thing_type(None), 10, 0).is_err());
         assert!(check_type_deletable(&thing_type(Some(0)), 0, 0).is_ok());
         let err = check_type_deletable(&thing_type(Some(0)), 1000, 300_000).unwrap_err();
-        assert!(err.to_string().contains("Please wait for 5 minutes after deprecation and then retry"));
+        assert!(
+            err.to_string()
+                .contains("Please wait for 5 minutes after deprecation and then retry")
+        );
         assert!(check_type_usable(&thing_type(Some(0))).is_err());
     }
 
@@ -278,7 +313,13 @@ mod tests {
             groups: ["child-a".to_string()].into(),
             principals: Default::default(),
         };
-        let root_of = |g: &str| if g.starts_with("child") { "root".to_string() } else { g.to_string() };
+        let root_of = |g: &str| {
+            if g.starts_with("child") {
+                "root".to_string()
+            } else {
+                g.to_string()
+            }
+        };
         assert!(check_group_membership(&thing, "child-b", &root_of).is_err());
         assert!(check_group_membership(&thing, "other", &root_of).is_ok());
         assert!(check_group_membership(&thing, "child-a", &root_of).is_ok());

@@ -88,7 +88,10 @@ impl Certificate {
     pub fn check_transition(&self, to: CertificateStatus) -> Result<()> {
         use CertificateStatus::*;
         if matches!(to, PendingTransfer | PendingActivation) {
-            return Err(Error::invalid(format!("The certificate cannot be moved to {} with UpdateCertificate.", to.as_str())));
+            return Err(Error::invalid(format!(
+                "The certificate cannot be moved to {} with UpdateCertificate.",
+                to.as_str()
+            )));
         }
         if self.status == Revoked && to != Revoked {
             return Err(Error::CertificateState(format!(
@@ -174,7 +177,8 @@ pub struct Policy {
 
 impl Policy {
     pub fn default_document(&self) -> &str {
-        self.version(self.default_version).map_or("", |v| v.document.as_str())
+        self.version(self.default_version)
+            .map_or("", |v| v.document.as_str())
     }
 
     pub fn version(&self, id: u32) -> Option<&PolicyVersion> {
@@ -182,7 +186,12 @@ impl Policy {
     }
 
     /// CreatePolicyVersion: adds a version, the new default if asked.
-    pub fn add_version(&mut self, document: String, set_as_default: bool, now: Millis) -> Result<u32> {
+    pub fn add_version(
+        &mut self,
+        document: String,
+        set_as_default: bool,
+        now: Millis,
+    ) -> Result<u32> {
         if self.versions.len() >= MAX_POLICY_VERSIONS {
             return Err(Error::VersionsLimitExceeded(format!(
                 "The policy {} already has the maximum number of versions ({MAX_POLICY_VERSIONS})",
@@ -191,7 +200,11 @@ impl Policy {
         }
         let id = self.next_version;
         self.next_version += 1;
-        self.versions.push(PolicyVersion { id, document, creation_date: now });
+        self.versions.push(PolicyVersion {
+            id,
+            document,
+            creation_date: now,
+        });
         if set_as_default {
             self.default_version = id;
         }
@@ -201,7 +214,10 @@ impl Policy {
 
     pub fn delete_version(&mut self, id: u32) -> Result<()> {
         if self.version(id).is_none() {
-            return Err(Error::not_found(format!("Policy version {id} of policy {} does not exist", self.name)));
+            return Err(Error::not_found(format!(
+                "Policy version {id} of policy {} does not exist",
+                self.name
+            )));
         }
         if id == self.default_version {
             return Err(Error::InvalidRequest(format!(

@@ -15,7 +15,10 @@ const ED25519: &str = "1.3.101.112";
 const CURVE_P256: &str = "1.2.840.10045.3.1.7";
 const CURVE_P384: &str = "1.3.132.0.34";
 
-fn algorithm(signature_oid: &str, key: &SubjectPublicKeyInfo) -> Option<&'static dyn VerificationAlgorithm> {
+fn algorithm(
+    signature_oid: &str,
+    key: &SubjectPublicKeyInfo,
+) -> Option<&'static dyn VerificationAlgorithm> {
     let curve = key
         .algorithm
         .parameters
@@ -38,7 +41,16 @@ fn algorithm(signature_oid: &str, key: &SubjectPublicKeyInfo) -> Option<&'static
 }
 
 /// Whether `signature` over `message` verifies with `key` under `signature_oid`.
-pub(crate) fn verifies(signature_oid: &str, key: &SubjectPublicKeyInfo, message: &[u8], signature: &[u8]) -> bool {
-    let Some(algorithm) = algorithm(signature_oid, key) else { return false };
-    UnparsedPublicKey::new(algorithm, key.subject_public_key.data.as_ref()).verify(message, signature).is_ok()
+pub(crate) fn verifies(
+    signature_oid: &str,
+    key: &SubjectPublicKeyInfo,
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
+    let Some(algorithm) = algorithm(signature_oid, key) else {
+        return false;
+    };
+    UnparsedPublicKey::new(algorithm, key.subject_public_key.data.as_ref())
+        .verify(message, signature)
+        .is_ok()
 }

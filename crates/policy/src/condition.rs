@@ -86,9 +86,14 @@ fn value_strings(value: &Value) -> Option<Vec<String>> {
     }
 }
 
-pub(crate) fn parse_conditions(value: &Value, variables_allowed: bool) -> Result<Vec<Condition>, PolicyError> {
+pub(crate) fn parse_conditions(
+    value: &Value,
+    variables_allowed: bool,
+) -> Result<Vec<Condition>, PolicyError> {
     let malformed = |m: String| PolicyError::Malformed(m);
-    let block = value.as_object().ok_or_else(|| malformed("Condition must be a JSON object".into()))?;
+    let block = value
+        .as_object()
+        .ok_or_else(|| malformed("Condition must be a JSON object".into()))?;
     let mut conditions = Vec::new();
     for (name, keys) in block {
         let (qualifier, rest) = if let Some(rest) = name.strip_prefix("ForAnyValue:") {
@@ -102,12 +107,23 @@ pub(crate) fn parse_conditions(value: &Value, variables_allowed: bool) -> Result
             Some(base) => (base, true),
             None => (rest, false),
         };
-        let (kind, negated) = operator(base).ok_or_else(|| malformed(format!("Unknown condition operator: {name}")))?;
-        let keys = keys.as_object().ok_or_else(|| malformed(format!("Condition {name} must map keys to values")))?;
+        let (kind, negated) = operator(base)
+            .ok_or_else(|| malformed(format!("Unknown condition operator: {name}")))?;
+        let keys = keys
+            .as_object()
+            .ok_or_else(|| malformed(format!("Condition {name} must map keys to values")))?;
         for (key, expected) in keys {
-            let expected =
-                value_strings(expected).ok_or_else(|| malformed(format!("Invalid values for condition key {key}")))?;
-            conditions.push(Condition { kind, negated, if_exists, qualifier, key: key.clone(), expected, variables_allowed });
+            let expected = value_strings(expected)
+                .ok_or_else(|| malformed(format!("Invalid values for condition key {key}")))?;
+            conditions.push(Condition {
+                kind,
+                negated,
+                if_exists,
+                qualifier,
+                key: key.clone(),
+                expected,
+                variables_allowed,
+            });
         }
     }
     Ok(conditions)
@@ -120,7 +136,11 @@ fn parse_date(text: &str) -> Option<f64> {
     }
     let digits = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
     let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    let (hour, minute, second) = if text.len() >= 19 { (digits(11..13)?, digits(14..16)?, digits(17..19)?) } else { (0, 0, 0) };
+    let (hour, minute, second) = if text.len() >= 19 {
+        (digits(11..13)?, digits(14..16)?, digits(17..19)?)
+    } else {
+        (0, 0, 0)
+    };
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -131,13 +151,19 @@ fn parse_date(text: &str) -> Option<f64> {
 
 fn ip_in(actual: &str, cidr: &str) -> bool {
     let (network, bits) = cidr.split_once('/').unwrap_or((cidr, ""));
-    let (Ok(actual), Ok(network)) = (actual.parse::<IpAddr>(), network.parse::<IpAddr>()) else { return false };
+    let (Ok(actual), Ok(network)) = (actual.parse::<IpAddr>(), network.parse::<IpAddr>()) else {
+        return false;
+    };
     let (actual, network, width) = match (actual, network) {
         (IpAddr::V4(a), IpAddr::V4(n)) => (u128::from(u32::from(a)), u128::from(u32::from(n)), 32),
         (IpAddr::V6(a), IpAddr::V6(n)) => (u128::from(a), u128::from(n), 128),
         _ => return false,
     };
-    let bits: u32 = if bits.is_empty() { width } else { bits.parse().unwrap_or(u32::MAX) };
+    let bits: u32 = if bits.is_empty() {
+        width
+    } else {
+        bits.parse().unwrap_or(u32::MAX)
+    };
     if bits > width {
         return false;
     }
@@ -153,12 +179,18 @@ impl Kind {
             Kind::StringEquals { ignore_case: true } => actual.eq_ignore_ascii_case(expected),
             Kind::StringLike | Kind::ArnLike => matches(&tokens(expected), actual, false),
             Kind::Bool => actual.eq_ignore_ascii_case(expected),
-            Kind::Numeric(order, or_equal) => match (actual.parse::<f64>(), expected.parse::<f64>()) {
-                (Ok(a), Ok(e)) => a.partial_cmp(&e).is_some_and(|o| o == order || (or_equal && o.is_eq())),
-                _ => false,
-            },
+            Kind::Numeric(order, or_equal) => {
+                match (actual.parse::<f64>(), expected.parse::<f64>()) {
+                    (Ok(a), Ok(e)) => a
+                        .partial_cmp(&e)
+                        .is_some_and(|o| o == order || (or_equal && o.is_eq())),
+                    _ => false,
+                }
+            }
             Kind::Date(order, or_equal) => match (parse_date(actual), parse_date(expected)) {
-                (Some(a), Some(e)) => a.partial_cmp(&e).is_some_and(|o| o == order || (or_equal && o.is_eq())),
+                (Some(a), Some(e)) => a
+                    .partial_cmp(&e)
+                    .is_some_and(|o| o == order || (or_equal && o.is_eq())),
                 _ => false,
             },
             Kind::IpAddress => ip_in(actual, expected),
@@ -177,7 +209,9 @@ impl Condition {
         let (mut out, mut resolved) = (String::new(), true);
         let mut rest = expected;
         while let Some(start) = rest.find("${") {
-            let Some(length) = rest[start..].find('}') else { break };
+            let Some(length) = rest[start..].find('}') else {
+                break;
+            };
             out.push_str(&rest[..start]);
             let name = &rest[start + 2..start + length];
             match context.substitution(name) {

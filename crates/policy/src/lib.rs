@@ -33,7 +33,12 @@ pub struct Evaluation {
 }
 
 /// Decides `action` (e.g. `iot:Publish`) on `resource` (a full ARN).
-pub fn evaluate(policies: &[&Policy], action: &str, resource: &str, context: &Context) -> Evaluation {
+pub fn evaluate(
+    policies: &[&Policy],
+    action: &str,
+    resource: &str,
+    context: &Context,
+) -> Evaluation {
     let mut allowing = Vec::new();
     let mut denying = Vec::new();
     for (index, policy) in policies.iter().enumerate() {
@@ -54,5 +59,9 @@ pub fn evaluate(policies: &[&Policy], action: &str, resource: &str, context: &Co
     } else {
         Decision::ImplicitDeny
     };
-    Evaluation { decision, allowing, denying }
+    Evaluation {
+        decision,
+        allowing,
+        denying,
+    }
 }

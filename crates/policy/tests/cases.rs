@@ -40,19 +40,54 @@ fn walled_garden_allows_only_the_things_own_topics() {
     let cases = [
         ("iot:Connect", "client/sensor-1", Decision::Allowed),
         ("iot:Connect", "client/sensor-2", Decision::ImplicitDeny),
-        ("iot:Publish", "topic/$aws/things/sensor-1/shadow/update", Decision::Allowed),
-        ("iot:Receive", "topic/$aws/things/sensor-1/shadow/update/accepted", Decision::Allowed),
-        ("iot:Publish", "topic/$aws/things/sensor-2/shadow/update", Decision::ImplicitDeny),
-        ("iot:Subscribe", "topicfilter/$aws/things/sensor-1/shadow/#", Decision::Allowed),
-        ("iot:Subscribe", "topicfilter/$aws/things/+/shadow/#", Decision::ImplicitDeny),
-        ("iot:Publish", "topic/sensors/sensor-1/temperature", Decision::ImplicitDeny),
-        ("iot:Subscribe", "topic/$aws/things/sensor-1/shadow/get", Decision::ImplicitDeny),
+        (
+            "iot:Publish",
+            "topic/$aws/things/sensor-1/shadow/update",
+            Decision::Allowed,
+        ),
+        (
+            "iot:Receive",
+            "topic/$aws/things/sensor-1/shadow/update/accepted",
+            Decision::Allowed,
+        ),
+        (
+            "iot:Publish",
+            "topic/$aws/things/sensor-2/shadow/update",
+            Decision::ImplicitDeny,
+        ),
+        (
+            "iot:Subscribe",
+            "topicfilter/$aws/things/sensor-1/shadow/#",
+            Decision::Allowed,
+        ),
+        (
+            "iot:Subscribe",
+            "topicfilter/$aws/things/+/shadow/#",
+            Decision::ImplicitDeny,
+        ),
+        (
+            "iot:Publish",
+            "topic/sensors/sensor-1/temperature",
+            Decision::ImplicitDeny,
+        ),
+        (
+            "iot:Subscribe",
+            "topic/$aws/things/sensor-1/shadow/get",
+            Decision::ImplicitDeny,
+        ),
     ];
     for (action, resource, expected) in cases {
-        assert_eq!(decide(&policy, action, resource, &device), expected, "{action} {resource}");
+        assert_eq!(
+            decide(&policy, action, resource, &device),
+            expected,
+            "{action} {resource}"
+        );
     }
     let unattached = Context::for_connection("sensor-1", None, None);
-    assert_eq!(decide(&policy, "iot:Connect", "client/sensor-1", &unattached), Decision::ImplicitDeny);
+    assert_eq!(
+        decide(&policy, "iot:Connect", "client/sensor-1", &unattached),
+        Decision::ImplicitDeny
+    );
 }
 
 #[test]
@@ -63,9 +98,22 @@ fn explicit_deny_wins_and_is_attributed() {
     ))
     .unwrap();
     let context = Context::new().with("iot:ClientId", "c");
-    let result = evaluate(&[&allow, &deny], "iot:Publish", &format!("{ARN}:topic/secret/x"), &context);
-    assert_eq!((result.decision, result.allowing, result.denying), (Decision::ExplicitDeny, vec![0], vec![1]));
-    let other = evaluate(&[&allow, &deny], "iot:Publish", &format!("{ARN}:topic/open"), &context);
+    let result = evaluate(
+        &[&allow, &deny],
+        "iot:Publish",
+        &format!("{ARN}:topic/secret/x"),
+        &context,
+    );
+    assert_eq!(
+        (result.decision, result.allowing, result.denying),
+        (Decision::ExplicitDeny, vec![0], vec![1])
+    );
+    let other = evaluate(
+        &[&allow, &deny],
+        "iot:Publish",
+        &format!("{ARN}:topic/open"),
+        &context,
+    );
     assert_eq!(other.decision, Decision::Allowed);
 }
 
@@ -93,7 +141,8 @@ fn variables_wildcards_and_escapes() {
         ..Default::default()
     };
     let context = Context::for_connection("client-9", Some(&thing("t")), Some(&certificate));
-    let allowed = |resource: &str| decide(&policy, "iot:Publish", resource, &context) == Decision::Allowed;
+    let allowed =
+        |resource: &str| decide(&policy, "iot:Publish", resource, &context) == Decision::Allowed;
     assert!(allowed("topic/c/client-9"));
     assert!(!allowed("topic/c/client-8"));
     assert!(allowed("topic/floor/3/x/y"));
@@ -112,7 +161,10 @@ fn wildcard_values_are_not_substituted() {
     ))
     .unwrap();
     let sneaky = Context::new().with("iot:ClientId", "+");
-    assert_eq!(decide(&policy, "iot:Subscribe", "topicfilter/c/+/#", &sneaky), Decision::ImplicitDeny);
+    assert_eq!(
+        decide(&policy, "iot:Subscribe", "topicfilter/c/+/#", &sneaky),
+        Decision::ImplicitDeny
+    );
 }
 
 #[test]
@@ -122,7 +174,10 @@ fn old_version_does_not_substitute() {
     ))
     .unwrap();
     let context = Context::new().with("iot:ClientId", "a");
-    assert_eq!(decide(&policy, "iot:Connect", "client/a", &context), Decision::ImplicitDeny);
+    assert_eq!(
+        decide(&policy, "iot:Connect", "client/a", &context),
+        Decision::ImplicitDeny
+    );
 }
 
 #[test]
@@ -141,17 +196,46 @@ fn conditions() {
     ))
     .unwrap();
     let attached = Context::for_connection("dev-1", Some(&thing("t")), None);
-    assert_eq!(decide(&policy, "iot:Connect", "client/dev-1", &attached), Decision::Allowed);
+    assert_eq!(
+        decide(&policy, "iot:Connect", "client/dev-1", &attached),
+        Decision::Allowed
+    );
     let unattached = Context::for_connection("dev-1", None, None);
-    assert_eq!(decide(&policy, "iot:Connect", "client/dev-1", &unattached), Decision::ImplicitDeny);
+    assert_eq!(
+        decide(&policy, "iot:Connect", "client/dev-1", &unattached),
+        Decision::ImplicitDeny
+    );
     let named_like_thing = Context::for_connection("t", Some(&thing("t")), None);
-    assert_eq!(decide(&policy, "iot:Connect", "client/t", &named_like_thing), Decision::Allowed);
-    let evil = CertificateFacts { subject: vec![("Organization".into(), "evil".into())], ..Default::default() };
+    assert_eq!(
+        decide(&policy, "iot:Connect", "client/t", &named_like_thing),
+        Decision::Allowed
+    );
+    let evil = CertificateFacts {
+        subject: vec![("Organization".into(), "evil".into())],
+        ..Default::default()
+    };
     let evil_context = Context::for_connection("dev-1", Some(&thing("t")), Some(&evil));
-    assert_eq!(decide(&policy, "iot:Connect", "client/dev-1", &evil_context), Decision::ExplicitDeny);
-    assert_eq!(decide(&policy, "iot:Publish", "topic/x", &attached), Decision::Allowed);
-    let low = ThingFacts { attributes: [("floor".to_string(), "1".to_string())].into(), ..thing("t") };
-    assert_eq!(decide(&policy, "iot:Publish", "topic/x", &Context::for_connection("c", Some(&low), None)), Decision::ImplicitDeny);
+    assert_eq!(
+        decide(&policy, "iot:Connect", "client/dev-1", &evil_context),
+        Decision::ExplicitDeny
+    );
+    assert_eq!(
+        decide(&policy, "iot:Publish", "topic/x", &attached),
+        Decision::Allowed
+    );
+    let low = ThingFacts {
+        attributes: [("floor".to_string(), "1".to_string())].into(),
+        ..thing("t")
+    };
+    assert_eq!(
+        decide(
+            &policy,
+            "iot:Publish",
+            "topic/x",
+            &Context::for_connection("c", Some(&low), None)
+        ),
+        Decision::ImplicitDeny
+    );
 }
 
 #[test]
@@ -177,12 +261,22 @@ fn statement(effect: &str, action: &str, resource: &str) -> String {
 }
 
 fn actions() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(vec!["iot:Publish", "iot:Subscribe", "iot:Connect", "iot:*", "iot:P*", "*"])
+    prop::sample::select(vec![
+        "iot:Publish",
+        "iot:Subscribe",
+        "iot:Connect",
+        "iot:*",
+        "iot:P*",
+        "*",
+    ])
 }
 
 fn resources() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(vec!["a", "b", "*", "?", "+", "#", "${iot:ClientId}"]), 1..4)
-        .prop_map(|parts| format!("topic/{}", parts.join("/")))
+    prop::collection::vec(
+        prop::sample::select(vec!["a", "b", "*", "?", "+", "#", "${iot:ClientId}"]),
+        1..4,
+    )
+    .prop_map(|parts| format!("topic/{}", parts.join("/")))
 }
 
 proptest! {
@@ -225,10 +319,25 @@ fn unresolved_variables_never_widen_an_allow() {
     ))
     .unwrap();
     let unattached = Context::for_connection("c", None, None);
-    assert_eq!(decide(&policy, "iot:Publish", "topic/anything", &unattached), Decision::ImplicitDeny);
-    assert_eq!(decide(&policy, "iot:Subscribe", "topicfilter/x", &unattached), Decision::ImplicitDeny);
+    assert_eq!(
+        decide(&policy, "iot:Publish", "topic/anything", &unattached),
+        Decision::ImplicitDeny
+    );
+    assert_eq!(
+        decide(&policy, "iot:Subscribe", "topicfilter/x", &unattached),
+        Decision::ImplicitDeny
+    );
     let attached = Context::for_connection("c", Some(&thing("t")), None);
-    assert_eq!(decide(&policy, "iot:Publish", "topic/anything", &attached), Decision::Allowed);
-    assert_eq!(decide(&policy, "iot:Publish", "topic/t/private", &attached), Decision::ImplicitDeny);
-    assert_eq!(decide(&policy, "iot:Subscribe", "topicfilter/x", &attached), Decision::Allowed);
+    assert_eq!(
+        decide(&policy, "iot:Publish", "topic/anything", &attached),
+        Decision::Allowed
+    );
+    assert_eq!(
+        decide(&policy, "iot:Publish", "topic/t/private", &attached),
+        Decision::ImplicitDeny
+    );
+    assert_eq!(
+        decide(&policy, "iot:Subscribe", "topicfilter/x", &attached),
+        Decision::Allowed
+    );
 }

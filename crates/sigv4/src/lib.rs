@@ -82,7 +82,11 @@ struct Claim {
 }
 
 fn header<'a>(request: &Request<'a>, name: &str) -> Option<&'a str> {
-    request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
+    request
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
 }
 
 /// The pairs of a query string (or a form body), `+` and percent escapes decoded.
@@ -107,9 +111,12 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 fn parse_credential(credential: &str) -> Result<(String, String, String, String), Error> {
     let parts: Vec<&str> = credential.split('/').collect();
     match parts.as_slice() {
-        [key, date, region, service, "aws4_request"] => {
-            Ok((key.to_string(), date.to_string(), region.to_string(), service.to_string()))
-        }
+        [key, date, region, service, "aws4_request"] => Ok((
+            key.to_string(),
+            date.to_string(),
+            region.to_string(),
+            service.to_string(),
+        )),
         _ => Err(Error::Malformed(format!(
             "Credential should be scoped to a valid region, not '{credential}'. Credential should have the form <key>/<date>/<region>/<service>/aws4_request."
         ))),
@@ -120,7 +127,11 @@ fn parse_authorization(value: &str, request: &Request) -> Result<Claim, Error> {
     let rest = value
         .strip_prefix(ALGORITHM)
         .filter(|rest| rest.starts_with(' '))
-        .ok_or_else(|| Error::Malformed(format!("Unsupported signing algorithm in Authorization header: {value}")))?;
+        .ok_or_else(|| {
+            Error::Malformed(format!(
+                "Unsupported signing algorithm in Authorization header: {value}"
+            ))
+        })?;
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
     for part in rest.split(',') {
         match part.trim().split_once('=') {
@@ -131,18 +142,28 @@ fn parse_authorization(value: &str, request: &Request) -> Result<Claim, Error> {
         }
     }
     let missing = |what: &str| {
-        Error::Malformed(format!("Authorization header requires '{what}' parameter. Authorization={value}"))
+        Error::Malformed(format!(
+            "Authorization header requires '{what}' parameter. Authorization={value}"
+        ))
     };
-    let (access_key, scope_date, region, service) = parse_credential(credential.ok_or_else(|| missing("Credential"))?)?;
+    let (access_key, scope_date, region, service) =
+        parse_credential(credential.ok_or_else(|| missing("Credential"))?)?;
     let amz_date = header(request, "x-amz-date").ok_or_else(|| {
-        Error::Malformed("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.".into())
+        Error::Malformed(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+                .into(),
+        )
     })?;
     Ok(Claim {
         access_key,
         scope_date,
         region,
         service,
-        signed_headers: signed_headers.ok_or_else(|| missing("SignedHeaders"))?.split(';').map(str::to_string).collect(),
+        signed_headers: signed_headers
+            .ok_or_else(|| missing("SignedHeaders"))?
+            .split(';')
+            .map(str::to_string)
+            .collect(),
         signature: signature.ok_or_else(|| missing("Signature"))?.to_string(),
         amz_date: amz_date.trim().to_string(),
         expires: None,
@@ -157,7 +178,9 @@ fn parse_presigned(query: &str) -> Result<Claim, Error> {
     };
     let algorithm = get("X-Amz-Algorithm")?;
     if algorithm != ALGORITHM {
-        return Err(Error::Malformed(format!("Unsupported X-Amz-Algorithm: {algorithm}")));
+        return Err(Error::Malformed(format!(
+            "Unsupported X-Amz-Algorithm: {algorithm}"
+        )));
     }
     let (access_key, scope_date, region, service) = parse_credential(&get("X-Amz-Credential")?)?;
     // Optional: AWS IoT's WebSocket signers often leave it out; then the URL is
@@ -168,7 +191,9 @@ fn parse_presigned(query: &str) -> Result<Claim, Error> {
                 .parse::<i64>()
                 .ok()
                 .filter(|e| (0..=MAX_PRESIGN_EXPIRES_SECS).contains(e))
-                .ok_or_else(|| Error::Malformed("X-Amz-Expires must be an integer from 0 to 604800".into()))
+                .ok_or_else(|| {
+                    Error::Malformed("X-Amz-Expires must be an integer from 0 to 604800".into())
+                })
         })
         .transpose()?;
     Ok(Claim {
@@ -176,7 +201,10 @@ fn parse_presigned(query: &str) -> Result<Claim, Error> {
         scope_date,
         region,
         service,
-        signed_headers: get("X-Amz-SignedHeaders")?.split(';').map(str::to_string).collect(),
+        signed_headers: get("X-Amz-SignedHeaders")?
+            .split(';')
+            .map(str::to_string)
+            .collect(),
         signature: get("X-Amz-Signature")?,
         amz_date: get("X-Amz-Date")?,
         expires,
@@ -217,7 +245,12 @@ fn canonical_headers(request: &Request, signed: &[String]) -> String {
 }
 
 /// The canonical request for `request` with the given signed headers and query.
-pub fn canonical_request(request: &Request, signed_headers: &[String], query: &str, payload_hash: &str) -> String {
+pub fn canonical_request(
+    request: &Request,
+    signed_headers: &[String],
+    query: &str,
+    payload_hash: &str,
+) -> String {
     format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
         request.method,
@@ -230,7 +263,10 @@ pub fn canonical_request(request: &Request, signed_headers: &[String], query: &s
 }
 
 pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
-    format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", sha256_hex(canonical_request.as_bytes()))
+    format!(
+        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
+        sha256_hex(canonical_request.as_bytes())
+    )
 }
 
 /// The query a presigned signature covers: everything but the signature itself,
@@ -248,7 +284,11 @@ fn presigned_query(query: &str, drop_token: bool) -> String {
 
 /// Verifies `request` at `now` (Unix seconds). `secret_for` answers the secret
 /// key of an access key, or `None` for an unknown one.
-pub fn verify(request: &Request, now: i64, secret_for: impl Fn(&str) -> Option<String>) -> Result<Signer, Error> {
+pub fn verify(
+    request: &Request,
+    now: i64,
+    secret_for: impl Fn(&str) -> Option<String>,
+) -> Result<Signer, Error> {
     let presigned = query_param(request.query, "X-Amz-Signature").is_some();
     let claim = match (header(request, "authorization"), presigned) {
         (Some(value), _) => parse_authorization(value, request)?,
@@ -256,7 +296,10 @@ pub fn verify(request: &Request, now: i64, secret_for: impl Fn(&str) -> Option<S
         (None, false) => return Err(Error::Missing),
     };
     let signed_at = parse_amz_date(&claim.amz_date).ok_or_else(|| {
-        Error::Malformed(format!("Date must be in ISO-8601 'basic format'. Got '{}'.", claim.amz_date))
+        Error::Malformed(format!(
+            "Date must be in ISO-8601 'basic format'. Got '{}'.",
+            claim.amz_date
+        ))
     })?;
     if !claim.amz_date.starts_with(&claim.scope_date) {
         return Err(Error::Malformed(format!(
@@ -266,7 +309,9 @@ pub fn verify(request: &Request, now: i64, secret_for: impl Fn(&str) -> Option<S
         )));
     }
     if !claim.signed_headers.iter().any(|h| h == "host") {
-        return Err(Error::Malformed("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".into()));
+        return Err(Error::Malformed(
+            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".into(),
+        ));
     }
     match claim.expires {
         Some(expires) if now > signed_at + expires => {
@@ -278,7 +323,11 @@ pub fn verify(request: &Request, now: i64, secret_for: impl Fn(&str) -> Option<S
             )));
         }
         Some(_) if signed_at > now + MAX_CLOCK_SKEW_SECS => {
-            return Err(Error::Expired(format!("Signature not yet current: {} is still later than {}", claim.amz_date, format_amz_date(now + MAX_CLOCK_SKEW_SECS))));
+            return Err(Error::Expired(format!(
+                "Signature not yet current: {} is still later than {}",
+                claim.amz_date,
+                format_amz_date(now + MAX_CLOCK_SKEW_SECS)
+            )));
         }
         None if (now - signed_at).abs() > MAX_CLOCK_SKEW_SECS => {
             return Err(Error::Expired(format!(
@@ -292,18 +341,28 @@ pub fn verify(request: &Request, now: i64, secret_for: impl Fn(&str) -> Option<S
     }
     let secret = secret_for(&claim.access_key).ok_or(Error::UnknownAccessKey)?;
     // UNSIGNED-PAYLOAD counts only when the header carrying it is itself signed.
-    let content_hash_signed = claim.signed_headers.iter().any(|h| h == "x-amz-content-sha256");
+    let content_hash_signed = claim
+        .signed_headers
+        .iter()
+        .any(|h| h == "x-amz-content-sha256");
     let payload_hash = match (presigned, header(request, "x-amz-content-sha256")) {
         (false, Some(UNSIGNED_PAYLOAD)) if content_hash_signed => UNSIGNED_PAYLOAD.to_string(),
         _ => request.body_sha256.clone(),
     };
-    let scope = format!("{}/{}/{}/aws4_request", claim.scope_date, claim.region, claim.service);
+    let scope = format!(
+        "{}/{}/{}/aws4_request",
+        claim.scope_date, claim.region, claim.service
+    );
     let key = signing_key(&secret, &claim.scope_date, &claim.region, &claim.service);
     let signature_over = |query: &str| {
         let canonical = canonical_request(request, &claim.signed_headers, query, &payload_hash);
-        hex::encode(hmac(&key, string_to_sign(&claim.amz_date, &scope, &canonical).as_bytes()))
+        hex::encode(hmac(
+            &key,
+            string_to_sign(&claim.amz_date, &scope, &canonical).as_bytes(),
+        ))
     };
-    let matches = |expected: String| bool::from(expected.as_bytes().ct_eq(claim.signature.as_bytes()));
+    let matches =
+        |expected: String| bool::from(expected.as_bytes().ct_eq(claim.signature.as_bytes()));
     let verified = if presigned && header(request, "authorization").is_none() {
         // Some IoT device SDKs append the session token after signing the URL.
         matches(signature_over(&presigned_query(request.query, false)))
@@ -317,7 +376,12 @@ pub fn verify(request: &Request, now: i64, secret_for: impl Fn(&str) -> Option<S
     let session_token = header(request, "x-amz-security-token")
         .map(str::to_string)
         .or_else(|| query_param(request.query, "X-Amz-Security-Token"));
-    Ok(Signer { access_key: claim.access_key, region: claim.region, service: claim.service, session_token })
+    Ok(Signer {
+        access_key: claim.access_key,
+        region: claim.region,
+        service: claim.service,
+        session_token,
+    })
 }
 
 /// Lower-case hex SHA-256, for callers hashing bodies.
@@ -341,14 +405,23 @@ pub fn sign(request: &Request, key: &SigningKey, now: i64) -> [(&'static str, St
     let date = &amz_date[..8];
     let mut headers = request.headers.clone();
     headers.push(("x-amz-date", &amz_date));
-    let mut signed: Vec<String> = headers.iter().map(|(name, _)| name.to_ascii_lowercase()).collect();
+    let mut signed: Vec<String> = headers
+        .iter()
+        .map(|(name, _)| name.to_ascii_lowercase())
+        .collect();
     signed.sort();
     signed.dedup();
-    let with_date = Request { headers, ..request.clone() };
+    let with_date = Request {
+        headers,
+        ..request.clone()
+    };
     let scope = format!("{date}/{}/{}/aws4_request", key.region, key.service);
     let canonical = canonical_request(&with_date, &signed, request.query, &request.body_sha256);
     let signing_key = signing_key(key.secret_key, date, key.region, key.service);
-    let signature = hex::encode(hmac(&signing_key, string_to_sign(&amz_date, &scope, &canonical).as_bytes()));
+    let signature = hex::encode(hmac(
+        &signing_key,
+        string_to_sign(&amz_date, &scope, &canonical).as_bytes(),
+    ));
     let authorization = format!(
         "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
         key.access_key,

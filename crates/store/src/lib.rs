@@ -29,6 +29,9 @@ pub enum Collection {
     RetainedMessage,
     /// Persistent MQTT sessions of disconnected clients, by client id.
     MqttSession,
+    /// QoS 1 messages queued for persistent sessions, one record each, by
+    /// `<client id length:3><client id>/<sequence:20>`.
+    MqttQueuedMessage,
     /// Singletons of the installation: endpoint prefix, event configurations, ...
     Setting,
     /// Device shadows, by `<thing>/<shadow name>` (empty name: the classic shadow).
@@ -54,6 +57,7 @@ impl Collection {
             Self::RoleAlias => "role_alias",
             Self::RetainedMessage => "retained_message",
             Self::MqttSession => "mqtt_session",
+            Self::MqttQueuedMessage => "mqtt_queued_message",
             Self::Setting => "setting",
             Self::Shadow => "shadow",
             Self::ShadowVersion => "shadow_version",
@@ -98,16 +102,36 @@ pub struct Write {
 }
 
 impl Write {
-    pub fn put(collection: Collection, key: impl Into<String>, expect: Expect, body: Vec<u8>) -> Self {
-        Self { collection, key: key.into(), expect, op: WriteOp::Put(body) }
+    pub fn put(
+        collection: Collection,
+        key: impl Into<String>,
+        expect: Expect,
+        body: Vec<u8>,
+    ) -> Self {
+        Self {
+            collection,
+            key: key.into(),
+            expect,
+            op: WriteOp::Put(body),
+        }
     }
 
     pub fn check(collection: Collection, key: impl Into<String>, expect: Expect) -> Self {
-        Self { collection, key: key.into(), expect, op: WriteOp::Check }
+        Self {
+            collection,
+            key: key.into(),
+            expect,
+            op: WriteOp::Check,
+        }
     }
 
     pub fn delete(collection: Collection, key: impl Into<String>, expect: Expect) -> Self {
-        Self { collection, key: key.into(), expect, op: WriteOp::Delete }
+        Self {
+            collection,
+            key: key.into(),
+            expect,
+            op: WriteOp::Delete,
+        }
     }
 }
 
@@ -115,7 +139,10 @@ impl Write {
 pub enum StoreError {
     /// An expectation of the batch did not hold; nothing was written.
     #[error("write conflict on {collection}/{key}")]
-    Conflict { collection: &'static str, key: String },
+    Conflict {
+        collection: &'static str,
+        key: String,
+    },
     #[error("storage failure: {0}")]
     Backend(String),
 }

@@ -18,7 +18,11 @@ struct RegistrationConfigDto {
 
 impl From<RegistrationConfigDto> for RegistrationConfig {
     fn from(dto: RegistrationConfigDto) -> Self {
-        Self { template_body: dto.template_body, template_name: dto.template_name, role_arn: dto.role_arn }
+        Self {
+            template_body: dto.template_body,
+            template_name: dto.template_name,
+            role_arn: dto.role_arn,
+        }
     }
 }
 
@@ -80,7 +84,9 @@ fn auto_registration(enabled: bool) -> &'static str {
 }
 
 pub(super) async fn describe(registry: &Registry, input: &Input) -> Answer {
-    let ca = registry.describe_ca_certificate(&input.label("caCertificateId")).await?;
+    let ca = registry
+        .describe_ca_certificate(&input.label("caCertificateId"))
+        .await?;
     let config = &ca.registration_config;
     let registration_config = (config != &RegistrationConfig::default()).then(|| {
         json!({"templateBody": config.template_body, "templateName": config.template_name, "roleArn": config.role_arn})
@@ -105,7 +111,9 @@ pub(super) async fn describe(registry: &Registry, input: &Input) -> Answer {
 }
 
 pub(super) async fn list(registry: &Registry, input: &Input) -> Answer {
-    let page = registry.list_ca_certificates(input.query_flag("isAscendingOrder")?, &input.marker_page()?).await?;
+    let page = registry
+        .list_ca_certificates(input.query_flag("isAscendingOrder")?, &input.marker_page()?)
+        .await?;
     marker_reply("certificates", page, |ca| -> Value {
         json!({
             "certificateArn": registry.arn(ResourceKind::CaCertificate, &ca.id),
@@ -122,13 +130,21 @@ pub(super) async fn update(registry: &Registry, input: &Input) -> Answer {
         None => None,
         Some("ACTIVE") => Some(CaStatus::Active),
         Some("INACTIVE") => Some(CaStatus::Inactive),
-        Some(other) => return Err(ApiError::invalid(format!("The status {other} is not valid for a CA certificate."))),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "The status {other} is not valid for a CA certificate."
+            )));
+        }
     };
     let new_auto_registration = match input.query("newAutoRegistrationStatus") {
         None => None,
         Some("ENABLE") => Some(true),
         Some("DISABLE") => Some(false),
-        Some(other) => return Err(ApiError::invalid(format!("The auto-registration status {other} is not valid."))),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "The auto-registration status {other} is not valid."
+            )));
+        }
     };
     registry
         .update_ca_certificate(
@@ -145,6 +161,8 @@ pub(super) async fn update(registry: &Registry, input: &Input) -> Answer {
 }
 
 pub(super) async fn delete(registry: &Registry, input: &Input) -> Answer {
-    registry.delete_ca_certificate(&input.label("caCertificateId")).await?;
+    registry
+        .delete_ca_certificate(&input.label("caCertificateId"))
+        .await?;
     empty()
 }

@@ -46,21 +46,32 @@ impl Table {
                 let segments = path
                     .split('/')
                     .filter(|s| !s.is_empty())
-                    .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                        Some(label) => match label.strip_suffix('+') {
-                            Some(greedy) => Segment::Greedy(greedy),
-                            None => Segment::Label(label),
+                    .map(
+                        |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                            Some(label) => match label.strip_suffix('+') {
+                                Some(greedy) => Segment::Greedy(greedy),
+                                None => Segment::Label(label),
+                            },
+                            None => Segment::Literal(s),
                         },
-                        None => Segment::Literal(s),
-                    })
+                    )
                     .collect();
-                Binding { method, name, segments }
+                Binding {
+                    method,
+                    name,
+                    segments,
+                }
             })
             .collect();
         // Literal segments win over labels: `/thing-groups/addThingToThingGroup`
         // is not a thing group called addThingToThingGroup.
         bindings.sort_by_key(|b| {
-            std::cmp::Reverse(b.segments.iter().filter(|s| matches!(s, Segment::Literal(_))).count())
+            std::cmp::Reverse(
+                b.segments
+                    .iter()
+                    .filter(|s| matches!(s, Segment::Literal(_)))
+                    .count(),
+            )
         });
         Self { bindings }
     }
@@ -70,10 +81,15 @@ impl Table {
         let parts: Vec<&str> = raw_path.split('/').filter(|s| !s.is_empty()).collect();
         let mut path_known = false;
         for binding in &self.bindings {
-            let Some(labels) = binding.matches(&parts) else { continue };
+            let Some(labels) = binding.matches(&parts) else {
+                continue;
+            };
             path_known = true;
             if binding.method == method {
-                return Ok(Matched { name: binding.name, labels });
+                return Ok(Matched {
+                    name: binding.name,
+                    labels,
+                });
             }
         }
         Err(if path_known {
@@ -102,7 +118,14 @@ impl Binding {
                     if index >= parts.len() {
                         return None;
                     }
-                    labels.insert(*name, parts[index..].iter().map(|p| decode(p)).collect::<Vec<_>>().join("/"));
+                    labels.insert(
+                        *name,
+                        parts[index..]
+                            .iter()
+                            .map(|p| decode(p))
+                            .collect::<Vec<_>>()
+                            .join("/"),
+                    );
                     return Some(labels);
                 }
             }
@@ -111,7 +134,6 @@ impl Binding {
         (index == parts.len()).then_some(labels)
     }
 }
-
 
 pub static IOT: LazyLock<Table> = LazyLock::new(|| Table::new(iot::OPERATIONS));
 pub static IOT_DATA: LazyLock<Table> = LazyLock::new(|| Table::new(iot_data::OPERATIONS));
@@ -122,24 +144,47 @@ mod tests {
 
     #[test]
     fn literal_segments_beat_labels() {
-        let found = IOT.find("PUT", "/thing-groups/addThingToThingGroup").unwrap();
+        let found = IOT
+            .find("PUT", "/thing-groups/addThingToThingGroup")
+            .unwrap();
         assert_eq!(found.name, "AddThingToThingGroup");
         let found = IOT.find("GET", "/thing-groups/my%3Agroup").unwrap();
-        assert_eq!((found.name, found.labels["thingGroupName"].as_str()), ("DescribeThingGroup", "my:group"));
+        assert_eq!(
+            (found.name, found.labels["thingGroupName"].as_str()),
+            ("DescribeThingGroup", "my:group")
+        );
     }
 
     #[test]
     fn greedy_labels_take_the_rest() {
-        let found = IOT.find("GET", "/destinations/arn:aws:iot:us-east-1:1:ruledestination/http/abc").unwrap();
+        let found = IOT
+            .find(
+                "GET",
+                "/destinations/arn:aws:iot:us-east-1:1:ruledestination/http/abc",
+            )
+            .unwrap();
         assert_eq!(found.name, "GetTopicRuleDestination");
-        assert_eq!(found.labels["arn"], "arn:aws:iot:us-east-1:1:ruledestination/http/abc");
+        assert_eq!(
+            found.labels["arn"],
+            "arn:aws:iot:us-east-1:1:ruledestination/http/abc"
+        );
     }
 
     #[test]
     fn every_generated_operation_is_reachable() {
         for &(method, uri, name) in iot::OPERATIONS {
-            let path = uri.split('?').next().unwrap().replace('{', "x").replace('}', "").replace('+', "");
-            assert_eq!(IOT.find(method, &path).unwrap().name, name, "{method} {uri}");
+            let path = uri
+                .split('?')
+                .next()
+                .unwrap()
+                .replace('{', "x")
+                .replace('}', "")
+                .replace('+', "");
+            assert_eq!(
+                IOT.find(method, &path).unwrap().name,
+                name,
+                "{method} {uri}"
+            );
         }
     }
 }

@@ -7,12 +7,20 @@ use crate::value::Value;
 /// A double-precision result; NaN and infinities (imaginary or overflowing
 /// results) are Undefined.
 fn decimal(x: f64) -> Value {
-    if x.is_finite() { Value::Decimal(x) } else { Value::Undefined }
+    if x.is_finite() {
+        Value::Decimal(x)
+    } else {
+        Value::Undefined
+    }
 }
 
 /// A whole number as an Int when it fits, else as a Decimal.
 fn whole(x: f64) -> Value {
-    if x.abs() < 9.2e18 { Value::Int(x as i64) } else { decimal(x) }
+    if x.abs() < 9.2e18 {
+        Value::Int(x as i64)
+    } else {
+        decimal(x)
+    }
 }
 
 /// A double-precision function of one number: acos, cos, exp, ln, log, sqrt…
@@ -68,7 +76,9 @@ pub fn nanvl(value: &Value, fallback: &Value) -> Value {
 
 /// `trunc(x, places)`: x cut (not rounded) to 0..=34 decimal places.
 pub fn trunc(value: &Value, places: &Value) -> Value {
-    let Some(places) = places.to_int() else { return Value::Undefined };
+    let Some(places) = places.to_int() else {
+        return Value::Undefined;
+    };
     match value.to_number() {
         Some(Value::Int(n)) => Value::Int(n),
         Some(Value::Decimal(d)) => decimal(cut_decimals(d, places.clamp(0, 34) as usize)),
@@ -82,7 +92,9 @@ fn cut_decimals(x: f64, places: usize) -> f64 {
     let text = x.to_string();
     match text.split_once('.') {
         Some((integer, fraction)) if fraction.len() > places => {
-            format!("{integer}.{}", &fraction[..places]).parse().unwrap_or(x)
+            format!("{integer}.{}", &fraction[..places])
+                .parse()
+                .unwrap_or(x)
         }
         _ => x,
     }
@@ -109,7 +121,9 @@ pub fn rand(context: &Context) -> Value {
     let hash = context
         .new_uuid
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3));
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
     // An odd seed: xorshift never leaves zero.
     let mut state = (hash ^ context.timestamp_ms as u64) | 1;
     state ^= state >> 12;

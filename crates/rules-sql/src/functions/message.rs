@@ -9,18 +9,24 @@ use crate::value::Value;
 
 /// `topic()`: the whole topic; `topic(n)`: its n-th level, counted from 1.
 pub fn topic(level: Option<&Value>, topic: &str) -> Value {
-    let Some(level) = level else { return Value::String(topic.to_string()) };
+    let Some(level) = level else {
+        return Value::String(topic.to_string());
+    };
     level
         .to_int()
         .and_then(|n| usize::try_from(n).ok())
         .filter(|n| *n >= 1)
         .and_then(|n| topic.split('/').nth(n - 1))
-        .map_or(Value::Undefined, |segment| Value::String(segment.to_string()))
+        .map_or(Value::Undefined, |segment| {
+            Value::String(segment.to_string())
+        })
 }
 
 /// `get_mqtt_property(name)`; Undefined for a message without MQTT 5 properties.
 pub fn mqtt_property(name: &Value, properties: Option<&MessageProps>) -> Value {
-    let (Value::String(name), Some(properties)) = (name, properties) else { return Value::Undefined };
+    let (Value::String(name), Some(properties)) = (name, properties) else {
+        return Value::Undefined;
+    };
     let text = match name.to_ascii_lowercase().as_str() {
         "content_type" => properties.content_type.clone(),
         // An absent indicator means 0, unspecified bytes (MQTT 5, 3.3.2.3.2).
@@ -29,7 +35,10 @@ pub fn mqtt_property(name: &Value, properties: Option<&MessageProps>) -> Value {
             _ => "UNSPECIFIED_BYTES".to_string(),
         }),
         "response_topic" => properties.response_topic.clone(),
-        "correlation_data" => properties.correlation_data.as_ref().map(|data| STANDARD.encode(data)),
+        "correlation_data" => properties
+            .correlation_data
+            .as_ref()
+            .map(|data| STANDARD.encode(data)),
         _ => None,
     };
     text.map_or(Value::Undefined, Value::String)
@@ -38,7 +47,9 @@ pub fn mqtt_property(name: &Value, properties: Option<&MessageProps>) -> Value {
 /// `get_user_properties()`: every key with the array of its values, in the order
 /// sent; `get_user_properties(key)`: that key's values. Undefined when there are none.
 pub fn user_properties(key: Option<&Value>, properties: Option<&MessageProps>) -> Value {
-    let Some(properties) = properties else { return Value::Undefined };
+    let Some(properties) = properties else {
+        return Value::Undefined;
+    };
     let pairs = &properties.user_properties;
     match key {
         None if pairs.is_empty() => Value::Undefined,
@@ -51,12 +62,24 @@ pub fn user_properties(key: Option<&Value>, properties: Option<&MessageProps>) -
                     None => grouped.push((name.clone(), vec![value])),
                 }
             }
-            Value::Object(grouped.into_iter().map(|(name, values)| (name, Value::Array(values))).collect())
+            Value::Object(
+                grouped
+                    .into_iter()
+                    .map(|(name, values)| (name, Value::Array(values)))
+                    .collect(),
+            )
         }
         Some(Value::String(wanted)) => {
-            let values: Vec<Value> =
-                pairs.iter().filter(|(k, _)| k == wanted).map(|(_, v)| Value::String(v.clone())).collect();
-            if values.is_empty() { Value::Undefined } else { Value::Array(values) }
+            let values: Vec<Value> = pairs
+                .iter()
+                .filter(|(k, _)| k == wanted)
+                .map(|(_, v)| Value::String(v.clone()))
+                .collect();
+            if values.is_empty() {
+                Value::Undefined
+            } else {
+                Value::Array(values)
+            }
         }
         Some(_) => Value::Undefined,
     }
@@ -70,11 +93,15 @@ pub fn thing_shadow(args: &[Value], context: &Context) -> Value {
         [thing, shadow, _role] => (thing, Some(shadow)),
         _ => return Value::Undefined,
     };
-    let (Some(lookups), Some(thing)) = (&context.lookups, thing.to_text()) else { return Value::Undefined };
+    let (Some(lookups), Some(thing)) = (&context.lookups, thing.to_text()) else {
+        return Value::Undefined;
+    };
     let shadow = match shadow.map(Value::to_text) {
         None => None,
         Some(Some(name)) => Some(name),
         Some(None) => return Value::Undefined,
     };
-    lookups.thing_shadow(&thing, shadow.as_deref()).map_or(Value::Undefined, |json| Value::from_json(&json))
+    lookups
+        .thing_shadow(&thing, shadow.as_deref())
+        .map_or(Value::Undefined, |json| Value::from_json(&json))
 }
