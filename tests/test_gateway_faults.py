@@ -7,6 +7,7 @@ The router-level halves of these tests are in crates/broker/src/router.rs."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 import socket
@@ -350,7 +351,7 @@ def test_an_offline_session_keeps_the_newest_messages_up_to_its_limit(limited, t
     device = provision(admin, limited, tmp_path)
     everything_allowed(admin, device)
     topic = f"faults/{uuid.uuid4().hex[:8]}/queued"
-    sub = connected(MqttClient(limited, device.thing, device=device), clean_start=False)
+    sub = connected(MqttClient(limited, device.thing, device=device, clean_session=False))
     sub.subscribe(topic, qos=1)
     sub.close()
     before = metric(limited, "ferrocore_mqtt_messages_dropped_total", 'reason="session_queue_full"')
@@ -360,7 +361,7 @@ def test_an_offline_session_keeps_the_newest_messages_up_to_its_limit(limited, t
     after = metric(limited, "ferrocore_mqtt_messages_dropped_total", 'reason="session_queue_full"')
     assert after - before == 30, "the 30 oldest of 80 were dropped (limit 50) and counted"
     limited.restart()  # the queue is durable, one record per message
-    back = connected(MqttClient(limited, device.thing, device=device), clean_start=False)
+    back = connected(MqttClient(limited, device.thing, device=device, clean_session=False))
     try:
         got = back.wait_message(topic, count=50, timeout=15)
         assert [int(m.payload) for m in got] == list(range(30, 80))
@@ -409,19 +410,16 @@ def test_the_api_closes_slow_and_idle_connections_and_holds_a_bounded_number(lim
             holder.close()
 
 
-def test_the_descriptor_limit_does_not_stop_devices_or_flood_the_log(tmp_path, iot, server):
-    """600 idle API connections against a 512-descriptor limit: devices still connect, the
-    API still answers once connections go, and the log stays short."""
-    binary = ferrocore_binary()
-    base = tmp_path / "fd"
+def start_with_descriptor_limit(base, config_text: str, nofile: int) -> ConfiguredServer:
+    """A ferrocore of its own whose descriptor limit is `nofile`."""
     (base / "data").mkdir(parents=True)
     config = base / "ferrocore.toml"
-    config.write_text("api_max_connections = 128\n")
-    srv = ConfiguredServer(binary, base / "data", base / "ferrocore.log", config)
+    config.write_text(config_text)
+    srv = ConfiguredServer(ferrocore_binary(), base / "data", base / "ferrocore.log", config)
     original = subprocess.Popen
 
     def limited_popen(*args, **kwargs):
-        kwargs["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+        kwargs["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         return original(*args, **kwargs)
 
     subprocess.Popen = limited_popen
@@ -429,24 +427,70 @@ def test_the_descriptor_limit_does_not_stop_devices_or_flood_the_log(tmp_path, i
         srv.start()
     finally:
         subprocess.Popen = original
+    return srv
+
+
+def open_without_waiting(port: int, count: int) -> list[socket.socket]:
+    """`count` connection attempts that do not wait for the server (non-blocking connects)."""
     sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        sockets.append(sock)
+    return sockets
+
+
+def log_lines(srv) -> int:
+    return srv.log_path.read_text(errors="replace").count("\n")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_flood_of_api_connections_at_the_descriptor_limit_does_not_stop_devices(tmp_path):
+    """600 idle API connections against a 512-descriptor limit: the API holds its share
+    (128 here), devices still connect, and the log stays short."""
+    srv = start_with_descriptor_limit(tmp_path / "fd", "api_max_connections = 128\n", 512)
+    sockets = open_without_waiting(srv.api_port, 600)
     try:
-        for _ in range(600):
-            sockets.append(socket.create_connection(("127.0.0.1", srv.api_port), timeout=5))
         admin = client_for(srv, "iot", "test", "test")
-        time.sleep(1.0)
+        lines = log_lines(srv)
         device_dir = tmp_path / "fd-device"
         device_dir.mkdir()
-        for s in sockets[:300]:
-            s.close()
+        for sock in sockets[:200]:
+            sock.close()  # room for the API calls that provision the device
         device = provision(admin, srv, device_dir)
         client = Client(srv, device)
         assert client.connect() == 0, "a device connects while the API is flooded"
         client.close()
+        assert log_lines(srv) - lines < 50
+        assert "connection limits" in srv.log_tail() or re.search(r"api=128", srv.log_path.read_text())
     finally:
-        for s in sockets:
-            s.close()
+        for sock in sockets:
+            sock.close()
         srv.stop()
-    lines = (base / "ferrocore.log").read_text(errors="replace").count("\n")
-    assert lines < 500, f"{lines} log lines"
-    assert re.search(r"connection limits.*api=128", (base / "ferrocore.log").read_text())
+
+
+def test_accept_errors_at_the_descriptor_limit_back_off_and_are_logged_rate_limited(tmp_path):
+    """A limit set above the descriptors there are (api_max_connections 1000 under 256):
+    accept fails with EMFILE; the loop backs off instead of spinning and logs a line per 10 s."""
+    srv = start_with_descriptor_limit(tmp_path / "emfile", "api_max_connections = 1000\n", 256)
+    sockets = open_without_waiting(srv.api_port, 400)
+    try:
+        time.sleep(1.0)
+        lines, cpu = log_lines(srv), cpu_seconds(srv.proc.pid)
+        time.sleep(5.0)
+        assert log_lines(srv) - lines < 10, "accept errors are logged rate-limited"
+        assert cpu_seconds(srv.proc.pid) - cpu < 1.0, "the accept loop does not spin"
+        assert "accept failed" in srv.log_path.read_text(), "positive control: the descriptor limit was reached"
+        for sock in sockets:
+            sock.close()
+        wait_for(lambda: urllib.request.urlopen(f"{srv.endpoint}/health", timeout=2).status == 200,
+                 "the API answers again once descriptors are free", timeout=15)
+    finally:
+        for sock in sockets:
+            sock.close()
+        srv.stop()

@@ -16,12 +16,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            extra: Map::new(),
-        }
+        Self { status, code, message: message.into(), extra: Map::new() }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -29,11 +24,7 @@ impl ApiError {
     }
 
     pub fn unknown_operation(method: &str, path: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "UnknownOperationException",
-            format!("No operation matches {method} {path}."),
-        )
+        Self::new(StatusCode::NOT_FOUND, "UnknownOperationException", format!("No operation matches {method} {path}."))
     }
 
     pub fn method_not_allowed(method: &str, path: &str) -> Self {
@@ -65,19 +56,12 @@ impl ApiError {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,
             "RequestTimeoutException",
-            format!(
-                "The request body did not arrive within {} seconds.",
-                limit.as_secs()
-            ),
+            format!("The request body did not arrive within {} seconds.", limit.as_secs()),
         )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalFailureException",
-            message,
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailureException", message)
     }
 
     pub fn json_body(&self) -> Value {
@@ -88,11 +72,7 @@ impl ApiError {
 
     /// The query-protocol (STS) error document.
     pub fn xml_body(&self, request_id: &str) -> String {
-        let kind = if self.status.is_server_error() {
-            "Receiver"
-        } else {
-            "Sender"
-        };
+        let kind = if self.status.is_server_error() { "Receiver" } else { "Sender" };
         format!(
             "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>{kind}</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>",
             self.code,
@@ -102,82 +82,42 @@ impl ApiError {
 }
 
 pub fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
 }
 
 impl From<ModelError> for ApiError {
     fn from(err: ModelError) -> Self {
         let message = err.to_string();
         match err {
-            ModelError::InvalidRequest(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "InvalidRequestException", message)
-            }
-            ModelError::ResourceNotFound(_) => {
-                Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
-            }
-            ModelError::ResourceAlreadyExists {
-                resource_id,
-                resource_arn,
-                ..
-            } => {
-                let mut error = Self::new(
-                    StatusCode::CONFLICT,
-                    "ResourceAlreadyExistsException",
-                    message,
-                );
+            ModelError::InvalidRequest(_) => Self::new(StatusCode::BAD_REQUEST, "InvalidRequestException", message),
+            ModelError::ResourceNotFound(_) => Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message),
+            ModelError::ResourceAlreadyExists { resource_id, resource_arn, .. } => {
+                let mut error = Self::new(StatusCode::CONFLICT, "ResourceAlreadyExistsException", message);
                 error.extra.insert("resourceId".into(), json!(resource_id));
-                error
-                    .extra
-                    .insert("resourceArn".into(), json!(resource_arn));
+                error.extra.insert("resourceArn".into(), json!(resource_arn));
                 error
             }
-            ModelError::VersionConflict(_) => {
-                Self::new(StatusCode::CONFLICT, "VersionConflictException", message)
+            ModelError::VersionConflict(_) => Self::new(StatusCode::CONFLICT, "VersionConflictException", message),
+            ModelError::DeleteConflict(_) => Self::new(StatusCode::CONFLICT, "DeleteConflictException", message),
+            ModelError::LimitExceeded(_) => Self::new(StatusCode::GONE, "LimitExceededException", message),
+            ModelError::CertificateState(_) => {
+                Self::new(StatusCode::NOT_ACCEPTABLE, "CertificateStateException", message)
             }
-            ModelError::DeleteConflict(_) => {
-                Self::new(StatusCode::CONFLICT, "DeleteConflictException", message)
+            ModelError::CertificateValidation(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "CertificateValidationException", message)
             }
-            ModelError::LimitExceeded(_) => {
-                Self::new(StatusCode::GONE, "LimitExceededException", message)
+            ModelError::RegistrationCodeValidation(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "RegistrationCodeValidationException", message)
             }
-            ModelError::CertificateState(_) => Self::new(
-                StatusCode::NOT_ACCEPTABLE,
-                "CertificateStateException",
-                message,
-            ),
-            ModelError::CertificateValidation(_) => Self::new(
-                StatusCode::BAD_REQUEST,
-                "CertificateValidationException",
-                message,
-            ),
-            ModelError::RegistrationCodeValidation(_) => Self::new(
-                StatusCode::BAD_REQUEST,
-                "RegistrationCodeValidationException",
-                message,
-            ),
-            ModelError::MalformedPolicy(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "MalformedPolicyException", message)
+            ModelError::MalformedPolicy(_) => Self::new(StatusCode::BAD_REQUEST, "MalformedPolicyException", message),
+            ModelError::VersionsLimitExceeded(_) => {
+                Self::new(StatusCode::CONFLICT, "VersionsLimitExceededException", message)
             }
-            ModelError::VersionsLimitExceeded(_) => Self::new(
-                StatusCode::CONFLICT,
-                "VersionsLimitExceededException",
-                message,
-            ),
-            ModelError::SqlParse(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "SqlParseException", message)
+            ModelError::SqlParse(_) => Self::new(StatusCode::BAD_REQUEST, "SqlParseException", message),
+            ModelError::Unauthorized(_) => Self::new(StatusCode::UNAUTHORIZED, "UnauthorizedException", message),
+            ModelError::ConflictingResourceUpdate(_) => {
+                Self::new(StatusCode::CONFLICT, "ConflictingResourceUpdateException", message)
             }
-            ModelError::Unauthorized(_) => {
-                Self::new(StatusCode::UNAUTHORIZED, "UnauthorizedException", message)
-            }
-            ModelError::ConflictingResourceUpdate(_) => Self::new(
-                StatusCode::CONFLICT,
-                "ConflictingResourceUpdateException",
-                message,
-            ),
             ModelError::Internal(_) => Self::internal(message),
         }
     }

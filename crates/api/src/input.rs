@@ -19,18 +19,8 @@ pub(crate) struct Input {
 }
 
 impl Input {
-    pub fn new(
-        labels: HashMap<&'static str, String>,
-        raw_query: &str,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Self {
-        Self {
-            labels,
-            query: ferrocore_sigv4::form_pairs(raw_query),
-            headers,
-            body,
-        }
+    pub fn new(labels: HashMap<&'static str, String>, raw_query: &str, headers: HeaderMap, body: Bytes) -> Self {
+        Self { labels, query: ferrocore_sigv4::form_pairs(raw_query), headers, body }
     }
 
     /// A path label; the operation table guarantees its presence.
@@ -39,18 +29,13 @@ impl Input {
     }
 
     pub fn query(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     pub fn query_as<T: FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
         self.query(name)
             .map(|raw| {
-                raw.parse().map_err(|_| {
-                    ApiError::invalid(format!("Value '{raw}' for parameter {name} is invalid."))
-                })
+                raw.parse().map_err(|_| ApiError::invalid(format!("Value '{raw}' for parameter {name} is invalid.")))
             })
             .transpose()
     }
@@ -87,15 +72,9 @@ impl Input {
 
     /// The JSON body; an empty body reads as `{}`.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        let text: &[u8] = if self.body.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &self.body
-        };
+        let text: &[u8] = if self.body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &self.body };
         serde_json::from_slice(text).map_err(|err| {
-            ApiError::invalid(format!(
-                "The request body could not be parsed as the expected JSON document: {err}"
-            ))
+            ApiError::invalid(format!("The request body could not be parsed as the expected JSON document: {err}"))
         })
     }
 

@@ -5,9 +5,7 @@
 
 use axum::http::StatusCode;
 use base64::Engine as _;
-use ferrocore_registry::{
-    ApiPublish, Permissions, PublishRefused, RetainedMessage, user_properties_json,
-};
+use ferrocore_registry::{ApiPublish, Permissions, PublishRefused, RetainedMessage, user_properties_json};
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -32,10 +30,7 @@ struct Access<'a> {
 impl Access<'_> {
     fn arn(&self, kind: &str, name: &str) -> String {
         let account = self.state.registry.account();
-        format!(
-            "arn:aws:iot:{}:{}:{kind}/{name}",
-            account.region, account.id
-        )
+        format!("arn:aws:iot:{}:{}:{kind}/{name}", account.region, account.id)
     }
 
     /// Answers ForbiddenException unless the caller may do `action` on `resource`.
@@ -55,12 +50,7 @@ impl Access<'_> {
     }
 }
 
-pub(crate) async fn dispatch(
-    state: &ApiState,
-    caller: &str,
-    operation: &'static str,
-    input: Input,
-) -> Answer {
+pub(crate) async fn dispatch(state: &ApiState, caller: &str, operation: &'static str, input: Input) -> Answer {
     let access = access(state, caller)?;
     let thing = || input.label("thingName");
     match operation {
@@ -96,17 +86,9 @@ pub(crate) async fn dispatch(
 }
 
 fn access<'a>(state: &'a ApiState, caller: &str) -> Result<Access<'a>, ApiError> {
-    let permissions = state
-        .config
-        .credentials
-        .permissions(caller, None)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "ForbiddenException",
-                format!("The access key {caller} is not accepted."),
-            )
-        })?;
+    let permissions = state.config.credentials.permissions(caller, None).ok_or_else(|| {
+        ApiError::new(StatusCode::FORBIDDEN, "ForbiddenException", format!("The access key {caller} is not accepted."))
+    })?;
     Ok(Access { state, permissions })
 }
 
@@ -136,11 +118,9 @@ async fn publish(access: &Access<'_>, caller: &str, input: &Input) -> Answer {
     match access.state.publisher.publish_message(request).await {
         Ok(()) => Ok(Reply::Json(json!({}))),
         Err(PublishRefused::InvalidTopic(message)) => Err(ApiError::invalid(message)),
-        Err(PublishRefused::ReservedTopic(message)) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "ForbiddenException",
-            message,
-        )),
+        Err(PublishRefused::ReservedTopic(message)) => {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "ForbiddenException", message))
+        }
         Err(PublishRefused::NotStored(message)) => Err(ApiError::internal(message)),
     }
 }
@@ -160,8 +140,7 @@ fn get_retained_message(state: &ApiState, topic: &str) -> Answer {
         "lastModifiedTime": message.last_modified_ms,
     });
     if !message.user_properties.is_empty() {
-        body["userProperties"] =
-            json!(BASE64.encode(user_properties_json(&message.user_properties)));
+        body["userProperties"] = json!(BASE64.encode(user_properties_json(&message.user_properties)));
     }
     Ok(Reply::Json(body))
 }
@@ -172,9 +151,7 @@ fn list_retained_messages(state: &ApiState, input: &Input) -> Answer {
         None => MAX_RETAINED_PAGE,
         Some(n) if (1..=MAX_RETAINED_PAGE).contains(&n) => n,
         Some(n) => {
-            return Err(ApiError::invalid(format!(
-                "maxResults must be from 1 to {MAX_RETAINED_PAGE}, not {n}."
-            )));
+            return Err(ApiError::invalid(format!("maxResults must be from 1 to {MAX_RETAINED_PAGE}, not {n}.")));
         }
     };
     let after = match input.query("nextToken") {
@@ -187,9 +164,7 @@ fn list_retained_messages(state: &ApiState, input: &Input) -> Answer {
         None => None,
     };
     // One more than asked tells whether another page follows.
-    let mut page: Vec<RetainedMessage> = state
-        .publisher
-        .retained_messages(after.as_deref(), limit + 1);
+    let mut page: Vec<RetainedMessage> = state.publisher.retained_messages(after.as_deref(), limit + 1);
     let more = page.len() > limit;
     page.truncate(limit);
     let topics: Vec<serde_json::Value> = page
@@ -214,12 +189,7 @@ async fn delete_connection(access: &Access<'_>, input: &Input) -> Answer {
     access.require_on("iot:DeleteConnection", "client", &client_id)?;
     let clean_session = input.query_flag("cleanSession")?;
     let prevent_will = input.query_flag("preventWillMessage")?;
-    if !access
-        .state
-        .publisher
-        .delete_connection(&client_id, clean_session, prevent_will)
-        .await
-    {
+    if !access.state.publisher.delete_connection(&client_id, clean_session, prevent_will).await {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",
@@ -235,27 +205,18 @@ fn shadow_name(input: &Input) -> Option<&str> {
 }
 
 async fn get_shadow(state: &ApiState, input: &Input) -> Answer {
-    let document = state
-        .registry
-        .get_shadow(&input.label("thingName"), shadow_name(input), None)
-        .await?;
+    let document = state.registry.get_shadow(&input.label("thingName"), shadow_name(input), None).await?;
     Ok(Reply::Json(document))
 }
 
 async fn update_shadow(state: &ApiState, input: &Input) -> Answer {
-    let updated = state
-        .registry
-        .update_shadow(&input.label("thingName"), shadow_name(input), input.body())
-        .await?;
+    let updated = state.registry.update_shadow(&input.label("thingName"), shadow_name(input), input.body()).await?;
     state.publisher.publish(updated.notifications).await;
     Ok(Reply::Json(updated.accepted))
 }
 
 async fn delete_shadow(state: &ApiState, input: &Input) -> Answer {
-    let deleted = state
-        .registry
-        .delete_shadow(&input.label("thingName"), shadow_name(input), None)
-        .await?;
+    let deleted = state.registry.delete_shadow(&input.label("thingName"), shadow_name(input), None).await?;
     state.publisher.publish(vec![deleted.notification]).await;
     Ok(Reply::Json(deleted.accepted))
 }
@@ -263,11 +224,7 @@ async fn delete_shadow(state: &ApiState, input: &Input) -> Answer {
 async fn list_named_shadows(state: &ApiState, input: &Input) -> Answer {
     let page = state
         .registry
-        .list_named_shadows(
-            &input.label("thingName"),
-            input.query("nextToken"),
-            input.query_as("pageSize")?,
-        )
+        .list_named_shadows(&input.label("thingName"), input.query("nextToken"), input.query_as("pageSize")?)
         .await?;
     let mut body = json!({"results": page.names});
     if let Some(token) = page.next_token {
@@ -283,10 +240,7 @@ pub(crate) fn shadow_version_path(method: &str, path: &str) -> Option<(String, u
     let (thing, rest) = rest.split_once('/')?;
     let version = rest.strip_prefix("shadow/versions/")?;
     (method == "GET").then_some(())?;
-    Some((
-        ferrocore_sigv4::percent_decode(thing),
-        version.parse().ok()?,
-    ))
+    Some((ferrocore_sigv4::percent_decode(thing), version.parse().ok()?))
 }
 
 pub(crate) async fn get_shadow_version(
@@ -297,10 +251,5 @@ pub(crate) async fn get_shadow_version(
     input: &Input,
 ) -> Answer {
     access(state, caller)?.require_on("iot:GetThingShadow", "thing", thing)?;
-    Ok(Reply::Json(
-        state
-            .registry
-            .shadow_version(thing, shadow_name(input), version)
-            .await?,
-    ))
+    Ok(Reply::Json(state.registry.shadow_version(thing, shadow_name(input), version).await?))
 }

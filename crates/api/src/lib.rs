@@ -64,11 +64,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .route(
             "/ca.pem",
             get(|State(state): State<Arc<ApiState>>| async move {
-                (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/x-pem-file")],
-                    state.ca_pem.clone(),
-                )
+                (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-pem-file")], state.ca_pem.clone())
             }),
         )
         .fallback(handle)
@@ -86,12 +82,9 @@ async fn health(State(state): State<Arc<ApiState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     match &state.metrics {
-        Some(render) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            render(),
-        )
-            .into_response(),
+        Some(render) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render()).into_response()
+        }
         None => (StatusCode::NOT_FOUND, "metrics are disabled").into_response(),
     }
 }
@@ -108,17 +101,11 @@ fn protocol_of(method: &Method, path: &str, headers: &HeaderMap) -> Protocol {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if method == Method::POST && path == "/" && form {
-        Protocol::Query
-    } else {
-        Protocol::RestJson
-    }
+    if method == Method::POST && path == "/" && form { Protocol::Query } else { Protocol::RestJson }
 }
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A successful answer, before the common headers are added.
@@ -132,30 +119,16 @@ async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Respons
     let request_id = uuid::Uuid::new_v4().to_string();
     let (parts, body) = request.into_parts();
     let protocol = protocol_of(&parts.method, parts.uri.path(), &parts.headers);
-    let body = tokio::time::timeout(
-        state.config.body_timeout,
-        axum::body::to_bytes(body, state.config.body_limit),
-    )
-    .await;
+    let body =
+        tokio::time::timeout(state.config.body_timeout, axum::body::to_bytes(body, state.config.body_limit)).await;
     let (service, operation, result) = match body {
         Ok(Ok(body)) => serve(&state, &parts, body, &request_id).await,
-        Ok(Err(_)) => (
-            "unknown",
-            "unknown",
-            Err(ApiError::too_large(state.config.body_limit)),
-        ),
-        Err(_) => (
-            "unknown",
-            "unknown",
-            Err(ApiError::body_timeout(state.config.body_timeout)),
-        ),
+        Ok(Err(_)) => ("unknown", "unknown", Err(ApiError::too_large(state.config.body_limit))),
+        Err(_) => ("unknown", "unknown", Err(ApiError::body_timeout(state.config.body_timeout))),
     };
-    let status = result
-        .as_ref()
-        .map_or_else(|e| e.status, |_| StatusCode::OK);
+    let status = result.as_ref().map_or_else(|e| e.status, |_| StatusCode::OK);
     metrics::counter!("ferrocore_api_requests_total", "service" => service, "operation" => operation, "status" => status.as_str().to_owned()).increment(1);
-    metrics::histogram!("ferrocore_api_request_seconds", "service" => service)
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("ferrocore_api_request_seconds", "service" => service).record(started.elapsed().as_secs_f64());
     let mut response = match result {
         Ok(Reply::Json(value)) => json_response(StatusCode::OK, &value),
         Ok(Reply::Xml(text)) => xml_response(StatusCode::OK, text),
@@ -169,9 +142,7 @@ async fn handle(State(state): State<Arc<ApiState>>, request: Request) -> Respons
         }
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response
-            .headers_mut()
-            .insert("x-amzn-requestid", value.clone());
+        response.headers_mut().insert("x-amzn-requestid", value.clone());
         if protocol == Protocol::Query {
             response.headers_mut().insert("x-amz-request-id", value);
         }
@@ -187,43 +158,22 @@ async fn serve(
     request_id: &str,
 ) -> (&'static str, &'static str, Result<Reply, ApiError>) {
     // The signature covers the normalised path; routing must not see another one.
-    if parts
-        .uri
-        .path()
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
+    if parts.uri.path().split('/').any(|segment| segment == "." || segment == "..") {
         return (
             "unknown",
             "unknown",
-            Err(ApiError::invalid(
-                "The request path must not contain '.' or '..' segments.",
-            )),
+            Err(ApiError::invalid("The request path must not contain '.' or '..' segments.")),
         );
     }
-    let input = |labels| {
-        Input::new(
-            labels,
-            parts.uri.query().unwrap_or(""),
-            parts.headers.clone(),
-            body.clone(),
-        )
-    };
+    let input = |labels| Input::new(labels, parts.uri.query().unwrap_or(""), parts.headers.clone(), body.clone());
     // The enableUrl of an HTTP topic rule destination is opened unsigned: the token is the credential.
     if let Ok(op) = operations::IOT.find(parts.method.as_str(), parts.uri.path())
         && op.name == "ConfirmTopicRuleDestination"
     {
-        return (
-            "iot",
-            op.name,
-            iot::dispatch(state, op.name, input(op.labels)).await,
-        );
+        return ("iot", op.name, iot::dispatch(state, op.name, input(op.labels)).await);
     }
-    let headers: Vec<(&str, &str)> = parts
-        .headers
-        .iter()
-        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
-        .collect();
+    let headers: Vec<(&str, &str)> =
+        parts.headers.iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))).collect();
     let signed = ferrocore_sigv4::Request {
         method: parts.method.as_str(),
         path: parts.uri.path(),
@@ -231,9 +181,7 @@ async fn serve(
         headers,
         body_sha256: ferrocore_sigv4::body_sha256(&body),
     };
-    let signer = match ferrocore_sigv4::verify(&signed, now_secs(), |key| {
-        state.config.credentials.secret_for(key)
-    }) {
+    let signer = match ferrocore_sigv4::verify(&signed, now_secs(), |key| state.config.credentials.secret_for(key)) {
         Ok(signer) => signer,
         Err(err) => return ("unknown", "unknown", Err(err.into())),
     };
@@ -263,40 +211,24 @@ async fn serve(
         },
         "iotdata" | "iotdevicegateway" => {
             let caller = &signer.access_key;
-            if let Some((thing, version)) =
-                iot_data::shadow_version_path(parts.method.as_str(), parts.uri.path())
-            {
-                let result = iot_data::get_shadow_version(
-                    state,
-                    caller,
-                    &thing,
-                    version,
-                    &input(HashMap::new()),
-                )
-                .await;
+            if let Some((thing, version)) = iot_data::shadow_version_path(parts.method.as_str(), parts.uri.path()) {
+                let result = iot_data::get_shadow_version(state, caller, &thing, version, &input(HashMap::new())).await;
                 return ("iot-data", "GetThingShadowVersion", result);
             }
             match operations::IOT_DATA.find(parts.method.as_str(), parts.uri.path()) {
-                Ok(op) => (
-                    "iot-data",
-                    op.name,
-                    iot_data::dispatch(state, caller, op.name, input(op.labels)).await,
-                ),
+                Ok(op) => ("iot-data", op.name, iot_data::dispatch(state, caller, op.name, input(op.labels)).await),
                 Err(err) => ("iot-data", "unknown", Err(err)),
             }
         }
         "sts" => {
-            let (operation, result) =
-                sts::dispatch(state, &signer, &input(HashMap::new()), request_id);
+            let (operation, result) = sts::dispatch(state, &signer, &input(HashMap::new()), request_id);
             ("sts", operation, result)
         }
         other => {
             let err = ApiError::new(
                 StatusCode::FORBIDDEN,
                 "InvalidSignatureException",
-                format!(
-                    "Credential should be scoped to correct service: 'iot'. This server does not serve '{other}'."
-                ),
+                format!("Credential should be scoped to correct service: 'iot'. This server does not serve '{other}'."),
             );
             ("unknown", "unknown", Err(err))
         }
@@ -305,21 +237,11 @@ async fn serve(
 
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
     let body = serde_json::to_vec(value).unwrap_or_default();
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from(body),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], Body::from(body)).into_response()
 }
 
 fn xml_response(status: StatusCode, text: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/xml")],
-        Body::from(text),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "text/xml")], Body::from(text)).into_response()
 }
 
 fn error_response(err: &ApiError, protocol: Protocol, request_id: &str) -> Response {
@@ -327,17 +249,7 @@ fn error_response(err: &ApiError, protocol: Protocol, request_id: &str) -> Respo
         Protocol::RestJson => (json_response(err.status, &err.json_body()), err.code),
         Protocol::Query => {
             let code = sts::wire_code(err.code);
-            (
-                xml_response(
-                    err.status,
-                    ApiError {
-                        code,
-                        ..err.clone()
-                    }
-                    .xml_body(request_id),
-                ),
-                code,
-            )
+            (xml_response(err.status, ApiError { code, ..err.clone() }.xml_body(request_id)), code)
         }
     };
     if let Ok(value) = HeaderValue::from_str(code) {

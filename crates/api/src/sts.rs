@@ -15,22 +15,10 @@ pub(crate) fn dispatch(
     request_id: &str,
 ) -> (&'static str, Result<Reply, ApiError>) {
     let form = input.form();
-    let action = form
-        .iter()
-        .find(|(k, _)| k == "Action")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
+    let action = form.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.as_str()).unwrap_or("");
     match action {
-        "GetCallerIdentity" => (
-            "GetCallerIdentity",
-            Ok(Reply::Xml(caller_identity(state, signer, request_id))),
-        ),
-        "" => (
-            "unknown",
-            Err(ApiError::invalid(
-                "The request is missing the Action parameter.",
-            )),
-        ),
+        "GetCallerIdentity" => ("GetCallerIdentity", Ok(Reply::Xml(caller_identity(state, signer, request_id)))),
+        "" => ("unknown", Err(ApiError::invalid("The request is missing the Action parameter."))),
         _ => ("unknown", Err(ApiError::not_implemented("sts", action))),
     }
 }

@@ -38,9 +38,7 @@ fn cases() -> Vec<Case> {
     encode(&publish_packet(), Version::V311, &mut encoded);
     let encoded = encoded.freeze();
 
-    let filters: Vec<String> = (0..100_000)
-        .map(|i| format!("devices/{}/sensor-{i}/+", i % 100))
-        .collect();
+    let filters: Vec<String> = (0..100_000).map(|i| format!("devices/{}/sensor-{i}/+", i % 100)).collect();
 
     let walled_garden = Policy::parse(
         r#"{"Version":"2012-10-17","Statement":[
@@ -49,25 +47,14 @@ fn cases() -> Vec<Case> {
         {"Effect":"Allow","Action":"iot:Subscribe","Resource":"arn:aws:iot:us-east-1:000000000000:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/*"}]}"#,
     )
     .expect("valid policy");
-    let thing = ThingFacts {
-        name: "sensor-001".into(),
-        type_name: None,
-        attributes: Default::default(),
-    };
+    let thing = ThingFacts { name: "sensor-001".into(), type_name: None, attributes: Default::default() };
     let context = Context::for_connection("sensor-001", Some(&thing), None);
     let resource = "arn:aws:iot:us-east-1:000000000000:topic/$aws/things/sensor-001/shadow/update";
 
     let limits = Limits::default();
     let mut shadow = Shadow::default();
-    let desired: String = (0..20)
-        .map(|i| format!(r#""k{i}":{{"v":{i},"on":true}}"#))
-        .collect::<Vec<_>>()
-        .join(",");
-    let seed = parse_update(
-        format!(r#"{{"state":{{"desired":{{{desired}}}}}}}"#).as_bytes(),
-        &limits,
-    )
-    .unwrap();
+    let desired: String = (0..20).map(|i| format!(r#""k{i}":{{"v":{i},"on":true}}"#)).collect::<Vec<_>>().join(",");
+    let seed = parse_update(format!(r#"{{"state":{{"desired":{{{desired}}}}}}}"#).as_bytes(), &limits).unwrap();
     shadow = shadow.update(&seed, 1, &limits).unwrap().shadow;
     let report = br#"{"state":{"reported":{"k3":{"v":3,"on":false},"temperature":21.5}},"clientToken":"abc"}"#;
 
@@ -75,23 +62,16 @@ fn cases() -> Vec<Case> {
         "SELECT *, topic(2) AS device FROM 'sensors/+/temperature' WHERE value > 40 OR value < 0",
     )
     .expect("valid SQL");
-    let reading = ferrocore_rules_sql::Value::from_json(
-        &serde_json::json!({"value": 45.5, "unit": "C", "battery": 87}),
-    );
-    let sql_context = ferrocore_rules_sql::Context {
-        topic: "sensors/s7/temperature".into(),
-        ..Default::default()
-    };
+    let reading =
+        ferrocore_rules_sql::Value::from_json(&serde_json::json!({"value": 45.5, "unit": "C", "battery": 87}));
+    let sql_context = ferrocore_rules_sql::Context { topic: "sensors/s7/temperature".into(), ..Default::default() };
 
     vec![
         Case {
             name: "sql_where_and_select_seed_rule",
             default_iterations: 200_000,
             run: Box::new(move || {
-                black_box(
-                    ferrocore_rules_sql::evaluate(&rule, black_box(&reading), &sql_context)
-                        .unwrap(),
-                );
+                black_box(ferrocore_rules_sql::evaluate(&rule, black_box(&reading), &sql_context).unwrap());
             }),
         },
         Case {
@@ -118,10 +98,8 @@ fn cases() -> Vec<Case> {
             name: "topic_match_100k_filters",
             default_iterations: 100,
             run: Box::new(move || {
-                let hits = filters
-                    .iter()
-                    .filter(|f| topic::matches(f, black_box("devices/42/sensor-4242/temp")))
-                    .count();
+                let hits =
+                    filters.iter().filter(|f| topic::matches(f, black_box("devices/42/sensor-4242/temp"))).count();
                 black_box(hits);
             }),
         },
@@ -129,12 +107,7 @@ fn cases() -> Vec<Case> {
             name: "policy_eval_walled_garden",
             default_iterations: 200_000,
             run: Box::new(move || {
-                black_box(evaluate(
-                    &[&walled_garden],
-                    "iot:Publish",
-                    black_box(resource),
-                    &context,
-                ));
+                black_box(evaluate(&[&walled_garden], "iot:Publish", black_box(resource), &context));
             }),
         },
         Case {
@@ -150,10 +123,7 @@ fn cases() -> Vec<Case> {
 
 fn main() {
     // `cargo bench` passes `--bench`; a case name (or `all`) and an iteration count may follow.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let only = args.first().cloned().filter(|name| name != "all");
     let iterations: Option<u64> = args.get(1).and_then(|n| n.parse().ok());
     for mut case in cases() {
@@ -166,9 +136,6 @@ fn main() {
             (case.run)();
         }
         let per_op = started.elapsed().as_nanos() as f64 / iterations as f64;
-        println!(
-            "{{\"case\":\"{}\",\"iterations\":{iterations},\"ns_per_op\":{per_op:.1}}}",
-            case.name
-        );
+        println!("{{\"case\":\"{}\",\"iterations\":{iterations},\"ns_per_op\":{per_op:.1}}}", case.name);
     }
 }

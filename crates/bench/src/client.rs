@@ -7,8 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
 use ferrocore_mqtt::{
-    Ack, Connect, Packet, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
-    Version, decode, encode,
+    Ack, Connect, Packet, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions, Version, decode, encode,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -28,12 +27,7 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(
-        addr: SocketAddr,
-        ca_pem: &[u8],
-        cert_pem: &[u8],
-        key_pem: &[u8],
-    ) -> anyhow::Result<Self> {
+    pub fn new(addr: SocketAddr, ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<Self> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem) {
             roots.add(cert.context("reading the CA")?)?;
@@ -50,34 +44,18 @@ impl Target {
         // Every connection is a full handshake (certificates exchanged and verified).
         config.resumption = rustls::client::Resumption::disabled();
         let server_name = ServerName::try_from(addr.ip().to_string())?;
-        Ok(Self {
-            addr,
-            connector: TlsConnector::from(Arc::new(config)),
-            server_name,
-        })
+        Ok(Self { addr, connector: TlsConnector::from(Arc::new(config)), server_name })
     }
 
     /// TCP, TLS, CONNECT and a successful CONNACK.
     pub async fn connect(&self, client_id: &str) -> anyhow::Result<Connection> {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .with_context(|| format!("connecting to {}", self.addr))?;
+        let tcp = TcpStream::connect(self.addr).await.with_context(|| format!("connecting to {}", self.addr))?;
         tcp.set_nodelay(true)?;
-        let tls = self
-            .connector
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .context("TLS handshake")?;
+        let tls = self.connector.connect(self.server_name.clone(), tcp).await.context("TLS handshake")?;
         let (reader, writer) = tokio::io::split(tls);
         let mut connection = Connection {
-            reader: Reader {
-                reader,
-                buffer: BytesMut::with_capacity(16 * 1024),
-            },
-            writer: Writer {
-                writer,
-                out: BytesMut::new(),
-            },
+            reader: Reader { reader, buffer: BytesMut::with_capacity(16 * 1024) },
+            writer: Writer { writer, out: BytesMut::new() },
         };
         let connect = Connect {
             version: Version::V311,
@@ -115,17 +93,9 @@ impl Connection {
 
     /// Subscribes and waits for a granted SUBACK.
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> anyhow::Result<()> {
-        let options = SubscriptionOptions {
-            qos,
-            no_local: false,
-            retain_as_published: false,
-            retain_handling: 0,
-        };
-        let subscribe = Subscribe {
-            packet_id: 1,
-            filters: vec![(filter.to_string(), options)],
-            properties: Properties::default(),
-        };
+        let options = SubscriptionOptions { qos, no_local: false, retain_as_published: false, retain_handling: 0 };
+        let subscribe =
+            Subscribe { packet_id: 1, filters: vec![(filter.to_string(), options)], properties: Properties::default() };
         self.queue(&Packet::Subscribe(subscribe));
         self.flush().await?;
         loop {
@@ -198,11 +168,7 @@ impl Writer {
     }
 
     pub fn queue_publish(&mut self, topic: &str, payload: Bytes, packet_id: Option<u16>) {
-        let qos = if packet_id.is_some() {
-            QoS::AtLeastOnce
-        } else {
-            QoS::AtMostOnce
-        };
+        let qos = if packet_id.is_some() { QoS::AtLeastOnce } else { QoS::AtMostOnce };
         let publish = Publish {
             dup: false,
             qos,
@@ -216,11 +182,7 @@ impl Writer {
     }
 
     pub fn queue_puback(&mut self, packet_id: u16) {
-        self.queue(&Packet::PubAck(Ack {
-            packet_id,
-            reason: ReasonCode::Success,
-            properties: Properties::default(),
-        }));
+        self.queue(&Packet::PubAck(Ack { packet_id, reason: ReasonCode::Success, properties: Properties::default() }));
     }
 
     pub async fn flush(&mut self) -> anyhow::Result<()> {

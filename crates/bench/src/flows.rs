@@ -105,10 +105,7 @@ pub async fn run(target: &Target, plan: FlowPlan) -> anyhow::Result<Value> {
 }
 
 /// Counts deliveries in the window (acknowledging QoS 1) and records their latency.
-async fn receive(
-    connection: crate::client::Connection,
-    run: Arc<Run>,
-) -> anyhow::Result<Histogram<u64>> {
+async fn receive(connection: crate::client::Connection, run: Arc<Run>) -> anyhow::Result<Histogram<u64>> {
     let (mut reader, mut writer) = connection.split();
     let mut samples = histogram();
     let mut packets = Vec::new();
@@ -117,9 +114,7 @@ async fn receive(
             return Ok(samples);
         }
         // A short read timeout lets the task see `stopping` and return its samples.
-        match tokio::time::timeout(Duration::from_millis(200), reader.read_batch(&mut packets))
-            .await
-        {
+        match tokio::time::timeout(Duration::from_millis(200), reader.read_batch(&mut packets)).await {
             Err(_) => continue,
             Ok(result) => result?,
         }
@@ -158,10 +153,7 @@ async fn publish(
         tokio::spawn(async move {
             let mut packets = Vec::new();
             while reader.read_batch(&mut packets).await.is_ok() {
-                let acked = packets
-                    .drain(..)
-                    .filter(|p| matches!(p, Packet::PubAck(_)))
-                    .count();
+                let acked = packets.drain(..).filter(|p| matches!(p, Packet::PubAck(_))).count();
                 window.add_permits(acked);
             }
         });
@@ -175,10 +167,7 @@ async fn publish(
             Some(rate) => {
                 let due = (started.elapsed().as_secs_f64() * rate) as u64;
                 if due <= published {
-                    tokio::time::sleep(
-                        Duration::from_secs_f64(1.0 / rate).min(Duration::from_millis(5)),
-                    )
-                    .await;
+                    tokio::time::sleep(Duration::from_secs_f64(1.0 / rate).min(Duration::from_millis(5))).await;
                     continue;
                 }
                 ((due - published) as usize).min(PUBLISH_BATCH)

@@ -23,10 +23,7 @@ use crate::client::Target;
 use crate::flows::FlowPlan;
 
 #[derive(Parser)]
-#[command(
-    name = "ferrocore-bench",
-    about = "Load generator for MQTT brokers over mutual TLS"
-)]
+#[command(name = "ferrocore-bench", about = "Load generator for MQTT brokers over mutual TLS")]
 struct Cli {
     #[command(subcommand)]
     mode: Mode,
@@ -142,15 +139,8 @@ struct FlowArgs {
 
 impl BrokerArgs {
     fn target(&self) -> anyhow::Result<Target> {
-        let read = |path: &std::path::Path| {
-            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
-        };
-        Target::new(
-            self.addr,
-            &read(&self.ca)?,
-            &read(&self.cert)?,
-            &read(&self.key)?,
-        )
+        let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+        Target::new(self.addr, &read(&self.ca)?, &read(&self.cert)?, &read(&self.key)?)
     }
 }
 
@@ -165,11 +155,7 @@ impl FlowArgs {
             mode,
             publishers,
             subscribers,
-            qos: if self.qos == 1 {
-                QoS::AtLeastOnce
-            } else {
-                QoS::AtMostOnce
-            },
+            qos: if self.qos == 1 { QoS::AtLeastOnce } else { QoS::AtMostOnce },
             payload_bytes: self.payload,
             warmup: Duration::from_secs_f64(self.warmup),
             duration: Duration::from_secs_f64(self.duration),
@@ -183,33 +169,22 @@ fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     // Two workers: the generator must leave the other cores to the broker.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let result = match cli.mode {
             Mode::FanIn { flow, publishers } => {
                 let p = &flow.broker.prefix;
-                let pubs = (0..publishers)
-                    .map(|i| (format!("{p}pub-{i}"), format!("bench/{p}pub-{i}/in")))
-                    .collect();
+                let pubs = (0..publishers).map(|i| (format!("{p}pub-{i}"), format!("bench/{p}pub-{i}/in"))).collect();
                 flows::run(
                     &flow.broker.target()?,
-                    flow.plan(
-                        "fan-in",
-                        pubs,
-                        vec![(format!("{p}sub-0"), "bench/+/in".into())],
-                    ),
+                    flow.plan("fan-in", pubs, vec![(format!("{p}sub-0"), "bench/+/in".into())]),
                 )
                 .await?
             }
             Mode::FanOut { flow, subscribers } => {
                 let p = &flow.broker.prefix;
                 let topic = format!("bench/{p}pub-0/out");
-                let subs = (0..subscribers)
-                    .map(|i| (format!("{p}sub-{i}"), topic.clone()))
-                    .collect();
+                let subs = (0..subscribers).map(|i| (format!("{p}sub-{i}"), topic.clone())).collect();
                 flows::run(
                     &flow.broker.target()?,
                     flow.plan("fan-out", vec![(format!("{p}pub-0"), topic.clone())], subs),
@@ -218,21 +193,11 @@ fn main() -> anyhow::Result<()> {
             }
             Mode::Pairs { flow, pairs } => {
                 let p = &flow.broker.prefix;
-                let pubs = (0..pairs)
-                    .map(|i| (format!("{p}pub-{i}"), format!("bench/{p}pub-{i}/pair")))
-                    .collect();
-                let subs = (0..pairs)
-                    .map(|i| (format!("{p}sub-{i}"), format!("bench/{p}pub-{i}/pair")))
-                    .collect();
+                let pubs = (0..pairs).map(|i| (format!("{p}pub-{i}"), format!("bench/{p}pub-{i}/pair"))).collect();
+                let subs = (0..pairs).map(|i| (format!("{p}sub-{i}"), format!("bench/{p}pub-{i}/pair"))).collect();
                 flows::run(&flow.broker.target()?, flow.plan("pairs", pubs, subs)).await?
             }
-            Mode::Idle {
-                broker,
-                connections,
-                concurrency,
-                broker_pid,
-                hold,
-            } => {
+            Mode::Idle { broker, connections, concurrency, broker_pid, hold } => {
                 modes::idle(
                     &broker.target()?,
                     &broker.prefix,
@@ -243,53 +208,16 @@ fn main() -> anyhow::Result<()> {
                 )
                 .await?
             }
-            Mode::Handshakes {
-                broker,
-                concurrency,
-                duration,
-            } => {
-                modes::handshakes(
-                    &broker.target()?,
-                    &broker.prefix,
-                    concurrency,
-                    Duration::from_secs_f64(duration),
-                )
-                .await?
+            Mode::Handshakes { broker, concurrency, duration } => {
+                modes::handshakes(&broker.target()?, &broker.prefix, concurrency, Duration::from_secs_f64(duration))
+                    .await?
             }
-            Mode::Shadow {
-                broker,
-                devices,
-                inflight,
-                warmup,
-                duration,
-            } => {
-                let (warmup, duration) = (
-                    Duration::from_secs_f64(warmup),
-                    Duration::from_secs_f64(duration),
-                );
-                modes::shadow(
-                    &broker.target()?,
-                    &broker.prefix,
-                    devices,
-                    inflight,
-                    warmup,
-                    duration,
-                )
-                .await?
+            Mode::Shadow { broker, devices, inflight, warmup, duration } => {
+                let (warmup, duration) = (Duration::from_secs_f64(warmup), Duration::from_secs_f64(duration));
+                modes::shadow(&broker.target()?, &broker.prefix, devices, inflight, warmup, duration).await?
             }
-            Mode::CreateThings {
-                endpoint,
-                prefix,
-                concurrency,
-                duration,
-            } => {
-                modes::create_things(
-                    &endpoint,
-                    &prefix,
-                    concurrency,
-                    Duration::from_secs_f64(duration),
-                )
-                .await?
+            Mode::CreateThings { endpoint, prefix, concurrency, duration } => {
+                modes::create_things(&endpoint, &prefix, concurrency, Duration::from_secs_f64(duration)).await?
             }
         };
         report::emit(result);

@@ -19,15 +19,8 @@ use crate::report::{histogram, latency, now_micros};
 pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .context("VmRSS value")?
-        .parse()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    let kib: u64 = line.split_whitespace().nth(1).context("VmRSS value")?.parse()?;
     Ok(kib * 1024)
 }
 
@@ -118,8 +111,7 @@ pub async fn handshakes(
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers: Vec<Worker> = Vec::new();
     for worker in 0..concurrency {
-        let (target, done, failed, stop) =
-            (target.clone(), done.clone(), failed.clone(), stop.clone());
+        let (target, done, failed, stop) = (target.clone(), done.clone(), failed.clone(), stop.clone());
         let client_id = format!("{prefix}hs-{worker}");
         workers.push(tokio::spawn(async move {
             let mut samples = histogram();
@@ -127,9 +119,7 @@ pub async fn handshakes(
                 let started = Instant::now();
                 match target.connect(&client_id).await {
                     Ok(mut connection) => {
-                        samples
-                            .record(started.elapsed().as_micros().max(1) as u64)
-                            .ok();
+                        samples.record(started.elapsed().as_micros().max(1) as u64).ok();
                         done.fetch_add(1, Ordering::Relaxed);
                         connection.queue(&Packet::Disconnect(ferrocore_mqtt::Disconnect {
                             reason: ferrocore_mqtt::ReasonCode::Success,
@@ -177,12 +167,8 @@ pub async fn shadow(
         let thing = format!("{prefix}shadow-{i}");
         let mut connection = target.connect(&thing).await?;
         let base = format!("$aws/things/{thing}/shadow/update");
-        connection
-            .subscribe(&format!("{base}/accepted"), QoS::AtMostOnce)
-            .await?;
-        connection
-            .subscribe(&format!("{base}/rejected"), QoS::AtMostOnce)
-            .await?;
+        connection.subscribe(&format!("{base}/accepted"), QoS::AtMostOnce).await?;
+        connection.subscribe(&format!("{base}/rejected"), QoS::AtMostOnce).await?;
         let (measuring, stop, accepted) = (measuring.clone(), stop.clone(), accepted.clone());
         tasks.push(tokio::spawn(async move {
             let mut samples = histogram();
@@ -202,18 +188,13 @@ pub async fn shadow(
                     while outstanding < inflight {
                         sent += 1;
                         packet_id = packet_id.checked_add(1).unwrap_or(1);
-                        let update = format!(
-                            r#"{{"state":{{"reported":{{"n":{sent},"t":{}}}}}}}"#,
-                            now_micros()
-                        );
+                        let update = format!(r#"{{"state":{{"reported":{{"n":{sent},"t":{}}}}}}}"#, now_micros());
                         writer.queue_publish(&base, Bytes::from(update), Some(packet_id));
                         outstanding += 1;
                     }
                     writer.flush().await?;
                 }
-                match tokio::time::timeout(Duration::from_secs(5), reader.read_batch(&mut packets))
-                    .await
-                {
+                match tokio::time::timeout(Duration::from_secs(5), reader.read_batch(&mut packets)).await {
                     Err(_) if stopping => break,
                     Err(_) => bail!("{base}: no answer in 5 s"),
                     Ok(result) => result?,
@@ -238,13 +219,8 @@ pub async fn shadow(
                     seen += 1;
                     if measuring.load(Ordering::Relaxed) {
                         accepted.fetch_add(1, Ordering::Relaxed);
-                        if let Some(stamp) = document
-                            .pointer("/state/reported/t")
-                            .and_then(Value::as_u64)
-                        {
-                            samples
-                                .record(now_micros().saturating_sub(stamp).max(1))
-                                .ok();
+                        if let Some(stamp) = document.pointer("/state/reported/t").and_then(Value::as_u64) {
+                            samples.record(now_micros().saturating_sub(stamp).max(1)).ok();
                         }
                     }
                 }
@@ -294,20 +270,13 @@ pub async fn create_things(
         Some(port) => format!("{}:{port}", url.host_str().context("endpoint host")?),
         None => url.host_str().context("endpoint host")?.to_string(),
     };
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers: Vec<Worker> = Vec::new();
     for worker in 0..concurrency {
-        let (http, host, endpoint, done, stop) = (
-            http.clone(),
-            host.clone(),
-            endpoint.trim_end_matches('/').to_string(),
-            done.clone(),
-            stop.clone(),
-        );
+        let (http, host, endpoint, done, stop) =
+            (http.clone(), host.clone(), endpoint.trim_end_matches('/').to_string(), done.clone(), stop.clone());
         let prefix = prefix.to_string();
         workers.push(tokio::spawn(async move {
             let mut samples = histogram();
@@ -320,10 +289,7 @@ pub async fn create_things(
                     method: "POST",
                     path: &path,
                     query: "",
-                    headers: vec![
-                        ("host", host.as_str()),
-                        ("content-type", "application/json"),
-                    ],
+                    headers: vec![("host", host.as_str()), ("content-type", "application/json")],
                     body_sha256: ferrocore_sigv4::body_sha256(&body),
                 };
                 let key = ferrocore_sigv4::SigningKey {
@@ -332,29 +298,19 @@ pub async fn create_things(
                     region: "us-east-1",
                     service: "iot",
                 };
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_secs() as i64;
-                let mut builder = http
-                    .post(format!("{endpoint}{path}"))
-                    .header("content-type", "application/json")
-                    .body(body);
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+                let mut builder =
+                    http.post(format!("{endpoint}{path}")).header("content-type", "application/json").body(body);
                 for (name, value) in ferrocore_sigv4::sign(&request, &key, now) {
                     builder = builder.header(name, value);
                 }
                 let started = Instant::now();
                 let response = builder.send().await?;
                 if !response.status().is_success() {
-                    bail!(
-                        "CreateThing answered {}: {}",
-                        response.status(),
-                        response.text().await.unwrap_or_default()
-                    );
+                    bail!("CreateThing answered {}: {}", response.status(), response.text().await.unwrap_or_default());
                 }
                 response.bytes().await?;
-                samples
-                    .record(started.elapsed().as_micros().max(1) as u64)
-                    .ok();
+                samples.record(started.elapsed().as_micros().max(1) as u64).ok();
                 done.fetch_add(1, Ordering::Relaxed);
             }
             Ok(samples)

@@ -6,9 +6,7 @@ use serde_json::{Value, json};
 
 /// Microseconds since the Unix epoch: the clock publishers stamp payloads with.
 pub fn now_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 pub fn histogram() -> Histogram<u64> {
@@ -32,14 +30,9 @@ pub fn latency(histogram: &Histogram<u64>) -> Value {
 
 /// Prints the result and answers it.
 pub fn emit(result: Value) -> Value {
-    let rate = result
-        .get("rate_per_sec")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0);
+    let rate = result.get("rate_per_sec").and_then(Value::as_f64).unwrap_or(0.0);
     let p99 = result.pointer("/latency/p99_us").and_then(Value::as_u64);
-    let extra = p99
-        .map(|p| format!(", p99 {:.2} ms", p as f64 / 1000.0))
-        .unwrap_or_default();
+    let extra = p99.map(|p| format!(", p99 {:.2} ms", p as f64 / 1000.0)).unwrap_or_default();
     eprintln!(
         "{}: {:.0} {}/s{extra}",
         result["mode"].as_str().unwrap_or("?"),

@@ -6,18 +6,15 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ferrocore_mqtt::{
-    Ack, ConnAck, Connect, ConnectionState, DecodeError, Disconnect, Packet, Properties, Publish,
-    QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will, decode, encode,
-    topic,
+    Ack, ConnAck, Connect, ConnectionState, DecodeError, Disconnect, Packet, Properties, Publish, QoS, ReasonCode,
+    SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will, decode, encode, topic,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::events::{self, Presence};
 use crate::message::Message;
-use crate::router::{
-    ClientEntry, Control, Delivery, PermissionsCell, Signal, Subscription, Unfinished, current,
-};
+use crate::router::{ClientEntry, Control, Delivery, PermissionsCell, Signal, Subscription, Unfinished, current};
 use crate::sessions::SessionWrite;
 use crate::{Identity, MAX_SESSION_EXPIRY_SECS, Origin, Shared, now_ms};
 
@@ -135,10 +132,7 @@ struct Session<S> {
 
 /// Waits until the connection is told to leave.
 async fn signalled(control: &mut watch::Receiver<Option<Signal>>) -> Signal {
-    let signal = control
-        .wait_for(Option::is_some)
-        .await
-        .map(|signal| signal.unwrap_or(Signal::Revoked));
+    let signal = control.wait_for(Option::is_some).await.map(|signal| signal.unwrap_or(Signal::Revoked));
     match signal {
         Ok(signal) => signal,
         // The router dropped the sender: nothing can signal any more.
@@ -147,20 +141,12 @@ async fn signalled(control: &mut watch::Receiver<Option<Signal>>) -> Signal {
 }
 
 fn clamp_keep_alive(requested: u16) -> u16 {
-    if requested == 0 {
-        KEEP_ALIVE_RANGE.1
-    } else {
-        requested.clamp(KEEP_ALIVE_RANGE.0, KEEP_ALIVE_RANGE.1)
-    }
+    if requested == 0 { KEEP_ALIVE_RANGE.1 } else { requested.clamp(KEEP_ALIVE_RANGE.0, KEEP_ALIVE_RANGE.1) }
 }
 
 /// Checks a will at CONNECT: AWS refuses QoS 2, invalid topics and topics the
 /// client may not publish (or, for a retained will, retain-publish) to.
-fn check_will(
-    will: &Will,
-    permissions: &ferrocore_registry::Permissions,
-    shared: &Shared,
-) -> Result<(), ReasonCode> {
+fn check_will(will: &Will, permissions: &ferrocore_registry::Permissions, shared: &Shared) -> Result<(), ReasonCode> {
     if will.qos == QoS::ExactlyOnce {
         return Err(ReasonCode::QoSNotSupported);
     }
@@ -168,8 +154,8 @@ fn check_will(
         return Err(ReasonCode::TopicNameInvalid);
     }
     let resource = shared.arn("topic", &will.topic);
-    let retain_allowed = !will.retain
-        || (!will.topic.starts_with('$') && permissions.allows("iot:RetainPublish", &resource));
+    let retain_allowed =
+        !will.retain || (!will.topic.starts_with('$') && permissions.allows("iot:RetainPublish", &resource));
     if !permissions.allows("iot:Publish", &resource) || !retain_allowed {
         return Err(ReasonCode::NotAuthorized);
     }
@@ -184,12 +170,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     connection: u64,
 ) {
     let mut buffer = BytesMut::with_capacity(4096);
-    let connect = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        read_connect(&mut stream, &mut buffer, &shared),
-    )
-    .await
-    {
+    let connect = match tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut stream, &mut buffer, &shared)).await {
         Ok(Ok(connect)) => connect,
         Ok(Err(reason)) => {
             tracing::info!(principal = identity.principal_id(), reason = %reason, "connection refused before CONNECT");
@@ -202,11 +183,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let version = connect.version;
     let refuse = async |stream: &mut S, reason: ReasonCode| {
-        let ack = Packet::ConnAck(ConnAck {
-            session_present: false,
-            reason,
-            properties: Properties::default(),
-        });
+        let ack = Packet::ConnAck(ConnAck { session_present: false, reason, properties: Properties::default() });
         let mut out = BytesMut::new();
         encode(&ack, version, &mut out);
         let _ = stream.write_all(&out).await;
@@ -220,15 +197,9 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         connect.client_id = format!("${}", uuid::Uuid::new_v4().simple());
     }
     let reserved = connect.client_id.starts_with('$') && !assigned_id;
-    if connect.client_id.is_empty()
-        || reserved
-        || connect.client_id.len() > shared.max_client_id_len
-    {
+    if connect.client_id.is_empty() || reserved || connect.client_id.len() > shared.max_client_id_len {
         refuse(&mut stream, ReasonCode::ClientIdentifierNotValid).await;
-        tracing::info!(
-            principal = identity.principal_id(),
-            "connection refused: client id not valid"
-        );
+        tracing::info!(principal = identity.principal_id(), "connection refused: client id not valid");
         return;
     }
     let permissions = match shared.permissions_of(&identity, &connect.client_id).await {
@@ -240,8 +211,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     if !permissions.allows("iot:Connect", &shared.arn("client", &connect.client_id)) {
-        metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "connect")
-            .increment(1);
+        metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "connect").increment(1);
         shared.forget_permissions(&identity, &connect.client_id);
         refuse(&mut stream, ReasonCode::NotAuthorized).await;
         tracing::info!(client_id = %connect.client_id, principal = identity.principal_id(), "connection refused: iot:Connect denied");
@@ -303,9 +273,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     // client id is either in the resumed queue or in this connection's queue.
     let connected = shared.router.connect(entry, connect.clean_start, now_ms());
     let session_present = connected.session_present;
-    shared
-        .store_session_writes(&client_id, connected.writes)
-        .await;
+    shared.store_session_writes(&client_id, connected.writes).await;
     let presence = Presence {
         client_id: client_id.clone(),
         session_id: uuid::Uuid::new_v4().to_string(),
@@ -336,11 +304,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Version::V5 => connect.properties.receive_maximum.unwrap_or(u16::MAX),
                 Version::V311 => V311_RECEIVE_MAXIMUM,
             },
-            if version == Version::V5 {
-                TOPIC_ALIAS_MAXIMUM
-            } else {
-                0
-            },
+            if version == Version::V5 { TOPIC_ALIAS_MAXIMUM } else { 0 },
             std::time::Instant::now(),
         ),
         waiting: std::collections::VecDeque::new(),
@@ -348,22 +312,12 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         quota: crate::quota::QuotaWindow::new(shared.limits.rate, std::time::Instant::now()),
         control: control_receiver,
     };
-    let accepted = Packet::ConnAck(ConnAck {
-        session_present,
-        reason: ReasonCode::Success,
-        properties,
-    });
+    let accepted = Packet::ConnAck(ConnAck { session_present, reason: ReasonCode::Success, properties });
     metrics::gauge!("ferrocore_mqtt_connections").increment(1.0);
     tracing::info!(client_id = %client_id, principal = identity.principal_id(), version = ?version, keep_alive, "client connected");
     let end = match session.send(&accepted).await {
         Ok(()) => {
-            shared
-                .store_changed(events::connected(
-                    &shared,
-                    &session.presence,
-                    &peer.ip().to_string(),
-                ))
-                .await;
+            shared.store_changed(events::connected(&shared, &session.presence, &peer.ip().to_string())).await;
             match session.replay(connected.replay).await {
                 Ok(()) => session.run(&mut receiver).await,
                 Err(_) => End::ConnectionLost,
@@ -377,11 +331,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         Some(signal) if matches!(end, End::ConnectionLost) => End::from(signal),
         _ => end,
     };
-    if let Some(Signal::Kicked {
-        clean_session,
-        prevent_will,
-    }) = signal
-    {
+    if let Some(Signal::Kicked { clean_session, prevent_will }) = signal {
         session.discard_session |= clean_session;
         session.prevent_will |= prevent_will;
     }
@@ -395,16 +345,8 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     unfinished.extend(session.waiting.drain(..).map(|(message, _)| message));
     let mut writes = session.delivered_writes();
     writes.extend(match expiry_secs {
-        Some(secs) => shared.router.park(
-            &client_id,
-            connection,
-            now_ms() + secs * 1000,
-            unfinished,
-            &mut receiver,
-        ),
-        None => shared
-            .router
-            .disconnect(&client_id, connection, unfinished, now_ms()),
+        Some(secs) => shared.router.park(&client_id, connection, now_ms() + secs * 1000, unfinished, &mut receiver),
+        None => shared.router.disconnect(&client_id, connection, unfinished, now_ms()),
     });
     shared.store_session_writes(&client_id, writes).await;
     shared.forget_permissions(&identity, &client_id);
@@ -416,34 +358,17 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         && let Some(will) = &connect.will
     {
         // The will's expiry counts from the disconnect.
-        let message = Message::published(
-            will.topic.clone(),
-            will.payload.clone(),
-            &will.properties,
-            now_ms(),
-        );
+        let message = Message::published(will.topic.clone(), will.payload.clone(), &will.properties, now_ms());
         if will.retain
             && let Err(err) = shared.retained.set(&message, will.qos, now_ms()).await
         {
             tracing::error!(client_id = %client_id, error = %err, "cannot store a retained will");
         }
-        let origin = Origin {
-            client_id: Some(&client_id),
-            principal: Some(identity.principal_id()),
-            ..Origin::default()
-        };
-        shared
-            .store_changed(shared.route(&message, will.qos, will.retain, origin))
-            .await;
+        let origin =
+            Origin { client_id: Some(&client_id), principal: Some(identity.principal_id()), ..Origin::default() };
+        shared.store_changed(shared.route(&message, will.qos, will.retain, origin)).await;
     }
-    shared
-        .store_changed(events::disconnected(
-            &shared,
-            &session.presence,
-            reason,
-            client_initiated,
-        ))
-        .await;
+    shared.store_changed(events::disconnected(&shared, &session.presence, reason, client_initiated)).await;
     let _ = session.stream.shutdown().await;
 }
 
@@ -469,11 +394,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Queues a packet for the next flush (written at once past [`OUT_FLUSH_BYTES`]).
     async fn send(&mut self, packet: &Packet) -> std::io::Result<()> {
         encode(packet, self.version, &mut self.out);
-        if self.out.len() >= OUT_FLUSH_BYTES {
-            self.flush().await
-        } else {
-            Ok(())
-        }
+        if self.out.len() >= OUT_FLUSH_BYTES { self.flush().await } else { Ok(()) }
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
@@ -494,10 +415,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn close(&mut self, reason: ReasonCode, end: End) -> End {
         if self.version == Version::V5 {
             encode(
-                &Packet::Disconnect(Disconnect {
-                    reason,
-                    properties: Properties::default(),
-                }),
+                &Packet::Disconnect(Disconnect { reason, properties: Properties::default() }),
                 self.version,
                 &mut self.out,
             );
@@ -511,10 +429,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let reason = match signal {
             Signal::TakenOver => ReasonCode::SessionTakenOver,
             Signal::Revoked => ReasonCode::NotAuthorized,
-            Signal::Kicked {
-                clean_session,
-                prevent_will,
-            } => {
+            Signal::Kicked { clean_session, prevent_will } => {
                 self.discard_session = clean_session;
                 self.prevent_will = prevent_will;
                 ReasonCode::AdministrativeAction
@@ -526,13 +441,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// The store writes that remove delivered messages of the stored queue.
     fn delivered_writes(&mut self) -> Vec<SessionWrite> {
         let client_id = &self.client_id;
-        self.delivered
-            .drain(..)
-            .map(|seq| SessionWrite::Dequeue {
-                client_id: client_id.clone(),
-                seq,
-            })
-            .collect()
+        self.delivered.drain(..).map(|seq| SessionWrite::Dequeue { client_id: client_id.clone(), seq }).collect()
     }
 
     async fn run(&mut self, outgoing: &mut mpsc::Receiver<Delivery>) -> End {
@@ -541,11 +450,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if let Some(signal) = signal {
                 return self.obey(signal).await;
             }
-            while let Some(packet) = match decode(
-                &mut self.buffer,
-                Some(self.version),
-                self.shared.max_packet_size,
-            ) {
+            while let Some(packet) = match decode(&mut self.buffer, Some(self.version), self.shared.max_packet_size) {
                 Ok(packet) => packet,
                 Err(err) => {
                     let reason = err.reason_code();
@@ -562,17 +467,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             if !self.delivered.is_empty() {
                 let writes = self.delivered_writes();
-                self.shared
-                    .store_session_writes(&self.client_id, writes)
-                    .await;
+                self.shared.store_session_writes(&self.client_id, writes).await;
             }
             // MQTT: the server may close after 1.5 keep-alive periods without a packet.
-            let idle = self
-                .state
-                .deadline()
-                .map_or(Duration::from_secs(u64::from(u32::MAX)), |d| {
-                    d.saturating_duration_since(std::time::Instant::now())
-                });
+            let idle = self.state.deadline().map_or(Duration::from_secs(u64::from(u32::MAX)), |d| {
+                d.saturating_duration_since(std::time::Instant::now())
+            });
             tokio::select! {
                 biased;
                 signal = signalled(&mut self.control) => return self.obey(signal).await,
@@ -622,8 +522,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.delivered.push(seq);
                 continue;
             }
-            self.deliver((Some(seq), message), QoS::AtLeastOnce, false)
-                .await?;
+            self.deliver((Some(seq), message), QoS::AtLeastOnce, false).await?;
         }
         Ok(())
     }
@@ -637,19 +536,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Sends one message, unless it expired or is larger than the client takes. QoS 1
     /// messages stay in flight until acknowledged and wait while the client's Receive
     /// Maximum window is full.
-    async fn deliver(
-        &mut self,
-        (seq, message): Unfinished,
-        qos: QoS,
-        retain: bool,
-    ) -> std::io::Result<()> {
+    async fn deliver(&mut self, (seq, message): Unfinished, qos: QoS, retain: bool) -> std::io::Result<()> {
         if message.expired(now_ms()) {
             self.discard(seq, "expired");
             return Ok(());
         }
-        if message.topic.len() + message.payload.len() + message.properties_len()
-            > self.client_max_packet
-        {
+        if message.topic.len() + message.payload.len() + message.properties_len() > self.client_max_packet {
             self.discard(seq, "too_large_for_client");
             return Ok(());
         }
@@ -665,23 +557,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Writes one PUBLISH: QoS 1 when it has a packet id, else QoS 0.
-    async fn send_publish(
-        &mut self,
-        message: Message,
-        packet_id: Option<u16>,
-        retain: bool,
-    ) -> std::io::Result<()> {
+    async fn send_publish(&mut self, message: Message, packet_id: Option<u16>, retain: bool) -> std::io::Result<()> {
         let properties = match self.version {
             Version::V5 => message.outgoing_properties(now_ms()),
             Version::V311 => Properties::default(),
         };
         let publish = Publish {
             dup: false,
-            qos: if packet_id.is_some() {
-                QoS::AtLeastOnce
-            } else {
-                QoS::AtMostOnce
-            },
+            qos: if packet_id.is_some() { QoS::AtLeastOnce } else { QoS::AtMostOnce },
             retain,
             topic: message.topic,
             packet_id,
@@ -712,8 +595,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn allowed(&self, action: &'static str, resource: &str) -> bool {
         let allowed = current(&self.permissions).allows(action, resource);
         if !allowed {
-            metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => action)
-                .increment(1);
+            metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => action).increment(1);
         }
         allowed
     }
@@ -734,11 +616,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if self.expiry_was_zero && expiry.is_some_and(|secs| secs > 0) {
                     // MQTT 5 §3.14.2.2.2: a session that started without expiry cannot get one now.
                     return Some(
-                        self.close(
-                            ReasonCode::ProtocolError,
-                            End::Refused("session expiry raised at DISCONNECT"),
-                        )
-                        .await,
+                        self.close(ReasonCode::ProtocolError, End::Refused("session expiry raised at DISCONNECT"))
+                            .await,
                     );
                 }
                 self.expiry_on_disconnect = expiry;
@@ -752,16 +631,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 None => Ok(()),
             },
             Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
-                return Some(
-                    self.close(ReasonCode::QoSNotSupported, End::Unsupported("QoS 2"))
-                        .await,
-                );
+                return Some(self.close(ReasonCode::QoSNotSupported, End::Unsupported("QoS 2")).await);
             }
             _ => {
-                return Some(
-                    self.close(ReasonCode::ProtocolError, End::Refused("unexpected packet"))
-                        .await,
-                );
+                return Some(self.close(ReasonCode::ProtocolError, End::Refused("unexpected packet")).await);
             }
         };
         result.err().map(|_| End::ConnectionLost)
@@ -769,44 +642,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn publish(&mut self, mut publish: Publish) -> Option<End> {
         if publish.qos == QoS::ExactlyOnce {
-            return Some(
-                self.close(ReasonCode::QoSNotSupported, End::Unsupported("QoS 2"))
-                    .await,
-            );
+            return Some(self.close(ReasonCode::QoSNotSupported, End::Unsupported("QoS 2")).await);
         }
         if let Err(reason) = self.state.resolve_topic(&mut publish) {
             return Some(self.close(reason, End::Refused("topic alias")).await);
         }
-        if topic::validate_name(&publish.topic).is_err()
-            || !self.shared.limits.topic_fits(&publish.topic)
-        {
-            return Some(
-                self.close(
-                    ReasonCode::TopicNameInvalid,
-                    End::Refused("invalid topic name"),
-                )
-                .await,
-            );
+        if topic::validate_name(&publish.topic).is_err() || !self.shared.limits.topic_fits(&publish.topic) {
+            return Some(self.close(ReasonCode::TopicNameInvalid, End::Refused("invalid topic name")).await);
         }
         let resource = self.shared.arn("topic", &publish.topic);
         // Only AWS's request topics under `$aws/` are open to clients.
         let reserved = !topic::client_may_publish(&publish.topic);
         // A retained publish also needs iot:RetainPublish, and never on a reserved `$` topic.
-        let retain_denied = publish.retain
-            && (publish.topic.starts_with('$') || !self.allowed("iot:RetainPublish", &resource));
+        let retain_denied =
+            publish.retain && (publish.topic.starts_with('$') || !self.allowed("iot:RetainPublish", &resource));
         if reserved || retain_denied || !self.allowed("iot:Publish", &resource) {
             let end = End::Forbidden(format!("iot:Publish on {}", publish.topic));
             return match (self.version, publish.packet_id) {
                 (Version::V5, Some(packet_id)) => {
-                    let ack = Ack {
-                        packet_id,
-                        reason: ReasonCode::NotAuthorized,
-                        properties: Properties::default(),
-                    };
-                    self.send(&Packet::PubAck(ack))
-                        .await
-                        .err()
-                        .map(|_| End::ConnectionLost)
+                    let ack = Ack { packet_id, reason: ReasonCode::NotAuthorized, properties: Properties::default() };
+                    self.send(&Packet::PubAck(ack)).await.err().map(|_| End::ConnectionLost)
                 }
                 _ => Some(self.close(ReasonCode::NotAuthorized, end).await),
             };
@@ -814,35 +669,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.shared.metrics.messages_in.increment(1);
         if !self.quota.admit_publish(std::time::Instant::now()) {
             // AWS discards publishes over the per-connection quota.
-            metrics::counter!("ferrocore_mqtt_throttled_total", "quota" => "publishes")
-                .increment(1);
+            metrics::counter!("ferrocore_mqtt_throttled_total", "quota" => "publishes").increment(1);
             return self.acknowledge(publish.packet_id).await;
         }
-        let message = Message::published(
-            publish.topic,
-            publish.payload,
-            &publish.properties,
-            now_ms(),
-        );
-        let origin = Origin {
-            client_id: Some(&self.client_id),
-            principal: Some(&self.presence.principal),
-            hops: 0,
-        };
-        if let Err(err) = self
-            .shared
-            .accept_publish(&message, publish.qos, publish.retain, &resource, origin)
-            .await
-        {
+        let message = Message::published(publish.topic, publish.payload, &publish.properties, now_ms());
+        let origin = Origin { client_id: Some(&self.client_id), principal: Some(&self.presence.principal), hops: 0 };
+        if let Err(err) = self.shared.accept_publish(&message, publish.qos, publish.retain, &resource, origin).await {
             tracing::error!(client_id = %self.client_id, error = %err, "cannot store a retained or queued message");
             // Nothing is acknowledged that is not durable.
-            return Some(
-                self.close(
-                    ReasonCode::UnspecifiedError,
-                    End::Refused("message not stored"),
-                )
-                .await,
-            );
+            return Some(self.close(ReasonCode::UnspecifiedError, End::Refused("message not stored")).await);
         }
         self.acknowledge(publish.packet_id).await
     }
@@ -850,28 +685,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// PUBACK for a QoS 1 publish.
     async fn acknowledge(&mut self, packet_id: Option<u16>) -> Option<End> {
         let packet_id = packet_id?;
-        let ack = Ack {
-            packet_id,
-            reason: ReasonCode::Success,
-            properties: Properties::default(),
-        };
-        self.send(&Packet::PubAck(ack))
-            .await
-            .err()
-            .map(|_| End::ConnectionLost)
+        let ack = Ack { packet_id, reason: ReasonCode::Success, properties: Properties::default() };
+        self.send(&Packet::PubAck(ack)).await.err().map(|_| End::ConnectionLost)
     }
 
     async fn subscribe(&mut self, subscribe: Subscribe) -> Option<End> {
         if !subscribe.properties.subscription_identifiers.is_empty() {
             // CONNACK said Subscription Identifier Available = 0.
             let end = End::Unsupported("subscription identifiers");
-            return Some(
-                self.close(ReasonCode::SubscriptionIdentifiersNotSupported, end)
-                    .await,
-            );
+            return Some(self.close(ReasonCode::SubscriptionIdentifiersNotSupported, end).await);
         }
-        let (mut reasons, mut granted_filters, mut retained_for) =
-            (Vec::new(), Vec::new(), Vec::new());
+        let (mut reasons, mut granted_filters, mut retained_for) = (Vec::new(), Vec::new(), Vec::new());
         let limits = self.shared.limits.clone();
         for (index, (filter, options)) in subscribe.filters.iter().enumerate() {
             // `$share/<group>/<filter>`: the limits and checks apply to the filter part.
@@ -880,11 +704,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 // [MQTT-3.8.3-4]: No Local on a shared subscription is a protocol error.
                 Some(Ok(_)) if options.no_local => {
                     return Some(
-                        self.close(
-                            ReasonCode::ProtocolError,
-                            End::Refused("No Local on a shared subscription"),
-                        )
-                        .await,
+                        self.close(ReasonCode::ProtocolError, End::Refused("No Local on a shared subscription")).await,
                     );
                 }
                 Some(Ok((_, inner))) => inner,
@@ -901,11 +721,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 continue;
             }
             let over_quota = index >= limits.filters_per_subscribe
-                || !self.shared.router.can_subscribe(
-                    &self.client_id,
-                    filter,
-                    limits.subscriptions_per_connection,
-                );
+                || !self.shared.router.can_subscribe(&self.client_id, filter, limits.subscriptions_per_connection);
             if over_quota {
                 reasons.push(ReasonCode::QuotaExceeded);
                 continue;
@@ -919,11 +735,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 continue;
             }
             let granted = options.qos.min(QoS::AtLeastOnce);
-            let new = self.shared.router.subscribe(
-                &self.client_id,
-                filter,
-                Subscription::granted(options, granted),
-            );
+            let new = self.shared.router.subscribe(&self.client_id, filter, Subscription::granted(options, granted));
             // Retain Handling: 0 sends the retained copy, 1 only for a new subscription, 2 never.
             let wants_retained = match options.retain_handling {
                 0 => true,
@@ -934,44 +746,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 retained_for.push((filter.clone(), granted));
             }
             granted_filters.push(filter.clone());
-            reasons.push(if granted == QoS::AtLeastOnce {
-                ReasonCode::GrantedQoS1
-            } else {
-                ReasonCode::Success
-            });
+            reasons.push(if granted == QoS::AtLeastOnce { ReasonCode::GrantedQoS1 } else { ReasonCode::Success });
         }
-        let ack = Packet::SubAck(SubAck {
-            packet_id: subscribe.packet_id,
-            reasons,
-            properties: Properties::default(),
-        });
+        let ack = Packet::SubAck(SubAck { packet_id: subscribe.packet_id, reasons, properties: Properties::default() });
         if self.send(&ack).await.is_err() {
             return Some(End::ConnectionLost);
         }
-        for (filter, granted) in retained_for
-            .iter()
-            .filter(|(f, _)| !f.starts_with("$share/"))
-        {
+        for (filter, granted) in retained_for.iter().filter(|(f, _)| !f.starts_with("$share/")) {
             // AWS sends the retained copy only when the filter is exactly its topic
             // (and never to a shared subscription).
             if let Some(retained) = self.shared.retained.get(filter, now_ms()) {
                 let qos = retained.qos.min(*granted);
                 let resource = self.shared.arn("topic", filter);
-                self.shared.router.deliver_retained(
-                    &self.client_id,
-                    &retained.message,
-                    qos,
-                    &resource,
-                );
+                self.shared.router.deliver_retained(&self.client_id, &retained.message, qos, &resource);
             }
         }
         self.shared
-            .store_changed(events::subscriptions(
-                &self.shared,
-                &self.presence,
-                "subscribed",
-                &granted_filters,
-            ))
+            .store_changed(events::subscriptions(&self.shared, &self.presence, "subscribed", &granted_filters))
             .await;
         None
     }
@@ -987,20 +778,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 reasons.push(ReasonCode::NoSubscriptionExisted);
             }
         }
-        let ack = Packet::UnsubAck(UnsubAck {
-            packet_id: unsubscribe.packet_id,
-            reasons,
-            properties: Properties::default(),
-        });
+        let ack =
+            Packet::UnsubAck(UnsubAck { packet_id: unsubscribe.packet_id, reasons, properties: Properties::default() });
         self.send(&ack).await?;
-        self.shared
-            .store_changed(events::subscriptions(
-                &self.shared,
-                &self.presence,
-                "unsubscribed",
-                &removed,
-            ))
-            .await;
+        self.shared.store_changed(events::subscriptions(&self.shared, &self.presence, "unsubscribed", &removed)).await;
         Ok(())
     }
 }

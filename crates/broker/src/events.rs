@@ -16,13 +16,7 @@ pub(crate) struct Presence {
     pub version: u64,
 }
 
-fn publish(
-    shared: &Shared,
-    topic: String,
-    mut body: Value,
-    presence: &Presence,
-    event_type: &str,
-) -> Published {
+fn publish(shared: &Shared, topic: String, mut body: Value, presence: &Presence, event_type: &str) -> Published {
     body["clientId"] = json!(presence.client_id);
     body["timestamp"] = json!(now_ms());
     body["eventType"] = json!(event_type);
@@ -34,21 +28,10 @@ fn publish(
 
 pub(crate) fn connected(shared: &Shared, presence: &Presence, ip: &str) -> Published {
     let topic = format!("$aws/events/presence/connected/{}", presence.client_id);
-    publish(
-        shared,
-        topic,
-        json!({"ipAddress": ip, "versionNumber": presence.version}),
-        presence,
-        "connected",
-    )
+    publish(shared, topic, json!({"ipAddress": ip, "versionNumber": presence.version}), presence, "connected")
 }
 
-pub(crate) fn disconnected(
-    shared: &Shared,
-    presence: &Presence,
-    reason: &str,
-    client_initiated: bool,
-) -> Published {
+pub(crate) fn disconnected(shared: &Shared, presence: &Presence, reason: &str, client_initiated: bool) -> Published {
     let topic = format!("$aws/events/presence/disconnected/{}", presence.client_id);
     let body = json!({
         "versionNumber": presence.version,
@@ -59,12 +42,7 @@ pub(crate) fn disconnected(
 }
 
 /// `kind` is `subscribed` or `unsubscribed`.
-pub(crate) fn subscriptions(
-    shared: &Shared,
-    presence: &Presence,
-    kind: &str,
-    topics: &[String],
-) -> Published {
+pub(crate) fn subscriptions(shared: &Shared, presence: &Presence, kind: &str, topics: &[String]) -> Published {
     if topics.is_empty() {
         return Published::default();
     }

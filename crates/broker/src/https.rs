@@ -48,8 +48,7 @@ impl HttpsListener {
         }
         loop {
             let (tcp, peer, permit) = self.listener.accept().await;
-            let (acceptor, shared, connections) =
-                (self.acceptor.clone(), shared.clone(), connections.clone());
+            let (acceptor, shared, connections) = (self.acceptor.clone(), shared.clone(), connections.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 let Some((tls, certificate_id)) = handshake(&acceptor, tcp, peer).await else {
@@ -58,28 +57,14 @@ impl HttpsListener {
                 if tls.get_ref().1.alpn_protocol() == Some(ALPN_MQTT) {
                     let connection = connections.fetch_add(1, Ordering::Relaxed);
                     match certificate_id {
-                        Some(id) => {
-                            connection::serve(
-                                tls,
-                                Identity::Certificate(id),
-                                peer,
-                                shared,
-                                connection,
-                            )
-                            .await
-                        }
+                        Some(id) => connection::serve(tls, Identity::Certificate(id), peer, shared, connection).await,
                         None => {
                             tracing::info!(peer = %peer, "MQTT by ALPN without a client certificate refused")
                         }
                     }
                     return;
                 }
-                let context = Arc::new(Caller {
-                    shared,
-                    certificate_id,
-                    peer,
-                    connections,
-                });
+                let context = Arc::new(Caller { shared, certificate_id, peer, connections });
                 let service = hyper::service::service_fn(move |request| {
                     let context = context.clone();
                     async move { Ok::<_, Infallible>(context.respond(request).await) }
@@ -110,14 +95,10 @@ type Reply = Response<Full<Bytes>>;
 
 /// An AWS-shaped error: the status, `x-amzn-ErrorType`, and `{"message", "traceId"}`.
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
-    let body =
-        serde_json::json!({"message": message.into(), "traceId": uuid::Uuid::new_v4().to_string()});
+    let body = serde_json::json!({"message": message.into(), "traceId": uuid::Uuid::new_v4().to_string()});
     let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
     *reply.status_mut() = status;
-    reply.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    reply.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     if let Ok(value) = header::HeaderValue::from_str(code) {
         reply.headers_mut().insert("x-amzn-errortype", value);
     }
@@ -135,34 +116,18 @@ impl Caller {
             return self.websocket(request).await;
         }
         let Some(topic) = path.strip_prefix("/topics/") else {
-            return error(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFoundException",
-                format!("No such resource: {path}"),
-            );
+            return error(StatusCode::NOT_FOUND, "ResourceNotFoundException", format!("No such resource: {path}"));
         };
         if request.method() != Method::POST {
-            return error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowedException",
-                "Topics take POST.",
-            );
+            return error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowedException", "Topics take POST.");
         }
-        self.publish(ferrocore_sigv4::percent_decode(topic), request)
-            .await
+        self.publish(ferrocore_sigv4::percent_decode(topic), request).await
     }
 
     /// The identity behind a signed request, or the error to answer.
-    fn signer(
-        &self,
-        request: &http::request::Parts,
-        body_sha256: String,
-    ) -> Result<Identity, Reply> {
-        let headers: Vec<(&str, &str)> = request
-            .headers
-            .iter()
-            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
-            .collect();
+    fn signer(&self, request: &http::request::Parts, body_sha256: String) -> Result<Identity, Box<Reply>> {
+        let headers: Vec<(&str, &str)> =
+            request.headers.iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))).collect();
         let signed = ferrocore_sigv4::Request {
             method: request.method.as_str(),
             path: request.uri.path(),
@@ -171,58 +136,40 @@ impl Caller {
             body_sha256,
         };
         let credentials = &self.shared.credentials;
-        let signer = ferrocore_sigv4::verify(&signed, crate::now_ms() as i64 / 1000, |key| {
-            credentials.secret_for(key)
-        })
-        .map_err(|err| error(StatusCode::FORBIDDEN, "ForbiddenException", err.to_string()))?;
+        let signer = ferrocore_sigv4::verify(&signed, crate::now_ms() as i64 / 1000, |key| credentials.secret_for(key))
+            .map_err(|err| Box::new(error(StatusCode::FORBIDDEN, "ForbiddenException", err.to_string())))?;
         if signer.region != self.shared.account.region
             || !matches!(signer.service.as_str(), "iotdata" | "iotdevicegateway")
         {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::FORBIDDEN,
                 "ForbiddenException",
-                format!(
-                    "Credential should be scoped to iotdevicegateway in {}.",
-                    self.shared.account.region
-                ),
-            ));
+                format!("Credential should be scoped to iotdevicegateway in {}.", self.shared.account.region),
+            )));
         }
         Ok(Identity::AccessKey(signer.access_key))
     }
 
     async fn publish(&self, topic: String, request: Request<Incoming>) -> Reply {
         let (parts, body) = request.into_parts();
-        let payload =
-            match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_PAYLOAD).collect())
-                .await
-            {
-                Ok(Ok(collected)) => collected.to_bytes(),
-                Err(_) => {
-                    let message = format!(
-                        "The request body did not arrive within {} seconds.",
-                        BODY_TIMEOUT.as_secs()
-                    );
-                    return error(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "RequestTimeoutException",
-                        message,
-                    );
-                }
-                Ok(Err(_)) => {
-                    return error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "RequestEntityTooLargeException",
-                        format!("The payload exceeds the maximum size of {MAX_PAYLOAD} bytes."),
-                    );
-                }
-            };
-        let identity = match (
-            &self.certificate_id,
-            parts.headers.contains_key(header::AUTHORIZATION),
-        ) {
+        let payload = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_PAYLOAD).collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Err(_) => {
+                let message = format!("The request body did not arrive within {} seconds.", BODY_TIMEOUT.as_secs());
+                return error(StatusCode::REQUEST_TIMEOUT, "RequestTimeoutException", message);
+            }
+            Ok(Err(_)) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLargeException",
+                    format!("The payload exceeds the maximum size of {MAX_PAYLOAD} bytes."),
+                );
+            }
+        };
+        let identity = match (&self.certificate_id, parts.headers.contains_key(header::AUTHORIZATION)) {
             (_, true) => match self.signer(&parts, ferrocore_sigv4::body_sha256(&payload)) {
                 Ok(identity) => identity,
-                Err(reply) => return reply,
+                Err(reply) => return *reply,
             },
             (Some(id), false) => Identity::Certificate(id.clone()),
             (None, false) => {
@@ -262,10 +209,7 @@ impl Caller {
             Ok(()) => {
                 let body = serde_json::json!({"message": "OK", "traceId": uuid::Uuid::new_v4().to_string()});
                 let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
-                reply.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("application/json"),
-                );
+                reply.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
                 reply
             }
             Err(PublishRefused::InvalidTopic(message)) => {
@@ -274,11 +218,7 @@ impl Caller {
             Err(PublishRefused::ReservedTopic(_)) => forbidden(),
             Err(PublishRefused::NotStored(message)) => {
                 tracing::error!(error = %message, "cannot store an HTTPS publish");
-                error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalFailureException",
-                    "The message could not be stored.",
-                )
+                error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailureException", "The message could not be stored.")
             }
         }
     }
@@ -286,25 +226,13 @@ impl Caller {
     /// `GET /mqtt`: checks the presigned URL, answers 101 and runs an MQTT connection over the WebSocket.
     async fn websocket(&self, request: Request<Incoming>) -> Reply {
         let headers = request.headers();
-        let upgrade = header_is(headers, header::UPGRADE, "websocket")
-            && header_is(headers, header::CONNECTION, "upgrade");
-        let Some(key) = headers
-            .get("sec-websocket-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-        else {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "InvalidRequestException",
-                "Expected a WebSocket upgrade.",
-            );
+        let upgrade =
+            header_is(headers, header::UPGRADE, "websocket") && header_is(headers, header::CONNECTION, "upgrade");
+        let Some(key) = headers.get("sec-websocket-key").and_then(|v| v.to_str().ok()).map(str::to_string) else {
+            return error(StatusCode::BAD_REQUEST, "InvalidRequestException", "Expected a WebSocket upgrade.");
         };
         if request.method() != Method::GET || !upgrade {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "InvalidRequestException",
-                "Expected a WebSocket upgrade.",
-            );
+            return error(StatusCode::BAD_REQUEST, "InvalidRequestException", "Expected a WebSocket upgrade.");
         }
         let wants_mqtt = headers
             .get_all("sec-websocket-protocol")
@@ -318,7 +246,7 @@ impl Caller {
             Ok(identity) => identity,
             Err(reply) => {
                 tracing::info!(peer = %self.peer, "WebSocket refused: signature not accepted");
-                return reply;
+                return *reply;
             }
         };
         let upgraded = hyper::upgrade::on(Request::from_parts(parts, body));
@@ -334,33 +262,20 @@ impl Caller {
             };
             let (bridge_end, mqtt_end) = tokio::io::duplex(WEBSOCKET_PIPE);
             let max_frame = shared.max_packet_size + 16;
-            let bridge = tokio::spawn(websocket::bridge(
-                TokioIo::new(upgraded),
-                bridge_end,
-                max_frame,
-            ));
+            let bridge = tokio::spawn(websocket::bridge(TokioIo::new(upgraded), bridge_end, max_frame));
             connection::serve(mqtt_end, identity, peer, shared, connection).await;
             let _ = bridge.await;
         });
         let mut reply = Response::new(Full::new(Bytes::new()));
         *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = reply.headers_mut();
-        headers.insert(
-            header::UPGRADE,
-            header::HeaderValue::from_static("websocket"),
-        );
-        headers.insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("Upgrade"),
-        );
+        headers.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
         if let Ok(accept) = header::HeaderValue::from_str(&websocket::accept_key(&key)) {
             headers.insert("sec-websocket-accept", accept);
         }
         if wants_mqtt {
-            headers.insert(
-                "sec-websocket-protocol",
-                header::HeaderValue::from_static("mqtt"),
-            );
+            headers.insert("sec-websocket-protocol", header::HeaderValue::from_static("mqtt"));
         }
         reply
     }

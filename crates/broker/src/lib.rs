@@ -30,8 +30,8 @@ use std::time::Duration;
 use ferrocore_model::Account;
 use ferrocore_mqtt::QoS;
 use ferrocore_registry::{
-    ApiPublish, Credentials, DataPlane, MessageSink, Notification, Permissions, PublishRefused,
-    Publisher, Registry, RetainedMessage, RoutedMessage,
+    ApiPublish, Credentials, DataPlane, MessageSink, Notification, Permissions, PublishRefused, Publisher, Registry,
+    RetainedMessage, RoutedMessage,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -107,10 +107,7 @@ pub enum GatewayError {
     #[error("TLS configuration: {0}")]
     Tls(String),
     #[error("binding {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("loading the certificate registry: {0}")]
     Registry(String),
 }
@@ -197,9 +194,7 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(20);
 const MAX_SESSION_EXPIRY_SECS: u64 = 7 * 24 * 3600;
 
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Shared {
@@ -207,33 +202,18 @@ impl Shared {
     /// a shadow request among them (a rule republishing to `.../shadow/update`) is answered.
     async fn publish_from_service(&self, notification: Notification) {
         let message = Message::new(notification.topic, bytes::Bytes::from(notification.payload));
-        let qos = if notification.qos == 0 {
-            QoS::AtMostOnce
-        } else {
-            QoS::AtLeastOnce
-        };
-        let origin = Origin {
-            hops: notification.hops,
-            ..Origin::default()
-        };
-        self.store_changed(self.route(&message, qos, false, origin))
-            .await;
-        self.answer_shadow_request(&message.topic, &message.payload, notification.hops)
-            .await;
+        let qos = if notification.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+        let origin = Origin { hops: notification.hops, ..Origin::default() };
+        self.store_changed(self.route(&message, qos, false, origin)).await;
+        self.answer_shadow_request(&message.topic, &message.payload, notification.hops).await;
     }
 
     /// What a connection (or an HTTPS caller) may do, from its identity.
-    async fn permissions_of(
-        &self,
-        identity: &Identity,
-        client_id: &str,
-    ) -> Result<Arc<Permissions>, String> {
+    async fn permissions_of(&self, identity: &Identity, client_id: &str) -> Result<Arc<Permissions>, String> {
         match identity {
-            Identity::Certificate(id) => self
-                .registry
-                .connection_permissions(&self.arn("cert", id), client_id)
-                .await
-                .map_err(|e| e.to_string()),
+            Identity::Certificate(id) => {
+                self.registry.connection_permissions(&self.arn("cert", id), client_id).await.map_err(|e| e.to_string())
+            }
             Identity::AccessKey(key) => self
                 .credentials
                 .permissions(key, Some(client_id))
@@ -245,8 +225,7 @@ impl Shared {
     /// Lets the registry forget the permissions it remembered for a connection that ended.
     fn forget_permissions(&self, identity: &Identity, client_id: &str) {
         if let Identity::Certificate(id) = identity {
-            self.registry
-                .forget_connection_permissions(&self.arn("cert", id), client_id);
+            self.registry.forget_connection_permissions(&self.arn("cert", id), client_id);
         }
     }
 
@@ -268,10 +247,8 @@ impl Shared {
             self.ingest(rule, rest, message, qos, origin);
             return Ok(());
         }
-        self.settle(self.route_to(message, resource, qos, retain, origin))
-            .await?;
-        self.answer_shadow_request(&message.topic, &message.payload, origin.hops)
-            .await;
+        self.settle(self.route_to(message, resource, qos, retain, origin)).await?;
+        self.answer_shadow_request(&message.topic, &message.payload, origin.hops).await;
         Ok(())
     }
 
@@ -279,9 +256,7 @@ impl Shared {
     async fn publish_api(&self, request: ApiPublish) -> Result<(), PublishRefused> {
         let topic = request.topic;
         if let Err(err) = ferrocore_mqtt::topic::validate_name(&topic) {
-            return Err(PublishRefused::InvalidTopic(format!(
-                "Invalid topic name: {err}."
-            )));
+            return Err(PublishRefused::InvalidTopic(format!("Invalid topic name: {err}.")));
         }
         if !self.limits.topic_fits(&topic) {
             return Err(PublishRefused::InvalidTopic(format!(
@@ -289,9 +264,7 @@ impl Shared {
                 self.limits.topic_bytes, self.limits.topic_slashes
             )));
         }
-        if !ferrocore_mqtt::topic::client_may_publish(&topic)
-            || (request.retain && topic.starts_with('$'))
-        {
+        if !ferrocore_mqtt::topic::client_may_publish(&topic) || (request.retain && topic.starts_with('$')) {
             return Err(PublishRefused::ReservedTopic(format!(
                 "Publishing to the reserved topic {topic} is not allowed."
             )));
@@ -303,15 +276,8 @@ impl Shared {
             expires_at_ms: message::expiry_deadline(request.message_expiry_secs, now),
             topic,
         };
-        let qos = if request.qos == 0 {
-            QoS::AtMostOnce
-        } else {
-            QoS::AtLeastOnce
-        };
-        let origin = Origin {
-            principal: Some(&request.principal),
-            ..Origin::default()
-        };
+        let qos = if request.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+        let origin = Origin { principal: Some(&request.principal), ..Origin::default() };
         self.metrics.messages_in.increment(1);
         let resource = self.arn("topic", &message.topic);
         self.accept_publish(&message, qos, request.retain, &resource, origin)
@@ -328,20 +294,8 @@ impl Shared {
     }
 
     /// Delivers a message to its subscribers and offers it to the rules engine.
-    fn route(
-        &self,
-        message: &Message,
-        qos: QoS,
-        retain: bool,
-        origin: Origin<'_>,
-    ) -> router::Published {
-        self.route_to(
-            message,
-            &self.arn("topic", &message.topic),
-            qos,
-            retain,
-            origin,
-        )
+    fn route(&self, message: &Message, qos: QoS, retain: bool, origin: Origin<'_>) -> router::Published {
+        self.route_to(message, &self.arn("topic", &message.topic), qos, retain, origin)
     }
 
     /// [`Self::route`] when the topic's ARN (the iot:Receive resource) is already known.
@@ -357,29 +311,20 @@ impl Shared {
         if let Some(sink) = self.sink.get() {
             sink.offer(&origin.routed(&message.topic, message, qos));
         }
-        self.router
-            .publish(message, qos, retain, origin.client_id, resource)
+        self.router.publish(message, qos, retain, origin.client_id, resource)
     }
 
     /// Basic Ingest (`$aws/rules/<rule>/<rest>`): straight to the rule, never to subscribers.
     fn ingest(&self, rule: &str, rest: &str, message: &Message, qos: QoS, origin: Origin<'_>) {
-        if !self
-            .sink
-            .get()
-            .is_some_and(|sink| sink.ingest(rule, &origin.routed(rest, message, qos)))
-        {
-            metrics::counter!("ferrocore_rules_ingest_total", "outcome" => "rule_not_found")
-                .increment(1);
+        if !self.sink.get().is_some_and(|sink| sink.ingest(rule, &origin.routed(rest, message, qos))) {
+            metrics::counter!("ferrocore_rules_ingest_total", "outcome" => "rule_not_found").increment(1);
             tracing::debug!(rule, "basic ingest to a rule that is missing or disabled");
         }
     }
 
     /// Finishes a publish: waits (briefly) for room in full subscriber queues, then
     /// stores the persistent sessions it queued messages for.
-    async fn settle(
-        &self,
-        published: router::Published,
-    ) -> Result<(), ferrocore_store::StoreError> {
+    async fn settle(&self, published: router::Published) -> Result<(), ferrocore_store::StoreError> {
         let mut writes = published.writes;
         for pending in published.full {
             match pending.sender.send_timeout(pending.delivery, QUEUE_FULL_WAIT).await {
@@ -388,7 +333,9 @@ impl Shared {
                 Err(SendTimeoutError::Closed(delivery)) if delivery.qos == QoS::AtLeastOnce => {
                     writes.extend(self.router.requeue_closed(&pending.client_id, delivery.message));
                 }
-                Err(_) => metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1),
+                Err(_) => {
+                    metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1)
+                }
             }
         }
         self.sessions.apply(writes).await
@@ -412,10 +359,7 @@ impl Shared {
 impl Shared {
     /// The ARN of a data-plane resource: `client/<id>`, `topic/<t>`, `topicfilter/<f>`, `cert/<id>`.
     fn arn(&self, kind: &str, name: &str) -> String {
-        format!(
-            "arn:aws:iot:{}:{}:{kind}/{name}",
-            self.account.region, self.account.id
-        )
+        format!("arn:aws:iot:{}:{}:{kind}/{name}", self.account.region, self.account.id)
     }
 }
 
@@ -432,36 +376,21 @@ fn tls_config(
 ) -> Result<rustls::ServerConfig, GatewayError> {
     let tls = |e: &dyn std::fmt::Display| GatewayError::Tls(e.to_string());
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let certified =
-        |certificate_pem: &str, key_pem: &str| -> Result<Arc<CertifiedKey>, GatewayError> {
-            let chain: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_slice_iter(certificate_pem.as_bytes())
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| tls(&e))?;
-            let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls(&e))?;
-            let signing_key = provider
-                .key_provider
-                .load_private_key(key)
-                .map_err(|e| tls(&e))?;
-            Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
-        };
-    let mut resolver = SniResolver {
-        default: certified(&config.certificate_pem, &config.key_pem)?,
-        by_name: Vec::new(),
+    let certified = |certificate_pem: &str, key_pem: &str| -> Result<Arc<CertifiedKey>, GatewayError> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(certificate_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| tls(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls(&e))?;
+        let signing_key = provider.key_provider.load_private_key(key).map_err(|e| tls(&e))?;
+        Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
     };
+    let mut resolver =
+        SniResolver { default: certified(&config.certificate_pem, &config.key_pem)?, by_name: Vec::new() };
     for sni in &config.sni_certificates {
         let key = certified(&sni.certificate_pem, &sni.key_pem)?;
-        resolver.by_name.extend(
-            sni.names
-                .iter()
-                .map(|name| (name.to_ascii_lowercase(), key.clone())),
-        );
+        resolver.by_name.extend(sni.names.iter().map(|name| (name.to_ascii_lowercase(), key.clone())));
     }
-    let verifier = Arc::new(RegistryVerifier::new(
-        snapshot,
-        provider.clone(),
-        client_certificate_required,
-    ));
+    let verifier = Arc::new(RegistryVerifier::new(snapshot, provider.clone(), client_certificate_required));
     let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls(&e))?
@@ -482,27 +411,16 @@ struct SniResolver {
 impl SniResolver {
     fn for_name(&self, name: &str) -> &Arc<CertifiedKey> {
         let name = name.to_ascii_lowercase();
-        let wildcard = name
-            .split_once('.')
-            .map(|(_, parent)| format!("*.{parent}"));
+        let wildcard = name.split_once('.').map(|(_, parent)| format!("*.{parent}"));
         let exact = self.by_name.iter().find(|(n, _)| *n == name);
-        let wild = || {
-            self.by_name
-                .iter()
-                .find(|(n, _)| Some(n) == wildcard.as_ref())
-        };
+        let wild = || self.by_name.iter().find(|(n, _)| Some(n) == wildcard.as_ref());
         exact.or_else(wild).map_or(&self.default, |(_, key)| key)
     }
 }
 
 impl rustls::server::ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            hello
-                .server_name()
-                .map_or(&self.default, |name| self.for_name(name))
-                .clone(),
-        )
+        Some(hello.server_name().map_or(&self.default, |name| self.for_name(name)).clone())
     }
 }
 
@@ -523,32 +441,19 @@ impl Gateway {
         registry: Arc<Registry>,
         store: Arc<dyn ferrocore_store::RecordStore>,
     ) -> Result<Self, GatewayError> {
-        registry
-            .refresh_trust()
-            .await
-            .map_err(|e| GatewayError::Registry(e.to_string()))?;
+        registry.refresh_trust().await.map_err(|e| GatewayError::Registry(e.to_string()))?;
         let snapshot = Arc::new(TrustSnapshot::new(registry.trust()));
-        let acceptor =
-            TlsAcceptor::from(Arc::new(tls_config(&config, snapshot.clone(), true, &[])?));
+        let acceptor = TlsAcceptor::from(Arc::new(tls_config(&config, snapshot.clone(), true, &[])?));
         let devices = listen::ConnectionLimit::new(config.max_connections);
-        let tcp = TcpListener::bind(config.addr)
-            .await
-            .map_err(|source| GatewayError::Bind {
-                addr: config.addr,
-                source,
-            })?;
+        let tcp =
+            TcpListener::bind(config.addr).await.map_err(|source| GatewayError::Bind { addr: config.addr, source })?;
         let listener = listen::Listener::new(tcp, devices.clone(), "mqtt");
         let https = match config.https_addr {
             Some(addr) => {
                 let tls = tls_config(&config, snapshot.clone(), false, &https::ALPN_PROTOCOLS)?;
-                let tcp = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| GatewayError::Bind { addr, source })?;
+                let tcp = TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { addr, source })?;
                 let listener = listen::Listener::new(tcp, devices, "https");
-                Some(https::HttpsListener {
-                    listener,
-                    acceptor: TlsAcceptor::from(Arc::new(tls)),
-                })
+                Some(https::HttpsListener { listener, acceptor: TlsAcceptor::from(Arc::new(tls)) })
             }
             None => None,
         };
@@ -568,16 +473,8 @@ impl Gateway {
             sink: std::sync::OnceLock::new(),
             credentials: config.credentials.clone(),
         });
-        load_sessions(&shared)
-            .await
-            .map_err(GatewayError::Registry)?;
-        Ok(Self {
-            shared,
-            listener,
-            acceptor,
-            https,
-            snapshot,
-        })
+        load_sessions(&shared).await.map_err(GatewayError::Registry)?;
+        Ok(Self { shared, listener, acceptor, https, snapshot })
     }
 
     /// Where services (the shadow API, rules, iot-data) publish into this gateway.
@@ -593,22 +490,12 @@ impl Gateway {
     }
 
     /// Serves devices until `shutdown` completes.
-    pub async fn serve(
-        self,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) -> Result<(), GatewayError> {
-        let Self {
-            shared,
-            mut listener,
-            acceptor,
-            https,
-            snapshot,
-        } = self;
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), GatewayError> {
+        let Self { shared, mut listener, acceptor, https, snapshot } = self;
         let revalidator = tokio::spawn(revalidate_on_changes(shared.clone(), snapshot));
         let expirer = tokio::spawn(expire_sessions(shared.clone()));
         let connections = Arc::new(AtomicU64::new(0));
-        let https =
-            https.map(|https| tokio::spawn(https.serve(shared.clone(), connections.clone())));
+        let https = https.map(|https| tokio::spawn(https.serve(shared.clone(), connections.clone())));
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(addr = %addr, "device gateway listening (MQTT over TLS)");
         }
@@ -628,14 +515,7 @@ impl Gateway {
                 let Some(certificate_id) = certificate_id else {
                     return;
                 };
-                connection::serve(
-                    tls,
-                    Identity::Certificate(certificate_id),
-                    peer,
-                    shared,
-                    connection,
-                )
-                .await;
+                connection::serve(tls, Identity::Certificate(certificate_id), peer, shared, connection).await;
             });
         }
         revalidator.abort();
@@ -653,10 +533,7 @@ async fn handshake(
     acceptor: &TlsAcceptor,
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-) -> Option<(
-    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    Option<String>,
-)> {
+) -> Option<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Option<String>)> {
     // Small MQTT packets must not wait for Nagle's algorithm (40 ms with delayed ACKs).
     if let Err(err) = tcp.set_nodelay(true) {
         tracing::debug!(error = %err, "cannot disable Nagle's algorithm");
@@ -670,12 +547,7 @@ async fn handshake(
         }
         Err(_) => return None,
     };
-    let certificate_id = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| TrustSnapshot::id_of(c));
+    let certificate_id = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| TrustSnapshot::id_of(c));
     Some((tls, certificate_id))
 }
 
@@ -695,12 +567,7 @@ impl Publisher for GatewayHandle {
 
 fn retained_view(retained: retained::Retained) -> RetainedMessage {
     RetainedMessage {
-        user_properties: retained
-            .message
-            .properties
-            .as_ref()
-            .map(|p| p.user_properties.clone())
-            .unwrap_or_default(),
+        user_properties: retained.message.properties.as_ref().map(|p| p.user_properties.clone()).unwrap_or_default(),
         topic: retained.message.topic,
         payload: retained.message.payload,
         qos: retained.qos as u8,
@@ -719,28 +586,13 @@ impl DataPlane for GatewayHandle {
     }
 
     fn retained_messages(&self, after: Option<&str>, limit: usize) -> Vec<RetainedMessage> {
-        self.0
-            .retained
-            .list(after, limit, now_ms())
-            .into_iter()
-            .map(retained_view)
-            .collect()
+        self.0.retained.list(after, limit, now_ms()).into_iter().map(retained_view).collect()
     }
 
-    async fn delete_connection(
-        &self,
-        client_id: &str,
-        clean_session: bool,
-        prevent_will: bool,
-    ) -> bool {
+    async fn delete_connection(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool {
         let shared = &self.0;
         if shared.router.kick(client_id, clean_session, prevent_will) {
-            tracing::info!(
-                client_id,
-                clean_session,
-                prevent_will,
-                "disconnecting a client (DeleteConnection)"
-            );
+            tracing::info!(client_id, clean_session, prevent_will, "disconnecting a client (DeleteConnection)");
             return true;
         }
         // Not connected: a persistent session may still be there to discard.
@@ -757,17 +609,10 @@ impl DataPlane for GatewayHandle {
 
 /// Loads the persistent sessions of disconnected clients, with their permissions.
 async fn load_sessions(shared: &Shared) -> Result<(), String> {
-    let stored = shared
-        .sessions
-        .load_all()
-        .await
-        .map_err(|e| e.to_string())?;
+    let stored = shared.sessions.load_all().await.map_err(|e| e.to_string())?;
     let mut loaded = Vec::new();
     for (client_id, session) in stored {
-        match shared
-            .permissions_of(&session.record.identity, &client_id)
-            .await
-        {
+        match shared.permissions_of(&session.record.identity, &client_id).await {
             Ok(permissions) => loaded.push(router::Loaded {
                 client_id,
                 record: session.record,
@@ -780,11 +625,7 @@ async fn load_sessions(shared: &Shared) -> Result<(), String> {
         }
     }
     let queued: usize = loaded.iter().map(|l| l.queue.len()).sum();
-    tracing::info!(
-        sessions = loaded.len(),
-        queued,
-        "loaded persistent sessions"
-    );
+    tracing::info!(sessions = loaded.len(), queued, "loaded persistent sessions");
     shared.router.load(loaded);
     Ok(())
 }
@@ -818,21 +659,11 @@ async fn revalidate_on_changes(shared: Arc<Shared>, snapshot: Arc<TrustSnapshot>
     }
 }
 
-async fn revalidate(
-    shared: &Shared,
-    snapshot: &TrustSnapshot,
-    client: &router::ClientEntry,
-    certificate_id: &str,
-) {
+async fn revalidate(shared: &Shared, snapshot: &TrustSnapshot, client: &router::ClientEntry, certificate_id: &str) {
     let client_id = &client.client_id;
     let permissions = if snapshot.still_trusted(certificate_id) {
-        match shared
-            .registry
-            .connection_permissions(&shared.arn("cert", certificate_id), client_id)
-            .await
-        {
-            Ok(permissions) => Some(permissions)
-                .filter(|p| p.allows("iot:Connect", &shared.arn("client", client_id))),
+        match shared.registry.connection_permissions(&shared.arn("cert", certificate_id), client_id).await {
+            Ok(permissions) => Some(permissions).filter(|p| p.allows("iot:Connect", &shared.arn("client", client_id))),
             Err(err) => {
                 tracing::warn!(client_id = %client_id, error = %err, "cannot re-check permissions: closing the connection");
                 None
@@ -844,10 +675,7 @@ async fn revalidate(
     match permissions {
         Some(permissions) => router::replace(&client.permissions, permissions),
         None => {
-            router::replace(
-                &client.permissions,
-                Arc::new(Permissions::from_policies(Vec::new(), Default::default())),
-            );
+            router::replace(&client.permissions, Arc::new(Permissions::from_policies(Vec::new(), Default::default())));
             client.control.signal(router::Signal::Revoked);
         }
     }

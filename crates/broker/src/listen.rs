@@ -27,9 +27,7 @@ pub fn descriptor_limit() -> usize {
     std::fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|limits| {
-            let line = limits
-                .lines()
-                .find(|line| line.starts_with("Max open files"))?;
+            let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
             line.split_whitespace().nth(3)?.parse().ok()
         })
         .unwrap_or(1024)
@@ -45,10 +43,7 @@ pub struct ConnectionLimit {
 impl ConnectionLimit {
     pub fn new(limit: usize) -> Self {
         let limit = limit.max(1);
-        Self {
-            permits: Arc::new(Semaphore::new(limit)),
-            limit,
-        }
+        Self { permits: Arc::new(Semaphore::new(limit)), limit }
     }
 
     pub fn limit(&self) -> usize {
@@ -64,10 +59,7 @@ struct Throttled {
 
 impl Throttled {
     fn should_log(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|last| now.duration_since(last) < LOG_EVERY)
-        {
+        if self.last.is_some_and(|last| now.duration_since(last) < LOG_EVERY) {
             self.suppressed += 1;
             return None;
         }
@@ -102,17 +94,8 @@ mod libc_codes {
 impl Listener {
     /// `name` labels the listener in logs and metrics (a fixed set: api, mqtt, https).
     pub fn new(tcp: TcpListener, limit: ConnectionLimit, name: &'static str) -> Self {
-        let quiet = || Throttled {
-            last: None,
-            suppressed: 0,
-        };
-        Self {
-            tcp,
-            limit,
-            name,
-            errors: quiet(),
-            full: quiet(),
-        }
+        let quiet = || Throttled { last: None, suppressed: 0 };
+        Self { tcp, limit, name, errors: quiet(), full: quiet() }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -126,8 +109,7 @@ impl Listener {
             let permit = match self.limit.permits.clone().try_acquire_owned() {
                 Ok(permit) => permit,
                 Err(_) => {
-                    metrics::counter!("ferrocore_listener_full_total", "listener" => self.name)
-                        .increment(1);
+                    metrics::counter!("ferrocore_listener_full_total", "listener" => self.name).increment(1);
                     if let Some(suppressed) = self.full.should_log(Instant::now()) {
                         tracing::warn!(
                             listener = self.name,
@@ -171,34 +153,21 @@ pub struct IdleTimeout<S> {
 
 impl<S> IdleTimeout<S> {
     pub fn new(inner: S, timeout: Duration) -> Self {
-        Self {
-            inner,
-            timeout,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
-        }
+        Self { inner, timeout, deadline: Box::pin(tokio::time::sleep(timeout)) }
     }
 
     fn moved(&mut self) {
-        self.deadline
-            .as_mut()
-            .reset(tokio::time::Instant::now() + self.timeout);
+        self.deadline.as_mut().reset(tokio::time::Instant::now() + self.timeout);
     }
 
     fn waiting<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         ready!(self.deadline.as_mut().poll(cx));
-        Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "connection idle",
-        )))
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle")))
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
@@ -213,11 +182,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write(cx, data) {
             Poll::Ready(result) => {
                 if result.as_ref().is_ok_and(|written| *written > 0) {
@@ -273,18 +238,12 @@ mod tests {
         assert!(waiting.is_err(), "accepted beyond the limit");
         drop(permit);
         let accepted = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await;
-        assert!(
-            accepted.is_ok(),
-            "a freed permit lets the next connection in"
-        );
+        assert!(accepted.is_ok(), "a freed permit lets the next connection in");
     }
 
     #[test]
     fn recurring_problems_are_logged_once_per_period_with_a_count() {
-        let mut log = Throttled {
-            last: None,
-            suppressed: 0,
-        };
+        let mut log = Throttled { last: None, suppressed: 0 };
         let start = Instant::now();
         assert_eq!(log.should_log(start), Some(0));
         for _ in 0..1000 {
@@ -296,9 +255,7 @@ mod tests {
     #[test]
     fn exhaustion_errors_are_told_apart() {
         assert!(exhausted(&io::Error::from_raw_os_error(24)));
-        assert!(!exhausted(&io::Error::from(
-            io::ErrorKind::ConnectionAborted
-        )));
+        assert!(!exhausted(&io::Error::from(io::ErrorKind::ConnectionAborted)));
         assert!(descriptor_limit() >= 16);
     }
 }

@@ -23,10 +23,8 @@ pub struct Message {
 
 /// When a message with this Message Expiry Interval, counted from `from_ms`, expires.
 pub fn expiry_deadline(interval_secs: Option<u32>, from_ms: u64) -> Option<u64> {
-    interval_secs.map(|secs| {
-        from_ms
-            + u64::from(secs.clamp(MESSAGE_EXPIRY_RANGE_SECS.0, MESSAGE_EXPIRY_RANGE_SECS.1)) * 1000
-    })
+    interval_secs
+        .map(|secs| from_ms + u64::from(secs.clamp(MESSAGE_EXPIRY_RANGE_SECS.0, MESSAGE_EXPIRY_RANGE_SECS.1)) * 1000)
 }
 
 /// The MQTT 5 properties that travel with a message, when it carries any.
@@ -47,21 +45,11 @@ pub fn message_properties(properties: &Properties) -> Option<MessageProperties> 
 
 impl Message {
     pub fn new(topic: impl Into<String>, payload: Bytes) -> Self {
-        Self {
-            topic: topic.into(),
-            payload,
-            properties: None,
-            expires_at_ms: None,
-        }
+        Self { topic: topic.into(), payload, properties: None, expires_at_ms: None }
     }
 
     /// A message published with these MQTT 5 properties at `now_ms`.
-    pub fn published(
-        topic: impl Into<String>,
-        payload: Bytes,
-        properties: &Properties,
-        now_ms: u64,
-    ) -> Self {
+    pub fn published(topic: impl Into<String>, payload: Bytes, properties: &Properties, now_ms: u64) -> Self {
         Self {
             topic: topic.into(),
             payload,
@@ -71,8 +59,7 @@ impl Message {
     }
 
     pub fn expired(&self, now_ms: u64) -> bool {
-        self.expires_at_ms
-            .is_some_and(|deadline| deadline <= now_ms)
+        self.expires_at_ms.is_some_and(|deadline| deadline <= now_ms)
     }
 
     /// The properties of the copy sent to an MQTT 5 subscriber: the message's own,
@@ -86,9 +73,9 @@ impl Message {
             out.correlation_data = properties.correlation_data.clone();
             out.user_properties = properties.user_properties.clone();
         }
-        out.message_expiry_interval = self.expires_at_ms.map(|deadline| {
-            u32::try_from(deadline.saturating_sub(now_ms) / 1000).unwrap_or(u32::MAX)
-        });
+        out.message_expiry_interval = self
+            .expires_at_ms
+            .map(|deadline| u32::try_from(deadline.saturating_sub(now_ms) / 1000).unwrap_or(u32::MAX));
         out
     }
 
@@ -98,10 +85,7 @@ impl Message {
             p.content_type.as_ref().map_or(0, |s| s.len() + 3)
                 + p.response_topic.as_ref().map_or(0, |s| s.len() + 3)
                 + p.correlation_data.as_ref().map_or(0, |d| d.len() + 3)
-                + p.user_properties
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len() + 5)
-                    .sum::<usize>()
+                + p.user_properties.iter().map(|(k, v)| k.len() + v.len() + 5).sum::<usize>()
                 + 2
         }) + 5
             + 4
@@ -128,10 +112,7 @@ pub struct StoredExtras {
 
 impl StoredExtras {
     pub fn of(message: &Message) -> Self {
-        let mut extras = Self {
-            expires_at_ms: message.expires_at_ms,
-            ..Self::default()
-        };
+        let mut extras = Self { expires_at_ms: message.expires_at_ms, ..Self::default() };
         if let Some(p) = &message.properties {
             extras.payload_format_indicator = p.payload_format_indicator;
             extras.content_type = p.content_type.clone();
@@ -156,12 +137,7 @@ impl StoredExtras {
             user_properties: self.user_properties,
         };
         let properties = (properties != MessageProperties::default()).then(|| Arc::new(properties));
-        Some(Message {
-            topic,
-            payload,
-            properties,
-            expires_at_ms: self.expires_at_ms,
-        })
+        Some(Message { topic, payload, properties, expires_at_ms: self.expires_at_ms })
     }
 }
 
@@ -179,43 +155,35 @@ mod tests {
 
     #[test]
     fn outgoing_copies_carry_the_properties_and_the_seconds_left() {
-        let mut properties = Properties::default();
-        properties.user_properties = vec![("a".into(), "1".into()), ("a".into(), "2".into())];
-        properties.content_type = Some("text/plain".into());
-        properties.message_expiry_interval = Some(10);
+        let properties = Properties {
+            user_properties: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
+            content_type: Some("text/plain".into()),
+            message_expiry_interval: Some(10),
+            ..Properties::default()
+        };
         let message = Message::published("t", Bytes::from_static(b"x"), &properties, 0);
         let out = message.outgoing_properties(3_500);
         assert_eq!(out.message_expiry_interval, Some(6));
         assert_eq!(out.user_properties, properties.user_properties);
-        assert_eq!(
-            message.outgoing_properties(9_200).message_expiry_interval,
-            Some(0)
-        );
+        assert_eq!(message.outgoing_properties(9_200).message_expiry_interval, Some(0));
         assert!(!message.expired(9_999));
         assert!(message.expired(10_000));
-        assert_eq!(
-            Message::new("t", Bytes::new()).outgoing_properties(0),
-            Properties::default()
-        );
+        assert_eq!(Message::new("t", Bytes::new()).outgoing_properties(0), Properties::default());
     }
 
     #[test]
     fn stored_extras_round_trip() {
-        let mut properties = Properties::default();
-        properties.correlation_data = Some(Bytes::from_static(b"\x00\x01"));
-        properties.response_topic = Some("r".into());
-        properties.message_expiry_interval = Some(5);
+        let properties = Properties {
+            correlation_data: Some(Bytes::from_static(b"\x00\x01")),
+            response_topic: Some("r".into()),
+            message_expiry_interval: Some(5),
+            ..Properties::default()
+        };
         let message = Message::published("t", Bytes::from_static(b"p"), &properties, 100);
         let extras = StoredExtras::of(&message);
         let json = serde_json::to_string(&extras).unwrap();
         let back: StoredExtras = serde_json::from_str(&json).unwrap();
-        assert_eq!(
-            back.into_message("t".into(), Bytes::from_static(b"p")),
-            Some(message)
-        );
-        assert_eq!(
-            serde_json::to_string(&StoredExtras::default()).unwrap(),
-            "{}"
-        );
+        assert_eq!(back.into_message("t".into(), Bytes::from_static(b"p")), Some(message));
+        assert_eq!(serde_json::to_string(&StoredExtras::default()).unwrap(), "{}");
     }
 }

@@ -21,12 +21,7 @@ pub struct QuotaWindow {
 
 impl QuotaWindow {
     pub fn new(quota: RateQuota, now: Instant) -> Self {
-        Self {
-            quota,
-            started: now,
-            publishes: 0,
-            bytes: 0,
-        }
+        Self { quota, started: now, publishes: 0, bytes: 0 }
     }
 
     fn roll(&mut self, now: Instant) {
@@ -41,9 +36,7 @@ impl QuotaWindow {
     pub fn admit_publish(&mut self, now: Instant) -> bool {
         self.roll(now);
         self.publishes += 1;
-        self.quota
-            .publishes_per_second
-            .is_none_or(|limit| self.publishes <= limit)
+        self.quota.publishes_per_second.is_none_or(|limit| self.publishes <= limit)
     }
 
     /// Counts bytes read; answers how long to pause reading to stay within the byte quota.
@@ -51,8 +44,7 @@ impl QuotaWindow {
         self.roll(now);
         self.bytes += bytes as u64;
         let limit = u64::from(self.quota.bytes_per_second?);
-        (self.bytes > limit)
-            .then(|| Duration::from_secs(1).saturating_sub(now.duration_since(self.started)))
+        (self.bytes > limit).then(|| Duration::from_secs(1).saturating_sub(now.duration_since(self.started)))
     }
 }
 
@@ -67,26 +59,13 @@ mod tests {
         assert!((0..1000).all(|_| unlimited.admit_publish(start)));
         assert_eq!(unlimited.read(10_000_000, start), None);
 
-        let mut limited = QuotaWindow::new(
-            RateQuota {
-                publishes_per_second: Some(100),
-                bytes_per_second: Some(1000),
-            },
-            start,
-        );
+        let mut limited =
+            QuotaWindow::new(RateQuota { publishes_per_second: Some(100), bytes_per_second: Some(1000) }, start);
         assert!((0..100).all(|_| limited.admit_publish(start)));
-        assert!(
-            !limited.admit_publish(start),
-            "the 101st publish in a second is discarded"
-        );
-        assert!(
-            limited.admit_publish(start + Duration::from_secs(1)),
-            "a new second, a new allowance"
-        );
+        assert!(!limited.admit_publish(start), "the 101st publish in a second is discarded");
+        assert!(limited.admit_publish(start + Duration::from_secs(1)), "a new second, a new allowance");
         assert_eq!(limited.read(900, start + Duration::from_secs(1)), None);
-        let pause = limited
-            .read(200, start + Duration::from_millis(1250))
-            .unwrap();
+        let pause = limited.read(200, start + Duration::from_millis(1250)).unwrap();
         assert_eq!(pause, Duration::from_millis(750));
     }
 }

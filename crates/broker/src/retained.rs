@@ -32,18 +32,11 @@ struct Header {
 
 /// Stored form: `0x80 | qos`, the header's length (u32, big-endian), the header (JSON), the payload.
 fn encode(retained: &Retained) -> Vec<u8> {
-    let header = Header {
-        last_modified_ms: retained.last_modified_ms,
-        extras: StoredExtras::of(&retained.message),
-    };
+    let header = Header { last_modified_ms: retained.last_modified_ms, extras: StoredExtras::of(&retained.message) };
     let header = serde_json::to_vec(&header).expect("headers always serialize");
     let mut body = Vec::with_capacity(5 + header.len() + retained.message.payload.len());
     body.push(WITH_HEADER | retained.qos as u8);
-    body.extend_from_slice(
-        &u32::try_from(header.len())
-            .unwrap_or(u32::MAX)
-            .to_be_bytes(),
-    );
+    body.extend_from_slice(&u32::try_from(header.len()).unwrap_or(u32::MAX).to_be_bytes());
     body.extend_from_slice(&header);
     body.extend_from_slice(&retained.message.payload);
     body
@@ -54,21 +47,13 @@ fn decode(topic: &str, body: &[u8]) -> Option<Retained> {
     let qos = QoS::from_bits(first & !WITH_HEADER)?;
     if first & WITH_HEADER == 0 {
         let message = Message::new(topic, Bytes::copy_from_slice(rest));
-        return Some(Retained {
-            message,
-            qos,
-            last_modified_ms: 0,
-        });
+        return Some(Retained { message, qos, last_modified_ms: 0 });
     }
     let length = usize::try_from(u32::from_be_bytes(rest.get(..4)?.try_into().ok()?)).ok()?;
     let header: Header = serde_json::from_slice(rest.get(4..4 + length)?).ok()?;
     let payload = Bytes::copy_from_slice(rest.get(4 + length..)?);
     let message = header.extras.into_message(topic.to_string(), payload)?;
-    Some(Retained {
-        message,
-        qos,
-        last_modified_ms: header.last_modified_ms,
-    })
+    Some(Retained { message, qos, last_modified_ms: header.last_modified_ms })
 }
 
 pub struct RetainedStore {
@@ -81,9 +66,7 @@ impl RetainedStore {
         let mut messages = BTreeMap::new();
         let mut after: Option<String> = None;
         loop {
-            let batch = store
-                .list(Collection::RetainedMessage, after.as_deref(), 500)
-                .await?;
+            let batch = store.list(Collection::RetainedMessage, after.as_deref(), 500).await?;
             let Some(last) = batch.last() else { break };
             after = Some(last.key.clone());
             for record in batch {
@@ -92,10 +75,7 @@ impl RetainedStore {
                 }
             }
         }
-        Ok(Self {
-            store,
-            messages: Mutex::new(messages),
-        })
+        Ok(Self { store, messages: Mutex::new(messages) })
     }
 
     /// Stores (or, for an empty payload, deletes) the retained message of its topic;
@@ -103,27 +83,12 @@ impl RetainedStore {
     pub async fn set(&self, message: &Message, qos: QoS, now_ms: u64) -> Result<(), StoreError> {
         let topic = message.topic.as_str();
         if message.payload.is_empty() {
-            self.store
-                .commit(vec![Write::delete(
-                    Collection::RetainedMessage,
-                    topic,
-                    Expect::Anything,
-                )])
-                .await?;
+            self.store.commit(vec![Write::delete(Collection::RetainedMessage, topic, Expect::Anything)]).await?;
             self.lock().remove(topic);
         } else {
-            let retained = Retained {
-                message: message.clone(),
-                qos,
-                last_modified_ms: now_ms,
-            };
+            let retained = Retained { message: message.clone(), qos, last_modified_ms: now_ms };
             self.store
-                .commit(vec![Write::put(
-                    Collection::RetainedMessage,
-                    topic,
-                    Expect::Anything,
-                    encode(&retained),
-                )])
+                .commit(vec![Write::put(Collection::RetainedMessage, topic, Expect::Anything, encode(&retained))])
                 .await?;
             self.lock().insert(topic.to_string(), retained);
         }
@@ -132,26 +97,17 @@ impl RetainedStore {
 
     /// The message retained on exactly `topic`, unless it expired.
     pub fn get(&self, topic: &str, now_ms: u64) -> Option<Retained> {
-        self.lock()
-            .get(topic)
-            .filter(|r| !r.message.expired(now_ms))
-            .cloned()
+        self.lock().get(topic).filter(|r| !r.message.expired(now_ms)).cloned()
     }
 
     /// Unexpired retained messages in topic order after `after`, at most `limit`.
     pub fn list(&self, after: Option<&str>, limit: usize, now_ms: u64) -> Vec<Retained> {
         let messages = self.lock();
         let range = match after {
-            Some(after) => messages
-                .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            Some(after) => messages.range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
             None => messages.range::<str, _>(..),
         };
-        range
-            .map(|(_, r)| r)
-            .filter(|r| !r.message.expired(now_ms))
-            .take(limit)
-            .cloned()
-            .collect()
+        range.map(|(_, r)| r).filter(|r| !r.message.expired(now_ms)).take(limit).cloned().collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Retained>> {
@@ -165,20 +121,13 @@ mod tests {
 
     #[test]
     fn stored_form_round_trips() {
-        let mut properties = ferrocore_mqtt::Properties::default();
-        properties.user_properties = vec![("a".into(), "1".into())];
-        properties.message_expiry_interval = Some(30);
-        let message = Message::published(
-            "t/1",
-            Bytes::from_static(b"{\"on\":true}"),
-            &properties,
-            1_000,
-        );
-        let retained = Retained {
-            message,
-            qos: QoS::AtLeastOnce,
-            last_modified_ms: 1_000,
+        let properties = ferrocore_mqtt::Properties {
+            user_properties: vec![("a".into(), "1".into())],
+            message_expiry_interval: Some(30),
+            ..Default::default()
         };
+        let message = Message::published("t/1", Bytes::from_static(b"{\"on\":true}"), &properties, 1_000);
+        let retained = Retained { message, qos: QoS::AtLeastOnce, last_modified_ms: 1_000 };
         assert_eq!(decode("t/1", &encode(&retained)), Some(retained));
         assert_eq!(decode("t/1", &[]), None);
     }
@@ -186,9 +135,6 @@ mod tests {
     #[test]
     fn the_older_stored_form_still_loads() {
         let old = decode("t", b"\x01hi").unwrap();
-        assert_eq!(
-            (old.qos, old.message.payload.as_ref()),
-            (QoS::AtLeastOnce, &b"hi"[..])
-        );
+        assert_eq!((old.qos, old.message.payload.as_ref()), (QoS::AtLeastOnce, &b"hi"[..]));
     }
 }

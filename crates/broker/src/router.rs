@@ -39,10 +39,7 @@ pub enum Signal {
     Revoked,
     /// DeleteConnection: leave, discarding the session when `clean_session`,
     /// without the will when `prevent_will`.
-    Kicked {
-        clean_session: bool,
-        prevent_will: bool,
-    },
+    Kicked { clean_session: bool, prevent_will: bool },
 }
 
 /// The sending side of a connection's control slot.
@@ -100,36 +97,22 @@ pub struct Subscription {
 impl Subscription {
     #[cfg(test)]
     pub fn with_qos(qos: QoS) -> Self {
-        Self {
-            qos,
-            no_local: false,
-            retain_as_published: false,
-        }
+        Self { qos, no_local: false, retain_as_published: false }
     }
 
     pub fn granted(options: &SubscriptionOptions, qos: QoS) -> Self {
-        Self {
-            qos,
-            no_local: options.no_local,
-            retain_as_published: options.retain_as_published,
-        }
+        Self { qos, no_local: options.no_local, retain_as_published: options.retain_as_published }
     }
 
     /// The stored form: the MQTT 5 subscription options byte (bits 0–1 QoS, 2 No Local,
     /// 3 Retain As Published), so sessions stored as a plain QoS still load.
     pub fn to_byte(self) -> u8 {
-        (self.qos as u8)
-            | (u8::from(self.no_local) << 2)
-            | (u8::from(self.retain_as_published) << 3)
+        (self.qos as u8) | (u8::from(self.no_local) << 2) | (u8::from(self.retain_as_published) << 3)
     }
 
     pub fn from_byte(byte: u8) -> Self {
         Self {
-            qos: if byte & 0x03 >= 1 {
-                QoS::AtLeastOnce
-            } else {
-                QoS::AtMostOnce
-            },
+            qos: if byte & 0x03 >= 1 { QoS::AtLeastOnce } else { QoS::AtMostOnce },
             no_local: byte & 0x04 != 0,
             retain_as_published: byte & 0x08 != 0,
         }
@@ -198,39 +181,27 @@ struct Table {
 
 /// The filter of a shared subscription, for subscriptions the gateway accepted.
 fn shared_filter(subscription: &str) -> Option<&str> {
-    topic::shared_subscription(subscription)
-        .and_then(Result::ok)
-        .map(|(_, filter)| filter)
+    topic::shared_subscription(subscription).and_then(Result::ok).map(|(_, filter)| filter)
 }
 
 impl Table {
     fn index(&mut self, filter: &str) -> &mut HashMap<String, HashSet<String>> {
-        if filter.contains(['+', '#']) {
-            &mut self.wildcard
-        } else {
-            &mut self.exact
-        }
+        if filter.contains(['+', '#']) { &mut self.wildcard } else { &mut self.exact }
     }
 
     fn add_filter(&mut self, client_id: &str, filter: &str) {
         if let Some(inner) = shared_filter(filter) {
-            let group = self
-                .shared
-                .entry(filter.to_string())
-                .or_insert_with(|| SharedGroup {
-                    filter: inner.to_string(),
-                    members: Vec::new(),
-                    next: 0,
-                });
+            let group = self.shared.entry(filter.to_string()).or_insert_with(|| SharedGroup {
+                filter: inner.to_string(),
+                members: Vec::new(),
+                next: 0,
+            });
             if !group.members.iter().any(|m| m == client_id) {
                 group.members.push(client_id.to_string());
             }
             return;
         }
-        self.index(filter)
-            .entry(filter.to_string())
-            .or_default()
-            .insert(client_id.to_string());
+        self.index(filter).entry(filter.to_string()).or_default().insert(client_id.to_string());
     }
 
     fn remove_filter(&mut self, client_id: &str, filter: &str) {
@@ -252,11 +223,7 @@ impl Table {
         }
     }
 
-    fn clear_subscriptions(
-        &mut self,
-        client_id: &str,
-        subscriptions: &HashMap<String, Subscription>,
-    ) {
+    fn clear_subscriptions(&mut self, client_id: &str, subscriptions: &HashMap<String, Subscription>) {
         for filter in subscriptions.keys() {
             self.remove_filter(client_id, filter);
         }
@@ -266,34 +233,19 @@ impl Table {
     fn remove(&mut self, client_id: &str, now_ms: u64) -> Option<Entry> {
         let entry = self.sessions.remove(client_id)?;
         self.clear_subscriptions(client_id, &entry.subscriptions);
-        self.departed
-            .insert(client_id.to_string(), (entry.version, now_ms));
+        self.departed.insert(client_id.to_string(), (entry.version, now_ms));
         Some(entry)
     }
 
     /// Each session subscribed to `topic_name` (its own publishes left out where it
     /// asked for No Local), with the highest QoS it was granted.
-    fn subscribers(
-        &self,
-        topic_name: &str,
-        publisher: Option<&str>,
-    ) -> HashMap<&str, Subscription> {
+    fn subscribers(&self, topic_name: &str, publisher: Option<&str>) -> HashMap<&str, Subscription> {
         let mut matched: HashMap<&str, Subscription> = HashMap::new();
         let exact = self.exact.get(topic_name).map(|ids| (topic_name, ids));
-        let wildcard = self
-            .wildcard
-            .iter()
-            .filter(|(filter, _)| topic::matches(filter, topic_name));
-        for (filter, ids) in exact
-            .into_iter()
-            .chain(wildcard.map(|(f, ids)| (f.as_str(), ids)))
-        {
+        let wildcard = self.wildcard.iter().filter(|(filter, _)| topic::matches(filter, topic_name));
+        for (filter, ids) in exact.into_iter().chain(wildcard.map(|(f, ids)| (f.as_str(), ids))) {
             for id in ids {
-                let Some(subscription) = self
-                    .sessions
-                    .get(id)
-                    .and_then(|c| c.subscriptions.get(filter))
-                else {
+                let Some(subscription) = self.sessions.get(id).and_then(|c| c.subscriptions.get(filter)) else {
                     continue;
                 };
                 if subscription.no_local && publisher == Some(id.as_str()) {
@@ -309,23 +261,13 @@ impl Table {
 }
 
 /// Queues a message for a client when its iot:Receive allows it; false when it does not.
-fn offer(
-    client: &ClientEntry,
-    delivery: Delivery,
-    receive_resource: &str,
-    full: &mut Vec<Pending>,
-) -> bool {
+fn offer(client: &ClientEntry, delivery: Delivery, receive_resource: &str, full: &mut Vec<Pending>) -> bool {
     if !current(&client.permissions).allows("iot:Receive", receive_resource) {
-        metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "iot:Receive")
-            .increment(1);
+        metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "iot:Receive").increment(1);
         return false;
     }
     if let Err(mpsc::error::TrySendError::Full(delivery)) = client.sender.try_send(delivery) {
-        full.push(Pending {
-            client_id: client.client_id.clone(),
-            sender: client.sender.clone(),
-            delivery,
-        });
+        full.push(Pending { client_id: client.client_id.clone(), sender: client.sender.clone(), delivery });
     }
     true
 }
@@ -342,21 +284,14 @@ fn enqueue(
 ) {
     let seq = *next_seq;
     *next_seq += 1;
-    writes.push(SessionWrite::Queue {
-        client_id: client_id.to_string(),
-        seq,
-        message: message.clone(),
-    });
+    writes.push(SessionWrite::Queue { client_id: client_id.to_string(), seq, message: message.clone() });
     parked.queue.push_back((seq, message));
     while parked.queue.len() > limit {
         let Some((oldest, _)) = parked.queue.pop_front() else {
             break;
         };
         metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "session_queue_full").increment(1);
-        writes.push(SessionWrite::Dequeue {
-            client_id: client_id.to_string(),
-            seq: oldest,
-        });
+        writes.push(SessionWrite::Dequeue { client_id: client_id.to_string(), seq: oldest });
     }
 }
 
@@ -407,10 +342,7 @@ pub struct Loaded {
 
 impl Router {
     pub fn new(queue_limit: usize) -> Self {
-        Self {
-            table: Mutex::new(Table::default()),
-            queue_limit: queue_limit.max(1),
-        }
+        Self { table: Mutex::new(Table::default()), queue_limit: queue_limit.max(1) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -425,12 +357,7 @@ impl Router {
         let mut table = self.lock();
         let table = &mut *table;
         let client_id = entry.client_id.clone();
-        let mut connected = Connected {
-            version: 1,
-            session_present: false,
-            replay: Vec::new(),
-            writes: Vec::new(),
-        };
+        let mut connected = Connected { version: 1, session_present: false, replay: Vec::new(), writes: Vec::new() };
         let (mut subscriptions, mut next_seq, mut stored) = (HashMap::new(), 0, false);
         if let Some(previous) = table.sessions.remove(&client_id) {
             connected.version = previous.version + 1;
@@ -444,22 +371,19 @@ impl Router {
             if clean_start || !resumable {
                 table.clear_subscriptions(&client_id, &previous.subscriptions);
                 if previous.stored {
-                    connected.writes.push(SessionWrite::Forget {
-                        client_id: client_id.clone(),
-                    });
+                    connected.writes.push(SessionWrite::Forget { client_id: client_id.clone() });
                 }
                 if let State::Offline(parked) = previous.state {
-                    connected.writes.extend(parked.queue.iter().map(|(seq, _)| {
-                        SessionWrite::Dequeue {
-                            client_id: client_id.clone(),
-                            seq: *seq,
-                        }
-                    }));
+                    connected.writes.extend(
+                        parked
+                            .queue
+                            .iter()
+                            .map(|(seq, _)| SessionWrite::Dequeue { client_id: client_id.clone(), seq: *seq }),
+                    );
                 }
             } else {
                 connected.session_present = true;
-                (subscriptions, next_seq, stored) =
-                    (previous.subscriptions, previous.next_seq, previous.stored);
+                (subscriptions, next_seq, stored) = (previous.subscriptions, previous.next_seq, previous.stored);
                 if let State::Offline(parked) = previous.state {
                     connected.replay = parked.queue.into_iter().collect();
                 }
@@ -469,13 +393,7 @@ impl Router {
         }
         table.sessions.insert(
             client_id,
-            Entry {
-                subscriptions,
-                version: connected.version,
-                next_seq,
-                stored,
-                state: State::Online(entry),
-            },
+            Entry { subscriptions, version: connected.version, next_seq, stored, state: State::Online(entry) },
         );
         connected
     }
@@ -511,33 +429,19 @@ impl Router {
             State::Online(client) => client.clone(),
             State::Offline(parked) => {
                 // A newer connection came and went: its parked session takes them.
-                requeue(
-                    client_id,
-                    &mut entry.next_seq,
-                    parked,
-                    unfinished,
-                    self.queue_limit,
-                    &mut writes,
-                );
+                requeue(client_id, &mut entry.next_seq, parked, unfinished, self.queue_limit, &mut writes);
                 return writes;
             }
         };
         if !ours {
             // Taken over by a resuming connection: hand it what this one had not finished.
             for (seq, message) in unfinished {
-                let delivery = Delivery {
-                    message,
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                };
+                let delivery = Delivery { message, qos: QoS::AtLeastOnce, retain: false };
                 if client.sender.try_send(delivery).is_err() {
                     metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
                 }
                 if let Some(seq) = seq {
-                    writes.push(SessionWrite::Dequeue {
-                        client_id: client_id.to_string(),
-                        seq,
-                    });
+                    writes.push(SessionWrite::Dequeue { client_id: client_id.to_string(), seq });
                 }
             }
             return writes;
@@ -548,14 +452,7 @@ impl Router {
             queue: VecDeque::new(),
             expires_at_ms,
         };
-        requeue(
-            client_id,
-            &mut entry.next_seq,
-            &mut parked,
-            unfinished,
-            self.queue_limit,
-            &mut writes,
-        );
+        requeue(client_id, &mut entry.next_seq, &mut parked, unfinished, self.queue_limit, &mut writes);
         entry.stored = true;
         writes.push(SessionWrite::Save {
             client_id: client_id.to_string(),
@@ -576,19 +473,13 @@ impl Router {
         now_ms: u64,
     ) -> Vec<SessionWrite> {
         let mut table = self.lock();
-        let ours = table
-            .sessions
-            .get(client_id)
-            .and_then(Entry::online)
-            .is_some_and(|c| c.connection == connection);
+        let ours = table.sessions.get(client_id).and_then(Entry::online).is_some_and(|c| c.connection == connection);
         let mut writes = forget_unfinished(client_id, unfinished);
         if ours
             && let Some(entry) = table.remove(client_id, now_ms)
             && entry.stored
         {
-            writes.push(SessionWrite::Forget {
-                client_id: client_id.to_string(),
-            });
+            writes.push(SessionWrite::Forget { client_id: client_id.to_string() });
         }
         writes
     }
@@ -601,14 +492,7 @@ impl Router {
         if let Some(entry) = table.sessions.get_mut(client_id)
             && let State::Offline(parked) = &mut entry.state
         {
-            enqueue(
-                client_id,
-                &mut entry.next_seq,
-                parked,
-                message,
-                self.queue_limit,
-                &mut writes,
-            );
+            enqueue(client_id, &mut entry.next_seq, parked, message, self.queue_limit, &mut writes);
         } else {
             metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "connection_closed").increment(1);
         }
@@ -635,13 +519,8 @@ impl Router {
                 queue: loaded.queue.into(),
                 expires_at_ms: loaded.record.expires_at_ms,
             };
-            let entry = Entry {
-                subscriptions,
-                version: 0,
-                next_seq,
-                stored: true,
-                state: State::Offline(Box::new(parked)),
-            };
+            let entry =
+                Entry { subscriptions, version: 0, next_seq, stored: true, state: State::Offline(Box::new(parked)) };
             table.sessions.insert(loaded.client_id, entry);
         }
     }
@@ -650,9 +529,7 @@ impl Router {
     /// gone for an hour); answers the store writes that remove them.
     pub fn expire(&self, now_ms: u64) -> Vec<SessionWrite> {
         let mut table = self.lock();
-        table
-            .departed
-            .retain(|_, (_, left_ms)| now_ms.saturating_sub(*left_ms) < VERSION_MEMORY_MS);
+        table.departed.retain(|_, (_, left_ms)| now_ms.saturating_sub(*left_ms) < VERSION_MEMORY_MS);
         let expired: Vec<String> = table
             .sessions
             .iter()
@@ -670,31 +547,15 @@ impl Router {
 
     /// The live connections.
     pub fn clients(&self) -> Vec<ClientEntry> {
-        self.lock()
-            .sessions
-            .values()
-            .filter_map(Entry::online)
-            .cloned()
-            .collect()
+        self.lock().sessions.values().filter_map(Entry::online).cloned().collect()
     }
 
     /// Adds or replaces a subscription of a live client; answers whether it is new
     /// (`None` when the client is not connected).
-    pub fn subscribe(
-        &self,
-        client_id: &str,
-        filter: &str,
-        subscription: Subscription,
-    ) -> Option<bool> {
+    pub fn subscribe(&self, client_id: &str, filter: &str, subscription: Subscription) -> Option<bool> {
         let mut table = self.lock();
-        let entry = table
-            .sessions
-            .get_mut(client_id)
-            .filter(|e| e.online().is_some())?;
-        let new = entry
-            .subscriptions
-            .insert(filter.to_string(), subscription)
-            .is_none();
+        let entry = table.sessions.get_mut(client_id).filter(|e| e.online().is_some())?;
+        let new = entry.subscriptions.insert(filter.to_string(), subscription).is_none();
         if new {
             table.add_filter(client_id, filter);
         }
@@ -702,13 +563,7 @@ impl Router {
     }
 
     /// Queues the retained copy of a topic for one client, if its iot:Receive allows it.
-    pub fn deliver_retained(
-        &self,
-        client_id: &str,
-        message: &Message,
-        qos: QoS,
-        receive_resource: &str,
-    ) {
+    pub fn deliver_retained(&self, client_id: &str, message: &Message, qos: QoS, receive_resource: &str) {
         let table = self.lock();
         let Some(client) = table.sessions.get(client_id).and_then(Entry::online) else {
             return;
@@ -716,14 +571,9 @@ impl Router {
         if !current(&client.permissions).allows("iot:Receive", receive_resource) {
             return;
         }
-        let delivery = Delivery {
-            message: message.clone(),
-            qos,
-            retain: true,
-        };
+        let delivery = Delivery { message: message.clone(), qos, retain: true };
         if client.sender.try_send(delivery).is_err() {
-            metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full")
-                .increment(1);
+            metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
         }
     }
 
@@ -733,18 +583,12 @@ impl Router {
         let Some(client) = table.sessions.get(client_id).and_then(Entry::online) else {
             return false;
         };
-        client.control.signal(Signal::Kicked {
-            clean_session,
-            prevent_will,
-        });
+        client.control.signal(Signal::Kicked { clean_session, prevent_will });
         true
     }
 
     pub fn has_offline(&self, client_id: &str) -> bool {
-        self.lock()
-            .sessions
-            .get(client_id)
-            .is_some_and(|e| e.online().is_none())
+        self.lock().sessions.get(client_id).is_some_and(|e| e.online().is_none())
     }
 
     /// Forgets the persistent session of a disconnected client; `None` when it has
@@ -760,17 +604,16 @@ impl Router {
 
     /// Whether the client may add (or renew) `filter` within `limit` subscriptions.
     pub fn can_subscribe(&self, client_id: &str, filter: &str, limit: usize) -> bool {
-        self.lock().sessions.get(client_id).is_some_and(|entry| {
-            entry.subscriptions.contains_key(filter) || entry.subscriptions.len() < limit
-        })
+        self.lock()
+            .sessions
+            .get(client_id)
+            .is_some_and(|entry| entry.subscriptions.contains_key(filter) || entry.subscriptions.len() < limit)
     }
 
     pub fn unsubscribe(&self, client_id: &str, filter: &str) -> bool {
         let mut table = self.lock();
-        let removed = table
-            .sessions
-            .get_mut(client_id)
-            .is_some_and(|entry| entry.subscriptions.remove(filter).is_some());
+        let removed =
+            table.sessions.get_mut(client_id).is_some_and(|entry| entry.subscriptions.remove(filter).is_some());
         if removed {
             table.remove_filter(client_id, filter);
         }
@@ -795,11 +638,8 @@ impl Router {
         let mut published = Published::default();
         let mut table = self.lock();
         let table = &mut *table;
-        let matched: Vec<(String, Subscription)> = table
-            .subscribers(topic_name, publisher)
-            .into_iter()
-            .map(|(id, s)| (id.to_string(), s))
-            .collect();
+        let matched: Vec<(String, Subscription)> =
+            table.subscribers(topic_name, publisher).into_iter().map(|(id, s)| (id.to_string(), s)).collect();
         for (client_id, subscription) in matched {
             let Some(entry) = table.sessions.get_mut(&client_id) else {
                 continue;
@@ -815,25 +655,14 @@ impl Router {
                 }
                 State::Offline(parked) => {
                     let wanted = qos == QoS::AtLeastOnce && subscription.qos == QoS::AtLeastOnce;
-                    if wanted
-                        && current(&parked.permissions).allows("iot:Receive", receive_resource)
-                    {
+                    if wanted && current(&parked.permissions).allows("iot:Receive", receive_resource) {
                         let limit = self.queue_limit;
-                        enqueue(
-                            &client_id,
-                            &mut entry.next_seq,
-                            parked,
-                            message.clone(),
-                            limit,
-                            &mut published.writes,
-                        );
+                        enqueue(&client_id, &mut entry.next_seq, parked, message.clone(), limit, &mut published.writes);
                     }
                 }
             }
         }
-        let Table {
-            sessions, shared, ..
-        } = table;
+        let Table { sessions, shared, .. } = table;
         for (name, group) in shared.iter_mut() {
             if !topic::matches(&group.filter, topic_name) {
                 continue;
@@ -845,15 +674,8 @@ impl Router {
                     let Some(client) = entry.online() else {
                         return false;
                     };
-                    let granted = entry
-                        .subscriptions
-                        .get(name)
-                        .map_or(QoS::AtMostOnce, |s| s.qos);
-                    let delivery = Delivery {
-                        message: message.clone(),
-                        qos: qos.min(granted),
-                        retain: false,
-                    };
+                    let granted = entry.subscriptions.get(name).map_or(QoS::AtMostOnce, |s| s.qos);
+                    let delivery = Delivery { message: message.clone(), qos: qos.min(granted), retain: false };
                     offer(client, delivery, receive_resource, &mut published.full)
                 })
             });
@@ -869,10 +691,7 @@ impl Router {
                 let Some(entry) = sessions.get_mut(member) else {
                     continue;
                 };
-                let qos1 = entry
-                    .subscriptions
-                    .get(name)
-                    .is_some_and(|s| s.qos == QoS::AtLeastOnce);
+                let qos1 = entry.subscriptions.get(name).is_some_and(|s| s.qos == QoS::AtLeastOnce);
                 let State::Offline(parked) = &mut entry.state else {
                     continue;
                 };
@@ -917,11 +736,9 @@ fn requeue(
                     let Some((oldest, _)) = parked.queue.pop_front() else {
                         break;
                     };
-                    metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "session_queue_full").increment(1);
-                    writes.push(SessionWrite::Dequeue {
-                        client_id: client_id.to_string(),
-                        seq: oldest,
-                    });
+                    metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "session_queue_full")
+                        .increment(1);
+                    writes.push(SessionWrite::Dequeue { client_id: client_id.to_string(), seq: oldest });
                 }
             }
             None => enqueue(client_id, next_seq, parked, message, limit, writes),
@@ -933,12 +750,7 @@ fn requeue(
 fn forget_unfinished(client_id: &str, unfinished: Vec<Unfinished>) -> Vec<SessionWrite> {
     unfinished
         .into_iter()
-        .filter_map(|(seq, _)| {
-            seq.map(|seq| SessionWrite::Dequeue {
-                client_id: client_id.to_string(),
-                seq,
-            })
-        })
+        .filter_map(|(seq, _)| seq.map(|seq| SessionWrite::Dequeue { client_id: client_id.to_string(), seq }))
         .collect()
 }
 
@@ -946,15 +758,12 @@ fn forget_unfinished(client_id: &str, unfinished: Vec<Unfinished>) -> Vec<Sessio
 fn discard(client_id: &str, entry: Entry) -> Vec<SessionWrite> {
     let mut writes = Vec::new();
     if let State::Offline(parked) = entry.state {
-        writes.extend(parked.queue.iter().map(|(seq, _)| SessionWrite::Dequeue {
-            client_id: client_id.to_string(),
-            seq: *seq,
-        }));
+        writes.extend(
+            parked.queue.iter().map(|(seq, _)| SessionWrite::Dequeue { client_id: client_id.to_string(), seq: *seq }),
+        );
     }
     if entry.stored {
-        writes.push(SessionWrite::Forget {
-            client_id: client_id.to_string(),
-        });
+        writes.push(SessionWrite::Forget { client_id: client_id.to_string() });
     }
     writes
 }
@@ -962,10 +771,7 @@ fn discard(client_id: &str, entry: Entry) -> Vec<SessionWrite> {
 fn record_of(parked: &Parked, subscriptions: &HashMap<String, Subscription>) -> SessionRecord {
     SessionRecord {
         identity: parked.identity.clone(),
-        subscriptions: subscriptions
-            .iter()
-            .map(|(f, s)| (f.clone(), s.to_byte()))
-            .collect(),
+        subscriptions: subscriptions.iter().map(|(f, s)| (f.clone(), s.to_byte())).collect(),
         expires_at_ms: parked.expires_at_ms,
     }
 }
@@ -979,9 +785,7 @@ mod tests {
     const RESOURCE: &str = "arn:aws:iot:r:1:topic/t/a";
 
     fn allow_all() -> PermissionsCell {
-        let unrestricted = ferrocore_registry::Credentials::local_default()
-            .permissions("test", None)
-            .unwrap();
+        let unrestricted = ferrocore_registry::Credentials::local_default().permissions("test", None).unwrap();
         Arc::new(RwLock::new(Arc::new(unrestricted)))
     }
 
@@ -991,13 +795,7 @@ mod tests {
         connected: Connected,
     }
 
-    fn connect(
-        router: &Router,
-        id: &str,
-        connection: u64,
-        clean_start: bool,
-        depth: usize,
-    ) -> Client {
+    fn connect(router: &Router, id: &str, connection: u64, clean_start: bool, depth: usize) -> Client {
         let (sender, deliveries) = mpsc::channel(depth);
         let (control, control_receiver) = Control::channel();
         let entry = ClientEntry {
@@ -1009,11 +807,7 @@ mod tests {
             control,
         };
         let connected = router.connect(entry, clean_start, 0);
-        Client {
-            deliveries,
-            control: control_receiver,
-            connected,
-        }
+        Client { deliveries, control: control_receiver, connected }
     }
 
     fn message(n: u64) -> Message {
@@ -1021,10 +815,7 @@ mod tests {
     }
 
     fn number(message: &Message) -> u64 {
-        std::str::from_utf8(&message.payload)
-            .unwrap()
-            .parse()
-            .unwrap()
+        std::str::from_utf8(&message.payload).unwrap().parse().unwrap()
     }
 
     fn publish(router: &Router, n: u64) -> Published {
@@ -1065,11 +856,7 @@ mod tests {
         let last = connect(&router, "sub", connection, false, 100_000);
         seen.extend(last.connected.replay.iter().map(|(_, m)| number(m)));
         seen.sort_unstable();
-        assert_eq!(
-            seen,
-            (0..MESSAGES).collect::<Vec<_>>(),
-            "lost or duplicated across hand-overs"
-        );
+        assert_eq!(seen, (0..MESSAGES).collect::<Vec<_>>(), "lost or duplicated across hand-overs");
     }
 
     #[test]
@@ -1081,17 +868,8 @@ mod tests {
         assert!(published.writes.is_empty(), "the live connection takes it");
         // The connection closes before it sent the delivery (e.g. it refused the next packet).
         let writes = router.park("c", 1, FAR, Vec::new(), &mut client.deliveries);
-        assert!(
-            writes
-                .iter()
-                .any(|w| matches!(w, SessionWrite::Queue { seq: 0, .. })),
-            "{writes:?}"
-        );
-        assert!(
-            writes
-                .iter()
-                .any(|w| matches!(w, SessionWrite::Save { .. }))
-        );
+        assert!(writes.iter().any(|w| matches!(w, SessionWrite::Queue { seq: 0, .. })), "{writes:?}");
+        assert!(writes.iter().any(|w| matches!(w, SessionWrite::Save { .. })));
         let resumed = connect(&router, "c", 2, false, 16);
         assert!(resumed.connected.session_present);
         assert_eq!(resumed.connected.replay, vec![(0, message(1))]);
@@ -1103,47 +881,23 @@ mod tests {
         let mut own = connect(&router, "own", 1, true, 16);
         let mut other = connect(&router, "other", 2, true, 16);
         let mut plain = connect(&router, "plain", 3, true, 16);
-        let no_local = Subscription {
-            qos: QoS::AtLeastOnce,
-            no_local: true,
-            retain_as_published: true,
-        };
+        let no_local = Subscription { qos: QoS::AtLeastOnce, no_local: true, retain_as_published: true };
         router.subscribe("own", "t/#", no_local);
         router.subscribe("other", "t/#", no_local);
         router.subscribe("plain", "t/a", Subscription::with_qos(QoS::AtMostOnce));
         router.publish(&message(1), QoS::AtLeastOnce, true, Some("own"), RESOURCE);
-        assert!(
-            drain(&mut own).is_empty(),
-            "No Local: not sent to its publisher"
-        );
+        assert!(drain(&mut own).is_empty(), "No Local: not sent to its publisher");
         let got = drain(&mut other);
-        assert_eq!(
-            got.len(),
-            1,
-            "the same subscription of another client gets it"
-        );
+        assert_eq!(got.len(), 1, "the same subscription of another client gets it");
         assert!(got[0].retain, "Retain As Published keeps RETAIN=1");
         assert_eq!(got[0].qos, QoS::AtLeastOnce);
         let got = drain(&mut plain);
-        assert!(
-            !got[0].retain,
-            "without Retain As Published a live copy has RETAIN=0"
-        );
+        assert!(!got[0].retain, "without Retain As Published a live copy has RETAIN=0");
         assert_eq!(got[0].qos, QoS::AtMostOnce);
         // Another client's publish reaches the No Local subscriber.
-        router.publish(
-            &message(2),
-            QoS::AtLeastOnce,
-            false,
-            Some("other"),
-            RESOURCE,
-        );
+        router.publish(&message(2), QoS::AtLeastOnce, false, Some("other"), RESOURCE);
         assert_eq!(drain(&mut own).len(), 1);
-        assert_eq!(
-            router.subscribe("own", "t/#", no_local),
-            Some(false),
-            "an existing subscription is not new"
-        );
+        assert_eq!(router.subscribe("own", "t/#", no_local), Some(false), "an existing subscription is not new");
         assert_eq!(router.subscribe("own", "t/b", no_local), Some(true));
     }
 
@@ -1151,27 +905,12 @@ mod tests {
     fn subscription_options_survive_storage() {
         for subscription in [
             Subscription::with_qos(QoS::AtMostOnce),
-            Subscription {
-                qos: QoS::AtLeastOnce,
-                no_local: true,
-                retain_as_published: false,
-            },
-            Subscription {
-                qos: QoS::AtLeastOnce,
-                no_local: false,
-                retain_as_published: true,
-            },
+            Subscription { qos: QoS::AtLeastOnce, no_local: true, retain_as_published: false },
+            Subscription { qos: QoS::AtLeastOnce, no_local: false, retain_as_published: true },
         ] {
-            assert_eq!(
-                Subscription::from_byte(subscription.to_byte()),
-                subscription
-            );
+            assert_eq!(Subscription::from_byte(subscription.to_byte()), subscription);
         }
-        assert_eq!(
-            Subscription::from_byte(1),
-            Subscription::with_qos(QoS::AtLeastOnce),
-            "stored plain QoS"
-        );
+        assert_eq!(Subscription::from_byte(1), Subscription::with_qos(QoS::AtLeastOnce), "stored plain QoS");
     }
 
     #[test]
@@ -1184,22 +923,12 @@ mod tests {
         assert_eq!(full.full.len(), 1, "the old connection's queue is full");
         let mut new = connect(&router, "c", 2, true, 1);
         assert_eq!(*old.control.borrow_and_update(), Some(Signal::TakenOver));
-        assert_eq!(
-            *new.control.borrow_and_update(),
-            None,
-            "positive control: the new connection is not told to leave"
-        );
+        assert_eq!(*new.control.borrow_and_update(), None, "positive control: the new connection is not told to leave");
         router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtMostOnce));
         publish(&router, 3);
         publish(&router, 4);
         assert!(router.kick("c", true, false));
-        assert_eq!(
-            *new.control.borrow(),
-            Some(Signal::Kicked {
-                clean_session: true,
-                prevent_will: false
-            })
-        );
+        assert_eq!(*new.control.borrow(), Some(Signal::Kicked { clean_session: true, prevent_will: false }));
         // The first signal stays the reason.
         assert_eq!(*old.control.borrow(), Some(Signal::TakenOver));
         assert_eq!(drain(&mut new).len(), 1);
@@ -1213,33 +942,16 @@ mod tests {
         router.park("c", 1, FAR, Vec::new(), &mut client.deliveries);
         for n in 0..5 {
             let writes = publish(&router, n).writes;
-            let queued = writes
-                .iter()
-                .filter(|w| matches!(w, SessionWrite::Queue { .. }))
-                .count();
+            let queued = writes.iter().filter(|w| matches!(w, SessionWrite::Queue { .. })).count();
             let dropped: Vec<u64> = writes
                 .iter()
-                .filter_map(|w| {
-                    if let SessionWrite::Dequeue { seq, .. } = w {
-                        Some(*seq)
-                    } else {
-                        None
-                    }
-                })
+                .filter_map(|w| if let SessionWrite::Dequeue { seq, .. } = w { Some(*seq) } else { None })
                 .collect();
             assert_eq!(queued, 1, "one record per queued message");
             assert_eq!(dropped, if n >= 3 { vec![n - 3] } else { vec![] });
         }
         let resumed = connect(&router, "c", 2, false, 16);
-        assert_eq!(
-            resumed
-                .connected
-                .replay
-                .iter()
-                .map(|(_, m)| number(m))
-                .collect::<Vec<_>>(),
-            vec![2, 3, 4]
-        );
+        assert_eq!(resumed.connected.replay.iter().map(|(_, m)| number(m)).collect::<Vec<_>>(), vec![2, 3, 4]);
     }
 
     #[test]
@@ -1252,17 +964,9 @@ mod tests {
         let clean = connect(&router, "c", 2, true, 16);
         assert!(!clean.connected.session_present);
         assert!(clean.connected.replay.is_empty());
-        assert!(clean.connected.writes.contains(&SessionWrite::Forget {
-            client_id: "c".into()
-        }));
-        assert!(clean.connected.writes.contains(&SessionWrite::Dequeue {
-            client_id: "c".into(),
-            seq: 0
-        }));
-        assert!(
-            publish(&router, 8).writes.is_empty(),
-            "the old subscription is gone"
-        );
+        assert!(clean.connected.writes.contains(&SessionWrite::Forget { client_id: "c".into() }));
+        assert!(clean.connected.writes.contains(&SessionWrite::Dequeue { client_id: "c".into(), seq: 0 }));
+        assert!(publish(&router, 8).writes.is_empty(), "the old subscription is gone");
     }
 
     #[test]
@@ -1279,16 +983,8 @@ mod tests {
         router.disconnect("c1", 5000, Vec::new(), 10);
         assert_eq!(router.remembered(), 1000);
         router.expire(VERSION_MEMORY_MS - 1);
-        assert_eq!(
-            router.remembered(),
-            1000,
-            "positive control: kept within the hour"
-        );
+        assert_eq!(router.remembered(), 1000, "positive control: kept within the hour");
         router.expire(VERSION_MEMORY_MS + 10);
-        assert_eq!(
-            router.remembered(),
-            0,
-            "nothing kept for client ids gone an hour"
-        );
+        assert_eq!(router.remembered(), 0, "nothing kept for client ids gone an hour");
     }
 }

@@ -29,22 +29,10 @@ pub struct SessionRecord {
 /// committed by the caller before it acknowledges what caused it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionWrite {
-    Save {
-        client_id: String,
-        record: SessionRecord,
-    },
-    Forget {
-        client_id: String,
-    },
-    Queue {
-        client_id: String,
-        seq: u64,
-        message: Message,
-    },
-    Dequeue {
-        client_id: String,
-        seq: u64,
-    },
+    Save { client_id: String, record: SessionRecord },
+    Forget { client_id: String },
+    Queue { client_id: String, seq: u64, message: Message },
+    Dequeue { client_id: String, seq: u64 },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -85,14 +73,10 @@ impl QueuedRecord {
 
     fn into_message(self) -> Option<Message> {
         match self {
-            Self::Plain(topic, payload) => {
-                Some(Message::new(topic, Bytes::from(hex::decode(payload).ok()?)))
+            Self::Plain(topic, payload) => Some(Message::new(topic, Bytes::from(hex::decode(payload).ok()?))),
+            Self::Full { topic, payload, extras } => {
+                extras.into_message(topic, Bytes::from(hex::decode(payload).ok()?))
             }
-            Self::Full {
-                topic,
-                payload,
-                extras,
-            } => extras.into_message(topic, Bytes::from(hex::decode(payload).ok()?)),
         }
     }
 }
@@ -116,23 +100,12 @@ impl SessionRecord {
     /// The session and the messages stored inside it by older versions.
     fn decode(body: &[u8]) -> Option<(Self, Vec<Message>)> {
         let record: Record = serde_json::from_slice(body).ok()?;
-        let legacy = record
-            .queue
-            .into_iter()
-            .map(QueuedRecord::into_message)
-            .collect::<Option<Vec<_>>>()?;
+        let legacy = record.queue.into_iter().map(QueuedRecord::into_message).collect::<Option<Vec<_>>>()?;
         let identity = match record.access_key {
             Some(key) => Identity::AccessKey(key),
             None => Identity::Certificate(record.certificate_id),
         };
-        Some((
-            Self {
-                identity,
-                subscriptions: record.subscriptions,
-                expires_at_ms: record.expires_at_ms,
-            },
-            legacy,
-        ))
+        Some((Self { identity, subscriptions: record.subscriptions, expires_at_ms: record.expires_at_ms }, legacy))
     }
 }
 
@@ -166,10 +139,7 @@ impl SessionStore {
         Self { store }
     }
 
-    async fn scan(
-        &self,
-        collection: Collection,
-    ) -> Result<Vec<ferrocore_store::Record>, StoreError> {
+    async fn scan(&self, collection: Collection) -> Result<Vec<ferrocore_store::Record>, StoreError> {
         let mut records = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -194,63 +164,36 @@ impl SessionStore {
             };
             let client_id = record.key;
             if !legacy.is_empty() {
-                let queue: Vec<(u64, Message)> = legacy
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, m)| (i as u64, m))
-                    .collect();
+                let queue: Vec<(u64, Message)> = legacy.into_iter().enumerate().map(|(i, m)| (i as u64, m)).collect();
                 writes.extend(queue.iter().map(|(seq, message)| SessionWrite::Queue {
                     client_id: client_id.clone(),
                     seq: *seq,
                     message: message.clone(),
                 }));
-                writes.push(SessionWrite::Save {
-                    client_id: client_id.clone(),
-                    record: session.clone(),
-                });
-                sessions.insert(
-                    client_id,
-                    StoredSession {
-                        record: session,
-                        queue,
-                    },
-                );
+                writes.push(SessionWrite::Save { client_id: client_id.clone(), record: session.clone() });
+                sessions.insert(client_id, StoredSession { record: session, queue });
             } else {
-                sessions.insert(
-                    client_id,
-                    StoredSession {
-                        record: session,
-                        queue: Vec::new(),
-                    },
-                );
+                sessions.insert(client_id, StoredSession { record: session, queue: Vec::new() });
             }
         }
         for record in self.scan(Collection::MqttQueuedMessage).await? {
             let parsed = parse_queued_key(&record.key);
-            let message = serde_json::from_slice::<QueuedRecord>(&record.body)
-                .ok()
-                .and_then(QueuedRecord::into_message);
+            let message =
+                serde_json::from_slice::<QueuedRecord>(&record.body).ok().and_then(QueuedRecord::into_message);
             match (parsed, message) {
                 (Some((client_id, seq)), Some(message)) if sessions.contains_key(client_id) => {
                     if let Some(session) = sessions.get_mut(client_id) {
                         session.queue.push((seq, message));
                     }
                 }
-                _ => orphans.push(Write::delete(
-                    Collection::MqttQueuedMessage,
-                    &record.key,
-                    Expect::Anything,
-                )),
+                _ => orphans.push(Write::delete(Collection::MqttQueuedMessage, &record.key, Expect::Anything)),
             }
         }
         for session in sessions.values_mut() {
             session.queue.sort_by_key(|(seq, _)| *seq);
         }
         if !orphans.is_empty() {
-            tracing::info!(
-                records = orphans.len(),
-                "deleting queued messages whose session is gone"
-            );
+            tracing::info!(records = orphans.len(), "deleting queued messages whose session is gone");
             self.store.commit(orphans).await?;
         }
         self.apply(writes).await?;
@@ -265,34 +208,19 @@ impl SessionStore {
         let writes = writes
             .into_iter()
             .map(|write| match write {
-                SessionWrite::Save { client_id, record } => Write::put(
-                    Collection::MqttSession,
-                    &client_id,
-                    Expect::Anything,
-                    record.encode(),
-                ),
+                SessionWrite::Save { client_id, record } => {
+                    Write::put(Collection::MqttSession, &client_id, Expect::Anything, record.encode())
+                }
                 SessionWrite::Forget { client_id } => {
                     Write::delete(Collection::MqttSession, &client_id, Expect::Anything)
                 }
-                SessionWrite::Queue {
-                    client_id,
-                    seq,
-                    message,
-                } => {
-                    let body = serde_json::to_vec(&QueuedRecord::of(&message))
-                        .expect("messages always serialize");
-                    Write::put(
-                        Collection::MqttQueuedMessage,
-                        &queued_key(&client_id, seq),
-                        Expect::Anything,
-                        body,
-                    )
+                SessionWrite::Queue { client_id, seq, message } => {
+                    let body = serde_json::to_vec(&QueuedRecord::of(&message)).expect("messages always serialize");
+                    Write::put(Collection::MqttQueuedMessage, queued_key(&client_id, seq), Expect::Anything, body)
                 }
-                SessionWrite::Dequeue { client_id, seq } => Write::delete(
-                    Collection::MqttQueuedMessage,
-                    &queued_key(&client_id, seq),
-                    Expect::Anything,
-                ),
+                SessionWrite::Dequeue { client_id, seq } => {
+                    Write::delete(Collection::MqttQueuedMessage, queued_key(&client_id, seq), Expect::Anything)
+                }
             })
             .collect();
         self.store.commit(writes).await
@@ -306,8 +234,7 @@ mod tests {
 
     async fn store() -> (tempfile::TempDir, Arc<dyn RecordStore>) {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn RecordStore> =
-            Arc::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
+        let store: Arc<dyn RecordStore> = Arc::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
         (dir, store)
     }
 
@@ -321,15 +248,9 @@ mod tests {
 
     #[test]
     fn session_records_round_trip() {
-        for identity in [
-            Identity::Certificate("c".into()),
-            Identity::AccessKey("AKID".into()),
-        ] {
+        for identity in [Identity::Certificate("c".into()), Identity::AccessKey("AKID".into())] {
             let session = record(identity);
-            assert_eq!(
-                SessionRecord::decode(&session.encode()),
-                Some((session, Vec::new()))
-            );
+            assert_eq!(SessionRecord::decode(&session.encode()), Some((session, Vec::new())));
         }
     }
 
@@ -345,64 +266,30 @@ mod tests {
     async fn queued_messages_are_stored_one_record_each_and_load_in_order() {
         let (_dir, store) = store().await;
         let sessions = SessionStore::new(store.clone());
-        let mut properties = ferrocore_mqtt::Properties::default();
-        properties.user_properties = vec![("k".into(), "v".into())];
+        let properties =
+            ferrocore_mqtt::Properties { user_properties: vec![("k".into(), "v".into())], ..Default::default() };
         let second = Message::published("a/c", Bytes::from_static(b"x"), &properties, 7);
         sessions
             .apply(vec![
-                SessionWrite::Save {
-                    client_id: "c1".into(),
-                    record: record(Identity::Certificate("c".into())),
-                },
-                SessionWrite::Queue {
-                    client_id: "c1".into(),
-                    seq: 10,
-                    message: second.clone(),
-                },
+                SessionWrite::Save { client_id: "c1".into(), record: record(Identity::Certificate("c".into())) },
+                SessionWrite::Queue { client_id: "c1".into(), seq: 10, message: second.clone() },
                 SessionWrite::Queue {
                     client_id: "c1".into(),
                     seq: 9,
                     message: Message::new("a/b", Bytes::from_static(b"\x00\xff")),
                 },
-                SessionWrite::Queue {
-                    client_id: "gone".into(),
-                    seq: 1,
-                    message: Message::new("a/b", Bytes::new()),
-                },
+                SessionWrite::Queue { client_id: "gone".into(), seq: 1, message: Message::new("a/b", Bytes::new()) },
             ])
             .await
             .unwrap();
-        assert_eq!(
-            store
-                .list(Collection::MqttQueuedMessage, None, 10)
-                .await
-                .unwrap()
-                .len(),
-            3
-        );
+        assert_eq!(store.list(Collection::MqttQueuedMessage, None, 10).await.unwrap().len(), 3);
         let loaded = sessions.load_all().await.unwrap();
         let queue = &loaded["c1"].queue;
-        assert_eq!(
-            queue.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
-            vec![9, 10]
-        );
+        assert_eq!(queue.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![9, 10]);
         assert_eq!(queue[1].1, second);
         // The message of a session that is gone was deleted; delivered ones go one by one.
-        assert_eq!(
-            store
-                .list(Collection::MqttQueuedMessage, None, 10)
-                .await
-                .unwrap()
-                .len(),
-            2
-        );
-        sessions
-            .apply(vec![SessionWrite::Dequeue {
-                client_id: "c1".into(),
-                seq: 9,
-            }])
-            .await
-            .unwrap();
+        assert_eq!(store.list(Collection::MqttQueuedMessage, None, 10).await.unwrap().len(), 2);
+        sessions.apply(vec![SessionWrite::Dequeue { client_id: "c1".into(), seq: 9 }]).await.unwrap();
         assert_eq!(sessions.load_all().await.unwrap()["c1"].queue.len(), 1);
     }
 
@@ -410,15 +297,7 @@ mod tests {
     async fn sessions_stored_with_their_queue_inside_are_migrated() {
         let (_dir, store) = store().await;
         let old = br#"{"certificate_id":"c","subscriptions":[["a",1]],"queue":[["a","6869"],{"topic":"b","payload":"00"}],"expires_at_ms":9}"#;
-        store
-            .commit(vec![Write::put(
-                Collection::MqttSession,
-                "c1",
-                Expect::Anything,
-                old.to_vec(),
-            )])
-            .await
-            .unwrap();
+        store.commit(vec![Write::put(Collection::MqttSession, "c1", Expect::Anything, old.to_vec())]).await.unwrap();
         let sessions = SessionStore::new(store.clone());
         let loaded = sessions.load_all().await.unwrap();
         let expected = vec![
@@ -426,24 +305,10 @@ mod tests {
             (1, Message::new("b", Bytes::from_static(b"\x00"))),
         ];
         assert_eq!(loaded["c1"].queue, expected);
-        assert_eq!(
-            loaded["c1"].record.identity,
-            Identity::Certificate("c".into())
-        );
-        let rewritten = store
-            .get(Collection::MqttSession, "c1")
-            .await
-            .unwrap()
-            .unwrap();
+        assert_eq!(loaded["c1"].record.identity, Identity::Certificate("c".into()));
+        let rewritten = store.get(Collection::MqttSession, "c1").await.unwrap().unwrap();
         assert!(!String::from_utf8_lossy(&rewritten.body).contains("queue"));
-        assert_eq!(
-            store
-                .list(Collection::MqttQueuedMessage, None, 10)
-                .await
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(store.list(Collection::MqttQueuedMessage, None, 10).await.unwrap().len(), 2);
         assert_eq!(sessions.load_all().await.unwrap()["c1"].queue, expected);
     }
 }

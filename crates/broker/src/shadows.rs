@@ -15,43 +15,25 @@ pub(crate) async fn serve(shared: &Shared, request: ShadowRequest<'_>, payload: 
     let registry = &shared.registry;
     let token = request_token(payload);
     let answered = match (operation, &token) {
-        (Operation::Update, _) => registry
-            .update_shadow(thing, shadow, payload)
-            .await
-            .map(|updated| updated.notifications),
+        (Operation::Update, _) => {
+            registry.update_shadow(thing, shadow, payload).await.map(|updated| updated.notifications)
+        }
         (_, Err(invalid)) => Err(invalid.clone()),
         (Operation::Get, Ok(token)) => registry
             .get_shadow(thing, shadow, token.as_deref())
             .await
-            .map(|document| {
-                vec![shadow_notification(
-                    thing,
-                    shadow,
-                    "get/accepted",
-                    &document,
-                )]
-            }),
-        (Operation::Delete, Ok(token)) => registry
-            .delete_shadow(thing, shadow, token.as_deref())
-            .await
-            .map(|deleted| vec![deleted.notification]),
+            .map(|document| vec![shadow_notification(thing, shadow, "get/accepted", &document)]),
+        (Operation::Delete, Ok(token)) => {
+            registry.delete_shadow(thing, shadow, token.as_deref()).await.map(|deleted| vec![deleted.notification])
+        }
     };
-    let outcome = if answered.is_ok() {
-        "accepted"
-    } else {
-        "rejected"
-    };
+    let outcome = if answered.is_ok() { "accepted" } else { "rejected" };
     metrics::counter!("ferrocore_shadow_requests_total", "operation" => operation.as_str(), "outcome" => outcome)
         .increment(1);
     let notifications = answered.unwrap_or_else(|error: ShadowError| {
         let token = token.ok().flatten();
         let suffix = format!("{}/rejected", operation.as_str());
-        vec![shadow_notification(
-            thing,
-            shadow,
-            &suffix,
-            &error_document(&error, token.as_deref()),
-        )]
+        vec![shadow_notification(thing, shadow, &suffix, &error_document(&error, token.as_deref()))]
     });
     for mut notification in notifications {
         notification.hops = hops;

@@ -27,14 +27,11 @@ impl TrustSnapshot {
     pub fn accepts(&self, der: &[u8], now: i64) -> Result<(), CertificateError> {
         let id = certificate_id(der);
         let certificates = self.certificates.read().unwrap_or_else(|e| e.into_inner());
-        let trust = certificates
-            .get(&id)
-            .ok_or(CertificateError::UnknownIssuer)?;
+        let trust = certificates.get(&id).ok_or(CertificateError::UnknownIssuer)?;
         if !trust.active {
             return Err(CertificateError::Revoked);
         }
-        let parsed =
-            parse_certificate_der(der.to_vec()).map_err(|_| CertificateError::BadEncoding)?;
+        let parsed = parse_certificate_der(der.to_vec()).map_err(|_| CertificateError::BadEncoding)?;
         if now > parsed.not_after {
             return Err(CertificateError::Expired);
         }
@@ -53,9 +50,9 @@ impl TrustSnapshot {
     /// Whether a certificate that was accepted is still ACTIVE (and its CA too).
     pub fn still_trusted(&self, id: &str) -> bool {
         let certificates = self.certificates.read().unwrap_or_else(|e| e.into_inner());
-        certificates.get(id).is_some_and(|trust| {
-            trust.active && trust.ca.as_ref().is_none_or(|(ca_active, _)| *ca_active)
-        })
+        certificates
+            .get(id)
+            .is_some_and(|trust| trust.active && trust.ca.as_ref().is_none_or(|(ca_active, _)| *ca_active))
     }
 
     /// The certificate id of an accepted certificate.
@@ -74,16 +71,8 @@ pub struct RegistryVerifier {
 }
 
 impl RegistryVerifier {
-    pub fn new(
-        snapshot: Arc<TrustSnapshot>,
-        provider: Arc<CryptoProvider>,
-        mandatory: bool,
-    ) -> Self {
-        Self {
-            snapshot,
-            provider,
-            mandatory,
-        }
+    pub fn new(snapshot: Arc<TrustSnapshot>, provider: Arc<CryptoProvider>, mandatory: bool) -> Self {
+        Self { snapshot, provider, mandatory }
     }
 }
 
@@ -103,9 +92,7 @@ impl ClientCertVerifier for RegistryVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
         let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        self.snapshot
-            .accepts(end_entity, now)
-            .map_err(Error::InvalidCertificate)?;
+        self.snapshot.accepts(end_entity, now).map_err(Error::InvalidCertificate)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -115,12 +102,7 @@ impl ClientCertVerifier for RegistryVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -129,17 +111,10 @@ impl ClientCertVerifier for RegistryVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }

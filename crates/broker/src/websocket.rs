@@ -11,10 +11,7 @@ const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
 pub fn accept_key(key: &str) -> String {
-    let digest = Sha1::new()
-        .chain_update(key.trim().as_bytes())
-        .chain_update(GUID.as_bytes())
-        .finalize();
+    let digest = Sha1::new().chain_update(key.trim().as_bytes()).chain_update(GUID.as_bytes()).finalize();
     base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
@@ -82,10 +79,7 @@ impl FrameError {
 /// Takes one client frame off the front of `buffer` (unmasked), or `None` while
 /// the frame is incomplete. Frames larger than `max_payload` are refused before
 /// they are buffered.
-pub fn decode_frame(
-    buffer: &mut BytesMut,
-    max_payload: usize,
-) -> Result<Option<Frame>, FrameError> {
+pub fn decode_frame(buffer: &mut BytesMut, max_payload: usize) -> Result<Option<Frame>, FrameError> {
     if buffer.len() < 2 {
         return Ok(None);
     }
@@ -99,17 +93,11 @@ pub fn decode_frame(
     }
     let (length, header) = match second & 0x7F {
         126 if buffer.len() >= 4 => (u64::from(u16::from_be_bytes([buffer[2], buffer[3]])), 4),
-        127 if buffer.len() >= 10 => (
-            u64::from_be_bytes(buffer[2..10].try_into().expect("8 bytes")),
-            10,
-        ),
+        127 if buffer.len() >= 10 => (u64::from_be_bytes(buffer[2..10].try_into().expect("8 bytes")), 10),
         126 | 127 => return Ok(None),
         short => (u64::from(short), 2),
     };
-    let length = usize::try_from(length)
-        .ok()
-        .filter(|l| *l <= max_payload)
-        .ok_or(FrameError::TooLarge(max_payload))?;
+    let length = usize::try_from(length).ok().filter(|l| *l <= max_payload).ok_or(FrameError::TooLarge(max_payload))?;
     if buffer.len() < header + 4 + length {
         buffer.reserve(header + 4 + length - buffer.len());
         return Ok(None);
@@ -121,10 +109,7 @@ pub fn decode_frame(
     for (index, byte) in payload.iter_mut().enumerate() {
         *byte ^= mask[index % 4];
     }
-    Ok(Some(Frame {
-        opcode,
-        payload: payload.freeze(),
-    }))
+    Ok(Some(Frame { opcode, payload: payload.freeze() }))
 }
 
 /// Appends one final, unmasked server frame.
@@ -266,10 +251,7 @@ mod tests {
 
     #[test]
     fn the_accept_key_of_rfc_6455() {
-        assert_eq!(
-            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]
@@ -283,10 +265,7 @@ mod tests {
         }
         buffer.put_u8(whole[whole.len() - 1]);
         let frame = decode_frame(&mut buffer, 1024).unwrap().unwrap();
-        assert_eq!(
-            (frame.opcode, frame.payload.as_ref()),
-            (Opcode::Binary, &payload[..])
-        );
+        assert_eq!((frame.opcode, frame.payload.as_ref()), (Opcode::Binary, &payload[..]));
         assert!(buffer.is_empty());
     }
 
@@ -297,12 +276,8 @@ mod tests {
         let mut reserved = masked(0x2, b"x");
         reserved[0] |= 0x40;
         assert_eq!(decode_frame(&mut reserved, 10), Err(FrameError::Protocol));
-        let mut huge =
-            BytesMut::from(&[0x82u8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF][..]);
-        assert_eq!(
-            decode_frame(&mut huge, 1 << 20),
-            Err(FrameError::TooLarge(1 << 20))
-        );
+        let mut huge = BytesMut::from(&[0x82u8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF][..]);
+        assert_eq!(decode_frame(&mut huge, 1 << 20), Err(FrameError::TooLarge(1 << 20)));
         let mut unknown = masked(0x3, b"");
         assert_eq!(decode_frame(&mut unknown, 10), Err(FrameError::Protocol));
     }
@@ -323,10 +298,7 @@ mod tests {
         let (mqtt_side, mut connection) = tokio::io::duplex(64 * 1024);
         let bridge = tokio::spawn(bridge(server_side, mqtt_side, 1024));
         let (mut client_in, mut client_out) = tokio::io::split(client);
-        client_out
-            .write_all(&masked(0x2, b"\x10\x02"))
-            .await
-            .unwrap();
+        client_out.write_all(&masked(0x2, b"\x10\x02")).await.unwrap();
         client_out.write_all(&masked(0x9, b"hi")).await.unwrap();
         let mut got = [0u8; 2];
         connection.read_exact(&mut got).await.unwrap();

@@ -19,10 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 struct Device {
@@ -52,12 +49,8 @@ impl Device {
             if let Some(packet) = decode(&mut self.buffer, Some(Version::V5), 1 << 20).unwrap() {
                 return Some(packet);
             }
-            let read = tokio::time::timeout(
-                Duration::from_secs(60),
-                self.stream.read_buf(&mut self.buffer),
-            )
-            .await
-            .ok()?;
+            let read =
+                tokio::time::timeout(Duration::from_secs(60), self.stream.read_buf(&mut self.buffer)).await.ok()?;
             if read.ok()? == 0 {
                 return None;
             }
@@ -65,22 +58,8 @@ impl Device {
     }
 }
 
-async fn connect_device(
-    port: u16,
-    ca_pem: &str,
-    cert_pem: &str,
-    key_pem: &str,
-    client_id: &str,
-) -> (Device, ConnAck) {
-    connect_device_with(
-        port,
-        ca_pem,
-        cert_pem,
-        key_pem,
-        client_id,
-        Properties::default(),
-    )
-    .await
+async fn connect_device(port: u16, ca_pem: &str, cert_pem: &str, key_pem: &str, client_id: &str) -> (Device, ConnAck) {
+    connect_device_with(port, ca_pem, cert_pem, key_pem, client_id, Properties::default()).await
 }
 
 async fn connect_device_with(
@@ -92,29 +71,22 @@ async fn connect_device_with(
     properties: Properties,
 ) -> (Device, ConnAck) {
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+    roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap(),
+        )
         .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()],
-        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap(),
-    )
-    .unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();
-    let mut device = Device {
-        stream,
-        buffer: BytesMut::new(),
-    };
+    let mut device = Device { stream, buffer: BytesMut::new() };
     device
         .send(Packet::Connect(Box::new(Connect {
             version: Version::V5,
@@ -127,18 +99,12 @@ async fn connect_device_with(
             properties,
         })))
         .await;
-    let Some(Packet::ConnAck(ack)) = device.next().await else {
-        panic!("no CONNACK")
-    };
+    let Some(Packet::ConnAck(ack)) = device.next().await else { panic!("no CONNACK") };
     (device, ack)
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Harness {
@@ -153,12 +119,9 @@ struct Harness {
 impl Harness {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn RecordStore> =
-            Arc::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
+        let store: Arc<dyn RecordStore> = Arc::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
         let root = Issuer::new_root("test root", "ferrocore", now()).unwrap();
-        let server = root
-            .issue_server(&["localhost".into(), "127.0.0.1".into()], now())
-            .unwrap();
+        let server = root.issue_server(&["localhost".into(), "127.0.0.1".into()], now()).unwrap();
         let ca_pem = root.certificate_pem().to_string();
         let config = RegistryConfig {
             account: Account::default(),
@@ -167,12 +130,7 @@ impl Harness {
             policy_document_limit: 2048,
             shadows: Default::default(),
         };
-        let registry = Arc::new(Registry::new(
-            store.clone(),
-            config,
-            Arc::new(SystemClock),
-            Arc::new(root),
-        ));
+        let registry = Arc::new(Registry::new(store.clone(), config, Arc::new(SystemClock), Arc::new(root)));
         let port = free_port();
         let gateway = GatewayConfig {
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
@@ -195,9 +153,7 @@ impl Harness {
             account: Account::default(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let bound = ferrocore_broker::Gateway::bind(gateway, registry.clone(), store)
-            .await
-            .unwrap();
+        let bound = ferrocore_broker::Gateway::bind(gateway, registry.clone(), store).await.unwrap();
         let running = tokio::spawn(bound.serve(async {
             let _ = stopped.await;
         }));
@@ -207,35 +163,15 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Self {
-            registry,
-            ca_pem,
-            port,
-            stop,
-            running,
-            _dir: dir,
-        }
+        Self { registry, ca_pem, port, stop, running, _dir: dir }
     }
 
     /// A certificate allowed everything, and its private key.
-    async fn unrestricted_certificate(
-        &self,
-        policy: &str,
-    ) -> (ferrocore_registry::CertificateCreated, String) {
-        let cert = self
-            .registry
-            .create_keys_and_certificate(true)
-            .await
-            .unwrap();
+    async fn unrestricted_certificate(&self, policy: &str) -> (ferrocore_registry::CertificateCreated, String) {
+        let cert = self.registry.create_keys_and_certificate(true).await.unwrap();
         let everything = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:*","Resource":"*"}]}"#;
-        self.registry
-            .create_policy(policy, everything, &Default::default())
-            .await
-            .unwrap();
-        self.registry
-            .attach_policy(policy, &cert.arn)
-            .await
-            .unwrap();
+        self.registry.create_policy(policy, everything, &Default::default()).await.unwrap();
+        self.registry.attach_policy(policy, &cert.arn).await.unwrap();
         let key = cert.key_pair.clone().unwrap().1;
         (cert, key)
     }
@@ -259,12 +195,8 @@ fn publish(topic: &str, qos: QoS, id: u16, payload: &'static [u8]) -> Packet {
 }
 
 async fn subscribe(device: &mut Device, filter: &str) {
-    let options = SubscriptionOptions {
-        qos: QoS::AtLeastOnce,
-        no_local: false,
-        retain_as_published: false,
-        retain_handling: 0,
-    };
+    let options =
+        SubscriptionOptions { qos: QoS::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 };
     device
         .send(Packet::Subscribe(Subscribe {
             packet_id: 1,
@@ -272,9 +204,7 @@ async fn subscribe(device: &mut Device, filter: &str) {
             properties: Properties::default(),
         }))
         .await;
-    let Some(Packet::SubAck(suback)) = device.next().await else {
-        panic!("no SUBACK")
-    };
+    let Some(Packet::SubAck(suback)) = device.next().await else { panic!("no SUBACK") };
     assert_eq!(suback.reasons, [ReasonCode::GrantedQoS1]);
 }
 
@@ -284,64 +214,29 @@ async fn a_device_that_stops_reading_is_closed_when_revoked_and_its_next_publish
     let (stuck_cert, stuck_key) = harness.unrestricted_certificate("stuck").await;
     let (other_cert, other_key) = harness.unrestricted_certificate("other").await;
     // Receive Maximum 1: one unacknowledged delivery fills its window, so its queues fill fast.
-    let mut one_in_flight = Properties::default();
-    one_in_flight.receive_maximum = Some(1);
-    let (mut stuck, _) = connect_device_with(
-        harness.port,
-        &harness.ca_pem,
-        &stuck_cert.pem,
-        &stuck_key,
-        "stuck",
-        one_in_flight,
-    )
-    .await;
+    let one_in_flight = Properties { receive_maximum: Some(1), ..Properties::default() };
+    let (mut stuck, _) =
+        connect_device_with(harness.port, &harness.ca_pem, &stuck_cert.pem, &stuck_key, "stuck", one_in_flight).await;
     subscribe(&mut stuck, "flood/#").await;
-    let (mut watcher, _) = connect_device(
-        harness.port,
-        &harness.ca_pem,
-        &other_cert.pem,
-        &other_key,
-        "watcher",
-    )
-    .await;
+    let (mut watcher, _) = connect_device(harness.port, &harness.ca_pem, &other_cert.pem, &other_key, "watcher").await;
     subscribe(&mut watcher, "after/#").await;
     // Positive control: the stuck device's publishes reach the watcher while it may publish.
-    stuck
-        .send(publish("after/x", QoS::AtMostOnce, 0, b"before"))
-        .await;
-    let Some(Packet::Publish(before)) = watcher.next().await else {
-        panic!("the control message did not arrive")
-    };
+    stuck.send(publish("after/x", QoS::AtMostOnce, 0, b"before")).await;
+    let Some(Packet::Publish(before)) = watcher.next().await else { panic!("the control message did not arrive") };
     assert_eq!(&before.payload[..], b"before");
     // Flood the stuck device (which never reads or acknowledges) until its queues are full.
-    let (mut flooder, _) = connect_device(
-        harness.port,
-        &harness.ca_pem,
-        &other_cert.pem,
-        &other_key,
-        "flooder",
-    )
-    .await;
+    let (mut flooder, _) = connect_device(harness.port, &harness.ca_pem, &other_cert.pem, &other_key, "flooder").await;
     // One in flight, 1,024 waiting for the window, 1,024 in the delivery queue, then full.
     const FLOOD: u16 = 2100;
     for n in 1..=FLOOD {
-        flooder
-            .send(publish("flood/x", QoS::AtLeastOnce, n, b"x"))
-            .await;
+        flooder.send(publish("flood/x", QoS::AtLeastOnce, n, b"x")).await;
     }
     for n in 1..=FLOOD {
         let next = flooder.next().await;
-        assert!(
-            matches!(next, Some(Packet::PubAck(_))),
-            "the flood was taken: {n} {next:?}"
-        );
+        assert!(matches!(next, Some(Packet::PubAck(_))), "the flood was taken: {n} {next:?}");
     }
 
-    harness
-        .registry
-        .update_certificate(&stuck_cert.id, CertificateStatus::Inactive)
-        .await
-        .unwrap();
+    harness.registry.update_certificate(&stuck_cert.id, CertificateStatus::Inactive).await.unwrap();
     let revoked = std::time::Instant::now();
     // The stuck device reads what was buffered for it, then finds the connection closed.
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
@@ -353,28 +248,15 @@ async fn a_device_that_stops_reading_is_closed_when_revoked_and_its_next_publish
     })
     .await
     .expect("the revoked connection was not closed");
-    assert!(
-        revoked.elapsed() < Duration::from_secs(3),
-        "closed at once, not at a later registry change"
-    );
+    assert!(revoked.elapsed() < Duration::from_secs(3), "closed at once, not at a later registry change");
     if let Some(Packet::Disconnect(disconnect)) = closed {
         assert_eq!(disconnect.reason, ReasonCode::NotAuthorized);
     }
     // Nothing the revoked device sends afterwards is delivered.
-    stuck
-        .send_unchecked(publish("after/x", QoS::AtMostOnce, 0, b"after"))
-        .await;
-    flooder
-        .send(publish("after/x", QoS::AtLeastOnce, 1, b"control"))
-        .await;
-    let Some(Packet::Publish(next)) = watcher.next().await else {
-        panic!("no delivery")
-    };
-    assert_eq!(
-        &next.payload[..],
-        b"control",
-        "the revoked device's publish was not delivered"
-    );
+    stuck.send_unchecked(publish("after/x", QoS::AtMostOnce, 0, b"after")).await;
+    flooder.send(publish("after/x", QoS::AtLeastOnce, 1, b"control")).await;
+    let Some(Packet::Publish(next)) = watcher.next().await else { panic!("no delivery") };
+    assert_eq!(&next.payload[..], b"control", "the revoked device's publish was not delivered");
     harness.stop().await;
 }
 
@@ -383,30 +265,15 @@ async fn a_device_connects_publishes_receives_and_is_dropped_when_revoked() {
     let harness = Harness::start().await;
     let registry = harness.registry.clone();
     let (ca_pem, port) = (harness.ca_pem.clone(), harness.port);
-    registry
-        .create_thing(CreateThing {
-            name: "dev".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    registry.create_thing(CreateThing { name: "dev".into(), ..Default::default() }).await.unwrap();
     let cert = registry.create_keys_and_certificate(true).await.unwrap();
     let own_topics = r#"{"Version":"2012-10-17","Statement":[
         {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:us-east-1:000000000000:client/${iot:Connection.Thing.ThingName}"},
         {"Effect":"Allow","Action":["iot:Publish","iot:Receive"],"Resource":"arn:aws:iot:us-east-1:000000000000:topic/things/${iot:Connection.Thing.ThingName}/*"},
         {"Effect":"Allow","Action":"iot:Subscribe","Resource":"arn:aws:iot:us-east-1:000000000000:topicfilter/things/${iot:Connection.Thing.ThingName}/*"}]}"#;
-    registry
-        .create_policy("own-topics", own_topics, &Default::default())
-        .await
-        .unwrap();
-    registry
-        .attach_policy("own-topics", &cert.arn)
-        .await
-        .unwrap();
-    registry
-        .attach_thing_principal("dev", &cert.arn, ThingPrincipalType::NonExclusiveThing)
-        .await
-        .unwrap();
+    registry.create_policy("own-topics", own_topics, &Default::default()).await.unwrap();
+    registry.attach_policy("own-topics", &cert.arn).await.unwrap();
+    registry.attach_thing_principal("dev", &cert.arn, ThingPrincipalType::NonExclusiveThing).await.unwrap();
 
     let (key_public, key_private) = cert.key_pair.clone().unwrap();
     drop(key_public);
@@ -414,32 +281,19 @@ async fn a_device_connects_publishes_receives_and_is_dropped_when_revoked() {
     let (_, refused) = connect_device(port, &ca_pem, &cert.pem, &key_private, "someone-else").await;
     assert_eq!(refused.reason, ReasonCode::NotAuthorized);
 
-    let (mut device, accepted) =
-        connect_device(port, &ca_pem, &cert.pem, &key_private, "dev").await;
+    let (mut device, accepted) = connect_device(port, &ca_pem, &cert.pem, &key_private, "dev").await;
     assert_eq!(accepted.reason, ReasonCode::Success);
-    let options = SubscriptionOptions {
-        qos: QoS::AtLeastOnce,
-        no_local: false,
-        retain_as_published: false,
-        retain_handling: 0,
-    };
+    let options =
+        SubscriptionOptions { qos: QoS::AtLeastOnce, no_local: false, retain_as_published: false, retain_handling: 0 };
     device
         .send(Packet::Subscribe(Subscribe {
             packet_id: 1,
-            filters: vec![
-                ("things/dev/#".into(), options),
-                ("things/other/#".into(), options),
-            ],
+            filters: vec![("things/dev/#".into(), options), ("things/other/#".into(), options)],
             properties: Properties::default(),
         }))
         .await;
-    let Some(Packet::SubAck(suback)) = device.next().await else {
-        panic!("no SUBACK")
-    };
-    assert_eq!(
-        suback.reasons,
-        [ReasonCode::GrantedQoS1, ReasonCode::NotAuthorized]
-    );
+    let Some(Packet::SubAck(suback)) = device.next().await else { panic!("no SUBACK") };
+    assert_eq!(suback.reasons, [ReasonCode::GrantedQoS1, ReasonCode::NotAuthorized]);
 
     let publish = |topic: &str, id: u16| {
         Packet::Publish(Publish {
@@ -461,10 +315,7 @@ async fn a_device_connects_publishes_receives_and_is_dropped_when_revoked() {
                 acked = true;
             }
             Packet::Publish(message) => {
-                assert_eq!(
-                    (message.topic.as_str(), &message.payload[..]),
-                    ("things/dev/temperature", &b"21.5"[..])
-                );
+                assert_eq!((message.topic.as_str(), &message.payload[..]), ("things/dev/temperature", &b"21.5"[..]));
                 device
                     .send(Packet::PubAck(Ack {
                         packet_id: message.packet_id.unwrap(),
@@ -478,32 +329,16 @@ async fn a_device_connects_publishes_receives_and_is_dropped_when_revoked() {
         }
     }
     device.send(publish("things/other/temperature", 3)).await;
-    let Some(Packet::PubAck(denied)) = device.next().await else {
-        panic!("no PUBACK")
-    };
-    assert_eq!(
-        (denied.packet_id, denied.reason),
-        (3, ReasonCode::NotAuthorized)
-    );
+    let Some(Packet::PubAck(denied)) = device.next().await else { panic!("no PUBACK") };
+    assert_eq!((denied.packet_id, denied.reason), (3, ReasonCode::NotAuthorized));
 
-    registry
-        .update_certificate(&cert.id, CertificateStatus::Inactive)
-        .await
-        .unwrap();
-    let Some(Packet::Disconnect(disconnect)) = device.next().await else {
-        panic!("no DISCONNECT after revocation")
-    };
+    registry.update_certificate(&cert.id, CertificateStatus::Inactive).await.unwrap();
+    let Some(Packet::Disconnect(disconnect)) = device.next().await else { panic!("no DISCONNECT after revocation") };
     assert_eq!(disconnect.reason, ReasonCode::NotAuthorized);
-    assert!(
-        device.next().await.is_none(),
-        "and the connection is closed"
-    );
+    assert!(device.next().await.is_none(), "and the connection is closed");
 
     let remembered = registry.remembered_connection_permissions();
     drop(device);
     harness.stop().await;
-    assert_eq!(
-        remembered, 0,
-        "the closed connection's permissions are not kept"
-    );
+    assert_eq!(remembered, 0, "the closed connection's permissions are not kept");
 }

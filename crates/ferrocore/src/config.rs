@@ -35,12 +35,7 @@ pub struct ServeArgs {
     /// An access key to accept (with --secret-access-key); replaces the local test/test pair.
     #[arg(long, env = "FERROCORE_ACCESS_KEY_ID", requires = "secret_access_key")]
     pub access_key_id: Option<String>,
-    #[arg(
-        long,
-        env = "FERROCORE_SECRET_ACCESS_KEY",
-        hide_env_values = true,
-        requires = "access_key_id"
-    )]
+    #[arg(long, env = "FERROCORE_SECRET_ACCESS_KEY", hide_env_values = true, requires = "access_key_id")]
     pub secret_access_key: Option<String>,
 }
 
@@ -213,28 +208,19 @@ impl Config {
         macro_rules! override_with {
             ($($field:ident),*) => {$( if let Some(value) = args.$field { config.$field = value; } )*};
         }
-        override_with!(
-            data_dir, api_addr, mqtt_addr, https_addr, account_id, region
-        );
+        override_with!(data_dir, api_addr, mqtt_addr, https_addr, account_id, region);
         if args.endpoint_host.is_some() {
             config.endpoint_host = args.endpoint_host;
         }
-        if let (Some(access_key_id), Some(secret_access_key)) =
-            (args.access_key_id, args.secret_access_key)
-        {
-            config.credentials = vec![CredentialConfig {
-                access_key_id,
-                secret_access_key,
-                policy: None,
-            }];
+        if let (Some(access_key_id), Some(secret_access_key)) = (args.access_key_id, args.secret_access_key) {
+            config.credentials = vec![CredentialConfig { access_key_id, secret_access_key, policy: None }];
         }
         config.validate()?;
         Ok(config)
     }
 
     fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -273,20 +259,15 @@ impl Config {
             endpoints.insert("default".into(), url.clone());
         }
         let credentials = match (&rules.access_key_id, &rules.secret_access_key) {
-            (Some(access_key_id), Some(secret_access_key)) => {
-                Some(ferrocore_rules::StaticCredentials {
-                    access_key_id: access_key_id.clone(),
-                    secret_access_key: secret_access_key.clone(),
-                    session_token: rules.session_token.clone(),
-                })
-            }
+            (Some(access_key_id), Some(secret_access_key)) => Some(ferrocore_rules::StaticCredentials {
+                access_key_id: access_key_id.clone(),
+                secret_access_key: secret_access_key.clone(),
+                session_token: rules.session_token.clone(),
+            }),
             _ => None,
         };
-        let api_host = if self.api_addr.ip().is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            self.api_addr.ip().to_string()
-        };
+        let api_host =
+            if self.api_addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { self.api_addr.ip().to_string() };
         ferrocore_rules::RulesConfig {
             account_id: self.account_id.clone(),
             region: rules.region.clone().unwrap_or_else(|| self.region.clone()),
@@ -302,11 +283,7 @@ impl Config {
 
     /// Names the device endpoints' TLS certificate covers: loopback, the endpoint host, and configured names.
     pub fn server_names(&self) -> Vec<String> {
-        let mut names = vec![
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-            self.endpoint_host(),
-        ];
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), self.endpoint_host()];
         names.extend(self.server_names.iter().cloned());
         let mut seen = std::collections::BTreeSet::new();
         names.retain(|n| seen.insert(n.clone()));
@@ -346,30 +323,16 @@ mod tests {
     fn file_values_yield_to_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ferrocore.toml");
-        std::fs::write(
-            &path,
-            "region = \"eu-west-1\"\naccount_id = \"123456789012\"\n",
-        )
-        .unwrap();
-        let config = Config::load(ServeArgs {
-            config: Some(path),
-            region: Some("eu-central-1".into()),
-            ..args()
-        })
-        .unwrap();
-        assert_eq!(
-            (config.region.as_str(), config.account_id.as_str()),
-            ("eu-central-1", "123456789012")
-        );
+        std::fs::write(&path, "region = \"eu-west-1\"\naccount_id = \"123456789012\"\n").unwrap();
+        let config =
+            Config::load(ServeArgs { config: Some(path), region: Some("eu-central-1".into()), ..args() }).unwrap();
+        assert_eq!((config.region.as_str(), config.account_id.as_str()), ("eu-central-1", "123456789012"));
         assert_eq!(config.endpoint_host(), "127.0.0.1");
     }
 
     #[test]
     fn public_listeners_need_credentials() {
-        let public = ServeArgs {
-            api_addr: Some("0.0.0.0:4566".parse().unwrap()),
-            ..args()
-        };
+        let public = ServeArgs { api_addr: Some("0.0.0.0:4566".parse().unwrap()), ..args() };
         assert!(Config::load(public).is_err());
         let keyed = ServeArgs {
             api_addr: Some("0.0.0.0:4566".parse().unwrap()),
@@ -385,13 +348,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "regoin = \"x\"\n").unwrap();
-        assert!(
-            Config::load(ServeArgs {
-                config: Some(path),
-                ..args()
-            })
-            .is_err()
-        );
+        assert!(Config::load(ServeArgs { config: Some(path), ..args() }).is_err());
     }
 
     #[test]
@@ -403,28 +360,11 @@ mod tests {
             "api_addr = \"127.0.0.1:5999\"\n[rules]\nendpoint_url = \"http://127.0.0.1:5000\"\naccess_key_id = \"a\"\nsecret_access_key = \"s\"\n[rules.endpoints]\nlambda = \"http://127.0.0.1:9001\"\n",
         )
         .unwrap();
-        let rules = Config::load(ServeArgs {
-            config: Some(path),
-            ..args()
-        })
-        .unwrap()
-        .rules_config();
-        assert_eq!(
-            rules.endpoints.get("default").map(String::as_str),
-            Some("http://127.0.0.1:5000")
-        );
-        assert_eq!(
-            rules.endpoints.get("lambda").map(String::as_str),
-            Some("http://127.0.0.1:9001")
-        );
-        assert_eq!(
-            rules.credentials.map(|c| c.access_key_id),
-            Some("a".to_string())
-        );
-        assert_eq!(
-            (rules.region.as_str(), rules.api_url.as_str()),
-            ("us-east-1", "http://127.0.0.1:5999")
-        );
+        let rules = Config::load(ServeArgs { config: Some(path), ..args() }).unwrap().rules_config();
+        assert_eq!(rules.endpoints.get("default").map(String::as_str), Some("http://127.0.0.1:5000"));
+        assert_eq!(rules.endpoints.get("lambda").map(String::as_str), Some("http://127.0.0.1:9001"));
+        assert_eq!(rules.credentials.map(|c| c.access_key_id), Some("a".to_string()));
+        assert_eq!((rules.region.as_str(), rules.api_url.as_str()), ("us-east-1", "http://127.0.0.1:5999"));
     }
 
     #[test]
@@ -432,12 +372,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("half.toml");
         std::fs::write(&path, "[rules]\naccess_key_id = \"a\"\n").unwrap();
-        assert!(
-            Config::load(ServeArgs {
-                config: Some(path),
-                ..args()
-            })
-            .is_err()
-        );
+        assert!(Config::load(ServeArgs { config: Some(path), ..args() }).is_err());
     }
 }

@@ -16,9 +16,7 @@ pub fn write_file(path: &Path, contents: &str, private: bool) -> anyhow::Result<
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(mode);
     }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
     // An existing file keeps its old mode on open: set it explicitly.
     #[cfg(unix)]
     {

@@ -29,20 +29,14 @@ pub struct SuppliedTls {
 }
 
 impl ServerPki {
-    pub fn load_or_create(
-        data_dir: &Path,
-        names: &[String],
-        supplied: Option<SuppliedTls>,
-    ) -> anyhow::Result<Self> {
+    pub fn load_or_create(data_dir: &Path, names: &[String], supplied: Option<SuppliedTls>) -> anyhow::Result<Self> {
         let dir = data_dir.join("pki");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let (ca_path, ca_key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
         let issuer = if ca_path.exists() {
-            Issuer::from_pem(&read(&ca_path)?, &read(&ca_key_path)?)
-                .context("loading the server CA")?
+            Issuer::from_pem(&read(&ca_path)?, &read(&ca_key_path)?).context("loading the server CA")?
         } else {
-            let issuer = Issuer::new_root("ferrocore root CA", "ferrocore", now())
-                .context("creating the server CA")?;
+            let issuer = Issuer::new_root("ferrocore root CA", "ferrocore", now()).context("creating the server CA")?;
             write_file(&ca_key_path, &issuer.key_pem(), true)?;
             write_file(&ca_path, issuer.certificate_pem(), false)?;
             tracing::info!(path = %ca_path.display(), "created the server root CA");
@@ -55,21 +49,14 @@ impl ServerPki {
             None => {
                 let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server.key"));
                 let current = cert_path.exists().then(|| read(&cert_path)).transpose()?;
-                let fresh = current
-                    .as_deref()
-                    .and_then(|pem| parse_certificate_pem(pem).ok())
-                    .is_some_and(|cert| {
-                        let covered = names
-                            .iter()
-                            .all(|n| cert.subject_alternative_names.iter().any(|(_, v)| v == n));
-                        covered && cert.not_after > now() + 30 * 86_400
-                    });
+                let fresh = current.as_deref().and_then(|pem| parse_certificate_pem(pem).ok()).is_some_and(|cert| {
+                    let covered = names.iter().all(|n| cert.subject_alternative_names.iter().any(|(_, v)| v == n));
+                    covered && cert.not_after > now() + 30 * 86_400
+                });
                 if fresh {
                     (current.unwrap_or_default(), read(&key_path)?)
                 } else {
-                    let issued = issuer
-                        .issue_server(names, now())
-                        .context("issuing the server certificate")?;
+                    let issued = issuer.issue_server(names, now()).context("issuing the server certificate")?;
                     write_file(&key_path, &issued.private_key_pem, true)?;
                     write_file(&cert_path, &issued.certificate_pem, false)?;
                     tracing::info!(names = ?names, "issued the server TLS certificate");
@@ -80,11 +67,6 @@ impl ServerPki {
         if parse_certificate_pem(&server_cert_pem).is_err() {
             bail!("the server TLS certificate is not a valid PEM certificate");
         }
-        Ok(Self {
-            issuer,
-            ca_pem,
-            server_cert_pem,
-            server_key_pem,
-        })
+        Ok(Self { issuer, ca_pem, server_cert_pem, server_key_pem })
     }
 }

@@ -19,17 +19,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let database = config.data_dir.join("ferrocore.db");
-    let store: Arc<dyn ferrocore_store::RecordStore> = Arc::new(
-        SqliteStore::open(&database)
-            .await
-            .with_context(|| format!("opening {}", database.display()))?,
-    );
+    let store: Arc<dyn ferrocore_store::RecordStore> =
+        Arc::new(SqliteStore::open(&database).await.with_context(|| format!("opening {}", database.display()))?);
 
     let supplied = match (&config.tls_cert_file, &config.tls_key_file) {
-        (Some(cert_file), Some(key_file)) => Some(SuppliedTls {
-            cert_file: cert_file.clone(),
-            key_file: key_file.clone(),
-        }),
+        (Some(cert_file), Some(key_file)) => {
+            Some(SuppliedTls { cert_file: cert_file.clone(), key_file: key_file.clone() })
+        }
         _ => None,
     };
     let pki = ServerPki::load_or_create(&config.data_dir, &config.server_names(), supplied)?;
@@ -48,18 +44,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let account = Account {
-        id: config.account_id.clone(),
-        region: config.region.clone(),
-    };
+    let account = Account { id: config.account_id.clone(), region: config.region.clone() };
     let registry = Arc::new(Registry::new(
         store.clone(),
         RegistryConfig {
             account: account.clone(),
-            thing_type_delete_wait_ms: i64::try_from(
-                config.thing_type_delete_wait_secs.saturating_mul(1000),
-            )
-            .unwrap_or(i64::MAX),
+            thing_type_delete_wait_ms: i64::try_from(config.thing_type_delete_wait_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
             endpoint_host: config.endpoint_host(),
             policy_document_limit: config.policy_document_limit,
             shadows: ShadowSettings {
@@ -75,9 +66,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(pki.issuer),
     ));
 
-    let metrics = PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+    let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
     let upkeep = metrics.clone();
     tokio::spawn(async move {
         loop {
@@ -90,25 +79,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let credentials = if local_credentials {
         Credentials::local_default()
     } else {
-        Credentials::new(config.credentials.iter().map(|c| {
-            (
-                c.access_key_id.clone(),
-                c.secret_access_key.clone(),
-                c.policy.clone(),
-            )
-        }))
+        Credentials::new(
+            config.credentials.iter().map(|c| (c.access_key_id.clone(), c.secret_access_key.clone(), c.policy.clone())),
+        )
         .context("reading [[credentials]]")?
     };
     let tcp = tokio::net::TcpListener::bind(config.api_addr)
         .await
         .with_context(|| format!("binding the API listener on {}", config.api_addr))?;
     let budget = ConnectionBudget::of(&config);
-    tracing::info!(
-        descriptors = budget.descriptors,
-        api = budget.api,
-        devices = budget.devices,
-        "connection limits"
-    );
+    tracing::info!(descriptors = budget.descriptors, api = budget.api, devices = budget.devices, "connection limits");
     let listener = listen::Listener::new(tcp, listen::ConnectionLimit::new(budget.api), "api");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let gateway = Gateway::bind(
@@ -152,22 +132,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         metrics: Some(Box::new(move || metrics.render())),
         ca_pem: pki.ca_pem,
-        listeners: Listeners {
-            api: config.api_addr,
-            mqtt: config.mqtt_addr,
-            https: config.https_addr,
-        },
+        listeners: Listeners { api: config.api_addr, mqtt: config.mqtt_addr, https: config.https_addr },
         publisher: gateway.publisher(),
     });
 
     let gateway = tokio::spawn(gateway.serve(wait_for(stopped.clone())));
     print_banner(&config, local_credentials);
     tracing::info!(api = %config.api_addr, mqtt = %config.mqtt_addr, https = %config.https_addr, data_dir = %config.data_dir.display(), "ferrocore ready");
-    let api = serve_api(
-        listener,
-        ferrocore_api::router(state),
-        Duration::from_secs(config.api_idle_timeout_secs),
-    );
+    let api = serve_api(listener, ferrocore_api::router(state), Duration::from_secs(config.api_idle_timeout_secs));
     tokio::select! {
         _ = shutdown_signal() => {
             let _ = stop.send(true);
@@ -181,44 +153,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 fn print_banner(config: &Config, local_credentials: bool) {
     let credentials = if local_credentials {
-        "access key `test`, secret `test` (loopback only; configure keys to listen elsewhere)"
-            .to_string()
+        "access key `test`, secret `test` (loopback only; configure keys to listen elsewhere)".to_string()
     } else {
         format!("{} configured access key(s)", config.credentials.len())
     };
-    println!(
-        "ferrocore {} — a self-hosted AWS IoT Core",
-        env!("CARGO_PKG_VERSION")
-    );
-    println!(
-        "  AWS API      http://{}   (iot, sts; /health, /metrics, /ca.pem)",
-        config.api_addr
-    );
-    println!(
-        "  MQTT/TLS     {}   (MQTT 3.1.1/5, X.509 client certificates; trust /ca.pem)",
-        config.mqtt_addr
-    );
+    println!("ferrocore {} — a self-hosted AWS IoT Core", env!("CARGO_PKG_VERSION"));
+    println!("  AWS API      http://{}   (iot, sts; /health, /metrics, /ca.pem)", config.api_addr);
+    println!("  MQTT/TLS     {}   (MQTT 3.1.1/5, X.509 client certificates; trust /ca.pem)", config.mqtt_addr);
     println!(
         "  HTTPS        {}   (HTTPS publish, MQTT over WebSocket /mqtt with SigV4, ALPN x-amzn-mqtt-ca)",
         config.https_addr
     );
     let targets = match &config.rules.endpoint_url {
         Some(url) => format!("rule actions call AWS services at {url}"),
-        None if config.rules.endpoints.is_empty() => {
-            "rule actions call AWS's regional endpoints".to_string()
-        }
-        None => {
-            "rule actions call the endpoints in [rules.endpoints], AWS for the rest".to_string()
-        }
+        None if config.rules.endpoints.is_empty() => "rule actions call AWS's regional endpoints".to_string(),
+        None => "rule actions call the endpoints in [rules.endpoints], AWS for the rest".to_string(),
     };
     println!("  rules        {targets}");
     println!("  data dir     {}", config.data_dir.display());
     println!("  account      {} in {}", config.account_id, config.region);
     println!("  credentials  {credentials}");
-    println!(
-        "  try          aws --endpoint-url http://{} iot list-things",
-        config.api_addr
-    );
+    println!("  try          aws --endpoint-url http://{} iot list-things", config.api_addr);
 }
 
 /// How the process's descriptors are shared: the API's connections, the device
@@ -234,16 +189,10 @@ impl ConnectionBudget {
     fn of(config: &Config) -> Self {
         let descriptors = listen::descriptor_limit();
         let api = config.api_max_connections;
-        let devices = config.device_max_connections.unwrap_or_else(|| {
-            descriptors
-                .saturating_sub(api + listen::RESERVED_DESCRIPTORS)
-                .max(16)
-        });
-        Self {
-            descriptors,
-            api,
-            devices,
-        }
+        let devices = config
+            .device_max_connections
+            .unwrap_or_else(|| descriptors.saturating_sub(api + listen::RESERVED_DESCRIPTORS).max(16));
+        Self { descriptors, api, devices }
     }
 }
 
@@ -257,18 +206,13 @@ async fn serve_api(mut listener: listen::Listener, router: axum::Router, idle: D
         let router = router.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(
-                move |request: hyper::Request<hyper::body::Incoming>| {
-                    tower::ServiceExt::oneshot(router.clone(), request.map(axum::body::Body::new))
-                },
-            );
+            let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                tower::ServiceExt::oneshot(router.clone(), request.map(axum::body::Body::new))
+            });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(
-                    hyper_util::rt::TokioIo::new(listen::IdleTimeout::new(tcp, idle)),
-                    service,
-                )
+                .serve_connection(hyper_util::rt::TokioIo::new(listen::IdleTimeout::new(tcp, idle)), service)
                 .await;
             if let Err(err) = served {
                 tracing::debug!(peer = %peer, error = %err, "API connection ended with an error");

@@ -56,20 +56,11 @@ pub struct Arn {
 
 impl Arn {
     pub fn new(kind: ResourceKind, name: impl Into<String>) -> Self {
-        Self {
-            kind,
-            name: name.into(),
-        }
+        Self { kind, name: name.into() }
     }
 
     pub fn render(&self, account: &Account) -> String {
-        format!(
-            "arn:aws:iot:{}:{}:{}/{}",
-            account.region,
-            account.id,
-            self.kind.arn_word(),
-            self.name
-        )
+        format!("arn:aws:iot:{}:{}:{}/{}", account.region, account.id, self.kind.arn_word(), self.name)
     }
 
     /// Parses an ARN of this account and region. Anything else is a resource
@@ -77,21 +68,8 @@ impl Arn {
     pub fn parse(arn: &str, account: &Account) -> Result<Self> {
         let not_found = || Error::not_found(format!("The resource {arn} does not exist."));
         let mut parts = arn.splitn(6, ':');
-        let (
-            Some("arn"),
-            Some(_partition),
-            Some("iot"),
-            Some(region),
-            Some(account_id),
-            Some(resource),
-        ) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        )
+        let (Some("arn"), Some(_partition), Some("iot"), Some(region), Some(account_id), Some(resource)) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(Error::invalid(format!("Invalid resource ARN: {arn}")));
         };
@@ -124,9 +102,6 @@ mod tests {
             Arn::parse("arn:aws:iot:eu-west-1:000000000000:thing/x", &account),
             Err(Error::ResourceNotFound(_))
         ));
-        assert!(matches!(
-            Arn::parse("nonsense", &account),
-            Err(Error::InvalidRequest(_))
-        ));
+        assert!(matches!(Arn::parse("nonsense", &account), Err(Error::InvalidRequest(_))));
     }
 }

@@ -10,11 +10,7 @@ pub enum Error {
     #[error("{0}")]
     ResourceNotFound(String),
     #[error("{message}")]
-    ResourceAlreadyExists {
-        message: String,
-        resource_id: String,
-        resource_arn: String,
-    },
+    ResourceAlreadyExists { message: String, resource_id: String, resource_arn: String },
     #[error("{0}")]
     VersionConflict(String),
     #[error("{0}")]

@@ -26,9 +26,6 @@ pub struct Account {
 
 impl Default for Account {
     fn default() -> Self {
-        Self {
-            id: "000000000000".into(),
-            region: "us-east-1".into(),
-        }
+        Self { id: "000000000000".into(), region: "us-east-1".into() }
     }
 }

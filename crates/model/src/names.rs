@@ -41,77 +41,29 @@ fn any_char(_: char) -> bool {
 }
 
 /// Things, thing types, thing groups and billing groups.
-pub const RESOURCE_NAME: Constraint = Constraint {
-    min: 1,
-    max: 128,
-    pattern: "[a-zA-Z0-9:_-]+",
-    allowed: resource_name_char,
-};
-pub const ATTRIBUTE_NAME: Constraint = Constraint {
-    min: 1,
-    max: 128,
-    pattern: "[a-zA-Z0-9_.,@/:#-]+",
-    allowed: attribute_name_char,
-};
-pub const ATTRIBUTE_VALUE: Constraint = Constraint {
-    min: 0,
-    max: 800,
-    pattern: "[a-zA-Z0-9_.,@/:#=\\[\\]-]*",
-    allowed: attribute_value_char,
-};
-pub const POLICY_NAME: Constraint = Constraint {
-    min: 1,
-    max: 128,
-    pattern: "[\\w+=,.@-]+",
-    allowed: policy_name_char,
-};
-pub const ROLE_ALIAS: Constraint = Constraint {
-    min: 1,
-    max: 128,
-    pattern: "[\\w=,@-]+",
-    allowed: role_alias_char,
-};
-pub const CERTIFICATE_ID: Constraint = Constraint {
-    min: 64,
-    max: 64,
-    pattern: "(0x)?[a-fA-F0-9]+",
-    allowed: hex_char,
-};
-pub const TAG_KEY: Constraint = Constraint {
-    min: 1,
-    max: 128,
-    pattern: "",
-    allowed: any_char,
-};
-pub const TAG_VALUE: Constraint = Constraint {
-    min: 0,
-    max: 256,
-    pattern: "",
-    allowed: any_char,
-};
-pub const DESCRIPTION: Constraint = Constraint {
-    min: 0,
-    max: 2028,
-    pattern: "",
-    allowed: any_char,
-};
+pub const RESOURCE_NAME: Constraint =
+    Constraint { min: 1, max: 128, pattern: "[a-zA-Z0-9:_-]+", allowed: resource_name_char };
+pub const ATTRIBUTE_NAME: Constraint =
+    Constraint { min: 1, max: 128, pattern: "[a-zA-Z0-9_.,@/:#-]+", allowed: attribute_name_char };
+pub const ATTRIBUTE_VALUE: Constraint =
+    Constraint { min: 0, max: 800, pattern: "[a-zA-Z0-9_.,@/:#=\\[\\]-]*", allowed: attribute_value_char };
+pub const POLICY_NAME: Constraint = Constraint { min: 1, max: 128, pattern: "[\\w+=,.@-]+", allowed: policy_name_char };
+pub const ROLE_ALIAS: Constraint = Constraint { min: 1, max: 128, pattern: "[\\w=,@-]+", allowed: role_alias_char };
+pub const CERTIFICATE_ID: Constraint = Constraint { min: 64, max: 64, pattern: "(0x)?[a-fA-F0-9]+", allowed: hex_char };
+pub const TAG_KEY: Constraint = Constraint { min: 1, max: 128, pattern: "", allowed: any_char };
+pub const TAG_VALUE: Constraint = Constraint { min: 0, max: 256, pattern: "", allowed: any_char };
+pub const DESCRIPTION: Constraint = Constraint { min: 0, max: 2028, pattern: "", allowed: any_char };
 
 impl Constraint {
     /// Checks `value` of the request member `field`.
     pub fn check(&self, field: &str, value: &str) -> Result<()> {
         let len = value.chars().count();
         let problem = if len < self.min {
-            format!(
-                "Member must have length greater than or equal to {}",
-                self.min
-            )
+            format!("Member must have length greater than or equal to {}", self.min)
         } else if len > self.max {
             format!("Member must have length less than or equal to {}", self.max)
         } else if !value.chars().all(self.allowed) {
-            format!(
-                "Member must satisfy regular expression pattern: {}",
-                self.pattern
-            )
+            format!("Member must satisfy regular expression pattern: {}", self.pattern)
         } else {
             return Ok(());
         };
@@ -130,10 +82,7 @@ mod tests {
         assert!(RESOURCE_NAME.check("thingName", "sensor-001:a_b").is_ok());
         for bad in ["", "has space", "slash/no", "é", &"x".repeat(129)] {
             let err = RESOURCE_NAME.check("thingName", bad).unwrap_err();
-            assert!(
-                matches!(err, Error::InvalidRequest(m) if m.contains("'thingName'")),
-                "{bad}"
-            );
+            assert!(matches!(err, Error::InvalidRequest(m) if m.contains("'thingName'")), "{bad}");
         }
         assert!(RESOURCE_NAME.check("thingName", &"x".repeat(128)).is_ok());
     }

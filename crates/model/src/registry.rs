@@ -5,9 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::{
-    ATTRIBUTE_NAME, ATTRIBUTE_VALUE, DESCRIPTION, RESOURCE_NAME, TAG_KEY, TAG_VALUE,
-};
+use crate::names::{ATTRIBUTE_NAME, ATTRIBUTE_VALUE, DESCRIPTION, RESOURCE_NAME, TAG_KEY, TAG_VALUE};
 use crate::{Error, Millis, Result};
 
 pub type Attributes = BTreeMap<String, String>;
@@ -86,11 +84,7 @@ pub struct AttributePayload {
 
 impl AttributePayload {
     pub fn apply(&self, current: &Attributes) -> Attributes {
-        let mut result = if self.merge {
-            current.clone()
-        } else {
-            Attributes::new()
-        };
+        let mut result = if self.merge { current.clone() } else { Attributes::new() };
         for (name, value) in &self.attributes {
             if value.is_empty() {
                 result.remove(name);
@@ -126,19 +120,11 @@ pub fn validate_attributes(attributes: &Attributes, max: usize, owner: &str) -> 
 }
 
 pub fn max_thing_attributes(typed: bool) -> usize {
-    if typed {
-        MAX_ATTRIBUTES_TYPED
-    } else {
-        MAX_ATTRIBUTES_UNTYPED
-    }
+    if typed { MAX_ATTRIBUTES_TYPED } else { MAX_ATTRIBUTES_UNTYPED }
 }
 
 pub fn thing_attribute_owner(typed: bool) -> &'static str {
-    if typed {
-        "A thing with a thing type"
-    } else {
-        "A thing without a thing type"
-    }
+    if typed { "A thing with a thing type" } else { "A thing without a thing type" }
 }
 
 pub fn validate_tags(tags: &Tags) -> Result<()> {
@@ -146,15 +132,11 @@ pub fn validate_tags(tags: &Tags) -> Result<()> {
         TAG_KEY.check("tags.member.Key", key)?;
         TAG_VALUE.check("tags.member.Value", value)?;
         if key.starts_with("aws:") {
-            return Err(Error::invalid(format!(
-                "Tag key {key} uses the reserved prefix aws:"
-            )));
+            return Err(Error::invalid(format!("Tag key {key} uses the reserved prefix aws:")));
         }
     }
     if tags.len() > MAX_TAGS {
-        return Err(Error::invalid(format!(
-            "A resource can have at most {MAX_TAGS} tags"
-        )));
+        return Err(Error::invalid(format!("A resource can have at most {MAX_TAGS} tags")));
     }
     Ok(())
 }
@@ -175,10 +157,7 @@ pub fn validate_searchable_attributes(names: &[String]) -> Result<()> {
 pub fn check_type_usable(thing_type: &ThingType) -> Result<()> {
     if thing_type.deprecated {
         // AWS's own message, typo included.
-        return Err(Error::invalid(format!(
-            "Can not create new thing with depreated thing type:{}",
-            thing_type.name
-        )));
+        return Err(Error::invalid(format!("Can not create new thing with depreated thing type:{}", thing_type.name)));
     }
     Ok(())
 }
@@ -203,12 +182,7 @@ pub fn check_type_deletable(thing_type: &ThingType, now: Millis, wait_ms: Millis
     }
 }
 
-pub fn check_expected_version(
-    resource: &str,
-    name: &str,
-    current: i64,
-    expected: Option<i64>,
-) -> Result<()> {
+pub fn check_expected_version(resource: &str, name: &str, current: i64, expected: Option<i64>) -> Result<()> {
     match expected {
         Some(expected) if expected != current => Err(Error::VersionConflict(format!(
             "The version for {resource} {name} does not match the expected version."
@@ -219,11 +193,7 @@ pub fn check_expected_version(
 
 /// A thing may join at most ten groups and no two of one hierarchy.
 /// `root_of` maps each group to the root of its tree.
-pub fn check_group_membership(
-    thing: &Thing,
-    new_group: &str,
-    root_of: &dyn Fn(&str) -> String,
-) -> Result<()> {
+pub fn check_group_membership(thing: &Thing, new_group: &str, root_of: &dyn Fn(&str) -> String) -> Result<()> {
     if thing.groups.contains(new_group) {
         return Ok(());
     }
@@ -248,24 +218,15 @@ mod tests {
     use super::*;
 
     fn attrs(pairs: &[(&str, &str)]) -> Attributes {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn merge_keeps_old_and_empty_removes() {
         let current = attrs(&[("a", "1"), ("b", "2")]);
-        let payload = AttributePayload {
-            attributes: attrs(&[("b", ""), ("c", "3")]),
-            merge: true,
-        };
+        let payload = AttributePayload { attributes: attrs(&[("b", ""), ("c", "3")]), merge: true };
         assert_eq!(payload.apply(&current), attrs(&[("a", "1"), ("c", "3")]));
-        let replace = AttributePayload {
-            merge: false,
-            ..payload
-        };
+        let replace = AttributePayload { merge: false, ..payload };
         assert_eq!(replace.apply(&current), attrs(&[("c", "3")]));
     }
 
@@ -294,10 +255,7 @@ mod tests {
         assert!(check_type_deletable(&thing_type(None), 10, 0).is_err());
         assert!(check_type_deletable(&thing_type(Some(0)), 0, 0).is_ok());
         let err = check_type_deletable(&thing_type(Some(0)), 1000, 300_000).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("Please wait for 5 minutes after deprecation and then retry")
-        );
+        assert!(err.to_string().contains("Please wait for 5 minutes after deprecation and then retry"));
         assert!(check_type_usable(&thing_type(Some(0))).is_err());
     }
 
@@ -314,11 +272,7 @@ mod tests {
             principals: Default::default(),
         };
         let root_of = |g: &str| {
-            if g.starts_with("child") {
-                "root".to_string()
-            } else {
-                g.to_string()
-            }
+            if g.starts_with("child") { "root".to_string() } else { g.to_string() }
         };
         assert!(check_group_membership(&thing, "child-b", &root_of).is_err());
         assert!(check_group_membership(&thing, "other", &root_of).is_ok());

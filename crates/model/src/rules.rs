@@ -18,59 +18,26 @@ pub const SQL_VERSIONS: [&str; 3] = ["2015-10-08", "2016-03-23", "beta"];
 pub const ACTION_KINDS: &[(&str, &[&str])] = &[
     ("republish", &["topic", "roleArn"]),
     ("lambda", &["functionArn"]),
-    (
-        "dynamoDB",
-        &["tableName", "roleArn", "hashKeyField", "hashKeyValue"],
-    ),
+    ("dynamoDB", &["tableName", "roleArn", "hashKeyField", "hashKeyValue"]),
     ("dynamoDBv2", &["roleArn", "putItem"]),
     ("s3", &["roleArn", "bucketName", "key"]),
     ("sns", &["targetArn", "roleArn"]),
     ("sqs", &["roleArn", "queueUrl"]),
     ("kinesis", &["roleArn", "streamName"]),
     ("firehose", &["roleArn", "deliveryStreamName"]),
-    (
-        "cloudwatchMetric",
-        &[
-            "roleArn",
-            "metricNamespace",
-            "metricName",
-            "metricValue",
-            "metricUnit",
-        ],
-    ),
-    (
-        "cloudwatchAlarm",
-        &["roleArn", "alarmName", "stateReason", "stateValue"],
-    ),
+    ("cloudwatchMetric", &["roleArn", "metricNamespace", "metricName", "metricValue", "metricUnit"]),
+    ("cloudwatchAlarm", &["roleArn", "alarmName", "stateReason", "stateValue"]),
     ("cloudwatchLogs", &["roleArn", "logGroupName"]),
     ("http", &["url"]),
     ("kafka", &["destinationArn", "topic", "clientProperties"]),
-    (
-        "timestream",
-        &["roleArn", "databaseName", "tableName", "dimensions"],
-    ),
+    ("timestream", &["roleArn", "databaseName", "tableName", "dimensions"]),
     ("iotAnalytics", &[]),
     ("iotEvents", &["inputName", "roleArn"]),
     ("iotSiteWise", &["putAssetPropertyValueEntries", "roleArn"]),
     ("stepFunctions", &["stateMachineName", "roleArn"]),
-    (
-        "location",
-        &[
-            "roleArn",
-            "trackerName",
-            "deviceId",
-            "latitude",
-            "longitude",
-        ],
-    ),
-    (
-        "openSearch",
-        &["roleArn", "endpoint", "index", "type", "id"],
-    ),
-    (
-        "elasticsearch",
-        &["roleArn", "endpoint", "index", "type", "id"],
-    ),
+    ("location", &["roleArn", "trackerName", "deviceId", "latitude", "longitude"]),
+    ("openSearch", &["roleArn", "endpoint", "index", "type", "id"]),
+    ("elasticsearch", &["roleArn", "endpoint", "index", "type", "id"]),
     ("salesforce", &["token", "url"]),
 ];
 
@@ -105,9 +72,8 @@ pub struct TopicRulePayload {
 }
 
 pub fn check_rule_name(name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= RULE_NAME_MAX
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let valid =
+        !name.is_empty() && name.len() <= RULE_NAME_MAX && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if valid {
         return Ok(());
     }
@@ -135,39 +101,27 @@ pub fn check_action(action: &Value, context: &str) -> Result<Map<String, Value>>
     };
     let set: Vec<(&String, &Value)> = object.iter().filter(|(_, v)| !v.is_null()).collect();
     let [(kind, body)] = set.as_slice() else {
-        return Err(Error::invalid(format!(
-            "{context} must set exactly one action type, found {}.",
-            set.len()
-        )));
+        return Err(Error::invalid(format!("{context} must set exactly one action type, found {}.", set.len())));
     };
     let Some((_, required)) = ACTION_KINDS.iter().find(|(name, _)| name == kind) else {
-        return Err(Error::invalid(format!(
-            "{context}: unknown action type {kind}."
-        )));
+        return Err(Error::invalid(format!("{context}: unknown action type {kind}.")));
     };
     let Some(fields) = body.as_object() else {
-        return Err(Error::invalid(format!(
-            "{context}: {kind} must be an object."
-        )));
+        return Err(Error::invalid(format!("{context}: {kind} must be an object.")));
     };
-    if let Some(missing) = required
-        .iter()
-        .find(|field| fields.get(**field).is_none_or(Value::is_null))
-    {
+    if let Some(missing) = required.iter().find(|field| fields.get(**field).is_none_or(Value::is_null)) {
         return Err(Error::invalid(format!(
             "1 validation error detected: Value null at '{context}.{kind}.{missing}' failed to satisfy constraint: Member must not be null"
         )));
     }
-    Ok(set
-        .into_iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect())
+    Ok(set.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
+/// A rule's actions and its error action, each a JSON object naming one action.
+pub type CheckedActions = (Vec<Map<String, Value>>, Option<Map<String, Value>>);
+
 /// The checked actions and error action of a payload.
-pub fn check_actions(
-    payload: &TopicRulePayload,
-) -> Result<(Vec<Map<String, Value>>, Option<Map<String, Value>>)> {
+pub fn check_actions(payload: &TopicRulePayload) -> Result<CheckedActions> {
     let actions = payload.actions.as_deref().unwrap_or_default();
     if actions.len() > MAX_ACTIONS {
         return Err(Error::invalid(format!(
@@ -177,12 +131,7 @@ pub fn check_actions(
     let checked = actions
         .iter()
         .enumerate()
-        .map(|(i, action)| {
-            check_action(
-                action,
-                &format!("topicRulePayload.actions.{}.member", i + 1),
-            )
-        })
+        .map(|(i, action)| check_action(action, &format!("topicRulePayload.actions.{}.member", i + 1)))
         .collect::<Result<Vec<_>>>()?;
     let error_action = match &payload.error_action {
         None | Some(Value::Null) => None,
@@ -218,15 +167,9 @@ impl DestinationStatus {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Enabled,
-            Self::InProgress,
-            Self::Disabled,
-            Self::Error,
-            Self::Deleting,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        [Self::Enabled, Self::InProgress, Self::Disabled, Self::Error, Self::Deleting]
+            .into_iter()
+            .find(|s| s.as_str() == text)
     }
 }
 
@@ -302,43 +245,19 @@ mod tests {
     #[test]
     fn at_most_ten_actions() {
         let one = json!({"lambda": {"functionArn": "f"}});
-        let payload = TopicRulePayload {
-            actions: Some(vec![one; 11]),
-            ..Default::default()
-        };
+        let payload = TopicRulePayload { actions: Some(vec![one; 11]), ..Default::default() };
         assert!(check_actions(&payload).is_err());
     }
 
     #[test]
     fn destinations_cover_urls_under_their_confirmation_url() {
-        assert!(url_under(
-            "https://example.com/iot",
-            "https://example.com/iot/ingest"
-        ));
-        assert!(url_under(
-            "https://example.com/iot",
-            "https://example.com/iot"
-        ));
-        assert!(url_under(
-            "https://example.com/iot/",
-            "https://example.com/iot/x"
-        ));
+        assert!(url_under("https://example.com/iot", "https://example.com/iot/ingest"));
+        assert!(url_under("https://example.com/iot", "https://example.com/iot"));
+        assert!(url_under("https://example.com/iot/", "https://example.com/iot/x"));
         assert!(url_under("https://example.com", "https://example.com?x=1"));
-        assert!(!url_under(
-            "https://example.com/iot",
-            "https://example.org/iot"
-        ));
-        assert!(!url_under(
-            "https://example.com",
-            "https://example.com.evil.net/x"
-        ));
-        assert!(!url_under(
-            "https://example.com",
-            "https://example.com@evil.net/x"
-        ));
-        assert!(!url_under(
-            "https://example.com/iot",
-            "https://example.com/iotx"
-        ));
+        assert!(!url_under("https://example.com/iot", "https://example.org/iot"));
+        assert!(!url_under("https://example.com", "https://example.com.evil.net/x"));
+        assert!(!url_under("https://example.com", "https://example.com@evil.net/x"));
+        assert!(!url_under("https://example.com/iot", "https://example.com/iotx"));
     }
 }

@@ -177,8 +177,7 @@ pub struct Policy {
 
 impl Policy {
     pub fn default_document(&self) -> &str {
-        self.version(self.default_version)
-            .map_or("", |v| v.document.as_str())
+        self.version(self.default_version).map_or("", |v| v.document.as_str())
     }
 
     pub fn version(&self, id: u32) -> Option<&PolicyVersion> {
@@ -186,12 +185,7 @@ impl Policy {
     }
 
     /// CreatePolicyVersion: adds a version, the new default if asked.
-    pub fn add_version(
-        &mut self,
-        document: String,
-        set_as_default: bool,
-        now: Millis,
-    ) -> Result<u32> {
+    pub fn add_version(&mut self, document: String, set_as_default: bool, now: Millis) -> Result<u32> {
         if self.versions.len() >= MAX_POLICY_VERSIONS {
             return Err(Error::VersionsLimitExceeded(format!(
                 "The policy {} already has the maximum number of versions ({MAX_POLICY_VERSIONS})",
@@ -200,11 +194,7 @@ impl Policy {
         }
         let id = self.next_version;
         self.next_version += 1;
-        self.versions.push(PolicyVersion {
-            id,
-            document,
-            creation_date: now,
-        });
+        self.versions.push(PolicyVersion { id, document, creation_date: now });
         if set_as_default {
             self.default_version = id;
         }
@@ -214,10 +204,7 @@ impl Policy {
 
     pub fn delete_version(&mut self, id: u32) -> Result<()> {
         if self.version(id).is_none() {
-            return Err(Error::not_found(format!(
-                "Policy version {id} of policy {} does not exist",
-                self.name
-            )));
+            return Err(Error::not_found(format!("Policy version {id} of policy {} does not exist", self.name)));
         }
         if id == self.default_version {
             return Err(Error::InvalidRequest(format!(

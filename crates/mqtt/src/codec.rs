@@ -77,9 +77,7 @@ impl Reader {
                 return Ok(value);
             }
         }
-        Err(DecodeError::Malformed(
-            "a variable byte integer is longer than 4 bytes",
-        ))
+        Err(DecodeError::Malformed("a variable byte integer is longer than 4 bytes"))
     }
 
     pub(crate) fn bytes(&mut self, length: usize) -> Result<Bytes, DecodeError> {
@@ -100,8 +98,7 @@ impl Reader {
 
     pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
         let raw = self.binary()?;
-        let text = std::str::from_utf8(&raw)
-            .map_err(|_| DecodeError::Malformed("a string is not valid UTF-8"))?;
+        let text = std::str::from_utf8(&raw).map_err(|_| DecodeError::Malformed("a string is not valid UTF-8"))?;
         if text.contains('\u{0}') {
             return Err(DecodeError::Malformed("a string contains U+0000"));
         }
@@ -152,9 +149,7 @@ fn fixed_header(buf: &[u8]) -> Result<Option<(u8, usize, usize)>, DecodeError> {
             return Ok(Some((first, value, 2 + i)));
         }
     }
-    Err(DecodeError::Malformed(
-        "the remaining length is longer than 4 bytes",
-    ))
+    Err(DecodeError::Malformed("the remaining length is longer than 4 bytes"))
 }
 
 fn reason(byte: u8) -> Result<ReasonCode, DecodeError> {
@@ -168,11 +163,7 @@ fn packet_id(reader: &mut Reader) -> Result<u16, DecodeError> {
     }
 }
 
-fn properties(
-    reader: &mut Reader,
-    version: Version,
-    place: Place,
-) -> Result<Properties, DecodeError> {
+fn properties(reader: &mut Reader, version: Version, place: Place) -> Result<Properties, DecodeError> {
     match version {
         Version::V5 => Properties::decode(reader, place),
         Version::V311 => Ok(Properties::default()),
@@ -182,20 +173,13 @@ fn properties(
 /// Decodes one packet from the front of `buf`, or answers `None` until a whole
 /// packet has arrived. `version` is `None` before CONNECT, whose protocol level
 /// decides it. Packets larger than `max_size` are refused from their header alone.
-pub fn decode(
-    buf: &mut BytesMut,
-    version: Option<Version>,
-    max_size: usize,
-) -> Result<Option<Packet>, DecodeError> {
+pub fn decode(buf: &mut BytesMut, version: Option<Version>, max_size: usize) -> Result<Option<Packet>, DecodeError> {
     let Some((first, remaining, header)) = fixed_header(buf)? else {
         return Ok(None);
     };
     let size = header + remaining;
     if size > max_size {
-        return Err(DecodeError::TooLarge {
-            size,
-            limit: max_size,
-        });
+        return Err(DecodeError::TooLarge { size, limit: max_size });
     }
     if buf.len() < size {
         buf.reserve(size - buf.len());
@@ -217,13 +201,7 @@ pub fn decode(
 }
 
 fn require_flags(flags: u8, expected: u8) -> Result<(), DecodeError> {
-    if flags == expected {
-        Ok(())
-    } else {
-        Err(DecodeError::Malformed(
-            "reserved fixed-header flags are wrong",
-        ))
-    }
+    if flags == expected { Ok(()) } else { Err(DecodeError::Malformed("reserved fixed-header flags are wrong")) }
 }
 
 fn decode_connect(reader: &mut Reader, flags: u8) -> Result<Packet, DecodeError> {
@@ -242,8 +220,7 @@ fn decode_connect(reader: &mut Reader, flags: u8) -> Result<Packet, DecodeError>
     }
     let clean_start = connect_flags & 0x02 != 0;
     let has_will = connect_flags & 0x04 != 0;
-    let will_qos =
-        QoS::from_bits((connect_flags >> 3) & 0x03).ok_or(DecodeError::Malformed("will QoS 3"))?;
+    let will_qos = QoS::from_bits((connect_flags >> 3) & 0x03).ok_or(DecodeError::Malformed("will QoS 3"))?;
     let will_retain = connect_flags & 0x20 != 0;
     let has_password = connect_flags & 0x40 != 0;
     let has_username = connect_flags & 0x80 != 0;
@@ -263,26 +240,12 @@ fn decode_connect(reader: &mut Reader, flags: u8) -> Result<Packet, DecodeError>
         };
         let topic = reader.string()?;
         let payload = reader.binary()?;
-        Some(Will {
-            topic,
-            payload,
-            qos: will_qos,
-            retain: will_retain,
-            properties: will_properties,
-        })
+        Some(Will { topic, payload, qos: will_qos, retain: will_retain, properties: will_properties })
     } else {
         None
     };
-    let username = if has_username {
-        Some(reader.string()?)
-    } else {
-        None
-    };
-    let password = if has_password {
-        Some(reader.binary()?)
-    } else {
-        None
-    };
+    let username = if has_username { Some(reader.string()?) } else { None };
+    let password = if has_password { Some(reader.binary()?) } else { None };
     Ok(Packet::Connect(Box::new(Connect {
         version,
         client_id,
@@ -304,19 +267,10 @@ fn decode_ack(reader: &mut Reader, version: Version) -> Result<Ack, DecodeError>
             props = Properties::decode(reader, Place::Ack)?;
         }
     }
-    Ok(Ack {
-        packet_id,
-        reason: reason_code,
-        properties: props,
-    })
+    Ok(Ack { packet_id, reason: reason_code, properties: props })
 }
 
-fn decode_after_connect(
-    reader: &mut Reader,
-    kind: u8,
-    flags: u8,
-    version: Version,
-) -> Result<Packet, DecodeError> {
+fn decode_after_connect(reader: &mut Reader, kind: u8, flags: u8, version: Version) -> Result<Packet, DecodeError> {
     Ok(match kind {
         1 => return Err(DecodeError::Protocol("a second CONNECT")),
         2 => {
@@ -331,36 +285,19 @@ fn decode_after_connect(
                 Version::V311 => v311_connack_reason(code)?,
             };
             let properties = properties(reader, version, Place::ConnAck)?;
-            Packet::ConnAck(ConnAck {
-                session_present: ack_flags & 1 == 1,
-                reason: reason_code,
-                properties,
-            })
+            Packet::ConnAck(ConnAck { session_present: ack_flags & 1 == 1, reason: reason_code, properties })
         }
         3 => {
-            let qos = QoS::from_bits((flags >> 1) & 0x03)
-                .ok_or(DecodeError::Malformed("PUBLISH with QoS 3"))?;
+            let qos = QoS::from_bits((flags >> 1) & 0x03).ok_or(DecodeError::Malformed("PUBLISH with QoS 3"))?;
             let dup = flags & 0x08 != 0;
             if dup && qos == QoS::AtMostOnce {
                 return Err(DecodeError::Malformed("DUP set on a QoS 0 PUBLISH"));
             }
             let topic = reader.string()?;
-            let packet_id = if qos == QoS::AtMostOnce {
-                None
-            } else {
-                Some(packet_id(reader)?)
-            };
+            let packet_id = if qos == QoS::AtMostOnce { None } else { Some(packet_id(reader)?) };
             let properties = properties(reader, version, Place::Publish)?;
             let payload = reader.rest();
-            Packet::Publish(Publish {
-                dup,
-                qos,
-                retain: flags & 1 == 1,
-                topic,
-                packet_id,
-                payload,
-                properties,
-            })
+            Packet::Publish(Publish { dup, qos, retain: flags & 1 == 1, topic, packet_id, payload, properties })
         }
         4 | 5 | 7 => {
             require_flags(flags, 0)?;
@@ -388,12 +325,9 @@ fn decode_after_connect(
                     Version::V5 => 0xC0,
                 };
                 if options & reserved != 0 {
-                    return Err(DecodeError::Malformed(
-                        "reserved subscription option bits are set",
-                    ));
+                    return Err(DecodeError::Malformed("reserved subscription option bits are set"));
                 }
-                let qos = QoS::from_bits(options & 0x03)
-                    .ok_or(DecodeError::Malformed("subscription QoS 3"))?;
+                let qos = QoS::from_bits(options & 0x03).ok_or(DecodeError::Malformed("subscription QoS 3"))?;
                 let retain_handling = (options >> 4) & 0x03;
                 if retain_handling == 3 {
                     return Err(DecodeError::Malformed("retain handling 3"));
@@ -411,11 +345,7 @@ fn decode_after_connect(
             if filters.is_empty() {
                 return Err(DecodeError::Protocol("SUBSCRIBE without topic filters"));
             }
-            Packet::Subscribe(Subscribe {
-                packet_id,
-                filters,
-                properties,
-            })
+            Packet::Subscribe(Subscribe { packet_id, filters, properties })
         }
         9 => {
             require_flags(flags, 0)?;
@@ -425,11 +355,7 @@ fn decode_after_connect(
             while !reader.is_empty() {
                 reasons.push(reason(reader.u8()?)?);
             }
-            Packet::SubAck(SubAck {
-                packet_id,
-                reasons,
-                properties,
-            })
+            Packet::SubAck(SubAck { packet_id, reasons, properties })
         }
         10 => {
             require_flags(flags, 0b0010)?;
@@ -442,11 +368,7 @@ fn decode_after_connect(
             if filters.is_empty() {
                 return Err(DecodeError::Protocol("UNSUBSCRIBE without topic filters"));
             }
-            Packet::Unsubscribe(Unsubscribe {
-                packet_id,
-                filters,
-                properties,
-            })
+            Packet::Unsubscribe(Unsubscribe { packet_id, filters, properties })
         }
         11 => {
             require_flags(flags, 0)?;
@@ -456,11 +378,7 @@ fn decode_after_connect(
             while version == Version::V5 && !reader.is_empty() {
                 reasons.push(reason(reader.u8()?)?);
             }
-            Packet::UnsubAck(UnsubAck {
-                packet_id,
-                reasons,
-                properties,
-            })
+            Packet::UnsubAck(UnsubAck { packet_id, reasons, properties })
         }
         12 => {
             require_flags(flags, 0)?;
@@ -479,10 +397,7 @@ fn decode_after_connect(
                     props = Properties::decode(reader, Place::Disconnect)?;
                 }
             }
-            Packet::Disconnect(Disconnect {
-                reason: reason_code,
-                properties: props,
-            })
+            Packet::Disconnect(Disconnect { reason: reason_code, properties: props })
         }
         15 if version == Version::V5 => {
             require_flags(flags, 0)?;
@@ -491,10 +406,7 @@ fn decode_after_connect(
                 reason_code = reason(reader.u8()?)?;
                 props = Properties::decode(reader, Place::Auth)?;
             }
-            Packet::Auth(Auth {
-                reason: reason_code,
-                properties: props,
-            })
+            Packet::Auth(Auth { reason: reason_code, properties: props })
         }
         _ => return Err(DecodeError::Malformed("reserved packet type")),
     })
@@ -519,10 +431,7 @@ fn v311_connack_reason(code: u8) -> Result<ReasonCode, DecodeError> {
 }
 
 fn v311_connack_code(reason: ReasonCode) -> u8 {
-    V311_CONNACK
-        .iter()
-        .find(|(_, r)| *r == reason)
-        .map_or(3, |(c, _)| *c)
+    V311_CONNACK.iter().find(|(_, r)| *r == reason).map_or(3, |(c, _)| *c)
 }
 
 fn v311_suback_code(reason: ReasonCode) -> u8 {
@@ -557,8 +466,7 @@ pub fn encode(packet: &Packet, version: Version, out: &mut BytesMut) {
                 connect_flags |= 0x02;
             }
             if let Some(will) = &connect.will {
-                connect_flags |=
-                    0x04 | ((will.qos as u8) << 3) | if will.retain { 0x20 } else { 0 };
+                connect_flags |= 0x04 | ((will.qos as u8) << 3) | if will.retain { 0x20 } else { 0 };
             }
             if connect.password.is_some() {
                 connect_flags |= 0x40;
@@ -640,11 +548,7 @@ pub fn encode(packet: &Packet, version: Version, out: &mut BytesMut) {
                 ack.properties.encode(&mut body);
             }
             for reason in &ack.reasons {
-                body.put_u8(if v5 {
-                    *reason as u8
-                } else {
-                    v311_suback_code(*reason)
-                });
+                body.put_u8(if v5 { *reason as u8 } else { v311_suback_code(*reason) });
             }
             0
         }
@@ -670,8 +574,7 @@ pub fn encode(packet: &Packet, version: Version, out: &mut BytesMut) {
         }
         Packet::PingReq | Packet::PingResp => 0,
         Packet::Disconnect(disconnect) => {
-            if v5 && (disconnect.reason != ReasonCode::Success || !disconnect.properties.is_empty())
-            {
+            if v5 && (disconnect.reason != ReasonCode::Success || !disconnect.properties.is_empty()) {
                 body.put_u8(disconnect.reason as u8);
                 disconnect.properties.encode(&mut body);
             }

@@ -80,11 +80,7 @@ fn set_once<T>(slot: &mut Option<T>, value: T) -> Result<(), DecodeError> {
 }
 
 fn byte_flag(value: u8) -> Result<u8, DecodeError> {
-    if value > 1 {
-        Err(DecodeError::Protocol("a byte property must be 0 or 1"))
-    } else {
-        Ok(value)
-    }
+    if value > 1 { Err(DecodeError::Protocol("a byte property must be 0 or 1")) } else { Ok(value) }
 }
 
 impl Properties {
@@ -94,12 +90,9 @@ impl Properties {
         let mut p = Self::default();
         while !inner.is_empty() {
             let id = inner.varint()?;
-            let id = u8::try_from(id)
-                .map_err(|_| DecodeError::Malformed("unknown property identifier"))?;
+            let id = u8::try_from(id).map_err(|_| DecodeError::Malformed("unknown property identifier"))?;
             if !allowed(place, id) {
-                return Err(DecodeError::Protocol(
-                    "a property not allowed in this packet",
-                ));
+                return Err(DecodeError::Protocol("a property not allowed in this packet"));
             }
             match id {
                 0x01 => set_once(&mut p.payload_format_indicator, byte_flag(inner.u8()?)?)?,
@@ -150,18 +143,9 @@ impl Properties {
                     }
                     set_once(&mut p.maximum_packet_size, value)?
                 }
-                0x28 => set_once(
-                    &mut p.wildcard_subscription_available,
-                    byte_flag(inner.u8()?)?,
-                )?,
-                0x29 => set_once(
-                    &mut p.subscription_identifier_available,
-                    byte_flag(inner.u8()?)?,
-                )?,
-                0x2A => set_once(
-                    &mut p.shared_subscription_available,
-                    byte_flag(inner.u8()?)?,
-                )?,
+                0x28 => set_once(&mut p.wildcard_subscription_available, byte_flag(inner.u8()?)?)?,
+                0x29 => set_once(&mut p.subscription_identifier_available, byte_flag(inner.u8()?)?)?,
+                0x2A => set_once(&mut p.shared_subscription_available, byte_flag(inner.u8()?)?)?,
                 _ => return Err(DecodeError::Malformed("unknown property identifier")),
             }
         }

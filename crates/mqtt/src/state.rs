@@ -23,12 +23,7 @@ pub struct ConnectionState<T> {
 impl<T> ConnectionState<T> {
     /// `keep_alive_secs` as granted (0: none); `receive_maximum` as the client set it;
     /// `topic_alias_maximum` as the server announces it.
-    pub fn new(
-        keep_alive_secs: u16,
-        receive_maximum: u16,
-        topic_alias_maximum: u16,
-        now: Instant,
-    ) -> Self {
+    pub fn new(keep_alive_secs: u16, receive_maximum: u16, topic_alias_maximum: u16, now: Instant) -> Self {
         Self {
             keep_alive: Duration::from_secs(u64::from(keep_alive_secs)),
             last_received: now,
@@ -80,30 +75,19 @@ impl<T> ConnectionState<T> {
 
     /// The messages still unacknowledged, oldest first.
     pub fn take_in_flight(&mut self) -> Vec<T> {
-        self.in_flight
-            .drain(..)
-            .map(|(_, message)| message)
-            .collect()
+        self.in_flight.drain(..).map(|(_, message)| message).collect()
     }
 
     /// Applies an inbound topic alias: records a new mapping or fills in the topic.
     pub fn resolve_topic(&mut self, publish: &mut Publish) -> Result<(), ReasonCode> {
         let Some(alias) = publish.properties.topic_alias.take() else {
-            return if publish.topic.is_empty() {
-                Err(ReasonCode::ProtocolError)
-            } else {
-                Ok(())
-            };
+            return if publish.topic.is_empty() { Err(ReasonCode::ProtocolError) } else { Ok(()) };
         };
         if alias == 0 || alias > self.topic_alias_maximum {
             return Err(ReasonCode::TopicAliasInvalid);
         }
         if publish.topic.is_empty() {
-            publish.topic = self
-                .aliases
-                .get(&alias)
-                .cloned()
-                .ok_or(ReasonCode::ProtocolError)?;
+            publish.topic = self.aliases.get(&alias).cloned().ok_or(ReasonCode::ProtocolError)?;
         } else {
             self.aliases.insert(alias, publish.topic.clone());
         }
@@ -126,10 +110,7 @@ mod tests {
             topic: topic.into(),
             packet_id: None,
             payload: Bytes::new(),
-            properties: Properties {
-                topic_alias: alias,
-                ..Properties::default()
-            },
+            properties: Properties { topic_alias: alias, ..Properties::default() },
         }
     }
 
@@ -141,11 +122,7 @@ mod tests {
         assert!(state.expired(start + Duration::from_secs(90)));
         state.received(start + Duration::from_secs(80));
         assert!(!state.expired(start + Duration::from_secs(90)));
-        assert!(
-            ConnectionState::<()>::new(0, 10, 8, start)
-                .deadline()
-                .is_none()
-        );
+        assert!(ConnectionState::<()>::new(0, 10, 8, start).deadline().is_none());
     }
 
     #[test]
@@ -172,21 +149,9 @@ mod tests {
         let mut aliased = publish("", Some(3));
         state.resolve_topic(&mut aliased).unwrap();
         assert_eq!(aliased.topic, "sensors/1");
-        assert_eq!(
-            state.resolve_topic(&mut publish("", Some(4))),
-            Err(ReasonCode::ProtocolError)
-        );
-        assert_eq!(
-            state.resolve_topic(&mut publish("x", Some(9))),
-            Err(ReasonCode::TopicAliasInvalid)
-        );
-        assert_eq!(
-            state.resolve_topic(&mut publish("x", Some(0))),
-            Err(ReasonCode::TopicAliasInvalid)
-        );
-        assert_eq!(
-            state.resolve_topic(&mut publish("", None)),
-            Err(ReasonCode::ProtocolError)
-        );
+        assert_eq!(state.resolve_topic(&mut publish("", Some(4))), Err(ReasonCode::ProtocolError));
+        assert_eq!(state.resolve_topic(&mut publish("x", Some(9))), Err(ReasonCode::TopicAliasInvalid));
+        assert_eq!(state.resolve_topic(&mut publish("x", Some(0))), Err(ReasonCode::TopicAliasInvalid));
+        assert_eq!(state.resolve_topic(&mut publish("", None)), Err(ReasonCode::ProtocolError));
     }
 }

@@ -27,13 +27,8 @@ pub fn shared_subscription(filter: &str) -> Option<Result<(&str, &str), TopicErr
     let Some((group, inner)) = rest.split_once('/') else {
         return Some(Err(TopicError::SharedSubscription));
     };
-    let group_ok =
-        !group.is_empty() && group.chars().count() <= MAX_SHARE_NAME && !group.contains(['+', '#']);
-    Some(if group_ok && !inner.is_empty() {
-        Ok((group, inner))
-    } else {
-        Err(TopicError::SharedSubscription)
-    })
+    let group_ok = !group.is_empty() && group.chars().count() <= MAX_SHARE_NAME && !group.contains(['+', '#']);
+    Some(if group_ok && !inner.is_empty() { Ok((group, inner)) } else { Err(TopicError::SharedSubscription) })
 }
 
 pub fn validate_name(name: &str) -> Result<(), TopicError> {
@@ -100,15 +95,9 @@ mod tests {
         for ok in ["#", "+", "a/+/b", "a/#", "+/+", "/#"] {
             assert!(validate_filter(ok).is_ok(), "{ok}");
         }
-        assert_eq!(
-            validate_filter("a/#/b"),
-            Err(TopicError::MisplacedMultiLevel)
-        );
+        assert_eq!(validate_filter("a/#/b"), Err(TopicError::MisplacedMultiLevel));
         assert_eq!(validate_filter("a#"), Err(TopicError::MisplacedMultiLevel));
-        assert_eq!(
-            validate_filter("a/b+"),
-            Err(TopicError::MisplacedSingleLevel)
-        );
+        assert_eq!(validate_filter("a/b+"), Err(TopicError::MisplacedSingleLevel));
     }
 
     #[test]
@@ -120,10 +109,7 @@ mod tests {
         assert!(matches("+/+", "/x"));
         assert!(!matches("+", "a/b"));
         assert!(!matches("#", "$aws/things/x"));
-        assert!(matches(
-            "$aws/things/+/shadow/#",
-            "$aws/things/x/shadow/update/accepted"
-        ));
+        assert!(matches("$aws/things/+/shadow/#", "$aws/things/x/shadow/update/accepted"));
         assert!(matches("a//b", "a//b"));
     }
 }
@@ -145,14 +131,7 @@ pub fn client_may_publish(name: &str) -> bool {
     let format = |level: &&str| matches!(*level, "json" | "cbor");
     match levels.as_slice() {
         ["things", _, "shadow", "get" | "update" | "delete"] => true,
-        [
-            "things",
-            _,
-            "shadow",
-            "name",
-            _,
-            "get" | "update" | "delete",
-        ] => true,
+        ["things", _, "shadow", "name", _, "get" | "update" | "delete"] => true,
         ["things", _, "jobs", "get" | "start-next"] => true,
         ["things", _, "jobs", _, "get" | "update"] => true,
         ["things", _, "defender", "metrics", f] => format(f),
@@ -175,24 +154,11 @@ mod reserved_tests {
 
     #[test]
     fn shared_subscriptions() {
-        assert_eq!(
-            shared_subscription("$share/g1/a/+"),
-            Some(Ok(("g1", "a/+")))
-        );
+        assert_eq!(shared_subscription("$share/g1/a/+"), Some(Ok(("g1", "a/+"))));
         assert_eq!(shared_subscription("a/b"), None);
         assert_eq!(shared_subscription("$sharex/g/a"), None);
-        for bad in [
-            "$share/g",
-            "$share//a",
-            "$share/a+b/t",
-            "$share/a#/t",
-            "$share/g/",
-        ] {
-            assert_eq!(
-                shared_subscription(bad),
-                Some(Err(TopicError::SharedSubscription)),
-                "{bad}"
-            );
+        for bad in ["$share/g", "$share//a", "$share/a+b/t", "$share/a#/t", "$share/g/"] {
+            assert_eq!(shared_subscription(bad), Some(Err(TopicError::SharedSubscription)), "{bad}");
         }
         let long = format!("$share/{}/t", "g".repeat(129));
         assert!(matches!(shared_subscription(&long), Some(Err(_))));

@@ -2,9 +2,7 @@
 //! project): what one encodes, the other decodes to the same packet.
 
 use bytes::{Bytes, BytesMut};
-use ferrocore_mqtt::{
-    Packet, Properties, Publish, QoS, Subscribe, SubscriptionOptions, Version, decode, encode,
-};
+use ferrocore_mqtt::{Packet, Properties, Publish, QoS, Subscribe, SubscriptionOptions, Version, decode, encode};
 use mqttbytes::v4;
 use proptest::prelude::*;
 

@@ -19,22 +19,14 @@ fn invalid(what: &str) -> PkiError {
 pub(crate) fn distinguished_name(name: &X509Name) -> Result<DistinguishedName, PkiError> {
     let mut dn = DistinguishedName::new();
     for attribute in name.iter_attributes() {
-        let oid: Vec<u64> = attribute
-            .attr_type()
-            .iter()
-            .ok_or_else(|| invalid("name attribute type"))?
-            .collect();
+        let oid: Vec<u64> = attribute.attr_type().iter().ok_or_else(|| invalid("name attribute type"))?.collect();
         let data = attribute.attr_value().data;
         let text = || std::str::from_utf8(data).map_err(|_| invalid("name attribute value"));
         let value = match attribute.attr_value().header.tag() {
-            Tag::PrintableString => DnValue::PrintableString(
-                text()?
-                    .try_into()
-                    .map_err(|_| invalid("printable string"))?,
-            ),
-            Tag::Ia5String => {
-                DnValue::Ia5String(text()?.try_into().map_err(|_| invalid("IA5 string"))?)
+            Tag::PrintableString => {
+                DnValue::PrintableString(text()?.try_into().map_err(|_| invalid("printable string"))?)
             }
+            Tag::Ia5String => DnValue::Ia5String(text()?.try_into().map_err(|_| invalid("IA5 string"))?),
             Tag::Utf8String => DnValue::Utf8String(text()?.to_string()),
             _ => return Err(invalid("name attribute string type")),
         };
@@ -46,13 +38,10 @@ pub(crate) fn distinguished_name(name: &X509Name) -> Result<DistinguishedName, P
 /// The subject key identifier a CA certificate declares, for the authority key
 /// identifier of what it issues.
 pub(crate) fn key_identifier(cert: &X509Certificate) -> Option<KeyIdMethod> {
-    cert.iter_extensions()
-        .find_map(|ext| match ext.parsed_extension() {
-            ParsedExtension::SubjectKeyIdentifier(id) => {
-                Some(KeyIdMethod::PreSpecified(id.0.to_vec()))
-            }
-            _ => None,
-        })
+    cert.iter_extensions().find_map(|ext| match ext.parsed_extension() {
+        ParsedExtension::SubjectKeyIdentifier(id) => Some(KeyIdMethod::PreSpecified(id.0.to_vec())),
+        _ => None,
+    })
 }
 
 /// A public key from a CSR, in the form rcgen signs for.
@@ -64,12 +53,7 @@ pub(crate) struct ForeignKey {
 impl ForeignKey {
     pub(crate) fn from_spki(spki: &SubjectPublicKeyInfo) -> Result<Self, PkiError> {
         let key_oid = spki.algorithm.algorithm.to_id_string();
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok())
-            .map(|o| o.to_id_string());
+        let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
         let algorithm: &'static SignatureAlgorithm = match (key_oid.as_str(), curve.as_deref()) {
             ("1.2.840.113549.1.1.1", _) => &rcgen::PKCS_RSA_SHA256,
             ("1.2.840.10045.2.1", Some("1.2.840.10045.3.1.7")) => &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -81,10 +65,7 @@ impl ForeignKey {
                 ));
             }
         };
-        Ok(Self {
-            raw: spki.subject_public_key.data.to_vec(),
-            algorithm,
-        })
+        Ok(Self { raw: spki.subject_public_key.data.to_vec(), algorithm })
     }
 }
 

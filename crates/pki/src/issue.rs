@@ -6,8 +6,8 @@ use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::KeyPair as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
 use x509_parser::certification_request::X509CertificationRequest;
@@ -81,29 +81,20 @@ impl Issuer {
         let mut params = CertificateParams::default();
         params.distinguished_name = name(common_name, Some(organization));
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.not_before = at(now - DAY)?;
         params.not_after = at(now + CA_VALIDITY_DAYS * DAY)?;
         params.serial_number = Some(random_serial());
         let certificate = params.self_signed(&key).map_err(issue_error)?;
         let certificate_pem = normalise(certificate.pem());
-        Ok(Self {
-            certificate,
-            certificate_pem,
-            key,
-        })
+        Ok(Self { certificate, certificate_pem, key })
     }
 
     /// A CA loaded from its certificate and PKCS#8 key PEMs.
     pub fn from_pem(certificate_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
         let key = KeyPair::from_pem(key_pem).map_err(issue_error)?;
-        let der = pem::parse(certificate_pem)
-            .map_err(issue_error)?
-            .into_contents();
+        let der = pem::parse(certificate_pem).map_err(issue_error)?.into_contents();
         let (_, parsed) = X509Certificate::from_der(&der).map_err(issue_error)?;
         // rcgen signs with an issuer certificate object and reads only its name and
         // key identifier: rebuild those from the CA certificate.
@@ -114,11 +105,7 @@ impl Issuer {
             params.key_identifier_method = method;
         }
         let certificate = params.self_signed(&key).map_err(issue_error)?;
-        Ok(Self {
-            certificate,
-            certificate_pem: certificate_pem.to_string(),
-            key,
-        })
+        Ok(Self { certificate, certificate_pem: certificate_pem.to_string(), key })
     }
 
     pub fn certificate_pem(&self) -> &str {
@@ -133,32 +120,20 @@ impl Issuer {
     pub fn issue_server(&self, names: &[String], now: i64) -> Result<IssuedKeyPair, PkiError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(issue_error)?;
         let mut params = CertificateParams::default();
-        params.distinguished_name = name(
-            names.first().map_or("ferrocore", String::as_str),
-            Some("ferrocore"),
-        );
+        params.distinguished_name = name(names.first().map_or("ferrocore", String::as_str), Some("ferrocore"));
         params.subject_alt_names = names
             .iter()
             .map(|n| match n.parse::<std::net::IpAddr>() {
                 Ok(ip) => Ok(SanType::IpAddress(ip)),
-                Err(_) => n
-                    .clone()
-                    .try_into()
-                    .map(SanType::DnsName)
-                    .map_err(issue_error),
+                Err(_) => n.clone().try_into().map(SanType::DnsName).map_err(issue_error),
             })
             .collect::<Result<_, _>>()?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.not_before = at(now - DAY)?;
         params.not_after = at(now + SERVER_VALIDITY_DAYS * DAY)?;
         params.serial_number = Some(random_serial());
-        let certificate = params
-            .signed_by(&key, &self.certificate, &self.key)
-            .map_err(issue_error)?;
+        let certificate = params.signed_by(&key, &self.certificate, &self.key).map_err(issue_error)?;
         Ok(IssuedKeyPair {
             certificate_pem: normalise(certificate.pem()),
             private_key_pem: normalise(key.serialize_pem()),
@@ -184,45 +159,28 @@ impl Issuer {
         let certificate = Self::device_params(common_name, now)?
             .signed_by(&key, &self.certificate, &self.key)
             .map_err(issue_error)?;
-        Ok(IssuedKeyPair {
-            certificate_pem: normalise(certificate.pem()),
-            private_key_pem,
-            public_key_pem,
-        })
+        Ok(IssuedKeyPair { certificate_pem: normalise(certificate.pem()), private_key_pem, public_key_pem })
     }
 
     /// CreateCertificateFromCsr: a device certificate for the CSR's key and subject.
     /// The CSR's signature must have been checked ([`crate::parse_csr_pem`]).
     pub fn issue_for_csr(&self, csr_pem: &str, now: i64) -> Result<String, PkiError> {
-        let unreadable = |err: String| {
-            PkiError::InvalidCsr(format!(
-                "The certificate signing request could not be read: {err}"
-            ))
-        };
-        let der = pem::parse(csr_pem)
-            .map_err(|e| unreadable(e.to_string()))?
-            .into_contents();
-        let (_, csr) =
-            X509CertificationRequest::from_der(&der).map_err(|e| unreadable(e.to_string()))?;
+        let unreadable =
+            |err: String| PkiError::InvalidCsr(format!("The certificate signing request could not be read: {err}"));
+        let der = pem::parse(csr_pem).map_err(|e| unreadable(e.to_string()))?.into_contents();
+        let (_, csr) = X509CertificationRequest::from_der(&der).map_err(|e| unreadable(e.to_string()))?;
         let info = &csr.certification_request_info;
         let mut params = Self::device_params("AWS IoT Certificate", now)?;
         if info.subject.iter_attributes().next().is_some() {
             params.distinguished_name = distinguished_name(&info.subject)?;
         }
         let key = ForeignKey::from_spki(&info.subject_pki)?;
-        let certificate = params
-            .signed_by(&key, &self.certificate, &self.key)
-            .map_err(issue_error)?;
+        let certificate = params.signed_by(&key, &self.certificate, &self.key).map_err(issue_error)?;
         Ok(normalise(certificate.pem()))
     }
 
     /// A certificate for an existing key given as PEM (e.g. a CA verification certificate).
-    pub fn issue_for_key(
-        &self,
-        common_name: &str,
-        key_pem: &str,
-        now: i64,
-    ) -> Result<String, PkiError> {
+    pub fn issue_for_key(&self, common_name: &str, key_pem: &str, now: i64) -> Result<String, PkiError> {
         let key = KeyPair::from_pem(key_pem).map_err(issue_error)?;
         let certificate = Self::device_params(common_name, now)?
             .signed_by(&key, &self.certificate, &self.key)
@@ -231,11 +189,7 @@ impl Issuer {
     }
 
     /// A new device key (ECDSA P-256) and certificate, for tools that act as a device maker's CA.
-    pub fn issue_device_ecdsa(
-        &self,
-        common_name: &str,
-        now: i64,
-    ) -> Result<IssuedKeyPair, PkiError> {
+    pub fn issue_device_ecdsa(&self, common_name: &str, now: i64) -> Result<IssuedKeyPair, PkiError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(issue_error)?;
         let certificate = Self::device_params(common_name, now)?
             .signed_by(&key, &self.certificate, &self.key)

@@ -10,9 +10,7 @@ mod parse;
 mod verify;
 
 pub use issue::{IssuedKeyPair, Issuer};
-pub use parse::{
-    Csr, ParsedCertificate, parse_certificate_der, parse_certificate_pem, parse_csr_pem,
-};
+pub use parse::{Csr, ParsedCertificate, parse_certificate_der, parse_certificate_pem, parse_csr_pem};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PkiError {

@@ -94,13 +94,9 @@ fn pem_block(label: &str, der: &[u8]) -> String {
 }
 
 /// The first PEM block of `text` with the given label.
-fn first_block(
-    text: &str,
-    label: &str,
-    invalid: fn(String) -> PkiError,
-) -> Result<Vec<u8>, PkiError> {
-    let blocks = pem::parse_many(text.as_bytes())
-        .map_err(|err| invalid(format!("The PEM could not be parsed: {err}")))?;
+fn first_block(text: &str, label: &str, invalid: fn(String) -> PkiError) -> Result<Vec<u8>, PkiError> {
+    let blocks =
+        pem::parse_many(text.as_bytes()).map_err(|err| invalid(format!("The PEM could not be parsed: {err}")))?;
     blocks
         .into_iter()
         .find(|block| block.tag() == label)
@@ -109,29 +105,20 @@ fn first_block(
 }
 
 pub fn parse_certificate_pem(text: &str) -> Result<ParsedCertificate, PkiError> {
-    parse_certificate_der(first_block(
-        text,
-        "CERTIFICATE",
-        PkiError::InvalidCertificate,
-    )?)
+    parse_certificate_der(first_block(text, "CERTIFICATE", PkiError::InvalidCertificate)?)
 }
 
 pub fn parse_certificate_der(der: Vec<u8>) -> Result<ParsedCertificate, PkiError> {
-    let (rest, cert) = X509Certificate::from_der(&der).map_err(|err| {
-        PkiError::InvalidCertificate(format!("The certificate could not be parsed: {err}"))
-    })?;
+    let (rest, cert) = X509Certificate::from_der(&der)
+        .map_err(|err| PkiError::InvalidCertificate(format!("The certificate could not be parsed: {err}")))?;
     if !rest.is_empty() {
-        return Err(PkiError::InvalidCertificate(
-            "The certificate has trailing data.".into(),
-        ));
+        return Err(PkiError::InvalidCertificate("The certificate has trailing data.".into()));
     }
     let alternative = |issuer: bool| {
         cert.extensions()
             .iter()
             .filter_map(|ext| match ext.parsed_extension() {
-                x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san)
-                    if !issuer =>
-                {
+                x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) if !issuer => {
                     Some(general_names(&san.general_names))
                 }
                 x509_parser::extensions::ParsedExtension::IssuerAlternativeName(ian) if issuer => {
@@ -162,9 +149,7 @@ pub fn parse_certificate_der(der: Vec<u8>) -> Result<ParsedCertificate, PkiError
 
 impl ParsedCertificate {
     fn x509(&self) -> X509Certificate<'_> {
-        X509Certificate::from_der(&self.der)
-            .expect("parsed once already")
-            .1
+        X509Certificate::from_der(&self.der).expect("parsed once already").1
     }
 
     pub fn is_valid_at(&self, now: i64) -> bool {
@@ -195,10 +180,7 @@ impl ParsedCertificate {
     }
 
     pub fn common_name(&self) -> Option<&str> {
-        self.subject
-            .iter()
-            .find(|(k, _)| k == "CommonName")
-            .map(|(_, v)| v.as_str())
+        self.subject.iter().find(|(k, _)| k == "CommonName").map(|(_, v)| v.as_str())
     }
 
     /// The SubjectPublicKeyInfo DER, to compare keys.
@@ -209,11 +191,8 @@ impl ParsedCertificate {
 
 pub fn parse_csr_pem(text: &str) -> Result<Csr, PkiError> {
     let der = first_block(text, "CERTIFICATE REQUEST", PkiError::InvalidCsr)?;
-    let (_, csr) = X509CertificationRequest::from_der(&der).map_err(|err| {
-        PkiError::InvalidCsr(format!(
-            "The certificate signing request could not be parsed: {err}"
-        ))
-    })?;
+    let (_, csr) = X509CertificationRequest::from_der(&der)
+        .map_err(|err| PkiError::InvalidCsr(format!("The certificate signing request could not be parsed: {err}")))?;
     let info = &csr.certification_request_info;
     if !verifies(
         &csr.signature_algorithm.algorithm.to_id_string(),
@@ -221,12 +200,7 @@ pub fn parse_csr_pem(text: &str) -> Result<Csr, PkiError> {
         info.raw,
         csr.signature_value.data.as_ref(),
     ) {
-        return Err(PkiError::InvalidCsr(
-            "The certificate signing request signature is not valid.".into(),
-        ));
+        return Err(PkiError::InvalidCsr("The certificate signing request signature is not valid.".into()));
     }
-    Ok(Csr {
-        pem: pem_block("CERTIFICATE REQUEST", &der),
-        subject: name_attributes(&info.subject),
-    })
+    Ok(Csr { pem: pem_block("CERTIFICATE REQUEST", &der), subject: name_attributes(&info.subject) })
 }

@@ -15,16 +15,8 @@ const ED25519: &str = "1.3.101.112";
 const CURVE_P256: &str = "1.2.840.10045.3.1.7";
 const CURVE_P384: &str = "1.3.132.0.34";
 
-fn algorithm(
-    signature_oid: &str,
-    key: &SubjectPublicKeyInfo,
-) -> Option<&'static dyn VerificationAlgorithm> {
-    let curve = key
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok())
-        .map(|oid| oid.to_id_string());
+fn algorithm(signature_oid: &str, key: &SubjectPublicKeyInfo) -> Option<&'static dyn VerificationAlgorithm> {
+    let curve = key.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|oid| oid.to_id_string());
     Some(match (signature_oid, curve.as_deref()) {
         (RSA_SHA1, _) => &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
         (RSA_SHA256, _) => &signature::RSA_PKCS1_2048_8192_SHA256,
@@ -41,16 +33,9 @@ fn algorithm(
 }
 
 /// Whether `signature` over `message` verifies with `key` under `signature_oid`.
-pub(crate) fn verifies(
-    signature_oid: &str,
-    key: &SubjectPublicKeyInfo,
-    message: &[u8],
-    signature: &[u8],
-) -> bool {
+pub(crate) fn verifies(signature_oid: &str, key: &SubjectPublicKeyInfo, message: &[u8], signature: &[u8]) -> bool {
     let Some(algorithm) = algorithm(signature_oid, key) else {
         return false;
     };
-    UnparsedPublicKey::new(algorithm, key.subject_public_key.data.as_ref())
-        .verify(message, signature)
-        .is_ok()
+    UnparsedPublicKey::new(algorithm, key.subject_public_key.data.as_ref()).verify(message, signature).is_ok()
 }

@@ -25,30 +25,17 @@ fn root_and_device_certificates_chain() {
 fn reloaded_issuer_signs_for_the_same_ca() {
     let root = Issuer::new_root("reload CA", "ferrocore", NOW).unwrap();
     let reloaded = Issuer::from_pem(root.certificate_pem(), &root.key_pem()).unwrap();
-    let server = reloaded
-        .issue_server(&["localhost".into(), "127.0.0.1".into()], NOW)
-        .unwrap();
+    let server = reloaded.issue_server(&["localhost".into(), "127.0.0.1".into()], NOW).unwrap();
     let cert = parse_certificate_pem(&server.certificate_pem).unwrap();
     assert!(cert.is_signed_by(&parse_certificate_pem(root.certificate_pem()).unwrap()));
-    assert!(
-        cert.subject_alternative_names
-            .contains(&("IPAddress".into(), "127.0.0.1".into()))
-    );
+    assert!(cert.subject_alternative_names.contains(&("IPAddress".into(), "127.0.0.1".into())));
 }
 
 #[test]
 fn garbage_and_tampered_input_is_refused() {
     assert!(parse_certificate_pem("not a pem").is_err());
-    assert!(
-        parse_certificate_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
-            .is_err()
-    );
-    assert!(
-        parse_csr_pem(
-            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
-        )
-        .is_err()
-    );
+    assert!(parse_certificate_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err());
+    assert!(parse_csr_pem("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n").is_err());
 }
 
 #[test]
@@ -56,15 +43,10 @@ fn csr_certificates_carry_the_csr_key_and_subject() {
     let root = Issuer::new_root("csr CA", "ferrocore", NOW).unwrap();
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = rcgen::CertificateParams::default();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "device-7");
+    params.distinguished_name.push(rcgen::DnType::CommonName, "device-7");
     let csr_pem = params.serialize_request(&key).unwrap().pem().unwrap();
     let csr = parse_csr_pem(&csr_pem).unwrap();
-    assert_eq!(
-        csr.subject,
-        vec![("CommonName".to_string(), "device-7".to_string())]
-    );
+    assert_eq!(csr.subject, vec![("CommonName".to_string(), "device-7".to_string())]);
     let cert = parse_certificate_pem(&root.issue_for_csr(&csr.pem, NOW).unwrap()).unwrap();
     assert!(cert.is_signed_by(&parse_certificate_pem(root.certificate_pem()).unwrap()));
     assert_eq!(cert.common_name(), Some("device-7"));

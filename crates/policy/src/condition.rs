@@ -86,14 +86,9 @@ fn value_strings(value: &Value) -> Option<Vec<String>> {
     }
 }
 
-pub(crate) fn parse_conditions(
-    value: &Value,
-    variables_allowed: bool,
-) -> Result<Vec<Condition>, PolicyError> {
+pub(crate) fn parse_conditions(value: &Value, variables_allowed: bool) -> Result<Vec<Condition>, PolicyError> {
     let malformed = |m: String| PolicyError::Malformed(m);
-    let block = value
-        .as_object()
-        .ok_or_else(|| malformed("Condition must be a JSON object".into()))?;
+    let block = value.as_object().ok_or_else(|| malformed("Condition must be a JSON object".into()))?;
     let mut conditions = Vec::new();
     for (name, keys) in block {
         let (qualifier, rest) = if let Some(rest) = name.strip_prefix("ForAnyValue:") {
@@ -107,14 +102,11 @@ pub(crate) fn parse_conditions(
             Some(base) => (base, true),
             None => (rest, false),
         };
-        let (kind, negated) = operator(base)
-            .ok_or_else(|| malformed(format!("Unknown condition operator: {name}")))?;
-        let keys = keys
-            .as_object()
-            .ok_or_else(|| malformed(format!("Condition {name} must map keys to values")))?;
+        let (kind, negated) = operator(base).ok_or_else(|| malformed(format!("Unknown condition operator: {name}")))?;
+        let keys = keys.as_object().ok_or_else(|| malformed(format!("Condition {name} must map keys to values")))?;
         for (key, expected) in keys {
-            let expected = value_strings(expected)
-                .ok_or_else(|| malformed(format!("Invalid values for condition key {key}")))?;
+            let expected =
+                value_strings(expected).ok_or_else(|| malformed(format!("Invalid values for condition key {key}")))?;
             conditions.push(Condition {
                 kind,
                 negated,
@@ -136,11 +128,8 @@ fn parse_date(text: &str) -> Option<f64> {
     }
     let digits = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
     let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    let (hour, minute, second) = if text.len() >= 19 {
-        (digits(11..13)?, digits(14..16)?, digits(17..19)?)
-    } else {
-        (0, 0, 0)
-    };
+    let (hour, minute, second) =
+        if text.len() >= 19 { (digits(11..13)?, digits(14..16)?, digits(17..19)?) } else { (0, 0, 0) };
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -159,11 +148,7 @@ fn ip_in(actual: &str, cidr: &str) -> bool {
         (IpAddr::V6(a), IpAddr::V6(n)) => (u128::from(a), u128::from(n), 128),
         _ => return false,
     };
-    let bits: u32 = if bits.is_empty() {
-        width
-    } else {
-        bits.parse().unwrap_or(u32::MAX)
-    };
+    let bits: u32 = if bits.is_empty() { width } else { bits.parse().unwrap_or(u32::MAX) };
     if bits > width {
         return false;
     }
@@ -179,18 +164,12 @@ impl Kind {
             Kind::StringEquals { ignore_case: true } => actual.eq_ignore_ascii_case(expected),
             Kind::StringLike | Kind::ArnLike => matches(&tokens(expected), actual, false),
             Kind::Bool => actual.eq_ignore_ascii_case(expected),
-            Kind::Numeric(order, or_equal) => {
-                match (actual.parse::<f64>(), expected.parse::<f64>()) {
-                    (Ok(a), Ok(e)) => a
-                        .partial_cmp(&e)
-                        .is_some_and(|o| o == order || (or_equal && o.is_eq())),
-                    _ => false,
-                }
-            }
+            Kind::Numeric(order, or_equal) => match (actual.parse::<f64>(), expected.parse::<f64>()) {
+                (Ok(a), Ok(e)) => a.partial_cmp(&e).is_some_and(|o| o == order || (or_equal && o.is_eq())),
+                _ => false,
+            },
             Kind::Date(order, or_equal) => match (parse_date(actual), parse_date(expected)) {
-                (Some(a), Some(e)) => a
-                    .partial_cmp(&e)
-                    .is_some_and(|o| o == order || (or_equal && o.is_eq())),
+                (Some(a), Some(e)) => a.partial_cmp(&e).is_some_and(|o| o == order || (or_equal && o.is_eq())),
                 _ => false,
             },
             Kind::IpAddress => ip_in(actual, expected),

@@ -51,16 +51,9 @@ impl Context {
 
     /// The context of an MQTT connection. `thing` is the thing whose variables
     /// resolve: the attached thing chosen by AWS's attachment rules, if any.
-    pub fn for_connection(
-        client_id: &str,
-        thing: Option<&ThingFacts>,
-        certificate: Option<&CertificateFacts>,
-    ) -> Self {
+    pub fn for_connection(client_id: &str, thing: Option<&ThingFacts>, certificate: Option<&CertificateFacts>) -> Self {
         let mut context = Self::new().with("iot:ClientId", client_id);
-        context = context.with(
-            "iot:Connection.Thing.IsAttached",
-            if thing.is_some() { "true" } else { "false" },
-        );
+        context = context.with("iot:Connection.Thing.IsAttached", if thing.is_some() { "true" } else { "false" });
         if let Some(thing) = thing {
             context = context.with("iot:Connection.Thing.ThingName", &thing.name);
             if let Some(type_name) = &thing.type_name {
@@ -81,14 +74,8 @@ impl Context {
         let groups = [
             ("iot:Certificate.Subject.", &certificate.subject),
             ("iot:Certificate.Issuer.", &certificate.issuer),
-            (
-                "iot:Certificate.Subject.AlternativeName.",
-                &certificate.subject_alternative_names,
-            ),
-            (
-                "iot:Certificate.Issuer.AlternativeName.",
-                &certificate.issuer_alternative_names,
-            ),
+            ("iot:Certificate.Subject.AlternativeName.", &certificate.subject_alternative_names),
+            ("iot:Certificate.Issuer.AlternativeName.", &certificate.issuer_alternative_names),
         ];
         for (prefix, entries) in groups {
             let mut grouped: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -103,13 +90,9 @@ impl Context {
         }
         if !certificate.serial_number.is_empty() {
             available.push("SerialNumber".into());
-            self.insert(
-                "iot:Certificate.SerialNumber",
-                vec![certificate.serial_number.clone()],
-            );
+            self.insert("iot:Certificate.SerialNumber", vec![certificate.serial_number.clone()]);
         }
-        self.values
-            .insert("iot:Certificate.AvailableKeys".into(), available);
+        self.values.insert("iot:Certificate.AvailableKeys".into(), available);
     }
 
     /// The values of a condition key; `<key>.List` names all values of `<key>`.
@@ -133,8 +116,7 @@ impl Context {
                 self.values.get(base)?.get(index)?
             }
         };
-        let clean = value.chars().count() <= MAX_SUBSTITUTION_CHARS
-            && !value.contains(['*', '$', '+', '?', '#']);
+        let clean = value.chars().count() <= MAX_SUBSTITUTION_CHARS && !value.contains(['*', '$', '+', '?', '#']);
         clean.then_some(value.as_str())
     }
 }

@@ -42,9 +42,7 @@ struct ResourcePattern {
 impl ResourcePattern {
     fn parse(text: &str, variables_allowed: bool) -> Self {
         if !variables_allowed {
-            return Self {
-                pieces: vec![Piece::Pattern(text.to_string())],
-            };
+            return Self { pieces: vec![Piece::Pattern(text.to_string())] };
         }
         let mut pieces = Vec::new();
         let mut rest = text;
@@ -76,9 +74,7 @@ impl ResourcePattern {
             match piece {
                 Piece::Pattern(text) => out.extend(tokens(text)),
                 Piece::Escaped(c) => out.push(Token::Char(*c)),
-                Piece::Variable(name) => {
-                    out.extend(context.substitution(name)?.chars().map(Token::Char))
-                }
+                Piece::Variable(name) => out.extend(context.substitution(name)?.chars().map(Token::Char)),
             }
         }
         Some(out)
@@ -114,15 +110,11 @@ fn string_list(value: &Value, field: &str) -> Result<Vec<String>, PolicyError> {
         Value::Array(items) if !items.is_empty() => items
             .iter()
             .map(|item| {
-                item.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| malformed(format!("{field} entries must be strings")))
+                item.as_str().map(str::to_string).ok_or_else(|| malformed(format!("{field} entries must be strings")))
             })
             .collect::<Result<_, _>>()?,
         _ => {
-            return Err(malformed(format!(
-                "{field} must be a string or a non-empty list of strings"
-            )));
+            return Err(malformed(format!("{field} must be a string or a non-empty list of strings")));
         }
     };
     if items.iter().any(String::is_empty) {
@@ -135,21 +127,11 @@ fn validate_action(action: &str) -> Result<(), PolicyError> {
     let valid = action == "*"
         || action.split_once(':').is_some_and(|(service, name)| {
             !service.is_empty()
-                && service
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && service.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
                 && !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '*' || c == '?')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '*' || c == '?')
         });
-    if valid {
-        Ok(())
-    } else {
-        Err(malformed(format!(
-            "Policy contains an invalid action: {action}"
-        )))
-    }
+    if valid { Ok(()) } else { Err(malformed(format!("Policy contains an invalid action: {action}"))) }
 }
 
 fn either<'a>(
@@ -160,34 +142,17 @@ fn either<'a>(
     match (statement.get(positive), statement.get(negative)) {
         (Some(value), None) => Ok((value, false)),
         (None, Some(value)) => Ok((value, true)),
-        (Some(_), Some(_)) => Err(malformed(format!(
-            "A statement cannot have both {positive} and {negative}"
-        ))),
-        (None, None) => Err(malformed(format!(
-            "Policy statement must contain {positive}"
-        ))),
+        (Some(_), Some(_)) => Err(malformed(format!("A statement cannot have both {positive} and {negative}"))),
+        (None, None) => Err(malformed(format!("Policy statement must contain {positive}"))),
     }
 }
 
 fn parse_statement(value: &Value, variables_allowed: bool) -> Result<Statement, PolicyError> {
-    let statement = value
-        .as_object()
-        .ok_or_else(|| malformed("Each policy statement must be a JSON object"))?;
+    let statement = value.as_object().ok_or_else(|| malformed("Each policy statement must be a JSON object"))?;
     if let Some(key) = statement.keys().find(|k| {
-        ![
-            "Sid",
-            "Effect",
-            "Action",
-            "NotAction",
-            "Resource",
-            "NotResource",
-            "Condition",
-        ]
-        .contains(&k.as_str())
+        !["Sid", "Effect", "Action", "NotAction", "Resource", "NotResource", "Condition"].contains(&k.as_str())
     }) {
-        return Err(malformed(format!(
-            "Policy statement contains an unsupported element: {key}"
-        )));
+        return Err(malformed(format!("Policy statement contains an unsupported element: {key}")));
     }
     let effect = match statement.get("Effect").and_then(Value::as_str) {
         Some("Allow") => Effect::Allow,
@@ -202,26 +167,16 @@ fn parse_statement(value: &Value, variables_allowed: bool) -> Result<Statement, 
     }
     let actions: Vec<Vec<Token>> = actions.iter().map(|a| tokens(a)).collect();
     let (resource_value, not_resource) = either(statement, "Resource", "NotResource")?;
-    let resources: Vec<ResourcePattern> = string_list(resource_value, "Resource")?
-        .iter()
-        .map(|r| ResourcePattern::parse(r, variables_allowed))
-        .collect();
+    let resources: Vec<ResourcePattern> =
+        string_list(resource_value, "Resource")?.iter().map(|r| ResourcePattern::parse(r, variables_allowed)).collect();
     let conditions = match statement.get("Condition") {
         Some(value) => parse_conditions(value, variables_allowed)?,
         None => Vec::new(),
     };
     Ok(Statement {
         effect,
-        actions: if not_action {
-            Matcher::NoneOf(actions)
-        } else {
-            Matcher::Any(actions)
-        },
-        resources: if not_resource {
-            Matcher::NoneOf(resources)
-        } else {
-            Matcher::Any(resources)
-        },
+        actions: if not_action { Matcher::NoneOf(actions) } else { Matcher::Any(actions) },
+        resources: if not_resource { Matcher::NoneOf(resources) } else { Matcher::Any(resources) },
         conditions,
     })
 }
@@ -230,16 +185,9 @@ impl Policy {
     pub fn parse(document: &str) -> Result<Self, PolicyError> {
         let value: Value = serde_json::from_str(document)
             .map_err(|err| malformed(format!("Policy document is not valid JSON: {err}")))?;
-        let root = value
-            .as_object()
-            .ok_or_else(|| malformed("Policy document must be a JSON object"))?;
-        if let Some(key) = root
-            .keys()
-            .find(|k| !["Version", "Id", "Statement"].contains(&k.as_str()))
-        {
-            return Err(malformed(format!(
-                "Policy document contains an unsupported element: {key}"
-            )));
+        let root = value.as_object().ok_or_else(|| malformed("Policy document must be a JSON object"))?;
+        if let Some(key) = root.keys().find(|k| !["Version", "Id", "Statement"].contains(&k.as_str())) {
+            return Err(malformed(format!("Policy document contains an unsupported element: {key}")));
         }
         let version = match root.get("Version") {
             None => None,
@@ -253,10 +201,8 @@ impl Policy {
             Some(_) => return Err(malformed("Statement must be an object or a non-empty list")),
             None => return Err(malformed("Policy document must contain Statement")),
         };
-        let statements = statements
-            .into_iter()
-            .map(|s| parse_statement(s, variables_allowed))
-            .collect::<Result<_, _>>()?;
+        let statements =
+            statements.into_iter().map(|s| parse_statement(s, variables_allowed)).collect::<Result<_, _>>()?;
         Ok(Self { statements })
     }
 
@@ -267,10 +213,7 @@ impl Policy {
         resource: &'a str,
         context: &'a Context,
     ) -> impl Iterator<Item = Effect> + 'a {
-        self.statements
-            .iter()
-            .filter(move |s| s.applies(action, resource, context))
-            .map(|s| s.effect)
+        self.statements.iter().filter(move |s| s.applies(action, resource, context)).map(|s| s.effect)
     }
 }
 
@@ -279,17 +222,15 @@ impl Statement {
     /// condition with one does not apply, while a Deny keeps applying.
     fn applies(&self, action: &str, resource: &str, context: &Context) -> bool {
         let allow = self.effect == Effect::Allow;
-        let action_matches =
-            |patterns: &Vec<Vec<Token>>| patterns.iter().any(|p| matches(p, action, true));
+        let action_matches = |patterns: &Vec<Vec<Token>>| patterns.iter().any(|p| matches(p, action, true));
         let action_ok = match &self.actions {
             Matcher::Any(patterns) => action_matches(patterns),
             Matcher::NoneOf(patterns) => !action_matches(patterns),
         };
         let resource_ok = match &self.resources {
-            Matcher::Any(patterns) => patterns.iter().any(|p| {
-                p.resolve(context)
-                    .is_some_and(|tokens| matches(&tokens, resource, false))
-            }),
+            Matcher::Any(patterns) => {
+                patterns.iter().any(|p| p.resolve(context).is_some_and(|tokens| matches(&tokens, resource, false)))
+            }
             Matcher::NoneOf(patterns) => patterns.iter().all(|p| match p.resolve(context) {
                 Some(tokens) => !matches(&tokens, resource, false),
                 None => !allow,

@@ -33,12 +33,7 @@ pub struct Evaluation {
 }
 
 /// Decides `action` (e.g. `iot:Publish`) on `resource` (a full ARN).
-pub fn evaluate(
-    policies: &[&Policy],
-    action: &str,
-    resource: &str,
-    context: &Context,
-) -> Evaluation {
+pub fn evaluate(policies: &[&Policy], action: &str, resource: &str, context: &Context) -> Evaluation {
     let mut allowing = Vec::new();
     let mut denying = Vec::new();
     for (index, policy) in policies.iter().enumerate() {
@@ -59,9 +54,5 @@ pub fn evaluate(
     } else {
         Decision::ImplicitDeny
     };
-    Evaluation {
-        decision,
-        allowing,
-        denying,
-    }
+    Evaluation { decision, allowing, denying }
 }

@@ -22,11 +22,7 @@ pub(crate) fn tokens(text: &str) -> Vec<Token> {
 /// Matches `text` against `pattern`, optionally ignoring ASCII case.
 pub(crate) fn matches(pattern: &[Token], text: &str, ignore_case: bool) -> bool {
     let same = |a: char, b: char| {
-        if ignore_case {
-            a.eq_ignore_ascii_case(&b)
-        } else {
-            a == b
-        }
+        if ignore_case { a.eq_ignore_ascii_case(&b) } else { a == b }
     };
     // Iterative wildcard matching with backtracking to the last `*`; `t` is a byte
     // offset into `text`, so nothing is allocated.
@@ -57,9 +53,7 @@ pub(crate) fn matches(pattern: &[Token], text: &str, ignore_case: bool) -> bool 
             },
         }
     }
-    pattern[p..]
-        .iter()
-        .all(|token| *token == Token::AnySequence)
+    pattern[p..].iter().all(|token| *token == Token::AnySequence)
 }
 
 #[cfg(test)]

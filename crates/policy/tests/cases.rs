@@ -40,80 +40,34 @@ fn walled_garden_allows_only_the_things_own_topics() {
     let cases = [
         ("iot:Connect", "client/sensor-1", Decision::Allowed),
         ("iot:Connect", "client/sensor-2", Decision::ImplicitDeny),
-        (
-            "iot:Publish",
-            "topic/$aws/things/sensor-1/shadow/update",
-            Decision::Allowed,
-        ),
-        (
-            "iot:Receive",
-            "topic/$aws/things/sensor-1/shadow/update/accepted",
-            Decision::Allowed,
-        ),
-        (
-            "iot:Publish",
-            "topic/$aws/things/sensor-2/shadow/update",
-            Decision::ImplicitDeny,
-        ),
-        (
-            "iot:Subscribe",
-            "topicfilter/$aws/things/sensor-1/shadow/#",
-            Decision::Allowed,
-        ),
-        (
-            "iot:Subscribe",
-            "topicfilter/$aws/things/+/shadow/#",
-            Decision::ImplicitDeny,
-        ),
-        (
-            "iot:Publish",
-            "topic/sensors/sensor-1/temperature",
-            Decision::ImplicitDeny,
-        ),
-        (
-            "iot:Subscribe",
-            "topic/$aws/things/sensor-1/shadow/get",
-            Decision::ImplicitDeny,
-        ),
+        ("iot:Publish", "topic/$aws/things/sensor-1/shadow/update", Decision::Allowed),
+        ("iot:Receive", "topic/$aws/things/sensor-1/shadow/update/accepted", Decision::Allowed),
+        ("iot:Publish", "topic/$aws/things/sensor-2/shadow/update", Decision::ImplicitDeny),
+        ("iot:Subscribe", "topicfilter/$aws/things/sensor-1/shadow/#", Decision::Allowed),
+        ("iot:Subscribe", "topicfilter/$aws/things/+/shadow/#", Decision::ImplicitDeny),
+        ("iot:Publish", "topic/sensors/sensor-1/temperature", Decision::ImplicitDeny),
+        ("iot:Subscribe", "topic/$aws/things/sensor-1/shadow/get", Decision::ImplicitDeny),
     ];
     for (action, resource, expected) in cases {
-        assert_eq!(
-            decide(&policy, action, resource, &device),
-            expected,
-            "{action} {resource}"
-        );
+        assert_eq!(decide(&policy, action, resource, &device), expected, "{action} {resource}");
     }
     let unattached = Context::for_connection("sensor-1", None, None);
-    assert_eq!(
-        decide(&policy, "iot:Connect", "client/sensor-1", &unattached),
-        Decision::ImplicitDeny
-    );
+    assert_eq!(decide(&policy, "iot:Connect", "client/sensor-1", &unattached), Decision::ImplicitDeny);
 }
 
 #[test]
 fn explicit_deny_wins_and_is_attributed() {
-    let allow = Policy::parse(r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"iot:*","Resource":"*"}}"#).unwrap();
+    let allow =
+        Policy::parse(r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"iot:*","Resource":"*"}}"#)
+            .unwrap();
     let deny = Policy::parse(&format!(
         r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Deny","Action":"iot:Publish","Resource":"{ARN}:topic/secret/*"}}]}}"#
     ))
     .unwrap();
     let context = Context::new().with("iot:ClientId", "c");
-    let result = evaluate(
-        &[&allow, &deny],
-        "iot:Publish",
-        &format!("{ARN}:topic/secret/x"),
-        &context,
-    );
-    assert_eq!(
-        (result.decision, result.allowing, result.denying),
-        (Decision::ExplicitDeny, vec![0], vec![1])
-    );
-    let other = evaluate(
-        &[&allow, &deny],
-        "iot:Publish",
-        &format!("{ARN}:topic/open"),
-        &context,
-    );
+    let result = evaluate(&[&allow, &deny], "iot:Publish", &format!("{ARN}:topic/secret/x"), &context);
+    assert_eq!((result.decision, result.allowing, result.denying), (Decision::ExplicitDeny, vec![0], vec![1]));
+    let other = evaluate(&[&allow, &deny], "iot:Publish", &format!("{ARN}:topic/open"), &context);
     assert_eq!(other.decision, Decision::Allowed);
 }
 
@@ -141,8 +95,7 @@ fn variables_wildcards_and_escapes() {
         ..Default::default()
     };
     let context = Context::for_connection("client-9", Some(&thing("t")), Some(&certificate));
-    let allowed =
-        |resource: &str| decide(&policy, "iot:Publish", resource, &context) == Decision::Allowed;
+    let allowed = |resource: &str| decide(&policy, "iot:Publish", resource, &context) == Decision::Allowed;
     assert!(allowed("topic/c/client-9"));
     assert!(!allowed("topic/c/client-8"));
     assert!(allowed("topic/floor/3/x/y"));
@@ -161,10 +114,7 @@ fn wildcard_values_are_not_substituted() {
     ))
     .unwrap();
     let sneaky = Context::new().with("iot:ClientId", "+");
-    assert_eq!(
-        decide(&policy, "iot:Subscribe", "topicfilter/c/+/#", &sneaky),
-        Decision::ImplicitDeny
-    );
+    assert_eq!(decide(&policy, "iot:Subscribe", "topicfilter/c/+/#", &sneaky), Decision::ImplicitDeny);
 }
 
 #[test]
@@ -174,66 +124,37 @@ fn old_version_does_not_substitute() {
     ))
     .unwrap();
     let context = Context::new().with("iot:ClientId", "a");
-    assert_eq!(
-        decide(&policy, "iot:Connect", "client/a", &context),
-        Decision::ImplicitDeny
-    );
+    assert_eq!(decide(&policy, "iot:Connect", "client/a", &context), Decision::ImplicitDeny);
 }
 
 #[test]
 fn conditions() {
-    let policy = Policy::parse(&format!(
-        r#"{{"Version":"2012-10-17","Statement":[
-          {{"Effect":"Allow","Action":"iot:Connect","Resource":"*",
-            "Condition":{{"Bool":{{"iot:Connection.Thing.IsAttached":"true"}},
-                          "StringLike":{{"iot:ClientId":["dev-*","${{iot:Connection.Thing.ThingName}}"]}}}}}},
-          {{"Effect":"Deny","Action":"iot:Connect","Resource":"*",
-            "Condition":{{"ForAnyValue:StringEquals":{{"iot:Certificate.Subject.Organization.List":["evil"]}}}}}},
-          {{"Effect":"Allow","Action":"iot:Publish","Resource":"*",
-            "Condition":{{"StringNotEquals":{{"iot:Connection.Thing.ThingTypeName":"Banned"}},
-                          "NumericGreaterThanEquals":{{"iot:Connection.Thing.Attributes[floor]":"2"}}}}}}
-        ]}}"#
-    ))
+    let policy = Policy::parse(
+        r#"{"Version":"2012-10-17","Statement":[
+          {"Effect":"Allow","Action":"iot:Connect","Resource":"*",
+            "Condition":{"Bool":{"iot:Connection.Thing.IsAttached":"true"},
+                          "StringLike":{"iot:ClientId":["dev-*","${iot:Connection.Thing.ThingName}"]}}},
+          {"Effect":"Deny","Action":"iot:Connect","Resource":"*",
+            "Condition":{"ForAnyValue:StringEquals":{"iot:Certificate.Subject.Organization.List":["evil"]}}},
+          {"Effect":"Allow","Action":"iot:Publish","Resource":"*",
+            "Condition":{"StringNotEquals":{"iot:Connection.Thing.ThingTypeName":"Banned"},
+                          "NumericGreaterThanEquals":{"iot:Connection.Thing.Attributes[floor]":"2"}}}
+        ]}"#,
+    )
     .unwrap();
     let attached = Context::for_connection("dev-1", Some(&thing("t")), None);
-    assert_eq!(
-        decide(&policy, "iot:Connect", "client/dev-1", &attached),
-        Decision::Allowed
-    );
+    assert_eq!(decide(&policy, "iot:Connect", "client/dev-1", &attached), Decision::Allowed);
     let unattached = Context::for_connection("dev-1", None, None);
-    assert_eq!(
-        decide(&policy, "iot:Connect", "client/dev-1", &unattached),
-        Decision::ImplicitDeny
-    );
+    assert_eq!(decide(&policy, "iot:Connect", "client/dev-1", &unattached), Decision::ImplicitDeny);
     let named_like_thing = Context::for_connection("t", Some(&thing("t")), None);
-    assert_eq!(
-        decide(&policy, "iot:Connect", "client/t", &named_like_thing),
-        Decision::Allowed
-    );
-    let evil = CertificateFacts {
-        subject: vec![("Organization".into(), "evil".into())],
-        ..Default::default()
-    };
+    assert_eq!(decide(&policy, "iot:Connect", "client/t", &named_like_thing), Decision::Allowed);
+    let evil = CertificateFacts { subject: vec![("Organization".into(), "evil".into())], ..Default::default() };
     let evil_context = Context::for_connection("dev-1", Some(&thing("t")), Some(&evil));
+    assert_eq!(decide(&policy, "iot:Connect", "client/dev-1", &evil_context), Decision::ExplicitDeny);
+    assert_eq!(decide(&policy, "iot:Publish", "topic/x", &attached), Decision::Allowed);
+    let low = ThingFacts { attributes: [("floor".to_string(), "1".to_string())].into(), ..thing("t") };
     assert_eq!(
-        decide(&policy, "iot:Connect", "client/dev-1", &evil_context),
-        Decision::ExplicitDeny
-    );
-    assert_eq!(
-        decide(&policy, "iot:Publish", "topic/x", &attached),
-        Decision::Allowed
-    );
-    let low = ThingFacts {
-        attributes: [("floor".to_string(), "1".to_string())].into(),
-        ..thing("t")
-    };
-    assert_eq!(
-        decide(
-            &policy,
-            "iot:Publish",
-            "topic/x",
-            &Context::for_connection("c", Some(&low), None)
-        ),
+        decide(&policy, "iot:Publish", "topic/x", &Context::for_connection("c", Some(&low), None)),
         Decision::ImplicitDeny
     );
 }
@@ -261,22 +182,12 @@ fn statement(effect: &str, action: &str, resource: &str) -> String {
 }
 
 fn actions() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(vec![
-        "iot:Publish",
-        "iot:Subscribe",
-        "iot:Connect",
-        "iot:*",
-        "iot:P*",
-        "*",
-    ])
+    prop::sample::select(vec!["iot:Publish", "iot:Subscribe", "iot:Connect", "iot:*", "iot:P*", "*"])
 }
 
 fn resources() -> impl Strategy<Value = String> {
-    prop::collection::vec(
-        prop::sample::select(vec!["a", "b", "*", "?", "+", "#", "${iot:ClientId}"]),
-        1..4,
-    )
-    .prop_map(|parts| format!("topic/{}", parts.join("/")))
+    prop::collection::vec(prop::sample::select(vec!["a", "b", "*", "?", "+", "#", "${iot:ClientId}"]), 1..4)
+        .prop_map(|parts| format!("topic/{}", parts.join("/")))
 }
 
 proptest! {
@@ -319,25 +230,10 @@ fn unresolved_variables_never_widen_an_allow() {
     ))
     .unwrap();
     let unattached = Context::for_connection("c", None, None);
-    assert_eq!(
-        decide(&policy, "iot:Publish", "topic/anything", &unattached),
-        Decision::ImplicitDeny
-    );
-    assert_eq!(
-        decide(&policy, "iot:Subscribe", "topicfilter/x", &unattached),
-        Decision::ImplicitDeny
-    );
+    assert_eq!(decide(&policy, "iot:Publish", "topic/anything", &unattached), Decision::ImplicitDeny);
+    assert_eq!(decide(&policy, "iot:Subscribe", "topicfilter/x", &unattached), Decision::ImplicitDeny);
     let attached = Context::for_connection("c", Some(&thing("t")), None);
-    assert_eq!(
-        decide(&policy, "iot:Publish", "topic/anything", &attached),
-        Decision::Allowed
-    );
-    assert_eq!(
-        decide(&policy, "iot:Publish", "topic/t/private", &attached),
-        Decision::ImplicitDeny
-    );
-    assert_eq!(
-        decide(&policy, "iot:Subscribe", "topicfilter/x", &attached),
-        Decision::Allowed
-    );
+    assert_eq!(decide(&policy, "iot:Publish", "topic/anything", &attached), Decision::Allowed);
+    assert_eq!(decide(&policy, "iot:Publish", "topic/t/private", &attached), Decision::ImplicitDeny);
+    assert_eq!(decide(&policy, "iot:Subscribe", "topicfilter/x", &attached), Decision::Allowed);
 }

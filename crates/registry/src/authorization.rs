@@ -45,13 +45,7 @@ pub struct Permissions {
 }
 
 /// The data-plane actions whose decisions are remembered, by resource.
-const CACHED_ACTIONS: [&str; 5] = [
-    "iot:Connect",
-    "iot:Publish",
-    "iot:Subscribe",
-    "iot:Receive",
-    "iot:RetainPublish",
-];
+const CACHED_ACTIONS: [&str; 5] = ["iot:Connect", "iot:Publish", "iot:Subscribe", "iot:Receive", "iot:RetainPublish"];
 /// Connection permissions remembered (see [`Registry::connection_permissions`]).
 const CACHED_CONNECTIONS: usize = 20_000;
 
@@ -69,21 +63,12 @@ struct DecisionCache {
 
 impl Permissions {
     /// Permissions from policies already parsed (an access key's), with their context.
-    pub fn from_policies(
-        policies: Vec<(String, ferrocore_policy::Policy)>,
-        context: Context,
-    ) -> Self {
-        Self {
-            policies,
-            context,
-            thing: None,
-            decisions: DecisionCache::default(),
-        }
+    pub fn from_policies(policies: Vec<(String, ferrocore_policy::Policy)>, context: Context) -> Self {
+        Self { policies, context, thing: None, decisions: DecisionCache::default() }
     }
 
     pub fn evaluate(&self, action: &str, resource: &str) -> ferrocore_policy::Evaluation {
-        let policies: Vec<&ferrocore_policy::Policy> =
-            self.policies.iter().map(|(_, p)| p).collect();
+        let policies: Vec<&ferrocore_policy::Policy> = self.policies.iter().map(|(_, p)| p).collect();
         evaluate(&policies, action, resource, &self.context)
     }
 
@@ -92,11 +77,7 @@ impl Permissions {
             return self.evaluate(action, resource).decision == Decision::Allowed;
         };
         let cache = &self.decisions.by_action[index];
-        if let Some(allowed) = cache
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(resource)
-        {
+        if let Some(allowed) = cache.read().unwrap_or_else(|e| e.into_inner()).get(resource) {
             return *allowed;
         }
         let allowed = self.evaluate(action, resource).decision == Decision::Allowed;
@@ -149,11 +130,7 @@ fn certificate_facts(certificate: &Certificate) -> Option<CertificateFacts> {
 /// EXCLUSIVE_THING if it has one, else the attached thing named like the client id.
 /// An empty client id is an HTTPS publish, which has none: there the one thing the
 /// certificate is attached to resolves the thing variables.
-fn connection_thing<'a>(
-    things: &'a [Thing],
-    principal: &str,
-    client_id: Option<&str>,
-) -> Option<&'a Thing> {
+fn connection_thing<'a>(things: &'a [Thing], principal: &str, client_id: Option<&str>) -> Option<&'a Thing> {
     let attached = |t: &&Thing| t.principals.contains_key(principal);
     let only_attached = || {
         let mut attached = things.iter().filter(attached);
@@ -168,10 +145,7 @@ fn connection_thing<'a>(
         .find(|t| t.principals.get(principal) == Some(&ThingPrincipalType::ExclusiveThing))
         .or_else(|| match client_id {
             Some("") => only_attached(),
-            _ => things
-                .iter()
-                .filter(attached)
-                .find(|t| Some(t.name.as_str()) == client_id),
+            _ => things.iter().filter(attached).find(|t| Some(t.name.as_str()) == client_id),
         })
 }
 
@@ -197,9 +171,7 @@ impl Registry {
     ) -> Result<Permissions> {
         let principal = self.principal_arn(principal);
         let certificate = match Arn::parse(&principal, self.account()) {
-            Ok(arn) if arn.kind == ResourceKind::Certificate => {
-                Some(self.require_certificate(&arn.name).await?.value)
-            }
+            Ok(arn) if arn.kind == ResourceKind::Certificate => Some(self.require_certificate(&arn.name).await?.value),
             _ => None,
         };
         // A certificate lists its things; other principals are matched against every thing.
@@ -213,12 +185,7 @@ impl Registry {
                 }
                 attached
             }
-            None => self
-                .load_all::<Thing>(Collection::Thing)
-                .await?
-                .into_iter()
-                .map(|t| t.value)
-                .collect(),
+            None => self.load_all::<Thing>(Collection::Thing).await?.into_iter().map(|t| t.value).collect(),
         };
         let thing = connection_thing(&things, &principal, client_id);
 
@@ -229,11 +196,7 @@ impl Registry {
                 let mut current = groups.iter().find(|g| &g.value.name == name);
                 while let Some(group) = current {
                     targets.insert(self.arn(ResourceKind::ThingGroup, &group.value.name));
-                    current = group
-                        .value
-                        .parent
-                        .as_ref()
-                        .and_then(|p| groups.iter().find(|g| &g.value.name == p));
+                    current = group.value.parent.as_ref().and_then(|p| groups.iter().find(|g| &g.value.name == p));
                 }
             }
         }
@@ -251,10 +214,8 @@ impl Registry {
         let mut policies = Vec::new();
         for name in &names {
             let policy = self.get_policy(name).await?;
-            let document =
-                ferrocore_policy::Policy::parse(policy.default_document()).map_err(|err| {
-                    Error::Internal(format!("Stored policy {name} does not parse: {err}"))
-                })?;
+            let document = ferrocore_policy::Policy::parse(policy.default_document())
+                .map_err(|err| Error::Internal(format!("Stored policy {name} does not parse: {err}")))?;
             policies.push((name.clone(), document));
         }
         let thing_facts = thing.map(|t| ThingFacts {
@@ -263,48 +224,26 @@ impl Registry {
             attributes: t.attributes.clone(),
         });
         let cert_facts = certificate.as_ref().and_then(certificate_facts);
-        let context = Context::for_connection(
-            client_id.unwrap_or_default(),
-            thing_facts.as_ref(),
-            cert_facts.as_ref(),
-        );
-        Ok(Permissions {
-            policies,
-            context,
-            thing: thing.map(|t| t.name.clone()),
-            decisions: DecisionCache::default(),
-        })
+        let context = Context::for_connection(client_id.unwrap_or_default(), thing_facts.as_ref(), cert_facts.as_ref());
+        Ok(Permissions { policies, context, thing: thing.map(|t| t.name.clone()), decisions: DecisionCache::default() })
     }
 
     /// The permissions of a device connection (a certificate and a client id),
     /// shared by its connections and remembered until the next registry change,
     /// so connection storms do not read the store for every CONNECT.
-    pub async fn connection_permissions(
-        &self,
-        principal: &str,
-        client_id: &str,
-    ) -> Result<Arc<Permissions>> {
+    pub async fn connection_permissions(&self, principal: &str, client_id: &str) -> Result<Arc<Permissions>> {
         let generation = *self.changes.borrow();
         let key = (principal.to_string(), client_id.to_string());
         {
-            let cache = self
-                .connection_permissions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let cache = self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((cached_generation, permissions)) = cache.get(&key)
                 && *cached_generation == generation
             {
                 return Ok(permissions.clone());
             }
         }
-        let permissions = Arc::new(
-            self.permissions(principal, Some(client_id), &[], &[])
-                .await?,
-        );
-        let mut cache = self
-            .connection_permissions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let permissions = Arc::new(self.permissions(principal, Some(client_id), &[], &[]).await?);
+        let mut cache = self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= CACHED_CONNECTIONS {
             cache.retain(|_, (cached_generation, _)| *cached_generation == generation);
             if cache.len() >= CACHED_CONNECTIONS {
@@ -319,18 +258,12 @@ impl Registry {
     /// holds live connections, not every client id that ever connected.
     pub fn forget_connection_permissions(&self, principal: &str, client_id: &str) {
         let key = (principal.to_string(), client_id.to_string());
-        self.connection_permissions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
     }
 
     /// How many connections' permissions are remembered.
     pub fn remembered_connection_permissions(&self) -> usize {
-        self.connection_permissions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub async fn test_authorization(&self, request: &TestAuthorization) -> Result<Vec<AuthResult>> {
@@ -374,11 +307,7 @@ impl Registry {
                         Vec::new()
                     },
                     explicit_deny: denying.into_iter().map(name_of).collect(),
-                    implicit_deny: if decision == Decision::ImplicitDeny {
-                        names.clone()
-                    } else {
-                        Vec::new()
-                    },
+                    implicit_deny: if decision == Decision::ImplicitDeny { names.clone() } else { Vec::new() },
                 })
             })
             .collect()

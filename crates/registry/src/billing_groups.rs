@@ -29,35 +29,21 @@ fn billing_group_not_found(name: &str) -> Error {
 impl Registry {
     pub(crate) async fn require_billing_group(&self, name: &str) -> Result<Loaded<BillingGroup>> {
         validate_name("billingGroupName", name)?;
-        self.load(Collection::BillingGroup, name)
-            .await?
-            .ok_or_else(|| billing_group_not_found(name))
+        self.load(Collection::BillingGroup, name).await?.ok_or_else(|| billing_group_not_found(name))
     }
 
-    pub async fn create_billing_group(
-        &self,
-        request: CreateBillingGroup,
-    ) -> Result<BillingGroupCreated> {
+    pub async fn create_billing_group(&self, request: CreateBillingGroup) -> Result<BillingGroupCreated> {
         validate_name("billingGroupName", &request.name)?;
-        validate_description(
-            "billingGroupProperties.billingGroupDescription",
-            request.description.as_deref(),
-        )?;
+        validate_description("billingGroupProperties.billingGroupDescription", request.description.as_deref())?;
         validate_tags(&request.tags)?;
         let arn = self.arn(ResourceKind::BillingGroup, &request.name);
         let (arn, request) = (&arn, &request);
         self.transact(|| async move {
-            if let Some(existing) = self
-                .load::<BillingGroup>(Collection::BillingGroup, &request.name)
-                .await?
-            {
+            if let Some(existing) = self.load::<BillingGroup>(Collection::BillingGroup, &request.name).await? {
                 let existing = existing.value;
                 if existing.description != request.description {
                     return Err(Error::ResourceAlreadyExists {
-                        message: format!(
-                            "Billing Group {} already exists with different properties",
-                            request.name
-                        ),
+                        message: format!("Billing Group {} already exists with different properties", request.name),
                         resource_id: existing.id,
                         resource_arn: arn.clone(),
                     });
@@ -76,20 +62,8 @@ impl Registry {
                 creation_date: self.now(),
                 tags: request.tags.clone(),
             };
-            let created = BillingGroupCreated {
-                name: group.name.clone(),
-                arn: arn.clone(),
-                id: group.id.clone(),
-            };
-            Ok(Outcome::write(
-                vec![put(
-                    Collection::BillingGroup,
-                    &group.name,
-                    Expect::Absent,
-                    &group,
-                )],
-                created,
-            ))
+            let created = BillingGroupCreated { name: group.name.clone(), arn: arn.clone(), id: group.id.clone() };
+            Ok(Outcome::write(vec![put(Collection::BillingGroup, &group.name, Expect::Absent, &group)], created))
         })
         .await
     }
@@ -105,10 +79,7 @@ impl Registry {
         description: Option<String>,
         expected_version: Option<i64>,
     ) -> Result<i64> {
-        validate_description(
-            "billingGroupProperties.billingGroupDescription",
-            description.as_deref(),
-        )?;
+        validate_description("billingGroupProperties.billingGroupDescription", description.as_deref())?;
         let description = &description;
         self.transact(|| async move {
             let loaded = self.require_billing_group(name).await?;
@@ -117,34 +88,19 @@ impl Registry {
             group.description = description.clone();
             group.version += 1;
             let version = group.version;
-            Ok(Outcome::write(
-                vec![put(Collection::BillingGroup, name, loaded.expect(), &group)],
-                version,
-            ))
+            Ok(Outcome::write(vec![put(Collection::BillingGroup, name, loaded.expect(), &group)], version))
         })
         .await
     }
 
     /// Succeeds when the group does not exist. Its things leave it.
-    pub async fn delete_billing_group(
-        &self,
-        name: &str,
-        expected_version: Option<i64>,
-    ) -> Result<()> {
+    pub async fn delete_billing_group(&self, name: &str, expected_version: Option<i64>) -> Result<()> {
         validate_name("billingGroupName", name)?;
         self.transact(|| async move {
-            let Some(loaded) = self
-                .load::<BillingGroup>(Collection::BillingGroup, name)
-                .await?
-            else {
+            let Some(loaded) = self.load::<BillingGroup>(Collection::BillingGroup, name).await? else {
                 return Ok(Outcome::answer(()));
             };
-            check_expected_version(
-                "billing group",
-                name,
-                loaded.value.version,
-                expected_version,
-            )?;
+            check_expected_version("billing group", name, loaded.value.version, expected_version)?;
             let mut writes = self
                 .rewrite_things(|thing| {
                     let member = thing.billing_group.as_deref() == Some(name);
@@ -154,11 +110,7 @@ impl Registry {
                     member
                 })
                 .await?;
-            writes.push(Write::delete(
-                Collection::BillingGroup,
-                name,
-                loaded.expect(),
-            ));
+            writes.push(Write::delete(Collection::BillingGroup, name, loaded.expect()));
             Ok(Outcome::write(writes, ()))
         })
         .await
@@ -169,26 +121,16 @@ impl Registry {
         name_prefix: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<BillingGroup>> {
-        let groups = self
-            .load_all::<BillingGroup>(Collection::BillingGroup)
-            .await?;
+        let groups = self.load_all::<BillingGroup>(Collection::BillingGroup).await?;
         paginate(
-            groups
-                .into_iter()
-                .map(|g| g.value)
-                .filter(|g| name_prefix.is_none_or(|p| g.name.starts_with(p))),
+            groups.into_iter().map(|g| g.value).filter(|g| name_prefix.is_none_or(|p| g.name.starts_with(p))),
             |g| g.name.as_str(),
             page,
         )
     }
 
     /// A thing belongs to at most one billing group: adding it to another moves it.
-    pub async fn set_thing_billing_group(
-        &self,
-        thing: &str,
-        group: &str,
-        member: bool,
-    ) -> Result<()> {
+    pub async fn set_thing_billing_group(&self, thing: &str, group: &str, member: bool) -> Result<()> {
         validate_name("thingName", thing)?;
         self.transact(|| async move {
             let billing_group = self.require_billing_group(group).await?;
@@ -216,13 +158,8 @@ impl Registry {
         .await
     }
 
-    pub async fn list_things_in_billing_group(
-        &self,
-        group: &str,
-        page: &PageRequest,
-    ) -> Result<Page<String>> {
+    pub async fn list_things_in_billing_group(&self, group: &str, page: &PageRequest) -> Result<Page<String>> {
         self.require_billing_group(group).await?;
-        self.things_where(|thing| thing.billing_group.as_deref() == Some(group), page)
-            .await
+        self.things_where(|thing| thing.billing_group.as_deref() == Some(group), page).await
     }
 }

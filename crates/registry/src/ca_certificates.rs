@@ -38,42 +38,20 @@ impl Registry {
     /// The account's registration code, created on first use.
     pub async fn registration_code(&self) -> Result<String> {
         self.transact(|| async {
-            if let Some(code) = self
-                .load::<String>(Collection::Setting, REGISTRATION_CODE_KEY)
-                .await?
-            {
+            if let Some(code) = self.load::<String>(Collection::Setting, REGISTRATION_CODE_KEY).await? {
                 return Ok(Outcome::answer(code.value));
             }
-            let code = format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            );
-            Ok(Outcome::write(
-                vec![put(
-                    Collection::Setting,
-                    REGISTRATION_CODE_KEY,
-                    Expect::Absent,
-                    &code,
-                )],
-                code,
-            ))
+            let code = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            Ok(Outcome::write(vec![put(Collection::Setting, REGISTRATION_CODE_KEY, Expect::Absent, &code)], code))
         })
         .await
     }
 
     pub async fn delete_registration_code(&self) -> Result<()> {
         self.transact(|| async {
-            match self
-                .load::<String>(Collection::Setting, REGISTRATION_CODE_KEY)
-                .await?
-            {
+            match self.load::<String>(Collection::Setting, REGISTRATION_CODE_KEY).await? {
                 Some(code) => Ok(Outcome::write(
-                    vec![Write::delete(
-                        Collection::Setting,
-                        REGISTRATION_CODE_KEY,
-                        code.expect(),
-                    )],
+                    vec![Write::delete(Collection::Setting, REGISTRATION_CODE_KEY, code.expect())],
                     (),
                 )),
                 None => Ok(Outcome::answer(())),
@@ -82,20 +60,14 @@ impl Registry {
         .await
     }
 
-    pub(crate) async fn require_ca_certificate(
-        &self,
-        id: &str,
-    ) -> Result<crate::Loaded<CaCertificate>> {
+    pub(crate) async fn require_ca_certificate(&self, id: &str) -> Result<crate::Loaded<CaCertificate>> {
         CERTIFICATE_ID.check("caCertificateId", id)?;
         self.load(Collection::CaCertificate, id)
             .await?
             .ok_or_else(|| Error::not_found(format!("The CA certificate {id} does not exist.")))
     }
 
-    pub async fn register_ca_certificate(
-        &self,
-        request: RegisterCaCertificate,
-    ) -> Result<(String, String)> {
+    pub async fn register_ca_certificate(&self, request: RegisterCaCertificate) -> Result<(String, String)> {
         validate_tags(&request.tags)?;
         let ca = self.parse_valid_certificate(&request.ca_pem)?;
         if !ca.is_ca {
@@ -105,9 +77,7 @@ impl Registry {
         }
         if request.mode == CertificateMode::Default {
             let Some(verification_pem) = &request.verification_pem else {
-                return Err(Error::invalid(
-                    "A verificationCertificate is required for certificateMode DEFAULT.",
-                ));
+                return Err(Error::invalid("A verificationCertificate is required for certificateMode DEFAULT."));
             };
             let verification = self.parse_valid_certificate(verification_pem)?;
             if !verification.is_signed_by(&ca) {
@@ -171,28 +141,16 @@ impl Registry {
         Ok(self.require_ca_certificate(id).await?.value)
     }
 
-    pub async fn list_ca_certificates(
-        &self,
-        ascending: bool,
-        page: &PageRequest,
-    ) -> Result<Page<CaCertificate>> {
+    pub async fn list_ca_certificates(&self, ascending: bool, page: &PageRequest) -> Result<Page<CaCertificate>> {
         let mut all: Vec<(String, CaCertificate)> = self
             .load_all::<CaCertificate>(Collection::CaCertificate)
             .await?
             .into_iter()
-            .map(|c| {
-                (
-                    creation_order_key(c.value.creation_date, &c.value.id, ascending),
-                    c.value,
-                )
-            })
+            .map(|c| (creation_order_key(c.value.creation_date, &c.value.id, ascending), c.value))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         let page = paginate(all, |(key, _)| key.as_str(), page)?;
-        Ok(Page {
-            items: page.items.into_iter().map(|(_, c)| c).collect(),
-            next_token: page.next_token,
-        })
+        Ok(Page { items: page.items.into_iter().map(|(_, c)| c).collect(), next_token: page.next_token })
     }
 
     pub async fn update_ca_certificate(&self, id: &str, update: UpdateCaCertificate) -> Result<()> {
@@ -213,10 +171,7 @@ impl Registry {
             }
             ca.last_modified_date = self.now();
             ca.customer_version += 1;
-            Ok(Outcome::write(
-                vec![put(Collection::CaCertificate, id, loaded.expect(), &ca)],
-                (),
-            ))
+            Ok(Outcome::write(vec![put(Collection::CaCertificate, id, loaded.expect(), &ca)], ()))
         })
         .await
     }
@@ -230,14 +185,7 @@ impl Registry {
                     "The CA certificate must be deactivated (not ACTIVE) before deletion. Id: {id}"
                 )));
             }
-            Ok(Outcome::write(
-                vec![Write::delete(
-                    Collection::CaCertificate,
-                    id,
-                    loaded.expect(),
-                )],
-                (),
-            ))
+            Ok(Outcome::write(vec![Write::delete(Collection::CaCertificate, id, loaded.expect())], ()))
         })
         .await
     }

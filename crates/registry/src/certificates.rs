@@ -29,11 +29,7 @@ pub(crate) fn certificate_not_found(id: &str) -> Error {
 
 /// Key for listing in creation order (ascending) or its reverse.
 pub(crate) fn creation_order_key(creation: i64, id: &str, ascending: bool) -> String {
-    let rank = if ascending {
-        creation
-    } else {
-        i64::MAX - creation
-    };
+    let rank = if ascending { creation } else { i64::MAX - creation };
     format!("{rank:020}|{id}")
 }
 
@@ -42,14 +38,10 @@ impl Registry {
         let parsed = parse_certificate_pem(pem).map_err(invalid_certificate)?;
         let now = self.now() / 1000;
         if now > parsed.not_after {
-            return Err(Error::CertificateValidation(
-                "The certificate has expired.".into(),
-            ));
+            return Err(Error::CertificateValidation("The certificate has expired.".into()));
         }
         if now < parsed.not_before {
-            return Err(Error::CertificateValidation(
-                "The certificate is not yet valid.".into(),
-            ));
+            return Err(Error::CertificateValidation("The certificate is not yet valid.".into()));
         }
         Ok(parsed)
     }
@@ -90,14 +82,9 @@ impl Registry {
         issuer_check: Option<Write>,
     ) -> Result<CertificateCreated> {
         let arn = self.arn(ResourceKind::Certificate, &certificate.id);
-        let (certificate, key_pair, arn, issuer_check) =
-            (&certificate, &key_pair, &arn, &issuer_check);
+        let (certificate, key_pair, arn, issuer_check) = (&certificate, &key_pair, &arn, &issuer_check);
         self.transact(|| async move {
-            if self
-                .load::<Certificate>(Collection::Certificate, &certificate.id)
-                .await?
-                .is_some()
-            {
+            if self.load::<Certificate>(Collection::Certificate, &certificate.id).await?.is_some() {
                 return Err(Error::ResourceAlreadyExists {
                     message: "The certificate is already provisioned or registered".into(),
                     resource_id: certificate.id.clone(),
@@ -110,12 +97,7 @@ impl Registry {
                 pem: certificate.pem.clone(),
                 key_pair: key_pair.clone(),
             };
-            let mut writes = vec![put(
-                Collection::Certificate,
-                &certificate.id,
-                Expect::Absent,
-                certificate,
-            )];
+            let mut writes = vec![put(Collection::Certificate, &certificate.id, Expect::Absent, certificate)];
             writes.extend(issuer_check.iter().cloned());
             Ok(Outcome::write(writes, created))
         })
@@ -123,56 +105,28 @@ impl Registry {
     }
 
     fn initial_status(set_as_active: bool) -> CertificateStatus {
-        if set_as_active {
-            CertificateStatus::Active
-        } else {
-            CertificateStatus::Inactive
-        }
+        if set_as_active { CertificateStatus::Active } else { CertificateStatus::Inactive }
     }
 
-    pub async fn create_keys_and_certificate(
-        &self,
-        set_as_active: bool,
-    ) -> Result<CertificateCreated> {
+    pub async fn create_keys_and_certificate(&self, set_as_active: bool) -> Result<CertificateCreated> {
         let issued = self
             .issuer
             .issue_device("AWS IoT Certificate", self.now() / 1000)
             .map_err(|err| Error::Internal(format!("Could not issue a certificate: {err}")))?;
         let parsed = parse_certificate_pem(&issued.certificate_pem).map_err(invalid_certificate)?;
         let status = Self::initial_status(set_as_active);
-        let certificate = self.new_certificate(
-            &issued.certificate_pem,
-            &parsed,
-            status,
-            None,
-            CertificateMode::Default,
-        );
-        self.insert_certificate(
-            certificate,
-            Some((issued.public_key_pem, issued.private_key_pem)),
-            None,
-        )
-        .await
+        let certificate =
+            self.new_certificate(&issued.certificate_pem, &parsed, status, None, CertificateMode::Default);
+        self.insert_certificate(certificate, Some((issued.public_key_pem, issued.private_key_pem)), None).await
     }
 
-    pub async fn create_certificate_from_csr(
-        &self,
-        csr_pem: &str,
-        set_as_active: bool,
-    ) -> Result<CertificateCreated> {
+    pub async fn create_certificate_from_csr(&self, csr_pem: &str, set_as_active: bool) -> Result<CertificateCreated> {
         let csr = parse_csr_pem(csr_pem).map_err(|err| Error::invalid(err.to_string()))?;
-        let pem = self
-            .issuer
-            .issue_for_csr(&csr.pem, self.now() / 1000)
-            .map_err(|err| Error::invalid(err.to_string()))?;
+        let pem =
+            self.issuer.issue_for_csr(&csr.pem, self.now() / 1000).map_err(|err| Error::invalid(err.to_string()))?;
         let parsed = parse_certificate_pem(&pem).map_err(invalid_certificate)?;
-        let certificate = self.new_certificate(
-            &pem,
-            &parsed,
-            Self::initial_status(set_as_active),
-            None,
-            CertificateMode::Default,
-        );
+        let certificate =
+            self.new_certificate(&pem, &parsed, Self::initial_status(set_as_active), None, CertificateMode::Default);
         self.insert_certificate(certificate, None, None).await
     }
 
@@ -185,42 +139,30 @@ impl Registry {
         status: CertificateStatus,
     ) -> Result<CertificateCreated> {
         let parsed = self.parse_valid_certificate(pem)?;
-        let cas = self
-            .load_all::<CaCertificate>(Collection::CaCertificate)
-            .await?;
+        let cas = self.load_all::<CaCertificate>(Collection::CaCertificate).await?;
         let revision_of = |id: &str| cas.iter().find(|c| c.value.id == id).map(|c| c.expect());
         let wanted_ca = match ca_pem {
-            Some(ca_pem) => Some(
-                parse_certificate_pem(ca_pem)
-                    .map_err(invalid_certificate)?
-                    .id,
-            ),
+            Some(ca_pem) => Some(parse_certificate_pem(ca_pem).map_err(invalid_certificate)?.id),
             None => None,
         };
-        let candidates: Vec<&CaCertificate> = cas
-            .iter()
-            .map(|c| &c.value)
-            .filter(|ca| wanted_ca.as_ref().is_none_or(|id| &ca.id == id))
-            .collect();
+        let candidates: Vec<&CaCertificate> =
+            cas.iter().map(|c| &c.value).filter(|ca| wanted_ca.as_ref().is_none_or(|id| &ca.id == id)).collect();
         if wanted_ca.is_some() && candidates.is_empty() {
             return Err(Error::CertificateValidation(
                 "The CA certificate given in caCertificatePem is not registered.".into(),
             ));
         }
-        let issuer = candidates.into_iter().find(|ca| {
-            parse_certificate_pem(&ca.pem).is_ok_and(|ca_cert| parsed.is_signed_by(&ca_cert))
-        });
+        let issuer = candidates
+            .into_iter()
+            .find(|ca| parse_certificate_pem(&ca.pem).is_ok_and(|ca_cert| parsed.is_signed_by(&ca_cert)));
         let Some(ca) = issuer else {
             return Err(Error::CertificateValidation(
-                "The certificate is not signed by a CA certificate registered in this account."
-                    .into(),
+                "The certificate is not signed by a CA certificate registered in this account.".into(),
             ));
         };
         let certificate = self.new_certificate(pem, &parsed, status, Some(ca), ca.mode);
-        let issuer_check = revision_of(&ca.id)
-            .map(|expect| Write::check(Collection::CaCertificate, &ca.id, expect));
-        self.insert_certificate(certificate, None, issuer_check)
-            .await
+        let issuer_check = revision_of(&ca.id).map(|expect| Write::check(Collection::CaCertificate, &ca.id, expect));
+        self.insert_certificate(certificate, None, issuer_check).await
     }
 
     pub async fn register_certificate_without_ca(
@@ -229,16 +171,13 @@ impl Registry {
         status: CertificateStatus,
     ) -> Result<CertificateCreated> {
         let parsed = self.parse_valid_certificate(pem)?;
-        let certificate =
-            self.new_certificate(pem, &parsed, status, None, CertificateMode::SniOnly);
+        let certificate = self.new_certificate(pem, &parsed, status, None, CertificateMode::SniOnly);
         self.insert_certificate(certificate, None, None).await
     }
 
     pub(crate) async fn require_certificate(&self, id: &str) -> Result<crate::Loaded<Certificate>> {
         CERTIFICATE_ID.check("certificateId", id)?;
-        self.load(Collection::Certificate, id)
-            .await?
-            .ok_or_else(|| certificate_not_found(id))
+        self.load(Collection::Certificate, id).await?.ok_or_else(|| certificate_not_found(id))
     }
 
     pub async fn describe_certificate(&self, id: &str) -> Result<Certificate> {
@@ -264,10 +203,7 @@ impl Registry {
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         let page = paginate(all, |(key, _)| key.as_str(), page)?;
-        Ok(Page {
-            items: page.items.into_iter().map(|(_, c)| c).collect(),
-            next_token: page.next_token,
-        })
+        Ok(Page { items: page.items.into_iter().map(|(_, c)| c).collect(), next_token: page.next_token })
     }
 
     pub async fn update_certificate(&self, id: &str, new_status: CertificateStatus) -> Result<()> {
@@ -281,22 +217,10 @@ impl Registry {
             certificate.status = new_status;
             certificate.last_modified_date = self.now();
             certificate.customer_version += 1;
-            Ok(Outcome::write(
-                vec![put(
-                    Collection::Certificate,
-                    id,
-                    loaded.expect(),
-                    &certificate,
-                )],
-                (),
-            ))
+            Ok(Outcome::write(vec![put(Collection::Certificate, id, loaded.expect(), &certificate)], ()))
         })
         .await?;
-        tracing::info!(
-            certificate = id,
-            status = new_status.as_str(),
-            "certificate status changed"
-        );
+        tracing::info!(certificate = id, status = new_status.as_str(), "certificate status changed");
         Ok(())
     }
 
@@ -313,9 +237,7 @@ impl Registry {
                 )));
             }
             if !certificate.things.is_empty() {
-                return Err(Error::DeleteConflict(format!(
-                    "Things must be detached before deletion (arn: {arn})"
-                )));
+                return Err(Error::DeleteConflict(format!("Things must be detached before deletion (arn: {arn})")));
             }
             let mut writes = self.detach_target_everywhere(arn).await?;
             if !writes.is_empty() && !force_delete {
@@ -340,9 +262,7 @@ pub struct DeviceTrust {
 
 impl Registry {
     /// Every registered certificate by id, for an in-memory snapshot.
-    pub(crate) async fn device_trust(
-        &self,
-    ) -> Result<std::collections::HashMap<String, DeviceTrust>> {
+    pub(crate) async fn device_trust(&self) -> Result<std::collections::HashMap<String, DeviceTrust>> {
         let cas: std::collections::HashMap<String, CaCertificate> = self
             .load_all::<CaCertificate>(Collection::CaCertificate)
             .await?
@@ -359,19 +279,8 @@ impl Registry {
                     .ca_certificate_id
                     .as_ref()
                     .and_then(|id| cas.get(id))
-                    .map(|ca| {
-                        (
-                            ca.status == ferrocore_model::security::CaStatus::Active,
-                            ca.pem.clone(),
-                        )
-                    });
-                (
-                    c.value.id.clone(),
-                    DeviceTrust {
-                        active: c.value.status == CertificateStatus::Active,
-                        ca,
-                    },
-                )
+                    .map(|ca| (ca.status == ferrocore_model::security::CaStatus::Active, ca.pem.clone()));
+                (c.value.id.clone(), DeviceTrust { active: c.value.status == CertificateStatus::Active, ca })
             })
             .collect())
     }

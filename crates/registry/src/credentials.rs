@@ -13,8 +13,7 @@ use ferrocore_policy::{Context, Policy};
 use crate::Permissions;
 
 /// What stands in for an IAM identity's policy when a key has none.
-const ALLOW_ALL: &str =
-    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:*","Resource":"*"}]}"#;
+const ALLOW_ALL: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:*","Resource":"*"}]}"#;
 
 #[derive(Debug, thiserror::Error)]
 #[error("the policy of access key {access_key} is not valid: {reason}")]
@@ -42,34 +41,18 @@ impl Credentials {
 
     /// Unrestricted keys.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self::new(pairs.into_iter().map(|(key, secret)| (key, secret, None)))
-            .expect("no policies to parse")
+        Self::new(pairs.into_iter().map(|(key, secret)| (key, secret, None))).expect("no policies to parse")
     }
 
     /// Keys with an optional policy document each.
-    pub fn new(
-        keys: impl IntoIterator<Item = (String, String, Option<String>)>,
-    ) -> Result<Self, CredentialError> {
+    pub fn new(keys: impl IntoIterator<Item = (String, String, Option<String>)>) -> Result<Self, CredentialError> {
         let mut parsed = HashMap::new();
         for (access_key, secret, document) in keys {
-            let policy =
-                Policy::parse(document.as_deref().unwrap_or(ALLOW_ALL)).map_err(|err| {
-                    CredentialError {
-                        access_key: access_key.clone(),
-                        reason: err.to_string(),
-                    }
-                })?;
-            parsed.insert(
-                access_key,
-                AccessKey {
-                    secret,
-                    policy: Arc::new(policy),
-                },
-            );
+            let policy = Policy::parse(document.as_deref().unwrap_or(ALLOW_ALL))
+                .map_err(|err| CredentialError { access_key: access_key.clone(), reason: err.to_string() })?;
+            parsed.insert(access_key, AccessKey { secret, policy: Arc::new(policy) });
         }
-        Ok(Self {
-            keys: Arc::new(parsed),
-        })
+        Ok(Self { keys: Arc::new(parsed) })
     }
 
     pub fn secret_for(&self, access_key: &str) -> Option<String> {
@@ -83,18 +66,13 @@ impl Credentials {
         if let Some(client_id) = client_id {
             context.insert("iot:ClientId", vec![client_id.to_string()]);
         }
-        Some(Permissions::from_policies(
-            vec![(access_key.to_string(), (*key.policy).clone())],
-            context,
-        ))
+        Some(Permissions::from_policies(vec![(access_key.to_string(), (*key.policy).clone())], context))
     }
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("access_keys", &self.keys.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("Credentials").field("access_keys", &self.keys.keys().collect::<Vec<_>>()).finish()
     }
 }
 
@@ -107,11 +85,7 @@ mod tests {
         let restricted = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Publish","Resource":"arn:aws:iot:us-east-1:1:topic/${iot:ClientId}/*"}]}"#;
         let credentials = Credentials::new([
             ("admin".to_string(), "s1".to_string(), None),
-            (
-                "device".to_string(),
-                "s2".to_string(),
-                Some(restricted.to_string()),
-            ),
+            ("device".to_string(), "s2".to_string(), Some(restricted.to_string())),
         ])
         .unwrap();
         assert_eq!(credentials.secret_for("device").as_deref(), Some("s2"));
@@ -126,9 +100,7 @@ mod tests {
 
     #[test]
     fn a_malformed_policy_is_refused_with_the_key_named() {
-        let err = Credentials::new([("k".to_string(), "s".to_string(), Some("{".to_string()))])
-            .err()
-            .unwrap();
+        let err = Credentials::new([("k".to_string(), "s".to_string(), Some("{".to_string()))]).err().unwrap();
         assert_eq!(err.access_key, "k");
     }
 }

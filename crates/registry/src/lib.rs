@@ -39,17 +39,13 @@ pub use ca_certificates::{RegisterCaCertificate, UpdateCaCertificate};
 pub use certificates::{CertificateCreated, DeviceTrust};
 pub use credentials::{CredentialError, Credentials};
 pub use messages::{
-    ApiPublish, DataPlane, MessageProperties, MessageSink, Notification, PublishRefused, Publisher,
-    RetainedMessage, RoutedMessage, user_properties_json,
+    ApiPublish, DataPlane, MessageProperties, MessageSink, Notification, PublishRefused, Publisher, RetainedMessage,
+    RoutedMessage, user_properties_json,
 };
 pub use paging::{MAX_PAGE_SIZE, Page, PageRequest};
 pub use settings::{EndpointType, EventConfigurations, LoggingOptions, Setting};
-pub use shadows::{
-    NamedShadows, ShadowDeleted, ShadowSettings, ShadowUpdated, shadow_notification,
-};
-pub use thing_groups::{
-    CreateThingGroup, GroupRef, ListThingGroups, ThingGroupCreated, ThingGroupView,
-};
+pub use shadows::{NamedShadows, ShadowDeleted, ShadowSettings, ShadowUpdated, shadow_notification};
+pub use thing_groups::{CreateThingGroup, GroupRef, ListThingGroups, ThingGroupCreated, ThingGroupView};
 pub use thing_types::{CreateThingType, ThingTypeCreated};
 pub use things::{CreateThing, ListThings, ThingCreated, UpdateThing};
 pub use topic_rule_destinations::check_url;
@@ -78,9 +74,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> Millis {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Millis::try_from(since_epoch.as_millis()).unwrap_or(Millis::MAX)
     }
 }
@@ -146,10 +140,7 @@ impl<R> Outcome<R> {
     }
 
     fn answer(answer: R) -> Self {
-        Self {
-            writes: Vec::new(),
-            answer,
-        }
+        Self { writes: Vec::new(), answer }
     }
 }
 
@@ -206,51 +197,29 @@ impl Registry {
         self.clock.now_ms()
     }
 
-    async fn load<T: DeserializeOwned>(
-        &self,
-        collection: Collection,
-        key: &str,
-    ) -> Result<Option<Loaded<T>>> {
-        let Some(record) = self
-            .store
-            .get(collection, key)
-            .await
-            .map_err(storage_failure)?
-        else {
+    async fn load<T: DeserializeOwned>(&self, collection: Collection, key: &str) -> Result<Option<Loaded<T>>> {
+        let Some(record) = self.store.get(collection, key).await.map_err(storage_failure)? else {
             return Ok(None);
         };
         let value = serde_json::from_slice(&record.body).map_err(|err| {
             tracing::error!(collection = collection.as_str(), key, error = %err, "undecodable record");
             Error::Internal("A stored record could not be read.".into())
         })?;
-        Ok(Some(Loaded {
-            value,
-            revision: record.revision,
-        }))
+        Ok(Some(Loaded { value, revision: record.revision }))
     }
 
     /// Every record of a collection, in key order.
-    async fn load_all<T: DeserializeOwned>(
-        &self,
-        collection: Collection,
-    ) -> Result<Vec<Loaded<T>>> {
+    async fn load_all<T: DeserializeOwned>(&self, collection: Collection) -> Result<Vec<Loaded<T>>> {
         let mut all = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let batch = self
-                .store
-                .list(collection, after.as_deref(), 500)
-                .await
-                .map_err(storage_failure)?;
+            let batch = self.store.list(collection, after.as_deref(), 500).await.map_err(storage_failure)?;
             let Some(last) = batch.last() else { break };
             after = Some(last.key.clone());
             for record in batch {
                 let value = serde_json::from_slice(&record.body)
                     .map_err(|_| Error::Internal("A stored record could not be read.".into()))?;
-                all.push(Loaded {
-                    value,
-                    revision: record.revision,
-                });
+                all.push(Loaded { value, revision: record.revision });
             }
         }
         Ok(all)
@@ -269,18 +238,14 @@ impl Registry {
             if outcome.writes.is_empty() {
                 return Ok(outcome.answer);
             }
-            let touches_rules = outcome.writes.iter().any(|w| {
-                matches!(
-                    w.collection,
-                    Collection::TopicRule | Collection::TopicRuleDestination
-                )
-            });
-            let touches_trust = outcome.writes.iter().any(|w| {
-                matches!(
-                    w.collection,
-                    Collection::Certificate | Collection::CaCertificate
-                )
-            });
+            let touches_rules = outcome
+                .writes
+                .iter()
+                .any(|w| matches!(w.collection, Collection::TopicRule | Collection::TopicRuleDestination));
+            let touches_trust = outcome
+                .writes
+                .iter()
+                .any(|w| matches!(w.collection, Collection::Certificate | Collection::CaCertificate));
             match self.store.commit(outcome.writes).await {
                 Ok(()) => {
                     if touches_trust && let Err(err) = self.refresh_trust().await {
@@ -296,9 +261,7 @@ impl Registry {
                 Err(err) => return Err(storage_failure(err)),
             }
         }
-        Err(Error::Internal(
-            "The resource is being modified concurrently; retry the request.".into(),
-        ))
+        Err(Error::Internal("The resource is being modified concurrently; retry the request.".into()))
     }
 }
 

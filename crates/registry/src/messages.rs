@@ -93,12 +93,7 @@ impl ApiPublish {
         if let Err(err) = ferrocore_mqtt::topic::validate_name(&topic) {
             return Err(format!("Invalid topic name: {err}."));
         }
-        let param = |name: &str| {
-            query
-                .iter()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.as_str())
-        };
+        let param = |name: &str| query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
         let qos = match param("qos") {
             None | Some("0") => 0,
             Some("1") => 1,
@@ -115,9 +110,7 @@ impl ApiPublish {
                 text.parse::<u64>()
                     .ok()
                     .filter(|secs| *secs > 0)
-                    .ok_or_else(|| {
-                        format!("messageExpiry must be a positive number of seconds, not '{text}'.")
-                    })?
+                    .ok_or_else(|| format!("messageExpiry must be a positive number of seconds, not '{text}'."))?
                     .min(u64::from(u32::MAX)) as u32,
             ),
         };
@@ -125,33 +118,24 @@ impl ApiPublish {
         if let Some(topic) = &response_topic
             && ferrocore_mqtt::topic::validate_name(topic).is_err()
         {
-            return Err(format!(
-                "responseTopic '{topic}' is not a valid topic name."
-            ));
+            return Err(format!("responseTopic '{topic}' is not a valid topic name."));
         }
         let payload_format_indicator = match header("x-amz-mqtt5-payload-format-indicator") {
             None => None,
             Some("UNSPECIFIED_BYTES") => Some(0),
             Some("UTF8_DATA") => Some(1),
             Some(other) => {
-                return Err(format!(
-                    "payloadFormatIndicator must be UNSPECIFIED_BYTES or UTF8_DATA, not '{other}'."
-                ));
+                return Err(format!("payloadFormatIndicator must be UNSPECIFIED_BYTES or UTF8_DATA, not '{other}'."));
             }
         };
         if payload_format_indicator == Some(1) && std::str::from_utf8(&payload).is_err() {
-            return Err(
-                "The payload is not UTF-8 although payloadFormatIndicator is UTF8_DATA."
-                    .to_string(),
-            );
+            return Err("The payload is not UTF-8 although payloadFormatIndicator is UTF8_DATA.".to_string());
         }
         let correlation_data = match header("x-amz-mqtt5-correlation-data") {
             None => None,
-            Some(text) => {
-                Some(Bytes::from(BASE64.decode(text.trim()).map_err(|_| {
-                    "correlationData must be base64.".to_string()
-                })?))
-            }
+            Some(text) => Some(Bytes::from(
+                BASE64.decode(text.trim()).map_err(|_| "correlationData must be base64.".to_string())?,
+            )),
         };
         let user_properties = match header("x-amz-mqtt5-user-properties") {
             None => Vec::new(),
@@ -182,9 +166,7 @@ const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::
 /// `x-amz-mqtt5-user-properties`: base64 of a JSON list of one-pair objects
 /// (`[{"a":"1"},{"a":"2"}]`), order and repeats kept. A list sent as a JSON string is taken too.
 fn parse_user_properties(header: &str) -> Result<Vec<(String, String)>, String> {
-    let invalid = || {
-        "userProperties must be base64 of a JSON list of objects with string values.".to_string()
-    };
+    let invalid = || "userProperties must be base64 of a JSON list of objects with string values.".to_string();
     let text = BASE64.decode(header.trim()).map_err(|_| invalid())?;
     let mut value: serde_json::Value = serde_json::from_slice(&text).map_err(|_| invalid())?;
     if let serde_json::Value::String(inner) = &value {
@@ -210,10 +192,7 @@ fn parse_user_properties(header: &str) -> Result<Vec<(String, String)>, String> 
 
 /// Renders user properties as the iot-data API answers them: a JSON list of one-pair objects.
 pub fn user_properties_json(pairs: &[(String, String)]) -> String {
-    let items: Vec<serde_json::Value> = pairs
-        .iter()
-        .map(|(k, v)| serde_json::json!({ k: v }))
-        .collect();
+    let items: Vec<serde_json::Value> = pairs.iter().map(|(k, v)| serde_json::json!({ k: v })).collect();
     serde_json::Value::Array(items).to_string()
 }
 
@@ -251,35 +230,17 @@ pub trait DataPlane: Publisher {
     fn retained_messages(&self, after: Option<&str>, limit: usize) -> Vec<RetainedMessage>;
     /// Disconnects a client (DeleteConnection); false when it is neither connected
     /// nor holding a persistent session.
-    async fn delete_connection(
-        &self,
-        client_id: &str,
-        clean_session: bool,
-        prevent_will: bool,
-    ) -> bool;
+    async fn delete_connection(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn request(
-        query: &[(&str, &str)],
-        headers: &[(&str, &str)],
-        payload: &'static [u8],
-    ) -> Result<ApiPublish, String> {
-        let query: Vec<(String, String)> = query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+    fn request(query: &[(&str, &str)], headers: &[(&str, &str)], payload: &'static [u8]) -> Result<ApiPublish, String> {
+        let query: Vec<(String, String)> = query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let header = |name: &str| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
-        ApiPublish::from_request(
-            "t/1".into(),
-            &query,
-            header,
-            Bytes::from_static(payload),
-            "p".into(),
-        )
+        ApiPublish::from_request("t/1".into(), &query, header, Bytes::from_static(payload), "p".into())
     }
 
     #[test]
@@ -302,79 +263,42 @@ mod tests {
             b"hello",
         )
         .unwrap();
-        assert_eq!(
-            (
-                published.qos,
-                published.retain,
-                published.message_expiry_secs
-            ),
-            (1, true, Some(30))
-        );
+        assert_eq!((published.qos, published.retain, published.message_expiry_secs), (1, true, Some(30)));
         let properties = published.properties.unwrap();
         assert_eq!(
             properties.user_properties,
-            vec![
-                ("a".into(), "1".into()),
-                ("b".into(), "2".into()),
-                ("a".into(), "3".into())
-            ]
+            vec![("a".into(), "1".into()), ("b".into(), "2".into()), ("a".into(), "3".into())]
         );
+        assert_eq!(properties.correlation_data.as_deref(), Some(&[0u8, 255][..]));
         assert_eq!(
-            properties.correlation_data.as_deref(),
-            Some(&[0u8, 255][..])
-        );
-        assert_eq!(
-            (
-                properties.payload_format_indicator,
-                properties.content_type.as_deref()
-            ),
+            (properties.payload_format_indicator, properties.content_type.as_deref()),
             (Some(1), Some("text/plain"))
         );
-        assert_eq!(
-            user_properties_json(&properties.user_properties),
-            r#"[{"a":"1"},{"b":"2"},{"a":"3"}]"#
-        );
+        assert_eq!(user_properties_json(&properties.user_properties), r#"[{"a":"1"},{"b":"2"},{"a":"3"}]"#);
     }
 
     #[test]
     fn defaults_and_refusals() {
         let plain = request(&[], &[], b"x").unwrap();
-        let wildcard =
-            ApiPublish::from_request("a/#".into(), &[], |_| None, Bytes::new(), "p".into());
+        let wildcard = ApiPublish::from_request("a/#".into(), &[], |_| None, Bytes::new(), "p".into());
         assert!(wildcard.is_err());
-        assert_eq!(
-            (plain.qos, plain.retain, plain.properties),
-            (0, false, None)
-        );
+        assert_eq!((plain.qos, plain.retain, plain.properties), (0, false, None));
         let as_string = BASE64.encode(serde_json::to_string(r#"[{"k":"v"}]"#).unwrap());
         let parsed = request(&[], &[("x-amz-mqtt5-user-properties", &as_string)], b"").unwrap();
-        assert_eq!(
-            parsed.properties.unwrap().user_properties,
-            vec![("k".into(), "v".into())]
-        );
+        assert_eq!(parsed.properties.unwrap().user_properties, vec![("k".into(), "v".into())]);
         for (query, headers) in [
             (vec![("qos", "2")], vec![]),
             (vec![("retain", "maybe")], vec![]),
             (vec![("messageExpiry", "-1")], vec![]),
             (vec![("messageExpiry", "0")], vec![]),
             (vec![("responseTopic", "a/#")], vec![]),
-            (
-                vec![],
-                vec![("x-amz-mqtt5-payload-format-indicator", "TEXT")],
-            ),
+            (vec![], vec![("x-amz-mqtt5-payload-format-indicator", "TEXT")]),
             (vec![], vec![("x-amz-mqtt5-correlation-data", "***")]),
             (vec![], vec![("x-amz-mqtt5-user-properties", "e30=")]),
         ] {
-            assert!(
-                request(&query, &headers, b"x").is_err(),
-                "{query:?} {headers:?}"
-            );
+            assert!(request(&query, &headers, b"x").is_err(), "{query:?} {headers:?}");
         }
-        let not_utf8 = request(
-            &[],
-            &[("x-amz-mqtt5-payload-format-indicator", "UTF8_DATA")],
-            b"\xff",
-        );
+        let not_utf8 = request(&[], &[("x-amz-mqtt5-payload-format-indicator", "UTF8_DATA")], b"\xff");
         assert!(not_utf8.is_err());
     }
 }

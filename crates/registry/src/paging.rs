@@ -37,11 +37,7 @@ impl PageRequest {
         let invalid = || Error::invalid(format!("The next token {token} is not valid."));
         let bytes = (0..token.len())
             .step_by(2)
-            .map(|i| {
-                token
-                    .get(i..i + 2)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-            })
+            .map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
             .collect::<Option<Vec<u8>>>()
             .ok_or_else(invalid)?;
         String::from_utf8(bytes).map(Some).map_err(|_| invalid())
@@ -60,19 +56,13 @@ pub fn paginate<T>(
 ) -> Result<Page<T>> {
     let size = request.size()?;
     let after = request.after()?;
-    let mut remaining = items
-        .into_iter()
-        .filter(|item| after.as_deref().is_none_or(|a| key(item) > a))
-        .peekable();
+    let mut remaining = items.into_iter().filter(|item| after.as_deref().is_none_or(|a| key(item) > a)).peekable();
     let page: Vec<T> = remaining.by_ref().take(size).collect();
     let next_token = match (remaining.peek(), page.last()) {
         (Some(_), Some(last)) => Some(token_for(key(last))),
         _ => None,
     };
-    Ok(Page {
-        items: page,
-        next_token,
-    })
+    Ok(Page { items: page, next_token })
 }
 
 #[cfg(test)]
@@ -82,10 +72,7 @@ mod tests {
     #[test]
     fn pages_follow_tokens_to_the_end() {
         let keys: Vec<String> = (0..7).map(|i| format!("k{i}")).collect();
-        let mut request = PageRequest {
-            next_token: None,
-            max_results: Some(3),
-        };
+        let mut request = PageRequest { next_token: None, max_results: Some(3) };
         let mut seen = Vec::new();
         loop {
             let page = paginate(keys.clone(), |k| k.as_str(), &request).unwrap();
@@ -100,29 +87,8 @@ mod tests {
 
     #[test]
     fn bad_sizes_and_tokens_are_refused() {
-        assert!(
-            PageRequest {
-                max_results: Some(0),
-                ..Default::default()
-            }
-            .size()
-            .is_err()
-        );
-        assert!(
-            PageRequest {
-                max_results: Some(251),
-                ..Default::default()
-            }
-            .size()
-            .is_err()
-        );
-        assert!(
-            PageRequest {
-                next_token: Some("zz".into()),
-                ..Default::default()
-            }
-            .after()
-            .is_err()
-        );
+        assert!(PageRequest { max_results: Some(0), ..Default::default() }.size().is_err());
+        assert!(PageRequest { max_results: Some(251), ..Default::default() }.size().is_err());
+        assert!(PageRequest { next_token: Some("zz".into()), ..Default::default() }.after().is_err());
     }
 }

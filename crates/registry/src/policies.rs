@@ -22,20 +22,15 @@ impl Registry {
     fn check_document(&self, document: &str) -> Result<()> {
         let limit = self.config.policy_document_limit;
         if ferrocore_policy::significant_chars(document) > limit {
-            return Err(Error::invalid(format!(
-                "Policy cannot be created - size exceeds hard limit ({limit})"
-            )));
+            return Err(Error::invalid(format!("Policy cannot be created - size exceeds hard limit ({limit})")));
         }
-        ferrocore_policy::Policy::parse(document)
-            .map_err(|err| Error::MalformedPolicy(err.to_string()))?;
+        ferrocore_policy::Policy::parse(document).map_err(|err| Error::MalformedPolicy(err.to_string()))?;
         Ok(())
     }
 
     pub(crate) async fn require_policy(&self, name: &str) -> Result<Loaded<Policy>> {
         POLICY_NAME.check("policyName", name)?;
-        self.load(Collection::Policy, name)
-            .await?
-            .ok_or_else(|| policy_not_found(name))
+        self.load(Collection::Policy, name).await?.ok_or_else(|| policy_not_found(name))
     }
 
     pub async fn create_policy(&self, name: &str, document: &str, tags: &Tags) -> Result<Policy> {
@@ -43,15 +38,9 @@ impl Registry {
         self.check_document(document)?;
         validate_tags(tags)?;
         self.transact(|| async {
-            if self
-                .load::<Policy>(Collection::Policy, name)
-                .await?
-                .is_some()
-            {
+            if self.load::<Policy>(Collection::Policy, name).await?.is_some() {
                 return Err(Error::ResourceAlreadyExists {
-                    message: format!(
-                        "Policy cannot be created - name already exists (name={name})"
-                    ),
+                    message: format!("Policy cannot be created - name already exists (name={name})"),
                     resource_id: name.to_string(),
                     resource_arn: self.arn(ResourceKind::Policy, name),
                 });
@@ -59,11 +48,7 @@ impl Registry {
             let now = self.now();
             let policy = Policy {
                 name: name.to_string(),
-                versions: vec![PolicyVersion {
-                    id: 1,
-                    document: document.to_string(),
-                    creation_date: now,
-                }],
+                versions: vec![PolicyVersion { id: 1, document: document.to_string(), creation_date: now }],
                 default_version: 1,
                 next_version: 2,
                 creation_date: now,
@@ -72,10 +57,7 @@ impl Registry {
                 targets: Default::default(),
                 tags: tags.clone(),
             };
-            Ok(Outcome::write(
-                vec![put(Collection::Policy, name, Expect::Absent, &policy)],
-                policy,
-            ))
+            Ok(Outcome::write(vec![put(Collection::Policy, name, Expect::Absent, &policy)], policy))
         })
         .await
     }
@@ -108,11 +90,7 @@ impl Registry {
     }
 
     /// Applies `change` to the policy and commits it.
-    async fn change_policy<R: Clone>(
-        &self,
-        name: &str,
-        change: impl Fn(&mut Policy) -> Result<R>,
-    ) -> Result<R> {
+    async fn change_policy<R: Clone>(&self, name: &str, change: impl Fn(&mut Policy) -> Result<R>) -> Result<R> {
         let change = &change;
         self.transact(|| async move {
             let loaded = self.require_policy(name).await?;
@@ -121,55 +99,36 @@ impl Registry {
             if policy == loaded.value {
                 return Ok(Outcome::answer(answer));
             }
-            Ok(Outcome::write(
-                vec![put(Collection::Policy, name, loaded.expect(), &policy)],
-                answer,
-            ))
+            Ok(Outcome::write(vec![put(Collection::Policy, name, loaded.expect(), &policy)], answer))
         })
         .await
     }
 
     /// Returns the new version id.
-    pub async fn create_policy_version(
-        &self,
-        name: &str,
-        document: &str,
-        set_as_default: bool,
-    ) -> Result<u32> {
+    pub async fn create_policy_version(&self, name: &str, document: &str, set_as_default: bool) -> Result<u32> {
         self.check_document(document)?;
         let now = self.now();
-        self.change_policy(name, |policy| {
-            policy.add_version(document.to_string(), set_as_default, now)
-        })
-        .await
+        self.change_policy(name, |policy| policy.add_version(document.to_string(), set_as_default, now)).await
     }
 
-    pub async fn get_policy_version(
-        &self,
-        name: &str,
-        version: u32,
-    ) -> Result<(Policy, PolicyVersion)> {
+    pub async fn get_policy_version(&self, name: &str, version: u32) -> Result<(Policy, PolicyVersion)> {
         let policy = self.get_policy(name).await?;
-        let found = policy.version(version).cloned().ok_or_else(|| {
-            Error::not_found(format!(
-                "Policy version {version} of policy {name} does not exist"
-            ))
-        })?;
+        let found = policy
+            .version(version)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("Policy version {version} of policy {name} does not exist")))?;
         Ok((policy, found))
     }
 
     pub async fn delete_policy_version(&self, name: &str, version: u32) -> Result<()> {
-        self.change_policy(name, |policy| policy.delete_version(version))
-            .await
+        self.change_policy(name, |policy| policy.delete_version(version)).await
     }
 
     pub async fn set_default_policy_version(&self, name: &str, version: u32) -> Result<()> {
         let now = self.now();
         self.change_policy(name, |policy| {
             if policy.version(version).is_none() {
-                return Err(Error::not_found(format!(
-                    "Policy version {version} of policy {name} does not exist"
-                )));
+                return Err(Error::not_found(format!("Policy version {version} of policy {name} does not exist")));
             }
             if policy.default_version != version {
                 policy.default_version = version;
@@ -186,28 +145,15 @@ impl Registry {
         let arn = Arn::parse(target, self.account()).map_err(|_| invalid())?;
         match arn.kind {
             ResourceKind::Certificate => {
-                let cert = self
-                    .load::<Certificate>(Collection::Certificate, &arn.name)
-                    .await?;
-                let cert = cert.ok_or_else(|| {
-                    Error::not_found(format!("The certificate {} does not exist.", arn.name))
-                })?;
-                Ok((
-                    Write::check(Collection::Certificate, &arn.name, cert.expect()),
-                    MAX_POLICIES_PER_PRINCIPAL,
-                ))
+                let cert = self.load::<Certificate>(Collection::Certificate, &arn.name).await?;
+                let cert =
+                    cert.ok_or_else(|| Error::not_found(format!("The certificate {} does not exist.", arn.name)))?;
+                Ok((Write::check(Collection::Certificate, &arn.name, cert.expect()), MAX_POLICIES_PER_PRINCIPAL))
             }
             ResourceKind::ThingGroup => {
-                let group = self
-                    .load::<ThingGroup>(Collection::ThingGroup, &arn.name)
-                    .await?;
-                let group = group.ok_or_else(|| {
-                    Error::not_found(format!("ThingGroup {} does not exist", arn.name))
-                })?;
-                Ok((
-                    Write::check(Collection::ThingGroup, &arn.name, group.expect()),
-                    MAX_POLICIES_PER_THING_GROUP,
-                ))
+                let group = self.load::<ThingGroup>(Collection::ThingGroup, &arn.name).await?;
+                let group = group.ok_or_else(|| Error::not_found(format!("ThingGroup {} does not exist", arn.name)))?;
+                Ok((Write::check(Collection::ThingGroup, &arn.name, group.expect()), MAX_POLICIES_PER_THING_GROUP))
             }
             _ => Err(invalid()),
         }
@@ -221,25 +167,12 @@ impl Registry {
             }
             let (check, limit) = self.target_check(target).await?;
             let attached = self.load_all::<Policy>(Collection::Policy).await?;
-            if attached
-                .iter()
-                .filter(|p| p.value.targets.contains(target))
-                .count()
-                >= limit
-            {
-                return Err(Error::LimitExceeded(format!(
-                    "At most {limit} policies can be attached to {target}"
-                )));
+            if attached.iter().filter(|p| p.value.targets.contains(target)).count() >= limit {
+                return Err(Error::LimitExceeded(format!("At most {limit} policies can be attached to {target}")));
             }
             let mut policy = loaded.value.clone();
             policy.targets.insert(target.to_string());
-            Ok(Outcome::write(
-                vec![
-                    check,
-                    put(Collection::Policy, name, loaded.expect(), &policy),
-                ],
-                (),
-            ))
+            Ok(Outcome::write(vec![check, put(Collection::Policy, name, loaded.expect(), &policy)], ()))
         })
         .await?;
         tracing::info!(policy = name, target, "policy attached");
@@ -306,25 +239,18 @@ impl Registry {
             .collect())
     }
 
-    pub async fn list_targets_for_policy(
-        &self,
-        name: &str,
-        page: &PageRequest,
-    ) -> Result<Page<String>> {
+    pub async fn list_targets_for_policy(&self, name: &str, page: &PageRequest) -> Result<Page<String>> {
         let policy = self.get_policy(name).await?;
         paginate(policy.targets, |t| t.as_str(), page)
     }
 
     /// ListPolicyPrincipals: the principals (not thing groups) a policy is attached to.
-    pub async fn list_policy_principals(
-        &self,
-        name: &str,
-        page: &PageRequest,
-    ) -> Result<Page<String>> {
+    pub async fn list_policy_principals(&self, name: &str, page: &PageRequest) -> Result<Page<String>> {
         let policy = self.get_policy(name).await?;
-        let principals = policy.targets.into_iter().filter(|t| {
-            Arn::parse(t, self.account()).map_or(true, |arn| arn.kind != ResourceKind::ThingGroup)
-        });
+        let principals = policy
+            .targets
+            .into_iter()
+            .filter(|t| Arn::parse(t, self.account()).map_or(true, |arn| arn.kind != ResourceKind::ThingGroup));
         paginate(principals, |t| t.as_str(), page)
     }
 }

@@ -10,28 +10,16 @@ use crate::{Outcome, Registry, put};
 
 impl Registry {
     /// The certificate a principal ARN names, if it names one.
-    async fn principal_certificate(
-        &self,
-        principal: &str,
-    ) -> Result<Option<crate::Loaded<Certificate>>> {
+    async fn principal_certificate(&self, principal: &str) -> Result<Option<crate::Loaded<Certificate>>> {
         match Arn::parse(principal, self.account()) {
-            Ok(arn) if arn.kind == ResourceKind::Certificate => {
-                Ok(Some(self.require_certificate(&arn.name).await?))
-            }
-            Ok(_) | Err(Error::ResourceNotFound(_)) => {
-                Err(Error::invalid(format!("Invalid principal: {principal}")))
-            }
+            Ok(arn) if arn.kind == ResourceKind::Certificate => Ok(Some(self.require_certificate(&arn.name).await?)),
+            Ok(_) | Err(Error::ResourceNotFound(_)) => Err(Error::invalid(format!("Invalid principal: {principal}"))),
             // Not an IoT ARN: a Cognito identity or another principal kept as given.
             Err(_) => Ok(None),
         }
     }
 
-    pub async fn attach_thing_principal(
-        &self,
-        thing: &str,
-        principal: &str,
-        kind: ThingPrincipalType,
-    ) -> Result<()> {
+    pub async fn attach_thing_principal(&self, thing: &str, principal: &str, kind: ThingPrincipalType) -> Result<()> {
         validate_name("thingName", thing)?;
         self.transact(|| async {
             let loaded = self.require_thing(thing).await?;
@@ -77,18 +65,11 @@ impl Registry {
             }
             let mut writes = vec![put(Collection::Thing, thing, loaded.expect(), &updated)];
             if let Ok(arn) = Arn::parse(principal, self.account())
-                && let Some(certificate) = self
-                    .load::<Certificate>(Collection::Certificate, &arn.name)
-                    .await?
+                && let Some(certificate) = self.load::<Certificate>(Collection::Certificate, &arn.name).await?
             {
                 let mut cert = certificate.value.clone();
                 cert.things.remove(thing);
-                writes.push(put(
-                    Collection::Certificate,
-                    &cert.id,
-                    certificate.expect(),
-                    &cert,
-                ));
+                writes.push(put(Collection::Certificate, &cert.id, certificate.expect(), &cert));
             }
             Ok(Outcome::write(writes, ()))
         })
@@ -115,12 +96,9 @@ impl Registry {
         self.principal_certificate(principal).await?;
         let things = self.load_all::<Thing>(Collection::Thing).await?;
         paginate(
-            things.into_iter().filter_map(|t| {
-                t.value
-                    .principals
-                    .get(principal)
-                    .map(|kind| (t.value.name.clone(), *kind))
-            }),
+            things
+                .into_iter()
+                .filter_map(|t| t.value.principals.get(principal).map(|kind| (t.value.name.clone(), *kind))),
             |(name, _)| name.as_str(),
             page,
         )

@@ -23,15 +23,10 @@ fn check_duration(seconds: i64) -> Result<()> {
 }
 
 fn check_role_arn(role_arn: &str) -> Result<()> {
-    if role_arn.starts_with("arn:")
-        && role_arn.split(':').count() >= 6
-        && (20..=2048).contains(&role_arn.len())
-    {
+    if role_arn.starts_with("arn:") && role_arn.split(':').count() >= 6 && (20..=2048).contains(&role_arn.len()) {
         return Ok(());
     }
-    Err(Error::invalid(format!(
-        "The role ARN {role_arn} is not valid."
-    )))
+    Err(Error::invalid(format!("The role ARN {role_arn} is not valid.")))
 }
 
 impl Registry {
@@ -57,11 +52,7 @@ impl Registry {
         let arn = self.arn(ResourceKind::RoleAlias, alias);
         let arn = &arn;
         self.transact(|| async move {
-            if self
-                .load::<RoleAlias>(Collection::RoleAlias, alias)
-                .await?
-                .is_some()
-            {
+            if self.load::<RoleAlias>(Collection::RoleAlias, alias).await?.is_some() {
                 return Err(Error::ResourceAlreadyExists {
                     message: format!("Role alias {alias} already exists."),
                     resource_id: alias.to_string(),
@@ -77,10 +68,7 @@ impl Registry {
                 last_modified_date: now,
                 tags: tags.clone(),
             };
-            Ok(Outcome::write(
-                vec![put(Collection::RoleAlias, alias, Expect::Absent, &record)],
-                arn.clone(),
-            ))
+            Ok(Outcome::write(vec![put(Collection::RoleAlias, alias, Expect::Absent, &record)], arn.clone()))
         })
         .await
     }
@@ -89,12 +77,7 @@ impl Registry {
         Ok(self.require_role_alias(alias).await?.value)
     }
 
-    pub async fn update_role_alias(
-        &self,
-        alias: &str,
-        role_arn: Option<&str>,
-        duration: Option<i64>,
-    ) -> Result<()> {
+    pub async fn update_role_alias(&self, alias: &str, role_arn: Option<&str>, duration: Option<i64>) -> Result<()> {
         if let Some(role_arn) = role_arn {
             check_role_arn(role_arn)?;
         }
@@ -111,10 +94,7 @@ impl Registry {
                 record.credential_duration_seconds = duration;
             }
             record.last_modified_date = self.now();
-            Ok(Outcome::write(
-                vec![put(Collection::RoleAlias, alias, loaded.expect(), &record)],
-                (),
-            ))
+            Ok(Outcome::write(vec![put(Collection::RoleAlias, alias, loaded.expect(), &record)], ()))
         })
         .await
     }
@@ -122,10 +102,7 @@ impl Registry {
     pub async fn delete_role_alias(&self, alias: &str) -> Result<()> {
         self.transact(|| async {
             let loaded = self.require_role_alias(alias).await?;
-            Ok(Outcome::write(
-                vec![Write::delete(Collection::RoleAlias, alias, loaded.expect())],
-                (),
-            ))
+            Ok(Outcome::write(vec![Write::delete(Collection::RoleAlias, alias, loaded.expect())], ()))
         })
         .await
     }

@@ -43,9 +43,7 @@ impl EndpointType {
             Some("iot:Data-ATS") => Ok(Self::DataAts),
             Some("iot:CredentialProvider") => Ok(Self::CredentialProvider),
             Some("iot:Jobs") => Ok(Self::Jobs),
-            Some(other) => Err(Error::invalid(format!(
-                "Endpoint type {other} not recognized."
-            ))),
+            Some(other) => Err(Error::invalid(format!("Endpoint type {other} not recognized."))),
         }
     }
 }
@@ -83,10 +81,7 @@ impl Registry {
     }
 
     async fn setting<T: DeserializeOwned>(&self, setting: Setting) -> Result<Option<T>> {
-        Ok(self
-            .load(Collection::Setting, setting.key())
-            .await?
-            .map(|l| l.value))
+        Ok(self.load(Collection::Setting, setting.key()).await?.map(|l| l.value))
     }
 
     async fn update_setting<T: Serialize + DeserializeOwned + Clone + Default>(
@@ -102,24 +97,15 @@ impl Registry {
                 None => (T::default(), Expect::Absent),
             };
             change(&mut value);
-            Ok(Outcome::write(
-                vec![put(Collection::Setting, setting.key(), expect, &value)],
-                value,
-            ))
+            Ok(Outcome::write(vec![put(Collection::Setting, setting.key(), expect, &value)], value))
         })
         .await
     }
 
     /// Every event type, enabled or not.
     pub async fn event_configurations(&self) -> Result<EventConfigurations> {
-        let stored: EventConfigurations = self
-            .setting(Setting::EventConfigurations)
-            .await?
-            .unwrap_or_default();
-        Ok(EVENT_TYPES
-            .iter()
-            .map(|t| (t.to_string(), stored.get(*t).copied().unwrap_or(false)))
-            .collect())
+        let stored: EventConfigurations = self.setting(Setting::EventConfigurations).await?.unwrap_or_default();
+        Ok(EVENT_TYPES.iter().map(|t| (t.to_string(), stored.get(*t).copied().unwrap_or(false))).collect())
     }
 
     pub async fn update_event_configurations(&self, changes: &EventConfigurations) -> Result<()> {
@@ -137,32 +123,23 @@ impl Registry {
     }
 
     pub async fn logging_options(&self) -> Result<LoggingOptions> {
-        Ok(self
-            .setting(Setting::LoggingOptions)
-            .await?
-            .unwrap_or_else(|| LoggingOptions {
-                role_arn: None,
-                default_log_level: Some("ERROR".into()),
-                disable_all_logs: false,
-            }))
+        Ok(self.setting(Setting::LoggingOptions).await?.unwrap_or_else(|| LoggingOptions {
+            role_arn: None,
+            default_log_level: Some("ERROR".into()),
+            disable_all_logs: false,
+        }))
     }
 
     pub async fn set_logging_options(&self, options: LoggingOptions) -> Result<()> {
-        if let Some(level) = options
-            .default_log_level
-            .as_deref()
-            .filter(|l| !LOG_LEVELS.contains(l))
-        {
+        if let Some(level) = options.default_log_level.as_deref().filter(|l| !LOG_LEVELS.contains(l)) {
             return Err(Error::invalid(format!(
                 "1 validation error detected: Value '{level}' at 'defaultLogLevel' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
                 LOG_LEVELS.join(", ")
             )));
         }
-        self.update_setting::<LoggingOptions>(Setting::LoggingOptions, |stored| {
-            *stored = options.clone()
-        })
-        .await
-        .map(drop)
+        self.update_setting::<LoggingOptions>(Setting::LoggingOptions, |stored| *stored = options.clone())
+            .await
+            .map(drop)
     }
 
     /// The indexing configuration is a document whose shape the API layer checks;
@@ -172,10 +149,8 @@ impl Registry {
     }
 
     pub async fn set_indexing_configuration(&self, document: serde_json::Value) -> Result<()> {
-        self.update_setting::<serde_json::Value>(Setting::IndexingConfiguration, |stored| {
-            *stored = document.clone()
-        })
-        .await
-        .map(drop)
+        self.update_setting::<serde_json::Value>(Setting::IndexingConfiguration, |stored| *stored = document.clone())
+            .await
+            .map(drop)
     }
 }

@@ -85,12 +85,7 @@ fn internal(err: impl std::fmt::Display) -> ShadowError {
 }
 
 /// A message on `<shadow topic prefix>/<suffix>` (e.g. `update/accepted`).
-pub fn shadow_notification(
-    thing: &str,
-    shadow: Option<&str>,
-    suffix: &str,
-    payload: &Value,
-) -> Notification {
+pub fn shadow_notification(thing: &str, shadow: Option<&str>, suffix: &str, payload: &Value) -> Notification {
     Notification {
         topic: format!("{}/{suffix}", topic::prefix(thing, shadow)),
         payload: serde_json::to_vec(payload).expect("JSON values serialize"),
@@ -107,14 +102,9 @@ impl Registry {
     /// The thing's id, or 404 "Thing not found".
     async fn thing_id(&self, thing: &str, shadow: Option<&str>) -> Result<String, ShadowError> {
         if shadow.is_some_and(|name| !topic::valid_shadow_name(name)) {
-            return Err(ShadowError::InvalidRequest(
-                "Shadow names are 1 to 64 characters of [a-zA-Z0-9:_-].".into(),
-            ));
+            return Err(ShadowError::InvalidRequest("Shadow names are 1 to 64 characters of [a-zA-Z0-9:_-].".into()));
         }
-        match self
-            .load::<ferrocore_model::registry::Thing>(Collection::Thing, thing)
-            .await
-        {
+        match self.load::<ferrocore_model::registry::Thing>(Collection::Thing, thing).await {
             Ok(Some(loaded)) => Ok(loaded.value.id),
             Ok(None) => Err(ShadowError::ThingNotFound),
             Err(err) => Err(internal(err)),
@@ -123,26 +113,12 @@ impl Registry {
 
     /// The stored shadow of the current thing (a never-written one is version 0) and
     /// what a write of it must expect.
-    async fn load_shadow(
-        &self,
-        key: &str,
-        thing_id: &str,
-    ) -> Result<(Shadow, Expect), ShadowError> {
-        match self
-            .store
-            .get(Collection::Shadow, key)
-            .await
-            .map_err(internal)?
-        {
+    async fn load_shadow(&self, key: &str, thing_id: &str) -> Result<(Shadow, Expect), ShadowError> {
+        match self.store.get(Collection::Shadow, key).await.map_err(internal)? {
             None => Ok((Shadow::default(), Expect::Absent)),
             Some(record) => {
-                let stored: StoredShadow =
-                    serde_json::from_slice(&record.body).map_err(internal)?;
-                let shadow = if stored.thing_id == thing_id {
-                    stored.shadow
-                } else {
-                    Shadow::default()
-                };
+                let stored: StoredShadow = serde_json::from_slice(&record.body).map_err(internal)?;
+                let shadow = if stored.thing_id == thing_id { stored.shadow } else { Shadow::default() };
                 Ok((shadow, Expect::Revision(record.revision)))
             }
         }
@@ -156,9 +132,7 @@ impl Registry {
         client_token: Option<&str>,
     ) -> Result<Value, ShadowError> {
         let thing_id = self.thing_id(thing, shadow).await?;
-        let (current, _) = self
-            .load_shadow(&shadow_key(thing, shadow), &thing_id)
-            .await?;
+        let (current, _) = self.load_shadow(&shadow_key(thing, shadow), &thing_id).await?;
         if !current.exists {
             return Err(missing(thing, shadow));
         }
@@ -183,21 +157,11 @@ impl Registry {
             let now = self.shadow_now();
             let applied = current.update(&request, now, &settings.limits)?;
             let version = applied.shadow.version;
-            let stored = StoredShadow {
-                thing_id,
-                shadow: applied.shadow,
-            };
-            let mut writes = vec![Write::put(
-                Collection::Shadow,
-                &key,
-                expect,
-                serde_json::to_vec(&stored).map_err(internal)?,
-            )];
+            let stored = StoredShadow { thing_id, shadow: applied.shadow };
+            let mut writes =
+                vec![Write::put(Collection::Shadow, &key, expect, serde_json::to_vec(&stored).map_err(internal)?)];
             if settings.history_versions > 0 {
-                let past = PastVersion {
-                    timestamp: now,
-                    document: applied.documents["current"].clone(),
-                };
+                let past = PastVersion { timestamp: now, document: applied.documents["current"].clone() };
                 let body = serde_json::to_vec(&past).map_err(internal)?;
                 writes.push(Write::put(
                     Collection::ShadowVersion,
@@ -205,10 +169,7 @@ impl Registry {
                     Expect::Anything,
                     body,
                 ));
-                if let Some(expired) = version
-                    .checked_sub(settings.history_versions)
-                    .filter(|v| *v > 0)
-                {
+                if let Some(expired) = version.checked_sub(settings.history_versions).filter(|v| *v > 0) {
                     writes.push(Write::delete(
                         Collection::ShadowVersion,
                         version_key(thing, shadow, expired),
@@ -218,42 +179,16 @@ impl Registry {
             }
             match self.store.commit(writes).await {
                 Ok(()) => {
-                    let mut notifications = vec![shadow_notification(
-                        thing,
-                        shadow,
-                        "update/accepted",
-                        &applied.accepted,
-                    )];
+                    let mut notifications =
+                        vec![shadow_notification(thing, shadow, "update/accepted", &applied.accepted)];
                     if let Some(delta) = &applied.delta {
-                        notifications.push(shadow_notification(
-                            thing,
-                            shadow,
-                            "update/delta",
-                            delta,
-                        ));
+                        notifications.push(shadow_notification(thing, shadow, "update/delta", delta));
                     }
-                    notifications.push(shadow_notification(
-                        thing,
-                        shadow,
-                        "update/documents",
-                        &applied.documents,
-                    ));
-                    if let Some(removed) = applied
-                        .removed
-                        .as_ref()
-                        .filter(|_| settings.removal_notifications)
-                    {
-                        notifications.push(shadow_notification(
-                            thing,
-                            shadow,
-                            "update/removed",
-                            removed,
-                        ));
+                    notifications.push(shadow_notification(thing, shadow, "update/documents", &applied.documents));
+                    if let Some(removed) = applied.removed.as_ref().filter(|_| settings.removal_notifications) {
+                        notifications.push(shadow_notification(thing, shadow, "update/removed", removed));
                     }
-                    return Ok(ShadowUpdated {
-                        accepted: applied.accepted,
-                        notifications,
-                    });
+                    return Ok(ShadowUpdated { accepted: applied.accepted, notifications });
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(err) => return Err(internal(err)),
@@ -277,29 +212,13 @@ impl Registry {
             if !current.exists {
                 return Err(missing(thing, shadow));
             }
-            let stored = StoredShadow {
-                thing_id,
-                shadow: current.deleted(),
-            };
-            let write = Write::put(
-                Collection::Shadow,
-                &key,
-                expect,
-                serde_json::to_vec(&stored).map_err(internal)?,
-            );
+            let stored = StoredShadow { thing_id, shadow: current.deleted() };
+            let write = Write::put(Collection::Shadow, &key, expect, serde_json::to_vec(&stored).map_err(internal)?);
             match self.store.commit(vec![write]).await {
                 Ok(()) => {
-                    let accepted = ferrocore_shadow::delete_document(
-                        current.version,
-                        self.shadow_now(),
-                        client_token,
-                    );
-                    let notification =
-                        shadow_notification(thing, shadow, "delete/accepted", &accepted);
-                    return Ok(ShadowDeleted {
-                        accepted,
-                        notification,
-                    });
+                    let accepted = ferrocore_shadow::delete_document(current.version, self.shadow_now(), client_token);
+                    let notification = shadow_notification(thing, shadow, "delete/accepted", &accepted);
+                    return Ok(ShadowDeleted { accepted, notification });
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(err) => return Err(internal(err)),
@@ -330,27 +249,20 @@ impl Registry {
         let mut after = match next_token.filter(|t| !t.is_empty()) {
             Some(token) if topic::valid_shadow_name(token) => format!("{prefix}{token}"),
             Some(_) => {
-                return Err(ShadowError::InvalidRequest(
-                    "The nextToken is not valid.".into(),
-                ));
+                return Err(ShadowError::InvalidRequest("The nextToken is not valid.".into()));
             }
             None => prefix.clone(),
         };
         let mut names = Vec::new();
         loop {
-            let batch = self
-                .store
-                .list(Collection::Shadow, Some(&after), 200)
-                .await
-                .map_err(internal)?;
+            let batch = self.store.list(Collection::Shadow, Some(&after), 200).await.map_err(internal)?;
             let Some(last) = batch.last() else { break };
             after = last.key.clone();
             for record in &batch {
                 let Some(name) = record.key.strip_prefix(&prefix) else {
                     return Ok(self.named_page(names, size));
                 };
-                let stored: StoredShadow =
-                    serde_json::from_slice(&record.body).map_err(internal)?;
+                let stored: StoredShadow = serde_json::from_slice(&record.body).map_err(internal)?;
                 if stored.thing_id == thing_id && stored.shadow.exists {
                     names.push(name.to_string());
                     if names.len() > size {
@@ -368,20 +280,11 @@ impl Registry {
             names.truncate(size);
             names.last().cloned().unwrap_or_default()
         });
-        NamedShadows {
-            names,
-            next_token,
-            timestamp: self.shadow_now(),
-        }
+        NamedShadows { names, next_token, timestamp: self.shadow_now() }
     }
 
     /// A past version of a shadow, when history is kept (ferrocore's extension).
-    pub async fn shadow_version(
-        &self,
-        thing: &str,
-        shadow: Option<&str>,
-        version: u64,
-    ) -> Result<Value, ShadowError> {
+    pub async fn shadow_version(&self, thing: &str, shadow: Option<&str>, version: u64) -> Result<Value, ShadowError> {
         if self.config.shadows.history_versions == 0 {
             return Err(ShadowError::InvalidRequest(
                 "Shadow history is off; set shadow_history_versions to keep past versions.".into(),
@@ -389,59 +292,31 @@ impl Registry {
         }
         self.thing_id(thing, shadow).await?;
         let key = version_key(thing, shadow, version);
-        let Some(record) = self
-            .store
-            .get(Collection::ShadowVersion, &key)
-            .await
-            .map_err(internal)?
-        else {
-            return Err(ShadowError::VersionNotKept {
-                version,
-                kept: self.config.shadows.history_versions,
-            });
+        let Some(record) = self.store.get(Collection::ShadowVersion, &key).await.map_err(internal)? else {
+            return Err(ShadowError::VersionNotKept { version, kept: self.config.shadows.history_versions });
         };
         let past: PastVersion = serde_json::from_slice(&record.body).map_err(internal)?;
         Ok(past.document)
     }
 
     /// Deletes of every shadow record (and kept version) of a thing, for DeleteThing's batch.
-    pub(crate) async fn shadow_writes_for_thing_delete(
-        &self,
-        thing: &str,
-    ) -> ferrocore_model::Result<Vec<Write>> {
+    pub(crate) async fn shadow_writes_for_thing_delete(&self, thing: &str) -> ferrocore_model::Result<Vec<Write>> {
         let prefix = shadow_key(thing, None);
         let mut writes = Vec::new();
-        if let Some(classic) = self
-            .store
-            .get(Collection::Shadow, &prefix)
-            .await
-            .map_err(crate::storage_failure)?
-        {
-            writes.push(Write::delete(
-                Collection::Shadow,
-                &prefix,
-                Expect::Revision(classic.revision),
-            ));
+        if let Some(classic) = self.store.get(Collection::Shadow, &prefix).await.map_err(crate::storage_failure)? {
+            writes.push(Write::delete(Collection::Shadow, &prefix, Expect::Revision(classic.revision)));
         }
         for collection in [Collection::Shadow, Collection::ShadowVersion] {
             let mut after = prefix.clone();
             'pages: loop {
-                let batch = self
-                    .store
-                    .list(collection, Some(&after), 500)
-                    .await
-                    .map_err(crate::storage_failure)?;
+                let batch = self.store.list(collection, Some(&after), 500).await.map_err(crate::storage_failure)?;
                 let Some(last) = batch.last() else { break };
                 after = last.key.clone();
                 for record in batch {
                     if !record.key.starts_with(&prefix) {
                         break 'pages;
                     }
-                    writes.push(Write::delete(
-                        collection,
-                        record.key,
-                        Expect::Revision(record.revision),
-                    ));
+                    writes.push(Write::delete(collection, record.key, Expect::Revision(record.revision)));
                 }
             }
         }
@@ -458,9 +333,7 @@ pub(crate) struct ShadowLocks {
 
 impl Default for ShadowLocks {
     fn default() -> Self {
-        Self {
-            stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
-        }
+        Self { stripes: (0..256).map(|_| tokio::sync::Mutex::new(())).collect() }
     }
 }
 
@@ -469,8 +342,6 @@ impl ShadowLocks {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut hasher);
-        self.stripes[(hasher.finish() % self.stripes.len() as u64) as usize]
-            .lock()
-            .await
+        self.stripes[(hasher.finish() % self.stripes.len() as u64) as usize].lock().await
     }
 }

@@ -23,20 +23,10 @@ macro_rules! tagged {
         }
     )*};
 }
-tagged!(
-    ThingType,
-    ThingGroup,
-    BillingGroup,
-    Policy,
-    CaCertificate,
-    RoleAlias,
-    TopicRule
-);
+tagged!(ThingType, ThingGroup, BillingGroup, Policy, CaCertificate, RoleAlias, TopicRule);
 
 fn unsupported(text: &str, what: &str) -> Error {
-    Error::invalid(format!(
-        "Tagging is not supported for the resource {text}: {what} cannot be tagged."
-    ))
+    Error::invalid(format!("Tagging is not supported for the resource {text}: {what} cannot be tagged."))
 }
 
 /// A change to a resource's tags; `None` only reads them.
@@ -63,10 +53,7 @@ impl Registry {
             change(resource.tags_mut());
             validate_tags(resource.tags())?;
             let tags = resource.tags().clone();
-            Ok(Outcome::write(
-                vec![put(collection, &arn.name, loaded.expect(), &resource)],
-                tags,
-            ))
+            Ok(Outcome::write(vec![put(collection, &arn.name, loaded.expect(), &resource)], tags))
         })
         .await
     }
@@ -76,34 +63,17 @@ impl Registry {
         let arn = Arn::parse(resource_arn, self.account())?;
         let (arn, text) = (&arn, resource_arn);
         match arn.kind {
-            ResourceKind::ThingType => {
-                self.tags_of::<ThingType>(Collection::ThingType, arn, text, change)
-                    .await
-            }
-            ResourceKind::ThingGroup => {
-                self.tags_of::<ThingGroup>(Collection::ThingGroup, arn, text, change)
-                    .await
-            }
+            ResourceKind::ThingType => self.tags_of::<ThingType>(Collection::ThingType, arn, text, change).await,
+            ResourceKind::ThingGroup => self.tags_of::<ThingGroup>(Collection::ThingGroup, arn, text, change).await,
             ResourceKind::BillingGroup => {
-                self.tags_of::<BillingGroup>(Collection::BillingGroup, arn, text, change)
-                    .await
+                self.tags_of::<BillingGroup>(Collection::BillingGroup, arn, text, change).await
             }
-            ResourceKind::Policy => {
-                self.tags_of::<Policy>(Collection::Policy, arn, text, change)
-                    .await
-            }
+            ResourceKind::Policy => self.tags_of::<Policy>(Collection::Policy, arn, text, change).await,
             ResourceKind::CaCertificate => {
-                self.tags_of::<CaCertificate>(Collection::CaCertificate, arn, text, change)
-                    .await
+                self.tags_of::<CaCertificate>(Collection::CaCertificate, arn, text, change).await
             }
-            ResourceKind::RoleAlias => {
-                self.tags_of::<RoleAlias>(Collection::RoleAlias, arn, text, change)
-                    .await
-            }
-            ResourceKind::TopicRule => {
-                self.tags_of::<TopicRule>(Collection::TopicRule, arn, text, change)
-                    .await
-            }
+            ResourceKind::RoleAlias => self.tags_of::<RoleAlias>(Collection::RoleAlias, arn, text, change).await,
+            ResourceKind::TopicRule => self.tags_of::<TopicRule>(Collection::TopicRule, arn, text, change).await,
             ResourceKind::Certificate => Err(unsupported(text, "certificates")),
             ResourceKind::Thing => Err(unsupported(text, "things")),
         }
@@ -111,21 +81,13 @@ impl Registry {
 
     pub async fn tag_resource(&self, resource_arn: &str, tags: &Tags) -> Result<()> {
         validate_tags(tags)?;
-        self.resource_tags(
-            resource_arn,
-            Some(&|current: &mut Tags| current.extend(tags.clone())),
-        )
-        .await
-        .map(drop)
+        self.resource_tags(resource_arn, Some(&|current: &mut Tags| current.extend(tags.clone()))).await.map(drop)
     }
 
     pub async fn untag_resource(&self, resource_arn: &str, keys: &[String]) -> Result<()> {
-        self.resource_tags(
-            resource_arn,
-            Some(&|current: &mut Tags| current.retain(|k, _| !keys.contains(k))),
-        )
-        .await
-        .map(drop)
+        self.resource_tags(resource_arn, Some(&|current: &mut Tags| current.retain(|k, _| !keys.contains(k))))
+            .await
+            .map(drop)
     }
 
     pub async fn list_tags_for_resource(

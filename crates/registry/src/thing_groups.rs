@@ -1,9 +1,8 @@
 use std::collections::BTreeSet;
 
 use ferrocore_model::registry::{
-    GroupProperties, MAX_GROUP_ATTRIBUTES, MAX_GROUP_DEPTH, Tags, Thing, ThingGroup,
-    check_expected_version, check_group_membership, validate_attributes, validate_description,
-    validate_name, validate_tags,
+    GroupProperties, MAX_GROUP_ATTRIBUTES, MAX_GROUP_DEPTH, Tags, Thing, ThingGroup, check_expected_version,
+    check_group_membership, validate_attributes, validate_description, validate_name, validate_tags,
 };
 use ferrocore_model::{Error, ResourceKind, Result};
 use ferrocore_store::{Collection, Expect, Write};
@@ -55,24 +54,14 @@ fn group_not_found(name: &str) -> Error {
 }
 
 fn validate_properties(properties: &GroupProperties) -> Result<()> {
-    validate_description(
-        "thingGroupProperties.thingGroupDescription",
-        properties.description.as_deref(),
-    )?;
-    validate_attributes(
-        &properties.attributes,
-        MAX_GROUP_ATTRIBUTES,
-        "A thing group",
-    )
+    validate_description("thingGroupProperties.thingGroupDescription", properties.description.as_deref())?;
+    validate_attributes(&properties.attributes, MAX_GROUP_ATTRIBUTES, "A thing group")
 }
 
 /// The chain of ancestors of `name` (direct parent first), from an in-memory set of groups.
 fn ancestors<'a>(groups: &'a [Loaded<ThingGroup>], name: &str) -> Vec<&'a ThingGroup> {
     let mut chain = Vec::new();
-    let mut current = groups
-        .iter()
-        .find(|g| g.value.name == name)
-        .and_then(|g| g.value.parent.clone());
+    let mut current = groups.iter().find(|g| g.value.name == name).and_then(|g| g.value.parent.clone());
     while let Some(parent) = current {
         let Some(group) = groups.iter().find(|g| g.value.name == parent) else {
             break;
@@ -92,10 +81,7 @@ fn with_descendants(groups: &[Loaded<ThingGroup>], name: &str) -> BTreeSet<Strin
     loop {
         let more: Vec<String> = groups
             .iter()
-            .filter(|g| {
-                g.value.parent.as_ref().is_some_and(|p| found.contains(p))
-                    && !found.contains(&g.value.name)
-            })
+            .filter(|g| g.value.parent.as_ref().is_some_and(|p| found.contains(p)) && !found.contains(&g.value.name))
             .map(|g| g.value.name.clone())
             .collect();
         if more.is_empty() {
@@ -108,16 +94,11 @@ fn with_descendants(groups: &[Loaded<ThingGroup>], name: &str) -> BTreeSet<Strin
 impl Registry {
     async fn require_group(&self, name: &str) -> Result<Loaded<ThingGroup>> {
         validate_name("thingGroupName", name)?;
-        self.load(Collection::ThingGroup, name)
-            .await?
-            .ok_or_else(|| group_not_found(name))
+        self.load(Collection::ThingGroup, name).await?.ok_or_else(|| group_not_found(name))
     }
 
     fn group_ref(&self, name: &str) -> GroupRef {
-        GroupRef {
-            name: name.to_string(),
-            arn: self.arn(ResourceKind::ThingGroup, name),
-        }
+        GroupRef { name: name.to_string(), arn: self.arn(ResourceKind::ThingGroup, name) }
     }
 
     pub async fn create_thing_group(&self, request: CreateThingGroup) -> Result<ThingGroupCreated> {
@@ -139,7 +120,11 @@ impl Registry {
                         resource_arn: arn.clone(),
                     });
                 }
-                return Ok(Outcome::answer(ThingGroupCreated { name: existing.name, arn: arn.clone(), id: existing.id }));
+                return Ok(Outcome::answer(ThingGroupCreated {
+                    name: existing.name,
+                    arn: arn.clone(),
+                    id: existing.id,
+                }));
             }
             let mut writes = Vec::new();
             if let Some(parent) = &request.parent {
@@ -176,21 +161,14 @@ impl Registry {
             if root_to_parent.len() > MAX_GROUP_DEPTH {
                 break;
             }
-            let Some(ancestor) = self
-                .load::<ThingGroup>(Collection::ThingGroup, &name)
-                .await?
-            else {
+            let Some(ancestor) = self.load::<ThingGroup>(Collection::ThingGroup, &name).await? else {
                 break;
             };
             root_to_parent.push(self.group_ref(&name));
             parent = ancestor.value.parent;
         }
         root_to_parent.reverse();
-        Ok(ThingGroupView {
-            arn: self.arn(ResourceKind::ThingGroup, name),
-            group,
-            root_to_parent,
-        })
+        Ok(ThingGroupView { arn: self.arn(ResourceKind::ThingGroup, name), group, root_to_parent })
     }
 
     /// Replaces the group's properties (an attribute payload with `merge` merges);
@@ -202,10 +180,7 @@ impl Registry {
         attributes: Option<ferrocore_model::registry::AttributePayload>,
         expected_version: Option<i64>,
     ) -> Result<i64> {
-        validate_description(
-            "thingGroupProperties.thingGroupDescription",
-            description.as_deref(),
-        )?;
+        validate_description("thingGroupProperties.thingGroupDescription", description.as_deref())?;
         let (attributes, description) = (&attributes, &description);
         self.transact(|| async move {
             let loaded = self.require_group(name).await?;
@@ -218,20 +193,13 @@ impl Registry {
             validate_properties(&group.properties)?;
             group.version += 1;
             let version = group.version;
-            Ok(Outcome::write(
-                vec![put(Collection::ThingGroup, name, loaded.expect(), &group)],
-                version,
-            ))
+            Ok(Outcome::write(vec![put(Collection::ThingGroup, name, loaded.expect(), &group)], version))
         })
         .await
     }
 
     /// Succeeds when the group does not exist. Its things leave it.
-    pub async fn delete_thing_group(
-        &self,
-        name: &str,
-        expected_version: Option<i64>,
-    ) -> Result<()> {
+    pub async fn delete_thing_group(&self, name: &str, expected_version: Option<i64>) -> Result<()> {
         validate_name("thingGroupName", name)?;
         self.transact(|| async move {
             let Some(loaded) = self.load::<ThingGroup>(Collection::ThingGroup, name).await? else {
@@ -273,35 +241,22 @@ impl Registry {
         };
         let names = groups.iter().map(|g| &g.value.name).filter(|name| {
             scope.as_ref().is_none_or(|s| s.contains(*name))
-                && request
-                    .name_prefix
-                    .as_ref()
-                    .is_none_or(|p| name.starts_with(p.as_str()))
+                && request.name_prefix.as_ref().is_none_or(|p| name.starts_with(p.as_str()))
         });
         let page = paginate(names, |n| n.as_str(), &request.page)?;
-        Ok(Page {
-            items: page.items.into_iter().map(|n| self.group_ref(n)).collect(),
-            next_token: page.next_token,
-        })
+        Ok(Page { items: page.items.into_iter().map(|n| self.group_ref(n)).collect(), next_token: page.next_token })
     }
 
     pub async fn add_thing_to_thing_group(&self, group: &str, thing: &str) -> Result<()> {
-        self.update_thing_groups_for_thing(thing, &[group.to_string()], &[])
-            .await
+        self.update_thing_groups_for_thing(thing, &[group.to_string()], &[]).await
     }
 
     pub async fn remove_thing_from_thing_group(&self, group: &str, thing: &str) -> Result<()> {
-        self.update_thing_groups_for_thing(thing, &[], &[group.to_string()])
-            .await
+        self.update_thing_groups_for_thing(thing, &[], &[group.to_string()]).await
     }
 
     /// Adds the thing to `add` and removes it from `remove`, all or nothing.
-    pub async fn update_thing_groups_for_thing(
-        &self,
-        thing: &str,
-        add: &[String],
-        remove: &[String],
-    ) -> Result<()> {
+    pub async fn update_thing_groups_for_thing(&self, thing: &str, add: &[String], remove: &[String]) -> Result<()> {
         validate_name("thingName", thing)?;
         if let Some(both) = add.iter().find(|g| remove.contains(g)) {
             return Err(Error::invalid(format!(
@@ -315,10 +270,7 @@ impl Registry {
         remove.dedup();
         let (add, remove) = (&add, &remove);
         self.transact(|| async move {
-            let loaded = self
-                .load::<Thing>(Collection::Thing, thing)
-                .await?
-                .ok_or_else(|| thing_not_found(thing))?;
+            let loaded = self.load::<Thing>(Collection::Thing, thing).await?.ok_or_else(|| thing_not_found(thing))?;
             let groups = self.load_all::<ThingGroup>(Collection::ThingGroup).await?;
             let mut updated = loaded.value.clone();
             let mut writes = Vec::new();
@@ -327,11 +279,8 @@ impl Registry {
                 writes.push(Write::check(Collection::ThingGroup, name, group.expect()));
                 updated.groups.remove(name);
             }
-            let root_of = |name: &str| {
-                ancestors(&groups, name)
-                    .last()
-                    .map_or_else(|| name.to_string(), |root| root.name.clone())
-            };
+            let root_of =
+                |name: &str| ancestors(&groups, name).last().map_or_else(|| name.to_string(), |root| root.name.clone());
             for name in add {
                 let group = self.require_group(name).await?;
                 check_group_membership(&updated, name, &root_of)?;
@@ -354,31 +303,17 @@ impl Registry {
     ) -> Result<Page<String>> {
         self.require_group(group).await?;
         let members = if recursive {
-            with_descendants(
-                &self.load_all::<ThingGroup>(Collection::ThingGroup).await?,
-                group,
-            )
+            with_descendants(&self.load_all::<ThingGroup>(Collection::ThingGroup).await?, group)
         } else {
             [group.to_string()].into()
         };
-        self.things_where(
-            |thing| thing.groups.iter().any(|g| members.contains(g)),
-            page,
-        )
-        .await
+        self.things_where(|thing| thing.groups.iter().any(|g| members.contains(g)), page).await
     }
 
-    pub async fn list_thing_groups_for_thing(
-        &self,
-        thing: &str,
-        page: &PageRequest,
-    ) -> Result<Page<GroupRef>> {
+    pub async fn list_thing_groups_for_thing(&self, thing: &str, page: &PageRequest) -> Result<Page<GroupRef>> {
         validate_name("thingName", thing)?;
         let thing = self.require_thing(thing).await?.value;
         let page = paginate(thing.groups.iter(), |n| n.as_str(), page)?;
-        Ok(Page {
-            items: page.items.into_iter().map(|n| self.group_ref(n)).collect(),
-            next_token: page.next_token,
-        })
+        Ok(Page { items: page.items.into_iter().map(|n| self.group_ref(n)).collect(), next_token: page.next_token })
     }
 }

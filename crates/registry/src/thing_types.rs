@@ -1,6 +1,6 @@
 use ferrocore_model::registry::{
-    Tags, Thing, ThingType, check_type_deletable, validate_description, validate_name,
-    validate_searchable_attributes, validate_tags,
+    Tags, Thing, ThingType, check_type_deletable, validate_description, validate_name, validate_searchable_attributes,
+    validate_tags,
 };
 use ferrocore_model::{Error, ResourceKind, Result};
 use ferrocore_store::{Collection, Expect, Write};
@@ -30,35 +30,24 @@ fn type_not_found(name: &str) -> Error {
 impl Registry {
     async fn require_thing_type(&self, name: &str) -> Result<crate::Loaded<ThingType>> {
         validate_name("thingTypeName", name)?;
-        self.load(Collection::ThingType, name)
-            .await?
-            .ok_or_else(|| type_not_found(name))
+        self.load(Collection::ThingType, name).await?.ok_or_else(|| type_not_found(name))
     }
 
     pub async fn create_thing_type(&self, request: CreateThingType) -> Result<ThingTypeCreated> {
         validate_name("thingTypeName", &request.name)?;
-        validate_description(
-            "thingTypeProperties.thingTypeDescription",
-            request.description.as_deref(),
-        )?;
+        validate_description("thingTypeProperties.thingTypeDescription", request.description.as_deref())?;
         validate_searchable_attributes(&request.searchable_attributes)?;
         validate_tags(&request.tags)?;
         let arn = self.arn(ResourceKind::ThingType, &request.name);
         let (arn, request) = (&arn, &request);
         self.transact(|| async move {
-            if let Some(existing) = self
-                .load::<ThingType>(Collection::ThingType, &request.name)
-                .await?
-            {
+            if let Some(existing) = self.load::<ThingType>(Collection::ThingType, &request.name).await? {
                 let existing = existing.value;
                 if existing.description != request.description
                     || existing.searchable_attributes != request.searchable_attributes
                 {
                     return Err(Error::ResourceAlreadyExists {
-                        message: format!(
-                            "Thing Type {} already exists with different properties",
-                            request.name
-                        ),
+                        message: format!("Thing Type {} already exists with different properties", request.name),
                         resource_id: existing.id,
                         resource_arn: arn.clone(),
                     });
@@ -79,20 +68,9 @@ impl Registry {
                 creation_date: self.now(),
                 tags: request.tags.clone(),
             };
-            let created = ThingTypeCreated {
-                name: thing_type.name.clone(),
-                arn: arn.clone(),
-                id: thing_type.id.clone(),
-            };
-            Ok(Outcome::write(
-                vec![put(
-                    Collection::ThingType,
-                    &thing_type.name,
-                    Expect::Absent,
-                    &thing_type,
-                )],
-                created,
-            ))
+            let created =
+                ThingTypeCreated { name: thing_type.name.clone(), arn: arn.clone(), id: thing_type.id.clone() };
+            Ok(Outcome::write(vec![put(Collection::ThingType, &thing_type.name, Expect::Absent, &thing_type)], created))
         })
         .await
     }
@@ -108,10 +86,7 @@ impl Registry {
         description: Option<String>,
         searchable_attributes: Option<Vec<String>>,
     ) -> Result<()> {
-        validate_description(
-            "thingTypeProperties.thingTypeDescription",
-            description.as_deref(),
-        )?;
+        validate_description("thingTypeProperties.thingTypeDescription", description.as_deref())?;
         if let Some(names) = &searchable_attributes {
             validate_searchable_attributes(names)?;
         }
@@ -125,15 +100,7 @@ impl Registry {
             if let Some(names) = &searchable_attributes {
                 thing_type.searchable_attributes = names.clone();
             }
-            Ok(Outcome::write(
-                vec![put(
-                    Collection::ThingType,
-                    name,
-                    loaded.expect(),
-                    &thing_type,
-                )],
-                (),
-            ))
+            Ok(Outcome::write(vec![put(Collection::ThingType, name, loaded.expect(), &thing_type)], ()))
         })
         .await
     }
@@ -142,20 +109,12 @@ impl Registry {
         self.transact(|| async move {
             let loaded = self.require_thing_type(name).await?;
             let mut thing_type = loaded.value.clone();
-            if thing_type.deprecated == !undo {
+            if thing_type.deprecated != undo {
                 return Ok(Outcome::answer(()));
             }
             thing_type.deprecated = !undo;
             thing_type.deprecation_date = (!undo).then(|| self.now());
-            Ok(Outcome::write(
-                vec![put(
-                    Collection::ThingType,
-                    name,
-                    loaded.expect(),
-                    &thing_type,
-                )],
-                (),
-            ))
+            Ok(Outcome::write(vec![put(Collection::ThingType, name, loaded.expect(), &thing_type)], ()))
         })
         .await
     }
@@ -181,17 +140,10 @@ impl Registry {
         .await
     }
 
-    pub async fn list_thing_types(
-        &self,
-        name_filter: Option<&str>,
-        page: &PageRequest,
-    ) -> Result<Page<ThingType>> {
+    pub async fn list_thing_types(&self, name_filter: Option<&str>, page: &PageRequest) -> Result<Page<ThingType>> {
         let types = self.load_all::<ThingType>(Collection::ThingType).await?;
         paginate(
-            types
-                .into_iter()
-                .map(|t| t.value)
-                .filter(|t| name_filter.is_none_or(|n| t.name == n)),
+            types.into_iter().map(|t| t.value).filter(|t| name_filter.is_none_or(|n| t.name == n)),
             |t| t.name.as_str(),
             page,
         )

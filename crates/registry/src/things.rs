@@ -1,7 +1,6 @@
 use ferrocore_model::registry::{
-    self, AttributePayload, Attributes, Thing, ThingType, check_expected_version,
-    check_type_usable, max_thing_attributes, thing_attribute_owner, validate_attributes,
-    validate_name,
+    self, AttributePayload, Attributes, Thing, ThingType, check_expected_version, check_type_usable,
+    max_thing_attributes, thing_attribute_owner, validate_attributes, validate_name,
 };
 use ferrocore_model::{Error, ResourceKind, Result};
 use ferrocore_store::{Collection, Expect, Write};
@@ -44,19 +43,13 @@ pub struct ListThings {
 
 impl ListThings {
     fn matches(&self, thing: &Thing) -> bool {
-        let type_matches = self
-            .thing_type
-            .as_ref()
-            .is_none_or(|t| thing.thing_type.as_ref() == Some(t));
+        let type_matches = self.thing_type.as_ref().is_none_or(|t| thing.thing_type.as_ref() == Some(t));
         let attribute_matches = match (&self.attribute_name, &self.attribute_value) {
-            (Some(name), value) => thing
-                .attributes
-                .get(name)
-                .is_some_and(|actual| match value {
-                    None => true,
-                    Some(v) if self.use_prefix_attribute_value => actual.starts_with(v.as_str()),
-                    Some(v) => actual == v,
-                }),
+            (Some(name), value) => thing.attributes.get(name).is_some_and(|actual| match value {
+                None => true,
+                Some(v) if self.use_prefix_attribute_value => actual.starts_with(v.as_str()),
+                Some(v) => actual == v,
+            }),
             (None, _) => true,
         };
         type_matches && attribute_matches
@@ -69,9 +62,7 @@ pub(crate) fn thing_not_found(name: &str) -> Error {
 
 impl Registry {
     pub(crate) async fn require_thing(&self, name: &str) -> Result<crate::Loaded<Thing>> {
-        self.load(Collection::Thing, name)
-            .await?
-            .ok_or_else(|| thing_not_found(name))
+        self.load(Collection::Thing, name).await?.ok_or_else(|| thing_not_found(name))
     }
 
     /// The thing type a thing may use, read so the batch fails if it changes meanwhile.
@@ -87,58 +78,35 @@ impl Registry {
 
     pub async fn create_thing(&self, request: CreateThing) -> Result<ThingCreated> {
         validate_name("thingName", &request.name)?;
-        let attributes = AttributePayload {
-            attributes: request.attributes.clone(),
-            merge: false,
-        }
-        .apply(&Attributes::new());
+        let attributes =
+            AttributePayload { attributes: request.attributes.clone(), merge: false }.apply(&Attributes::new());
         let typed = request.thing_type.is_some();
-        validate_attributes(
-            &request.attributes,
-            max_thing_attributes(typed),
-            thing_attribute_owner(typed),
-        )?;
+        validate_attributes(&request.attributes, max_thing_attributes(typed), thing_attribute_owner(typed))?;
         let (attributes, request) = (&attributes, &request);
         self.transact(|| async move {
             let mut writes = Vec::new();
             if let Some(type_name) = &request.thing_type {
                 let thing_type = self.usable_type(type_name).await?;
-                writes.push(Write::check(
-                    Collection::ThingType,
-                    type_name,
-                    thing_type.expect(),
-                ));
+                writes.push(Write::check(Collection::ThingType, type_name, thing_type.expect()));
             }
             if let Some(group) = &request.billing_group {
                 let billing_group = self.require_billing_group(group).await?;
-                writes.push(Write::check(
-                    Collection::BillingGroup,
-                    group,
-                    billing_group.expect(),
-                ));
+                writes.push(Write::check(Collection::BillingGroup, group, billing_group.expect()));
             }
             let arn = self.arn(ResourceKind::Thing, &request.name);
             if let Some(existing) = self.load::<Thing>(Collection::Thing, &request.name).await? {
                 let existing = existing.value;
                 let same = existing.thing_type == request.thing_type
                     && existing.attributes == *attributes
-                    && (request.billing_group.is_none()
-                        || existing.billing_group == request.billing_group);
+                    && (request.billing_group.is_none() || existing.billing_group == request.billing_group);
                 if !same {
                     return Err(Error::ResourceAlreadyExists {
-                        message: format!(
-                            "Thing {} already exists in account with different attributes",
-                            request.name
-                        ),
+                        message: format!("Thing {} already exists in account with different attributes", request.name),
                         resource_id: existing.id,
                         resource_arn: arn,
                     });
                 }
-                return Ok(Outcome::answer(ThingCreated {
-                    name: existing.name,
-                    arn,
-                    id: existing.id,
-                }));
+                return Ok(Outcome::answer(ThingCreated { name: existing.name, arn, id: existing.id }));
             }
             let thing = Thing {
                 name: request.name.clone(),
@@ -150,11 +118,7 @@ impl Registry {
                 groups: Default::default(),
                 principals: Default::default(),
             };
-            let created = ThingCreated {
-                name: thing.name.clone(),
-                arn,
-                id: thing.id.clone(),
-            };
+            let created = ThingCreated { name: thing.name.clone(), arn, id: thing.id.clone() };
             writes.push(put(Collection::Thing, &thing.name, Expect::Absent, &thing));
             Ok(Outcome::write(writes, created))
         })
@@ -169,48 +133,29 @@ impl Registry {
     pub async fn update_thing(&self, request: UpdateThing) -> Result<()> {
         validate_name("thingName", &request.name)?;
         if request.remove_thing_type && request.thing_type.is_some() {
-            return Err(Error::invalid(
-                "Cannot specify both thingTypeName and removeThingType.",
-            ));
+            return Err(Error::invalid("Cannot specify both thingTypeName and removeThingType."));
         }
         let request = &request;
         self.transact(|| async move {
             let loaded = self.require_thing(&request.name).await?;
             let mut thing = loaded.value.clone();
-            check_expected_version(
-                "thing",
-                &thing.name,
-                thing.version,
-                request.expected_version,
-            )?;
+            check_expected_version("thing", &thing.name, thing.version, request.expected_version)?;
             let mut writes = Vec::new();
             if request.remove_thing_type {
                 thing.thing_type = None;
             } else if let Some(type_name) = &request.thing_type {
                 if thing.thing_type.as_ref() != Some(type_name) {
                     let thing_type = self.usable_type(type_name).await?;
-                    writes.push(Write::check(
-                        Collection::ThingType,
-                        type_name,
-                        thing_type.expect(),
-                    ));
+                    writes.push(Write::check(Collection::ThingType, type_name, thing_type.expect()));
                 }
                 thing.thing_type = Some(type_name.clone());
             }
             if let Some(payload) = &request.attributes {
-                validate_attributes(
-                    &payload.attributes,
-                    registry::MAX_ATTRIBUTES_TYPED,
-                    "A thing",
-                )?;
+                validate_attributes(&payload.attributes, registry::MAX_ATTRIBUTES_TYPED, "A thing")?;
                 thing.attributes = payload.apply(&thing.attributes);
             }
             let typed = thing.thing_type.is_some();
-            validate_attributes(
-                &thing.attributes,
-                max_thing_attributes(typed),
-                thing_attribute_owner(typed),
-            )?;
+            validate_attributes(&thing.attributes, max_thing_attributes(typed), thing_attribute_owner(typed))?;
             thing.version += 1;
             writes.push(put(Collection::Thing, &thing.name, loaded.expect(), &thing));
             Ok(Outcome::write(writes, ()))
@@ -243,46 +188,23 @@ impl Registry {
             return Err(Error::invalid("attributeValue requires attributeName."));
         }
         let things = self.load_all::<Thing>(Collection::Thing).await?;
-        paginate(
-            things
-                .into_iter()
-                .map(|t| t.value)
-                .filter(|t| request.matches(t)),
-            |t| t.name.as_str(),
-            &request.page,
-        )
+        paginate(things.into_iter().map(|t| t.value).filter(|t| request.matches(t)), |t| t.name.as_str(), &request.page)
     }
 
     /// Things for which `keep` holds, paged by name.
-    pub(crate) async fn things_where(
-        &self,
-        keep: impl Fn(&Thing) -> bool,
-        page: &PageRequest,
-    ) -> Result<Page<String>> {
+    pub(crate) async fn things_where(&self, keep: impl Fn(&Thing) -> bool, page: &PageRequest) -> Result<Page<String>> {
         let things = self.load_all::<Thing>(Collection::Thing).await?;
-        paginate(
-            things
-                .into_iter()
-                .map(|t| t.value)
-                .filter(keep)
-                .map(|t| t.name),
-            |n| n.as_str(),
-            page,
-        )
+        paginate(things.into_iter().map(|t| t.value).filter(keep).map(|t| t.name), |n| n.as_str(), page)
     }
 
     /// Rewrites every thing `change` alters (returns true for), as writes for one batch.
-    pub(crate) async fn rewrite_things(
-        &self,
-        change: impl Fn(&mut Thing) -> bool,
-    ) -> Result<Vec<Write>> {
+    pub(crate) async fn rewrite_things(&self, change: impl Fn(&mut Thing) -> bool) -> Result<Vec<Write>> {
         let things = self.load_all::<Thing>(Collection::Thing).await?;
         Ok(things
             .into_iter()
             .filter_map(|loaded| {
                 let mut thing = loaded.value.clone();
-                change(&mut thing)
-                    .then(|| put(Collection::Thing, &thing.name, loaded.expect(), &thing))
+                change(&mut thing).then(|| put(Collection::Thing, &thing.name, loaded.expect(), &thing))
             })
             .collect())
     }

@@ -15,9 +15,7 @@ impl Registry {
         self.load(Collection::TopicRuleDestination, arn)
             .await?
             // AWS answers for a destination that does not exist as for one the caller may not see.
-            .ok_or_else(|| {
-                Error::Unauthorized(format!("Access to TopicRuleDestination '{arn}' was denied"))
-            })
+            .ok_or_else(|| Error::Unauthorized(format!("Access to TopicRuleDestination '{arn}' was denied")))
     }
 
     /// A new destination record: HTTP ones wait for confirmation, VPC ones are enabled.
@@ -29,12 +27,7 @@ impl Registry {
         let now = self.now();
         let account = self.account();
         TopicRuleDestination {
-            arn: format!(
-                "arn:aws:iot:{}:{}:ruledestination/{kind}/{}",
-                account.region,
-                account.id,
-                new_id()
-            ),
+            arn: format!("arn:aws:iot:{}:{}:ruledestination/{kind}/{}", account.region, account.id, new_id()),
             target,
             status,
             status_reason: None,
@@ -44,37 +37,23 @@ impl Registry {
         }
     }
 
-    pub async fn create_topic_rule_destination(
-        &self,
-        target: DestinationTarget,
-    ) -> Result<TopicRuleDestination> {
+    pub async fn create_topic_rule_destination(&self, target: DestinationTarget) -> Result<TopicRuleDestination> {
         if let DestinationTarget::Http { confirmation_url } = &target {
             check_url(confirmation_url)?;
         }
         let target = &target;
         self.transact(|| async move {
             if let DestinationTarget::Http { confirmation_url } = target
-                && self
-                    .all_topic_rule_destinations()
-                    .await?
-                    .iter()
-                    .any(|d| d.target == *target)
+                && self.all_topic_rule_destinations().await?.iter().any(|d| d.target == *target)
             {
                 return Err(Error::ResourceAlreadyExists {
-                    message: format!(
-                        "A topic rule destination for {confirmation_url} already exists."
-                    ),
+                    message: format!("A topic rule destination for {confirmation_url} already exists."),
                     resource_id: confirmation_url.clone(),
                     resource_arn: String::new(),
                 });
             }
             let destination = self.new_destination(target.clone());
-            let write = put(
-                Collection::TopicRuleDestination,
-                &destination.arn,
-                Expect::Absent,
-                &destination,
-            );
+            let write = put(Collection::TopicRuleDestination, &destination.arn, Expect::Absent, &destination);
             Ok(Outcome::write(vec![write], destination))
         })
         .await
@@ -84,33 +63,17 @@ impl Registry {
         Ok(self.require_destination(arn).await?.value)
     }
 
-    pub async fn list_topic_rule_destinations(
-        &self,
-        page: &PageRequest,
-    ) -> Result<Page<TopicRuleDestination>> {
-        paginate(
-            self.all_topic_rule_destinations().await?,
-            |d| d.arn.as_str(),
-            page,
-        )
+    pub async fn list_topic_rule_destinations(&self, page: &PageRequest) -> Result<Page<TopicRuleDestination>> {
+        paginate(self.all_topic_rule_destinations().await?, |d| d.arn.as_str(), page)
     }
 
     pub async fn all_topic_rule_destinations(&self) -> Result<Vec<TopicRuleDestination>> {
-        Ok(self
-            .load_all(Collection::TopicRuleDestination)
-            .await?
-            .into_iter()
-            .map(|l| l.value)
-            .collect())
+        Ok(self.load_all(Collection::TopicRuleDestination).await?.into_iter().map(|l| l.value).collect())
     }
 
     /// UpdateTopicRuleDestination: ENABLED and DISABLED once confirmed; IN_PROGRESS
     /// asks for a new confirmation (the engine sends it again).
-    pub async fn update_topic_rule_destination(
-        &self,
-        arn: &str,
-        status: DestinationStatus,
-    ) -> Result<()> {
+    pub async fn update_topic_rule_destination(&self, arn: &str, status: DestinationStatus) -> Result<()> {
         self.transact(|| async {
             let loaded = self.require_destination(arn).await?;
             let mut destination = loaded.value.clone();
@@ -143,9 +106,7 @@ impl Registry {
     /// ConfirmTopicRuleDestination: the token sent to the confirmation URL enables the destination.
     pub async fn confirm_topic_rule_destination(&self, token: &str) -> Result<()> {
         self.transact(|| async {
-            let all = self
-                .load_all::<TopicRuleDestination>(Collection::TopicRuleDestination)
-                .await?;
+            let all = self.load_all::<TopicRuleDestination>(Collection::TopicRuleDestination).await?;
             let loaded = all
                 .into_iter()
                 .find(|l| l.value.confirmation_token.as_deref() == Some(token))
@@ -156,15 +117,7 @@ impl Registry {
             destination.status_reason = None;
             destination.last_updated_at = self.now();
             let arn = destination.arn.clone();
-            Ok(Outcome::write(
-                vec![put(
-                    Collection::TopicRuleDestination,
-                    &arn,
-                    loaded.expect(),
-                    &destination,
-                )],
-                (),
-            ))
+            Ok(Outcome::write(vec![put(Collection::TopicRuleDestination, &arn, loaded.expect(), &destination)], ()))
         })
         .await
     }
@@ -172,14 +125,7 @@ impl Registry {
     pub async fn delete_topic_rule_destination(&self, arn: &str) -> Result<()> {
         self.transact(|| async {
             let loaded = self.require_destination(arn).await?;
-            Ok(Outcome::write(
-                vec![Write::delete(
-                    Collection::TopicRuleDestination,
-                    arn,
-                    loaded.expect(),
-                )],
-                (),
-            ))
+            Ok(Outcome::write(vec![Write::delete(Collection::TopicRuleDestination, arn, loaded.expect())], ()))
         })
         .await
     }
@@ -188,18 +134,11 @@ impl Registry {
 /// The destination URL each HTTP action needs (its confirmationUrl, else its URL),
 /// checked as AWS does when a rule is created: a templated URL needs a literal
 /// confirmationUrl, and the URL must start with it.
-pub(crate) fn http_destination_urls(
-    actions: &[serde_json::Map<String, serde_json::Value>],
-) -> Result<Vec<String>> {
+pub(crate) fn http_destination_urls(actions: &[serde_json::Map<String, serde_json::Value>]) -> Result<Vec<String>> {
     let mut urls = Vec::new();
     for body in actions.iter().filter_map(|a| a.get("http")) {
-        let url = body
-            .get("url")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default();
-        let confirmation = body
-            .get("confirmationUrl")
-            .and_then(serde_json::Value::as_str);
+        let url = body.get("url").and_then(serde_json::Value::as_str).unwrap_or_default();
+        let confirmation = body.get("confirmationUrl").and_then(serde_json::Value::as_str);
         let templated = |text: &str| text.contains("${");
         let destination = match confirmation {
             Some(confirmation) if templated(confirmation) => continue,
@@ -227,13 +166,9 @@ pub(crate) fn http_destination_urls(
 /// Destination and action URLs are HTTPS on AWS; plain http is accepted here for
 /// local endpoints (the rules engine refuses it unless configured to allow it).
 pub fn check_url(url: &str) -> Result<()> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
     match rest {
         Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
-        _ => Err(Error::invalid(format!(
-            "The URL {url} is not a valid HTTPS URL."
-        ))),
+        _ => Err(Error::invalid(format!("The URL {url} is not a valid HTTPS URL."))),
     }
 }

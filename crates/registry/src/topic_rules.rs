@@ -26,24 +26,16 @@ pub struct ListTopicRules {
 }
 
 /// A rule's stored form from a payload, or the error AWS gives for it.
-fn rule_from(
-    name: &str,
-    payload: &TopicRulePayload,
-    created_at: i64,
-    tags: Tags,
-) -> Result<TopicRule> {
+fn rule_from(name: &str, payload: &TopicRulePayload, created_at: i64, tags: Tags) -> Result<TopicRule> {
     check_rule_name(name)?;
     let sql = payload.sql.clone().ok_or_else(|| {
         Error::invalid("1 validation error detected: Value null at 'topicRulePayload.sql' failed to satisfy constraint: Member must not be null")
     })?;
-    let query = ferrocore_rules_sql::parse(&sql)
-        .map_err(|err| Error::SqlParse(format!("Syntax error: {err}")))?;
+    let query = ferrocore_rules_sql::parse(&sql).map_err(|err| Error::SqlParse(format!("Syntax error: {err}")))?;
     if let Some(filter) = &query.from
         && ferrocore_mqtt::topic::validate_filter(filter).is_err()
     {
-        return Err(Error::SqlParse(format!(
-            "Syntax error: '{filter}' in FROM is not a valid topic filter"
-        )));
+        return Err(Error::SqlParse(format!("Syntax error: '{filter}' in FROM is not a valid topic filter")));
     }
     let (actions, error_action) = check_actions(payload)?;
     for action in actions.iter().chain(&error_action) {
@@ -63,9 +55,7 @@ fn rule_from(
     };
     let size = serde_json::to_vec(&rule).map_or(0, |bytes| bytes.len());
     if size > MAX_RULE_BYTES {
-        return Err(Error::invalid(format!(
-            "The rule is {size} bytes; the limit is {MAX_RULE_BYTES}."
-        )));
+        return Err(Error::invalid(format!("The rule is {size} bytes; the limit is {MAX_RULE_BYTES}.")));
     }
     Ok(rule)
 }
@@ -75,15 +65,9 @@ fn rule_from(
 fn check_action_values(action: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
     fn templates(value: &serde_json::Value) -> Result<()> {
         match value {
-            serde_json::Value::String(text) if text.contains("${") => {
-                ferrocore_rules_sql::Template::parse(text)
-                    .map(drop)
-                    .map_err(|err| {
-                        Error::invalid(format!(
-                            "The substitution template {text} is not valid: {err}"
-                        ))
-                    })
-            }
+            serde_json::Value::String(text) if text.contains("${") => ferrocore_rules_sql::Template::parse(text)
+                .map(drop)
+                .map_err(|err| Error::invalid(format!("The substitution template {text} is not valid: {err}"))),
             serde_json::Value::Array(items) => items.iter().try_for_each(templates),
             serde_json::Value::Object(fields) => fields.values().try_for_each(templates),
             _ => Ok(()),
@@ -107,22 +91,13 @@ impl Registry {
             .ok_or_else(|| Error::Unauthorized(format!("Access to topic rule '{name}' was denied")))
     }
 
-    pub async fn create_topic_rule(
-        &self,
-        name: &str,
-        payload: &TopicRulePayload,
-        tags: &Tags,
-    ) -> Result<()> {
+    pub async fn create_topic_rule(&self, name: &str, payload: &TopicRulePayload, tags: &Tags) -> Result<()> {
         validate_tags(tags)?;
         let rule = rule_from(name, payload, self.now(), tags.clone())?;
         let destination_urls = http_destination_urls(&rule.actions)?;
         let (rule, destination_urls) = (&rule, &destination_urls);
         self.transact(|| async move {
-            if self
-                .load::<TopicRule>(Collection::TopicRule, name)
-                .await?
-                .is_some()
-            {
+            if self.load::<TopicRule>(Collection::TopicRule, name).await?.is_some() {
                 return Err(Error::ResourceAlreadyExists {
                     message: format!("Topic rule {name} already exists"),
                     resource_id: name.to_string(),
@@ -141,7 +116,11 @@ impl Registry {
         let existing = self.all_topic_rule_destinations().await?;
         Ok(urls
             .iter()
-            .filter(|url| !existing.iter().any(|d| matches!(&d.target, DestinationTarget::Http { confirmation_url } if confirmation_url == *url)))
+            .filter(|url| {
+                !existing.iter().any(
+                    |d| matches!(&d.target, DestinationTarget::Http { confirmation_url } if confirmation_url == *url),
+                )
+            })
             .map(|url| {
                 let destination = self.new_destination(DestinationTarget::Http { confirmation_url: url.clone() });
                 put(Collection::TopicRuleDestination, &destination.arn.clone(), Expect::Absent, &destination)
@@ -180,10 +159,7 @@ impl Registry {
             let loaded = self.require_topic_rule(name).await?;
             let mut rule = loaded.value.clone();
             rule.rule_disabled = !enabled;
-            Ok(Outcome::write(
-                vec![put(Collection::TopicRule, name, loaded.expect(), &rule)],
-                (),
-            ))
+            Ok(Outcome::write(vec![put(Collection::TopicRule, name, loaded.expect(), &rule)], ()))
         })
         .await
     }
@@ -192,10 +168,7 @@ impl Registry {
         check_rule_name(name)?;
         self.transact(|| async {
             let loaded = self.require_topic_rule(name).await?;
-            Ok(Outcome::write(
-                vec![Write::delete(Collection::TopicRule, name, loaded.expect())],
-                (),
-            ))
+            Ok(Outcome::write(vec![Write::delete(Collection::TopicRule, name, loaded.expect())], ()))
         })
         .await
     }
@@ -203,25 +176,15 @@ impl Registry {
     pub async fn list_topic_rules(&self, request: &ListTopicRules) -> Result<Page<TopicRule>> {
         let all = self.load_all::<TopicRule>(Collection::TopicRule).await?;
         let matching = all.into_iter().map(|loaded| loaded.value).filter(|rule| {
-            request
-                .topic
-                .as_deref()
-                .is_none_or(|topic| rule.topic_pattern == topic)
-                && request
-                    .rule_disabled
-                    .is_none_or(|disabled| rule.rule_disabled == disabled)
+            request.topic.as_deref().is_none_or(|topic| rule.topic_pattern == topic)
+                && request.rule_disabled.is_none_or(|disabled| rule.rule_disabled == disabled)
         });
         paginate(matching, |rule| rule.name.as_str(), &request.page)
     }
 
     /// Every rule, for the rules engine (which skips the disabled ones).
     pub async fn all_topic_rules(&self) -> Result<Vec<TopicRule>> {
-        Ok(self
-            .load_all::<TopicRule>(Collection::TopicRule)
-            .await?
-            .into_iter()
-            .map(|l| l.value)
-            .collect())
+        Ok(self.load_all::<TopicRule>(Collection::TopicRule).await?.into_iter().map(|l| l.value).collect())
     }
 }
 
@@ -247,43 +210,25 @@ mod tests {
     #[test]
     fn actions_the_engine_could_not_run_are_refused_at_create_time() {
         let with_action = |action: serde_json::Value| -> TopicRulePayload {
-            serde_json::from_value(json!({"sql": "SELECT * FROM 'a/b'", "actions": [action]}))
-                .unwrap()
+            serde_json::from_value(json!({"sql": "SELECT * FROM 'a/b'", "actions": [action]})).unwrap()
         };
         let role = "arn:aws:iam::1:role/r";
-        let bad_template =
-            with_action(json!({"republish": {"topic": "out/${topic(", "roleArn": role}}));
-        assert!(matches!(
-            rule_from("r", &bad_template, 0, Tags::new()),
-            Err(Error::InvalidRequest(_))
-        ));
-        let bad_qos =
-            with_action(json!({"republish": {"topic": "out", "roleArn": role, "qos": 300}}));
-        assert!(matches!(
-            rule_from("r", &bad_qos, 0, Tags::new()),
-            Err(Error::InvalidRequest(_))
-        ));
+        let bad_template = with_action(json!({"republish": {"topic": "out/${topic(", "roleArn": role}}));
+        assert!(matches!(rule_from("r", &bad_template, 0, Tags::new()), Err(Error::InvalidRequest(_))));
+        let bad_qos = with_action(json!({"republish": {"topic": "out", "roleArn": role, "qos": 300}}));
+        assert!(matches!(rule_from("r", &bad_qos, 0, Tags::new()), Err(Error::InvalidRequest(_))));
         let headers = with_action(
             json!({"republish": {"topic": "out/${topic(2)}", "roleArn": role, "headers": {"contentType": "${x}"}}}),
         );
         assert!(rule_from("r", &headers, 0, Tags::new()).is_ok());
-        let bad_filter =
-            serde_json::from_value(json!({"sql": "SELECT * FROM 'a/#/b'", "actions": []})).unwrap();
-        assert!(matches!(
-            rule_from("r", &bad_filter, 0, Tags::new()),
-            Err(Error::SqlParse(_))
-        ));
+        let bad_filter = serde_json::from_value(json!({"sql": "SELECT * FROM 'a/#/b'", "actions": []})).unwrap();
+        assert!(matches!(rule_from("r", &bad_filter, 0, Tags::new()), Err(Error::SqlParse(_))));
     }
 
     #[test]
     fn the_topic_pattern_is_the_from_filter() {
-        let rule = rule_from(
-            "r",
-            &payload("SELECT * FROM 'sensors/+/temperature' WHERE value > 40"),
-            5,
-            Tags::new(),
-        )
-        .unwrap();
+        let rule =
+            rule_from("r", &payload("SELECT * FROM 'sensors/+/temperature' WHERE value > 40"), 5, Tags::new()).unwrap();
         assert_eq!(rule.topic_pattern, "sensors/+/temperature");
         assert_eq!(rule.sql_version, "2015-10-08");
         assert!(!rule.rule_disabled);

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use ferrocore_model::registry::{AttributePayload, Attributes};
 use ferrocore_model::{Account, Error};
 use ferrocore_registry::{
-    Clock, CreateThing, CreateThingGroup, CreateThingType, ListThings, Registry, RegistryConfig,
-    ShadowSettings, UpdateThing,
+    Clock, CreateThing, CreateThingGroup, CreateThingType, ListThings, Registry, RegistryConfig, ShadowSettings,
+    UpdateThing,
 };
 use ferrocore_shadow::ShadowError;
 use ferrocore_store::SqliteStore;
@@ -38,116 +38,59 @@ async fn registry_with(
         policy_document_limit: 2048,
         shadows,
     };
-    let issuer =
-        Arc::new(ferrocore_pki::Issuer::new_root("test CA", "ferrocore", 1_800_000_000).unwrap());
-    (
-        Registry::new(Arc::new(store), config, clock.clone(), issuer),
-        clock,
-    )
+    let issuer = Arc::new(ferrocore_pki::Issuer::new_root("test CA", "ferrocore", 1_800_000_000).unwrap());
+    (Registry::new(Arc::new(store), config, clock.clone(), issuer), clock)
 }
 
 fn attrs(pairs: &[(&str, &str)]) -> Attributes {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 #[tokio::test]
 async fn create_thing_is_idempotent_only_for_identical_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let (registry, _) = registry(&dir, 0).await;
-    let request = CreateThing {
-        name: "t1".into(),
-        attributes: attrs(&[("a", "1")]),
-        ..Default::default()
-    };
+    let request = CreateThing { name: "t1".into(), attributes: attrs(&[("a", "1")]), ..Default::default() };
     let first = registry.create_thing(request.clone()).await.unwrap();
     let again = registry.create_thing(request.clone()).await.unwrap();
     assert_eq!(first.id, again.id);
-    let different = CreateThing {
-        attributes: attrs(&[("a", "2")]),
-        ..request
-    };
+    let different = CreateThing { attributes: attrs(&[("a", "2")]), ..request };
     let err = registry.create_thing(different).await.unwrap_err();
-    assert!(
-        matches!(err, Error::ResourceAlreadyExists { resource_id, .. } if resource_id == first.id)
-    );
+    assert!(matches!(err, Error::ResourceAlreadyExists { resource_id, .. } if resource_id == first.id));
 }
 
 #[tokio::test]
 async fn updates_bump_the_version_and_check_expected_version() {
     let dir = tempfile::tempdir().unwrap();
     let (registry, _) = registry(&dir, 0).await;
-    registry
-        .create_thing(CreateThing {
-            name: "t".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    registry.create_thing(CreateThing { name: "t".into(), ..Default::default() }).await.unwrap();
     let update = |expected| UpdateThing {
         name: "t".into(),
-        attributes: Some(AttributePayload {
-            attributes: attrs(&[("k", "v")]),
-            merge: true,
-        }),
+        attributes: Some(AttributePayload { attributes: attrs(&[("k", "v")]), merge: true }),
         expected_version: expected,
         ..Default::default()
     };
     registry.update_thing(update(Some(1))).await.unwrap();
     assert_eq!(registry.describe_thing("t").await.unwrap().version, 2);
-    assert!(matches!(
-        registry.update_thing(update(Some(1))).await,
-        Err(Error::VersionConflict(_))
-    ));
-    assert!(matches!(
-        registry.delete_thing("t", Some(1)).await,
-        Err(Error::VersionConflict(_))
-    ));
+    assert!(matches!(registry.update_thing(update(Some(1))).await, Err(Error::VersionConflict(_))));
+    assert!(matches!(registry.delete_thing("t", Some(1)).await, Err(Error::VersionConflict(_))));
     registry.delete_thing("t", Some(2)).await.unwrap();
-    registry
-        .delete_thing("t", None)
-        .await
-        .expect("deleting a missing thing succeeds");
+    registry.delete_thing("t", None).await.expect("deleting a missing thing succeeds");
 }
 
 #[tokio::test]
 async fn thing_types_gate_things() {
     let dir = tempfile::tempdir().unwrap();
     let (registry, clock) = registry(&dir, 300_000).await;
-    registry
-        .create_thing_type(CreateThingType {
-            name: "T".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let typed = CreateThing {
-        name: "t".into(),
-        thing_type: Some("T".into()),
-        ..Default::default()
-    };
+    registry.create_thing_type(CreateThingType { name: "T".into(), ..Default::default() }).await.unwrap();
+    let typed = CreateThing { name: "t".into(), thing_type: Some("T".into()), ..Default::default() };
     registry.create_thing(typed.clone()).await.unwrap();
-    assert!(
-        matches!(
-            registry.delete_thing_type("T").await,
-            Err(Error::InvalidRequest(_))
-        ),
-        "not deprecated"
-    );
+    assert!(matches!(registry.delete_thing_type("T").await, Err(Error::InvalidRequest(_))), "not deprecated");
     registry.deprecate_thing_type("T", false).await.unwrap();
-    let refused = CreateThing {
-        name: "t2".into(),
-        ..typed
-    };
-    assert!(
-        matches!(registry.create_thing(refused).await, Err(Error::InvalidRequest(m)) if m.contains("depreated"))
-    );
+    let refused = CreateThing { name: "t2".into(), ..typed };
+    assert!(matches!(registry.create_thing(refused).await, Err(Error::InvalidRequest(m)) if m.contains("depreated")));
     clock.0.fetch_add(300_000, Ordering::SeqCst);
-    assert!(
-        matches!(registry.delete_thing_type("T").await, Err(Error::InvalidRequest(m)) if m.contains("associated"))
-    );
+    assert!(matches!(registry.delete_thing_type("T").await, Err(Error::InvalidRequest(m)) if m.contains("associated")));
     registry.delete_thing("t", None).await.unwrap();
     registry.delete_thing_type("T").await.unwrap();
 }
@@ -161,68 +104,23 @@ async fn groups_hold_one_thing_per_hierarchy_and_release_it_on_delete() {
         parent: parent.map(Into::into),
         ..Default::default()
     };
-    registry
-        .create_thing_group(group("root", None))
-        .await
-        .unwrap();
-    registry
-        .create_thing_group(group("child", Some("root")))
-        .await
-        .unwrap();
-    registry
-        .create_thing_group(group("other", None))
-        .await
-        .unwrap();
-    registry
-        .create_thing(CreateThing {
-            name: "t".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    registry
-        .add_thing_to_thing_group("child", "t")
-        .await
-        .unwrap();
-    assert!(
-        registry
-            .add_thing_to_thing_group("root", "t")
-            .await
-            .is_err()
-    );
-    registry
-        .add_thing_to_thing_group("other", "t")
-        .await
-        .unwrap();
+    registry.create_thing_group(group("root", None)).await.unwrap();
+    registry.create_thing_group(group("child", Some("root"))).await.unwrap();
+    registry.create_thing_group(group("other", None)).await.unwrap();
+    registry.create_thing(CreateThing { name: "t".into(), ..Default::default() }).await.unwrap();
+    registry.add_thing_to_thing_group("child", "t").await.unwrap();
+    assert!(registry.add_thing_to_thing_group("root", "t").await.is_err());
+    registry.add_thing_to_thing_group("other", "t").await.unwrap();
     let view = registry.describe_thing_group("child").await.unwrap();
-    assert_eq!(
-        view.root_to_parent
-            .iter()
-            .map(|g| g.name.as_str())
-            .collect::<Vec<_>>(),
-        ["root"]
-    );
-    let in_root = registry
-        .list_things_in_thing_group("root", true, &Default::default())
-        .await
-        .unwrap();
+    assert_eq!(view.root_to_parent.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["root"]);
+    let in_root = registry.list_things_in_thing_group("root", true, &Default::default()).await.unwrap();
     assert_eq!(in_root.items, ["t"]);
     assert!(
         matches!(registry.delete_thing_group("root", None).await, Err(Error::InvalidRequest(m)) if m.contains("child groups"))
     );
     registry.delete_thing_group("child", None).await.unwrap();
-    let groups = registry
-        .list_thing_groups_for_thing("t", &Default::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        groups
-            .items
-            .iter()
-            .map(|g| g.name.as_str())
-            .collect::<Vec<_>>(),
-        ["other"]
-    );
+    let groups = registry.list_thing_groups_for_thing("t", &Default::default()).await.unwrap();
+    assert_eq!(groups.items.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["other"]);
 }
 
 #[tokio::test]
@@ -231,11 +129,8 @@ async fn list_things_filters_and_pages() {
     let (registry, _) = registry(&dir, 0).await;
     for i in 0..5 {
         let floor = if i % 2 == 0 { "even-1" } else { "odd" };
-        let request = CreateThing {
-            name: format!("t{i}"),
-            attributes: attrs(&[("floor", floor)]),
-            ..Default::default()
-        };
+        let request =
+            CreateThing { name: format!("t{i}"), attributes: attrs(&[("floor", floor)]), ..Default::default() };
         registry.create_thing(request).await.unwrap();
     }
     let mut request = ListThings {
@@ -246,24 +141,10 @@ async fn list_things_filters_and_pages() {
     };
     request.page.max_results = Some(2);
     let first = registry.list_things(&request).await.unwrap();
-    assert_eq!(
-        first
-            .items
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect::<Vec<_>>(),
-        ["t0", "t2"]
-    );
+    assert_eq!(first.items.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t0", "t2"]);
     request.page.next_token = first.next_token;
     let second = registry.list_things(&request).await.unwrap();
-    assert_eq!(
-        second
-            .items
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect::<Vec<_>>(),
-        ["t4"]
-    );
+    assert_eq!(second.items.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t4"]);
     assert!(second.next_token.is_none());
 }
 
@@ -292,22 +173,10 @@ async fn certificate_lifecycle_and_walled_garden_authorization() {
     let (registry, _) = registry(&dir, 0).await;
     let cert = registry.create_keys_and_certificate(true).await.unwrap();
     assert!(cert.key_pair.as_ref().unwrap().1.contains("PRIVATE KEY"));
-    registry
-        .create_thing(CreateThing {
-            name: "dev1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    registry
-        .create_policy("garden", WALLED_GARDEN, &Default::default())
-        .await
-        .unwrap();
+    registry.create_thing(CreateThing { name: "dev1".into(), ..Default::default() }).await.unwrap();
+    registry.create_policy("garden", WALLED_GARDEN, &Default::default()).await.unwrap();
     registry.attach_policy("garden", &cert.arn).await.unwrap();
-    registry
-        .attach_thing_principal("dev1", &cert.arn, ThingPrincipalType::NonExclusiveThing)
-        .await
-        .unwrap();
+    registry.attach_thing_principal("dev1", &cert.arn, ThingPrincipalType::NonExclusiveThing).await.unwrap();
 
     let request = ferrocore_registry::TestAuthorization {
         principal: Some(cert.arn.clone()),
@@ -320,26 +189,10 @@ async fn certificate_lifecycle_and_walled_garden_authorization() {
         ],
         ..Default::default()
     };
-    let decisions: Vec<Decision> = registry
-        .test_authorization(&request)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.decision)
-        .collect();
-    assert_eq!(
-        decisions,
-        [
-            Decision::Allowed,
-            Decision::Allowed,
-            Decision::ImplicitDeny,
-            Decision::Allowed
-        ]
-    );
-    let as_other = ferrocore_registry::TestAuthorization {
-        client_id: Some("dev2".into()),
-        ..request.clone()
-    };
+    let decisions: Vec<Decision> =
+        registry.test_authorization(&request).await.unwrap().iter().map(|r| r.decision).collect();
+    assert_eq!(decisions, [Decision::Allowed, Decision::Allowed, Decision::ImplicitDeny, Decision::Allowed]);
+    let as_other = ferrocore_registry::TestAuthorization { client_id: Some("dev2".into()), ..request.clone() };
     let results = registry.test_authorization(&as_other).await.unwrap();
     assert_eq!(
         results[0].decision,
@@ -347,127 +200,55 @@ async fn certificate_lifecycle_and_walled_garden_authorization() {
         "thing variables resolve only for the thing's own client id"
     );
 
-    assert!(matches!(
-        registry.delete_thing("dev1", None).await,
-        Err(Error::InvalidRequest(_))
-    ));
-    assert!(matches!(
-        registry.delete_certificate(&cert.id, false).await,
-        Err(Error::CertificateState(_))
-    ));
-    registry
-        .update_certificate(&cert.id, CertificateStatus::Inactive)
-        .await
-        .unwrap();
+    assert!(matches!(registry.delete_thing("dev1", None).await, Err(Error::InvalidRequest(_))));
+    assert!(matches!(registry.delete_certificate(&cert.id, false).await, Err(Error::CertificateState(_))));
+    registry.update_certificate(&cert.id, CertificateStatus::Inactive).await.unwrap();
     assert!(
-        matches!(
-            registry.delete_certificate(&cert.id, true).await,
-            Err(Error::DeleteConflict(_))
-        ),
+        matches!(registry.delete_certificate(&cert.id, true).await, Err(Error::DeleteConflict(_))),
         "thing attached"
     );
-    registry
-        .detach_thing_principal("dev1", &cert.arn)
-        .await
-        .unwrap();
+    registry.detach_thing_principal("dev1", &cert.arn).await.unwrap();
     assert!(
-        matches!(
-            registry.delete_certificate(&cert.id, false).await,
-            Err(Error::DeleteConflict(_))
-        ),
+        matches!(registry.delete_certificate(&cert.id, false).await, Err(Error::DeleteConflict(_))),
         "policy attached"
     );
     registry.delete_certificate(&cert.id, true).await.unwrap();
-    assert!(
-        registry
-            .get_policy("garden")
-            .await
-            .unwrap()
-            .targets
-            .is_empty(),
-        "force delete detaches policies"
-    );
+    assert!(registry.get_policy("garden").await.unwrap().targets.is_empty(), "force delete detaches policies");
 }
 
 #[tokio::test]
 async fn policy_versions_follow_aws_rules() {
     let dir = tempfile::tempdir().unwrap();
     let (registry, _) = registry(&dir, 0).await;
-    registry
-        .create_policy("p", WALLED_GARDEN, &Default::default())
-        .await
-        .unwrap();
+    registry.create_policy("p", WALLED_GARDEN, &Default::default()).await.unwrap();
     for expected in 2..=5 {
-        assert_eq!(
-            registry
-                .create_policy_version("p", WALLED_GARDEN, false)
-                .await
-                .unwrap(),
-            expected
-        );
+        assert_eq!(registry.create_policy_version("p", WALLED_GARDEN, false).await.unwrap(), expected);
     }
     assert!(matches!(
-        registry
-            .create_policy_version("p", WALLED_GARDEN, true)
-            .await,
+        registry.create_policy_version("p", WALLED_GARDEN, true).await,
         Err(Error::VersionsLimitExceeded(_))
     ));
-    assert!(
-        matches!(
-            registry.delete_policy_version("p", 1).await,
-            Err(Error::InvalidRequest(_))
-        ),
-        "default version"
-    );
-    assert!(
-        matches!(
-            registry.delete_policy("p").await,
-            Err(Error::DeleteConflict(_))
-        ),
-        "versions remain"
-    );
+    assert!(matches!(registry.delete_policy_version("p", 1).await, Err(Error::InvalidRequest(_))), "default version");
+    assert!(matches!(registry.delete_policy("p").await, Err(Error::DeleteConflict(_))), "versions remain");
     registry.set_default_policy_version("p", 5).await.unwrap();
     for version in 1..=4 {
         registry.delete_policy_version("p", version).await.unwrap();
     }
-    assert_eq!(
-        registry
-            .create_policy_version("p", WALLED_GARDEN, false)
-            .await
-            .unwrap(),
-        6,
-        "ids are not reused"
-    );
+    assert_eq!(registry.create_policy_version("p", WALLED_GARDEN, false).await.unwrap(), 6, "ids are not reused");
     registry.delete_policy_version("p", 6).await.unwrap();
     registry.delete_policy("p").await.unwrap();
-    let too_big = format!(
-        r#"{{"Statement":{{"Effect":"Allow","Action":"iot:*","Resource":"{}"}}}}"#,
-        "x".repeat(2048)
-    );
+    let too_big = format!(r#"{{"Statement":{{"Effect":"Allow","Action":"iot:*","Resource":"{}"}}}}"#, "x".repeat(2048));
     assert!(matches!(
-        registry
-            .create_policy("big", &too_big, &Default::default())
-            .await,
+        registry.create_policy("big", &too_big, &Default::default()).await,
         Err(Error::InvalidRequest(_))
     ));
-    assert!(matches!(
-        registry
-            .create_policy("bad", "{}", &Default::default())
-            .await,
-        Err(Error::MalformedPolicy(_))
-    ));
+    assert!(matches!(registry.create_policy("bad", "{}", &Default::default()).await, Err(Error::MalformedPolicy(_))));
 }
 
 // ---- device shadows ----
 
 async fn thing(registry: &Registry, name: &str) {
-    registry
-        .create_thing(CreateThing {
-            name: name.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    registry.create_thing(CreateThing { name: name.into(), ..Default::default() }).await.unwrap();
 }
 
 #[tokio::test]
@@ -482,10 +263,7 @@ async fn concurrent_shadow_updates_lose_nothing() {
             tokio::spawn(async move {
                 let update = format!(r#"{{"state":{{"reported":{{"k{i}":{i}}}}}}}"#);
                 let shadow = (i % 2 == 0).then_some("named");
-                registry
-                    .update_shadow("t", shadow, update.as_bytes())
-                    .await
-                    .unwrap()
+                registry.update_shadow("t", shadow, update.as_bytes()).await.unwrap()
             })
         })
         .collect();
@@ -497,11 +275,7 @@ async fn concurrent_shadow_updates_lose_nothing() {
         assert_eq!(document["version"], 32);
         let reported = document["state"]["reported"].as_object().unwrap();
         assert_eq!(reported.len(), 32);
-        assert!(
-            (0..64)
-                .filter(|i| i % 2 == parity)
-                .all(|i| reported[&format!("k{i}")] == i)
-        );
+        assert!((0..64).filter(|i| i % 2 == parity).all(|i| reported[&format!("k{i}")] == i));
     }
 }
 
@@ -510,40 +284,18 @@ async fn shadows_belong_to_an_existing_thing_and_go_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let (registry, _) = registry(&dir, 0).await;
     let update = br#"{"state":{"desired":{"on":true}}}"#;
-    assert_eq!(
-        registry
-            .update_shadow("ghost", None, update)
-            .await
-            .unwrap_err(),
-        ShadowError::ThingNotFound
-    );
+    assert_eq!(registry.update_shadow("ghost", None, update).await.unwrap_err(), ShadowError::ThingNotFound);
     thing(&registry, "t").await;
     registry.update_shadow("t", None, update).await.unwrap();
-    registry
-        .update_shadow("t", Some("config"), update)
-        .await
-        .unwrap();
+    registry.update_shadow("t", Some("config"), update).await.unwrap();
     registry.delete_thing("t", None).await.unwrap();
     thing(&registry, "t").await;
+    assert_eq!(registry.get_shadow("t", None, None).await.unwrap_err(), ShadowError::NoShadow("t".into()));
     assert_eq!(
-        registry.get_shadow("t", None, None).await.unwrap_err(),
-        ShadowError::NoShadow("t".into())
-    );
-    assert_eq!(
-        registry
-            .get_shadow("t", Some("config"), None)
-            .await
-            .unwrap_err(),
+        registry.get_shadow("t", Some("config"), None).await.unwrap_err(),
         ShadowError::NoShadow("config".into())
     );
-    assert_eq!(
-        registry
-            .update_shadow("t", None, update)
-            .await
-            .unwrap()
-            .accepted["version"],
-        1
-    );
+    assert_eq!(registry.update_shadow("t", None, update).await.unwrap().accepted["version"], 1);
 }
 
 #[tokio::test]
@@ -554,99 +306,52 @@ async fn named_shadows_are_listed_in_pages_without_deleted_ones() {
     thing(&registry, "t2").await;
     let update = br#"{"state":{"reported":{"x":1}}}"#;
     registry.update_shadow("t", None, update).await.unwrap();
-    registry
-        .update_shadow("t2", Some("other"), update)
-        .await
-        .unwrap();
+    registry.update_shadow("t2", Some("other"), update).await.unwrap();
     for name in ["a", "b", "c", "d", "e"] {
-        registry
-            .update_shadow("t", Some(name), update)
-            .await
-            .unwrap();
+        registry.update_shadow("t", Some(name), update).await.unwrap();
     }
     registry.delete_shadow("t", Some("c"), None).await.unwrap();
-    let first = registry
-        .list_named_shadows("t", None, Some(2))
-        .await
-        .unwrap();
+    let first = registry.list_named_shadows("t", None, Some(2)).await.unwrap();
     assert_eq!(first.names, ["a", "b"]);
-    let second = registry
-        .list_named_shadows("t", first.next_token.as_deref(), Some(2))
-        .await
-        .unwrap();
+    let second = registry.list_named_shadows("t", first.next_token.as_deref(), Some(2)).await.unwrap();
     assert_eq!(second.names, ["d", "e"]);
     assert_eq!(second.next_token, None);
-    assert!(matches!(
-        registry.list_named_shadows("t", None, Some(101)).await,
-        Err(ShadowError::InvalidRequest(_))
-    ));
-    assert_eq!(
-        registry
-            .list_named_shadows("nope", None, None)
-            .await
-            .unwrap_err(),
-        ShadowError::ThingNotFound
-    );
+    assert!(matches!(registry.list_named_shadows("t", None, Some(101)).await, Err(ShadowError::InvalidRequest(_))));
+    assert_eq!(registry.list_named_shadows("nope", None, None).await.unwrap_err(), ShadowError::ThingNotFound);
 }
 
 #[tokio::test]
 async fn shadow_history_keeps_the_last_versions() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = ShadowSettings {
-        history_versions: 2,
-        ..Default::default()
-    };
+    let settings = ShadowSettings { history_versions: 2, ..Default::default() };
     let (registry, _) = registry_with(&dir, 0, settings).await;
     thing(&registry, "t").await;
     for i in 1..=4 {
         registry
-            .update_shadow(
-                "t",
-                None,
-                format!(r#"{{"state":{{"reported":{{"i":{i}}}}}}}"#).as_bytes(),
-            )
+            .update_shadow("t", None, format!(r#"{{"state":{{"reported":{{"i":{i}}}}}}}"#).as_bytes())
             .await
             .unwrap();
     }
     assert!(matches!(
         registry.shadow_version("t", None, 2).await,
-        Err(ShadowError::VersionNotKept {
-            version: 2,
-            kept: 2
-        })
+        Err(ShadowError::VersionNotKept { version: 2, kept: 2 })
     ));
     let third = registry.shadow_version("t", None, 3).await.unwrap();
     assert_eq!(third["state"]["reported"]["i"], 3);
     assert_eq!(third["version"], 3);
     registry.delete_shadow("t", None, None).await.unwrap();
-    assert_eq!(
-        registry.shadow_version("t", None, 4).await.unwrap()["version"],
-        4
-    );
+    assert_eq!(registry.shadow_version("t", None, 4).await.unwrap()["version"], 4);
 }
 
 #[tokio::test]
 async fn removal_notifications_are_opt_in() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = ShadowSettings {
-        removal_notifications: true,
-        ..Default::default()
-    };
+    let settings = ShadowSettings { removal_notifications: true, ..Default::default() };
     let (registry, _) = registry_with(&dir, 0, settings).await;
     thing(&registry, "t").await;
-    registry
-        .update_shadow("t", None, br#"{"state":{"desired":{"a":1,"b":2}}}"#)
-        .await
-        .unwrap();
-    let updated = registry
-        .update_shadow("t", None, br#"{"state":{"desired":{"a":null}}}"#)
-        .await
-        .unwrap();
-    let topics: Vec<&str> = updated
-        .notifications
-        .iter()
-        .map(|n| n.topic.as_str())
-        .collect();
+    registry.update_shadow("t", None, br#"{"state":{"desired":{"a":1,"b":2}}}"#).await.unwrap();
+    let updated = registry.update_shadow("t", None, br#"{"state":{"desired":{"a":null}}}"#).await.unwrap();
+    let topics: Vec<&str> = updated.notifications.iter().map(|n| n.topic.as_str()).collect();
     assert_eq!(
         topics,
         [
@@ -656,7 +361,6 @@ async fn removal_notifications_are_opt_in() {
             "$aws/things/t/shadow/update/removed"
         ]
     );
-    let removed: serde_json::Value =
-        serde_json::from_slice(&updated.notifications[3].payload).unwrap();
+    let removed: serde_json::Value = serde_json::from_slice(&updated.notifications[3].payload).unwrap();
     assert_eq!(removed["state"], serde_json::json!({"a": null}));
 }

@@ -17,8 +17,7 @@ impl Query {
     /// Whether evaluating the query may call [`Lookups`](crate::Lookups), which
     /// blocks: the caller then evaluates it off the async runtime.
     pub fn uses_lookups(&self) -> bool {
-        self.select.calls(LOOKUP_FUNCTION)
-            || self.condition.as_ref().is_some_and(Expr::uses_lookups)
+        self.select.calls(LOOKUP_FUNCTION) || self.condition.as_ref().is_some_and(Expr::uses_lookups)
     }
 }
 
@@ -111,23 +110,14 @@ impl Expr {
     pub(crate) fn calls(&self, function: &str) -> bool {
         match self {
             Expr::Literal(_) | Expr::Field(_) | Expr::Payload => false,
-            Expr::Member(inner, _)
-            | Expr::Not(inner)
-            | Expr::Negate(inner)
-            | Expr::Cast(inner, _) => inner.calls(function),
-            Expr::Index(left, right) | Expr::Binary(_, left, right) => {
-                left.calls(function) || right.calls(function)
+            Expr::Member(inner, _) | Expr::Not(inner) | Expr::Negate(inner) | Expr::Cast(inner, _) => {
+                inner.calls(function)
             }
+            Expr::Index(left, right) | Expr::Binary(_, left, right) => left.calls(function) || right.calls(function),
             Expr::Call(name, args) => name == function || args.iter().any(|a| a.calls(function)),
-            Expr::Case {
-                subject,
-                whens,
-                otherwise,
-            } => {
+            Expr::Case { subject, whens, otherwise } => {
                 subject.calls(function)
-                    || whens
-                        .iter()
-                        .any(|(when, then)| when.calls(function) || then.calls(function))
+                    || whens.iter().any(|(when, then)| when.calls(function) || then.calls(function))
                     || otherwise.as_ref().is_some_and(|e| e.calls(function))
             }
             Expr::Object(fields) => fields.iter().any(|(_, e)| e.calls(function)),

@@ -8,20 +8,12 @@ use crate::value::{Value, output_bytes};
 use crate::{EvalError, functions};
 
 /// The outcome for one message: `None` when WHERE did not hold.
-pub fn evaluate(
-    query: &Query,
-    payload: &Value,
-    context: &Context,
-) -> Result<Option<Value>, EvalError> {
+pub fn evaluate(query: &Query, payload: &Value, context: &Context) -> Result<Option<Value>, EvalError> {
     Scope::message(payload, context).select_where(&query.select, query.condition.as_ref())
 }
 
 /// One expression over a message, as a substitution template evaluates it.
-pub fn evaluate_expression(
-    expr: &Expr,
-    payload: &Value,
-    context: &Context,
-) -> Result<Value, EvalError> {
+pub fn evaluate_expression(expr: &Expr, payload: &Value, context: &Context) -> Result<Value, EvalError> {
     Scope::message(payload, context).eval(expr)
 }
 
@@ -66,30 +58,18 @@ struct Scope<'a> {
 
 impl<'a> Scope<'a> {
     fn message(payload: &'a Value, context: &'a Context) -> Self {
-        Scope {
-            payload,
-            context,
-            is_message: true,
-        }
+        Scope { payload, context, is_message: true }
     }
 
     fn nested<'b>(&self, element: &'b Value) -> Scope<'b>
     where
         'a: 'b,
     {
-        Scope {
-            payload: element,
-            context: self.context,
-            is_message: false,
-        }
+        Scope { payload: element, context: self.context, is_message: false }
     }
 
     /// The select's result, or `None` when the condition does not hold.
-    fn select_where(
-        &self,
-        select: &Select,
-        condition: Option<&Expr>,
-    ) -> Result<Option<Value>, EvalError> {
+    fn select_where(&self, select: &Select, condition: Option<&Expr>) -> Result<Option<Value>, EvalError> {
         if let Some(condition) = condition
             && self.eval(condition)?.to_bool() != Some(true)
         {
@@ -109,9 +89,7 @@ impl<'a> Scope<'a> {
                 Item::All => match self.payload {
                     // The payload's keys are unique: copied whole when first, merged otherwise.
                     Value::Object(all) if fields.is_empty() => fields.clone_from(all),
-                    Value::Object(all) => {
-                        all.iter().for_each(|(k, v)| set(&mut fields, k, v.clone()))
-                    }
+                    Value::Object(all) => all.iter().for_each(|(k, v)| set(&mut fields, k, v.clone())),
                     // A payload that is not an object (raw bytes too) passes through whole.
                     other if items.len() == 1 => return Ok(other.clone()),
                     _ => {}
@@ -136,10 +114,7 @@ impl<'a> Scope<'a> {
             Value::Array(elements) => {
                 let mut results = Vec::new();
                 for element in &elements {
-                    match self
-                        .nested(element)
-                        .select_where(&subquery.select, condition)?
-                    {
+                    match self.nested(element).select_where(&subquery.select, condition)? {
                         // An array cannot hold Undefined (a missing `SELECT VALUE` field).
                         None | Some(Value::Undefined) => {}
                         Some(result) => results.push(result),
@@ -147,20 +122,16 @@ impl<'a> Scope<'a> {
                 }
                 Ok(Value::Array(results))
             }
-            object @ Value::Object(_) => Ok(self
-                .nested(&object)
-                .select_where(&subquery.select, condition)?
-                .unwrap_or(Value::Undefined)),
+            object @ Value::Object(_) => {
+                Ok(self.nested(&object).select_where(&subquery.select, condition)?.unwrap_or(Value::Undefined))
+            }
             _ => Ok(Value::Undefined),
         }
     }
 
     /// An argument's value; `*` given to a function of bytes is the payload as published.
     fn argument(&self, function: &str, arg: &Expr) -> Result<Value, EvalError> {
-        if self.is_message
-            && matches!(arg, Expr::Payload)
-            && functions::reads_payload_bytes(function)
-        {
+        if self.is_message && matches!(arg, Expr::Payload) && functions::reads_payload_bytes(function) {
             return Ok(self.payload_bytes());
         }
         self.eval(arg)
@@ -169,9 +140,7 @@ impl<'a> Scope<'a> {
     fn payload_bytes(&self) -> Value {
         match self.payload {
             Value::Binary(_) => self.payload.clone(),
-            _ if !self.context.raw_payload.is_empty() => {
-                Value::Binary(self.context.raw_payload.to_vec())
-            }
+            _ if !self.context.raw_payload.is_empty() => Value::Binary(self.context.raw_payload.to_vec()),
             json => Value::Binary(output_bytes(json)),
         }
     }
@@ -186,10 +155,7 @@ impl<'a> Scope<'a> {
                 _ => Value::Undefined,
             },
             Expr::Payload => self.payload.clone(),
-            Expr::Not(inner) => self
-                .eval(inner)?
-                .to_bool()
-                .map_or(Value::Undefined, |b| Value::Bool(!b)),
+            Expr::Not(inner) => self.eval(inner)?.to_bool().map_or(Value::Undefined, |b| Value::Bool(!b)),
             Expr::Negate(inner) => match self.eval(inner)?.to_number() {
                 Some(Value::Int(n)) => n.checked_neg().map_or(Value::Undefined, Value::Int),
                 Some(Value::Decimal(d)) => Value::Decimal(-d),
@@ -197,18 +163,11 @@ impl<'a> Scope<'a> {
             },
             Expr::Binary(op, left, right) => binary(*op, self.eval(left)?, self.eval(right)?),
             Expr::Call(name, args) => {
-                let values = args
-                    .iter()
-                    .map(|arg| self.argument(name, arg))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let values = args.iter().map(|arg| self.argument(name, arg)).collect::<Result<Vec<_>, _>>()?;
                 functions::call(name, &values, self.context)?
             }
             Expr::Cast(inner, kind) => cast(self.eval(inner)?, kind)?,
-            Expr::Case {
-                subject,
-                whens,
-                otherwise,
-            } => {
+            Expr::Case { subject, whens, otherwise } => {
                 let subject = self.eval(subject)?;
                 if subject == Value::Undefined {
                     return Ok(Value::Undefined);
@@ -233,12 +192,7 @@ impl<'a> Scope<'a> {
                 }
                 Value::Object(out)
             }
-            Expr::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|i| self.eval(i))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Expr::Array(items) => Value::Array(items.iter().map(|i| self.eval(i)).collect::<Result<_, _>>()?),
             Expr::Subquery(subquery) => self.subquery(subquery)?,
         })
     }
@@ -259,9 +213,7 @@ fn cast(value: Value, kind: &str) -> Result<Value, EvalError> {
             Value::Decimal(d) => Value::Bool(d != 0.0),
             other => other.to_bool().map_or(Value::Undefined, Value::Bool),
         },
-        "string" | "varchar" | "nvarchar" | "text" | "ntext" => {
-            value.to_text().map_or(Value::Undefined, Value::String)
-        }
+        "string" | "varchar" | "nvarchar" | "text" | "ntext" => value.to_text().map_or(Value::Undefined, Value::String),
         other => return Err(EvalError::Unsupported(format!("cast to {other}"))),
     })
 }
@@ -271,16 +223,12 @@ fn cast(value: Value, kind: &str) -> Result<Value, EvalError> {
 fn equal(left: &Value, right: &Value) -> Option<bool> {
     Some(match (left, right) {
         (Value::Undefined, _) | (_, Value::Undefined) => return None,
-        (Value::Int(_) | Value::Decimal(_), Value::Int(_) | Value::Decimal(_)) => {
-            left.as_f64() == right.as_f64()
-        }
+        (Value::Int(_) | Value::Decimal(_), Value::Int(_) | Value::Decimal(_)) => left.as_f64() == right.as_f64(),
         (Value::Array(a), Value::Array(b)) => {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| equal(x, y) == Some(true))
         }
         (Value::Object(a), Value::Object(b)) => {
-            a.len() == b.len()
-                && a.iter()
-                    .all(|(k, v)| equal(v, &right.field(k)) == Some(true))
+            a.len() == b.len() && a.iter().all(|(k, v)| equal(v, &right.field(k)) == Some(true))
         }
         _ => left == right,
     })
@@ -339,10 +287,7 @@ pub(crate) fn arithmetic(op: BinaryOp, left: &Value, right: &Value) -> Value {
             result.map_or(Value::Undefined, Value::Int)
         }
         (a, b) => {
-            let (x, y) = (
-                a.as_f64().unwrap_or(f64::NAN),
-                b.as_f64().unwrap_or(f64::NAN),
-            );
+            let (x, y) = (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN));
             let result = match op {
                 BinaryOp::Add => x + y,
                 BinaryOp::Sub => x - y,
@@ -351,11 +296,7 @@ pub(crate) fn arithmetic(op: BinaryOp, left: &Value, right: &Value) -> Value {
                 BinaryOp::Mod if y != 0.0 => x % y,
                 _ => return Value::Undefined,
             };
-            if result.is_finite() {
-                Value::Decimal(result)
-            } else {
-                Value::Undefined
-            }
+            if result.is_finite() { Value::Decimal(result) } else { Value::Undefined }
         }
     }
 }

@@ -103,18 +103,12 @@ static UNDEFINED: Value = Value::Undefined;
 
 /// The catalogue's spelling of a function name, if it is one.
 pub fn canonical_name(name: &str) -> Option<&'static str> {
-    CATALOGUE
-        .iter()
-        .copied()
-        .find(|known| known.eq_ignore_ascii_case(name))
+    CATALOGUE.iter().copied().find(|known| known.eq_ignore_ascii_case(name))
 }
 
 /// Functions of bytes: given `*`, they read the payload as published, not its value.
 pub fn reads_payload_bytes(name: &str) -> bool {
-    matches!(
-        name,
-        "encode" | "md2" | "md5" | "sha1" | "sha224" | "sha256" | "sha384" | "sha512"
-    )
+    matches!(name, "encode" | "md2" | "md5" | "sha1" | "sha224" | "sha256" | "sha384" | "sha512")
 }
 
 pub fn call(name: &str, args: &[Value], context: &Context) -> Result<Value, EvalError> {
@@ -181,14 +175,8 @@ pub fn call(name: &str, args: &[Value], context: &Context) -> Result<Value, Eval
         "isUndefined" => Value::Bool(*arg(0) == Value::Undefined),
         "transform" => transform(arg(0), arg(1), arg(2)),
         "accountid" => Value::String(context.account_id.clone()),
-        "clientid" => context
-            .client_id
-            .clone()
-            .map_or(Value::Undefined, Value::String),
-        "principal" => context
-            .principal
-            .clone()
-            .map_or(Value::Undefined, Value::String),
+        "clientid" => context.client_id.clone().map_or(Value::Undefined, Value::String),
+        "principal" => context.principal.clone().map_or(Value::Undefined, Value::String),
         "topic" => message::topic(args.first(), &context.topic),
         "traceid" => Value::String(context.trace_id.clone()),
         "timestamp" => Value::Int(context.timestamp_ms),
@@ -198,21 +186,14 @@ pub fn call(name: &str, args: &[Value], context: &Context) -> Result<Value, Eval
         "time_to_epoch" => datetime::time_to_epoch(arg(0), arg(1))?,
         "get_thing_shadow" => message::thing_shadow(args, context),
         "get_mqtt_property" => message::mqtt_property(arg(0), context.properties.as_ref()),
-        "get_user_properties" => {
-            message::user_properties(args.first(), context.properties.as_ref())
-        }
+        "get_user_properties" => message::user_properties(args.first(), context.properties.as_ref()),
         other => return Err(EvalError::Unsupported(other.to_string())),
     })
 }
 
 /// An array's element at a 0-based index (converted to an Int); Undefined out of range.
 pub fn element(items: &[Value], index: &Value) -> Value {
-    index
-        .to_int()
-        .and_then(|i| usize::try_from(i).ok())
-        .and_then(|i| items.get(i))
-        .cloned()
-        .unwrap_or(Value::Undefined)
+    index.to_int().and_then(|i| usize::try_from(i).ok()).and_then(|i| items.get(i)).cloned().unwrap_or(Value::Undefined)
 }
 
 /// `get(collection, key)`: an array element or a string's character by 0-based
@@ -233,20 +214,15 @@ fn get(collection: &Value, key: &Value) -> Value {
 /// `transform('enrichArray', object, array)`, the one mode AWS documents: every
 /// object of the array with the object's attributes added (they win on a clash).
 fn transform(mode: &Value, attributes: &Value, array: &Value) -> Value {
-    let (Value::String(mode), Value::Object(attributes), Value::Array(elements)) =
-        (mode, attributes, array)
-    else {
+    let (Value::String(mode), Value::Object(attributes), Value::Array(elements)) = (mode, attributes, array) else {
         return Value::Undefined;
     };
     if mode != "enrichArray" {
         return Value::Undefined;
     }
     let enrich = |fields: &Vec<(String, Value)>| {
-        let mut enriched: Vec<(String, Value)> = fields
-            .iter()
-            .filter(|(key, _)| !attributes.iter().any(|(k, _)| k == key))
-            .cloned()
-            .collect();
+        let mut enriched: Vec<(String, Value)> =
+            fields.iter().filter(|(key, _)| !attributes.iter().any(|(k, _)| k == key)).cloned().collect();
         enriched.extend(attributes.iter().cloned());
         Value::Object(enriched)
     };

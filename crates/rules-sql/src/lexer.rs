@@ -12,10 +12,8 @@ pub enum Token {
     Symbol(&'static str),
 }
 
-const SYMBOLS: [&str; 21] = [
-    "<>", "!=", "<=", ">=", ",", ".", "(", ")", "[", "]", "{", "}", ":", "*", "+", "-", "/", "%",
-    "=", "<", ">",
-];
+const SYMBOLS: [&str; 21] =
+    ["<>", "!=", "<=", ">=", ",", ".", "(", ")", "[", "]", "{", "}", ":", "*", "+", "-", "/", "%", "=", "<", ">"];
 
 pub fn tokenize(sql: &str) -> Result<Vec<(Token, usize)>, SqlError> {
     let chars: Vec<char> = sql.chars().collect();
@@ -59,17 +57,13 @@ pub fn tokenize(sql: &str) -> Result<Vec<(Token, usize)>, SqlError> {
             }
             let text: String = chars[start..i].iter().collect();
             let token = if decimal {
-                Token::Decimal(
-                    text.parse()
-                        .map_err(|_| SqlError::at(start, format!("invalid number {text}")))?,
-                )
+                Token::Decimal(text.parse().map_err(|_| SqlError::at(start, format!("invalid number {text}")))?)
             } else {
                 match text.parse() {
                     Ok(int) => Token::Int(int),
-                    Err(_) => Token::Decimal(
-                        text.parse()
-                            .map_err(|_| SqlError::at(start, format!("invalid number {text}")))?,
-                    ),
+                    Err(_) => {
+                        Token::Decimal(text.parse().map_err(|_| SqlError::at(start, format!("invalid number {text}")))?)
+                    }
                 }
             };
             tokens.push((token, start));

@@ -46,10 +46,7 @@ pub struct SqlError {
 
 impl SqlError {
     fn at(offset: usize, message: impl Into<String>) -> Self {
-        Self {
-            offset,
-            message: message.into(),
-        }
+        Self { offset, message: message.into() }
     }
 }
 

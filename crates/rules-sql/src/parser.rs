@@ -9,10 +9,8 @@ use crate::value::Value;
 
 /// Words that cannot name a field. `value` is not one: it is a keyword only right
 /// after SELECT and followed by an expression (`SELECT value FROM …` selects a field).
-const RESERVED: [&str; 14] = [
-    "select", "as", "from", "where", "and", "or", "not", "case", "when", "then", "else", "end",
-    "true", "false",
-];
+const RESERVED: [&str; 14] =
+    ["select", "as", "from", "where", "and", "or", "not", "case", "when", "then", "else", "end", "true", "false"];
 
 pub fn parse(sql: &str) -> Result<Query, SqlError> {
     let mut parser = Parser::new(sql)?;
@@ -54,20 +52,12 @@ fn describe(token: &Token) -> String {
 
 impl Parser {
     fn new(text: &str) -> Result<Self, SqlError> {
-        Ok(Parser {
-            tokens: tokenize(text)?,
-            position: 0,
-            length: text.chars().count(),
-            depth: 0,
-        })
+        Ok(Parser { tokens: tokenize(text)?, position: 0, length: text.chars().count(), depth: 0 })
     }
 
     fn expect_end(&self, what: &str) -> Result<(), SqlError> {
         match self.tokens.get(self.position) {
-            Some((token, at)) => Err(SqlError::at(
-                *at,
-                format!("unexpected {} after {what}", describe(token)),
-            )),
+            Some((token, at)) => Err(SqlError::at(*at, format!("unexpected {} after {what}", describe(token)))),
             None => Ok(()),
         }
     }
@@ -77,21 +67,13 @@ impl Parser {
     }
 
     fn offset(&self) -> usize {
-        self.tokens
-            .get(self.position)
-            .map_or(self.length, |(_, at)| *at)
+        self.tokens.get(self.position).map_or(self.length, |(_, at)| *at)
     }
 
     fn error(&self, expected: &str) -> SqlError {
         match self.peek() {
-            Some(token) => SqlError::at(
-                self.offset(),
-                format!("expected {expected}, found {}", describe(token)),
-            ),
-            None => SqlError::at(
-                self.length,
-                format!("expected {expected}, found the end of the statement"),
-            ),
+            Some(token) => SqlError::at(self.offset(), format!("expected {expected}, found {}", describe(token))),
+            None => SqlError::at(self.length, format!("expected {expected}, found the end of the statement")),
         }
     }
 
@@ -105,11 +87,7 @@ impl Parser {
     }
 
     fn expect_keyword(&mut self, word: &str) -> Result<(), SqlError> {
-        if self.keyword(word) {
-            Ok(())
-        } else {
-            Err(self.error(&word.to_uppercase()))
-        }
+        if self.keyword(word) { Ok(()) } else { Err(self.error(&word.to_uppercase())) }
     }
 
     fn symbol(&mut self, symbol: &str) -> bool {
@@ -122,11 +100,7 @@ impl Parser {
     }
 
     fn expect_symbol(&mut self, symbol: &str) -> Result<(), SqlError> {
-        if self.symbol(symbol) {
-            Ok(())
-        } else {
-            Err(self.error(&format!("'{symbol}'")))
-        }
+        if self.symbol(symbol) { Ok(()) } else { Err(self.error(&format!("'{symbol}'"))) }
     }
 
     fn name(&mut self) -> Result<String, SqlError> {
@@ -154,26 +128,14 @@ impl Parser {
         } else {
             None
         };
-        let condition = if self.keyword("where") {
-            Some(self.expr()?)
-        } else {
-            None
-        };
-        Ok(Query {
-            select,
-            from,
-            condition,
-        })
+        let condition = if self.keyword("where") { Some(self.expr()?) } else { None };
+        Ok(Query { select, from, condition })
     }
 
     /// `SELECT VALUE <expr>` or `SELECT <items>`.
     fn select(&mut self) -> Result<Select, SqlError> {
         self.expect_keyword("select")?;
-        Ok(if self.select_value() {
-            Select::Value(self.expr()?)
-        } else {
-            Select::Items(self.items()?)
-        })
+        Ok(if self.select_value() { Select::Value(self.expr()?) } else { Select::Items(self.items()?) })
     }
 
     /// The rest of a nested `(SELECT … FROM <path> [WHERE …])`, from SELECT on.
@@ -181,29 +143,20 @@ impl Parser {
         let select = self.select()?;
         self.expect_keyword("from")?;
         let from = self.postfix()?;
-        let condition = if self.keyword("where") {
-            Some(self.expr()?)
-        } else {
-            None
-        };
+        let condition = if self.keyword("where") { Some(self.expr()?) } else { None };
         self.expect_symbol(")")?;
-        Ok(Expr::Subquery(Box::new(Subquery {
-            select,
-            from,
-            condition,
-        })))
+        Ok(Expr::Subquery(Box::new(Subquery { select, from, condition })))
     }
 
     /// Consumes `VALUE` when it introduces `SELECT VALUE <expr>`.
     fn select_value(&mut self) -> bool {
-        let is_value =
-            matches!(self.peek(), Some(Token::Ident(word)) if word.eq_ignore_ascii_case("value"));
+        let is_value = matches!(self.peek(), Some(Token::Ident(word)) if word.eq_ignore_ascii_case("value"));
         let next = self.tokens.get(self.position + 1).map(|(t, _)| t);
         let field_use = match next {
             None => true,
-            Some(Token::Ident(word)) => ["from", "as", "where", "and", "or"]
-                .iter()
-                .any(|k| word.eq_ignore_ascii_case(k)),
+            Some(Token::Ident(word)) => {
+                ["from", "as", "where", "and", "or"].iter().any(|k| word.eq_ignore_ascii_case(k))
+            }
             Some(Token::Symbol(symbol)) => !["(", "[", "{", "-"].contains(symbol),
             Some(_) => false,
         };
@@ -222,11 +175,7 @@ impl Parser {
                 items.push(Item::All);
             } else {
                 let expr = self.expr()?;
-                let alias = if self.keyword("as") {
-                    Some(self.dotted_name()?)
-                } else {
-                    None
-                };
+                let alias = if self.keyword("as") { Some(self.dotted_name()?) } else { None };
                 items.push(Item::Expr { expr, alias });
             }
             if !self.symbol(",") {
@@ -262,25 +211,13 @@ impl Parser {
     }
 
     fn negation(&mut self) -> Result<Expr, SqlError> {
-        self.descend(|p| {
-            if p.keyword("not") {
-                Ok(Expr::Not(Box::new(p.negation()?)))
-            } else {
-                p.comparison()
-            }
-        })
+        self.descend(|p| if p.keyword("not") { Ok(Expr::Not(Box::new(p.negation()?))) } else { p.comparison() })
     }
 
     /// Parses one level deeper, refusing expressions nested beyond [`MAX_DEPTH`].
-    fn descend<T>(
-        &mut self,
-        parse: impl FnOnce(&mut Self) -> Result<T, SqlError>,
-    ) -> Result<T, SqlError> {
+    fn descend<T>(&mut self, parse: impl FnOnce(&mut Self) -> Result<T, SqlError>) -> Result<T, SqlError> {
         if self.depth >= MAX_DEPTH {
-            return Err(SqlError::at(
-                self.offset(),
-                format!("the expression nests deeper than {MAX_DEPTH} levels"),
-            ));
+            return Err(SqlError::at(self.offset(), format!("the expression nests deeper than {MAX_DEPTH} levels")));
         }
         self.depth += 1;
         let parsed = parse(self);
@@ -338,13 +275,7 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Expr, SqlError> {
-        self.descend(|p| {
-            if p.symbol("-") {
-                Ok(Expr::Negate(Box::new(p.unary()?)))
-            } else {
-                p.postfix()
-            }
-        })
+        self.descend(|p| if p.symbol("-") { Ok(Expr::Negate(Box::new(p.unary()?))) } else { p.postfix() })
     }
 
     /// A primary followed by member accesses and indexes: `a.b[1].c`.
@@ -382,8 +313,7 @@ impl Parser {
             }
             Token::Symbol("(") => {
                 self.position += 1;
-                if matches!(self.peek(), Some(Token::Ident(word)) if word.eq_ignore_ascii_case("select"))
-                {
+                if matches!(self.peek(), Some(Token::Ident(word)) if word.eq_ignore_ascii_case("select")) {
                     return self.subquery();
                 }
                 let expr = self.expr()?;
@@ -487,16 +417,8 @@ impl Parser {
         if whens.is_empty() {
             return Err(self.error("WHEN"));
         }
-        let otherwise = if self.keyword("else") {
-            Some(Box::new(self.expr()?))
-        } else {
-            None
-        };
+        let otherwise = if self.keyword("else") { Some(Box::new(self.expr()?)) } else { None };
         self.expect_keyword("end")?;
-        Ok(Expr::Case {
-            subject: Box::new(subject),
-            whens,
-            otherwise,
-        })
+        Ok(Expr::Case { subject: Box::new(subject), whens, otherwise })
     }
 }

@@ -35,15 +35,10 @@ impl Template {
         while i < chars.len() {
             if chars[i] == '$' && chars.get(i + 1) == Some(&'{') {
                 let start = i + 2;
-                let end = closing_brace(&chars, start).ok_or_else(|| {
-                    SqlError::at(
-                        i,
-                        "unterminated substitution template: '${' without its '}'",
-                    )
-                })?;
+                let end = closing_brace(&chars, start)
+                    .ok_or_else(|| SqlError::at(i, "unterminated substitution template: '${' without its '}'"))?;
                 let source: String = chars[start..end].iter().collect();
-                let expr = parse_expression(&source)
-                    .map_err(|err| SqlError::at(start + err.offset, err.message))?;
+                let expr = parse_expression(&source).map_err(|err| SqlError::at(start + err.offset, err.message))?;
                 if !literal.is_empty() {
                     parts.push(Part::Text(std::mem::take(&mut literal)));
                 }
@@ -85,9 +80,7 @@ impl Template {
 
     /// Whether rendering may call [`Lookups`](crate::Lookups), which blocks.
     pub fn uses_lookups(&self) -> bool {
-        self.parts
-            .iter()
-            .any(|part| matches!(part, Part::Expr(expr) if expr.uses_lookups()))
+        self.parts.iter().any(|part| matches!(part, Part::Expr(expr) if expr.uses_lookups()))
     }
 }
 

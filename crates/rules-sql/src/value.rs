@@ -24,10 +24,7 @@ pub enum Value {
 /// The value of a message payload as AWS sees it: the parsed JSON document, or
 /// the raw bytes when the payload is not JSON.
 pub fn payload_value(bytes: &[u8]) -> Value {
-    serde_json::from_slice::<Json>(bytes).map_or_else(
-        |_| Value::Binary(bytes.to_vec()),
-        |json| Value::from_json(&json),
-    )
+    serde_json::from_slice::<Json>(bytes).map_or_else(|_| Value::Binary(bytes.to_vec()), |json| Value::from_json(&json))
 }
 
 /// The bytes a rule emits for a result: raw bytes stay raw, Undefined is an empty
@@ -35,10 +32,7 @@ pub fn payload_value(bytes: &[u8]) -> Value {
 pub fn output_bytes(value: &Value) -> Vec<u8> {
     match value {
         Value::Binary(bytes) => bytes.clone(),
-        other => other
-            .to_json()
-            .map(|json| json.to_string().into_bytes())
-            .unwrap_or_default(),
+        other => other.to_json().map(|json| json.to_string().into_bytes()).unwrap_or_default(),
     }
 }
 
@@ -47,16 +41,10 @@ impl Value {
         match json {
             Json::Null => Self::Null,
             Json::Bool(b) => Self::Bool(*b),
-            Json::Number(n) => n
-                .as_i64()
-                .map_or_else(|| Self::Decimal(n.as_f64().unwrap_or(f64::NAN)), Self::Int),
+            Json::Number(n) => n.as_i64().map_or_else(|| Self::Decimal(n.as_f64().unwrap_or(f64::NAN)), Self::Int),
             Json::String(s) => Self::String(s.clone()),
             Json::Array(items) => Self::Array(items.iter().map(Self::from_json).collect()),
-            Json::Object(map) => Self::Object(
-                map.iter()
-                    .map(|(k, v)| (k.clone(), Self::from_json(v)))
-                    .collect(),
-            ),
+            Json::Object(map) => Self::Object(map.iter().map(|(k, v)| (k.clone(), Self::from_json(v))).collect()),
         }
     }
 
@@ -72,28 +60,17 @@ impl Value {
             Self::Decimal(d) if d.fract() == 0.0 && d.abs() < 9.0e15 => Json::from(*d as i64),
             Self::Decimal(d) => serde_json::Number::from_f64(*d).map_or(Json::Null, Json::Number),
             Self::String(s) => Json::String(s.clone()),
-            Self::Array(items) => Json::Array(
-                items
-                    .iter()
-                    .map(|v| v.to_json().unwrap_or(Json::Null))
-                    .collect(),
-            ),
-            Self::Object(fields) => Json::Object(
-                fields
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.to_json()?)))
-                    .collect(),
-            ),
+            Self::Array(items) => Json::Array(items.iter().map(|v| v.to_json().unwrap_or(Json::Null)).collect()),
+            Self::Object(fields) => {
+                Json::Object(fields.iter().filter_map(|(k, v)| Some((k.clone(), v.to_json()?))).collect())
+            }
             Self::Binary(bytes) => Json::String(BASE64.encode(bytes)),
         })
     }
 
     pub fn field(&self, name: &str) -> Value {
         match self {
-            Self::Object(fields) => fields
-                .iter()
-                .find(|(k, _)| k == name)
-                .map_or(Value::Undefined, |(_, v)| v.clone()),
+            Self::Object(fields) => fields.iter().find(|(k, _)| k == name).map_or(Value::Undefined, |(_, v)| v.clone()),
             _ => Value::Undefined,
         }
     }
@@ -112,11 +89,9 @@ impl Value {
     pub fn to_number(&self) -> Option<Value> {
         match self {
             Self::Int(_) | Self::Decimal(_) => Some(self.clone()),
-            Self::String(s) if is_numeric(s) => Some(
-                s.parse::<i64>()
-                    .map(Value::Int)
-                    .unwrap_or_else(|_| Value::Decimal(s.parse().unwrap_or(f64::NAN))),
-            ),
+            Self::String(s) if is_numeric(s) => {
+                Some(s.parse::<i64>().map(Value::Int).unwrap_or_else(|_| Value::Decimal(s.parse().unwrap_or(f64::NAN))))
+            }
             _ => None,
         }
     }
@@ -161,7 +136,5 @@ fn is_numeric(text: &str) -> bool {
         None => (mantissa, None),
     };
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    digits(whole)
-        && fraction.is_none_or(digits)
-        && exponent.is_none_or(|e| digits(e.strip_prefix('-').unwrap_or(e)))
+    digits(whole) && fraction.is_none_or(digits) && exponent.is_none_or(|e| digits(e.strip_prefix('-').unwrap_or(e)))
 }

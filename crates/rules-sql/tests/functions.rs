@@ -34,9 +34,7 @@ fn value(expr: &str, context: &Context) -> Result<Value, EvalError> {
 
 /// The JSON of `expr` over the payload; `None` for Undefined.
 fn eval(expr: &str) -> Option<Json> {
-    value(expr, &context())
-        .unwrap_or_else(|err| panic!("{expr}: {err}"))
-        .to_json()
+    value(expr, &context()).unwrap_or_else(|err| panic!("{expr}: {err}")).to_json()
 }
 
 fn check(cases: &[(&str, Option<Json>)]) {
@@ -46,20 +44,12 @@ fn check(cases: &[(&str, Option<Json>)]) {
 }
 
 fn approx(expr: &str, expected: f64) {
-    let actual = eval(expr)
-        .and_then(|json| json.as_f64())
-        .unwrap_or_else(|| panic!("{expr} is not a number"));
-    assert!(
-        (actual - expected).abs() <= 1e-12 * expected.abs().max(1.0),
-        "{expr}: {actual} != {expected}"
-    );
+    let actual = eval(expr).and_then(|json| json.as_f64()).unwrap_or_else(|| panic!("{expr} is not a number"));
+    assert!((actual - expected).abs() <= 1e-12 * expected.abs().max(1.0), "{expr}: {actual} != {expected}");
 }
 
 fn unsupported(expr: &str) {
-    assert!(
-        matches!(value(expr, &context()), Err(EvalError::Unsupported(_))),
-        "{expr}"
-    );
+    assert!(matches!(value(expr, &context()), Err(EvalError::Unsupported(_))), "{expr}");
 }
 
 #[test]
@@ -136,15 +126,10 @@ fn bitwise() {
 
 #[test]
 fn rand_is_a_fraction_fixed_per_message() {
-    let Ok(Value::Decimal(first)) = value("rand()", &context()) else {
-        panic!("rand() is not a Decimal")
-    };
+    let Ok(Value::Decimal(first)) = value("rand()", &context()) else { panic!("rand() is not a Decimal") };
     assert!((0.0..1.0).contains(&first));
     assert_eq!(value("rand()", &context()), Ok(Value::Decimal(first)));
-    let next_message = Context {
-        new_uuid: "another".into(),
-        ..context()
-    };
+    let next_message = Context { new_uuid: "another".into(), ..context() };
     assert_ne!(value("rand()", &next_message), Ok(Value::Decimal(first)));
 }
 
@@ -160,10 +145,7 @@ fn strings() {
         ("concat(1)", Some(json!("1"))),
         ("concat('con', 'cat')", Some(json!("concat"))),
         ("concat('a', 1, true, 2.5)", Some(json!("a1true2.5"))),
-        (
-            "concat([1, 2, 3], 'hello', [4, 5, 6])",
-            Some(json!([1, 2, 3, "hello", 4, 5, 6])),
-        ),
+        ("concat([1, 2, 3], 'hello', [4, 5, 6])", Some(json!([1, 2, 3, "hello", 4, 5, 6]))),
         ("concat('a', missing)", None),
         ("concat('a', n)", None),
         ("endswith('cat', 'at')", Some(json!(true))),
@@ -218,16 +200,10 @@ fn regular_expressions() {
         ("regexp_matches(n, 'a')", None),
         ("regexp_replace('abcd', 'bc', 'x')", Some(json!("axd"))),
         ("regexp_replace('abcd', 'b(.*)d', '$1')", Some(json!("ac"))),
-        (
-            r"regexp_replace('2024-01-15', '(\d+)-(\d+)-(\d+)', '$3/$2/$1')",
-            Some(json!("15/01/2024")),
-        ),
+        (r"regexp_replace('2024-01-15', '(\d+)-(\d+)-(\d+)', '$3/$2/$1')", Some(json!("15/01/2024"))),
         // Java reads `$12` as group 1 and "2" when there is no group 12.
         ("regexp_replace('ab', '(a)', '$12')", Some(json!("a2b"))),
-        (
-            "regexp_replace('ab', '(?P<first>a)', '[${first}]')",
-            Some(json!("[a]b")),
-        ),
+        ("regexp_replace('ab', '(?P<first>a)', '[${first}]')", Some(json!("[a]b"))),
         (r"regexp_replace('ab', 'a', '\$')", Some(json!("$b"))),
         ("regexp_replace('ab', 'a', '$')", None),
         ("regexp_replace('ab', 'a', '$2')", None),
@@ -243,30 +219,11 @@ fn regular_expressions() {
 #[test]
 fn hashes_and_base64() {
     check(&[
-        (
-            "md2('hello')",
-            Some(json!("a9046c73e00331af68917d3804f70655")),
-        ),
-        (
-            "md5('hello')",
-            Some(json!("5d41402abc4b2a76b9719d911017c592")),
-        ),
-        (
-            "sha1('hello')",
-            Some(json!("aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d")),
-        ),
-        (
-            "sha224('hello')",
-            Some(json!(
-                "ea09ae9cc6768c50fcee903ed054556e5bfc8347907f12598aa24193"
-            )),
-        ),
-        (
-            "sha256('hello')",
-            Some(json!(
-                "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-            )),
-        ),
+        ("md2('hello')", Some(json!("a9046c73e00331af68917d3804f70655"))),
+        ("md5('hello')", Some(json!("5d41402abc4b2a76b9719d911017c592"))),
+        ("sha1('hello')", Some(json!("aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"))),
+        ("sha224('hello')", Some(json!("ea09ae9cc6768c50fcee903ed054556e5bfc8347907f12598aa24193"))),
+        ("sha256('hello')", Some(json!("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"))),
         (
             "sha384('hello')",
             Some(json!(
@@ -290,14 +247,8 @@ fn hashes_and_base64() {
         ("decode('!!', 'base64')", Some(Json::Null)),
         ("decode(missing, 'base64')", None),
         // Bytes that are neither JSON nor UTF-8 stay bytes.
-        (
-            "encode(decode('/w==', 'base64'), 'base64')",
-            Some(json!("/w==")),
-        ),
-        (
-            "md5(decode('/w==', 'base64'))",
-            Some(json!("00594fd4f42ba43fc1ca0427a0576295")),
-        ),
+        ("encode(decode('/w==', 'base64'), 'base64')", Some(json!("/w=="))),
+        ("md5(decode('/w==', 'base64'))", Some(json!("00594fd4f42ba43fc1ca0427a0576295"))),
     ]);
     unsupported("decode('CgJoaQ==', 'protobuf')");
     unsupported("encode('x', 'hex')");
@@ -346,10 +297,7 @@ fn message_context() {
         ("principal()", Some(json!("thumbprint"))),
         ("accountid()", Some(json!("123456789012"))),
         ("timestamp()", Some(json!(NOW_MS))),
-        (
-            "newuuid()",
-            Some(json!("6c1a3a3e-0c57-4b7a-9a38-2a1b5d0c1e11")),
-        ),
+        ("newuuid()", Some(json!("6c1a3a3e-0c57-4b7a-9a38-2a1b5d0c1e11"))),
         ("traceid()", Some(json!("trace-1"))),
         ("sql_version()", Some(json!("2016-03-23"))),
     ]);
@@ -358,46 +306,16 @@ fn message_context() {
 #[test]
 fn parse_time_writes_joda_patterns() {
     check(&[
-        (
-            "parse_time('yyyy-MM-dd HH:mm:ss.SSS', 1481825251155)",
-            Some(json!("2016-12-15 18:07:31.155")),
-        ),
-        (
-            "parse_time(\"yyyy.MM.dd G 'at' HH:mm:ss z\", timestamp())",
-            Some(json!("2016.12.15 AD at 18:07:31 UTC")),
-        ),
-        (
-            "parse_time('yyyy', timestamp(), 'UTC')",
-            Some(json!("2016")),
-        ),
-        (
-            "parse_time('yyyy-MM-dd HH:mm Z', timestamp(), '+05:30')",
-            Some(json!("2016-12-15 23:37 +0530")),
-        ),
-        (
-            "parse_time('HH:mm ZZ z', timestamp(), 'UTC-08:00')",
-            Some(json!("10:07 -08:00 -08:00")),
-        ),
-        (
-            "parse_time('dd MMM yy, h:mm a, EEEE', timestamp())",
-            Some(json!("15 Dec 16, 6:07 PM, Thursday")),
-        ),
-        (
-            "parse_time('d/M/y H:m:s.S EEE MMMM', 0)",
-            Some(json!("1/1/1970 0:0:0.0 Thu January")),
-        ),
-        (
-            "parse_time(\"''yyyy'' 'o''clock'\", 0)",
-            Some(json!("'1970' o'clock")),
-        ),
-        (
-            "parse_time('yyyy-MM-dd', -86400000)",
-            Some(json!("1969-12-31")),
-        ),
-        (
-            "parse_time(\"yyyy-MM-dd'T'HH:mm:ssX\", 0)",
-            Some(json!("1970-01-01T00:00:00Z")),
-        ),
+        ("parse_time('yyyy-MM-dd HH:mm:ss.SSS', 1481825251155)", Some(json!("2016-12-15 18:07:31.155"))),
+        ("parse_time(\"yyyy.MM.dd G 'at' HH:mm:ss z\", timestamp())", Some(json!("2016.12.15 AD at 18:07:31 UTC"))),
+        ("parse_time('yyyy', timestamp(), 'UTC')", Some(json!("2016"))),
+        ("parse_time('yyyy-MM-dd HH:mm Z', timestamp(), '+05:30')", Some(json!("2016-12-15 23:37 +0530"))),
+        ("parse_time('HH:mm ZZ z', timestamp(), 'UTC-08:00')", Some(json!("10:07 -08:00 -08:00"))),
+        ("parse_time('dd MMM yy, h:mm a, EEEE', timestamp())", Some(json!("15 Dec 16, 6:07 PM, Thursday"))),
+        ("parse_time('d/M/y H:m:s.S EEE MMMM', 0)", Some(json!("1/1/1970 0:0:0.0 Thu January"))),
+        ("parse_time(\"''yyyy'' 'o''clock'\", 0)", Some(json!("'1970' o'clock"))),
+        ("parse_time('yyyy-MM-dd', -86400000)", Some(json!("1969-12-31"))),
+        ("parse_time(\"yyyy-MM-dd'T'HH:mm:ssX\", 0)", Some(json!("1970-01-01T00:00:00Z"))),
         ("parse_time('yyyy', 'x')", None),
     ]);
     unsupported("parse_time('yyyy', 0, 'America/Belize')");
@@ -411,34 +329,19 @@ fn time_to_epoch_reads_them_back() {
             "time_to_epoch('2020-04-03 09:45:18 UTC+01:00', 'yyyy-MM-dd HH:mm:ss VV')",
             Some(json!(1_585_903_518_000_i64)),
         ),
-        (
-            "time_to_epoch('18 December 2015', 'dd MMMM yyyy')",
-            Some(json!(1_450_396_800_000_i64)),
-        ),
-        (
-            "time_to_epoch('18 dec 2015', 'dd MMM yyyy')",
-            Some(json!(1_450_396_800_000_i64)),
-        ),
-        (
-            "time_to_epoch('20161215180731', 'yyyyMMddHHmmss')",
-            Some(json!(1_481_825_251_000_i64)),
-        ),
+        ("time_to_epoch('18 December 2015', 'dd MMMM yyyy')", Some(json!(1_450_396_800_000_i64))),
+        ("time_to_epoch('18 dec 2015', 'dd MMM yyyy')", Some(json!(1_450_396_800_000_i64))),
+        ("time_to_epoch('20161215180731', 'yyyyMMddHHmmss')", Some(json!(1_481_825_251_000_i64))),
         (
             "time_to_epoch('2016-12-15T18:07:31.155Z', \"yyyy-MM-dd'T'HH:mm:ss.SSSX\")",
             Some(json!(1_481_825_251_155_i64)),
         ),
-        (
-            "time_to_epoch('12/15/2016 6:07:31 PM -0500', 'MM/dd/yyyy h:mm:ss a Z')",
-            Some(json!(1_481_843_251_000_i64)),
-        ),
+        ("time_to_epoch('12/15/2016 6:07:31 PM -0500', 'MM/dd/yyyy h:mm:ss a Z')", Some(json!(1_481_843_251_000_i64))),
         (
             "time_to_epoch('Thu, 15 Dec 16 18:07:31 GMT', 'EEE, dd MMM yy HH:mm:ss z')",
             Some(json!(1_481_825_251_000_i64)),
         ),
-        (
-            "time_to_epoch('2016-12-15 18:07:31.1', 'yyyy-MM-dd HH:mm:ss.S')",
-            Some(json!(1_481_825_251_100_i64)),
-        ),
+        ("time_to_epoch('2016-12-15 18:07:31.1', 'yyyy-MM-dd HH:mm:ss.S')", Some(json!(1_481_825_251_100_i64))),
         ("time_to_epoch('2016-13-01', 'yyyy-MM-dd')", None),
         ("time_to_epoch('2016-02-30', 'yyyy-MM-dd')", None),
         ("time_to_epoch('2016-12-15 extra', 'yyyy-MM-dd')", None),

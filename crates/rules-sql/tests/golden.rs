@@ -11,10 +11,7 @@ use serde_json::{Value as Json, json};
 /// Cases ferrocore knowingly answers differently, and why.
 const KNOWN_GAPS: &[(&str, &str)] = &[
     ("parse_time_belize", "named time zones need a zone database"),
-    (
-        "time_to_epoch_zone_name",
-        "named time zones need a zone database",
-    ),
+    ("time_to_epoch_zone_name", "named time zones need a zone database"),
 ];
 
 #[test]
@@ -24,8 +21,7 @@ fn aws_documented_examples() {
         eprintln!("{} is missing: no golden cases run", path.display());
         return;
     };
-    let cases: Vec<Json> =
-        serde_json::from_str(&text).expect("the golden file is a JSON array of cases");
+    let cases: Vec<Json> = serde_json::from_str(&text).expect("the golden file is a JSON array of cases");
     let mut failures = Vec::new();
     let mut disputed = Vec::new();
     for case in &cases {
@@ -35,19 +31,12 @@ fn aws_documented_examples() {
         }
         if let Err(problem) = check(case) {
             // The docs contradict themselves there: a difference is worth a look, not a failure.
-            let list = if case["doc_inconsistent"] == json!(true) {
-                &mut disputed
-            } else {
-                &mut failures
-            };
+            let list = if case["doc_inconsistent"] == json!(true) { &mut disputed } else { &mut failures };
             list.push(format!("{name}: {problem}"));
         }
     }
     if !disputed.is_empty() {
-        eprintln!(
-            "cases where AWS's docs contradict themselves and ferrocore differs:\n  {}",
-            disputed.join("\n  ")
-        );
+        eprintln!("cases where AWS's docs contradict themselves and ferrocore differs:\n  {}", disputed.join("\n  "));
     }
     assert!(
         failures.is_empty(),
@@ -65,12 +54,7 @@ fn check(case: &Json) -> Result<(), String> {
     let published = case["topic"].as_str().unwrap_or("a/b");
     // Basic Ingest picks the rule by name, and topic() does not see the prefix.
     let (topic, routed_by_name) = match case["basic_ingest_rule"].as_str() {
-        Some(rule) => (
-            published
-                .strip_prefix(&format!("$aws/rules/{rule}/"))
-                .unwrap_or(published),
-            true,
-        ),
+        Some(rule) => (published.strip_prefix(&format!("$aws/rules/{rule}/")).unwrap_or(published), true),
         None => (published, false),
     };
     let raw = match (case["payload_raw"].as_str(), case.get("payload")) {
@@ -81,27 +65,16 @@ fn check(case: &Json) -> Result<(), String> {
     let context = Context {
         topic: topic.to_string(),
         client_id: case["client_id"].as_str().map(str::to_string),
-        account_id: case["account_id"]
-            .as_str()
-            .unwrap_or("123456789012")
-            .to_string(),
+        account_id: case["account_id"].as_str().unwrap_or("123456789012").to_string(),
         timestamp_ms: 1_481_825_251_155,
         new_uuid: "123e4567-e89b-12d3-a456-426614174000".into(),
-        sql_version: case["sql_version"]
-            .as_str()
-            .unwrap_or("2016-03-23")
-            .to_string(),
+        sql_version: case["sql_version"].as_str().unwrap_or("2016-03-23").to_string(),
         raw_payload: raw.as_slice().into(),
         ..Default::default()
     };
-    let triggered = routed_by_name
-        || query
-            .from
-            .as_deref()
-            .is_none_or(|filter| topic_matches(filter, topic));
+    let triggered = routed_by_name || query.from.as_deref().is_none_or(|filter| topic_matches(filter, topic));
     let result = if triggered {
-        evaluate(&query, &payload_value(&raw), &context)
-            .map_err(|err| format!("evaluation error: {err}"))?
+        evaluate(&query, &payload_value(&raw), &context).map_err(|err| format!("evaluation error: {err}"))?
     } else {
         None
     };
@@ -113,11 +86,7 @@ fn check(case: &Json) -> Result<(), String> {
         (Some(value), false) => {
             // Undefined alone is emitted as an empty string.
             let actual = value.to_json().unwrap_or(json!(""));
-            if same(&actual, expected) {
-                Ok(())
-            } else {
-                Err(format!("expected {expected}, got {actual}"))
-            }
+            if same(&actual, expected) { Ok(()) } else { Err(format!("expected {expected}, got {actual}")) }
         }
     }
 }
@@ -127,19 +96,12 @@ fn check(case: &Json) -> Result<(), String> {
 fn same(actual: &Json, expected: &Json) -> bool {
     match (actual, expected) {
         (Json::Number(a), Json::Number(b)) => {
-            let (a, b) = (
-                a.as_f64().unwrap_or(f64::NAN),
-                b.as_f64().unwrap_or(f64::NAN),
-            );
+            let (a, b) = (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN));
             a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
         }
-        (Json::Array(a), Json::Array(b)) => {
-            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))
-        }
+        (Json::Array(a), Json::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y)),
         (Json::Object(a), Json::Object(b)) => {
-            a.len() == b.len()
-                && a.iter()
-                    .all(|(key, x)| b.get(key).is_some_and(|y| same(x, y)))
+            a.len() == b.len() && a.iter().all(|(key, x)| b.get(key).is_some_and(|y| same(x, y)))
         }
         _ => actual == expected,
     }

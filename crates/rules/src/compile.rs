@@ -61,11 +61,7 @@ pub struct ActionCounters {
 impl ActionCounters {
     fn new(rule: &str, kind: &'static str) -> Self {
         let counter = |outcome: &'static str| metrics::counter!("ferrocore_rules_actions_total", "rule" => rule.to_string(), "action" => kind, "outcome" => outcome);
-        Self {
-            succeeded: counter("succeeded"),
-            failed: counter("failed"),
-            retried: counter("retried"),
-        }
+        Self { succeeded: counter("succeeded"), failed: counter("failed"), retried: counter("retried") }
     }
 }
 
@@ -175,10 +171,7 @@ pub struct RuleSet {
 
 impl RuleSet {
     /// Compiles the enabled rules; a rule that does not compile is reported and left out.
-    pub fn build(
-        rules: Vec<TopicRule>,
-        destinations: &[TopicRuleDestination],
-    ) -> (Self, Vec<(String, String)>) {
+    pub fn build(rules: Vec<TopicRule>, destinations: &[TopicRuleDestination]) -> (Self, Vec<(String, String)>) {
         let mut set = RuleSet::default();
         let mut problems = Vec::new();
         let mut by_filter: HashMap<String, usize> = HashMap::new();
@@ -195,11 +188,7 @@ impl RuleSet {
                             let slot = set.filters.len();
                             match first_level(&filter) {
                                 "+" | "#" => set.wildcard_first.push(slot),
-                                level => set
-                                    .by_first_level
-                                    .entry(level.to_string())
-                                    .or_default()
-                                    .push(slot),
+                                level => set.by_first_level.entry(level.to_string()).or_default().push(slot),
                             }
                             set.filters.push((filter, Vec::new()));
                             slot
@@ -214,9 +203,7 @@ impl RuleSet {
             .iter()
             .filter(|d| d.status == DestinationStatus::Enabled)
             .filter_map(|d| match &d.target {
-                ferrocore_model::rules::DestinationTarget::Http { confirmation_url } => {
-                    Some(confirmation_url.clone())
-                }
+                ferrocore_model::rules::DestinationTarget::Http { confirmation_url } => Some(confirmation_url.clone()),
                 ferrocore_model::rules::DestinationTarget::Vpc(_) => None,
             })
             .collect();
@@ -231,10 +218,7 @@ impl RuleSet {
     /// The rules whose FROM filter matches `topic`.
     pub fn matching(&self, topic: &str) -> Vec<Arc<CompiledRule>> {
         let mut matched = Vec::new();
-        let same_first = self
-            .by_first_level
-            .get(first_level(topic))
-            .map_or(&[][..], Vec::as_slice);
+        let same_first = self.by_first_level.get(first_level(topic)).map_or(&[][..], Vec::as_slice);
         for &slot in same_first.iter().chain(&self.wildcard_first) {
             let (filter, rules) = &self.filters[slot];
             if ferrocore_mqtt::topic::matches(filter, topic) {
@@ -256,17 +240,10 @@ fn first_level(topic: &str) -> &str {
 fn compile(rule: TopicRule) -> Result<CompiledRule, String> {
     let query = ferrocore_rules_sql::parse(&rule.sql).map_err(|e| format!("SQL: {e}"))?;
     let compile = |stored| compile_action(&rule.name, stored);
-    let actions = rule
-        .actions
-        .iter()
-        .map(compile)
-        .collect::<Result<Vec<_>, _>>()?;
+    let actions = rule.actions.iter().map(compile).collect::<Result<Vec<_>, _>>()?;
     let error_action = rule.error_action.as_ref().map(compile).transpose()?;
     let uses_lookups = query.uses_lookups()
-        || actions
-            .iter()
-            .chain(&error_action)
-            .any(|a| a.spec.templates().iter().any(|t| t.uses_lookups()));
+        || actions.iter().chain(&error_action).any(|a| a.spec.templates().iter().any(|t| t.uses_lookups()));
     Ok(CompiledRule {
         counters: RuleCounters::new(&rule.name),
         name: rule.name,
@@ -374,15 +351,10 @@ fn compile_action(rule: &str, stored: &Map<String, Value>) -> Result<Action, Str
     let spec = match kind {
         "republish" => ActionSpec::Republish {
             // `$$` writes a reserved `$` topic (e.g. `$$aws/things/x/shadow/update`).
-            topic: template(
-                &body.topic.clone().unwrap_or_default().replace("$$", "$"),
-                "topic",
-            )?,
+            topic: template(&body.topic.clone().unwrap_or_default().replace("$$", "$"), "topic")?,
             qos: body.qos.unwrap_or(0).min(1),
         },
-        "lambda" => ActionSpec::Lambda {
-            function_arn: need(&body.function_arn, "functionArn")?,
-        },
+        "lambda" => ActionSpec::Lambda { function_arn: need(&body.function_arn, "functionArn")? },
         "dynamoDB" => ActionSpec::DynamoDb(DynamoDb {
             table_name: need(&body.table_name, "tableName")?,
             hash_key: KeyTemplate {
@@ -402,10 +374,7 @@ fn compile_action(rule: &str, stored: &Map<String, Value>) -> Result<Action, Str
             payload_field: optional(&body.payload_field, "payloadField")?,
         }),
         "dynamoDBv2" => ActionSpec::DynamoDbV2 {
-            table_name: template(
-                &body.put_item.map(|p| p.table_name).unwrap_or_default(),
-                "putItem.tableName",
-            )?,
+            table_name: template(&body.put_item.map(|p| p.table_name).unwrap_or_default(), "putItem.tableName")?,
         },
         "s3" => ActionSpec::S3 {
             bucket: need(&body.bucket_name, "bucketName")?,
@@ -416,10 +385,9 @@ fn compile_action(rule: &str, stored: &Map<String, Value>) -> Result<Action, Str
             target_arn: need(&body.target_arn, "targetArn")?,
             json_format: body.message_format.as_deref() == Some("JSON"),
         },
-        "sqs" => ActionSpec::Sqs {
-            queue_url: need(&body.queue_url, "queueUrl")?,
-            base64: body.use_base64.unwrap_or(false),
-        },
+        "sqs" => {
+            ActionSpec::Sqs { queue_url: need(&body.queue_url, "queueUrl")?, base64: body.use_base64.unwrap_or(false) }
+        }
         "kinesis" => ActionSpec::Kinesis {
             stream_name: need(&body.stream_name, "streamName")?,
             partition_key: optional(&body.partition_key, "partitionKey")?,
@@ -447,9 +415,7 @@ fn compile_action(rule: &str, stored: &Map<String, Value>) -> Result<Action, Str
         },
         "http" => {
             let headers: Vec<HttpHeader> = match body.headers {
-                Some(list) => {
-                    serde_json::from_value(list).map_err(|e| format!("http.headers: {e}"))?
-                }
+                Some(list) => serde_json::from_value(list).map_err(|e| format!("http.headers: {e}"))?,
                 None => Vec::new(),
             };
             ActionSpec::Http(Http {
@@ -458,19 +424,15 @@ fn compile_action(rule: &str, stored: &Map<String, Value>) -> Result<Action, Str
                     .into_iter()
                     .map(|h| Ok((h.key, template(&h.value, "headers.value")?)))
                     .collect::<Result<_, String>>()?,
-                sigv4: body.auth.and_then(|a| a.sigv4).map(|s| SigV4 {
-                    region: s.signing_region,
-                    service: s.service_name,
-                }),
+                sigv4: body
+                    .auth
+                    .and_then(|a| a.sigv4)
+                    .map(|s| SigV4 { region: s.signing_region, service: s.service_name }),
             })
         }
         _ => ActionSpec::Unsupported,
     };
-    Ok(Action {
-        kind,
-        spec,
-        counters: ActionCounters::new(rule, kind),
-    })
+    Ok(Action { kind, spec, counters: ActionCounters::new(rule, kind) })
 }
 
 impl ActionSpec {
@@ -491,24 +453,16 @@ impl ActionSpec {
             Self::S3 { bucket, key, .. } => vec![bucket, key],
             Self::Sns { target_arn, .. } => vec![target_arn],
             Self::Sqs { queue_url, .. } => vec![queue_url],
-            Self::Kinesis {
-                stream_name,
-                partition_key,
-            } => std::iter::once(stream_name).chain(partition_key).collect(),
+            Self::Kinesis { stream_name, partition_key } => std::iter::once(stream_name).chain(partition_key).collect(),
             Self::Firehose { stream_name, .. } => vec![stream_name],
             Self::CloudwatchLogs { log_group, .. } => vec![log_group],
-            Self::CloudwatchMetric(m) => [&m.namespace, &m.name, &m.value, &m.unit]
-                .into_iter()
-                .chain(&m.timestamp)
-                .collect(),
-            Self::CloudwatchAlarm {
-                alarm_name,
-                state_reason,
-                state_value,
-            } => vec![alarm_name, state_reason, state_value],
-            Self::Http(h) => std::iter::once(&h.url)
-                .chain(h.headers.iter().map(|(_, v)| v))
-                .collect(),
+            Self::CloudwatchMetric(m) => {
+                [&m.namespace, &m.name, &m.value, &m.unit].into_iter().chain(&m.timestamp).collect()
+            }
+            Self::CloudwatchAlarm { alarm_name, state_reason, state_value } => {
+                vec![alarm_name, state_reason, state_value]
+            }
+            Self::Http(h) => std::iter::once(&h.url).chain(h.headers.iter().map(|(_, v)| v)).collect(),
             Self::Unsupported => Vec::new(),
         }
     }
@@ -521,10 +475,7 @@ mod tests {
     fn rule(name: &str, sql: &str) -> TopicRule {
         TopicRule {
             name: name.into(),
-            topic_pattern: ferrocore_rules_sql::parse(sql)
-                .unwrap()
-                .from
-                .unwrap_or_default(),
+            topic_pattern: ferrocore_rules_sql::parse(sql).unwrap().from.unwrap_or_default(),
             sql: sql.into(),
             description: String::new(),
             actions: Vec::new(),
@@ -550,25 +501,15 @@ mod tests {
             rule("Again", "SELECT x FROM 'a/+'"),
             rule("Any", "SELECT * FROM '#'"),
             rule("LeadingPlus", "SELECT * FROM '+/b'"),
-            rule(
-                "Shadow",
-                "SELECT * FROM '$aws/things/+/shadow/update/accepted'",
-            ),
+            rule("Shadow", "SELECT * FROM '$aws/things/+/shadow/update/accepted'"),
             rule("Other", "SELECT * FROM 'c/#'"),
             rule("Ingest", "SELECT *"),
         ];
         let (set, problems) = RuleSet::build(rules, &[]);
         assert!(problems.is_empty());
-        assert_eq!(
-            names(&set, "a/b"),
-            ["Again", "Any", "Exact", "LeadingPlus", "Plus"]
-        );
+        assert_eq!(names(&set, "a/b"), ["Again", "Any", "Exact", "LeadingPlus", "Plus"]);
         assert_eq!(names(&set, "c/d/e"), ["Any", "Other"]);
-        assert_eq!(
-            names(&set, "$aws/things/t/shadow/update/accepted"),
-            ["Shadow"],
-            "wildcards skip $ topics"
-        );
+        assert_eq!(names(&set, "$aws/things/t/shadow/update/accepted"), ["Shadow"], "wildcards skip $ topics");
         assert!(set.by_name("Ingest").is_some() && !set.matches_nothing());
     }
 
@@ -577,9 +518,7 @@ mod tests {
         let mut disabled = rule("Off", "SELECT * FROM 'a'");
         disabled.rule_disabled = true;
         let mut broken = rule("Broken", "SELECT * FROM 'b'");
-        broken
-            .actions
-            .push(serde_json::from_str(r#"{"republish": {"topic": "x/${unterminated"}}"#).unwrap());
+        broken.actions.push(serde_json::from_str(r#"{"republish": {"topic": "x/${unterminated"}}"#).unwrap());
         let (set, problems) = RuleSet::build(vec![disabled, broken], &[]);
         assert!(set.by_name("Off").is_none() && set.by_name("Broken").is_none());
         assert_eq!(problems.len(), 1);

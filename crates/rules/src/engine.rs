@@ -106,8 +106,7 @@ impl Engine {
         let generation = self.generation.load(Ordering::Acquire);
         THREAD_RULES.with(|cell| {
             let mut cached = cell.borrow_mut();
-            let current =
-                matches!(&*cached, Some((id, seen, _)) if *id == self.id && *seen == generation);
+            let current = matches!(&*cached, Some((id, seen, _)) if *id == self.id && *seen == generation);
             if !current {
                 *cached = Some((self.id, generation, self.snapshot()));
             }
@@ -124,16 +123,14 @@ impl Engine {
 
     /// Reloads rules and destinations now (the engine also does on every change to them).
     pub async fn reload(self: &Arc<Self>) {
-        let (rules, destinations) = match tokio::try_join!(
-            self.registry.all_topic_rules(),
-            self.registry.all_topic_rule_destinations()
-        ) {
-            Ok(loaded) => loaded,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot load topic rules; keeping the previous set");
-                return;
-            }
-        };
+        let (rules, destinations) =
+            match tokio::try_join!(self.registry.all_topic_rules(), self.registry.all_topic_rule_destinations()) {
+                Ok(loaded) => loaded,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot load topic rules; keeping the previous set");
+                    return;
+                }
+            };
         let (set, problems) = RuleSet::build(rules, &destinations);
         {
             let mut known = self.problems.lock().unwrap_or_else(|e| e.into_inner());
@@ -145,27 +142,19 @@ impl Engine {
             }
         }
         self.idle.store(set.matches_nothing(), Ordering::Release);
-        self.failing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(rule, _)| set.by_name(rule).is_some());
+        self.failing.lock().unwrap_or_else(|e| e.into_inner()).retain(|(rule, _)| set.by_name(rule).is_some());
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         self.generation.fetch_add(1, Ordering::Release);
         let pending: Vec<(String, String, String)> = destinations
             .into_iter()
             .filter_map(|d| match (d.status, d.target, d.confirmation_token) {
-                (
-                    DestinationStatus::InProgress,
-                    DestinationTarget::Http { confirmation_url },
-                    Some(token),
-                ) => Some((d.arn, confirmation_url, token)),
+                (DestinationStatus::InProgress, DestinationTarget::Http { confirmation_url }, Some(token)) => {
+                    Some((d.arn, confirmation_url, token))
+                }
                 _ => None,
             })
             .collect();
-        let mut sent = self
-            .confirmations_sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut sent = self.confirmations_sent.lock().unwrap_or_else(|e| e.into_inner());
         sent.retain(|token| pending.iter().any(|(_, _, t)| t == token));
         for (arn, url, token) in pending {
             if sent.insert(token.clone()) {
@@ -190,10 +179,7 @@ impl Engine {
             }
             Err(err) => {
                 tracing::warn!(destination = %arn, url, error = %err, "cannot deliver a topic rule destination confirmation");
-                self.confirmations_sent
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&token);
+                self.confirmations_sent.lock().unwrap_or_else(|e| e.into_inner()).remove(&token);
             }
         }
     }
@@ -237,9 +223,8 @@ impl Engine {
             let payload = Arc::new(ferrocore_rules_sql::payload_value(&message.payload));
             for rule in job.rules {
                 // A panic in one evaluation must not stop the engine for every rule.
-                let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.evaluate(&rule, &message, &payload)
-                }));
+                let evaluated =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.evaluate(&rule, &message, &payload)));
                 let Ok(evaluated) = evaluated else {
                     rule.counters.evaluation_failed.increment(1);
                     tracing::error!(rule = %rule.name, "rule evaluation panicked; the message is skipped for this rule");
@@ -251,16 +236,10 @@ impl Engine {
                 if rule.actions.is_empty() {
                     continue;
                 }
-                let permit = permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
+                let permit = permits.clone().acquire_owned().await.expect("the semaphore is never closed");
                 let (engine, message, payload) = (self.clone(), message.clone(), payload.clone());
                 tokio::spawn(async move {
-                    engine
-                        .deliver(&rule, &message, &payload, &context, &result)
-                        .await;
+                    engine.deliver(&rule, &message, &payload, &context, &result).await;
                     drop(permit);
                 });
             }
@@ -268,9 +247,8 @@ impl Engine {
     }
 
     fn context(&self, rule: &CompiledRule, message: &Message) -> Context {
-        let lookups: Option<Arc<dyn Lookups>> = rule
-            .uses_lookups
-            .then(|| Arc::new(RegistryLookups(self.registry.clone())) as Arc<dyn Lookups>);
+        let lookups: Option<Arc<dyn Lookups>> =
+            rule.uses_lookups.then(|| Arc::new(RegistryLookups(self.registry.clone())) as Arc<dyn Lookups>);
         Context {
             topic: message.topic.clone(),
             client_id: message.client_id.clone(),
@@ -288,17 +266,10 @@ impl Engine {
 
     /// The rule's result for one message, and the context its templates render with;
     /// None when WHERE does not hold or evaluation fails (both counted).
-    fn evaluate(
-        &self,
-        rule: &CompiledRule,
-        message: &Message,
-        payload: &Value,
-    ) -> Option<(Value, Context)> {
+    fn evaluate(&self, rule: &CompiledRule, message: &Message, payload: &Value) -> Option<(Value, Context)> {
         let context = self.context(rule, message);
         let evaluated = if rule.uses_lookups {
-            tokio::task::block_in_place(|| {
-                ferrocore_rules_sql::evaluate(&rule.query, payload, &context)
-            })
+            tokio::task::block_in_place(|| ferrocore_rules_sql::evaluate(&rule.query, payload, &context))
         } else {
             ferrocore_rules_sql::evaluate(&rule.query, payload, &context)
         };
@@ -330,30 +301,17 @@ impl Engine {
     ) {
         let name = rule.name.as_str();
         let bytes = ferrocore_rules_sql::output_bytes(result);
-        let output = Output {
-            bytes: &bytes,
-            value: result,
-            hops: message.hops,
-        };
+        let output = Output { bytes: &bytes, value: result, hops: message.hops };
         let render = |template: &Template| render(template, payload, context, rule.uses_lookups);
         let rules = self.snapshot();
         let prefixes = rules.enabled_http_prefixes.as_slice();
         let (output_ref, render_ref) = (&output, &render);
-        let deliveries = rule
-            .actions
-            .iter()
-            .enumerate()
-            .map(|(index, action)| async move {
-                let outcome = self
-                    .deliver_with_retries(name, index, action, output_ref, render_ref, prefixes)
-                    .await;
-                outcome.err().map(|failure| (action.kind, failure))
-            });
-        let failures: Vec<(&str, Failure)> = futures_util::future::join_all(deliveries)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        let deliveries = rule.actions.iter().enumerate().map(|(index, action)| async move {
+            let outcome = self.deliver_with_retries(name, index, action, output_ref, render_ref, prefixes).await;
+            outcome.err().map(|failure| (action.kind, failure))
+        });
+        let failures: Vec<(&str, Failure)> =
+            futures_util::future::join_all(deliveries).await.into_iter().flatten().collect();
         if failures.is_empty() {
             return;
         }
@@ -363,20 +321,11 @@ impl Engine {
         let report = error_payload(name, message, &context.trace_id, &failures);
         let report_bytes = report.to_string().into_bytes();
         let report_value = Value::from_json(&report);
-        let output = Output {
-            bytes: &report_bytes,
-            value: &report_value,
-            hops: message.hops,
-        };
-        let outcome = self
-            .deliver_with_retries(name, usize::MAX, error_action, &output, &render, prefixes)
-            .await;
-        let label = if outcome.is_ok() {
-            "succeeded"
-        } else {
-            "failed"
-        };
-        metrics::counter!("ferrocore_rules_error_actions_total", "rule" => name.to_string(), "outcome" => label).increment(1);
+        let output = Output { bytes: &report_bytes, value: &report_value, hops: message.hops };
+        let outcome = self.deliver_with_retries(name, usize::MAX, error_action, &output, &render, prefixes).await;
+        let label = if outcome.is_ok() { "succeeded" } else { "failed" };
+        metrics::counter!("ferrocore_rules_error_actions_total", "rule" => name.to_string(), "outcome" => label)
+            .increment(1);
     }
 
     async fn deliver_with_retries(
@@ -390,11 +339,7 @@ impl Engine {
     ) -> Result<(), Failure> {
         let mut attempt = 1;
         loop {
-            match self
-                .targets
-                .deliver(action.kind, &action.spec, output, render, prefixes)
-                .await
-            {
+            match self.targets.deliver(action.kind, &action.spec, output, render, prefixes).await {
                 Ok(()) => {
                     action.counters.succeeded.increment(1);
                     self.note_state(rule, index, action.kind, None);
@@ -403,9 +348,7 @@ impl Engine {
                 // An action already known to be failing is not retried: one dead target
                 // must not hold delivery slots every other rule needs.
                 Err(failure)
-                    if failure.retryable
-                        && attempt < self.config.max_attempts
-                        && !self.is_failing(rule, index) =>
+                    if failure.retryable && attempt < self.config.max_attempts && !self.is_failing(rule, index) =>
                 {
                     action.counters.retried.increment(1);
                     tokio::time::sleep(backoff(attempt)).await;
@@ -422,11 +365,7 @@ impl Engine {
 
     fn is_failing(&self, rule: &str, index: usize) -> bool {
         self.failing_count.load(Ordering::Relaxed) > 0
-            && self
-                .failing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&(rule.to_string(), index))
+            && self.failing.lock().unwrap_or_else(|e| e.into_inner()).contains(&(rule.to_string(), index))
     }
 
     /// Logs when an action starts failing and when it recovers, not every message.
@@ -474,9 +413,7 @@ fn fast_uuid() -> String {
         })
     };
     let bytes = (u128::from(next()) << 64 | u128::from(next())).to_le_bytes();
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .to_string()
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 
 /// 100 ms, 200 ms, 400 ms, ... capped at 5 s.
@@ -484,12 +421,7 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((100u64 << attempt.saturating_sub(1).min(6)).min(5_000))
 }
 
-fn render(
-    template: &Template,
-    payload: &Value,
-    context: &Context,
-    uses_lookups: bool,
-) -> Result<String, Failure> {
+fn render(template: &Template, payload: &Value, context: &Context, uses_lookups: bool) -> Result<String, Failure> {
     let rendered = if uses_lookups {
         tokio::task::block_in_place(|| template.render(payload, context))
     } else {
@@ -499,12 +431,7 @@ fn render(
 }
 
 /// AWS's error action message: one per (rule, message), every failed action listed.
-fn error_payload(
-    rule: &str,
-    message: &Message,
-    trace_id: &str,
-    failures: &[(&str, Failure)],
-) -> serde_json::Value {
+fn error_payload(rule: &str, message: &Message, trace_id: &str, failures: &[(&str, Failure)]) -> serde_json::Value {
     use base64::Engine as _;
     json!({
         "ruleName": rule,
@@ -537,10 +464,7 @@ fn failed_action_name(kind: &str) -> String {
         return known.to_string();
     }
     let mut chars = kind.chars();
-    let first = chars
-        .next()
-        .map(|c| c.to_ascii_uppercase())
-        .unwrap_or_default();
+    let first = chars.next().map(|c| c.to_ascii_uppercase()).unwrap_or_default();
     format!("{first}{}Action", chars.as_str())
 }
 
@@ -549,9 +473,7 @@ struct RegistryLookups(Arc<Registry>);
 
 impl Lookups for RegistryLookups {
     fn thing_shadow(&self, thing: &str, shadow: Option<&str>) -> Option<serde_json::Value> {
-        tokio::runtime::Handle::current()
-            .block_on(self.0.get_shadow(thing, shadow, None))
-            .ok()
+        tokio::runtime::Handle::current().block_on(self.0.get_shadow(thing, shadow, None)).ok()
     }
 }
 

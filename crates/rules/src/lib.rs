@@ -43,10 +43,7 @@ pub struct RulesConfig {
 impl RulesConfig {
     /// The configured endpoint of a service, else the one for every service.
     pub fn endpoint(&self, service: &str) -> Option<&str> {
-        self.endpoints
-            .get(service)
-            .or_else(|| self.endpoints.get("default"))
-            .map(String::as_str)
+        self.endpoints.get(service).or_else(|| self.endpoints.get("default")).map(String::as_str)
     }
 }
 
@@ -67,7 +64,5 @@ impl Default for RulesConfig {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -8,9 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferrocore_model::Account;
 use ferrocore_model::rules::TopicRulePayload;
-use ferrocore_registry::{
-    MessageSink, Notification, Publisher, Registry, RegistryConfig, RoutedMessage, SystemClock,
-};
+use ferrocore_registry::{MessageSink, Notification, Publisher, Registry, RegistryConfig, RoutedMessage, SystemClock};
 use ferrocore_rules::{Engine, RulesConfig};
 use serde_json::{Value, json};
 
@@ -54,9 +52,7 @@ struct Setup {
 
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let store = ferrocore_store::SqliteStore::open(&dir.path().join("db"))
-        .await
-        .unwrap();
+    let store = ferrocore_store::SqliteStore::open(&dir.path().join("db")).await.unwrap();
     let config = RegistryConfig {
         account: Account::default(),
         thing_type_delete_wait_ms: 0,
@@ -64,39 +60,18 @@ async fn setup() -> Setup {
         policy_document_limit: 2048,
         shadows: Default::default(),
     };
-    let issuer =
-        Arc::new(ferrocore_pki::Issuer::new_root("test CA", "ferrocore", 1_800_000_000).unwrap());
-    let registry = Arc::new(Registry::new(
-        Arc::new(store),
-        config,
-        Arc::new(SystemClock),
-        issuer,
-    ));
-    let engine = Engine::start(
-        registry.clone(),
-        RulesConfig {
-            max_attempts: 2,
-            ..Default::default()
-        },
-    )
-    .await;
+    let issuer = Arc::new(ferrocore_pki::Issuer::new_root("test CA", "ferrocore", 1_800_000_000).unwrap());
+    let registry = Arc::new(Registry::new(Arc::new(store), config, Arc::new(SystemClock), issuer));
+    let engine = Engine::start(registry.clone(), RulesConfig { max_attempts: 2, ..Default::default() }).await;
     let published = Arc::new(Captured::default());
     engine.attach_publisher(published.clone());
-    Setup {
-        registry,
-        engine,
-        published,
-        _dir: dir,
-    }
+    Setup { registry, engine, published, _dir: dir }
 }
 
 impl Setup {
     async fn rule(&self, name: &str, payload: Value) {
         let payload: TopicRulePayload = serde_json::from_value(payload).unwrap();
-        self.registry
-            .create_topic_rule(name, &payload, &Default::default())
-            .await
-            .unwrap();
+        self.registry.create_topic_rule(name, &payload, &Default::default()).await.unwrap();
         self.engine.reload().await;
     }
 
@@ -106,20 +81,8 @@ impl Setup {
     }
 }
 
-fn message<'a>(
-    topic: &'a str,
-    payload: &'a Bytes,
-    client_id: Option<&'a str>,
-) -> RoutedMessage<'a> {
-    RoutedMessage {
-        topic,
-        payload,
-        qos: 1,
-        client_id,
-        principal: Some("abc123"),
-        properties: None,
-        hops: 0,
-    }
+fn message<'a>(topic: &'a str, payload: &'a Bytes, client_id: Option<&'a str>) -> RoutedMessage<'a> {
+    RoutedMessage { topic, payload, qos: 1, client_id, principal: Some("abc123"), properties: None, hops: 0 }
 }
 
 fn republish(topic: &str) -> Value {
@@ -136,11 +99,7 @@ async fn where_filters_and_select_shapes_the_output() {
     }))
     .await;
     for value in [22, 45, -3, 40] {
-        s.publish(
-            "sensors/s1/temperature",
-            json!({"value": value, "unit": "C"}),
-            "dev-1",
-        );
+        s.publish("sensors/s1/temperature", json!({"value": value, "unit": "C"}), "dev-1");
     }
     s.publish("sensors/s1/humidity", json!({"value": 99}), "dev-1");
     s.publish("sensors/s2/temperature", json!({"unit": "C"}), "dev-2");
@@ -149,14 +108,8 @@ async fn where_filters_and_select_shapes_the_output() {
     let mut values: Vec<i64> = out.iter().map(|v| v["value"].as_i64().unwrap()).collect();
     values.sort();
     assert_eq!(values, [-3, 45]);
-    assert_eq!(
-        out[0],
-        json!({"value": out[0]["value"], "device": "s1", "client": "dev-1"})
-    );
-    assert!(
-        s.published.on("alerts/s2", 1).await.is_empty(),
-        "a missing field makes WHERE Undefined, so false"
-    );
+    assert_eq!(out[0], json!({"value": out[0]["value"], "device": "s1", "client": "dev-1"}));
+    assert!(s.published.on("alerts/s2", 1).await.is_empty(), "a missing field makes WHERE Undefined, so false");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,47 +136,24 @@ async fn a_failing_action_reaches_the_error_action_with_awss_payload() {
     assert_eq!(report["base64OriginalPayload"], "eyJuIjoxfQ==");
     assert_eq!(report["failures"].as_array().unwrap().len(), 1);
     assert_eq!(report["failures"][0]["failedAction"], "KafkaAction");
-    assert!(
-        report["cloudwatchTraceId"]
-            .as_str()
-            .is_some_and(|t| !t.is_empty())
-    );
+    assert!(report["cloudwatchTraceId"].as_str().is_some_and(|t| !t.is_empty()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_ingest_reaches_only_its_rule_and_disabled_rules_do_nothing() {
     let s = setup().await;
-    s.rule("Ingest", json!({"sql": "SELECT *, topic() AS t FROM 'ignored/never'", "actions": [republish("ingested")]})).await;
-    s.rule(
-        "Other",
-        json!({"sql": "SELECT * FROM '#'", "actions": [republish("everything")]}),
-    )
-    .await;
+    s.rule("Ingest", json!({"sql": "SELECT *, topic() AS t FROM 'ignored/never'", "actions": [republish("ingested")]}))
+        .await;
+    s.rule("Other", json!({"sql": "SELECT * FROM '#'", "actions": [republish("everything")]})).await;
     let bytes = Bytes::from_static(br#"{"x":1}"#);
-    assert!(
-        s.engine
-            .ingest("Ingest", &message("factory/line1", &bytes, Some("c")))
-    );
-    assert!(
-        !s.engine
-            .ingest("Missing", &message("factory/line1", &bytes, Some("c")))
-    );
+    assert!(s.engine.ingest("Ingest", &message("factory/line1", &bytes, Some("c"))));
+    assert!(!s.engine.ingest("Missing", &message("factory/line1", &bytes, Some("c"))));
     let ingested = s.published.on("ingested", 1).await;
     assert_eq!(ingested, [json!({"x": 1, "t": "factory/line1"})]);
-    assert!(
-        s.published.on("everything", 1).await.is_empty(),
-        "Basic Ingest skips other rules' FROM filters"
-    );
-    s.registry
-        .set_topic_rule_enabled("Ingest", false)
-        .await
-        .unwrap();
+    assert!(s.published.on("everything", 1).await.is_empty(), "Basic Ingest skips other rules' FROM filters");
+    s.registry.set_topic_rule_enabled("Ingest", false).await.unwrap();
     s.engine.reload().await;
-    assert!(
-        !s.engine
-            .ingest("Ingest", &message("factory/line1", &bytes, Some("c"))),
-        "disabled rules take no ingest"
-    );
+    assert!(!s.engine.ingest("Ingest", &message("factory/line1", &bytes, Some("c"))), "disabled rules take no ingest");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

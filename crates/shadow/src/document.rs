@@ -44,24 +44,12 @@ pub struct Applied {
 
 impl Shadow {
     /// Applies an update at `now` (epoch seconds), or refuses it.
-    pub fn update(
-        &self,
-        request: &UpdateRequest,
-        now: u64,
-        limits: &Limits,
-    ) -> Result<Applied, ShadowError> {
-        if request
-            .version
-            .is_some_and(|expected| expected != self.version)
-        {
+    pub fn update(&self, request: &UpdateRequest, now: u64, limits: &Limits) -> Result<Applied, ShadowError> {
+        if request.version.is_some_and(|expected| expected != self.version) {
             return Err(ShadowError::VersionConflict);
         }
         // A deleted or never-written shadow starts empty, keeping its version counter.
-        let mut next = if self.exists {
-            self.clone()
-        } else {
-            self.deleted()
-        };
+        let mut next = if self.exists { self.clone() } else { self.deleted() };
         next.desired.apply(&request.desired, now);
         next.reported.apply(&request.reported, now);
         if next.state_size() > limits.max_state_bytes {
@@ -72,36 +60,17 @@ impl Shadow {
 
         let token = request.client_token.as_deref();
         let accepted = accepted_document(request, next.version, now, token);
-        let delta = next
-            .delta()
-            .map(|delta| delta_shaped(delta, next.version, now, token));
+        let delta = next.delta().map(|delta| delta_shaped(delta, next.version, now, token));
         let mut documents = Map::new();
         // `previous` is null when this update creates the shadow.
-        documents.insert(
-            "previous".into(),
-            if self.exists {
-                self.snapshot()
-            } else {
-                Value::Null
-            },
-        );
+        documents.insert("previous".into(), if self.exists { self.snapshot() } else { Value::Null });
         documents.insert("current".into(), next.snapshot());
         documents.insert("timestamp".into(), now.into());
         insert_token(&mut documents, token);
         let empty = Section::default();
-        let removed = removed_keys(
-            if self.exists { &self.desired } else { &empty },
-            &next.desired,
-            now,
-        )
-        .map(|removed| delta_shaped(removed, next.version, now, token));
-        Ok(Applied {
-            shadow: next,
-            accepted,
-            delta,
-            documents: Value::Object(documents),
-            removed,
-        })
+        let removed = removed_keys(if self.exists { &self.desired } else { &empty }, &next.desired, now)
+            .map(|removed| delta_shaped(removed, next.version, now, token));
+        Ok(Applied { shadow: next, accepted, delta, documents: Value::Object(documents), removed })
     }
 
     /// The GET document: both sections, the delta, their metadata.
@@ -111,41 +80,26 @@ impl Shadow {
             state.insert("delta".into(), Value::Object(delta.state));
         }
         let metadata = self.sections(|s| &s.metadata);
-        envelope(
-            json!({"state": state, "metadata": metadata}),
-            self.version,
-            now,
-            client_token,
-        )
+        envelope(json!({"state": state, "metadata": metadata}), self.version, now, client_token)
     }
 
     /// The shadow after a delete: gone, with its version counter kept.
     pub fn deleted(&self) -> Shadow {
-        Shadow {
-            version: self.version,
-            ..Shadow::default()
-        }
+        Shadow { version: self.version, ..Shadow::default() }
     }
 
     /// `{"state": {desired, reported}, "metadata": {...}, "version"}` as in `update/documents`.
     pub fn snapshot(&self) -> Value {
         let mut snapshot = Map::new();
         snapshot.insert("state".into(), Value::Object(self.sections(|s| &s.state)));
-        snapshot.insert(
-            "metadata".into(),
-            Value::Object(self.sections(|s| &s.metadata)),
-        );
+        snapshot.insert("metadata".into(), Value::Object(self.sections(|s| &s.metadata)));
         snapshot.insert("version".into(), self.version.into());
         Value::Object(snapshot)
     }
 
     /// The desired keys that reported does not match, with their desired metadata.
     pub fn delta(&self) -> Option<Section> {
-        let delta = delta_of(
-            &self.desired.state,
-            &self.desired.metadata,
-            Some(&self.reported.state),
-        );
+        let delta = delta_of(&self.desired.state, &self.desired.metadata, Some(&self.reported.state));
         (!delta.state.is_empty()).then_some(delta)
     }
 
@@ -214,11 +168,7 @@ fn merge(state: &mut Map, metadata: &mut Map, changes: &Map, now: u64) {
                 }
                 let child_metadata = object_entry(metadata, key);
                 merge(child_state, child_metadata, nested, now);
-                if state
-                    .get(key)
-                    .and_then(Value::as_object)
-                    .is_some_and(Map::is_empty)
-                {
+                if state.get(key).and_then(Value::as_object).is_some_and(Map::is_empty) {
                     state.shift_remove(key);
                     metadata.shift_remove(key);
                 }
@@ -233,9 +183,7 @@ fn merge(state: &mut Map, metadata: &mut Map, changes: &Map, now: u64) {
 
 /// The object under `key`, made an (empty) object if it was anything else.
 fn object_entry<'a>(map: &'a mut Map, key: &str) -> &'a mut Map {
-    let entry = map
-        .entry(key.to_string())
-        .or_insert_with(|| Value::Object(Map::new()));
+    let entry = map.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
     if !entry.is_object() {
         *entry = Value::Object(Map::new());
     }
@@ -247,17 +195,13 @@ fn object_entry<'a>(map: &'a mut Map, key: &str) -> &'a mut Map {
 fn leaf_metadata(value: &Value, now: u64) -> Value {
     match value {
         Value::Object(map) => Value::Object(mirror(map, now)),
-        Value::Array(items) => {
-            Value::Array(items.iter().map(|item| leaf_metadata(item, now)).collect())
-        }
+        Value::Array(items) => Value::Array(items.iter().map(|item| leaf_metadata(item, now)).collect()),
         _ => json!({"timestamp": now}),
     }
 }
 
 fn mirror(map: &Map, now: u64) -> Map {
-    map.iter()
-        .map(|(key, value)| (key.clone(), leaf_metadata(value, now)))
-        .collect()
+    map.iter().map(|(key, value)| (key.clone(), leaf_metadata(value, now))).collect()
 }
 
 fn delta_of(desired: &Map, metadata: &Map, reported: Option<&Map>) -> Section {
@@ -272,9 +216,7 @@ fn delta_of(desired: &Map, metadata: &Map, reported: Option<&Map>) -> Section {
                 let nested = delta_of(wanted, nested_meta, Some(have));
                 if !nested.state.is_empty() {
                     delta.state.insert(key.clone(), Value::Object(nested.state));
-                    delta
-                        .metadata
-                        .insert(key.clone(), Value::Object(nested.metadata));
+                    delta.metadata.insert(key.clone(), Value::Object(nested.metadata));
                 }
             }
             (wanted, have) if have != Some(wanted) => {
@@ -303,8 +245,7 @@ fn removed_keys(before: &Section, after: &Section, now: u64) -> Option<Section> 
                     walk(old, new, now, &mut nested);
                     if !nested.state.is_empty() {
                         out.state.insert(key.clone(), Value::Object(nested.state));
-                        out.metadata
-                            .insert(key.clone(), Value::Object(nested.metadata));
+                        out.metadata.insert(key.clone(), Value::Object(nested.metadata));
                     }
                 }
                 _ => {}
@@ -316,25 +257,12 @@ fn removed_keys(before: &Section, after: &Section, now: u64) -> Option<Section> 
     (!removed.state.is_empty()).then_some(removed)
 }
 
-fn accepted_document(
-    request: &UpdateRequest,
-    version: u64,
-    now: u64,
-    token: Option<&str>,
-) -> Value {
+fn accepted_document(request: &UpdateRequest, version: u64, now: u64, token: Option<&str>) -> Value {
     let (state, metadata) = match &request.state {
-        Some(state) => (
-            Value::Object(state.clone()),
-            Value::Object(mirror(state, now)),
-        ),
+        Some(state) => (Value::Object(state.clone()), Value::Object(mirror(state, now))),
         None => (Value::Null, json!({"timestamp": now})),
     };
-    envelope(
-        json!({"state": state, "metadata": metadata}),
-        version,
-        now,
-        token,
-    )
+    envelope(json!({"state": state, "metadata": metadata}), version, now, token)
 }
 
 /// A document shaped like AWS's delta: `version` and `timestamp` first.
@@ -350,9 +278,7 @@ fn delta_shaped(section: Section, version: u64, now: u64, token: Option<&str>) -
 
 /// Adds `version`, `timestamp` and `clientToken` after a document's own fields.
 fn envelope(body: Value, version: u64, now: u64, token: Option<&str>) -> Value {
-    let Value::Object(mut document) = body else {
-        unreachable!("documents are objects")
-    };
+    let Value::Object(mut document) = body else { unreachable!("documents are objects") };
     document.insert("version".into(), version.into());
     document.insert("timestamp".into(), now.into());
     insert_token(&mut document, token);

@@ -32,9 +32,7 @@ pub enum ShadowError {
     #[error("No shadow exists with name: '{0}'")]
     NoShadow(String),
     /// ferrocore's shadow history does not hold this version.
-    #[error(
-        "Version {version} of this shadow is not kept (the history keeps the last {kept} versions)"
-    )]
+    #[error("Version {version} of this shadow is not kept (the history keeps the last {kept} versions)")]
     VersionNotKept { version: u64, kept: u64 },
     #[error("Version conflict")]
     VersionConflict,

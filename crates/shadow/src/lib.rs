@@ -29,9 +29,6 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_state_bytes: 8 * 1024,
-            max_depth: 8,
-        }
+        Self { max_state_bytes: 8 * 1024, max_depth: 8 }
     }
 }

@@ -56,25 +56,12 @@ pub fn parse_update(payload: &[u8], limits: &Limits) -> Result<UpdateRequest, Sh
         Some(Value::Object(state)) => state,
         Some(_) => return Err(ShadowError::StateNotObject),
     };
-    if state
-        .keys()
-        .any(|key| key != "desired" && key != "reported")
-    {
+    if state.keys().any(|key| key != "desired" && key != "reported") {
         return Err(ShadowError::InvalidStateNode);
     }
     let desired = patch_of(state.get("desired"), ShadowError::DesiredNotObject, limits)?;
-    let reported = patch_of(
-        state.get("reported"),
-        ShadowError::ReportedNotObject,
-        limits,
-    )?;
-    Ok(UpdateRequest {
-        desired,
-        reported,
-        version,
-        client_token,
-        state: Some(state),
-    })
+    let reported = patch_of(state.get("reported"), ShadowError::ReportedNotObject, limits)?;
+    Ok(UpdateRequest { desired, reported, version, client_token, state: Some(state) })
 }
 
 /// The `clientToken` of a get or delete request; their payload is otherwise
@@ -89,18 +76,12 @@ pub fn request_token(payload: &[u8]) -> Result<Option<String>, ShadowError> {
 fn client_token_of(document: &Map) -> Result<Option<String>, ShadowError> {
     match document.get("clientToken") {
         None => Ok(None),
-        Some(Value::String(token)) if token.len() <= CLIENT_TOKEN_MAX_BYTES => {
-            Ok(Some(token.clone()))
-        }
+        Some(Value::String(token)) if token.len() <= CLIENT_TOKEN_MAX_BYTES => Ok(Some(token.clone())),
         Some(_) => Err(ShadowError::InvalidClientToken),
     }
 }
 
-fn patch_of(
-    section: Option<&Value>,
-    not_object: ShadowError,
-    limits: &Limits,
-) -> Result<Patch, ShadowError> {
+fn patch_of(section: Option<&Value>, not_object: ShadowError, limits: &Limits) -> Result<Patch, ShadowError> {
     match section {
         None => Ok(Patch::Keep),
         Some(Value::Null) => Ok(Patch::Remove),
@@ -134,9 +115,7 @@ fn depth_of(value: &Value) -> usize {
 fn has_null_in_array(value: &Value) -> bool {
     match value {
         Value::Object(map) => map.values().any(has_null_in_array),
-        Value::Array(items) => items
-            .iter()
-            .any(|item| item.is_null() || has_null_in_array(item)),
+        Value::Array(items) => items.iter().any(|item| item.is_null() || has_null_in_array(item)),
         _ => false,
     }
 }

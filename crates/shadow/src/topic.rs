@@ -43,11 +43,7 @@ pub fn parse_request(topic: &str) -> Option<ShadowRequest<'_>> {
         "delete" => Operation::Delete,
         _ => return None,
     };
-    (!thing.is_empty() && shadow.is_none_or(|s| !s.is_empty())).then_some(ShadowRequest {
-        thing,
-        shadow,
-        operation,
-    })
+    (!thing.is_empty() && shadow.is_none_or(|s| !s.is_empty())).then_some(ShadowRequest { thing, shadow, operation })
 }
 
 /// `$aws/things/<thing>/shadow` or `$aws/things/<thing>/shadow/name/<shadow>`.
@@ -60,8 +56,5 @@ pub fn prefix(thing: &str, shadow: Option<&str>) -> String {
 
 /// Whether a shadow name is valid: 1 to 64 of `[a-zA-Z0-9:_-]` (AWS also allows `$`).
 pub fn valid_shadow_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b":_-$".contains(&b))
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b":_-$".contains(&b))
 }

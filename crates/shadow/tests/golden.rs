@@ -3,9 +3,7 @@
 //! must equal ours byte for byte (compact JSON, keys in the documented order)
 //! except for the values of `timestamp` keys.
 
-use ferrocore_shadow::{
-    Limits, Shadow, ShadowError, delete_document, error_document, parse_update, request_token,
-};
+use ferrocore_shadow::{Limits, Shadow, ShadowError, delete_document, error_document, parse_update, request_token};
 use serde_json::Value;
 
 /// Every numeric `"timestamp"` value set to 0, so only timestamps may differ.
@@ -14,14 +12,7 @@ fn without_timestamps(value: &Value) -> Value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        if k == "timestamp" && v.is_number() {
-                            Value::from(0)
-                        } else {
-                            without_timestamps(v)
-                        },
-                    )
+                    (k.clone(), if k == "timestamp" && v.is_number() { Value::from(0) } else { without_timestamps(v) })
                 })
                 .collect(),
         ),
@@ -54,13 +45,7 @@ struct Replay {
 impl Replay {
     fn step(&mut self, step: &Value) -> Produced {
         self.now += 1;
-        let missing = || {
-            ShadowError::NoShadow(
-                self.shadow_name
-                    .clone()
-                    .unwrap_or_else(|| self.thing.clone()),
-            )
-        };
+        let missing = || ShadowError::NoShadow(self.shadow_name.clone().unwrap_or_else(|| self.thing.clone()));
         let reject = |error: &ShadowError, token: Option<&str>| Produced {
             rejected: Some(error_document(error, token)),
             ..Default::default()
@@ -70,8 +55,7 @@ impl Replay {
             "update" => {
                 let payload = payload_of(step);
                 let token = request_token(&payload).ok().flatten();
-                match parse_update(&payload, &self.limits)
-                    .and_then(|r| self.shadow.update(&r, self.now, &self.limits))
+                match parse_update(&payload, &self.limits).and_then(|r| self.shadow.update(&r, self.now, &self.limits))
                 {
                     Ok(applied) => {
                         self.shadow = applied.shadow;
@@ -85,17 +69,13 @@ impl Replay {
                     Err(err) => reject(&err, token.as_deref()),
                 }
             }
-            "get" if self.shadow.exists => Produced {
-                accepted: Some(self.shadow.document(self.now, token)),
-                ..Default::default()
-            },
+            "get" if self.shadow.exists => {
+                Produced { accepted: Some(self.shadow.document(self.now, token)), ..Default::default() }
+            }
             "delete" if self.shadow.exists => {
                 let document = delete_document(self.shadow.version, self.now, token);
                 self.shadow = self.shadow.deleted();
-                Produced {
-                    accepted: Some(document),
-                    ..Default::default()
-                }
+                Produced { accepted: Some(document), ..Default::default() }
             }
             "get" | "delete" => reject(&missing(), token),
             other => panic!("unknown op {other}"),
@@ -132,9 +112,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 fn check_pointers(label: &str, document: Option<&Value>, pointers: &Value) {
     let document = document.unwrap_or_else(|| panic!("{label}: no such response"));
     for (pointer, expected) in pointers.as_object().unwrap() {
-        let actual = document
-            .pointer(pointer)
-            .unwrap_or_else(|| panic!("{label}: {pointer} missing in {document}"));
+        let actual = document.pointer(pointer).unwrap_or_else(|| panic!("{label}: {pointer} missing in {document}"));
         assert_eq!(text(actual), text(expected), "{label}: {pointer}");
     }
 }
@@ -142,8 +120,7 @@ fn check_pointers(label: &str, document: Option<&Value>, pointers: &Value) {
 fn check(label: &str, expect: &Value, produced: &Produced) {
     let whole = |what: &str, actual: Option<&Value>| {
         if let Some(expected) = expect.get(what).filter(|e| !e.is_null()) {
-            let actual = actual
-                .unwrap_or_else(|| panic!("{label}: no {what}; rejected: {:?}", produced.rejected));
+            let actual = actual.unwrap_or_else(|| panic!("{label}: no {what}; rejected: {:?}", produced.rejected));
             assert_eq!(text(actual), text(expected), "{label}: {what}");
         }
     };
@@ -152,11 +129,7 @@ fn check(label: &str, expect: &Value, produced: &Produced) {
     whole("documents", produced.documents.as_ref());
     whole("delta", produced.delta.as_ref());
     if expect.get("delta").is_some_and(Value::is_null) {
-        assert!(
-            produced.delta.is_none(),
-            "{label}: no delta expected, got {:?}",
-            produced.delta
-        );
+        assert!(produced.delta.is_none(), "{label}: no delta expected, got {:?}", produced.delta);
     }
     if expect.get("delta_published") == Some(&Value::Bool(true)) {
         assert!(produced.delta.is_some(), "{label}: a delta was expected");
@@ -170,71 +143,37 @@ fn check(label: &str, expect: &Value, produced: &Produced) {
     if let Some(pointers) = expect.get("delta_pointers") {
         check_pointers(label, produced.delta.as_ref(), pointers);
     }
-    for pointer in expect
-        .get("absent_pointers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let accepted = produced
-            .accepted
-            .as_ref()
-            .unwrap_or_else(|| panic!("{label}: not accepted"));
+    for pointer in expect.get("absent_pointers").and_then(Value::as_array).into_iter().flatten() {
+        let accepted = produced.accepted.as_ref().unwrap_or_else(|| panic!("{label}: not accepted"));
         assert!(
             accepted.pointer(pointer.as_str().unwrap()).is_none(),
             "{label}: {pointer} should be absent in {accepted}"
         );
     }
     if let Some(floor) = expect.get("version_greater_than").and_then(Value::as_u64) {
-        let version = produced
-            .accepted
-            .as_ref()
-            .and_then(|a| a["version"].as_u64());
-        assert!(
-            version.is_some_and(|v| v > floor),
-            "{label}: version {version:?} not above {floor}"
-        );
+        let version = produced.accepted.as_ref().and_then(|a| a["version"].as_u64());
+        assert!(version.is_some_and(|v| v > floor), "{label}: version {version:?} not above {floor}");
     }
-    let checks_acceptance = [
-        "accepted",
-        "documents",
-        "accepted_pointers",
-        "absent_pointers",
-        "version_greater_than",
-    ]
-    .iter()
-    .any(|key| expect.get(key).is_some());
+    let checks_acceptance = ["accepted", "documents", "accepted_pointers", "absent_pointers", "version_greater_than"]
+        .iter()
+        .any(|key| expect.get(key).is_some());
     if checks_acceptance {
-        assert!(
-            produced.rejected.is_none(),
-            "{label}: rejected {:?}",
-            produced.rejected
-        );
+        assert!(produced.rejected.is_none(), "{label}: rejected {:?}", produced.rejected);
     }
 }
 
 #[test]
 fn aws_documented_examples() {
-    let fixtures = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/golden/aws_examples.json"
-    ))
-    .unwrap();
+    let fixtures =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/aws_examples.json")).unwrap();
     let cases: Vec<Value> = serde_json::from_str(&fixtures).unwrap();
     assert!(cases.len() >= 30);
     for case in &cases {
         let name = case["name"].as_str().unwrap();
         let mut replay = Replay {
             shadow: Shadow::default(),
-            thing: case
-                .get("thing")
-                .and_then(Value::as_str)
-                .unwrap_or("thing")
-                .to_string(),
-            shadow_name: case
-                .get("shadowName")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            thing: case.get("thing").and_then(Value::as_str).unwrap_or("thing").to_string(),
+            shadow_name: case.get("shadowName").and_then(Value::as_str).map(str::to_string),
             now: 1_000,
             limits: Limits::default(),
         };

@@ -5,17 +5,9 @@ use ferrocore_shadow::{Limits, Map, Shadow, ShadowError, parse_update};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-fn update(
-    shadow: &Shadow,
-    request: Value,
-    now: u64,
-) -> Result<ferrocore_shadow::Applied, ShadowError> {
+fn update(shadow: &Shadow, request: Value, now: u64) -> Result<ferrocore_shadow::Applied, ShadowError> {
     let limits = Limits::default();
-    shadow.update(
-        &parse_update(&serde_json::to_vec(&request).unwrap(), &limits)?,
-        now,
-        &limits,
-    )
+    shadow.update(&parse_update(&serde_json::to_vec(&request).unwrap(), &limits)?, now, &limits)
 }
 
 fn apply(shadow: &Shadow, request: Value, now: u64) -> Shadow {
@@ -28,21 +20,10 @@ fn refused(request: &str) -> ShadowError {
 
 #[test]
 fn null_deletes_a_key_and_a_null_section_removes_it() {
-    let shadow = apply(
-        &Shadow::default(),
-        json!({"state": {"desired": {"a": 1, "b": {"c": 2}}, "reported": {"a": 0}}}),
-        10,
-    );
-    let shadow = apply(
-        &shadow,
-        json!({"state": {"desired": {"a": null, "b": {"c": null}}}}),
-        11,
-    );
-    assert!(
-        shadow.desired.state.is_empty(),
-        "emptied objects disappear: {:?}",
-        shadow.desired
-    );
+    let shadow =
+        apply(&Shadow::default(), json!({"state": {"desired": {"a": 1, "b": {"c": 2}}, "reported": {"a": 0}}}), 10);
+    let shadow = apply(&shadow, json!({"state": {"desired": {"a": null, "b": {"c": null}}}}), 11);
+    assert!(shadow.desired.state.is_empty(), "emptied objects disappear: {:?}", shadow.desired);
     assert!(shadow.desired.metadata.is_empty());
     let shadow = apply(&shadow, json!({"state": {"reported": null}}), 12);
     assert_eq!(shadow.document(13, None)["state"], json!({}));
@@ -51,20 +32,9 @@ fn null_deletes_a_key_and_a_null_section_removes_it() {
 
 #[test]
 fn partial_updates_merge_deeply_and_keep_key_order() {
-    let shadow = apply(
-        &Shadow::default(),
-        json!({"state": {"reported": {"z": 1, "o": {"x": 1, "y": 2}}}}),
-        10,
-    );
-    let shadow = apply(
-        &shadow,
-        json!({"state": {"reported": {"o": {"y": 3, "w": 4}, "a": true}}}),
-        20,
-    );
-    assert_eq!(
-        serde_json::to_string(&shadow.reported.state).unwrap(),
-        r#"{"z":1,"o":{"x":1,"y":3,"w":4},"a":true}"#
-    );
+    let shadow = apply(&Shadow::default(), json!({"state": {"reported": {"z": 1, "o": {"x": 1, "y": 2}}}}), 10);
+    let shadow = apply(&shadow, json!({"state": {"reported": {"o": {"y": 3, "w": 4}, "a": true}}}), 20);
+    assert_eq!(serde_json::to_string(&shadow.reported.state).unwrap(), r#"{"z":1,"o":{"x":1,"y":3,"w":4},"a":true}"#);
     assert_eq!(shadow.reported.metadata["z"], json!({"timestamp": 10}));
     assert_eq!(
         shadow.reported.metadata["o"],
@@ -74,25 +44,11 @@ fn partial_updates_merge_deeply_and_keep_key_order() {
 
 #[test]
 fn arrays_are_replaced_whole_and_may_not_hold_null() {
-    let shadow = apply(
-        &Shadow::default(),
-        json!({"state": {"desired": {"colors": ["RED", "GREEN", "BLUE"]}}}),
-        10,
-    );
-    let shadow = apply(
-        &shadow,
-        json!({"state": {"desired": {"colors": ["RED"]}}}),
-        11,
-    );
+    let shadow = apply(&Shadow::default(), json!({"state": {"desired": {"colors": ["RED", "GREEN", "BLUE"]}}}), 10);
+    let shadow = apply(&shadow, json!({"state": {"desired": {"colors": ["RED"]}}}), 11);
     assert_eq!(shadow.desired.state["colors"], json!(["RED"]));
-    assert_eq!(
-        shadow.desired.metadata["colors"],
-        json!([{"timestamp": 11}])
-    );
-    assert_eq!(
-        refused(r#"{"state":{"desired":{"colors":["RED",null]}}}"#),
-        ShadowError::InvalidJson
-    );
+    assert_eq!(shadow.desired.metadata["colors"], json!([{"timestamp": 11}]));
+    assert_eq!(refused(r#"{"state":{"desired":{"colors":["RED",null]}}}"#), ShadowError::InvalidJson);
 }
 
 #[test]
@@ -102,90 +58,54 @@ fn delta_holds_every_differing_desired_leaf_with_its_path() {
         json!({"state": {"desired": {"color": "red", "light": {"on": true, "level": 5}, "list": [1, 2]}}}),
         10,
     );
-    let applied = update(&shadow, json!({"state": {"reported": {"color": "red", "light": {"on": true, "level": 3}, "list": [1], "extra": 1}}}), 20).unwrap();
+    let applied = update(
+        &shadow,
+        json!({"state": {"reported": {"color": "red", "light": {"on": true, "level": 3}, "list": [1], "extra": 1}}}),
+        20,
+    )
+    .unwrap();
     let delta = applied.delta.unwrap();
-    assert_eq!(
-        delta["state"],
-        json!({"light": {"level": 5}, "list": [1, 2]})
-    );
+    assert_eq!(delta["state"], json!({"light": {"level": 5}, "list": [1, 2]}));
     assert_eq!(
         delta["metadata"],
         json!({"light": {"level": {"timestamp": 10}}, "list": [{"timestamp": 10}, {"timestamp": 10}]})
     );
     assert_eq!(delta["version"], json!(2));
-    let in_sync = update(
-        &applied.shadow,
-        json!({"state": {"reported": {"light": {"level": 5}, "list": [1, 2]}}}),
-        30,
-    )
-    .unwrap();
+    let in_sync =
+        update(&applied.shadow, json!({"state": {"reported": {"light": {"level": 5}, "list": [1, 2]}}}), 30).unwrap();
     assert_eq!(in_sync.delta, None);
-    assert!(
-        in_sync.shadow.document(31, None)["state"]
-            .get("delta")
-            .is_none()
-    );
+    assert!(in_sync.shadow.document(31, None)["state"].get("delta").is_none());
 }
 
 #[test]
 fn accepted_echoes_only_the_request_and_documents_show_before_and_after() {
-    let shadow = apply(
-        &Shadow::default(),
-        json!({"state": {"reported": {"t": 20}}}),
-        10,
-    );
-    let applied = update(
-        &shadow,
-        json!({"state": {"desired": {"t": 25}}, "clientToken": "abc", "ignored": 1}),
-        20,
-    )
-    .unwrap();
+    let shadow = apply(&Shadow::default(), json!({"state": {"reported": {"t": 20}}}), 10);
+    let applied =
+        update(&shadow, json!({"state": {"desired": {"t": 25}}, "clientToken": "abc", "ignored": 1}), 20).unwrap();
     assert_eq!(
         serde_json::to_string(&applied.accepted).unwrap(),
         r#"{"state":{"desired":{"t":25}},"metadata":{"desired":{"t":{"timestamp":20}}},"version":2,"timestamp":20,"clientToken":"abc"}"#
     );
     assert_eq!(applied.documents["previous"]["version"], json!(1));
-    assert_eq!(
-        applied.documents["previous"]["state"],
-        json!({"reported": {"t": 20}})
-    );
-    assert_eq!(
-        applied.documents["current"]["state"],
-        json!({"desired": {"t": 25}, "reported": {"t": 20}})
-    );
+    assert_eq!(applied.documents["previous"]["state"], json!({"reported": {"t": 20}}));
+    assert_eq!(applied.documents["current"]["state"], json!({"desired": {"t": 25}, "reported": {"t": 20}}));
     assert_eq!(applied.documents["clientToken"], json!("abc"));
     assert_eq!(applied.delta.unwrap()["clientToken"], json!("abc"));
 }
 
 #[test]
 fn versions_are_checked_and_survive_a_delete() {
-    let shadow = apply(
-        &Shadow::default(),
-        json!({"state": {"reported": {"a": 1}}}),
-        10,
-    );
-    let shadow = apply(
-        &shadow,
-        json!({"state": {"reported": {"a": 2}}, "version": 1}),
-        11,
-    );
+    let shadow = apply(&Shadow::default(), json!({"state": {"reported": {"a": 1}}}), 10);
+    let shadow = apply(&shadow, json!({"state": {"reported": {"a": 2}}, "version": 1}), 11);
     assert_eq!(
-        update(
-            &shadow,
-            json!({"state": {"reported": {"a": 3}}, "version": 1}),
-            12
-        )
-        .unwrap_err(),
+        update(&shadow, json!({"state": {"reported": {"a": 3}}, "version": 1}), 12).unwrap_err(),
         ShadowError::VersionConflict
     );
     let deleted = shadow.deleted();
     assert!(!deleted.exists);
     let recreated = apply(&deleted, json!({"state": {"reported": {"b": 1}}}), 13);
     assert_eq!(recreated.version, 3);
-    assert_eq!(
-        recreated.reported.state,
-        serde_json::from_value::<Map>(json!({"b": 1})).unwrap()
-    );
+    assert_eq!(recreated.reported.state, serde_json::from_value::<Map>(json!({"b": 1})).unwrap());
 }
 
 #[test]
@@ -194,43 +114,16 @@ fn invalid_requests_get_aws_messages() {
     assert_eq!(refused("[1]"), ShadowError::InvalidJson);
     assert_eq!(refused(r#"{"desired":{}}"#), ShadowError::MissingState);
     assert_eq!(refused(r#"{"state":1}"#), ShadowError::StateNotObject);
-    assert_eq!(
-        refused(r#"{"state":{"desired":[1]}}"#),
-        ShadowError::DesiredNotObject
-    );
-    assert_eq!(
-        refused(r#"{"state":{"reported":"x"}}"#),
-        ShadowError::ReportedNotObject
-    );
-    assert_eq!(
-        refused(r#"{"state":{"delta":{}}}"#),
-        ShadowError::InvalidStateNode
-    );
-    assert_eq!(
-        refused(r#"{"state":{},"version":"1"}"#),
-        ShadowError::InvalidVersion
-    );
-    assert_eq!(
-        refused(r#"{"state":{},"version":-1}"#),
-        ShadowError::InvalidVersion
-    );
+    assert_eq!(refused(r#"{"state":{"desired":[1]}}"#), ShadowError::DesiredNotObject);
+    assert_eq!(refused(r#"{"state":{"reported":"x"}}"#), ShadowError::ReportedNotObject);
+    assert_eq!(refused(r#"{"state":{"delta":{}}}"#), ShadowError::InvalidStateNode);
+    assert_eq!(refused(r#"{"state":{},"version":"1"}"#), ShadowError::InvalidVersion);
+    assert_eq!(refused(r#"{"state":{},"version":-1}"#), ShadowError::InvalidVersion);
     let long = "x".repeat(65);
-    assert_eq!(
-        refused(&format!(r#"{{"state":{{}},"clientToken":"{long}"}}"#)),
-        ShadowError::InvalidClientToken
-    );
-    assert_eq!(
-        parse_update(b"\xff\xfe", &Limits::default()).unwrap_err(),
-        ShadowError::UnsupportedEncoding
-    );
-    assert_eq!(
-        ShadowError::TooDeep.to_string(),
-        "JSON contains too many levels of nesting; maximum is 6"
-    );
-    assert_eq!(
-        ShadowError::NoShadow("t".into()).to_string(),
-        "No shadow exists with name: 't'"
-    );
+    assert_eq!(refused(&format!(r#"{{"state":{{}},"clientToken":"{long}"}}"#)), ShadowError::InvalidClientToken);
+    assert_eq!(parse_update(b"\xff\xfe", &Limits::default()).unwrap_err(), ShadowError::UnsupportedEncoding);
+    assert_eq!(ShadowError::TooDeep.to_string(), "JSON contains too many levels of nesting; maximum is 6");
+    assert_eq!(ShadowError::NoShadow("t".into()).to_string(), "No shadow exists with name: 't'");
 }
 
 #[test]
@@ -248,53 +141,25 @@ fn nesting_is_limited_per_section() {
 
 #[test]
 fn state_over_the_size_limit_is_refused_and_metadata_does_not_count() {
-    let limits = Limits {
-        max_state_bytes: 100,
-        max_depth: 8,
-    };
+    let limits = Limits { max_state_bytes: 100, max_depth: 8 };
     let request = |value: &str| {
-        parse_update(
-            format!(r#"{{"state":{{"reported":{{"v":"{value}"}}}}}}"#).as_bytes(),
-            &limits,
-        )
-        .unwrap()
+        parse_update(format!(r#"{{"state":{{"reported":{{"v":"{value}"}}}}}}"#).as_bytes(), &limits).unwrap()
     };
-    let fits = Shadow::default()
-        .update(&request(&"x".repeat(90)), 1, &limits)
-        .unwrap();
+    let fits = Shadow::default().update(&request(&"x".repeat(90)), 1, &limits).unwrap();
     assert!(fits.shadow.state_size() <= 100);
-    assert_eq!(
-        Shadow::default()
-            .update(&request(&"x".repeat(95)), 1, &limits)
-            .unwrap_err(),
-        ShadowError::TooLarge
-    );
+    assert_eq!(Shadow::default().update(&request(&"x".repeat(95)), 1, &limits).unwrap_err(), ShadowError::TooLarge);
 }
 
 #[test]
 fn removed_desired_keys_are_reported_as_nulls() {
-    let shadow = apply(
-        &Shadow::default(),
-        json!({"state": {"desired": {"a": 1, "o": {"x": 1, "y": 1}}}}),
-        10,
-    );
-    let applied = update(
-        &shadow,
-        json!({"state": {"desired": {"a": null, "o": {"x": null}}}}),
-        20,
-    )
-    .unwrap();
+    let shadow = apply(&Shadow::default(), json!({"state": {"desired": {"a": 1, "o": {"x": 1, "y": 1}}}}), 10);
+    let applied = update(&shadow, json!({"state": {"desired": {"a": null, "o": {"x": null}}}}), 20).unwrap();
     let removed = applied.removed.unwrap();
     assert_eq!(removed["state"], json!({"a": null, "o": {"x": null}}));
     assert_eq!(removed["version"], json!(2));
     let whole = update(&applied.shadow, json!({"state": {"desired": null}}), 30).unwrap();
     assert_eq!(whole.removed.unwrap()["state"], json!({"o": null}));
-    assert_eq!(
-        update(&whole.shadow, json!({"state": {"desired": {"n": 1}}}), 40)
-            .unwrap()
-            .removed,
-        None
-    );
+    assert_eq!(update(&whole.shadow, json!({"state": {"desired": {"n": 1}}}), 40).unwrap().removed, None);
 }
 
 // ---- properties ----
@@ -311,30 +176,16 @@ fn leaf() -> impl Strategy<Value = Value> {
 fn tree(nulls: bool) -> impl Strategy<Value = Map> {
     let key = prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")].prop_map(str::to_string);
     let value = leaf().prop_recursive(3, 16, 4, move |inner| {
-        prop::collection::vec(
-            (
-                prop_oneof![Just("a"), Just("b"), Just("c")].prop_map(str::to_string),
-                inner,
-            ),
-            0..4,
-        )
-        .prop_map(|pairs| Value::Object(pairs.into_iter().collect()))
+        prop::collection::vec((prop_oneof![Just("a"), Just("b"), Just("c")].prop_map(str::to_string), inner), 0..4)
+            .prop_map(|pairs| Value::Object(pairs.into_iter().collect()))
     });
-    let value = if nulls {
-        prop_oneof![4 => value, 1 => Just(Value::Null)].boxed()
-    } else {
-        value.boxed()
-    };
+    let value = if nulls { prop_oneof![4 => value, 1 => Just(Value::Null)].boxed() } else { value.boxed() };
     prop::collection::vec((key, value), 0..4).prop_map(|pairs| pairs.into_iter().collect())
 }
 
 fn request() -> impl Strategy<Value = Value> {
-    (
-        prop::option::of(tree(true)),
-        prop::option::of(tree(true)),
-        any::<bool>(),
-    )
-        .prop_map(|(desired, reported, clear)| {
+    (prop::option::of(tree(true)), prop::option::of(tree(true)), any::<bool>()).prop_map(
+        |(desired, reported, clear)| {
             let mut state = Map::new();
             if let Some(desired) = desired {
                 state.insert("desired".into(), Value::Object(desired));
@@ -345,30 +196,24 @@ fn request() -> impl Strategy<Value = Value> {
                 state.insert("reported".into(), Value::Object(reported));
             }
             json!({"state": state})
-        })
+        },
+    )
 }
 
 /// Metadata has exactly the shape of the state, with a timestamp at every leaf.
 fn mirrors(state: &Value, metadata: &Value) -> bool {
     match (state, metadata) {
         (Value::Object(s), Value::Object(m)) if !s.is_empty() || m.is_empty() => {
-            s.len() == m.len()
-                && s.iter()
-                    .all(|(k, v)| m.get(k).is_some_and(|mv| mirrors(v, mv)))
+            s.len() == m.len() && s.iter().all(|(k, v)| m.get(k).is_some_and(|mv| mirrors(v, mv)))
         }
-        (Value::Array(s), Value::Array(m)) => {
-            s.len() == m.len() && s.iter().zip(m).all(|(sv, mv)| mirrors(sv, mv))
-        }
+        (Value::Array(s), Value::Array(m)) => s.len() == m.len() && s.iter().zip(m).all(|(sv, mv)| mirrors(sv, mv)),
         (_, Value::Object(m)) => m.len() == 1 && m.get("timestamp").is_some_and(Value::is_u64),
         _ => false,
     }
 }
 
 fn has_empty_object(map: &Map) -> bool {
-    map.values().any(|v| {
-        v.as_object()
-            .is_some_and(|o| o.is_empty() || has_empty_object(o))
-    })
+    map.values().any(|v| v.as_object().is_some_and(|o| o.is_empty() || has_empty_object(o)))
 }
 
 proptest! {

@@ -5,10 +5,7 @@
 pub fn uri_encode(input: &[u8], keep_slash: bool) -> String {
     let mut out = String::with_capacity(input.len());
     for &byte in input {
-        if byte.is_ascii_alphanumeric()
-            || matches!(byte, b'-' | b'_' | b'.' | b'~')
-            || (keep_slash && byte == b'/')
-        {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') || (keep_slash && byte == b'/') {
             out.push(char::from(byte));
         } else {
             out.push_str(&format!("%{byte:02X}"));
@@ -19,9 +16,7 @@ pub fn uri_encode(input: &[u8], keep_slash: bool) -> String {
 
 /// Decodes `%XX` escapes (and nothing else: `+` stays `+`).
 pub fn decode(input: &str) -> String {
-    percent_encoding::percent_decode_str(input)
-        .decode_utf8_lossy()
-        .into_owned()
+    percent_encoding::percent_decode_str(input).decode_utf8_lossy().into_owned()
 }
 
 fn decode_bytes(input: &str) -> Vec<u8> {
@@ -56,18 +51,11 @@ pub fn canonical_query(raw_query: &str) -> String {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (
-                uri_encode(&decode_bytes(key), false),
-                uri_encode(&decode_bytes(value), false),
-            )
+            (uri_encode(&decode_bytes(key), false), uri_encode(&decode_bytes(value), false))
         })
         .collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
 }
 
 #[cfg(test)]
@@ -84,10 +72,7 @@ mod tests {
 
     #[test]
     fn query_is_sorted_and_reencoded() {
-        assert_eq!(
-            canonical_query("b=2&a=x%2Fy&a=1&flag"),
-            "a=1&a=x%2Fy&b=2&flag="
-        );
+        assert_eq!(canonical_query("b=2&a=x%2Fy&a=1&flag"), "a=1&a=x%2Fy&b=2&flag=");
         assert_eq!(canonical_query("k=a%20b"), "k=a%20b");
     }
 }

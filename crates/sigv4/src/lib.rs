@@ -82,11 +82,7 @@ struct Claim {
 }
 
 fn header<'a>(request: &Request<'a>, name: &str) -> Option<&'a str> {
-    request
-        .headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
+    request.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
 }
 
 /// The pairs of a query string (or a form body), `+` and percent escapes decoded.
@@ -111,12 +107,9 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 fn parse_credential(credential: &str) -> Result<(String, String, String, String), Error> {
     let parts: Vec<&str> = credential.split('/').collect();
     match parts.as_slice() {
-        [key, date, region, service, "aws4_request"] => Ok((
-            key.to_string(),
-            date.to_string(),
-            region.to_string(),
-            service.to_string(),
-        )),
+        [key, date, region, service, "aws4_request"] => {
+            Ok((key.to_string(), date.to_string(), region.to_string(), service.to_string()))
+        }
         _ => Err(Error::Malformed(format!(
             "Credential should be scoped to a valid region, not '{credential}'. Credential should have the form <key>/<date>/<region>/<service>/aws4_request."
         ))),
@@ -127,11 +120,7 @@ fn parse_authorization(value: &str, request: &Request) -> Result<Claim, Error> {
     let rest = value
         .strip_prefix(ALGORITHM)
         .filter(|rest| rest.starts_with(' '))
-        .ok_or_else(|| {
-            Error::Malformed(format!(
-                "Unsupported signing algorithm in Authorization header: {value}"
-            ))
-        })?;
+        .ok_or_else(|| Error::Malformed(format!("Unsupported signing algorithm in Authorization header: {value}")))?;
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
     for part in rest.split(',') {
         match part.trim().split_once('=') {
@@ -142,17 +131,11 @@ fn parse_authorization(value: &str, request: &Request) -> Result<Claim, Error> {
         }
     }
     let missing = |what: &str| {
-        Error::Malformed(format!(
-            "Authorization header requires '{what}' parameter. Authorization={value}"
-        ))
+        Error::Malformed(format!("Authorization header requires '{what}' parameter. Authorization={value}"))
     };
-    let (access_key, scope_date, region, service) =
-        parse_credential(credential.ok_or_else(|| missing("Credential"))?)?;
+    let (access_key, scope_date, region, service) = parse_credential(credential.ok_or_else(|| missing("Credential"))?)?;
     let amz_date = header(request, "x-amz-date").ok_or_else(|| {
-        Error::Malformed(
-            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
-                .into(),
-        )
+        Error::Malformed("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.".into())
     })?;
     Ok(Claim {
         access_key,
@@ -173,14 +156,14 @@ fn parse_authorization(value: &str, request: &Request) -> Result<Claim, Error> {
 fn parse_presigned(query: &str) -> Result<Claim, Error> {
     let get = |name: &str| {
         query_param(query, name).ok_or_else(|| {
-            Error::Malformed(format!("AWS query-string parameters must include '{name}'. Re-examine the query-string parameters."))
+            Error::Malformed(format!(
+                "AWS query-string parameters must include '{name}'. Re-examine the query-string parameters."
+            ))
         })
     };
     let algorithm = get("X-Amz-Algorithm")?;
     if algorithm != ALGORITHM {
-        return Err(Error::Malformed(format!(
-            "Unsupported X-Amz-Algorithm: {algorithm}"
-        )));
+        return Err(Error::Malformed(format!("Unsupported X-Amz-Algorithm: {algorithm}")));
     }
     let (access_key, scope_date, region, service) = parse_credential(&get("X-Amz-Credential")?)?;
     // Optional: AWS IoT's WebSocket signers often leave it out; then the URL is
@@ -191,9 +174,7 @@ fn parse_presigned(query: &str) -> Result<Claim, Error> {
                 .parse::<i64>()
                 .ok()
                 .filter(|e| (0..=MAX_PRESIGN_EXPIRES_SECS).contains(e))
-                .ok_or_else(|| {
-                    Error::Malformed("X-Amz-Expires must be an integer from 0 to 604800".into())
-                })
+                .ok_or_else(|| Error::Malformed("X-Amz-Expires must be an integer from 0 to 604800".into()))
         })
         .transpose()?;
     Ok(Claim {
@@ -201,10 +182,7 @@ fn parse_presigned(query: &str) -> Result<Claim, Error> {
         scope_date,
         region,
         service,
-        signed_headers: get("X-Amz-SignedHeaders")?
-            .split(';')
-            .map(str::to_string)
-            .collect(),
+        signed_headers: get("X-Amz-SignedHeaders")?.split(';').map(str::to_string).collect(),
         signature: get("X-Amz-Signature")?,
         amz_date: get("X-Amz-Date")?,
         expires,
@@ -245,12 +223,7 @@ fn canonical_headers(request: &Request, signed: &[String]) -> String {
 }
 
 /// The canonical request for `request` with the given signed headers and query.
-pub fn canonical_request(
-    request: &Request,
-    signed_headers: &[String],
-    query: &str,
-    payload_hash: &str,
-) -> String {
+pub fn canonical_request(request: &Request, signed_headers: &[String], query: &str, payload_hash: &str) -> String {
     format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
         request.method,
@@ -263,10 +236,7 @@ pub fn canonical_request(
 }
 
 pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
-    format!(
-        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        sha256_hex(canonical_request.as_bytes())
-    )
+    format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", sha256_hex(canonical_request.as_bytes()))
 }
 
 /// The query a presigned signature covers: everything but the signature itself,
@@ -284,11 +254,7 @@ fn presigned_query(query: &str, drop_token: bool) -> String {
 
 /// Verifies `request` at `now` (Unix seconds). `secret_for` answers the secret
 /// key of an access key, or `None` for an unknown one.
-pub fn verify(
-    request: &Request,
-    now: i64,
-    secret_for: impl Fn(&str) -> Option<String>,
-) -> Result<Signer, Error> {
+pub fn verify(request: &Request, now: i64, secret_for: impl Fn(&str) -> Option<String>) -> Result<Signer, Error> {
     let presigned = query_param(request.query, "X-Amz-Signature").is_some();
     let claim = match (header(request, "authorization"), presigned) {
         (Some(value), _) => parse_authorization(value, request)?,
@@ -296,10 +262,7 @@ pub fn verify(
         (None, false) => return Err(Error::Missing),
     };
     let signed_at = parse_amz_date(&claim.amz_date).ok_or_else(|| {
-        Error::Malformed(format!(
-            "Date must be in ISO-8601 'basic format'. Got '{}'.",
-            claim.amz_date
-        ))
+        Error::Malformed(format!("Date must be in ISO-8601 'basic format'. Got '{}'.", claim.amz_date))
     })?;
     if !claim.amz_date.starts_with(&claim.scope_date) {
         return Err(Error::Malformed(format!(
@@ -341,28 +304,18 @@ pub fn verify(
     }
     let secret = secret_for(&claim.access_key).ok_or(Error::UnknownAccessKey)?;
     // UNSIGNED-PAYLOAD counts only when the header carrying it is itself signed.
-    let content_hash_signed = claim
-        .signed_headers
-        .iter()
-        .any(|h| h == "x-amz-content-sha256");
+    let content_hash_signed = claim.signed_headers.iter().any(|h| h == "x-amz-content-sha256");
     let payload_hash = match (presigned, header(request, "x-amz-content-sha256")) {
         (false, Some(UNSIGNED_PAYLOAD)) if content_hash_signed => UNSIGNED_PAYLOAD.to_string(),
         _ => request.body_sha256.clone(),
     };
-    let scope = format!(
-        "{}/{}/{}/aws4_request",
-        claim.scope_date, claim.region, claim.service
-    );
+    let scope = format!("{}/{}/{}/aws4_request", claim.scope_date, claim.region, claim.service);
     let key = signing_key(&secret, &claim.scope_date, &claim.region, &claim.service);
     let signature_over = |query: &str| {
         let canonical = canonical_request(request, &claim.signed_headers, query, &payload_hash);
-        hex::encode(hmac(
-            &key,
-            string_to_sign(&claim.amz_date, &scope, &canonical).as_bytes(),
-        ))
+        hex::encode(hmac(&key, string_to_sign(&claim.amz_date, &scope, &canonical).as_bytes()))
     };
-    let matches =
-        |expected: String| bool::from(expected.as_bytes().ct_eq(claim.signature.as_bytes()));
+    let matches = |expected: String| bool::from(expected.as_bytes().ct_eq(claim.signature.as_bytes()));
     let verified = if presigned && header(request, "authorization").is_none() {
         // Some IoT device SDKs append the session token after signing the URL.
         matches(signature_over(&presigned_query(request.query, false)))
@@ -376,12 +329,7 @@ pub fn verify(
     let session_token = header(request, "x-amz-security-token")
         .map(str::to_string)
         .or_else(|| query_param(request.query, "X-Amz-Security-Token"));
-    Ok(Signer {
-        access_key: claim.access_key,
-        region: claim.region,
-        service: claim.service,
-        session_token,
-    })
+    Ok(Signer { access_key: claim.access_key, region: claim.region, service: claim.service, session_token })
 }
 
 /// Lower-case hex SHA-256, for callers hashing bodies.
@@ -405,23 +353,14 @@ pub fn sign(request: &Request, key: &SigningKey, now: i64) -> [(&'static str, St
     let date = &amz_date[..8];
     let mut headers = request.headers.clone();
     headers.push(("x-amz-date", &amz_date));
-    let mut signed: Vec<String> = headers
-        .iter()
-        .map(|(name, _)| name.to_ascii_lowercase())
-        .collect();
+    let mut signed: Vec<String> = headers.iter().map(|(name, _)| name.to_ascii_lowercase()).collect();
     signed.sort();
     signed.dedup();
-    let with_date = Request {
-        headers,
-        ..request.clone()
-    };
+    let with_date = Request { headers, ..request.clone() };
     let scope = format!("{date}/{}/{}/aws4_request", key.region, key.service);
     let canonical = canonical_request(&with_date, &signed, request.query, &request.body_sha256);
     let signing_key = signing_key(key.secret_key, date, key.region, key.service);
-    let signature = hex::encode(hmac(
-        &signing_key,
-        string_to_sign(&amz_date, &scope, &canonical).as_bytes(),
-    ));
+    let signature = hex::encode(hmac(&signing_key, string_to_sign(&amz_date, &scope, &canonical).as_bytes()));
     let authorization = format!(
         "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
         key.access_key,

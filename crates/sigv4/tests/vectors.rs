@@ -51,13 +51,7 @@ impl Owned {
                 headers.push((name.to_string(), value.to_string()));
             }
         }
-        Self {
-            method: method.into(),
-            path: path.into(),
-            query: query.into(),
-            headers,
-            body: body.into(),
-        }
+        Self { method: method.into(), path: path.into(), query: query.into(), headers, body: body.into() }
     }
 
     fn request(&self) -> Request<'_> {
@@ -65,35 +59,18 @@ impl Owned {
             method: &self.method,
             path: &self.path,
             query: &self.query,
-            headers: self
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str()))
-                .collect(),
+            headers: self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect(),
             body_sha256: body_sha256(self.body.as_bytes()),
         }
     }
 
     fn signed_headers(&self) -> Vec<String> {
-        let auth = self
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+        let auth = self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("authorization"));
         let list = match auth {
-            Some((_, value)) => value
-                .split("SignedHeaders=")
-                .nth(1)
-                .unwrap()
-                .split(',')
-                .next()
-                .unwrap()
-                .to_string(),
-            None => self
-                .query
-                .split('&')
-                .find_map(|p| p.strip_prefix("X-Amz-SignedHeaders="))
-                .unwrap()
-                .replace("%3B", ";"),
+            Some((_, value)) => value.split("SignedHeaders=").nth(1).unwrap().split(',').next().unwrap().to_string(),
+            None => {
+                self.query.split('&').find_map(|p| p.strip_prefix("X-Amz-SignedHeaders=")).unwrap().replace("%3B", ";")
+            }
         };
         list.split(';').map(str::to_string).collect()
     }
@@ -104,12 +81,7 @@ impl Owned {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("x-amz-date"))
             .map(|(_, v)| v.trim().to_string())
-            .or_else(|| {
-                self.query
-                    .split('&')
-                    .find_map(|p| p.strip_prefix("X-Amz-Date="))
-                    .map(str::to_string)
-            })
+            .or_else(|| self.query.split('&').find_map(|p| p.strip_prefix("X-Amz-Date=")).map(str::to_string))
             .unwrap();
         parse_amz_date(&date).unwrap()
     }
@@ -127,42 +99,17 @@ fn check(name: &str, owned: &Owned, secret_for: &dyn Fn(&str) -> Option<String>)
     let result = verify(&owned.request(), now, secret_for);
     assert!(result.is_ok(), "{name}: {result:?}");
 
-    let mut tampered_body = Owned {
-        body: format!("{}x", owned.body),
-        ..clone(owned)
-    };
-    if owned.method == "POST"
-        || owned.method == "PUT"
-        || owned.method == "PATCH"
-        || !owned.body.is_empty()
-    {
-        assert_eq!(
-            verify(&tampered_body.request(), now, secret_for),
-            Err(Error::Mismatch),
-            "{name}: body"
-        );
+    let mut tampered_body = Owned { body: format!("{}x", owned.body), ..clone(owned) };
+    if owned.method == "POST" || owned.method == "PUT" || owned.method == "PATCH" || !owned.body.is_empty() {
+        assert_eq!(verify(&tampered_body.request(), now, secret_for), Err(Error::Mismatch), "{name}: body");
     }
     tampered_body.body = owned.body.clone();
-    let tampered_path = Owned {
-        path: format!("{}x", owned.path),
-        ..clone(owned)
-    };
-    assert_eq!(
-        verify(&tampered_path.request(), now, secret_for),
-        Err(Error::Mismatch),
-        "{name}: path"
-    );
+    let tampered_path = Owned { path: format!("{}x", owned.path), ..clone(owned) };
+    assert_eq!(verify(&tampered_path.request(), now, secret_for), Err(Error::Mismatch), "{name}: path");
     let late = verify(&owned.request(), now + 7 * 24 * 3600 + 1, secret_for);
-    assert!(
-        matches!(late, Err(Error::Expired(_))),
-        "{name}: clock skew: {late:?}"
-    );
+    assert!(matches!(late, Err(Error::Expired(_))), "{name}: clock skew: {late:?}");
     let nobody = |_: &str| None;
-    assert_eq!(
-        verify(&owned.request(), now, &nobody),
-        Err(Error::UnknownAccessKey),
-        "{name}: unknown key"
-    );
+    assert_eq!(verify(&owned.request(), now, nobody), Err(Error::UnknownAccessKey), "{name}: unknown key");
 }
 
 fn clone(owned: &Owned) -> Owned {
@@ -183,12 +130,7 @@ fn aws_test_suite() {
     for vector in &vectors {
         let owned = Owned::parse(&vector.signed_request);
         let request = owned.request();
-        let canonical = canonical_request(
-            &request,
-            &owned.signed_headers(),
-            &owned.query,
-            &request.body_sha256,
-        );
+        let canonical = canonical_request(&request, &owned.signed_headers(), &owned.query, &request.body_sha256);
         assert_eq!(canonical, vector.canonical_request, "{}", vector.name);
         check(&vector.name, &owned, &secret_for);
     }
@@ -208,46 +150,27 @@ fn botocore_signed_requests() {
         };
         if !vector.presigned {
             let request = owned.request();
-            let canonical = canonical_request(
-                &request,
-                &owned.signed_headers(),
-                &owned.query,
-                &request.body_sha256,
-            );
+            let canonical = canonical_request(&request, &owned.signed_headers(), &owned.query, &request.body_sha256);
             assert_eq!(canonical, vector.canonical_request, "{}", vector.name);
         }
         let secret = vector.secret_key.clone();
         let access_key = vector.access_key.clone();
-        check(&vector.name, &owned, &move |key: &str| {
-            (key == access_key).then(|| secret.clone())
-        });
+        check(&vector.name, &owned, &move |key: &str| (key == access_key).then(|| secret.clone()));
     }
 }
 
 #[test]
 fn missing_and_malformed_signatures() {
-    let request = Request {
-        method: "GET",
-        path: "/",
-        query: "",
-        headers: vec![],
-        body_sha256: body_sha256(b""),
-    };
+    let request = Request { method: "GET", path: "/", query: "", headers: vec![], body_sha256: body_sha256(b"") };
     assert_eq!(verify(&request, 0, |_| None), Err(Error::Missing));
     let request = Request {
         headers: vec![
-            (
-                "Authorization",
-                "AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00",
-            ),
+            ("Authorization", "AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00"),
             ("X-Amz-Date", "20150830T123600Z"),
         ],
         ..request
     };
-    assert!(matches!(
-        verify(&request, 0, |_| None),
-        Err(Error::Malformed(_))
-    ));
+    assert!(matches!(verify(&request, 0, |_| None), Err(Error::Malformed(_))));
 }
 
 #[test]
@@ -258,30 +181,16 @@ fn signed_requests_verify() {
         method: "POST",
         path: "/things/a%3Ab",
         query: "x=1&a=b%2Fc",
-        headers: vec![
-            ("host", "127.0.0.1:4566"),
-            ("content-type", "application/json"),
-        ],
+        headers: vec![("host", "127.0.0.1:4566"), ("content-type", "application/json")],
         body_sha256: body_sha256(body),
     };
-    let key = SigningKey {
-        access_key: "test",
-        secret_key: "test",
-        region: "us-east-1",
-        service: "iot",
-    };
+    let key = SigningKey { access_key: "test", secret_key: "test", region: "us-east-1", service: "iot" };
     let now = 1_767_225_600;
     let added = sign(&request, &key, now);
     let mut headers = request.headers.clone();
     headers.extend(added.iter().map(|(n, v)| (*n, v.as_str())));
     let signed = Request { headers, ..request };
     let signer = verify(&signed, now, |k| (k == "test").then(|| "test".to_string())).unwrap();
-    assert_eq!(
-        (signer.region.as_str(), signer.service.as_str()),
-        ("us-east-1", "iot")
-    );
-    assert_eq!(
-        verify(&signed, now, |_| Some("other".into())),
-        Err(Error::Mismatch)
-    );
+    assert_eq!((signer.region.as_str(), signer.service.as_str()), ("us-east-1", "iot"));
+    assert_eq!(verify(&signed, now, |_| Some("other".into())), Err(Error::Mismatch));
 }

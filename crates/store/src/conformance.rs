@@ -15,77 +15,38 @@ pub async fn run_all(store: &dyn RecordStore) {
 async fn put_get_and_revisions(store: &dyn RecordStore) {
     let c = Collection::Thing;
     assert_eq!(store.get(c, "a").await.unwrap(), None);
-    store
-        .commit(vec![Write::put(c, "a", Expect::Absent, b"one".to_vec())])
-        .await
-        .unwrap();
+    store.commit(vec![Write::put(c, "a", Expect::Absent, b"one".to_vec())]).await.unwrap();
     let first = store.get(c, "a").await.unwrap().unwrap();
     assert_eq!(first.body, b"one");
-    store
-        .commit(vec![Write::put(
-            c,
-            "a",
-            Expect::Revision(first.revision),
-            b"two".to_vec(),
-        )])
-        .await
-        .unwrap();
+    store.commit(vec![Write::put(c, "a", Expect::Revision(first.revision), b"two".to_vec())]).await.unwrap();
     let second = store.get(c, "a").await.unwrap().unwrap();
     assert_eq!(second.body, b"two");
     assert!(second.revision > first.revision);
-    store
-        .commit(vec![Write::delete(
-            c,
-            "a",
-            Expect::Revision(second.revision),
-        )])
-        .await
-        .unwrap();
+    store.commit(vec![Write::delete(c, "a", Expect::Revision(second.revision))]).await.unwrap();
     assert_eq!(store.get(c, "a").await.unwrap(), None);
     // A record made again never takes a revision an old reader could hold.
-    store
-        .commit(vec![Write::put(c, "a", Expect::Absent, b"again".to_vec())])
-        .await
-        .unwrap();
+    store.commit(vec![Write::put(c, "a", Expect::Absent, b"again".to_vec())]).await.unwrap();
     let again = store.get(c, "a").await.unwrap().unwrap();
     assert!(again.revision > second.revision);
-    store
-        .commit(vec![Write::delete(c, "a", Expect::Anything)])
-        .await
-        .unwrap();
+    store.commit(vec![Write::delete(c, "a", Expect::Anything)]).await.unwrap();
 }
 
 async fn expectations_are_checked(store: &dyn RecordStore) {
     let c = Collection::ThingType;
-    store
-        .commit(vec![Write::put(c, "x", Expect::Anything, b"1".to_vec())])
-        .await
-        .unwrap();
+    store.commit(vec![Write::put(c, "x", Expect::Anything, b"1".to_vec())]).await.unwrap();
     let stale = store.get(c, "x").await.unwrap().unwrap().revision - 1;
     for expect in [Expect::Absent, Expect::Revision(stale)] {
-        let err = store
-            .commit(vec![Write::put(c, "x", expect, b"2".to_vec())])
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::Conflict { .. }),
-            "{expect:?}: {err}"
-        );
+        let err = store.commit(vec![Write::put(c, "x", expect, b"2".to_vec())]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{expect:?}: {err}");
     }
-    let err = store
-        .commit(vec![Write::delete(c, "missing", Expect::Revision(1))])
-        .await
-        .unwrap_err();
+    let err = store.commit(vec![Write::delete(c, "missing", Expect::Revision(1))]).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }));
     assert_eq!(store.get(c, "x").await.unwrap().unwrap().body, b"1");
 }
 
 async fn batches_are_atomic(store: &dyn RecordStore) {
     let c = Collection::ThingGroup;
-    store
-        .commit(vec![Write::put(c, "held", Expect::Absent, b"h".to_vec())])
-        .await
-        .unwrap();
+    store.commit(vec![Write::put(c, "held", Expect::Absent, b"h".to_vec())]).await.unwrap();
     let held = store.get(c, "held").await.unwrap().unwrap().revision;
     let batch = vec![
         Write::put(c, "new", Expect::Absent, b"n".to_vec()),
@@ -97,27 +58,15 @@ async fn batches_are_atomic(store: &dyn RecordStore) {
         Write::put(c, "new", Expect::Absent, b"n".to_vec()),
         Write::check(c, "held", Expect::Revision(held + 1000)),
     ];
-    assert!(
-        store.commit(checked).await.is_err(),
-        "a failed check must fail the batch"
-    );
-    assert_eq!(
-        store.get(c, "new").await.unwrap(),
-        None,
-        "a failed batch must write nothing"
-    );
+    assert!(store.commit(checked).await.is_err(), "a failed check must fail the batch");
+    assert_eq!(store.get(c, "new").await.unwrap(), None, "a failed batch must write nothing");
     assert_eq!(store.get(c, "held").await.unwrap().unwrap().body, b"h");
-    let checked = vec![
-        Write::put(c, "new", Expect::Absent, b"n".to_vec()),
-        Write::check(c, "held", Expect::Revision(held)),
-    ];
+    let checked =
+        vec![Write::put(c, "new", Expect::Absent, b"n".to_vec()), Write::check(c, "held", Expect::Revision(held))];
     store.commit(checked).await.unwrap();
     let after = store.get(c, "held").await.unwrap().unwrap();
     assert_eq!(after.body, b"h", "a check keeps the body");
-    assert!(
-        after.revision > held,
-        "a check takes a new revision, so racing batches fail"
-    );
+    assert!(after.revision > held, "a check takes a new revision, so racing batches fail");
     let stale_delete = vec![Write::delete(c, "held", Expect::Revision(held))];
     assert!(store.commit(stale_delete).await.is_err());
 }
@@ -125,68 +74,26 @@ async fn batches_are_atomic(store: &dyn RecordStore) {
 async fn list_is_ordered_and_paged(store: &dyn RecordStore) {
     let c = Collection::BillingGroup;
     let keys = ["d", "a", "c", "b", "e"];
-    let writes = keys
-        .iter()
-        .map(|k| Write::put(c, *k, Expect::Absent, k.as_bytes().to_vec()))
-        .collect();
+    let writes = keys.iter().map(|k| Write::put(c, *k, Expect::Absent, k.as_bytes().to_vec())).collect();
     store.commit(writes).await.unwrap();
     let first = store.list(c, None, 2).await.unwrap();
-    assert_eq!(
-        first.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
-        ["a", "b"]
-    );
+    assert_eq!(first.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     let rest = store.list(c, Some("b"), 10).await.unwrap();
-    assert_eq!(
-        rest.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
-        ["c", "d", "e"]
-    );
+    assert_eq!(rest.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["c", "d", "e"]);
 }
 
 async fn collections_are_separate(store: &dyn RecordStore) {
-    store
-        .commit(vec![Write::put(
-            Collection::Setting,
-            "same",
-            Expect::Absent,
-            b"s".to_vec(),
-        )])
-        .await
-        .unwrap();
-    store
-        .commit(vec![Write::put(
-            Collection::Thing,
-            "same",
-            Expect::Absent,
-            b"t".to_vec(),
-        )])
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .get(Collection::Setting, "same")
-            .await
-            .unwrap()
-            .unwrap()
-            .body,
-        b"s"
-    );
-    assert_eq!(
-        store
-            .get(Collection::Thing, "same")
-            .await
-            .unwrap()
-            .unwrap()
-            .body,
-        b"t"
-    );
+    store.commit(vec![Write::put(Collection::Setting, "same", Expect::Absent, b"s".to_vec())]).await.unwrap();
+    store.commit(vec![Write::put(Collection::Thing, "same", Expect::Absent, b"t".to_vec())]).await.unwrap();
+    assert_eq!(store.get(Collection::Setting, "same").await.unwrap().unwrap().body, b"s");
+    assert_eq!(store.get(Collection::Thing, "same").await.unwrap().unwrap().body, b"t");
 }
 
 /// Many batches at once (a backend may commit them together): each is decided on
 /// its own expectations, and only one of several racing creations of a key wins.
 async fn concurrent_batches_succeed_or_fail_alone(store: &dyn RecordStore) {
     let c = Collection::MqttSession;
-    let racing =
-        (0..64).map(|i| store.commit(vec![Write::put(c, "contested", Expect::Absent, vec![i])]));
+    let racing = (0..64).map(|i| store.commit(vec![Write::put(c, "contested", Expect::Absent, vec![i])]));
     let independent = (0..64).map(|i| {
         store.commit(vec![
             Write::put(c, format!("own-{i:02}"), Expect::Absent, vec![i]),
@@ -195,31 +102,19 @@ async fn concurrent_batches_succeed_or_fail_alone(store: &dyn RecordStore) {
     });
     let mut racing = join_all(racing.chain(independent).collect()).await;
     let independent = racing.split_off(64);
-    assert_eq!(
-        racing.iter().filter(|r| r.is_ok()).count(),
-        1,
-        "exactly one creation wins"
-    );
-    assert!(
-        racing
-            .iter()
-            .all(|r| matches!(r, Ok(()) | Err(crate::StoreError::Conflict { .. })))
-    );
+    assert_eq!(racing.iter().filter(|r| r.is_ok()).count(), 1, "exactly one creation wins");
+    assert!(racing.iter().all(|r| matches!(r, Ok(()) | Err(crate::StoreError::Conflict { .. }))));
     assert!(independent.iter().all(Result::is_ok));
     let listed = store.list(c, Some("own-"), 500).await.unwrap();
     assert_eq!(listed.len(), 128);
-    let mut writes: Vec<Write> = listed
-        .iter()
-        .map(|r| Write::delete(c, r.key.clone(), Expect::Revision(r.revision)))
-        .collect();
+    let mut writes: Vec<Write> =
+        listed.iter().map(|r| Write::delete(c, r.key.clone(), Expect::Revision(r.revision))).collect();
     writes.push(Write::delete(c, "contested", Expect::Anything));
     store.commit(writes).await.unwrap();
 }
 
 /// Polls every future together until all finish (without a runtime dependency).
-async fn join_all<T>(
-    futures: Vec<std::pin::Pin<Box<dyn Future<Output = T> + Send + '_>>>,
-) -> Vec<T> {
+async fn join_all<T>(futures: Vec<std::pin::Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
     let mut pending: Vec<_> = futures.into_iter().map(Some).collect();
     let mut outputs: Vec<Option<T>> = pending.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
@@ -235,15 +130,8 @@ async fn join_all<T>(
                 }
             }
         }
-        if waiting {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
+        if waiting { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
     })
     .await;
-    outputs
-        .into_iter()
-        .map(|o| o.expect("every future finished"))
-        .collect()
+    outputs.into_iter().map(|o| o.expect("every future finished")).collect()
 }

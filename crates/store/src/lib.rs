@@ -102,36 +102,16 @@ pub struct Write {
 }
 
 impl Write {
-    pub fn put(
-        collection: Collection,
-        key: impl Into<String>,
-        expect: Expect,
-        body: Vec<u8>,
-    ) -> Self {
-        Self {
-            collection,
-            key: key.into(),
-            expect,
-            op: WriteOp::Put(body),
-        }
+    pub fn put(collection: Collection, key: impl Into<String>, expect: Expect, body: Vec<u8>) -> Self {
+        Self { collection, key: key.into(), expect, op: WriteOp::Put(body) }
     }
 
     pub fn check(collection: Collection, key: impl Into<String>, expect: Expect) -> Self {
-        Self {
-            collection,
-            key: key.into(),
-            expect,
-            op: WriteOp::Check,
-        }
+        Self { collection, key: key.into(), expect, op: WriteOp::Check }
     }
 
     pub fn delete(collection: Collection, key: impl Into<String>, expect: Expect) -> Self {
-        Self {
-            collection,
-            key: key.into(),
-            expect,
-            op: WriteOp::Delete,
-        }
+        Self { collection, key: key.into(), expect, op: WriteOp::Delete }
     }
 }
 
@@ -139,10 +119,7 @@ impl Write {
 pub enum StoreError {
     /// An expectation of the batch did not hold; nothing was written.
     #[error("write conflict on {collection}/{key}")]
-    Conflict {
-        collection: &'static str,
-        key: String,
-    },
+    Conflict { collection: &'static str, key: String },
     #[error("storage failure: {0}")]
     Backend(String),
 }
@@ -158,12 +135,7 @@ pub trait RecordStore: Send + Sync + 'static {
     async fn get(&self, collection: Collection, key: &str) -> Result<Option<Record>, StoreError>;
 
     /// Records with keys strictly greater than `after`, in key order, at most `limit`.
-    async fn list(
-        &self,
-        collection: Collection,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Record>, StoreError>;
+    async fn list(&self, collection: Collection, after: Option<&str>, limit: usize) -> Result<Vec<Record>, StoreError>;
 
     /// Applies all writes or none. Returns once the batch is durable.
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;

@@ -54,10 +54,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         migrate(&pool).await?;
         let (writer, pending) = mpsc::channel(4 * GROUP_LIMIT);
         tokio::spawn(write_groups(pool.clone(), pending));
@@ -67,11 +64,8 @@ impl SqliteStore {
 
 /// Applies the migrations not yet applied (before the writer task starts).
 async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-    let applied: i64 = sqlx::query_scalar("PRAGMA user_version")
-        .fetch_one(pool)
-        .await?;
-    let applied = usize::try_from(applied)
-        .map_err(|_| StoreError::Backend("negative user_version".into()))?;
+    let applied: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(pool).await?;
+    let applied = usize::try_from(applied).map_err(|_| StoreError::Backend("negative user_version".into()))?;
     if applied > MIGRATIONS.len() {
         return Err(StoreError::Backend(format!(
             "the database has schema version {applied}, newer than this ferrocore ({}); upgrade ferrocore",
@@ -81,9 +75,7 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::raw_sql(sql).execute(&mut *tx).await?;
-        sqlx::query(&format!("PRAGMA user_version = {}", index + 1))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&format!("PRAGMA user_version = {}", index + 1)).execute(&mut *tx).await?;
         tx.commit().await?;
         tracing::info!(version = index + 1, "applied store migration");
     }
@@ -95,41 +87,29 @@ async fn current_revision(
     collection: Collection,
     key: &str,
 ) -> Result<Option<i64>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT revision FROM records WHERE collection = ? AND key = ?")
-            .bind(collection.as_str())
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT revision FROM records WHERE collection = ? AND key = ?")
+        .bind(collection.as_str())
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?)
 }
 
 fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Record, StoreError> {
-    Ok(Record {
-        key: row.try_get("key")?,
-        revision: row.try_get("revision")?,
-        body: row.try_get("body")?,
-    })
+    Ok(Record { key: row.try_get("key")?, revision: row.try_get("revision")?, body: row.try_get("body")? })
 }
 
 #[async_trait::async_trait]
 impl RecordStore for SqliteStore {
     async fn get(&self, collection: Collection, key: &str) -> Result<Option<Record>, StoreError> {
-        let row =
-            sqlx::query("SELECT key, revision, body FROM records WHERE collection = ? AND key = ?")
-                .bind(collection.as_str())
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query("SELECT key, revision, body FROM records WHERE collection = ? AND key = ?")
+            .bind(collection.as_str())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(record_from_row).transpose()
     }
 
-    async fn list(
-        &self,
-        collection: Collection,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Record>, StoreError> {
+    async fn list(&self, collection: Collection, after: Option<&str>, limit: usize) -> Result<Vec<Record>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = match after {
             Some(after) => {
@@ -156,10 +136,7 @@ impl RecordStore for SqliteStore {
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let (done, outcome) = oneshot::channel();
         let stopped = || StoreError::Backend("the store's writer has stopped".into());
-        self.writer
-            .send(Pending { writes, done })
-            .await
-            .map_err(|_| stopped())?;
+        self.writer.send(Pending { writes, done }).await.map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
     }
 }
@@ -181,17 +158,11 @@ async fn write_groups(pool: SqlitePool, mut pending: mpsc::Receiver<Pending>) {
 async fn commit_group(pool: &SqlitePool, group: &[Pending]) -> Vec<Result<(), StoreError>> {
     match try_commit_group(pool, group).await {
         Ok(outcomes) => outcomes,
-        Err(err) => group
-            .iter()
-            .map(|_| Err(StoreError::Backend(err.to_string())))
-            .collect(),
+        Err(err) => group.iter().map(|_| Err(StoreError::Backend(err.to_string()))).collect(),
     }
 }
 
-async fn try_commit_group(
-    pool: &SqlitePool,
-    group: &[Pending],
-) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+async fn try_commit_group(pool: &SqlitePool, group: &[Pending]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut outcomes = Vec::with_capacity(group.len());
     for batch in group {
@@ -209,11 +180,10 @@ async fn try_commit_group(
 
 /// Checks a batch's expectations and applies its writes, all with one new revision.
 async fn apply(tx: &mut Transaction<'static, Sqlite>, writes: &[Write]) -> Result<(), StoreError> {
-    let revision: i64 = sqlx::query_scalar(
-        "UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value",
-    )
-    .fetch_one(&mut **tx)
-    .await?;
+    let revision: i64 =
+        sqlx::query_scalar("UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value")
+            .fetch_one(&mut **tx)
+            .await?;
     for write in writes {
         let current = current_revision(tx, write.collection, &write.key).await?;
         let holds = match write.expect {
@@ -222,10 +192,7 @@ async fn apply(tx: &mut Transaction<'static, Sqlite>, writes: &[Write]) -> Resul
             Expect::Revision(expected) => current == Some(expected),
         };
         if !holds {
-            return Err(StoreError::Conflict {
-                collection: write.collection.as_str(),
-                key: write.key.clone(),
-            });
+            return Err(StoreError::Conflict { collection: write.collection.as_str(), key: write.key.clone() });
         }
         let statement = match &write.op {
             WriteOp::Put(body) => sqlx::query(

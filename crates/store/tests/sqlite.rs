@@ -3,9 +3,7 @@ use ferrocore_store::{Collection, Expect, RecordStore, SqliteStore, Write, confo
 #[tokio::test]
 async fn sqlite_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("ferrocore.db"))
-        .await
-        .unwrap();
+    let store = SqliteStore::open(&dir.path().join("ferrocore.db")).await.unwrap();
     conformance::run_all(&store).await;
 }
 
@@ -15,15 +13,7 @@ async fn committed_data_survives_reopening() {
     let path = dir.path().join("ferrocore.db");
     {
         let store = SqliteStore::open(&path).await.unwrap();
-        store
-            .commit(vec![Write::put(
-                Collection::Thing,
-                "kept",
-                Expect::Absent,
-                b"body".to_vec(),
-            )])
-            .await
-            .unwrap();
+        store.commit(vec![Write::put(Collection::Thing, "kept", Expect::Absent, b"body".to_vec())]).await.unwrap();
     }
     let store = SqliteStore::open(&path).await.unwrap();
     let record = store.get(Collection::Thing, "kept").await.unwrap().unwrap();

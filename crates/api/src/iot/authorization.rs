@@ -45,10 +45,7 @@ pub(super) async fn test_authorization(registry: &Registry, input: &Input) -> An
         checks: dto
             .auth_infos
             .into_iter()
-            .map(|info| AuthCheck {
-                action_type: info.action_type.unwrap_or_default(),
-                resources: info.resources,
-            })
+            .map(|info| AuthCheck { action_type: info.action_type.unwrap_or_default(), resources: info.resources })
             .collect(),
     };
     let results = registry.test_authorization(&request).await?;

@@ -40,21 +40,15 @@ pub(super) async fn create(registry: &Registry, input: &Input) -> Answer {
     let created = registry
         .create_billing_group(CreateBillingGroup {
             name: input.label("billingGroupName"),
-            description: dto
-                .billing_group_properties
-                .and_then(|p| p.billing_group_description),
+            description: dto.billing_group_properties.and_then(|p| p.billing_group_description),
             tags: tags_from(dto.tags),
         })
         .await?;
-    reply(
-        json!({"billingGroupName": created.name, "billingGroupArn": created.arn, "billingGroupId": created.id}),
-    )
+    reply(json!({"billingGroupName": created.name, "billingGroupArn": created.arn, "billingGroupId": created.id}))
 }
 
 pub(super) async fn describe(registry: &Registry, input: &Input) -> Answer {
-    let group = registry
-        .describe_billing_group(&input.label("billingGroupName"))
-        .await?;
+    let group = registry.describe_billing_group(&input.label("billingGroupName")).await?;
     reply(json!({
         "billingGroupName": group.name,
         "billingGroupId": group.id,
@@ -67,33 +61,19 @@ pub(super) async fn describe(registry: &Registry, input: &Input) -> Answer {
 
 pub(super) async fn update(registry: &Registry, input: &Input) -> Answer {
     let dto: UpdateBillingGroupDto = input.json()?;
-    let description = dto
-        .billing_group_properties
-        .and_then(|p| p.billing_group_description);
-    let version = registry
-        .update_billing_group(
-            &input.label("billingGroupName"),
-            description,
-            dto.expected_version,
-        )
-        .await?;
+    let description = dto.billing_group_properties.and_then(|p| p.billing_group_description);
+    let version =
+        registry.update_billing_group(&input.label("billingGroupName"), description, dto.expected_version).await?;
     reply(json!({"version": version}))
 }
 
 pub(super) async fn delete(registry: &Registry, input: &Input) -> Answer {
-    registry
-        .delete_billing_group(
-            &input.label("billingGroupName"),
-            input.query_as("expectedVersion")?,
-        )
-        .await?;
+    registry.delete_billing_group(&input.label("billingGroupName"), input.query_as("expectedVersion")?).await?;
     empty()
 }
 
 pub(super) async fn list(registry: &Registry, input: &Input) -> Answer {
-    let page = registry
-        .list_billing_groups(input.query("namePrefixFilter"), &input.page()?)
-        .await?;
+    let page = registry.list_billing_groups(input.query("namePrefixFilter"), &input.page()?).await?;
     page_reply(
         "billingGroups",
         page,
@@ -103,21 +83,13 @@ pub(super) async fn list(registry: &Registry, input: &Input) -> Answer {
 
 pub(super) async fn set_membership(registry: &Registry, input: &Input, member: bool) -> Answer {
     let dto: MembershipDto = input.json()?;
-    let group = name_or_arn(
-        dto.billing_group_name,
-        dto.billing_group_arn,
-        "billingGroup",
-    )?;
+    let group = name_or_arn(dto.billing_group_name, dto.billing_group_arn, "billingGroup")?;
     let thing = name_or_arn(dto.thing_name, dto.thing_arn, "thing")?;
-    registry
-        .set_thing_billing_group(&thing, &group, member)
-        .await?;
+    registry.set_thing_billing_group(&thing, &group, member).await?;
     empty()
 }
 
 pub(super) async fn list_things(registry: &Registry, input: &Input) -> Answer {
-    let page = registry
-        .list_things_in_billing_group(&input.label("billingGroupName"), &input.page()?)
-        .await?;
+    let page = registry.list_things_in_billing_group(&input.label("billingGroupName"), &input.page()?).await?;
     page_reply("things", page, |name| json!(name))
 }

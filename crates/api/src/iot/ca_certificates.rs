@@ -18,11 +18,7 @@ struct RegistrationConfigDto {
 
 impl From<RegistrationConfigDto> for RegistrationConfig {
     fn from(dto: RegistrationConfigDto) -> Self {
-        Self {
-            template_body: dto.template_body,
-            template_name: dto.template_name,
-            role_arn: dto.role_arn,
-        }
+        Self { template_body: dto.template_body, template_name: dto.template_name, role_arn: dto.role_arn }
     }
 }
 
@@ -84,9 +80,7 @@ fn auto_registration(enabled: bool) -> &'static str {
 }
 
 pub(super) async fn describe(registry: &Registry, input: &Input) -> Answer {
-    let ca = registry
-        .describe_ca_certificate(&input.label("caCertificateId"))
-        .await?;
+    let ca = registry.describe_ca_certificate(&input.label("caCertificateId")).await?;
     let config = &ca.registration_config;
     let registration_config = (config != &RegistrationConfig::default()).then(|| {
         json!({"templateBody": config.template_body, "templateName": config.template_name, "roleArn": config.role_arn})
@@ -111,9 +105,7 @@ pub(super) async fn describe(registry: &Registry, input: &Input) -> Answer {
 }
 
 pub(super) async fn list(registry: &Registry, input: &Input) -> Answer {
-    let page = registry
-        .list_ca_certificates(input.query_flag("isAscendingOrder")?, &input.marker_page()?)
-        .await?;
+    let page = registry.list_ca_certificates(input.query_flag("isAscendingOrder")?, &input.marker_page()?).await?;
     marker_reply("certificates", page, |ca| -> Value {
         json!({
             "certificateArn": registry.arn(ResourceKind::CaCertificate, &ca.id),
@@ -131,9 +123,7 @@ pub(super) async fn update(registry: &Registry, input: &Input) -> Answer {
         Some("ACTIVE") => Some(CaStatus::Active),
         Some("INACTIVE") => Some(CaStatus::Inactive),
         Some(other) => {
-            return Err(ApiError::invalid(format!(
-                "The status {other} is not valid for a CA certificate."
-            )));
+            return Err(ApiError::invalid(format!("The status {other} is not valid for a CA certificate.")));
         }
     };
     let new_auto_registration = match input.query("newAutoRegistrationStatus") {
@@ -141,9 +131,7 @@ pub(super) async fn update(registry: &Registry, input: &Input) -> Answer {
         Some("ENABLE") => Some(true),
         Some("DISABLE") => Some(false),
         Some(other) => {
-            return Err(ApiError::invalid(format!(
-                "The auto-registration status {other} is not valid."
-            )));
+            return Err(ApiError::invalid(format!("The auto-registration status {other} is not valid.")));
         }
     };
     registry
@@ -161,8 +149,6 @@ pub(super) async fn update(registry: &Registry, input: &Input) -> Answer {
 }
 
 pub(super) async fn delete(registry: &Registry, input: &Input) -> Answer {
-    registry
-        .delete_ca_certificate(&input.label("caCertificateId"))
-        .await?;
+    registry.delete_ca_certificate(&input.label("caCertificateId")).await?;
     empty()
 }

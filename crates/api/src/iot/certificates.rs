@@ -26,9 +26,7 @@ fn created_json(created: &CertificateCreated) -> Value {
 }
 
 pub(super) async fn create_keys_and_certificate(registry: &Registry, input: &Input) -> Answer {
-    let created = registry
-        .create_keys_and_certificate(input.query_flag("setAsActive")?)
-        .await?;
+    let created = registry.create_keys_and_certificate(input.query_flag("setAsActive")?).await?;
     let mut value = created_json(&created);
     if let Some((public, private)) = &created.key_pair {
         value["keyPair"] = json!({"PublicKey": public, "PrivateKey": private});
@@ -39,19 +37,13 @@ pub(super) async fn create_keys_and_certificate(registry: &Registry, input: &Inp
 pub(super) async fn create_from_csr(registry: &Registry, input: &Input) -> Answer {
     let dto: CsrDto = input.json()?;
     let created = registry
-        .create_certificate_from_csr(
-            &dto.certificate_signing_request,
-            input.query_flag("setAsActive")?,
-        )
+        .create_certificate_from_csr(&dto.certificate_signing_request, input.query_flag("setAsActive")?)
         .await?;
     reply(created_json(&created))
 }
 
 /// The status a registration asks for: `status`, else the deprecated `setAsActive`.
-fn registration_status(
-    dto: &RegisterDto,
-    input: &Input,
-) -> Result<CertificateStatus, crate::ApiError> {
+fn registration_status(dto: &RegisterDto, input: &Input) -> Result<CertificateStatus, crate::ApiError> {
     match &dto.status {
         Some(status) => Ok(CertificateStatus::parse(status)?),
         None if input.query_flag("setAsActive")? => Ok(CertificateStatus::Active),
@@ -62,29 +54,20 @@ fn registration_status(
 pub(super) async fn register(registry: &Registry, input: &Input) -> Answer {
     let dto: RegisterDto = input.json()?;
     let status = registration_status(&dto, input)?;
-    let created = registry
-        .register_certificate(
-            &dto.certificate_pem,
-            dto.ca_certificate_pem.as_deref(),
-            status,
-        )
-        .await?;
+    let created =
+        registry.register_certificate(&dto.certificate_pem, dto.ca_certificate_pem.as_deref(), status).await?;
     reply(json!({"certificateArn": created.arn, "certificateId": created.id}))
 }
 
 pub(super) async fn register_without_ca(registry: &Registry, input: &Input) -> Answer {
     let dto: RegisterDto = input.json()?;
     let status = registration_status(&dto, input)?;
-    let created = registry
-        .register_certificate_without_ca(&dto.certificate_pem, status)
-        .await?;
+    let created = registry.register_certificate_without_ca(&dto.certificate_pem, status).await?;
     reply(json!({"certificateArn": created.arn, "certificateId": created.id}))
 }
 
 pub(super) async fn describe(registry: &Registry, input: &Input) -> Answer {
-    let certificate = registry
-        .describe_certificate(&input.label("certificateId"))
-        .await?;
+    let certificate = registry.describe_certificate(&input.label("certificateId")).await?;
     reply(json!({
         "certificateDescription": {
             "certificateArn": registry.arn(ResourceKind::Certificate, &certificate.id),
@@ -116,31 +99,17 @@ fn summary_json(registry: &Registry, certificate: Certificate) -> Value {
 
 pub(super) async fn list(registry: &Registry, input: &Input, ca_id: Option<String>) -> Answer {
     let ascending = input.query_flag("isAscendingOrder")?;
-    let page = registry
-        .list_certificates(ca_id.as_deref(), ascending, &input.marker_page()?)
-        .await?;
+    let page = registry.list_certificates(ca_id.as_deref(), ascending, &input.marker_page()?).await?;
     marker_reply("certificates", page, |c| summary_json(registry, c))
 }
 
 pub(super) async fn update(registry: &Registry, input: &Input) -> Answer {
-    let status = input
-        .query("newStatus")
-        .ok_or_else(|| crate::ApiError::invalid("newStatus is required."))?;
-    registry
-        .update_certificate(
-            &input.label("certificateId"),
-            CertificateStatus::parse(status)?,
-        )
-        .await?;
+    let status = input.query("newStatus").ok_or_else(|| crate::ApiError::invalid("newStatus is required."))?;
+    registry.update_certificate(&input.label("certificateId"), CertificateStatus::parse(status)?).await?;
     empty()
 }
 
 pub(super) async fn delete(registry: &Registry, input: &Input) -> Answer {
-    registry
-        .delete_certificate(
-            &input.label("certificateId"),
-            input.query_flag("forceDelete")?,
-        )
-        .await?;
+    registry.delete_certificate(&input.label("certificateId"), input.query_flag("forceDelete")?).await?;
     empty()
 }

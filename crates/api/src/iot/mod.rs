@@ -61,35 +61,25 @@ pub(crate) async fn dispatch(state: &ApiState, operation: &'static str, input: I
         "DeleteBillingGroup" => billing_groups::delete(registry, &input).await,
         "ListBillingGroups" => billing_groups::list(registry, &input).await,
         "AddThingToBillingGroup" => billing_groups::set_membership(registry, &input, true).await,
-        "RemoveThingFromBillingGroup" => {
-            billing_groups::set_membership(registry, &input, false).await
-        }
+        "RemoveThingFromBillingGroup" => billing_groups::set_membership(registry, &input, false).await,
         "ListThingsInBillingGroup" => billing_groups::list_things(registry, &input).await,
         "TagResource" => tags::tag(registry, &input).await,
         "UntagResource" => tags::untag(registry, &input).await,
         "ListTagsForResource" => tags::list(registry, &input).await,
         "DescribeEndpoint" => settings::describe_endpoint(registry, &input),
         "DescribeEventConfigurations" => settings::describe_event_configurations(registry).await,
-        "UpdateEventConfigurations" => {
-            settings::update_event_configurations(registry, &input).await
-        }
+        "UpdateEventConfigurations" => settings::update_event_configurations(registry, &input).await,
         "GetIndexingConfiguration" => settings::get_indexing_configuration(registry).await,
-        "UpdateIndexingConfiguration" => {
-            settings::update_indexing_configuration(registry, &input).await
-        }
+        "UpdateIndexingConfiguration" => settings::update_indexing_configuration(registry, &input).await,
         "GetV2LoggingOptions" => settings::get_logging_options(registry).await,
         "SetV2LoggingOptions" => settings::set_logging_options(registry, &input).await,
-        "CreateKeysAndCertificate" => {
-            certificates::create_keys_and_certificate(registry, &input).await
-        }
+        "CreateKeysAndCertificate" => certificates::create_keys_and_certificate(registry, &input).await,
         "CreateCertificateFromCsr" => certificates::create_from_csr(registry, &input).await,
         "RegisterCertificate" => certificates::register(registry, &input).await,
         "RegisterCertificateWithoutCA" => certificates::register_without_ca(registry, &input).await,
         "DescribeCertificate" => certificates::describe(registry, &input).await,
         "ListCertificates" => certificates::list(registry, &input, None).await,
-        "ListCertificatesByCA" => {
-            certificates::list(registry, &input, Some(input.label("caCertificateId"))).await
-        }
+        "ListCertificatesByCA" => certificates::list(registry, &input, Some(input.label("caCertificateId"))).await,
         "UpdateCertificate" => certificates::update(registry, &input).await,
         "DeleteCertificate" => certificates::delete(registry, &input).await,
         "GetRegistrationCode" => ca_certificates::get_registration_code(registry).await,
@@ -110,12 +100,8 @@ pub(crate) async fn dispatch(state: &ApiState, operation: &'static str, input: I
         "SetDefaultPolicyVersion" => policies::set_default_version(registry, &input).await,
         "AttachPolicy" => policies::attach(registry, &input, policies::TargetIn::Body).await,
         "DetachPolicy" => policies::detach(registry, &input, policies::TargetIn::Body).await,
-        "AttachPrincipalPolicy" => {
-            policies::attach(registry, &input, policies::TargetIn::PrincipalHeader).await
-        }
-        "DetachPrincipalPolicy" => {
-            policies::detach(registry, &input, policies::TargetIn::PrincipalHeader).await
-        }
+        "AttachPrincipalPolicy" => policies::attach(registry, &input, policies::TargetIn::PrincipalHeader).await,
+        "DetachPrincipalPolicy" => policies::detach(registry, &input, policies::TargetIn::PrincipalHeader).await,
         "ListAttachedPolicies" => policies::list_attached(registry, &input).await,
         "ListTargetsForPolicy" => policies::list_targets(registry, &input).await,
         "ListPolicyPrincipals" => policies::list_principals(registry, &input).await,
@@ -145,9 +131,7 @@ pub(crate) async fn dispatch(state: &ApiState, operation: &'static str, input: I
         "UpdateTopicRuleDestination" => topic_rules::update_destination(registry, &input).await,
         "DeleteTopicRuleDestination" => topic_rules::delete_destination(registry, &input).await,
         "ConfirmTopicRuleDestination" => {
-            registry
-                .confirm_topic_rule_destination(&input.label("confirmationToken"))
-                .await?;
+            registry.confirm_topic_rule_destination(&input.label("confirmationToken")).await?;
             empty()
         }
         other => Err(ApiError::not_implemented("iot", other)),
@@ -209,10 +193,7 @@ struct AttributePayloadDto {
 
 impl From<AttributePayloadDto> for AttributePayload {
     fn from(dto: AttributePayloadDto) -> Self {
-        Self {
-            attributes: dto.attributes,
-            merge: dto.merge,
-        }
+        Self { attributes: dto.attributes, merge: dto.merge }
     }
 }
 
@@ -225,16 +206,11 @@ struct TagDto {
 }
 
 fn tags_from(dtos: Option<Vec<TagDto>>) -> Tags {
-    dtos.unwrap_or_default()
-        .into_iter()
-        .map(|t| (t.key, t.value))
-        .collect()
+    dtos.unwrap_or_default().into_iter().map(|t| (t.key, t.value)).collect()
 }
 
 fn tags_json(tags: impl IntoIterator<Item = (String, String)>) -> Vec<Value> {
-    tags.into_iter()
-        .map(|(k, v)| json!({"Key": k, "Value": v}))
-        .collect()
+    tags.into_iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect()
 }
 
 /// A resource named by name or by ARN (`thingName`/`thingArn` pairs); the name wins.

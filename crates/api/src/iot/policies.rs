@@ -35,16 +35,13 @@ pub(super) enum TargetIn {
 
 fn version_label(input: &Input) -> Result<u32, ApiError> {
     let raw = input.label("policyVersionId");
-    raw.parse()
-        .map_err(|_| ApiError::invalid(format!("The policy version id {raw} is not valid.")))
+    raw.parse().map_err(|_| ApiError::invalid(format!("The policy version id {raw} is not valid.")))
 }
 
 pub(super) async fn create(registry: &Registry, input: &Input) -> Answer {
     let dto: CreatePolicyDto = input.json()?;
     let name = input.label("policyName");
-    let policy = registry
-        .create_policy(&name, &dto.policy_document, &tags_from(dto.tags))
-        .await?;
+    let policy = registry.create_policy(&name, &dto.policy_document, &tags_from(dto.tags)).await?;
     reply(json!({
         "policyName": policy.name,
         "policyArn": registry.arn(ResourceKind::Policy, &name),
@@ -84,9 +81,7 @@ pub(super) async fn create_version(registry: &Registry, input: &Input) -> Answer
     let dto: VersionDto = input.json()?;
     let name = input.label("policyName");
     let set_as_default = input.query_flag("setAsDefault")?;
-    let version = registry
-        .create_policy_version(&name, &dto.policy_document, set_as_default)
-        .await?;
+    let version = registry.create_policy_version(&name, &dto.policy_document, set_as_default).await?;
     let policy = registry.get_policy(&name).await?;
     reply(json!({
         "policyArn": registry.arn(ResourceKind::Policy, &name),
@@ -97,9 +92,7 @@ pub(super) async fn create_version(registry: &Registry, input: &Input) -> Answer
 }
 
 pub(super) async fn get_version(registry: &Registry, input: &Input) -> Answer {
-    let (policy, version) = registry
-        .get_policy_version(&input.label("policyName"), version_label(input)?)
-        .await?;
+    let (policy, version) = registry.get_policy_version(&input.label("policyName"), version_label(input)?).await?;
     reply(json!({
         "policyArn": registry.arn(ResourceKind::Policy, &policy.name),
         "policyName": policy.name,
@@ -115,7 +108,7 @@ pub(super) async fn get_version(registry: &Registry, input: &Input) -> Answer {
 pub(super) async fn list_versions(registry: &Registry, input: &Input) -> Answer {
     let policy = registry.get_policy(&input.label("policyName")).await?;
     let mut versions = policy.versions.clone();
-    versions.sort_by(|a, b| b.id.cmp(&a.id));
+    versions.sort_by_key(|v| std::cmp::Reverse(v.id));
     let versions: Vec<_> = versions
         .iter()
         .map(|v| {
@@ -130,16 +123,12 @@ pub(super) async fn list_versions(registry: &Registry, input: &Input) -> Answer 
 }
 
 pub(super) async fn delete_version(registry: &Registry, input: &Input) -> Answer {
-    registry
-        .delete_policy_version(&input.label("policyName"), version_label(input)?)
-        .await?;
+    registry.delete_policy_version(&input.label("policyName"), version_label(input)?).await?;
     empty()
 }
 
 pub(super) async fn set_default_version(registry: &Registry, input: &Input) -> Answer {
-    registry
-        .set_default_policy_version(&input.label("policyName"), version_label(input)?)
-        .await?;
+    registry.set_default_policy_version(&input.label("policyName"), version_label(input)?).await?;
     empty()
 }
 
@@ -151,49 +140,35 @@ fn target(input: &Input, location: TargetIn) -> Result<String, ApiError> {
 }
 
 pub(super) async fn attach(registry: &Registry, input: &Input, location: TargetIn) -> Answer {
-    registry
-        .attach_policy(&input.label("policyName"), &target(input, location)?)
-        .await?;
+    registry.attach_policy(&input.label("policyName"), &target(input, location)?).await?;
     empty()
 }
 
 pub(super) async fn detach(registry: &Registry, input: &Input, location: TargetIn) -> Answer {
-    registry
-        .detach_policy(&input.label("policyName"), &target(input, location)?)
-        .await?;
+    registry.detach_policy(&input.label("policyName"), &target(input, location)?).await?;
     empty()
 }
 
 pub(super) async fn list_attached(registry: &Registry, input: &Input) -> Answer {
     let page = registry
-        .list_attached_policies(
-            &input.label("target"),
-            input.query_flag("recursive")?,
-            &input.marker_page()?,
-        )
+        .list_attached_policies(&input.label("target"), input.query_flag("recursive")?, &input.marker_page()?)
         .await?;
     marker_reply("policies", page, |name| policy_ref(registry, name))
 }
 
 pub(super) async fn list_targets(registry: &Registry, input: &Input) -> Answer {
-    let page = registry
-        .list_targets_for_policy(&input.label("policyName"), &input.marker_page()?)
-        .await?;
+    let page = registry.list_targets_for_policy(&input.label("policyName"), &input.marker_page()?).await?;
     marker_reply("targets", page, |t| json!(t))
 }
 
 pub(super) async fn list_principals(registry: &Registry, input: &Input) -> Answer {
     let name = input.header("x-amzn-iot-policy", "policyName")?;
-    let page = registry
-        .list_policy_principals(&name, &input.marker_page()?)
-        .await?;
+    let page = registry.list_policy_principals(&name, &input.marker_page()?).await?;
     marker_reply("principals", page, |p| json!(p))
 }
 
 pub(super) async fn list_principal_policies(registry: &Registry, input: &Input) -> Answer {
     let principal = input.header("x-amzn-iot-principal", "principal")?;
-    let page = registry
-        .list_attached_policies(&principal, false, &input.marker_page()?)
-        .await?;
+    let page = registry.list_attached_policies(&principal, false, &input.marker_page()?).await?;
     marker_reply("policies", page, |name| policy_ref(registry, name))
 }

@@ -8,36 +8,25 @@ use crate::input::Input;
 pub(super) async fn attach(registry: &Registry, input: &Input) -> Answer {
     let principal = input.header("x-amzn-principal", "principal")?;
     let kind = ThingPrincipalType::parse(input.query("thingPrincipalType"))?;
-    registry
-        .attach_thing_principal(&input.label("thingName"), &principal, kind)
-        .await?;
+    registry.attach_thing_principal(&input.label("thingName"), &principal, kind).await?;
     empty()
 }
 
 pub(super) async fn detach(registry: &Registry, input: &Input) -> Answer {
     let principal = input.header("x-amzn-principal", "principal")?;
-    registry
-        .detach_thing_principal(&input.label("thingName"), &principal)
-        .await?;
+    registry.detach_thing_principal(&input.label("thingName"), &principal).await?;
     empty()
 }
 
 /// `thingPrincipalType` filters the V2 listings.
 fn type_filter(input: &Input) -> Result<Option<ThingPrincipalType>, crate::ApiError> {
-    input
-        .query("thingPrincipalType")
-        .map(|t| ThingPrincipalType::parse(Some(t)))
-        .transpose()
-        .map_err(Into::into)
+    input.query("thingPrincipalType").map(|t| ThingPrincipalType::parse(Some(t))).transpose().map_err(Into::into)
 }
 
 pub(super) async fn list_for_thing(registry: &Registry, input: &Input, v2: bool) -> Answer {
     let filter = type_filter(input)?;
-    let mut page = registry
-        .list_thing_principals(&input.label("thingName"), &input.page()?)
-        .await?;
-    page.items
-        .retain(|(_, kind)| filter.is_none_or(|f| f == *kind));
+    let mut page = registry.list_thing_principals(&input.label("thingName"), &input.page()?).await?;
+    page.items.retain(|(_, kind)| filter.is_none_or(|f| f == *kind));
     if v2 {
         page_reply(
             "thingPrincipalObjects",
@@ -52,11 +41,8 @@ pub(super) async fn list_for_thing(registry: &Registry, input: &Input, v2: bool)
 pub(super) async fn list_for_principal(registry: &Registry, input: &Input, v2: bool) -> Answer {
     let principal = input.header("x-amzn-principal", "principal")?;
     let filter = type_filter(input)?;
-    let mut page = registry
-        .list_principal_things(&principal, &input.page()?)
-        .await?;
-    page.items
-        .retain(|(_, kind)| filter.is_none_or(|f| f == *kind));
+    let mut page = registry.list_principal_things(&principal, &input.page()?).await?;
+    page.items.retain(|(_, kind)| filter.is_none_or(|f| f == *kind));
     if v2 {
         page_reply(
             "principalThingObjects",

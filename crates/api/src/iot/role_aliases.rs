@@ -17,24 +17,14 @@ struct RoleAliasDto {
 pub(super) async fn create(registry: &Registry, input: &Input) -> Answer {
     let dto: RoleAliasDto = input.json()?;
     let alias = input.label("roleAlias");
-    let role_arn = dto
-        .role_arn
-        .ok_or_else(|| crate::ApiError::invalid("roleArn is required."))?;
-    let arn = registry
-        .create_role_alias(
-            &alias,
-            &role_arn,
-            dto.credential_duration_seconds,
-            &tags_from(dto.tags),
-        )
-        .await?;
+    let role_arn = dto.role_arn.ok_or_else(|| crate::ApiError::invalid("roleArn is required."))?;
+    let arn =
+        registry.create_role_alias(&alias, &role_arn, dto.credential_duration_seconds, &tags_from(dto.tags)).await?;
     reply(json!({"roleAlias": alias, "roleAliasArn": arn}))
 }
 
 pub(super) async fn describe(registry: &Registry, input: &Input) -> Answer {
-    let alias = registry
-        .describe_role_alias(&input.label("roleAlias"))
-        .await?;
+    let alias = registry.describe_role_alias(&input.label("roleAlias")).await?;
     reply(json!({
         "roleAliasDescription": {
             "roleAlias": alias.alias,
@@ -51,22 +41,12 @@ pub(super) async fn describe(registry: &Registry, input: &Input) -> Answer {
 pub(super) async fn update(registry: &Registry, input: &Input) -> Answer {
     let dto: RoleAliasDto = input.json()?;
     let alias = input.label("roleAlias");
-    registry
-        .update_role_alias(
-            &alias,
-            dto.role_arn.as_deref(),
-            dto.credential_duration_seconds,
-        )
-        .await?;
-    reply(
-        json!({"roleAlias": alias, "roleAliasArn": registry.arn(ResourceKind::RoleAlias, &alias)}),
-    )
+    registry.update_role_alias(&alias, dto.role_arn.as_deref(), dto.credential_duration_seconds).await?;
+    reply(json!({"roleAlias": alias, "roleAliasArn": registry.arn(ResourceKind::RoleAlias, &alias)}))
 }
 
 pub(super) async fn delete(registry: &Registry, input: &Input) -> Answer {
-    registry
-        .delete_role_alias(&input.label("roleAlias"))
-        .await?;
+    registry.delete_role_alias(&input.label("roleAlias")).await?;
     empty()
 }
 

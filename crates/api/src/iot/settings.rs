@@ -28,20 +28,14 @@ struct EventConfigurationsDto {
 
 pub(super) async fn describe_event_configurations(registry: &Registry) -> Answer {
     let configurations = registry.event_configurations().await?;
-    let map: Map<String, Value> = configurations
-        .into_iter()
-        .map(|(kind, enabled)| (kind, json!({"Enabled": enabled})))
-        .collect();
+    let map: Map<String, Value> =
+        configurations.into_iter().map(|(kind, enabled)| (kind, json!({"Enabled": enabled}))).collect();
     reply(json!({"eventConfigurations": map}))
 }
 
 pub(super) async fn update_event_configurations(registry: &Registry, input: &Input) -> Answer {
     let dto: EventConfigurationsDto = input.json()?;
-    let changes = dto
-        .event_configurations
-        .into_iter()
-        .map(|(k, v)| (k, v.enabled))
-        .collect();
+    let changes = dto.event_configurations.into_iter().map(|(k, v)| (k, v.enabled)).collect();
     registry.update_event_configurations(&changes).await?;
     empty()
 }
@@ -78,31 +72,11 @@ pub(super) async fn set_logging_options(registry: &Registry, input: &Input) -> A
 
 /// The enumerated members of the indexing configuration and their allowed values.
 const INDEXING_MODES: &[(&str, &str, &[&str])] = &[
-    (
-        "thingIndexingConfiguration",
-        "thingIndexingMode",
-        &["OFF", "REGISTRY", "REGISTRY_AND_SHADOW"],
-    ),
-    (
-        "thingIndexingConfiguration",
-        "thingConnectivityIndexingMode",
-        &["OFF", "STATUS"],
-    ),
-    (
-        "thingIndexingConfiguration",
-        "deviceDefenderIndexingMode",
-        &["OFF", "VIOLATIONS"],
-    ),
-    (
-        "thingIndexingConfiguration",
-        "namedShadowIndexingMode",
-        &["OFF", "ON"],
-    ),
-    (
-        "thingGroupIndexingConfiguration",
-        "thingGroupIndexingMode",
-        &["OFF", "ON"],
-    ),
+    ("thingIndexingConfiguration", "thingIndexingMode", &["OFF", "REGISTRY", "REGISTRY_AND_SHADOW"]),
+    ("thingIndexingConfiguration", "thingConnectivityIndexingMode", &["OFF", "STATUS"]),
+    ("thingIndexingConfiguration", "deviceDefenderIndexingMode", &["OFF", "VIOLATIONS"]),
+    ("thingIndexingConfiguration", "namedShadowIndexingMode", &["OFF", "ON"]),
+    ("thingGroupIndexingConfiguration", "thingGroupIndexingMode", &["OFF", "ON"]),
 ];
 
 /// Each part's required mode, which also defaults to OFF when the part was never set.
@@ -124,10 +98,7 @@ fn validate_indexing(document: &Map<String, Value>) -> Result<(), ApiError> {
         }
     }
     for (part, member) in REQUIRED_MODES {
-        if document
-            .get(*part)
-            .is_some_and(|p| p.get(*member).is_none())
-        {
+        if document.get(*part).is_some_and(|p| p.get(*member).is_none()) {
             return Err(ApiError::invalid(format!("{part}.{member} is required.")));
         }
     }
@@ -140,9 +111,7 @@ pub(super) async fn get_indexing_configuration(registry: &Registry) -> Answer {
         _ => Map::new(),
     };
     for (part, member) in REQUIRED_MODES {
-        document
-            .entry(*part)
-            .or_insert_with(|| json!({ *member: "OFF" }));
+        document.entry(*part).or_insert_with(|| json!({ *member: "OFF" }));
     }
     reply(Value::Object(document))
 }
@@ -160,8 +129,6 @@ pub(super) async fn update_indexing_configuration(registry: &Registry, input: &I
             document.insert(part.to_string(), value.clone());
         }
     }
-    registry
-        .set_indexing_configuration(Value::Object(document))
-        .await?;
+    registry.set_indexing_configuration(Value::Object(document)).await?;
     empty()
 }

@@ -22,26 +22,18 @@ struct UntagResourceDto {
 
 pub(super) async fn tag(registry: &Registry, input: &Input) -> Answer {
     let dto: TagResourceDto = input.json()?;
-    registry
-        .tag_resource(&dto.resource_arn, &tags_from(Some(dto.tags)))
-        .await?;
+    registry.tag_resource(&dto.resource_arn, &tags_from(Some(dto.tags))).await?;
     empty()
 }
 
 pub(super) async fn untag(registry: &Registry, input: &Input) -> Answer {
     let dto: UntagResourceDto = input.json()?;
-    registry
-        .untag_resource(&dto.resource_arn, &dto.tag_keys)
-        .await?;
+    registry.untag_resource(&dto.resource_arn, &dto.tag_keys).await?;
     empty()
 }
 
 pub(super) async fn list(registry: &Registry, input: &Input) -> Answer {
-    let arn = input
-        .query("resourceArn")
-        .ok_or_else(|| ApiError::invalid("resourceArn is required."))?;
+    let arn = input.query("resourceArn").ok_or_else(|| ApiError::invalid("resourceArn is required."))?;
     let page = registry.list_tags_for_resource(arn, &input.page()?).await?;
-    page_reply("tags", page, |tag| {
-        tags_json([tag]).pop().unwrap_or(Value::Null)
-    })
+    page_reply("tags", page, |tag| tags_json([tag]).pop().unwrap_or(Value::Null))
 }

@@ -3,10 +3,7 @@ use ferrocore_registry::{CreateThingGroup, GroupRef, ListThingGroups, Registry};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{
-    Answer, AttributePayloadDto, TagDto, empty, name_or_arn, page_reply, reply, tags_from,
-    timestamp,
-};
+use super::{Answer, AttributePayloadDto, TagDto, empty, name_or_arn, page_reply, reply, tags_from, timestamp};
 use crate::input::Input;
 
 #[derive(Deserialize, Default)]
@@ -61,27 +58,21 @@ pub(super) async fn create(registry: &Registry, input: &Input) -> Answer {
             parent: dto.parent_group_name,
             properties: GroupProperties {
                 description: properties.thing_group_description,
-                attributes: AttributePayload::from(
-                    properties.attribute_payload.unwrap_or_default(),
-                )
-                .apply(&Default::default()),
+                attributes: AttributePayload::from(properties.attribute_payload.unwrap_or_default())
+                    .apply(&Default::default()),
             },
             tags: tags_from(dto.tags),
         })
         .await?;
-    reply(
-        json!({"thingGroupName": created.name, "thingGroupArn": created.arn, "thingGroupId": created.id}),
-    )
+    reply(json!({"thingGroupName": created.name, "thingGroupArn": created.arn, "thingGroupId": created.id}))
 }
 
 pub(super) async fn describe(registry: &Registry, input: &Input) -> Answer {
-    let view = registry
-        .describe_thing_group(&input.label("thingGroupName"))
-        .await?;
+    let view = registry.describe_thing_group(&input.label("thingGroupName")).await?;
     let group = view.group;
     // Absent, not empty, when never set: Terraform reads an empty payload as a block to remove.
-    let attributes = (!group.properties.attributes.is_empty())
-        .then(|| json!({"attributes": group.properties.attributes}));
+    let attributes =
+        (!group.properties.attributes.is_empty()).then(|| json!({"attributes": group.properties.attributes}));
     reply(json!({
         "thingGroupName": group.name,
         "thingGroupId": group.id,
@@ -114,12 +105,7 @@ pub(super) async fn update(registry: &Registry, input: &Input) -> Answer {
 }
 
 pub(super) async fn delete(registry: &Registry, input: &Input) -> Answer {
-    registry
-        .delete_thing_group(
-            &input.label("thingGroupName"),
-            input.query_as("expectedVersion")?,
-        )
-        .await?;
+    registry.delete_thing_group(&input.label("thingGroupName"), input.query_as("expectedVersion")?).await?;
     empty()
 }
 
@@ -130,11 +116,7 @@ pub(super) async fn list(registry: &Registry, input: &Input) -> Answer {
         recursive: input.query_flag("recursive")?,
         page: input.page()?,
     };
-    page_reply(
-        "thingGroups",
-        registry.list_thing_groups(&request).await?,
-        group_ref_json,
-    )
+    page_reply("thingGroups", registry.list_thing_groups(&request).await?, group_ref_json)
 }
 
 fn membership(input: &Input) -> Result<(String, String), crate::ApiError> {
@@ -152,9 +134,7 @@ pub(super) async fn add_thing(registry: &Registry, input: &Input) -> Answer {
 
 pub(super) async fn remove_thing(registry: &Registry, input: &Input) -> Answer {
     let (group, thing) = membership(input)?;
-    registry
-        .remove_thing_from_thing_group(&group, &thing)
-        .await?;
+    registry.remove_thing_from_thing_group(&group, &thing).await?;
     empty()
 }
 
@@ -173,18 +153,12 @@ pub(super) async fn update_for_thing(registry: &Registry, input: &Input) -> Answ
 
 pub(super) async fn list_things(registry: &Registry, input: &Input) -> Answer {
     let page = registry
-        .list_things_in_thing_group(
-            &input.label("thingGroupName"),
-            input.query_flag("recursive")?,
-            &input.page()?,
-        )
+        .list_things_in_thing_group(&input.label("thingGroupName"), input.query_flag("recursive")?, &input.page()?)
         .await?;
     page_reply("things", page, |name| json!(name))
 }
 
 pub(super) async fn list_for_thing(registry: &Registry, input: &Input) -> Answer {
-    let page = registry
-        .list_thing_groups_for_thing(&input.label("thingName"), &input.page()?)
-        .await?;
+    let page = registry.list_thing_groups_for_thing(&input.label("thingName"), &input.page()?).await?;
     page_reply("thingGroups", page, group_ref_json)
 }

@@ -45,9 +45,7 @@ pub(super) async fn create(registry: &Registry, input: &Input) -> Answer {
             tags: tags_from(dto.tags),
         })
         .await?;
-    reply(
-        json!({"thingTypeName": created.name, "thingTypeArn": created.arn, "thingTypeId": created.id}),
-    )
+    reply(json!({"thingTypeName": created.name, "thingTypeArn": created.arn, "thingTypeId": created.id}))
 }
 
 fn thing_type_json(registry: &Registry, thing_type: ThingType) -> Value {
@@ -68,9 +66,7 @@ fn thing_type_json(registry: &Registry, thing_type: ThingType) -> Value {
 }
 
 pub(super) async fn describe(registry: &Registry, input: &Input) -> Answer {
-    let thing_type = registry
-        .describe_thing_type(&input.label("thingTypeName"))
-        .await?;
+    let thing_type = registry.describe_thing_type(&input.label("thingTypeName")).await?;
     reply(thing_type_json(registry, thing_type))
 }
 
@@ -89,23 +85,17 @@ pub(super) async fn update(registry: &Registry, input: &Input) -> Answer {
 
 pub(super) async fn deprecate(registry: &Registry, input: &Input) -> Answer {
     let dto: DeprecateDto = input.json()?;
-    registry
-        .deprecate_thing_type(&input.label("thingTypeName"), dto.undo_deprecate)
-        .await?;
+    registry.deprecate_thing_type(&input.label("thingTypeName"), dto.undo_deprecate).await?;
     empty()
 }
 
 pub(super) async fn delete(registry: &Registry, input: &Input) -> Answer {
-    registry
-        .delete_thing_type(&input.label("thingTypeName"))
-        .await?;
+    registry.delete_thing_type(&input.label("thingTypeName")).await?;
     empty()
 }
 
 pub(super) async fn list(registry: &Registry, input: &Input) -> Answer {
-    let page = registry
-        .list_thing_types(input.query("thingTypeName"), &input.page()?)
-        .await?;
+    let page = registry.list_thing_types(input.query("thingTypeName"), &input.page()?).await?;
     page_reply("thingTypes", page, |t| {
         let mut value = thing_type_json(registry, t);
         value.as_object_mut().map(|o| o.remove("thingTypeId"));

@@ -31,10 +31,7 @@ pub(super) async fn create(registry: &Registry, input: &Input) -> Answer {
         .create_thing(CreateThing {
             name: input.label("thingName"),
             thing_type: dto.thing_type_name,
-            attributes: dto
-                .attribute_payload
-                .map(|p| p.attributes)
-                .unwrap_or_default(),
+            attributes: dto.attribute_payload.map(|p| p.attributes).unwrap_or_default(),
             billing_group: dto.billing_group_name,
         })
         .await?;
@@ -75,12 +72,7 @@ pub(super) async fn update(registry: &Registry, input: &Input) -> Answer {
 }
 
 pub(super) async fn delete(registry: &Registry, input: &Input) -> Answer {
-    registry
-        .delete_thing(
-            &input.label("thingName"),
-            input.query_as("expectedVersion")?,
-        )
-        .await?;
+    registry.delete_thing(&input.label("thingName"), input.query_as("expectedVersion")?).await?;
     empty()
 }
 

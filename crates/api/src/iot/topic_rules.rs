@@ -2,9 +2,7 @@
 
 use ferrocore_model::ResourceKind;
 use ferrocore_model::registry::Tags;
-use ferrocore_model::rules::{
-    DestinationStatus, DestinationTarget, TopicRule, TopicRuleDestination, VpcDestination,
-};
+use ferrocore_model::rules::{DestinationStatus, DestinationTarget, TopicRule, TopicRuleDestination, VpcDestination};
 use ferrocore_registry::{ListTopicRules, Registry};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -22,20 +20,12 @@ fn tagging_header(input: &Input) -> Tags {
 }
 
 pub(super) async fn create(registry: &Registry, input: &Input) -> Answer {
-    registry
-        .create_topic_rule(
-            &input.label("ruleName"),
-            &input.json()?,
-            &tagging_header(input),
-        )
-        .await?;
+    registry.create_topic_rule(&input.label("ruleName"), &input.json()?, &tagging_header(input)).await?;
     empty()
 }
 
 pub(super) async fn replace(registry: &Registry, input: &Input) -> Answer {
-    registry
-        .replace_topic_rule(&input.label("ruleName"), &input.json()?)
-        .await?;
+    registry.replace_topic_rule(&input.label("ruleName"), &input.json()?).await?;
     empty()
 }
 
@@ -57,9 +47,7 @@ pub(super) async fn get(registry: &Registry, input: &Input) -> Answer {
 }
 
 pub(super) async fn set_enabled(registry: &Registry, input: &Input, enabled: bool) -> Answer {
-    registry
-        .set_topic_rule_enabled(&input.label("ruleName"), enabled)
-        .await?;
+    registry.set_topic_rule_enabled(&input.label("ruleName"), enabled).await?;
     empty()
 }
 
@@ -124,14 +112,12 @@ struct UpdateDestination {
 
 fn target_json(target: &DestinationTarget, summary: bool) -> (&'static str, Value) {
     match (target, summary) {
-        (DestinationTarget::Http { confirmation_url }, false) => (
-            "httpUrlProperties",
-            json!({"confirmationUrl": confirmation_url}),
-        ),
-        (DestinationTarget::Http { confirmation_url }, true) => (
-            "httpUrlSummary",
-            json!({"confirmationUrl": confirmation_url}),
-        ),
+        (DestinationTarget::Http { confirmation_url }, false) => {
+            ("httpUrlProperties", json!({"confirmationUrl": confirmation_url}))
+        }
+        (DestinationTarget::Http { confirmation_url }, true) => {
+            ("httpUrlSummary", json!({"confirmationUrl": confirmation_url}))
+        }
         (DestinationTarget::Vpc(vpc), false) => ("vpcProperties", json!(vpc)),
         (DestinationTarget::Vpc(vpc), true) => ("vpcDestinationSummary", json!(vpc)),
     }
@@ -151,17 +137,11 @@ fn destination_json(destination: &TopicRuleDestination, summary: bool) -> Value 
 
 pub(super) async fn create_destination(registry: &Registry, input: &Input) -> Answer {
     let request: CreateDestination = input.json()?;
-    let configuration = request
-        .destination_configuration
-        .ok_or_else(|| ApiError::invalid("destinationConfiguration is required."))?;
-    let target = match (
-        configuration.http_url_configuration,
-        configuration.vpc_configuration,
-    ) {
+    let configuration =
+        request.destination_configuration.ok_or_else(|| ApiError::invalid("destinationConfiguration is required."))?;
+    let target = match (configuration.http_url_configuration, configuration.vpc_configuration) {
         (Some(http), None) => DestinationTarget::Http {
-            confirmation_url: http
-                .confirmation_url
-                .ok_or_else(|| ApiError::invalid("confirmationUrl is required."))?,
+            confirmation_url: http.confirmation_url.ok_or_else(|| ApiError::invalid("confirmationUrl is required."))?,
         },
         (None, Some(vpc)) => DestinationTarget::Vpc(vpc),
         _ => {
@@ -175,27 +155,19 @@ pub(super) async fn create_destination(registry: &Registry, input: &Input) -> An
 }
 
 pub(super) async fn get_destination(registry: &Registry, input: &Input) -> Answer {
-    let destination = registry
-        .get_topic_rule_destination(&input.label("arn"))
-        .await?;
+    let destination = registry.get_topic_rule_destination(&input.label("arn")).await?;
     reply(json!({"topicRuleDestination": destination_json(&destination, false)}))
 }
 
 pub(super) async fn list_destinations(registry: &Registry, input: &Input) -> Answer {
-    let page = registry
-        .list_topic_rule_destinations(&input.page()?)
-        .await?;
+    let page = registry.list_topic_rule_destinations(&input.page()?).await?;
     page_reply("destinationSummaries", page, |d| destination_json(&d, true))
 }
 
 pub(super) async fn update_destination(registry: &Registry, input: &Input) -> Answer {
     let request: UpdateDestination = input.json()?;
-    let arn = request
-        .arn
-        .ok_or_else(|| ApiError::invalid("arn is required."))?;
-    let status = request
-        .status
-        .ok_or_else(|| ApiError::invalid("status is required."))?;
+    let arn = request.arn.ok_or_else(|| ApiError::invalid("arn is required."))?;
+    let status = request.status.ok_or_else(|| ApiError::invalid("status is required."))?;
     let status = DestinationStatus::parse(&status).ok_or_else(|| {
         ApiError::invalid(format!(
             "1 validation error detected: Value '{status}' at 'status' failed to satisfy constraint: Member must satisfy enum value set: [ENABLED, IN_PROGRESS, DISABLED, ERROR, DELETING]"
@@ -206,8 +178,6 @@ pub(super) async fn update_destination(registry: &Registry, input: &Input) -> An
 }
 
 pub(super) async fn delete_destination(registry: &Registry, input: &Input) -> Answer {
-    registry
-        .delete_topic_rule_destination(&input.label("arn"))
-        .await?;
+    registry.delete_topic_rule_destination(&input.label("arn")).await?;
     empty()
 }

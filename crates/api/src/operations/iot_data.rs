@@ -4,11 +4,7 @@
 pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("DELETE", "/connections/{clientId}", "DeleteConnection"),
     ("DELETE", "/things/{thingName}/shadow", "DeleteThingShadow"),
-    (
-        "GET",
-        "/api/things/shadow/ListNamedShadowsForThing/{thingName}",
-        "ListNamedShadowsForThing",
-    ),
+    ("GET", "/api/things/shadow/ListNamedShadowsForThing/{thingName}", "ListNamedShadowsForThing"),
     ("GET", "/retainedMessage", "ListRetainedMessages"),
     ("GET", "/retainedMessage/{topic}", "GetRetainedMessage"),
     ("GET", "/things/{thingName}/shadow", "GetThingShadow"),

@@ -46,33 +46,21 @@ impl Table {
                 let segments = path
                     .split('/')
                     .filter(|s| !s.is_empty())
-                    .map(
-                        |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                            Some(label) => match label.strip_suffix('+') {
-                                Some(greedy) => Segment::Greedy(greedy),
-                                None => Segment::Label(label),
-                            },
-                            None => Segment::Literal(s),
+                    .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                        Some(label) => match label.strip_suffix('+') {
+                            Some(greedy) => Segment::Greedy(greedy),
+                            None => Segment::Label(label),
                         },
-                    )
+                        None => Segment::Literal(s),
+                    })
                     .collect();
-                Binding {
-                    method,
-                    name,
-                    segments,
-                }
+                Binding { method, name, segments }
             })
             .collect();
         // Literal segments win over labels: `/thing-groups/addThingToThingGroup`
         // is not a thing group called addThingToThingGroup.
-        bindings.sort_by_key(|b| {
-            std::cmp::Reverse(
-                b.segments
-                    .iter()
-                    .filter(|s| matches!(s, Segment::Literal(_)))
-                    .count(),
-            )
-        });
+        bindings
+            .sort_by_key(|b| std::cmp::Reverse(b.segments.iter().filter(|s| matches!(s, Segment::Literal(_))).count()));
         Self { bindings }
     }
 
@@ -86,10 +74,7 @@ impl Table {
             };
             path_known = true;
             if binding.method == method {
-                return Ok(Matched {
-                    name: binding.name,
-                    labels,
-                });
+                return Ok(Matched { name: binding.name, labels });
             }
         }
         Err(if path_known {
@@ -118,14 +103,7 @@ impl Binding {
                     if index >= parts.len() {
                         return None;
                     }
-                    labels.insert(
-                        *name,
-                        parts[index..]
-                            .iter()
-                            .map(|p| decode(p))
-                            .collect::<Vec<_>>()
-                            .join("/"),
-                    );
+                    labels.insert(*name, parts[index..].iter().map(|p| decode(p)).collect::<Vec<_>>().join("/"));
                     return Some(labels);
                 }
             }
@@ -144,47 +122,24 @@ mod tests {
 
     #[test]
     fn literal_segments_beat_labels() {
-        let found = IOT
-            .find("PUT", "/thing-groups/addThingToThingGroup")
-            .unwrap();
+        let found = IOT.find("PUT", "/thing-groups/addThingToThingGroup").unwrap();
         assert_eq!(found.name, "AddThingToThingGroup");
         let found = IOT.find("GET", "/thing-groups/my%3Agroup").unwrap();
-        assert_eq!(
-            (found.name, found.labels["thingGroupName"].as_str()),
-            ("DescribeThingGroup", "my:group")
-        );
+        assert_eq!((found.name, found.labels["thingGroupName"].as_str()), ("DescribeThingGroup", "my:group"));
     }
 
     #[test]
     fn greedy_labels_take_the_rest() {
-        let found = IOT
-            .find(
-                "GET",
-                "/destinations/arn:aws:iot:us-east-1:1:ruledestination/http/abc",
-            )
-            .unwrap();
+        let found = IOT.find("GET", "/destinations/arn:aws:iot:us-east-1:1:ruledestination/http/abc").unwrap();
         assert_eq!(found.name, "GetTopicRuleDestination");
-        assert_eq!(
-            found.labels["arn"],
-            "arn:aws:iot:us-east-1:1:ruledestination/http/abc"
-        );
+        assert_eq!(found.labels["arn"], "arn:aws:iot:us-east-1:1:ruledestination/http/abc");
     }
 
     #[test]
     fn every_generated_operation_is_reachable() {
         for &(method, uri, name) in iot::OPERATIONS {
-            let path = uri
-                .split('?')
-                .next()
-                .unwrap()
-                .replace('{', "x")
-                .replace('}', "")
-                .replace('+', "");
-            assert_eq!(
-                IOT.find(method, &path).unwrap().name,
-                name,
-                "{method} {uri}"
-            );
+            let path = uri.split('?').next().unwrap().replace('{', "x").replace(['}', '+'], "");
+            assert_eq!(IOT.find(method, &path).unwrap().name, name, "{method} {uri}");
         }
     }
 }

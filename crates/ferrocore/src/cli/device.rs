@@ -85,50 +85,25 @@ struct DeviceCertificate {
 
 /// Creates the thing, the walled-garden policy and both attachments for
 /// `certificate`, and writes the device bundle to `out`.
-async fn provision(
-    client: &ApiClient,
-    thing: &str,
-    certificate: DeviceCertificate,
-    out: &Path,
-) -> anyhow::Result<()> {
+async fn provision(client: &ApiClient, thing: &str, certificate: DeviceCertificate, out: &Path) -> anyhow::Result<()> {
     step(&format!("creating thing {thing}"));
-    client
-        .iot(
-            "POST",
-            &format!("/things/{}", label(thing)),
-            "",
-            Some(json!({})),
-        )
-        .await?;
+    client.iot("POST", &format!("/things/{}", label(thing)), "", Some(json!({}))).await?;
 
     let policy_name = format!("{thing}-walled-garden");
     step(&format!("creating policy {policy_name}"));
     let account = client.account_id().await?;
     let document = walled_garden(client.region(), &account);
     let created = client
-        .iot(
-            "POST",
-            &format!("/policies/{}", label(&policy_name)),
-            "",
-            Some(json!({"policyDocument": document})),
-        )
+        .iot("POST", &format!("/policies/{}", label(&policy_name)), "", Some(json!({"policyDocument": document})))
         .await;
-    if let Err(err) = created {
-        if !err
-            .to_string()
-            .starts_with("ResourceAlreadyExistsException")
-        {
-            return Err(err);
-        }
+    if let Err(err) = created
+        && !err.to_string().starts_with("ResourceAlreadyExistsException")
+    {
+        return Err(err);
     }
     step("attaching the policy and the thing to the certificate");
     client
-        .iot(
-            "PUT",
-            &format!("/target-policies/{}", label(&policy_name)),
-            "",
-            Some(json!({"target": certificate.arn})),
-        )
+        .iot("PUT", &format!("/target-policies/{}", label(&policy_name)), "", Some(json!({"target": certificate.arn})))
         .await?;
     client
         .iot_with_headers(
@@ -140,15 +115,9 @@ async fn provision(
         )
         .await?;
 
-    let endpoint = client
-        .iot("GET", "/endpoint", "endpointType=iot%3AData-ATS", None)
-        .await?;
-    let endpoint = endpoint["endpointAddress"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let health: Value =
-        serde_json::from_str(&client.get_public("/health").await?).context("reading /health")?;
+    let endpoint = client.iot("GET", "/endpoint", "endpointType=iot%3AData-ATS", None).await?;
+    let endpoint = endpoint["endpointAddress"].as_str().unwrap_or_default().to_string();
+    let health: Value = serde_json::from_str(&client.get_public("/health").await?).context("reading /health")?;
     let mqtt_port = health["listeners"]["mqtt"]
         .as_str()
         .and_then(|addr| addr.rsplit_once(':'))
@@ -168,16 +137,9 @@ async fn provision(
         "certificate_arn": certificate.arn,
         "policy_name": policy_name,
     });
-    write_file(
-        &out.join("device.json"),
-        &serde_json::to_string_pretty(&info)?,
-        false,
-    )?;
+    write_file(&out.join("device.json"), &serde_json::to_string_pretty(&info)?, false)?;
     println!("{}", serde_json::to_string_pretty(&info)?);
-    eprintln!(
-        "wrote {}/{{ca.pem,cert.pem,key.pem,device.json}}",
-        out.display()
-    );
+    eprintln!("wrote {}/{{ca.pem,cert.pem,key.pem,device.json}}", out.display());
     Ok(())
 }
 
@@ -186,35 +148,15 @@ pub async fn run_device(command: DeviceCommand) -> anyhow::Result<()> {
         DeviceCommand::Create { name, out, client } => {
             let client = ApiClient::new(client)?;
             let out = out.unwrap_or_else(|| PathBuf::from(&name));
-            ferrocore_model::registry::validate_name("thingName", &name)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            ferrocore_model::registry::validate_name("thingName", &name).map_err(|e| anyhow::anyhow!("{e}"))?;
             eprintln!("provisioning device {name}");
             step("creating a key and certificate");
-            let created = client
-                .iot(
-                    "POST",
-                    "/keys-and-certificate",
-                    "setAsActive=true",
-                    Some(json!({})),
-                )
-                .await?;
+            let created = client.iot("POST", "/keys-and-certificate", "setAsActive=true", Some(json!({}))).await?;
             let certificate = DeviceCertificate {
-                id: created["certificateId"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                arn: created["certificateArn"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                pem: created["certificatePem"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                private_key_pem: created["keyPair"]["PrivateKey"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
+                id: created["certificateId"].as_str().unwrap_or_default().to_string(),
+                arn: created["certificateArn"].as_str().unwrap_or_default().to_string(),
+                pem: created["certificatePem"].as_str().unwrap_or_default().to_string(),
+                private_key_pem: created["keyPair"]["PrivateKey"].as_str().unwrap_or_default().to_string(),
             };
             provision(&client, &name, certificate, &out).await
         }
@@ -231,10 +173,7 @@ pub async fn run_ca(command: CaCommand) -> anyhow::Result<()> {
             let ca = Issuer::new_root(&name, &name, now())?;
             step("proving possession of the CA key with the registration code");
             let code = client.iot("GET", "/registrationcode", "", None).await?;
-            let code = code["registrationCode"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let code = code["registrationCode"].as_str().unwrap_or_default().to_string();
             let verification = ca.issue_device_ecdsa(&code, now())?;
             step("registering the CA");
             let registered = client
@@ -252,35 +191,22 @@ pub async fn run_ca(command: CaCommand) -> anyhow::Result<()> {
                 "ca_certificate_id": registered["certificateId"],
                 "ca_certificate_arn": registered["certificateArn"],
             });
-            write_file(
-                &out.join("ca.json"),
-                &serde_json::to_string_pretty(&info)?,
-                false,
-            )?;
+            write_file(&out.join("ca.json"), &serde_json::to_string_pretty(&info)?, false)?;
             println!("{}", serde_json::to_string_pretty(&info)?);
             eprintln!("wrote {}/{{ca.pem,ca.key,ca.json}}", out.display());
             Ok(())
         }
-        CaCommand::Sign {
-            ca_dir,
-            thing,
-            out,
-            client,
-        } => {
+        CaCommand::Sign { ca_dir, thing, out, client } => {
             let client = ApiClient::new(client)?;
             let out = out.unwrap_or_else(|| PathBuf::from(&thing));
-            ferrocore_model::registry::validate_name("thingName", &thing)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            ferrocore_model::registry::validate_name("thingName", &thing).map_err(|e| anyhow::anyhow!("{e}"))?;
             let read = |file: &str| {
                 std::fs::read_to_string(ca_dir.join(file))
                     .with_context(|| format!("reading {}", ca_dir.join(file).display()))
             };
             let (ca_pem, ca_key) = (read("ca.pem")?, read("ca.key")?);
             let ca = Issuer::from_pem(&ca_pem, &ca_key)?;
-            eprintln!(
-                "issuing a certificate for {thing} with the CA in {}",
-                ca_dir.display()
-            );
+            eprintln!("issuing a certificate for {thing} with the CA in {}", ca_dir.display());
             let issued = ca.issue_device_ecdsa(&thing, now())?;
             if parse_certificate_pem(&issued.certificate_pem).is_err() {
                 bail!("the issued certificate does not parse");
@@ -295,14 +221,8 @@ pub async fn run_ca(command: CaCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             let certificate = DeviceCertificate {
-                id: registered["certificateId"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                arn: registered["certificateArn"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
+                id: registered["certificateId"].as_str().unwrap_or_default().to_string(),
+                arn: registered["certificateArn"].as_str().unwrap_or_default().to_string(),
                 pem: issued.certificate_pem,
                 private_key_pem: issued.private_key_pem,
             };

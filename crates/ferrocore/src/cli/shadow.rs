@@ -33,20 +33,16 @@ pub struct ShadowArgs {
 
 impl ShadowArgs {
     fn query(&self) -> String {
-        self.name
-            .as_deref()
-            .map(|name| format!("name={}", label(name)))
-            .unwrap_or_default()
+        self.name.as_deref().map(|name| format!("name={}", label(name))).unwrap_or_default()
     }
 }
 
 pub async fn run_shadow(command: ShadowCommand) -> anyhow::Result<()> {
     let (shadow, path) = match &command {
         ShadowCommand::Get(shadow) => (shadow, format!("/things/{}/shadow", label(&shadow.thing))),
-        ShadowCommand::Version { shadow, version } => (
-            shadow,
-            format!("/things/{}/shadow/versions/{version}", label(&shadow.thing)),
-        ),
+        ShadowCommand::Version { shadow, version } => {
+            (shadow, format!("/things/{}/shadow/versions/{version}", label(&shadow.thing)))
+        }
     };
     let client = ApiClient::new(shadow.client.clone())?;
     let document = client.iot_data_get(&path, &shadow.query()).await?;

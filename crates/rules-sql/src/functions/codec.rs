@@ -25,9 +25,7 @@ fn bytes(value: &Value) -> Option<Vec<u8>> {
 
 /// The lowercase hex digest of the value's bytes.
 pub fn hash<D: Digest>(value: &Value) -> Value {
-    bytes(value).map_or(Value::Undefined, |bytes| {
-        Value::String(hex(&D::digest(bytes)))
-    })
+    bytes(value).map_or(Value::Undefined, |bytes| Value::String(hex(&D::digest(bytes))))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -39,9 +37,7 @@ pub fn encode(value: &Value, scheme: &Value) -> Result<Value, EvalError> {
     if !is_base64("encode", scheme)? {
         return Ok(Value::Undefined);
     }
-    Ok(bytes(value).map_or(Value::Undefined, |bytes| {
-        Value::String(STANDARD.encode(bytes))
-    }))
+    Ok(bytes(value).map_or(Value::Undefined, |bytes| Value::String(STANDARD.encode(bytes))))
 }
 
 /// `decode(value, 'base64')`: a JSON document when the bytes are one, else their
@@ -53,16 +49,12 @@ pub fn decode(value: &Value, scheme: &Value) -> Result<Value, EvalError> {
     let Some(text) = value.to_text() else {
         return Ok(Value::Undefined);
     };
-    Ok(LENIENT_BASE64
-        .decode(text)
-        .map_or(Value::Null, |bytes| decoded(&bytes)))
+    Ok(LENIENT_BASE64.decode(text).map_or(Value::Null, |bytes| decoded(&bytes)))
 }
 
 fn decoded(bytes: &[u8]) -> Value {
     match payload_value(bytes) {
-        Value::Binary(raw) => {
-            String::from_utf8(raw).map_or_else(|err| Value::Binary(err.into_bytes()), Value::String)
-        }
+        Value::Binary(raw) => String::from_utf8(raw).map_or_else(|err| Value::Binary(err.into_bytes()), Value::String),
         document => document,
     }
 }
@@ -72,9 +64,7 @@ fn decoded(bytes: &[u8]) -> Value {
 fn is_base64(function: &str, scheme: &Value) -> Result<bool, EvalError> {
     match scheme {
         Value::String(name) if name.eq_ignore_ascii_case("base64") => Ok(true),
-        Value::String(name) => Err(EvalError::Unsupported(format!(
-            "{function}() with scheme '{name}'"
-        ))),
+        Value::String(name) => Err(EvalError::Unsupported(format!("{function}() with scheme '{name}'"))),
         _ => Ok(false),
     }
 }

@@ -23,23 +23,11 @@ const MONTHS: [&str; 12] = [
     "November",
     "December",
 ];
-const WEEKDAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
+const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 
 /// `parse_time(pattern, epochMillis[, zone])`: the instant written in the zone
 /// (UTC by default).
-pub fn parse_time(
-    pattern: &Value,
-    epoch_ms: &Value,
-    zone: Option<&Value>,
-) -> Result<Value, EvalError> {
+pub fn parse_time(pattern: &Value, epoch_ms: &Value, zone: Option<&Value>) -> Result<Value, EvalError> {
     let (Some(pattern), Some(epoch_ms)) = (pattern.to_text(), epoch_ms.to_int()) else {
         return Ok(Value::Undefined);
     };
@@ -69,9 +57,7 @@ pub fn time_to_epoch(text: &Value, pattern: &Value) -> Result<Value, EvalError> 
         return Ok(Value::Undefined);
     };
     let fields = fields(&pattern)?;
-    Ok(Parsed::read(&text, &fields)?
-        .and_then(|parsed| parsed.epoch_ms())
-        .map_or(Value::Undefined, Value::Int))
+    Ok(Parsed::read(&text, &fields)?.and_then(|parsed| parsed.epoch_ms()).map_or(Value::Undefined, Value::Int))
 }
 
 fn unsupported_zone(zone: &str) -> EvalError {
@@ -151,8 +137,8 @@ fn fields(pattern: &str) -> Result<Vec<Field>, EvalError> {
             while chars.get(i) == Some(&c) {
                 i += 1;
             }
-            let letter = Letter::from_char(c)
-                .ok_or_else(|| EvalError::Unsupported(format!("date pattern letter '{c}'")))?;
+            let letter =
+                Letter::from_char(c).ok_or_else(|| EvalError::Unsupported(format!("date pattern letter '{c}'")))?;
             fields.push(Field::Letter(letter, i - start));
         } else {
             fields.push(Field::Literal(c.to_string()));
@@ -250,18 +236,12 @@ fn offset_seconds(zone: &str) -> Option<i32> {
     if zone == "Z" {
         return Some(0);
     }
-    let offset = zone
-        .strip_prefix("UTC")
-        .or_else(|| zone.strip_prefix("GMT"))
-        .unwrap_or(zone);
+    let offset = zone.strip_prefix("UTC").or_else(|| zone.strip_prefix("GMT")).unwrap_or(zone);
     if offset.is_empty() {
         return (!zone.is_empty()).then_some(0);
     }
-    let (sign, digits) = if let Some(digits) = offset.strip_prefix('+') {
-        (1, digits)
-    } else {
-        (-1, offset.strip_prefix('-')?)
-    };
+    let (sign, digits) =
+        if let Some(digits) = offset.strip_prefix('+') { (1, digits) } else { (-1, offset.strip_prefix('-')?) };
     let (hours, minutes) = match digits.split_once(':') {
         Some(parts) => parts,
         None if digits.len() == 4 && digits.is_ascii() => digits.split_at(2),
@@ -290,12 +270,7 @@ impl Reader<'_> {
 
     /// Between `min` and `max` ASCII digits.
     fn number(&mut self, min: usize, max: usize) -> Option<u32> {
-        let length = self
-            .rest
-            .bytes()
-            .take(max)
-            .take_while(u8::is_ascii_digit)
-            .count();
+        let length = self.rest.bytes().take(max).take_while(u8::is_ascii_digit).count();
         if length < min {
             return None;
         }
@@ -320,17 +295,13 @@ impl Reader<'_> {
     /// A zone written as an offset or 'UTC'/'GMT'/'Z' (optionally followed by
     /// one), in seconds east of UTC.
     fn zone(&mut self) -> Result<Option<i32>, EvalError> {
-        let length = self
-            .rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || "+-:/_".contains(c)))
-            .unwrap_or(self.rest.len());
+        let length =
+            self.rest.find(|c: char| !(c.is_ascii_alphanumeric() || "+-:/_".contains(c))).unwrap_or(self.rest.len());
         let (token, rest) = self.rest.split_at(length);
         self.rest = rest;
         match offset_seconds(token) {
             Some(seconds) => Ok(Some(seconds)),
-            None if token.starts_with(|c: char| c.is_ascii_alphabetic()) => {
-                Err(unsupported_zone(token))
-            }
+            None if token.starts_with(|c: char| c.is_ascii_alphabetic()) => Err(unsupported_zone(token)),
             None => Ok(None),
         }
     }
@@ -374,11 +345,7 @@ impl Parsed {
                 Field::Letter(letter, count) => {
                     // A numeric field right before another takes exactly its width ("yyyyMMdd").
                     let adjacent = matches!(fields.get(index + 1), Some(Field::Letter(next, n)) if next.is_numeric(*n));
-                    let widest = if adjacent {
-                        *count
-                    } else {
-                        (*count).max(letter.widest())
-                    };
+                    let widest = if adjacent { *count } else { (*count).max(letter.widest()) };
                     parsed.read_field(&mut reader, *letter, *count, widest)?
                 }
             };
@@ -404,23 +371,17 @@ impl Parsed {
             Letter::Year if count == 2 => reader.number(2, 2).map(|n| self.year = 2000 + n as i32),
             Letter::Year => reader.number(count, widest).map(|n| self.year = n as i32),
             Letter::Month if count >= 4 => reader.one_of(MONTHS).map(|i| self.month = i as u8 + 1),
-            Letter::Month if count == 3 => reader
-                .one_of(MONTHS.map(|m| &m[..3]))
-                .map(|i| self.month = i as u8 + 1),
+            Letter::Month if count == 3 => reader.one_of(MONTHS.map(|m| &m[..3])).map(|i| self.month = i as u8 + 1),
             Letter::Month => reader.number(count, widest).map(|n| self.month = n as u8),
             Letter::Day => reader.number(count, widest).map(|n| self.day = n as u8),
             Letter::Weekday if count >= 4 => reader.one_of(WEEKDAYS).map(drop),
             Letter::Weekday => reader.one_of(WEEKDAYS.map(|d| &d[..3])).map(drop),
             Letter::HalfDay => reader.one_of(["AM", "PM"]).map(|i| self.pm = i == 1),
             Letter::Hour => reader.number(count, widest).map(|n| self.hour = n as u8),
-            Letter::HalfDayHour => reader
-                .number(count, widest)
-                .map(|n| self.half_day_hour = Some(n as u8)),
+            Letter::HalfDayHour => reader.number(count, widest).map(|n| self.half_day_hour = Some(n as u8)),
             Letter::Minute => reader.number(count, widest).map(|n| self.minute = n as u8),
             Letter::Second => reader.number(count, widest).map(|n| self.second = n as u8),
-            Letter::Fraction => reader
-                .number(count, count)
-                .map(|n| self.millis = millis(n, count)),
+            Letter::Fraction => reader.number(count, count).map(|n| self.millis = millis(n, count)),
             Letter::Zone(_) => reader.zone()?.map(|seconds| self.offset_seconds = seconds),
         })
     }
@@ -430,13 +391,9 @@ impl Parsed {
             Some(hour) => hour % 12 + if self.pm { 12 } else { 0 },
             None => self.hour,
         };
-        let date = Date::from_calendar_date(self.year, Month::try_from(self.month).ok()?, self.day)
-            .ok()?;
+        let date = Date::from_calendar_date(self.year, Month::try_from(self.month).ok()?, self.day).ok()?;
         let time = Time::from_hms_milli(hour, self.minute, self.second, self.millis).ok()?;
-        let utc_ms = PrimitiveDateTime::new(date, time)
-            .assume_utc()
-            .unix_timestamp_nanos()
-            / 1_000_000;
+        let utc_ms = PrimitiveDateTime::new(date, time).assume_utc().unix_timestamp_nanos() / 1_000_000;
         Some(i64::try_from(utc_ms).ok()? - i64::from(self.offset_seconds) * 1000)
     }
 }
@@ -445,10 +402,7 @@ impl Parsed {
 /// not rounded, past three digits).
 fn millis(fraction: u32, digits: usize) -> u16 {
     let digits = digits as u32;
-    let scaled = if digits <= 3 {
-        fraction * 10_u32.pow(3 - digits)
-    } else {
-        fraction / 10_u32.saturating_pow(digits - 3)
-    };
+    let scaled =
+        if digits <= 3 { fraction * 10_u32.pow(3 - digits) } else { fraction / 10_u32.saturating_pow(digits - 3) };
     scaled as u16
 }

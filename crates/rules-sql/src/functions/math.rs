@@ -7,20 +7,12 @@ use crate::value::Value;
 /// A double-precision result; NaN and infinities (imaginary or overflowing
 /// results) are Undefined.
 fn decimal(x: f64) -> Value {
-    if x.is_finite() {
-        Value::Decimal(x)
-    } else {
-        Value::Undefined
-    }
+    if x.is_finite() { Value::Decimal(x) } else { Value::Undefined }
 }
 
 /// A whole number as an Int when it fits, else as a Decimal.
 fn whole(x: f64) -> Value {
-    if x.abs() < 9.2e18 {
-        Value::Int(x as i64)
-    } else {
-        decimal(x)
-    }
+    if x.abs() < 9.2e18 { Value::Int(x as i64) } else { decimal(x) }
 }
 
 /// A double-precision function of one number: acos, cos, exp, ln, log, sqrt…
@@ -92,9 +84,7 @@ fn cut_decimals(x: f64, places: usize) -> f64 {
     let text = x.to_string();
     match text.split_once('.') {
         Some((integer, fraction)) if fraction.len() > places => {
-            format!("{integer}.{}", &fraction[..places])
-                .parse()
-                .unwrap_or(x)
+            format!("{integer}.{}", &fraction[..places]).parse().unwrap_or(x)
         }
         _ => x,
     }
@@ -121,9 +111,7 @@ pub fn rand(context: &Context) -> Value {
     let hash = context
         .new_uuid
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        });
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3));
     // An odd seed: xorshift never leaves zero.
     let mut state = (hash ^ context.timestamp_ms as u64) | 1;
     state ^= state >> 12;

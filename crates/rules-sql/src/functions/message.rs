@@ -17,9 +17,7 @@ pub fn topic(level: Option<&Value>, topic: &str) -> Value {
         .and_then(|n| usize::try_from(n).ok())
         .filter(|n| *n >= 1)
         .and_then(|n| topic.split('/').nth(n - 1))
-        .map_or(Value::Undefined, |segment| {
-            Value::String(segment.to_string())
-        })
+        .map_or(Value::Undefined, |segment| Value::String(segment.to_string()))
 }
 
 /// `get_mqtt_property(name)`; Undefined for a message without MQTT 5 properties.
@@ -35,10 +33,7 @@ pub fn mqtt_property(name: &Value, properties: Option<&MessageProps>) -> Value {
             _ => "UNSPECIFIED_BYTES".to_string(),
         }),
         "response_topic" => properties.response_topic.clone(),
-        "correlation_data" => properties
-            .correlation_data
-            .as_ref()
-            .map(|data| STANDARD.encode(data)),
+        "correlation_data" => properties.correlation_data.as_ref().map(|data| STANDARD.encode(data)),
         _ => None,
     };
     text.map_or(Value::Undefined, Value::String)
@@ -62,24 +57,12 @@ pub fn user_properties(key: Option<&Value>, properties: Option<&MessageProps>) -
                     None => grouped.push((name.clone(), vec![value])),
                 }
             }
-            Value::Object(
-                grouped
-                    .into_iter()
-                    .map(|(name, values)| (name, Value::Array(values)))
-                    .collect(),
-            )
+            Value::Object(grouped.into_iter().map(|(name, values)| (name, Value::Array(values))).collect())
         }
         Some(Value::String(wanted)) => {
-            let values: Vec<Value> = pairs
-                .iter()
-                .filter(|(k, _)| k == wanted)
-                .map(|(_, v)| Value::String(v.clone()))
-                .collect();
-            if values.is_empty() {
-                Value::Undefined
-            } else {
-                Value::Array(values)
-            }
+            let values: Vec<Value> =
+                pairs.iter().filter(|(k, _)| k == wanted).map(|(_, v)| Value::String(v.clone())).collect();
+            if values.is_empty() { Value::Undefined } else { Value::Array(values) }
         }
         Some(_) => Value::Undefined,
     }
@@ -101,7 +84,5 @@ pub fn thing_shadow(args: &[Value], context: &Context) -> Value {
         Some(Some(name)) => Some(name),
         Some(None) => return Value::Undefined,
     };
-    lookups
-        .thing_shadow(&thing, shadow.as_deref())
-        .map_or(Value::Undefined, |json| Value::from_json(&json))
+    lookups.thing_shadow(&thing, shadow.as_deref()).map_or(Value::Undefined, |json| Value::from_json(&json))
 }

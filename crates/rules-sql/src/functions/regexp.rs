@@ -32,10 +32,7 @@ fn compile(pattern: &Value) -> Option<Regex> {
         if cache.len() >= CACHED_PATTERNS {
             cache.clear();
         }
-        let compiled = regex::RegexBuilder::new(&text)
-            .size_limit(PATTERN_SIZE_LIMIT)
-            .build()
-            .ok();
+        let compiled = regex::RegexBuilder::new(&text).size_limit(PATTERN_SIZE_LIMIT).build().ok();
         cache.insert(text, compiled.clone());
         compiled
     })
@@ -52,28 +49,20 @@ pub fn matches(value: &Value, pattern: &Value) -> Value {
 /// The first match; Undefined when there is none.
 pub fn substr(value: &Value, pattern: &Value) -> Value {
     match (value.to_text(), compile(pattern)) {
-        (Some(s), Some(regex)) => regex
-            .find(&s)
-            .map_or(Value::Undefined, |m| Value::String(m.as_str().to_string())),
+        (Some(s), Some(regex)) => regex.find(&s).map_or(Value::Undefined, |m| Value::String(m.as_str().to_string())),
         _ => Value::Undefined,
     }
 }
 
 /// Every match replaced; the replacement refers to groups as Java's does.
 pub fn replace(value: &Value, pattern: &Value, replacement: &Value) -> Value {
-    let (Some(s), Some(regex), Some(replacement)) =
-        (value.to_text(), compile(pattern), replacement.to_text())
-    else {
+    let (Some(s), Some(regex), Some(replacement)) = (value.to_text(), compile(pattern), replacement.to_text()) else {
         return Value::Undefined;
     };
     let Some(pieces) = java_replacement(&replacement, &regex) else {
         return Value::Undefined;
     };
-    Value::String(
-        regex
-            .replace_all(&s, |captures: &Captures| expand(&pieces, captures))
-            .into_owned(),
-    )
+    Value::String(regex.replace_all(&s, |captures: &Captures| expand(&pieces, captures)).into_owned())
 }
 
 /// A part of a replacement string.
@@ -109,11 +98,7 @@ fn group_reference(chars: &mut Peekable<Chars<'_>>, regex: &Regex) -> Option<Pie
                 c => name.push(c),
             }
         }
-        return regex
-            .capture_names()
-            .flatten()
-            .any(|n| n == name)
-            .then_some(Piece::Named(name));
+        return regex.capture_names().flatten().any(|n| n == name).then_some(Piece::Named(name));
     }
     let groups = regex.captures_len() - 1;
     let mut group = chars.next()?.to_digit(10)? as usize;

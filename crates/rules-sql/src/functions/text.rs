@@ -25,9 +25,7 @@ pub fn chr(code: &Value) -> Value {
     code.to_int()
         .and_then(|c| u8::try_from(c).ok())
         .filter(u8::is_ascii)
-        .map_or(Value::Undefined, |c| {
-            Value::String(char::from(c).to_string())
-        })
+        .map_or(Value::Undefined, |c| Value::String(char::from(c).to_string()))
 }
 
 /// With an array among the arguments, one array of all of them (arrays spliced
@@ -47,19 +45,13 @@ pub fn concat(args: &[Value]) -> Value {
         }
         return Value::Array(items);
     }
-    args.iter()
-        .map(Value::to_text)
-        .collect::<Option<String>>()
-        .map_or(Value::Undefined, Value::String)
+    args.iter().map(Value::to_text).collect::<Option<String>>().map_or(Value::Undefined, Value::String)
 }
 
 /// The 0-based character index of the first occurrence, or -1.
 pub fn indexof(value: &Value, needle: &Value) -> Value {
     match (value.to_text(), needle.to_text()) {
-        (Some(s), Some(needle)) => Value::Int(
-            s.find(&needle)
-                .map_or(-1, |at| s[..at].chars().count() as i64),
-        ),
+        (Some(s), Some(needle)) => Value::Int(s.find(&needle).map_or(-1, |at| s[..at].chars().count() as i64)),
         _ => Value::Undefined,
     }
 }
@@ -81,9 +73,7 @@ pub fn rpad(value: &Value, count: &Value) -> Value {
 }
 
 fn spaces(count: &Value) -> Option<String> {
-    count
-        .to_int()
-        .map(|n| " ".repeat(n.clamp(0, MAX_PADDING) as usize))
+    count.to_int().map(|n| " ".repeat(n.clamp(0, MAX_PADDING) as usize))
 }
 
 /// Every occurrence of `from` replaced (plain text, not a pattern).

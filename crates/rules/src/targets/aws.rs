@@ -47,12 +47,7 @@ impl Clients {
         }
     }
 
-    pub async fn deliver(
-        &self,
-        spec: &ActionSpec,
-        output: &Output<'_>,
-        render: &Render<'_>,
-    ) -> Result<(), Failure> {
+    pub async fn deliver(&self, spec: &ActionSpec, output: &Output<'_>, render: &Render<'_>) -> Result<(), Failure> {
         if self.credentials.is_none() {
             return Err(Failure::permanent(
                 "credentials",
@@ -90,21 +85,12 @@ fn feature_of(spec: &ActionSpec) -> &'static str {
 #[cfg_attr(feature = "aws", allow(dead_code))]
 fn missing_feature(spec: &ActionSpec) -> Failure {
     let feature = feature_of(spec);
-    Failure::permanent(
-        feature,
-        format!("This ferrocore was built without the `{feature}` feature of ferrocore-rules."),
-    )
+    Failure::permanent(feature, format!("This ferrocore was built without the `{feature}` feature of ferrocore-rules."))
 }
 
 /// A JSON array for batch modes, or the one record.
-#[cfg_attr(
-    not(any(feature = "firehose", feature = "cloudwatch-logs")),
-    allow(dead_code)
-)]
-fn batch_items(
-    value: &ferrocore_rules_sql::Value,
-    batch: bool,
-) -> Result<Vec<serde_json::Value>, String> {
+#[cfg_attr(not(any(feature = "firehose", feature = "cloudwatch-logs")), allow(dead_code))]
+fn batch_items(value: &ferrocore_rules_sql::Value, batch: bool) -> Result<Vec<serde_json::Value>, String> {
     let json = value.to_json().unwrap_or(serde_json::Value::Null);
     match (batch, json) {
         (true, serde_json::Value::Array(items)) => Ok(items),
@@ -182,9 +168,7 @@ mod sdk {
                 // The engine retries with its own backoff and counts each attempt.
                 .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
                 .timeout_config(
-                    aws_smithy_types::timeout::TimeoutConfig::builder()
-                        .operation_timeout(OPERATION_TIMEOUT)
-                        .build(),
+                    aws_smithy_types::timeout::TimeoutConfig::builder().operation_timeout(OPERATION_TIMEOUT).build(),
                 );
             if let Some(c) = credentials {
                 let credentials = Credentials::new(
@@ -214,10 +198,7 @@ mod sdk {
                 #[cfg(feature = "cloudwatch-logs")]
                 logs: OnceLock::new(),
                 #[cfg(feature = "cloudwatch")]
-                cloudwatch: super::super::cloudwatch::QueryClient::new(
-                    config,
-                    credentials.cloned(),
-                ),
+                cloudwatch: super::super::cloudwatch::QueryClient::new(config, credentials.cloned()),
                 #[cfg(feature = "lambda")]
                 lambda: OnceLock::new(),
             }
@@ -248,8 +229,7 @@ mod sdk {
                 #[cfg(feature = "dynamodb")]
                 ActionSpec::DynamoDbV2 { table_name } => {
                     let table = render(table_name)?;
-                    let item =
-                        dynamo::item(output.value).map_err(|e| Failure::permanent(&table, e))?;
+                    let item = dynamo::item(output.value).map_err(|e| Failure::permanent(&table, e))?;
                     let client = client!(self, dynamodb, aws_sdk_dynamodb, "dynamodb");
                     client
                         .put_item()
@@ -267,21 +247,18 @@ mod sdk {
                     dynamo::classic(client, &table, spec, output, render).await
                 }
                 #[cfg(feature = "s3")]
-                ActionSpec::S3 {
-                    bucket,
-                    key,
-                    canned_acl,
-                } => {
+                ActionSpec::S3 { bucket, key, canned_acl } => {
                     let (bucket, key) = (render(bucket)?, render(key)?);
                     // AWS names the bucket as the failed resource.
                     let resource = bucket.clone();
                     let client = client!(self, s3, aws_sdk_s3, "s3");
-                    let mut request = client.put_object().bucket(&bucket).key(&key).body(
-                        aws_sdk_s3::primitives::ByteStream::from(output.bytes.to_vec()),
-                    );
+                    let mut request = client
+                        .put_object()
+                        .bucket(&bucket)
+                        .key(&key)
+                        .body(aws_sdk_s3::primitives::ByteStream::from(output.bytes.to_vec()));
                     if let Some(acl) = canned_acl {
-                        request =
-                            request.acl(aws_sdk_s3::types::ObjectCannedAcl::from(acl.as_str()));
+                        request = request.acl(aws_sdk_s3::types::ObjectCannedAcl::from(acl.as_str()));
                     }
                     request.send().await.map_err(|e| failure(&resource, e))?;
                     Ok(())
@@ -306,16 +283,11 @@ mod sdk {
                     Ok(())
                 }
                 #[cfg(feature = "sns")]
-                ActionSpec::Sns {
-                    target_arn,
-                    json_format,
-                } => {
+                ActionSpec::Sns { target_arn, json_format } => {
                     let arn = render(target_arn)?;
                     let client = client!(self, sns, aws_sdk_sns, "sns");
-                    let mut request = client
-                        .publish()
-                        .target_arn(&arn)
-                        .message(String::from_utf8_lossy(output.bytes).into_owned());
+                    let mut request =
+                        client.publish().target_arn(&arn).message(String::from_utf8_lossy(output.bytes).into_owned());
                     if *json_format {
                         request = request.message_structure("json");
                     }
@@ -323,10 +295,7 @@ mod sdk {
                     Ok(())
                 }
                 #[cfg(feature = "kinesis")]
-                ActionSpec::Kinesis {
-                    stream_name,
-                    partition_key,
-                } => {
+                ActionSpec::Kinesis { stream_name, partition_key } => {
                     let stream = render(stream_name)?;
                     let key = match partition_key {
                         Some(template) => render(template)?,
@@ -344,17 +313,10 @@ mod sdk {
                     Ok(())
                 }
                 #[cfg(feature = "firehose")]
-                ActionSpec::Firehose {
-                    stream_name,
-                    separator,
-                    batch,
-                } => {
+                ActionSpec::Firehose { stream_name, separator, batch } => {
                     use aws_sdk_firehose::types::Record;
                     let stream = render(stream_name)?;
-                    let separator = separator
-                        .as_deref()
-                        .map(unescape_separator)
-                        .unwrap_or_default();
+                    let separator = separator.as_deref().map(unescape_separator).unwrap_or_default();
                     let records: Vec<Vec<u8>> = if *batch {
                         super::batch_items(output.value, true)
                             .map_err(|e| Failure::permanent(&stream, e))?
@@ -368,9 +330,7 @@ mod sdk {
                         .into_iter()
                         .map(|mut data| {
                             data.extend_from_slice(separator.as_bytes());
-                            Record::builder()
-                                .data(aws_smithy_types::Blob::new(data))
-                                .build()
+                            Record::builder().data(aws_smithy_types::Blob::new(data)).build()
                         })
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|e| Failure::permanent(&stream, e.to_string()))?;
@@ -395,10 +355,7 @@ mod sdk {
                     self.cloudwatch.deliver(spec, render).await
                 }
                 other => {
-                    debug_assert!(
-                        !feature_of(other).is_empty(),
-                        "gateway and HTTP actions are not AWS actions"
-                    );
+                    debug_assert!(!feature_of(other).is_empty(), "gateway and HTTP actions are not AWS actions");
                     Err(missing_feature(other))
                 }
             }
@@ -408,9 +365,7 @@ mod sdk {
     /// Firehose separators are given escaped (`\n`, `\r\n`, `\t`, `,`).
     #[cfg(feature = "firehose")]
     fn unescape_separator(text: &str) -> String {
-        text.replace("\\n", "\n")
-            .replace("\\r", "\r")
-            .replace("\\t", "\t")
+        text.replace("\\n", "\n").replace("\\r", "\r").replace("\\t", "\t")
     }
 
     /// A failed SDK call: retryable unless the service refused the request itself.
@@ -421,9 +376,7 @@ mod sdk {
         let retryable = match &err {
             SdkError::ServiceError(service) => {
                 let status = service.raw().status().as_u16();
-                status >= 500
-                    || status == 429
-                    || err.code().is_some_and(|code| code.contains("Throttl"))
+                status >= 500 || status == 429 || err.code().is_some_and(|code| code.contains("Throttl"))
             }
             SdkError::ConstructionFailure(_) => false,
             _ => true,
@@ -433,11 +386,7 @@ mod sdk {
             (Some(code), None) => code.to_string(),
             _ => DisplayErrorContext(&err).to_string(),
         };
-        Failure {
-            resource: resource.to_string(),
-            message,
-            retryable,
-        }
+        Failure { resource: resource.to_string(), message, retryable }
     }
 
     #[cfg(feature = "dynamodb")]
@@ -459,37 +408,21 @@ mod sdk {
                 Json::Number(n) => AttributeValue::N(n.to_string()),
                 Json::String(s) => AttributeValue::S(s.clone()),
                 Json::Array(items) => AttributeValue::L(items.iter().map(attribute).collect()),
-                Json::Object(map) => {
-                    AttributeValue::M(map.iter().map(|(k, v)| (k.clone(), attribute(v))).collect())
-                }
+                Json::Object(map) => AttributeValue::M(map.iter().map(|(k, v)| (k.clone(), attribute(v))).collect()),
             }
         }
 
         /// dynamoDBv2: one column per top-level key of the rule's JSON object.
-        pub fn item(
-            value: &ferrocore_rules_sql::Value,
-        ) -> Result<HashMap<String, AttributeValue>, String> {
+        pub fn item(value: &ferrocore_rules_sql::Value) -> Result<HashMap<String, AttributeValue>, String> {
             match value.to_json() {
-                Some(Json::Object(map)) => {
-                    Ok(map.iter().map(|(k, v)| (k.clone(), attribute(v))).collect())
-                }
+                Some(Json::Object(map)) => Ok(map.iter().map(|(k, v)| (k.clone(), attribute(v))).collect()),
                 _ => Err("dynamoDBv2 needs the rule to produce a JSON object.".into()),
             }
         }
 
-        fn key_attribute(
-            key: &KeyTemplate,
-            render: &Render<'_>,
-        ) -> Result<(String, AttributeValue), Failure> {
+        fn key_attribute(key: &KeyTemplate, render: &Render<'_>) -> Result<(String, AttributeValue), Failure> {
             let (field, value) = (render(&key.field)?, render(&key.value)?);
-            Ok((
-                field,
-                if key.numeric {
-                    AttributeValue::N(value)
-                } else {
-                    AttributeValue::S(value)
-                },
-            ))
+            Ok((field, if key.numeric { AttributeValue::N(value) } else { AttributeValue::S(value) }))
         }
 
         /// The original DynamoDB action: hash (and range) key from templates, the
@@ -555,10 +488,7 @@ mod sdk {
                     .await
                     .map(drop)
                     .map_err(|e| failure(table, e)),
-                other => Err(Failure::permanent(
-                    table,
-                    format!("operation {other} is not INSERT, UPDATE or DELETE"),
-                )),
+                other => Err(Failure::permanent(table, format!("operation {other} is not INSERT, UPDATE or DELETE"))),
             };
             sent
         }
@@ -586,10 +516,7 @@ mod sdk {
                     .map_err(|e| Failure::permanent(group, e))?
                     .into_iter()
                     .map(|item| {
-                        let timestamp = item
-                            .get("timestamp")
-                            .and_then(serde_json::Value::as_i64)
-                            .unwrap_or(now);
+                        let timestamp = item.get("timestamp").and_then(serde_json::Value::as_i64).unwrap_or(now);
                         let message = match item.get("message") {
                             Some(serde_json::Value::String(text)) => text.clone(),
                             Some(other) => other.to_string(),
@@ -606,12 +533,7 @@ mod sdk {
             events.sort_by_key(|(timestamp, _)| *timestamp);
             let events = events
                 .into_iter()
-                .map(|(timestamp, message)| {
-                    InputLogEvent::builder()
-                        .timestamp(timestamp)
-                        .message(message)
-                        .build()
-                })
+                .map(|(timestamp, message)| InputLogEvent::builder().timestamp(timestamp).message(message).build())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Failure::permanent(group, e.to_string()))?;
             let send = || {
@@ -624,21 +546,10 @@ mod sdk {
             };
             // The stream is created on the first put that finds it missing, not before every put.
             match send().await {
-                Err(err)
-                    if err
-                        .as_service_error()
-                        .is_some_and(|e| e.is_resource_not_found_exception()) =>
-                {
-                    let created = client
-                        .create_log_stream()
-                        .log_group_name(group)
-                        .log_stream_name(STREAM)
-                        .send()
-                        .await;
+                Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                    let created = client.create_log_stream().log_group_name(group).log_stream_name(STREAM).send().await;
                     if let Err(err) = created
-                        && !err
-                            .as_service_error()
-                            .is_some_and(|e| e.is_resource_already_exists_exception())
+                        && !err.as_service_error().is_some_and(|e| e.is_resource_already_exists_exception())
                     {
                         return Err(failure(group, err));
                     }

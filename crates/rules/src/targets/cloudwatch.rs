@@ -24,15 +24,7 @@ fn form_encode(text: &str) -> String {
 /// ISO 8601 (`2026-11-21T21:00:00Z`) from epoch seconds.
 fn iso8601(seconds: i64) -> String {
     let amz = ferrocore_sigv4::format_amz_date(seconds); // 20261121T210000Z
-    format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &amz[0..4],
-        &amz[4..6],
-        &amz[6..8],
-        &amz[9..11],
-        &amz[11..13],
-        &amz[13..15]
-    )
+    format!("{}-{}-{}T{}:{}:{}Z", &amz[0..4], &amz[4..6], &amz[6..8], &amz[9..11], &amz[11..13], &amz[13..15])
 }
 
 /// The `<Code>` and `<Message>` of a query-protocol error document.
@@ -52,10 +44,9 @@ fn error_text(body: &str) -> String {
 
 impl QueryClient {
     pub fn new(config: &RulesConfig, credentials: Option<StaticCredentials>) -> Self {
-        let endpoint = config.endpoint("cloudwatch").map_or_else(
-            || format!("https://monitoring.{}.amazonaws.com", config.region),
-            str::to_string,
-        );
+        let endpoint = config
+            .endpoint("cloudwatch")
+            .map_or_else(|| format!("https://monitoring.{}.amazonaws.com", config.region), str::to_string);
         let client = client(std::time::Duration::from_secs(10));
         Self {
             client,
@@ -71,10 +62,7 @@ impl QueryClient {
                 let namespace = render(&metric.namespace)?;
                 let raw_value = render(&metric.value)?;
                 raw_value.trim().parse::<f64>().map_err(|_| {
-                    Failure::permanent(
-                        &namespace,
-                        format!("metricValue {raw_value:?} is not a number"),
-                    )
+                    Failure::permanent(&namespace, format!("metricValue {raw_value:?} is not a number"))
                 })?;
                 let mut params = vec![
                     ("Action", "PutMetricData".to_string()),
@@ -86,20 +74,13 @@ impl QueryClient {
                 if let Some(timestamp) = &metric.timestamp {
                     let text = render(timestamp)?;
                     let seconds: i64 = text.trim().parse().map_err(|_| {
-                        Failure::permanent(
-                            &namespace,
-                            format!("metricTimestamp {text:?} is not epoch seconds"),
-                        )
+                        Failure::permanent(&namespace, format!("metricTimestamp {text:?} is not epoch seconds"))
                     })?;
                     params.push(("MetricData.member.1.Timestamp", iso8601(seconds)));
                 }
                 (namespace, params)
             }
-            ActionSpec::CloudwatchAlarm {
-                alarm_name,
-                state_reason,
-                state_value,
-            } => {
+            ActionSpec::CloudwatchAlarm { alarm_name, state_reason, state_value } => {
                 let alarm = render(alarm_name)?;
                 let params = vec![
                     ("Action", "SetAlarmState".to_string()),
@@ -116,35 +97,16 @@ impl QueryClient {
 
     async fn call(&self, resource: &str, mut params: Vec<(&str, String)>) -> Result<(), Failure> {
         params.push(("Version", "2010-08-01".to_string()));
-        let body: String = params
-            .iter()
-            .map(|(k, v)| format!("{k}={}", form_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let credentials = self.credentials.as_ref().ok_or_else(|| {
-            Failure::permanent(resource, "CloudWatch actions need AWS credentials.")
-        })?;
-        let content_type = (
-            "content-type".to_string(),
-            "application/x-www-form-urlencoded; charset=utf-8".to_string(),
-        );
-        let scope = SigV4 {
-            region: self.region.clone(),
-            service: "monitoring".into(),
-        };
-        let signed = sign(
-            &self.endpoint,
-            std::slice::from_ref(&content_type),
-            body.as_bytes(),
-            &scope,
-            credentials,
-        )
-        .map_err(|e| Failure::permanent(resource, e))?;
-        let mut request = self
-            .client
-            .post(&self.endpoint)
-            .header(&content_type.0, &content_type.1)
-            .body(body);
+        let body: String = params.iter().map(|(k, v)| format!("{k}={}", form_encode(v))).collect::<Vec<_>>().join("&");
+        let credentials = self
+            .credentials
+            .as_ref()
+            .ok_or_else(|| Failure::permanent(resource, "CloudWatch actions need AWS credentials."))?;
+        let content_type = ("content-type".to_string(), "application/x-www-form-urlencoded; charset=utf-8".to_string());
+        let scope = SigV4 { region: self.region.clone(), service: "monitoring".into() };
+        let signed = sign(&self.endpoint, std::slice::from_ref(&content_type), body.as_bytes(), &scope, credentials)
+            .map_err(|e| Failure::permanent(resource, e))?;
+        let mut request = self.client.post(&self.endpoint).header(&content_type.0, &content_type.1).body(body);
         for (name, value) in signed {
             request = request.header(name, value);
         }
@@ -157,13 +119,8 @@ impl QueryClient {
             return Ok(());
         }
         let message = error_text(&response.text().await.unwrap_or_default());
-        let retryable =
-            status.is_server_error() || status.as_u16() == 429 || message.starts_with("Throttling");
-        Err(Failure {
-            resource: resource.to_string(),
-            message,
-            retryable,
-        })
+        let retryable = status.is_server_error() || status.as_u16() == 429 || message.starts_with("Throttling");
+        Err(Failure { resource: resource.to_string(), message, retryable })
     }
 }
 

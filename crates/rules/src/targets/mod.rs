@@ -28,19 +28,11 @@ pub struct Failure {
 
 impl Failure {
     pub fn permanent(resource: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            resource: resource.into(),
-            message: message.into(),
-            retryable: false,
-        }
+        Self { resource: resource.into(), message: message.into(), retryable: false }
     }
 
     pub fn transient(resource: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            resource: resource.into(),
-            message: message.into(),
-            retryable: true,
-        }
+        Self { resource: resource.into(), message: message.into(), retryable: true }
     }
 }
 
@@ -68,11 +60,7 @@ pub struct Targets {
 
 impl Targets {
     pub fn new(config: &RulesConfig) -> Self {
-        Self {
-            publisher: OnceLock::new(),
-            http: http::HttpTarget::new(config),
-            aws: aws::Clients::new(config),
-        }
+        Self { publisher: OnceLock::new(), http: http::HttpTarget::new(config), aws: aws::Clients::new(config) }
     }
 
     pub fn attach_publisher(&self, publisher: Arc<dyn Publisher>) {
@@ -97,38 +85,22 @@ impl Targets {
             ActionSpec::Republish { topic, qos } => {
                 let topic = render(topic)?;
                 if ferrocore_mqtt::topic::validate_name(&topic).is_err() {
-                    return Err(Failure::permanent(
-                        topic,
-                        "The republish topic is not a valid topic name.",
-                    ));
+                    return Err(Failure::permanent(topic, "The republish topic is not a valid topic name."));
                 }
                 if output.hops >= MAX_REPUBLISH_HOPS {
                     return Err(Failure::permanent(
                         topic,
-                        format!(
-                            "The message was already republished {} times by rules: a rule loop.",
-                            output.hops
-                        ),
+                        format!("The message was already republished {} times by rules: a rule loop.", output.hops),
                     ));
                 }
-                let publisher = self
-                    .publisher
-                    .get()
-                    .ok_or_else(|| Failure::transient(&topic, "the gateway is not ready"))?;
-                let notification = Notification {
-                    topic,
-                    payload: output.bytes.to_vec(),
-                    qos: *qos,
-                    hops: output.hops + 1,
-                };
+                let publisher =
+                    self.publisher.get().ok_or_else(|| Failure::transient(&topic, "the gateway is not ready"))?;
+                let notification =
+                    Notification { topic, payload: output.bytes.to_vec(), qos: *qos, hops: output.hops + 1 };
                 publisher.publish(vec![notification]).await;
                 Ok(())
             }
-            ActionSpec::Http(spec) => {
-                self.http
-                    .post(spec, output, render, http_prefixes, &self.aws.credentials)
-                    .await
-            }
+            ActionSpec::Http(spec) => self.http.post(spec, output, render, http_prefixes, &self.aws.credentials).await,
             ActionSpec::Unsupported => Err(Failure::permanent(
                 kind,
                 format!("ferrocore does not deliver {kind} actions; the message was not sent."),
