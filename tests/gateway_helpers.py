@@ -58,6 +58,17 @@ def wait_for(predicate: Callable[[], Any], what: str = "condition", timeout: flo
         time.sleep(0.02)
 
 
+def recv_exact(sock, size: int) -> bytes:
+    """Exactly `size` bytes from a socket; fails the test if it closes first."""
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise AssertionError(f"connection closed after {data!r}")
+        data += chunk
+    return data
+
+
 def require_tool(name: str, why: str = "") -> str:
     """Path of an executable, or skip the test (visibly, with the reason)."""
     path = shutil.which(name)

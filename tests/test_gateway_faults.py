@@ -26,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from conftest import ConfiguredServer, configured_server, ferrocore_binary
-from gateway_helpers import MqttClient, connected, wait_for
+from gateway_helpers import MqttClient, connected, recv_exact, wait_for
 from iot_helpers import REGION
 from test_gateway_mqtt import Client, device, everything_allowed, mqtt_string, provision, tls_context  # noqa: F401 (fixture)
 
@@ -40,19 +40,9 @@ def raw_connect(server, device, client_id: str, clean: bool) -> ssl.SSLSocket:
     flags = 0x02 if clean else 0x00
     body = mqtt_string("MQTT") + bytes([4, flags, 0, 60]) + mqtt_string(client_id)
     tls.sendall(bytes([0x10, len(body)]) + body)
-    connack = read_exactly(tls, 4)
+    connack = recv_exact(tls, 4)
     assert connack[0] == 0x20 and connack[3] == 0, f"CONNACK {connack!r}"
     return tls
-
-
-def read_exactly(sock, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(data)} of {count} bytes")
-        data += chunk
-    return data
 
 
 def subscribe_packet(packet_id: int, topic: str, qos: int) -> bytes:

@@ -21,7 +21,7 @@ import uuid
 import pytest
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gateway_helpers import TIMEOUT, MqttClient, connected, make_properties, ssl_context, wait_for
+from gateway_helpers import TIMEOUT, MqttClient, connected, make_properties, recv_exact, ssl_context, wait_for
 from security_helpers import allow, data_arn, make_policy, policy_document
 from test_gateway_mqtt import everything_allowed, mqtt_string, provision
 
@@ -553,27 +553,20 @@ def test_disconnect_with_session_expiry_zero_ends_the_session(clients, topic):
         disconnect_with_expiry(again, 0)
 
 
-def _recv_exact(tls, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = tls.recv(size - len(data))
-        if not chunk:
-            raise AssertionError(f"connection closed after {data!r}")
-        data += chunk
-    return data
+
 
 
 def _read_packet(tls) -> tuple[int, bytes]:
     """(first byte, body) of one MQTT packet."""
-    first = _recv_exact(tls, 1)[0]
+    first = recv_exact(tls, 1)[0]
     length, shift = 0, 0
     while True:
-        byte = _recv_exact(tls, 1)[0]
+        byte = recv_exact(tls, 1)[0]
         length |= (byte & 0x7F) << shift
         shift += 7
         if not byte & 0x80:
             break
-    return first, _recv_exact(tls, length)
+    return first, recv_exact(tls, length)
 
 
 def _varint(n: int) -> bytes:
