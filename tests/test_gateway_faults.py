@@ -216,15 +216,18 @@ def test_a_connection_that_stops_reading_is_still_closed_when_revoked_or_taken_o
     time.sleep(0.2)
     others = provision(iot, server, tmp_path, name=f"{device.thing}-w")
     everything_allowed(iot, others)
+    gone = f"$aws/events/presence/disconnected/{device.thing}"
     with connected(MqttClient(server, others.thing, device=others)) as watcher:
         watcher.subscribe(f"{topic}/after", qos=1)
+        watcher.subscribe(gone, qos=1)
+        # Positive control: the stuck client's publishes are delivered before.
+        stuck.sendall(publish_packet(f"{topic}/after", b"before", 0))
+        watcher.wait_message(f"{topic}/after")
         with connected(MqttClient(server, f"{others.thing}-flood", device=others)) as flooder:
-            for _ in range(3000):
-                flooder.publish(topic, b"x" * 1000, qos=0, wait=False)
+            # 12 MB: more than the socket buffers hold, so the server's writes to it block.
+            for _ in range(200):
+                flooder.publish(topic, b"x" * 64_000, qos=0, wait=False)
             assert flooder.publish(topic, b"last", qos=1, timeout=30) == 0
-            # Positive control: the stuck client's publishes are delivered before.
-            stuck.sendall(publish_packet(f"{topic}/after", b"before", 0))
-            watcher.wait_message(f"{topic}/after")
             if how == "inactive":
                 iot.update_certificate(certificateId=device.cert_id, newStatus="INACTIVE")
             else:
@@ -234,6 +237,9 @@ def test_a_connection_that_stops_reading_is_still_closed_when_revoked_or_taken_o
                 stuck.sendall(publish_packet(f"{topic}/after", b"after", 0))
             except (ConnectionError, ssl.SSLError, OSError):
                 pass
+            # Closed by the server while the client still does not read (reading would unblock it).
+            event = json.loads(watcher.wait_message(gone)[0].payload)
+            assert event["disconnectReason"] == ("AUTH_ERROR" if how == "inactive" else "DUPLICATE_CLIENTID")
             assert closed_within(stuck, 5), f"{how}: the stuck connection was closed"
             time.sleep(0.3)
             assert [m.payload for m in watcher.messages_on(f"{topic}/after")] == [b"before"], "nothing after"

@@ -401,10 +401,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.out.is_empty() {
             return Ok(());
         }
+        let Self { stream, out, control, .. } = self;
         // TLS may keep encrypted bytes back until flushed (when the socket was full).
-        let result = match self.stream.write_all(&self.out).await {
-            Ok(()) => self.stream.flush().await,
-            Err(err) => Err(err),
+        let write = async {
+            stream.write_all(out).await?;
+            stream.flush().await
+        };
+        // A client that stops reading blocks the write: a signal must still get through.
+        let result = tokio::select! {
+            biased;
+            written = write => written,
+            _ = signalled(control) => Err(std::io::Error::other("told to leave while writing")),
         };
         self.out.clear();
         result
