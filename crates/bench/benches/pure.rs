@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use ferrocore_mqtt::{Packet, Properties, Publish, QoS, Version, decode, encode, topic};
+use ferrocore_mqtt::{FilterIndex, Packet, Properties, Publish, QoS, Version, decode, encode, topic};
 use ferrocore_policy::{Context, Policy, ThingFacts, evaluate};
 use ferrocore_shadow::{Limits, Shadow, parse_update};
 
@@ -39,6 +39,16 @@ fn cases() -> Vec<Case> {
     let encoded = encoded.freeze();
 
     let filters: Vec<String> = (0..100_000).map(|i| format!("devices/{}/sensor-{i}/+", i % 100)).collect();
+    // The router's index over the same filters, and over 100 of them: a publish should cost
+    // about the same whatever the number of subscriptions.
+    let index_of = |count: usize| {
+        let mut index = FilterIndex::default();
+        for (i, filter) in filters.iter().take(count).enumerate() {
+            index.insert(filter, &format!("client-{i}"));
+        }
+        index
+    };
+    let (index_100k, index_100) = (index_of(100_000), index_of(100));
 
     let walled_garden = Policy::parse(
         r#"{"Version":"2012-10-17","Statement":[
@@ -100,6 +110,24 @@ fn cases() -> Vec<Case> {
             run: Box::new(move || {
                 let hits =
                     filters.iter().filter(|f| topic::matches(f, black_box("devices/42/sensor-4242/temp"))).count();
+                black_box(hits);
+            }),
+        },
+        Case {
+            name: "filter_index_100k_filters",
+            default_iterations: 1_000_000,
+            run: Box::new(move || {
+                let mut hits = 0;
+                index_100k.for_each_match(black_box("devices/42/sensor-4242/temp"), |_, names| hits += names.len());
+                black_box(hits);
+            }),
+        },
+        Case {
+            name: "filter_index_100_filters",
+            default_iterations: 1_000_000,
+            run: Box::new(move || {
+                let mut hits = 0;
+                index_100.for_each_match(black_box("devices/42/sensor-42/temp"), |_, names| hits += names.len());
                 black_box(hits);
             }),
         },

@@ -6,10 +6,10 @@
 //! publish finds every session exactly once: the hand-over from a parked session
 //! to a resuming connection (and back) is atomic with respect to routing.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
-use ferrocore_mqtt::{QoS, SubscriptionOptions, topic};
+use ferrocore_mqtt::{FilterIndex, QoS, SubscriptionOptions, topic};
 use ferrocore_registry::Permissions;
 use tokio::sync::{mpsc, watch};
 
@@ -156,7 +156,6 @@ impl Entry {
 
 /// The online members of one shared subscription (`$share/<group>/<filter>`).
 struct SharedGroup {
-    filter: String,
     members: Vec<String>,
     /// Where the round-robin over members continues.
     next: usize,
@@ -166,15 +165,16 @@ struct SharedGroup {
 /// to 0 after about an hour disconnected).
 const VERSION_MEMORY_MS: u64 = 3600 * 1000;
 
-/// The sessions and an index of their subscriptions: topic filters without
-/// wildcards by exact topic, the others scanned once per distinct filter,
-/// shared subscriptions by their whole `$share/<group>/<filter>` string.
+/// The sessions and an index of their subscriptions: filters level by level with
+/// the client ids subscribed to each; shared subscriptions by their whole
+/// `$share/<group>/<filter>` string, found through an index of their filters.
 #[derive(Default)]
 struct Table {
     sessions: HashMap<String, Entry>,
-    exact: HashMap<String, HashSet<String>>,
-    wildcard: HashMap<String, HashSet<String>>,
+    index: FilterIndex,
     shared: HashMap<String, SharedGroup>,
+    /// Filter of each shared subscription → the `$share/<group>/<filter>` names over it.
+    shared_index: FilterIndex,
     /// Version numbers of client ids that left without a session, with when they left.
     departed: HashMap<String, (u64, u64)>,
 }
@@ -185,40 +185,30 @@ fn shared_filter(subscription: &str) -> Option<&str> {
 }
 
 impl Table {
-    fn index(&mut self, filter: &str) -> &mut HashMap<String, HashSet<String>> {
-        if filter.contains(['+', '#']) { &mut self.wildcard } else { &mut self.exact }
-    }
-
     fn add_filter(&mut self, client_id: &str, filter: &str) {
         if let Some(inner) = shared_filter(filter) {
-            let group = self.shared.entry(filter.to_string()).or_insert_with(|| SharedGroup {
-                filter: inner.to_string(),
-                members: Vec::new(),
-                next: 0,
+            let group = self.shared.entry(filter.to_string()).or_insert_with(|| {
+                self.shared_index.insert(inner, filter);
+                SharedGroup { members: Vec::new(), next: 0 }
             });
             if !group.members.iter().any(|m| m == client_id) {
                 group.members.push(client_id.to_string());
             }
             return;
         }
-        self.index(filter).entry(filter.to_string()).or_default().insert(client_id.to_string());
+        self.index.insert(filter, client_id);
     }
 
     fn remove_filter(&mut self, client_id: &str, filter: &str) {
-        if shared_filter(filter).is_some() {
-            if let Some(group) = self.shared.get_mut(filter) {
-                group.members.retain(|m| m != client_id);
-                if group.members.is_empty() {
-                    self.shared.remove(filter);
-                }
-            }
+        let Some(inner) = shared_filter(filter) else {
+            self.index.remove(filter, client_id);
             return;
-        }
-        let index = self.index(filter);
-        if let Some(ids) = index.get_mut(filter) {
-            ids.remove(client_id);
-            if ids.is_empty() {
-                index.remove(filter);
+        };
+        if let Some(group) = self.shared.get_mut(filter) {
+            group.members.retain(|m| m != client_id);
+            if group.members.is_empty() {
+                self.shared.remove(filter);
+                self.shared_index.remove(inner, filter);
             }
         }
     }
@@ -241,9 +231,7 @@ impl Table {
     /// asked for No Local), with the highest QoS it was granted.
     fn subscribers(&self, topic_name: &str, publisher: Option<&str>) -> HashMap<&str, Subscription> {
         let mut matched: HashMap<&str, Subscription> = HashMap::new();
-        let exact = self.exact.get(topic_name).map(|ids| (topic_name, ids));
-        let wildcard = self.wildcard.iter().filter(|(filter, _)| topic::matches(filter, topic_name));
-        for (filter, ids) in exact.into_iter().chain(wildcard.map(|(f, ids)| (f.as_str(), ids))) {
+        self.index.for_each_match(topic_name, |filter, ids| {
             for id in ids {
                 let Some(subscription) = self.sessions.get(id).and_then(|c| c.subscriptions.get(filter)) else {
                     continue;
@@ -255,7 +243,7 @@ impl Table {
                 best.qos = best.qos.max(subscription.qos);
                 best.retain_as_published |= subscription.retain_as_published;
             }
-        }
+        });
         matched
     }
 }
@@ -662,11 +650,11 @@ impl Router {
                 }
             }
         }
+        let mut groups: Vec<String> = Vec::new();
+        table.shared_index.for_each_match(topic_name, |_, names| groups.extend(names.iter().cloned()));
         let Table { sessions, shared, .. } = table;
-        for (name, group) in shared.iter_mut() {
-            if !topic::matches(&group.filter, topic_name) {
-                continue;
-            }
+        for name in &groups {
+            let Some(group) = shared.get_mut(name) else { continue };
             let members = group.members.len();
             let served = (0..members).find(|step| {
                 let member = &group.members[(group.next + step) % members];

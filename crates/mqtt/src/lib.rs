@@ -3,15 +3,18 @@
 //! One packet model serves both versions ([`Packet`]); [`decode`] reads one packet
 //! from a buffer, refusing oversize packets before allocating and malformed input
 //! with the reason code MQTT 5 assigns (never a panic); [`encode`] writes one.
-//! [`topic`] validates topic names and filters and matches them. Pure: no I/O.
+//! [`topic`] validates topic names and filters and matches them; [`FilterIndex`] finds
+//! the filters matching a topic level by level. Pure: no I/O.
 
 mod codec;
+mod filters;
 mod packet;
 mod properties;
 mod state;
 pub mod topic;
 
 pub use codec::{DecodeError, decode, encode};
+pub use filters::FilterIndex;
 pub use packet::*;
 pub use properties::Properties;
 pub use state::ConnectionState;
