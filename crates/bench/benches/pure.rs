@@ -33,6 +33,19 @@ fn publish_packet() -> Packet {
     })
 }
 
+/// Finding the subscribers of `topic` in the router's filter index.
+fn filter_index_case(name: &'static str, index: FilterIndex, topic: &'static str) -> Case {
+    Case {
+        name,
+        default_iterations: 1_000_000,
+        run: Box::new(move || {
+            let mut hits = 0;
+            index.for_each_match(black_box(topic), |_, names| hits += names.len());
+            black_box(hits);
+        }),
+    }
+}
+
 fn cases() -> Vec<Case> {
     let mut encoded = BytesMut::new();
     encode(&publish_packet(), Version::V311, &mut encoded);
@@ -113,24 +126,8 @@ fn cases() -> Vec<Case> {
                 black_box(hits);
             }),
         },
-        Case {
-            name: "filter_index_100k_filters",
-            default_iterations: 1_000_000,
-            run: Box::new(move || {
-                let mut hits = 0;
-                index_100k.for_each_match(black_box("devices/42/sensor-4242/temp"), |_, names| hits += names.len());
-                black_box(hits);
-            }),
-        },
-        Case {
-            name: "filter_index_100_filters",
-            default_iterations: 1_000_000,
-            run: Box::new(move || {
-                let mut hits = 0;
-                index_100.for_each_match(black_box("devices/42/sensor-42/temp"), |_, names| hits += names.len());
-                black_box(hits);
-            }),
-        },
+        filter_index_case("filter_index_100k_filters", index_100k, "devices/42/sensor-4242/temp"),
+        filter_index_case("filter_index_100_filters", index_100, "devices/42/sensor-42/temp"),
         Case {
             name: "policy_eval_walled_garden",
             default_iterations: 200_000,

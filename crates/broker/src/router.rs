@@ -260,26 +260,44 @@ fn offer(client: &ClientEntry, delivery: Delivery, receive_resource: &str, full:
     true
 }
 
-/// Appends a QoS 1 message to a parked session's queue (dropping the oldest past
-/// `limit`), with the store writes that record it.
-fn enqueue(
-    client_id: &str,
-    next_seq: &mut u64,
-    parked: &mut Parked,
-    message: Message,
-    limit: usize,
-    writes: &mut Vec<SessionWrite>,
-) {
-    let seq = *next_seq;
-    *next_seq += 1;
-    writes.push(SessionWrite::Queue { client_id: client_id.to_string(), seq, message: message.clone() });
-    parked.queue.push_back((seq, message));
-    while parked.queue.len() > limit {
-        let Some((oldest, _)) = parked.queue.pop_front() else {
-            break;
-        };
-        metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "session_queue_full").increment(1);
-        writes.push(SessionWrite::Dequeue { client_id: client_id.to_string(), seq: oldest });
+impl Parked {
+    /// Appends a QoS 1 message to the queue (dropping the oldest past `limit`), with the
+    /// store writes that record it; `stored` is its sequence number when it has a record.
+    fn keep(
+        &mut self,
+        client_id: &str,
+        next_seq: &mut u64,
+        stored: Option<u64>,
+        message: Message,
+        limit: usize,
+        writes: &mut Vec<SessionWrite>,
+    ) {
+        let seq = stored.unwrap_or_else(|| {
+            let seq = *next_seq;
+            *next_seq += 1;
+            writes.push(SessionWrite::Queue { client_id: client_id.to_string(), seq, message: message.clone() });
+            seq
+        });
+        self.queue.push_back((seq, message));
+        while self.queue.len() > limit {
+            let Some((oldest, _)) = self.queue.pop_front() else { break };
+            metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "session_queue_full").increment(1);
+            writes.push(SessionWrite::Dequeue { client_id: client_id.to_string(), seq: oldest });
+        }
+    }
+
+    /// [`Self::keep`] for each message a connection had not finished.
+    fn keep_all(
+        &mut self,
+        client_id: &str,
+        next_seq: &mut u64,
+        unfinished: Vec<Unfinished>,
+        limit: usize,
+        writes: &mut Vec<SessionWrite>,
+    ) {
+        for (stored, message) in unfinished {
+            self.keep(client_id, next_seq, stored, message, limit, writes);
+        }
     }
 }
 
@@ -417,7 +435,7 @@ impl Router {
             State::Online(client) => client.clone(),
             State::Offline(parked) => {
                 // A newer connection came and went: its parked session takes them.
-                requeue(client_id, &mut entry.next_seq, parked, unfinished, self.queue_limit, &mut writes);
+                parked.keep_all(client_id, &mut entry.next_seq, unfinished, self.queue_limit, &mut writes);
                 return writes;
             }
         };
@@ -440,7 +458,7 @@ impl Router {
             queue: VecDeque::new(),
             expires_at_ms,
         };
-        requeue(client_id, &mut entry.next_seq, &mut parked, unfinished, self.queue_limit, &mut writes);
+        parked.keep_all(client_id, &mut entry.next_seq, unfinished, self.queue_limit, &mut writes);
         entry.stored = true;
         writes.push(SessionWrite::Save {
             client_id: client_id.to_string(),
@@ -480,7 +498,7 @@ impl Router {
         if let Some(entry) = table.sessions.get_mut(client_id)
             && let State::Offline(parked) = &mut entry.state
         {
-            enqueue(client_id, &mut entry.next_seq, parked, message, self.queue_limit, &mut writes);
+            parked.keep(client_id, &mut entry.next_seq, None, message, self.queue_limit, &mut writes);
         } else {
             metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "connection_closed").increment(1);
         }
@@ -626,14 +644,14 @@ impl Router {
         let mut published = Published::default();
         let mut table = self.lock();
         let table = &mut *table;
-        let matched: Vec<(String, Subscription)> =
-            table.subscribers(topic_name, publisher).into_iter().map(|(id, s)| (id.to_string(), s)).collect();
-        for (client_id, subscription) in matched {
-            let Some(entry) = table.sessions.get_mut(&client_id) else {
-                continue;
-            };
-            match &mut entry.state {
-                State::Online(client) => {
+        // Live subscribers are served while the index is borrowed; parked sessions (direct
+        // subscribers, and one per shared subscription nobody online took), which change,
+        // after: only their ids are copied.
+        let mut parked_subscribers: Vec<String> = Vec::new();
+        for (client_id, subscription) in table.subscribers(topic_name, publisher) {
+            let Some(entry) = table.sessions.get(client_id) else { continue };
+            match entry.online() {
+                Some(client) => {
                     let delivery = Delivery {
                         message: message.clone(),
                         qos: qos.min(subscription.qos),
@@ -641,27 +659,22 @@ impl Router {
                     };
                     offer(client, delivery, receive_resource, &mut published.full);
                 }
-                State::Offline(parked) => {
-                    let wanted = qos == QoS::AtLeastOnce && subscription.qos == QoS::AtLeastOnce;
-                    if wanted && current(&parked.permissions).allows("iot:Receive", receive_resource) {
-                        let limit = self.queue_limit;
-                        enqueue(&client_id, &mut entry.next_seq, parked, message.clone(), limit, &mut published.writes);
-                    }
+                None if qos == QoS::AtLeastOnce && subscription.qos == QoS::AtLeastOnce => {
+                    parked_subscribers.push(client_id.to_string());
                 }
+                None => {}
             }
         }
-        let mut groups: Vec<String> = Vec::new();
-        table.shared_index.for_each_match(topic_name, |_, names| groups.extend(names.iter().cloned()));
-        let Table { sessions, shared, .. } = table;
-        for name in &groups {
+        let Table { sessions, shared, shared_index, .. } = table;
+        let mut groups: Vec<&str> = Vec::new();
+        shared_index.for_each_match(topic_name, |_, names| groups.extend(names.iter().map(String::as_str)));
+        for name in groups {
             let Some(group) = shared.get_mut(name) else { continue };
             let members = group.members.len();
             let served = (0..members).find(|step| {
                 let member = &group.members[(group.next + step) % members];
                 sessions.get(member).is_some_and(|entry| {
-                    let Some(client) = entry.online() else {
-                        return false;
-                    };
+                    let Some(client) = entry.online() else { return false };
                     let granted = entry.subscriptions.get(name).map_or(QoS::AtMostOnce, |s| s.qos);
                     let delivery = Delivery { message: message.clone(), qos: qos.min(granted), retain: false };
                     offer(client, delivery, receive_resource, &mut published.full)
@@ -675,28 +688,35 @@ impl Router {
                 continue;
             }
             // Nobody online took it: the first parked member with a QoS 1 subscription keeps it.
-            for member in &group.members {
-                let Some(entry) = sessions.get_mut(member) else {
-                    continue;
-                };
-                let qos1 = entry.subscriptions.get(name).is_some_and(|s| s.qos == QoS::AtLeastOnce);
-                let State::Offline(parked) = &mut entry.state else {
-                    continue;
-                };
-                if qos1 && current(&parked.permissions).allows("iot:Receive", receive_resource) {
-                    enqueue(
-                        member,
-                        &mut entry.next_seq,
-                        parked,
-                        message.clone(),
-                        self.queue_limit,
-                        &mut published.writes,
-                    );
-                    break;
-                }
-            }
+            let keeper = group.members.iter().find(|member| {
+                sessions.get(member.as_str()).is_some_and(|entry| {
+                    let receives = |p: &Parked| current(&p.permissions).allows("iot:Receive", receive_resource);
+                    entry.subscriptions.get(name).is_some_and(|s| s.qos == QoS::AtLeastOnce)
+                        && matches!(&entry.state, State::Offline(parked) if receives(parked))
+                })
+            });
+            parked_subscribers.extend(keeper.cloned());
+        }
+        for client_id in &parked_subscribers {
+            self.keep_for_parked(table, client_id, message, receive_resource, &mut published.writes);
         }
         published
+    }
+
+    /// Keeps a QoS 1 message for a parked session whose iot:Receive allows it.
+    fn keep_for_parked(
+        &self,
+        table: &mut Table,
+        client_id: &str,
+        message: &Message,
+        receive_resource: &str,
+        writes: &mut Vec<SessionWrite>,
+    ) {
+        let Some(entry) = table.sessions.get_mut(client_id) else { return };
+        let State::Offline(parked) = &mut entry.state else { return };
+        if current(&parked.permissions).allows("iot:Receive", receive_resource) {
+            parked.keep(client_id, &mut entry.next_seq, None, message.clone(), self.queue_limit, writes);
+        }
     }
 
     /// Client ids the router holds a session or a version number for (tests, metrics).
@@ -704,33 +724,6 @@ impl Router {
     fn remembered(&self) -> usize {
         let table = self.lock();
         table.sessions.len() + table.departed.len()
-    }
-}
-
-/// Puts unfinished messages at the end of a parked session's queue, storing those not yet stored.
-fn requeue(
-    client_id: &str,
-    next_seq: &mut u64,
-    parked: &mut Parked,
-    unfinished: Vec<Unfinished>,
-    limit: usize,
-    writes: &mut Vec<SessionWrite>,
-) {
-    for (seq, message) in unfinished {
-        match seq {
-            Some(seq) => {
-                parked.queue.push_back((seq, message));
-                while parked.queue.len() > limit {
-                    let Some((oldest, _)) = parked.queue.pop_front() else {
-                        break;
-                    };
-                    metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "session_queue_full")
-                        .increment(1);
-                    writes.push(SessionWrite::Dequeue { client_id: client_id.to_string(), seq: oldest });
-                }
-            }
-            None => enqueue(client_id, next_seq, parked, message, limit, writes),
-        }
     }
 }
 
