@@ -5,6 +5,7 @@
 
 use axum::http::StatusCode;
 use base64::Engine as _;
+use ferrocore_model::ResourceKind;
 use ferrocore_registry::{ApiPublish, Permissions, PublishRefused, RetainedMessage, user_properties_json};
 use serde_json::json;
 
@@ -28,9 +29,8 @@ struct Access<'a> {
 }
 
 impl Access<'_> {
-    fn arn(&self, kind: &str, name: &str) -> String {
-        let account = self.state.registry.account();
-        format!("arn:aws:iot:{}:{}:{kind}/{name}", account.region, account.id)
+    fn arn(&self, kind: ResourceKind, name: &str) -> String {
+        kind.arn(name, self.state.registry.account())
     }
 
     /// Answers ForbiddenException unless the caller may do `action` on `resource`.
@@ -45,7 +45,7 @@ impl Access<'_> {
         ))
     }
 
-    fn require_on(&self, action: &str, kind: &str, name: &str) -> Result<(), ApiError> {
+    fn require_on(&self, action: &str, kind: ResourceKind, name: &str) -> Result<(), ApiError> {
         self.require(action, &self.arn(kind, name))
     }
 }
@@ -55,25 +55,25 @@ pub(crate) async fn dispatch(state: &ApiState, caller: &str, operation: &'static
     let thing = || input.label("thingName");
     match operation {
         "GetThingShadow" => {
-            access.require_on("iot:GetThingShadow", "thing", &thing())?;
+            access.require_on("iot:GetThingShadow", ResourceKind::Thing, &thing())?;
             get_shadow(state, &input).await
         }
         "UpdateThingShadow" => {
-            access.require_on("iot:UpdateThingShadow", "thing", &thing())?;
+            access.require_on("iot:UpdateThingShadow", ResourceKind::Thing, &thing())?;
             update_shadow(state, &input).await
         }
         "DeleteThingShadow" => {
-            access.require_on("iot:DeleteThingShadow", "thing", &thing())?;
+            access.require_on("iot:DeleteThingShadow", ResourceKind::Thing, &thing())?;
             delete_shadow(state, &input).await
         }
         "ListNamedShadowsForThing" => {
-            access.require_on("iot:ListNamedShadowsForThing", "thing", &thing())?;
+            access.require_on("iot:ListNamedShadowsForThing", ResourceKind::Thing, &thing())?;
             list_named_shadows(state, &input).await
         }
         "Publish" => publish(&access, caller, &input).await,
         "GetRetainedMessage" => {
             let topic = input.label("topic");
-            access.require_on("iot:GetRetainedMessage", "topic", &topic)?;
+            access.require_on("iot:GetRetainedMessage", ResourceKind::Topic, &topic)?;
             get_retained_message(state, &topic)
         }
         "ListRetainedMessages" => {
@@ -111,9 +111,9 @@ async fn publish(access: &Access<'_>, caller: &str, input: &Input) -> Answer {
         caller.to_string(),
     )
     .map_err(ApiError::invalid)?;
-    access.require_on("iot:Publish", "topic", &request.topic)?;
+    access.require_on("iot:Publish", ResourceKind::Topic, &request.topic)?;
     if request.retain {
-        access.require_on("iot:RetainPublish", "topic", &request.topic)?;
+        access.require_on("iot:RetainPublish", ResourceKind::Topic, &request.topic)?;
     }
     match access.state.publisher.publish_message(request).await {
         Ok(()) => Ok(Reply::Json(json!({}))),
@@ -186,7 +186,7 @@ async fn delete_connection(access: &Access<'_>, input: &Input) -> Answer {
             "The client id '{client_id}' is not valid: ids starting with '$' are reserved."
         )));
     }
-    access.require_on("iot:DeleteConnection", "client", &client_id)?;
+    access.require_on("iot:DeleteConnection", ResourceKind::Client, &client_id)?;
     let clean_session = input.query_flag("cleanSession")?;
     let prevent_will = input.query_flag("preventWillMessage")?;
     if !access.state.publisher.delete_connection(&client_id, clean_session, prevent_will).await {
@@ -250,6 +250,6 @@ pub(crate) async fn get_shadow_version(
     version: u64,
     input: &Input,
 ) -> Answer {
-    access(state, caller)?.require_on("iot:GetThingShadow", "thing", thing)?;
+    access(state, caller)?.require_on("iot:GetThingShadow", ResourceKind::Thing, thing)?;
     Ok(Reply::Json(state.registry.shadow_version(thing, shadow_name(input), version).await?))
 }

@@ -6,14 +6,18 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ferrocore_mqtt::{
-    Ack, ConnAck, Connect, ConnectionState, DecodeError, Disconnect, Packet, Properties, Publish, QoS, ReasonCode,
-    SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will, decode, encode, topic,
+    Ack, ConnAck, Connect, ConnectionState, DecodeError, Disconnect, Packet, Properties, Publish, PublishRef, QoS,
+    ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will, decode, encode, encode_publish, topic,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
+use ferrocore_model::ResourceKind;
+
+use crate::authorize::Refusal;
 use crate::events::{self, Presence};
 use crate::message::Message;
+use crate::outbox::{Outbox, Outgoing};
 use crate::router::{ClientEntry, Control, Delivery, PermissionsCell, Signal, Subscription, Unfinished, current};
 use crate::sessions::SessionWrite;
 use crate::{Identity, MAX_SESSION_EXPIRY_SECS, Origin, Shared, now_ms};
@@ -23,12 +27,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// AWS clamps keep-alive to this range; 0 means the maximum.
 const KEEP_ALIVE_RANGE: (u16, u16) = (30, 1200);
 const QUEUE_DEPTH: usize = 1024;
-/// QoS 1 deliveries held beyond the client's Receive Maximum window.
-const WAITING_LIMIT: usize = 1024;
 /// Deliveries taken from the queue before the output is written.
 const OUT_BATCH: usize = 64;
 /// Output buffered past this many bytes is written without waiting for the batch to end.
 const OUT_FLUSH_BYTES: usize = 16 * 1024;
+/// A read asks for at least this much room while packets stream in.
+const READ_CHUNK: usize = 4096;
+/// Reads and writes below this size are a trickle (keep-alives, an occasional
+/// message): between them the connection keeps only this much buffer, so idle
+/// connections cost little memory.
+const TRICKLE: usize = 256;
 /// How long the last packets of a connection that is told to leave may take to write.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(250);
 /// QoS 1 messages AWS lets a client leave unacknowledged (outbound, for MQTT 3.1.1),
@@ -99,7 +107,10 @@ impl std::fmt::Display for End {
 
 struct Session<S> {
     stream: S,
+    /// Bytes read and not yet decoded.
     buffer: BytesMut,
+    /// The size of the last read (see [`Session::prepare_read`]).
+    last_read: usize,
     /// Encoded packets not yet written: written together before the task waits,
     /// so a burst of deliveries or acknowledgements costs one TLS record and one syscall.
     out: BytesMut,
@@ -115,16 +126,10 @@ struct Session<S> {
     /// DeleteConnection asked for the session to go, or for no will.
     discard_session: bool,
     prevent_will: bool,
-    /// The largest packet the client takes (MQTT 5 Maximum Packet Size).
-    client_max_packet: usize,
-    /// Keep-alive, packet ids, QoS 1 messages in flight (kept by a persistent
-    /// session for redelivery, with their stored sequence number when they came
-    /// from its stored queue) and inbound topic aliases.
-    state: ConnectionState<Unfinished>,
-    /// QoS 1 messages waiting for room in the client's Receive Maximum window.
-    waiting: std::collections::VecDeque<(Unfinished, bool)>,
-    /// Stored queued messages delivered (acknowledged, or expired): their records go.
-    delivered: Vec<u64>,
+    /// Keep-alive and inbound topic aliases.
+    state: ConnectionState,
+    /// What goes out: the QoS 1 window, messages waiting for it, finished stored records.
+    outbox: Outbox,
     quota: crate::quota::QuotaWindow,
     /// Signals that end the connection (take-over, revocation, DeleteConnection).
     control: watch::Receiver<Option<Signal>>,
@@ -150,16 +155,11 @@ fn check_will(will: &Will, permissions: &ferrocore_registry::Permissions, shared
     if will.qos == QoS::ExactlyOnce {
         return Err(ReasonCode::QoSNotSupported);
     }
-    if topic::validate_name(&will.topic).is_err() || !shared.limits.topic_fits(&will.topic) {
-        return Err(ReasonCode::TopicNameInvalid);
+    match shared.may_publish(permissions, &will.topic, will.retain) {
+        Ok(_) => Ok(()),
+        Err(Refusal::InvalidTopic(_)) => Err(ReasonCode::TopicNameInvalid),
+        Err(Refusal::Reserved | Refusal::NotAuthorized) => Err(ReasonCode::NotAuthorized),
     }
-    let resource = shared.arn("topic", &will.topic);
-    let retain_allowed =
-        !will.retain || (!will.topic.starts_with('$') && permissions.allows("iot:RetainPublish", &resource));
-    if !permissions.allows("iot:Publish", &resource) || !retain_allowed {
-        return Err(ReasonCode::NotAuthorized);
-    }
-    Ok(())
 }
 
 pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
@@ -210,7 +210,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     };
-    if !permissions.allows("iot:Connect", &shared.arn("client", &connect.client_id)) {
+    if !permissions.allows("iot:Connect", &shared.arn(ResourceKind::Client, &connect.client_id)) {
         metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "connect").increment(1);
         shared.forget_permissions(&identity, &connect.client_id);
         refuse(&mut stream, ReasonCode::NotAuthorized).await;
@@ -271,7 +271,9 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     };
     // One step under the router's lock: from here every message routed to this
     // client id is either in the resumed queue or in this connection's queue.
+    let watched = entry.clone();
     let connected = shared.router.connect(entry, connect.clean_start, now_ms());
+    crate::rechecks::watch(&shared, watched).await;
     let session_present = connected.session_present;
     shared.store_session_writes(&client_id, connected.writes).await;
     let presence = Presence {
@@ -283,6 +285,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut session = Session {
         stream,
         buffer,
+        last_read: 0,
         out: BytesMut::new(),
         version,
         client_id: client_id.clone(),
@@ -293,22 +296,18 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         expiry_was_zero: expiry_secs.is_none(),
         discard_session: false,
         prevent_will: false,
-        client_max_packet: connect
-            .properties
-            .maximum_packet_size
-            .and_then(|max| usize::try_from(max).ok())
-            .unwrap_or(usize::MAX),
         state: ConnectionState::new(
             keep_alive,
+            if version == Version::V5 { TOPIC_ALIAS_MAXIMUM } else { 0 },
+            std::time::Instant::now(),
+        ),
+        outbox: Outbox::new(
             match version {
                 Version::V5 => connect.properties.receive_maximum.unwrap_or(u16::MAX),
                 Version::V311 => V311_RECEIVE_MAXIMUM,
             },
-            if version == Version::V5 { TOPIC_ALIAS_MAXIMUM } else { 0 },
-            std::time::Instant::now(),
+            connect.properties.maximum_packet_size.and_then(|max| usize::try_from(max).ok()).unwrap_or(usize::MAX),
         ),
-        waiting: std::collections::VecDeque::new(),
-        delivered: Vec::new(),
         quota: crate::quota::QuotaWindow::new(shared.limits.rate, std::time::Instant::now()),
         control: control_receiver,
     };
@@ -341,15 +340,16 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         Some(secs) if expiry_secs.is_some() => Some(u64::from(secs).min(MAX_SESSION_EXPIRY_SECS)),
         _ => expiry_secs,
     };
-    let mut unfinished = session.state.take_in_flight();
-    unfinished.extend(session.waiting.drain(..).map(|(message, _)| message));
-    let mut writes = session.delivered_writes();
+    let mut writes = session.finished_writes();
+    let (unfinished, finished) = std::mem::replace(&mut session.outbox, Outbox::new(1, 0)).into_unfinished();
+    writes.extend(finished.into_iter().map(|seq| SessionWrite::Dequeue { client_id: client_id.clone(), seq }));
     writes.extend(match expiry_secs {
         Some(secs) => shared.router.park(&client_id, connection, now_ms() + secs * 1000, unfinished, &mut receiver),
         None => shared.router.disconnect(&client_id, connection, unfinished, now_ms()),
     });
     shared.store_session_writes(&client_id, writes).await;
     shared.forget_permissions(&identity, &client_id);
+    shared.rechecks.unwatch(connection, &client_id);
     metrics::gauge!("ferrocore_mqtt_connections").decrement(1.0);
     tracing::info!(client_id = %client_id, reason = %end, "client disconnected");
     let (reason, client_initiated) = end.lifecycle_reason();
@@ -394,6 +394,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Queues a packet for the next flush (written at once past [`OUT_FLUSH_BYTES`]).
     async fn send(&mut self, packet: &Packet) -> std::io::Result<()> {
         encode(packet, self.version, &mut self.out);
+        self.flush_if_full().await
+    }
+
+    async fn flush_if_full(&mut self) -> std::io::Result<()> {
         if self.out.len() >= OUT_FLUSH_BYTES { self.flush().await } else { Ok(()) }
     }
 
@@ -413,8 +417,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             written = write => written,
             _ = signalled(control) => Err(std::io::Error::other("told to leave while writing")),
         };
-        self.out.clear();
+        // A trickle's buffer is released; a stream's is kept for the next batch.
+        if self.out.len() < TRICKLE {
+            self.out = BytesMut::new();
+        } else {
+            self.out.clear();
+        }
         result
+    }
+
+    /// Room for the next read: a little while the client trickles, a chunk while it streams.
+    fn prepare_read(&mut self) {
+        if self.buffer.is_empty() && self.last_read < TRICKLE {
+            if self.buffer.capacity() > TRICKLE {
+                self.buffer = BytesMut::with_capacity(TRICKLE);
+            }
+        } else {
+            self.buffer.reserve(READ_CHUNK);
+        }
     }
 
     /// Ends the connection with a reason: MQTT 5 clients are told with DISCONNECT.
@@ -445,10 +465,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.close(reason, End::from(signal)).await
     }
 
-    /// The store writes that remove delivered messages of the stored queue.
-    fn delivered_writes(&mut self) -> Vec<SessionWrite> {
+    /// The store writes that remove finished messages of the stored queue (and counts the dropped).
+    fn finished_writes(&mut self) -> Vec<SessionWrite> {
+        for dropped in self.outbox.take_dropped() {
+            metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => dropped.label()).increment(1);
+        }
         let client_id = &self.client_id;
-        self.delivered.drain(..).map(|seq| SessionWrite::Dequeue { client_id: client_id.clone(), seq }).collect()
+        self.outbox
+            .take_finished()
+            .into_iter()
+            .map(|seq| SessionWrite::Dequeue { client_id: client_id.clone(), seq })
+            .collect()
     }
 
     async fn run(&mut self, outgoing: &mut mpsc::Receiver<Delivery>) -> End {
@@ -472,14 +499,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if self.flush().await.is_err() {
                 return End::ConnectionLost;
             }
-            if !self.delivered.is_empty() {
-                let writes = self.delivered_writes();
+            let writes = self.finished_writes();
+            if !writes.is_empty() {
                 self.shared.store_session_writes(&self.client_id, writes).await;
             }
             // MQTT: the server may close after 1.5 keep-alive periods without a packet.
             let idle = self.state.deadline().map_or(Duration::from_secs(u64::from(u32::MAX)), |d| {
                 d.saturating_duration_since(std::time::Instant::now())
             });
+            self.prepare_read();
             tokio::select! {
                 biased;
                 signal = signalled(&mut self.control) => return self.obey(signal).await,
@@ -487,6 +515,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Err(_) => return self.close(ReasonCode::KeepAliveTimeout, End::KeepAliveTimeout).await,
                     Ok(Ok(0)) | Ok(Err(_)) => return End::ConnectionLost,
                     Ok(Ok(read)) => {
+                        self.last_read = read;
                         if let Some(pause) = self.quota.read(read, std::time::Instant::now()) {
                             metrics::counter!("ferrocore_mqtt_throttled_total", "quota" => "bytes").increment(1);
                             tokio::time::sleep(pause).await;
@@ -495,7 +524,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 },
                 // While the client's window is full, leave deliveries in the bounded queue:
                 // a slow subscriber then loses messages (counted) instead of growing memory.
-                message = outgoing.recv(), if self.waiting.len() < WAITING_LIMIT => {
+                message = outgoing.recv(), if self.outbox.has_room() => {
                     // Take what else is queued too, to write it in one go.
                     let mut next = message;
                     let mut taken = 0;
@@ -523,10 +552,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Sends the QoS 1 messages a resumed session queued while the client was away
     /// (those its current iot:Receive still allows).
-    async fn replay(&mut self, queued: Vec<(u64, Message)>) -> std::io::Result<()> {
+    async fn replay(&mut self, queued: Vec<(u64, Arc<Message>)>) -> std::io::Result<()> {
         for (seq, message) in queued {
-            if !self.allowed("iot:Receive", &self.shared.arn("topic", &message.topic)) {
-                self.delivered.push(seq);
+            if !self.allowed("iot:Receive", &self.shared.arn(ResourceKind::Topic, &message.topic)) {
+                self.outbox.skip(seq);
                 continue;
             }
             self.deliver((Some(seq), message), QoS::AtLeastOnce, false).await?;
@@ -534,69 +563,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    /// Forgets a message that will not be sent; a stored one's record goes.
-    fn discard(&mut self, seq: Option<u64>, reason: &'static str) {
-        metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => reason).increment(1);
-        self.delivered.extend(seq);
-    }
-
-    /// Sends one message, unless it expired or is larger than the client takes. QoS 1
-    /// messages stay in flight until acknowledged and wait while the client's Receive
-    /// Maximum window is full.
-    async fn deliver(&mut self, (seq, message): Unfinished, qos: QoS, retain: bool) -> std::io::Result<()> {
-        if message.expired(now_ms()) {
-            self.discard(seq, "expired");
-            return Ok(());
+    /// Sends one message now, or leaves it to the outbox (waiting for the window, or dropped).
+    async fn deliver(&mut self, unfinished: Unfinished, qos: QoS, retain: bool) -> std::io::Result<()> {
+        match self.outbox.offer(unfinished, qos, retain, now_ms()) {
+            Some(outgoing) => self.send_publish(outgoing).await,
+            None => Ok(()),
         }
-        if message.topic.len() + message.payload.len() + message.properties_len() > self.client_max_packet {
-            self.discard(seq, "too_large_for_client");
-            return Ok(());
-        }
-        let packet_id = match qos {
-            QoS::AtMostOnce => None,
-            _ if !self.state.can_send() || !self.waiting.is_empty() => {
-                self.waiting.push_back(((seq, message), retain));
-                return Ok(());
-            }
-            _ => Some(self.state.send((seq, message.clone()))),
-        };
-        self.send_publish(message, packet_id, retain).await
     }
 
     /// Writes one PUBLISH: QoS 1 when it has a packet id, else QoS 0.
-    async fn send_publish(&mut self, message: Message, packet_id: Option<u16>, retain: bool) -> std::io::Result<()> {
+    async fn send_publish(&mut self, Outgoing { message, packet_id, retain }: Outgoing) -> std::io::Result<()> {
         let properties = match self.version {
             Version::V5 => message.outgoing_properties(now_ms()),
             Version::V311 => Properties::default(),
         };
-        let publish = Publish {
+        let publish = PublishRef {
             dup: false,
             qos: if packet_id.is_some() { QoS::AtLeastOnce } else { QoS::AtMostOnce },
             retain,
-            topic: message.topic,
+            topic: &message.topic,
             packet_id,
-            payload: message.payload,
-            properties,
+            payload: &message.payload,
+            properties: &properties,
         };
-        self.send(&Packet::Publish(publish)).await?;
+        encode_publish(publish, self.version, &mut self.out);
         self.shared.metrics.messages_out.increment(1);
-        Ok(())
-    }
-
-    /// Sends waiting QoS 1 messages while the window has room.
-    async fn drain_waiting(&mut self) -> std::io::Result<()> {
-        while self.state.can_send() {
-            let Some(((seq, message), retain)) = self.waiting.pop_front() else {
-                break;
-            };
-            if message.expired(now_ms()) {
-                self.discard(seq, "expired");
-                continue;
-            }
-            let packet_id = Some(self.state.send((seq, message.clone())));
-            self.send_publish(message, packet_id, retain).await?;
-        }
-        Ok(())
+        self.flush_if_full().await
     }
 
     fn allowed(&self, action: &'static str, resource: &str) -> bool {
@@ -630,13 +622,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.expiry_on_disconnect = expiry;
                 return Some(End::ClientDisconnected);
             }
-            Packet::PubAck(ack) => match self.state.acknowledged(ack.packet_id) {
-                Some((seq, _)) => {
-                    self.delivered.extend(seq);
-                    self.drain_waiting().await
+            Packet::PubAck(ack) => {
+                let mut result = Ok(());
+                for outgoing in self.outbox.acknowledged(ack.packet_id, now_ms()) {
+                    result = self.send_publish(outgoing).await;
+                    if result.is_err() {
+                        break;
+                    }
                 }
-                None => Ok(()),
-            },
+                result
+            }
             Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
                 return Some(self.close(ReasonCode::QoSNotSupported, End::Unsupported("QoS 2")).await);
             }
@@ -654,25 +649,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Err(reason) = self.state.resolve_topic(&mut publish) {
             return Some(self.close(reason, End::Refused("topic alias")).await);
         }
-        if topic::validate_name(&publish.topic).is_err() || !self.shared.limits.topic_fits(&publish.topic) {
-            return Some(self.close(ReasonCode::TopicNameInvalid, End::Refused("invalid topic name")).await);
-        }
-        let resource = self.shared.arn("topic", &publish.topic);
-        // Only AWS's request topics under `$aws/` are open to clients.
-        let reserved = !topic::client_may_publish(&publish.topic);
-        // A retained publish also needs iot:RetainPublish, and never on a reserved `$` topic.
-        let retain_denied =
-            publish.retain && (publish.topic.starts_with('$') || !self.allowed("iot:RetainPublish", &resource));
-        if reserved || retain_denied || !self.allowed("iot:Publish", &resource) {
-            let end = End::Forbidden(format!("iot:Publish on {}", publish.topic));
-            return match (self.version, publish.packet_id) {
-                (Version::V5, Some(packet_id)) => {
-                    let ack = Ack { packet_id, reason: ReasonCode::NotAuthorized, properties: Properties::default() };
-                    self.send(&Packet::PubAck(ack)).await.err().map(|_| End::ConnectionLost)
-                }
-                _ => Some(self.close(ReasonCode::NotAuthorized, end).await),
-            };
-        }
+        let resource = match self.shared.may_publish(&current(&self.permissions), &publish.topic, publish.retain) {
+            Ok(resource) => resource,
+            Err(Refusal::InvalidTopic(_)) => {
+                return Some(self.close(ReasonCode::TopicNameInvalid, End::Refused("invalid topic name")).await);
+            }
+            Err(Refusal::Reserved | Refusal::NotAuthorized) => {
+                let end = End::Forbidden(format!("iot:Publish on {}", publish.topic));
+                return match (self.version, publish.packet_id) {
+                    (Version::V5, Some(packet_id)) => {
+                        let reason = ReasonCode::NotAuthorized;
+                        let ack = Ack { packet_id, reason, properties: Properties::default() };
+                        self.send(&Packet::PubAck(ack)).await.err().map(|_| End::ConnectionLost)
+                    }
+                    _ => Some(self.close(ReasonCode::NotAuthorized, end).await),
+                };
+            }
+        };
         self.shared.metrics.messages_in.increment(1);
         if !self.quota.admit_publish(std::time::Instant::now()) {
             // AWS discards publishes over the per-connection quota.
@@ -733,7 +726,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 reasons.push(ReasonCode::QuotaExceeded);
                 continue;
             }
-            if !self.allowed("iot:Subscribe", &self.shared.arn("topicfilter", filter)) {
+            if !self.allowed("iot:Subscribe", &self.shared.arn(ResourceKind::TopicFilter, filter)) {
                 if self.version == Version::V311 {
                     // AWS closes MQTT 3.1.1 connections on an unauthorized subscribe.
                     return Some(End::Forbidden(format!("iot:Subscribe on {filter}")));
@@ -764,7 +757,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // (and never to a shared subscription).
             if let Some(retained) = self.shared.retained.get(filter, now_ms()) {
                 let qos = retained.qos.min(*granted);
-                let resource = self.shared.arn("topic", filter);
+                let resource = self.shared.arn(ResourceKind::Topic, filter);
                 self.shared.router.deliver_retained(&self.client_id, &retained.message, qos, &resource);
             }
         }

@@ -20,6 +20,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio_rustls::TlsAcceptor;
 
+use crate::authorize::Refusal;
+
 use ferrocore_registry::{ApiPublish, PublishRefused};
 
 use crate::{Identity, Shared, connection, handshake, websocket};
@@ -197,12 +199,12 @@ impl Caller {
             Ok(permissions) => permissions,
             Err(err) => return error(StatusCode::FORBIDDEN, "ForbiddenException", err),
         };
-        let resource = self.shared.arn("topic", &publish.topic);
-        let allowed = permissions.allows("iot:Publish", &resource)
-            && (!publish.retain || permissions.allows("iot:RetainPublish", &resource));
-        if !allowed {
-            metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "iot:Publish").increment(1);
-            return forbidden();
+        match self.shared.may_publish(&permissions, &publish.topic, publish.retain) {
+            Ok(_) => {}
+            Err(Refusal::InvalidTopic(message)) => {
+                return error(StatusCode::BAD_REQUEST, "InvalidRequestException", message);
+            }
+            Err(Refusal::Reserved | Refusal::NotAuthorized) => return forbidden(),
         }
         metrics::counter!("ferrocore_https_publishes_total").increment(1);
         match self.shared.publish_api(publish).await {

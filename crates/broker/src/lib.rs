@@ -9,12 +9,15 @@
 //! policy-variable context) and checks iot:Connect, iot:Publish, iot:Subscribe and,
 //! for every delivery, the subscriber's iot:Receive.
 
+mod authorize;
 mod connection;
 mod events;
 mod https;
 pub mod listen;
 mod message;
+mod outbox;
 mod quota;
+mod rechecks;
 mod retained;
 mod router;
 mod sessions;
@@ -27,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ferrocore_model::Account;
+use ferrocore_model::{Account, ResourceKind};
 use ferrocore_mqtt::QoS;
 use ferrocore_registry::{
     ApiPublish, Credentials, DataPlane, MessageSink, Notification, Permissions, PublishRefused, Publisher, Registry,
@@ -143,6 +146,10 @@ pub(crate) struct Shared {
     /// The rules engine, offered every routed message once attached.
     sink: std::sync::OnceLock<Arc<dyn MessageSink>>,
     credentials: Credentials,
+    /// The registered certificates, as the TLS verifiers see them.
+    trust: Arc<TrustSnapshot>,
+    /// Live certificate connections by what their permissions depend on.
+    rechecks: rechecks::Rechecks,
 }
 
 /// Who a connection or an HTTPS publish acts as.
@@ -211,9 +218,11 @@ impl Shared {
     /// What a connection (or an HTTPS caller) may do, from its identity.
     async fn permissions_of(&self, identity: &Identity, client_id: &str) -> Result<Arc<Permissions>, String> {
         match identity {
-            Identity::Certificate(id) => {
-                self.registry.connection_permissions(&self.arn("cert", id), client_id).await.map_err(|e| e.to_string())
-            }
+            Identity::Certificate(id) => self
+                .registry
+                .connection_permissions(&self.arn(ResourceKind::Certificate, id), client_id)
+                .await
+                .map_err(|e| e.to_string()),
             Identity::AccessKey(key) => self
                 .credentials
                 .permissions(key, Some(client_id))
@@ -225,7 +234,7 @@ impl Shared {
     /// Lets the registry forget the permissions it remembered for a connection that ended.
     fn forget_permissions(&self, identity: &Identity, client_id: &str) {
         if let Identity::Certificate(id) = identity {
-            self.registry.forget_connection_permissions(&self.arn("cert", id), client_id);
+            self.registry.forget_connection_permissions(&self.arn(ResourceKind::Certificate, id), client_id);
         }
     }
 
@@ -255,20 +264,7 @@ impl Shared {
     /// Checks a publish that arrives through an API (topic, reserved topics), then accepts it.
     async fn publish_api(&self, request: ApiPublish) -> Result<(), PublishRefused> {
         let topic = request.topic;
-        if let Err(err) = ferrocore_mqtt::topic::validate_name(&topic) {
-            return Err(PublishRefused::InvalidTopic(format!("Invalid topic name: {err}.")));
-        }
-        if !self.limits.topic_fits(&topic) {
-            return Err(PublishRefused::InvalidTopic(format!(
-                "The topic is longer than {} bytes or has more than {} slashes.",
-                self.limits.topic_bytes, self.limits.topic_slashes
-            )));
-        }
-        if !ferrocore_mqtt::topic::client_may_publish(&topic) || (request.retain && topic.starts_with('$')) {
-            return Err(PublishRefused::ReservedTopic(format!(
-                "Publishing to the reserved topic {topic} is not allowed."
-            )));
-        }
+        self.check_topic(&topic, request.retain).map_err(|refusal| refusal.into_api(&topic))?;
         let now = now_ms();
         let message = Message {
             payload: request.payload,
@@ -279,7 +275,7 @@ impl Shared {
         let qos = if request.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
         let origin = Origin { principal: Some(&request.principal), ..Origin::default() };
         self.metrics.messages_in.increment(1);
-        let resource = self.arn("topic", &message.topic);
+        let resource = self.arn(ResourceKind::Topic, &message.topic);
         self.accept_publish(&message, qos, request.retain, &resource, origin)
             .await
             .map_err(|err| PublishRefused::NotStored(err.to_string()))
@@ -295,7 +291,7 @@ impl Shared {
 
     /// Delivers a message to its subscribers and offers it to the rules engine.
     fn route(&self, message: &Message, qos: QoS, retain: bool, origin: Origin<'_>) -> router::Published {
-        self.route_to(message, &self.arn("topic", &message.topic), qos, retain, origin)
+        self.route_to(message, &self.arn(ResourceKind::Topic, &message.topic), qos, retain, origin)
     }
 
     /// [`Self::route`] when the topic's ARN (the iot:Receive resource) is already known.
@@ -357,9 +353,9 @@ impl Shared {
 }
 
 impl Shared {
-    /// The ARN of a data-plane resource: `client/<id>`, `topic/<t>`, `topicfilter/<f>`, `cert/<id>`.
-    fn arn(&self, kind: &str, name: &str) -> String {
-        format!("arn:aws:iot:{}:{}:{kind}/{name}", self.account.region, self.account.id)
+    /// The ARN of a resource of this account: `client/<id>`, `topic/<t>`, `cert/<id>`, ...
+    fn arn(&self, kind: ResourceKind, name: &str) -> String {
+        kind.arn(name, &self.account)
     }
 }
 
@@ -430,7 +426,6 @@ pub struct Gateway {
     listener: listen::Listener,
     acceptor: TlsAcceptor,
     https: Option<https::HttpsListener>,
-    snapshot: Arc<TrustSnapshot>,
 }
 
 impl Gateway {
@@ -472,9 +467,11 @@ impl Gateway {
             session_expiry_secs: config.session_expiry_secs,
             sink: std::sync::OnceLock::new(),
             credentials: config.credentials.clone(),
+            trust: snapshot,
+            rechecks: Default::default(),
         });
         load_sessions(&shared).await.map_err(GatewayError::Registry)?;
-        Ok(Self { shared, listener, acceptor, https, snapshot })
+        Ok(Self { shared, listener, acceptor, https })
     }
 
     /// Where services (the shadow API, rules, iot-data) publish into this gateway.
@@ -491,8 +488,8 @@ impl Gateway {
 
     /// Serves devices until `shutdown` completes.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), GatewayError> {
-        let Self { shared, mut listener, acceptor, https, snapshot } = self;
-        let revalidator = tokio::spawn(revalidate_on_changes(shared.clone(), snapshot));
+        let Self { shared, mut listener, acceptor, https } = self;
+        let revalidator = tokio::spawn(rechecks::run(shared.clone()));
         let expirer = tokio::spawn(expire_sessions(shared.clone()));
         let connections = Arc::new(AtomicU64::new(0));
         let https = https.map(|https| tokio::spawn(https.serve(shared.clone(), connections.clone())));
@@ -555,6 +552,14 @@ async fn handshake(
 /// like any publish (QoS 1, each subscriber's iot:Receive checked, queued durably
 /// for offline persistent sessions), and the iot-data API's data plane.
 pub struct GatewayHandle(Arc<Shared>);
+
+impl GatewayHandle {
+    /// Live connections re-checked since the start because a registry write changed
+    /// a record their permissions were computed from.
+    pub fn permission_rechecks(&self) -> u64 {
+        self.0.rechecks.done()
+    }
+}
 
 #[async_trait::async_trait]
 impl Publisher for GatewayHandle {
@@ -637,46 +642,6 @@ async fn expire_sessions(shared: Arc<Shared>) {
         let writes = shared.router.expire(now_ms());
         if let Err(err) = shared.sessions.apply(writes).await {
             tracing::warn!(error = %err, "cannot delete expired sessions");
-        }
-    }
-}
-
-/// After every registry change, re-checks each live certificate connection: its
-/// certificate must still be trusted and its policies must still allow iot:Connect;
-/// the connection keeps the new permissions, or loses every permission at once and
-/// is told to close. A re-check that cannot read the registry fails closed. (An
-/// access key's policy is in the configuration, which does not change while the
-/// server runs.)
-async fn revalidate_on_changes(shared: Arc<Shared>, snapshot: Arc<TrustSnapshot>) {
-    let mut changes = shared.registry.changes();
-    while changes.changed().await.is_ok() {
-        for client in shared.router.clients() {
-            let Identity::Certificate(certificate_id) = &client.identity else {
-                continue;
-            };
-            revalidate(&shared, &snapshot, &client, certificate_id).await;
-        }
-    }
-}
-
-async fn revalidate(shared: &Shared, snapshot: &TrustSnapshot, client: &router::ClientEntry, certificate_id: &str) {
-    let client_id = &client.client_id;
-    let permissions = if snapshot.still_trusted(certificate_id) {
-        match shared.registry.connection_permissions(&shared.arn("cert", certificate_id), client_id).await {
-            Ok(permissions) => Some(permissions).filter(|p| p.allows("iot:Connect", &shared.arn("client", client_id))),
-            Err(err) => {
-                tracing::warn!(client_id = %client_id, error = %err, "cannot re-check permissions: closing the connection");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    match permissions {
-        Some(permissions) => router::replace(&client.permissions, permissions),
-        None => {
-            router::replace(&client.permissions, Arc::new(Permissions::from_policies(Vec::new(), Default::default())));
-            client.control.signal(router::Signal::Revoked);
         }
     }
 }

@@ -68,7 +68,8 @@ impl Control {
 /// subscribe time and, for Retain As Published subscriptions, on retained publishes.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    pub message: Message,
+    /// Shared by every copy of one publish: a delivery costs a reference, not a copy.
+    pub message: Arc<Message>,
     pub qos: QoS,
     pub retain: bool,
 }
@@ -124,7 +125,7 @@ pub struct Parked {
     pub identity: Identity,
     pub permissions: PermissionsCell,
     /// QoS 1 messages kept for the client, oldest first, by their stored sequence number.
-    pub queue: VecDeque<(u64, Message)>,
+    pub queue: VecDeque<(u64, Arc<Message>)>,
     pub expires_at_ms: u64,
 }
 
@@ -268,7 +269,7 @@ impl Parked {
         client_id: &str,
         next_seq: &mut u64,
         stored: Option<u64>,
-        message: Message,
+        message: Arc<Message>,
         limit: usize,
         writes: &mut Vec<SessionWrite>,
     ) {
@@ -330,13 +331,13 @@ pub struct Connected {
     pub version: u64,
     pub session_present: bool,
     /// QoS 1 messages the resumed session kept, to send first, with their sequence numbers.
-    pub replay: Vec<(u64, Message)>,
+    pub replay: Vec<(u64, Arc<Message>)>,
     /// Store writes: a discarded session's records.
     pub writes: Vec<SessionWrite>,
 }
 
 /// A QoS 1 message a connection had not finished delivering; `seq` when it is stored.
-pub type Unfinished = (Option<u64>, Message);
+pub type Unfinished = (Option<u64>, Arc<Message>);
 
 /// A session loaded from the store at start-up.
 pub struct Loaded {
@@ -492,7 +493,7 @@ impl Router {
 
     /// Keeps a QoS 1 delivery that found its connection's queue closed: the session
     /// was parked meanwhile.
-    pub fn requeue_closed(&self, client_id: &str, message: Message) -> Vec<SessionWrite> {
+    pub fn requeue_closed(&self, client_id: &str, message: Arc<Message>) -> Vec<SessionWrite> {
         let mut table = self.lock();
         let mut writes = Vec::new();
         if let Some(entry) = table.sessions.get_mut(client_id)
@@ -522,7 +523,7 @@ impl Router {
             let parked = Parked {
                 identity: loaded.record.identity,
                 permissions: loaded.permissions,
-                queue: loaded.queue.into(),
+                queue: loaded.queue.into_iter().map(|(seq, message)| (seq, Arc::new(message))).collect(),
                 expires_at_ms: loaded.record.expires_at_ms,
             };
             let entry =
@@ -552,6 +553,12 @@ impl Router {
     }
 
     /// The live connections.
+    /// The live connection `connection` of a client id, if it still is.
+    pub fn client(&self, client_id: &str, connection: u64) -> Option<ClientEntry> {
+        let table = self.lock();
+        table.sessions.get(client_id).and_then(Entry::online).filter(|c| c.connection == connection).cloned()
+    }
+
     pub fn clients(&self) -> Vec<ClientEntry> {
         self.lock().sessions.values().filter_map(Entry::online).cloned().collect()
     }
@@ -577,7 +584,7 @@ impl Router {
         if !current(&client.permissions).allows("iot:Receive", receive_resource) {
             return;
         }
-        let delivery = Delivery { message: message.clone(), qos, retain: true };
+        let delivery = Delivery { message: Arc::new(message.clone()), qos, retain: true };
         if client.sender.try_send(delivery).is_err() {
             metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
         }
@@ -642,6 +649,7 @@ impl Router {
     ) -> Published {
         let topic_name = message.topic.as_str();
         let mut published = Published::default();
+        let message = Arc::new(message.clone());
         let mut table = self.lock();
         let table = &mut *table;
         // Live subscribers are served while the index is borrowed; parked sessions (direct
@@ -698,7 +706,7 @@ impl Router {
             parked_subscribers.extend(keeper.cloned());
         }
         for client_id in &parked_subscribers {
-            self.keep_for_parked(table, client_id, message, receive_resource, &mut published.writes);
+            self.keep_for_parked(table, client_id, &message, receive_resource, &mut published.writes);
         }
         published
     }
@@ -708,7 +716,7 @@ impl Router {
         &self,
         table: &mut Table,
         client_id: &str,
-        message: &Message,
+        message: &Arc<Message>,
         receive_resource: &str,
         writes: &mut Vec<SessionWrite>,
     ) {
@@ -853,7 +861,7 @@ mod tests {
         assert!(writes.iter().any(|w| matches!(w, SessionWrite::Save { .. })));
         let resumed = connect(&router, "c", 2, false, 16);
         assert!(resumed.connected.session_present);
-        assert_eq!(resumed.connected.replay, vec![(0, message(1))]);
+        assert_eq!(resumed.connected.replay, vec![(0, Arc::new(message(1)))]);
     }
 
     #[test]

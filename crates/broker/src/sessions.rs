@@ -31,7 +31,7 @@ pub struct SessionRecord {
 pub enum SessionWrite {
     Save { client_id: String, record: SessionRecord },
     Forget { client_id: String },
-    Queue { client_id: String, seq: u64, message: Message },
+    Queue { client_id: String, seq: u64, message: Arc<Message> },
     Dequeue { client_id: String, seq: u64 },
 }
 
@@ -168,7 +168,7 @@ impl SessionStore {
                 writes.extend(queue.iter().map(|(seq, message)| SessionWrite::Queue {
                     client_id: client_id.clone(),
                     seq: *seq,
-                    message: message.clone(),
+                    message: Arc::new(message.clone()),
                 }));
                 writes.push(SessionWrite::Save { client_id: client_id.clone(), record: session.clone() });
                 sessions.insert(client_id, StoredSession { record: session, queue });
@@ -272,13 +272,17 @@ mod tests {
         sessions
             .apply(vec![
                 SessionWrite::Save { client_id: "c1".into(), record: record(Identity::Certificate("c".into())) },
-                SessionWrite::Queue { client_id: "c1".into(), seq: 10, message: second.clone() },
+                SessionWrite::Queue { client_id: "c1".into(), seq: 10, message: Arc::new(second.clone()) },
                 SessionWrite::Queue {
                     client_id: "c1".into(),
                     seq: 9,
-                    message: Message::new("a/b", Bytes::from_static(b"\x00\xff")),
+                    message: Arc::new(Message::new("a/b", Bytes::from_static(b"\x00\xff"))),
                 },
-                SessionWrite::Queue { client_id: "gone".into(), seq: 1, message: Message::new("a/b", Bytes::new()) },
+                SessionWrite::Queue {
+                    client_id: "gone".into(),
+                    seq: 1,
+                    message: Arc::new(Message::new("a/b", Bytes::new())),
+                },
             ])
             .await
             .unwrap();

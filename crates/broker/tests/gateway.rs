@@ -109,6 +109,7 @@ fn free_port() -> u16 {
 
 struct Harness {
     registry: Arc<Registry>,
+    gateway: Arc<ferrocore_broker::GatewayHandle>,
     ca_pem: String,
     port: u16,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -154,6 +155,7 @@ impl Harness {
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let bound = ferrocore_broker::Gateway::bind(gateway, registry.clone(), store).await.unwrap();
+        let handle = bound.publisher();
         let running = tokio::spawn(bound.serve(async {
             let _ = stopped.await;
         }));
@@ -163,7 +165,7 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Self { registry, ca_pem, port, stop, running, _dir: dir }
+        Self { registry, gateway: handle, ca_pem, port, stop, running, _dir: dir }
     }
 
     /// A certificate allowed everything, and its private key.
@@ -341,4 +343,59 @@ async fn a_device_connects_publishes_receives_and_is_dropped_when_revoked() {
     drop(device);
     harness.stop().await;
     assert_eq!(remembered, 0, "the closed connection's permissions are not kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_write_rechecks_only_the_connections_whose_permissions_it_can_change() {
+    let harness = Harness::start().await;
+    let registry = harness.registry.clone();
+    let (cert_a, key_a) = harness.unrestricted_certificate("policy-a").await;
+    let (cert_b, key_b) = harness.unrestricted_certificate("policy-b").await;
+    registry.create_thing(CreateThing { name: "a".into(), ..Default::default() }).await.unwrap();
+    registry.attach_thing_principal("a", &cert_a.arn, ThingPrincipalType::NonExclusiveThing).await.unwrap();
+    let (mut a, _) = connect_device(harness.port, &harness.ca_pem, &cert_a.pem, &key_a, "a").await;
+    let (mut b, _) = connect_device(harness.port, &harness.ca_pem, &cert_b.pem, &key_b, "b").await;
+    subscribe(&mut b, "news/#").await;
+    a.send(publish("news/1", QoS::AtLeastOnce, 1, b"allowed")).await;
+    let Some(Packet::PubAck(ack)) = a.next().await else { panic!("no PUBACK") };
+    assert_eq!(ack.reason, ReasonCode::Success);
+    let Some(Packet::Publish(_)) = b.next().await else { panic!("no delivery") };
+    let before = harness.gateway.permission_rechecks();
+
+    // Writes that cannot change a or b's permissions.
+    registry.create_thing(CreateThing { name: "unrelated".into(), ..Default::default() }).await.unwrap();
+    registry.create_keys_and_certificate(true).await.unwrap();
+    let deny = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"iot:Publish","Resource":"*"}]}"#;
+    registry.create_policy("deny-publish", deny, &Default::default()).await.unwrap();
+    // One that changes a's: re-checks a alone (changes are handled in order, so the
+    // writes above were handled by the time this one is).
+    registry.attach_policy("deny-publish", &cert_a.arn).await.unwrap();
+    let waited = std::time::Instant::now();
+    while harness.gateway.permission_rechecks() == before && waited.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(harness.gateway.permission_rechecks() - before, 1, "only a was re-checked");
+    // a's new permissions hold on its live connection, b's are untouched.
+    a.send(publish("news/2", QoS::AtLeastOnce, 2, b"denied")).await;
+    let Some(Packet::PubAck(ack)) = a.next().await else { panic!("no PUBACK") };
+    assert_eq!(ack.reason, ReasonCode::NotAuthorized);
+    b.send(publish("news/3", QoS::AtLeastOnce, 3, b"from b")).await;
+    let (mut acked, mut delivered) = (false, false);
+    while !(acked && delivered) {
+        match b.next().await.expect("b stays connected") {
+            Packet::PubAck(ack) => acked = ack.reason == ReasonCode::Success,
+            Packet::Publish(message) => delivered = &message.payload[..] == b"from b",
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    // Revoking b's certificate re-checks and closes b alone.
+    registry.update_certificate(&cert_b.id, CertificateStatus::Inactive).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async { while b.next().await.is_some() {} }).await;
+    assert!(closed.is_ok(), "the revoked connection was closed");
+    assert_eq!(harness.gateway.permission_rechecks() - before, 2, "only b was re-checked");
+    a.send(Packet::PingReq).await;
+    assert!(matches!(a.next().await, Some(Packet::PingResp)), "a stays connected");
+    harness.stop().await;
 }

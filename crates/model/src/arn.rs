@@ -13,6 +13,10 @@ pub enum ResourceKind {
     Policy,
     RoleAlias,
     TopicRule,
+    /// Data-plane resources that policies name and no record stands for.
+    Client,
+    Topic,
+    TopicFilter,
 }
 
 impl ResourceKind {
@@ -28,7 +32,15 @@ impl ResourceKind {
             Self::Policy => "policy",
             Self::RoleAlias => "rolealias",
             Self::TopicRule => "rule",
+            Self::Client => "client",
+            Self::Topic => "topic",
+            Self::TopicFilter => "topicfilter",
         }
+    }
+
+    /// The ARN of the resource of this kind named `name` in `account`.
+    pub fn arn(self, name: &str, account: &Account) -> String {
+        format!("arn:aws:iot:{}:{}:{}/{name}", account.region, account.id, self.arn_word())
     }
 
     fn from_arn_word(word: &str) -> Option<Self> {
@@ -42,6 +54,9 @@ impl ResourceKind {
             Self::Policy,
             Self::RoleAlias,
             Self::TopicRule,
+            Self::Client,
+            Self::Topic,
+            Self::TopicFilter,
         ]
         .into_iter()
         .find(|kind| kind.arn_word() == word)
@@ -60,7 +75,7 @@ impl Arn {
     }
 
     pub fn render(&self, account: &Account) -> String {
-        format!("arn:aws:iot:{}:{}:{}/{}", account.region, account.id, self.kind.arn_word(), self.name)
+        self.kind.arn(&self.name, account)
     }
 
     /// Parses an ARN of this account and region. Anything else is a resource

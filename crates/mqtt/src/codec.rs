@@ -453,8 +453,71 @@ fn encode_ack(body: &mut BytesMut, ack: &Ack, version: Version) {
     }
 }
 
+/// The parts of a PUBLISH, borrowed: the broker writes one per delivery from a
+/// message shared by every subscriber, without copying it into a [`Publish`].
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub qos: QoS,
+    pub retain: bool,
+    pub dup: bool,
+    pub packet_id: Option<u16>,
+    pub properties: &'a Properties,
+}
+
+impl<'a> From<&'a Publish> for PublishRef<'a> {
+    fn from(publish: &'a Publish) -> Self {
+        Self {
+            topic: &publish.topic,
+            payload: &publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            dup: publish.dup,
+            packet_id: publish.packet_id,
+            properties: &publish.properties,
+        }
+    }
+}
+
+/// Encodes a PUBLISH straight into `out` (no intermediate body).
+pub fn encode_publish(publish: PublishRef<'_>, version: Version, out: &mut BytesMut) {
+    let properties = match version {
+        Version::V5 if !publish.properties.is_empty() => {
+            let mut encoded = BytesMut::new();
+            publish.properties.encode(&mut encoded);
+            Some(encoded)
+        }
+        _ => None,
+    };
+    let properties_len = match (version, &properties) {
+        (Version::V311, _) => 0,
+        (Version::V5, None) => 1,
+        (Version::V5, Some(encoded)) => encoded.len(),
+    };
+    let remaining =
+        2 + publish.topic.len() + 2 * usize::from(publish.packet_id.is_some()) + properties_len + publish.payload.len();
+    let flags = (u8::from(publish.dup) << 3) | ((publish.qos as u8) << 1) | u8::from(publish.retain);
+    out.reserve(5 + remaining);
+    out.put_u8((3 << 4) | flags);
+    put_varint(out, remaining as u32);
+    put_string(out, publish.topic);
+    if let Some(id) = publish.packet_id {
+        out.put_u16(id);
+    }
+    match (version, properties) {
+        (Version::V311, _) => {}
+        (Version::V5, None) => out.put_u8(0),
+        (Version::V5, Some(encoded)) => out.put_slice(&encoded),
+    }
+    out.put_slice(publish.payload);
+}
+
 /// Encodes `packet` for a connection speaking `version`.
 pub fn encode(packet: &Packet, version: Version, out: &mut BytesMut) {
+    if let Packet::Publish(publish) = packet {
+        return encode_publish(publish.into(), version, out);
+    }
     let v5 = version == Version::V5;
     let mut body = BytesMut::new();
     let flags = match packet {
@@ -506,17 +569,7 @@ pub fn encode(packet: &Packet, version: Version, out: &mut BytesMut) {
             }
             0
         }
-        Packet::Publish(publish) => {
-            put_string(&mut body, &publish.topic);
-            if let Some(id) = publish.packet_id {
-                body.put_u16(id);
-            }
-            if v5 {
-                publish.properties.encode(&mut body);
-            }
-            body.put_slice(&publish.payload);
-            (u8::from(publish.dup) << 3) | ((publish.qos as u8) << 1) | u8::from(publish.retain)
-        }
+        Packet::Publish(_) => unreachable!("encoded by encode_publish"),
         Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubComp(ack) => {
             encode_ack(&mut body, ack, version);
             0

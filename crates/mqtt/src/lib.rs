@@ -13,11 +13,11 @@ mod properties;
 mod state;
 pub mod topic;
 
-pub use codec::{DecodeError, decode, encode};
+pub use codec::{DecodeError, PublishRef, decode, encode, encode_publish};
 pub use filters::FilterIndex;
 pub use packet::*;
 pub use properties::Properties;
-pub use state::ConnectionState;
+pub use state::{ConnectionState, InFlight};
 
 /// The protocol level of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,35 +1,38 @@
-//! The sans-I/O part of a connection: keep-alive deadlines, packet identifiers,
-//! the window of QoS 1 messages in flight (the client's Receive Maximum) and
-//! inbound topic aliases. Time is passed in, so tests drive it with virtual time.
+//! The sans-I/O parts of a connection: keep-alive deadlines and inbound topic
+//! aliases ([`ConnectionState`]), packet identifiers and the window of QoS 1
+//! messages in flight, the client's Receive Maximum ([`InFlight`]). Time is
+//! passed in, so tests drive it with virtual time.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::{Publish, ReasonCode};
 
-/// State of one connection. `T` is what the caller keeps per message in flight
-/// (for redelivery after a lost connection).
+/// The inbound side of one connection: keep-alive and topic aliases.
 #[derive(Debug)]
-pub struct ConnectionState<T> {
+pub struct ConnectionState {
     keep_alive: Duration,
     last_received: Instant,
-    next_packet_id: u16,
-    in_flight: VecDeque<(u16, T)>,
-    receive_maximum: usize,
     topic_alias_maximum: u16,
     aliases: HashMap<u16, String>,
 }
 
-impl<T> ConnectionState<T> {
-    /// `keep_alive_secs` as granted (0: none); `receive_maximum` as the client set it;
-    /// `topic_alias_maximum` as the server announces it.
-    pub fn new(keep_alive_secs: u16, receive_maximum: u16, topic_alias_maximum: u16, now: Instant) -> Self {
+/// QoS 1 messages sent and not yet acknowledged, under their packet identifiers,
+/// within the client's Receive Maximum. `T` is what the caller keeps per message
+/// (for redelivery after a lost connection).
+#[derive(Debug)]
+pub struct InFlight<T> {
+    next_packet_id: u16,
+    in_flight: VecDeque<(u16, T)>,
+    receive_maximum: usize,
+}
+
+impl ConnectionState {
+    /// `keep_alive_secs` as granted (0: none); `topic_alias_maximum` as the server announces it.
+    pub fn new(keep_alive_secs: u16, topic_alias_maximum: u16, now: Instant) -> Self {
         Self {
             keep_alive: Duration::from_secs(u64::from(keep_alive_secs)),
             last_received: now,
-            next_packet_id: 1,
-            in_flight: VecDeque::new(),
-            receive_maximum: usize::from(receive_maximum.max(1)),
             topic_alias_maximum,
             aliases: HashMap::new(),
         }
@@ -47,6 +50,29 @@ impl<T> ConnectionState<T> {
 
     pub fn expired(&self, now: Instant) -> bool {
         self.deadline().is_some_and(|deadline| now >= deadline)
+    }
+
+    /// Applies an inbound topic alias: records a new mapping or fills in the topic.
+    pub fn resolve_topic(&mut self, publish: &mut Publish) -> Result<(), ReasonCode> {
+        let Some(alias) = publish.properties.topic_alias.take() else {
+            return if publish.topic.is_empty() { Err(ReasonCode::ProtocolError) } else { Ok(()) };
+        };
+        if alias == 0 || alias > self.topic_alias_maximum {
+            return Err(ReasonCode::TopicAliasInvalid);
+        }
+        if publish.topic.is_empty() {
+            publish.topic = self.aliases.get(&alias).cloned().ok_or(ReasonCode::ProtocolError)?;
+        } else {
+            self.aliases.insert(alias, publish.topic.clone());
+        }
+        Ok(())
+    }
+}
+
+impl<T> InFlight<T> {
+    /// `receive_maximum` as the client set it.
+    pub fn new(receive_maximum: u16) -> Self {
+        Self { next_packet_id: 1, in_flight: VecDeque::new(), receive_maximum: usize::from(receive_maximum.max(1)) }
     }
 
     /// Whether another QoS 1 message may be sent before an acknowledgement.
@@ -77,22 +103,6 @@ impl<T> ConnectionState<T> {
     pub fn take_in_flight(&mut self) -> Vec<T> {
         self.in_flight.drain(..).map(|(_, message)| message).collect()
     }
-
-    /// Applies an inbound topic alias: records a new mapping or fills in the topic.
-    pub fn resolve_topic(&mut self, publish: &mut Publish) -> Result<(), ReasonCode> {
-        let Some(alias) = publish.properties.topic_alias.take() else {
-            return if publish.topic.is_empty() { Err(ReasonCode::ProtocolError) } else { Ok(()) };
-        };
-        if alias == 0 || alias > self.topic_alias_maximum {
-            return Err(ReasonCode::TopicAliasInvalid);
-        }
-        if publish.topic.is_empty() {
-            publish.topic = self.aliases.get(&alias).cloned().ok_or(ReasonCode::ProtocolError)?;
-        } else {
-            self.aliases.insert(alias, publish.topic.clone());
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -117,17 +127,17 @@ mod tests {
     #[test]
     fn keep_alive_expires_after_one_and_a_half_periods() {
         let start = Instant::now();
-        let mut state = ConnectionState::<()>::new(60, 10, 8, start);
+        let mut state = ConnectionState::new(60, 8, start);
         assert!(!state.expired(start + Duration::from_secs(89)));
         assert!(state.expired(start + Duration::from_secs(90)));
         state.received(start + Duration::from_secs(80));
         assert!(!state.expired(start + Duration::from_secs(90)));
-        assert!(ConnectionState::<()>::new(0, 10, 8, start).deadline().is_none());
+        assert!(ConnectionState::new(0, 8, start).deadline().is_none());
     }
 
     #[test]
     fn the_window_follows_receive_maximum_and_ids_are_not_reused_while_in_flight() {
-        let mut state = ConnectionState::new(60, 2, 0, Instant::now());
+        let mut state = InFlight::new(2);
         let first = state.send("a");
         let second = state.send("b");
         assert!(!state.can_send());
@@ -143,7 +153,7 @@ mod tests {
 
     #[test]
     fn topic_aliases() {
-        let mut state = ConnectionState::<()>::new(60, 10, 8, Instant::now());
+        let mut state = ConnectionState::new(60, 8, Instant::now());
         let mut first = publish("sensors/1", Some(3));
         state.resolve_topic(&mut first).unwrap();
         let mut aliased = publish("", Some(3));

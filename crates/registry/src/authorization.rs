@@ -13,6 +13,7 @@ use ferrocore_policy::{CertificateFacts, Context, Decision, ThingFacts, evaluate
 use ferrocore_store::Collection;
 
 use crate::Registry;
+use crate::dependencies::{Dependency, DependencyIndex, target_dependency};
 
 /// One `authInfo`: an action type and the resources it is asked for.
 #[derive(Debug, Clone)]
@@ -37,21 +38,53 @@ pub struct AuthResult {
 /// decision once made holds for its lifetime.
 #[derive(Debug)]
 pub struct Permissions {
-    policies: Vec<(String, ferrocore_policy::Policy)>,
+    /// Parsed documents are shared by every connection holding the same policy version.
+    policies: Vec<(String, Arc<ferrocore_policy::Policy>)>,
     context: Context,
     /// The thing whose variables resolve for this connection, if any.
     pub thing: Option<String>,
     decisions: DecisionCache,
+    /// The records these permissions were computed from.
+    dependencies: Arc<[Dependency]>,
+    /// The registry's permission generation when the computation began.
+    generation: u64,
 }
 
 /// The data-plane actions whose decisions are remembered, by resource.
 const CACHED_ACTIONS: [&str; 5] = ["iot:Connect", "iot:Publish", "iot:Subscribe", "iot:Receive", "iot:RetainPublish"];
-/// Connection permissions remembered (see [`Registry::connection_permissions`]).
-const CACHED_CONNECTIONS: usize = 20_000;
+/// Connection permissions remembered (see [`Registry::connection_permissions`]); entries leave
+/// when their connection ends, so this bounds a leak, and beyond it permissions are not remembered.
+const CACHED_CONNECTIONS: usize = 1_000_000;
 
-/// Permissions by (principal, client id), with the registry generation they were computed at.
-pub(crate) type ConnectionPermissions =
-    std::sync::Mutex<std::collections::HashMap<(String, String), (u64, Arc<Permissions>)>>;
+/// Permissions by (principal, client id), each kept until a write changes a record it depends on.
+#[derive(Default)]
+pub(crate) struct ConnectionPermissions {
+    entries: std::collections::HashMap<Arc<ConnectionKey>, Arc<Permissions>>,
+    index: DependencyIndex<Arc<ConnectionKey>>,
+}
+
+/// A principal and a client id.
+type ConnectionKey = (String, String);
+
+impl ConnectionPermissions {
+    fn remove(&mut self, key: &ConnectionKey) {
+        if let Some((key, _)) = self.entries.remove_entry(key) {
+            self.index.remove(&key);
+        }
+    }
+
+    /// Forgets every entry that depends on one of `changed`.
+    pub(crate) fn invalidate(&mut self, changed: &[Dependency]) {
+        for key in self.index.affected(changed) {
+            self.entries.remove(&key);
+            self.index.remove(&key);
+        }
+    }
+}
+
+/// Parsed default documents by policy name, with the text they were parsed from.
+pub(crate) type ParsedPolicies =
+    std::sync::Mutex<std::collections::HashMap<String, (String, Arc<ferrocore_policy::Policy>)>>;
 
 /// Resources remembered per action before the memory starts over.
 const CACHED_RESOURCES: usize = 4096;
@@ -63,12 +96,31 @@ struct DecisionCache {
 
 impl Permissions {
     /// Permissions from policies already parsed (an access key's), with their context.
-    pub fn from_policies(policies: Vec<(String, ferrocore_policy::Policy)>, context: Context) -> Self {
-        Self { policies, context, thing: None, decisions: DecisionCache::default() }
+    pub fn from_policies(policies: Vec<(String, Arc<ferrocore_policy::Policy>)>, context: Context) -> Self {
+        Self {
+            policies,
+            context,
+            thing: None,
+            decisions: DecisionCache::default(),
+            dependencies: Arc::new([]),
+            generation: 0,
+        }
+    }
+
+    /// The registry records these permissions were computed from: a write to any
+    /// of them may change them.
+    pub fn dependencies(&self) -> Arc<[Dependency]> {
+        self.dependencies.clone()
+    }
+
+    /// The registry's permission generation when these were computed (see
+    /// [`Registry::permission_generation`]): if it moved since, they may be stale.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn evaluate(&self, action: &str, resource: &str) -> ferrocore_policy::Evaluation {
-        let policies: Vec<&ferrocore_policy::Policy> = self.policies.iter().map(|(_, p)| p).collect();
+        let policies: Vec<&ferrocore_policy::Policy> = self.policies.iter().map(|(_, p)| p.as_ref()).collect();
         evaluate(&policies, action, resource, &self.context)
     }
 
@@ -169,32 +221,44 @@ impl Registry {
         add: &[String],
         skip: &[String],
     ) -> Result<Permissions> {
+        let generation = self.permission_generation();
         let principal = self.principal_arn(principal);
         let certificate = match Arn::parse(&principal, self.account()) {
             Ok(arn) if arn.kind == ResourceKind::Certificate => Some(self.require_certificate(&arn.name).await?.value),
             _ => None,
         };
+        let mut dependencies: BTreeSet<Dependency> =
+            target_dependency(&principal, self.account()).into_iter().collect();
         // A certificate lists its things; other principals are matched against every thing.
         let things: Vec<Thing> = match &certificate {
             Some(certificate) => {
+                dependencies.extend(certificate.ca_certificate_id.iter().cloned().map(Dependency::Ca));
                 let mut attached = Vec::with_capacity(certificate.things.len());
                 for name in &certificate.things {
+                    dependencies.insert(Dependency::Thing(name.clone()));
                     if let Some(thing) = self.load::<Thing>(Collection::Thing, name).await? {
                         attached.push(thing.value);
                     }
                 }
                 attached
             }
-            None => self.load_all::<Thing>(Collection::Thing).await?.into_iter().map(|t| t.value).collect(),
+            None => {
+                let all = self.load_all::<Thing>(Collection::Thing).await?;
+                dependencies.extend(all.iter().map(|t| Dependency::Thing(t.value.name.clone())));
+                all.into_iter().map(|t| t.value).collect()
+            }
         };
         let thing = connection_thing(&things, &principal, client_id);
+        dependencies.extend(client_id.filter(|id| !id.is_empty()).map(|id| Dependency::Thing(id.to_string())));
 
         let mut targets: BTreeSet<String> = [principal.clone()].into();
         if let Some(thing) = thing.filter(|t| !t.groups.is_empty()) {
             let groups = self.load_all::<ThingGroup>(Collection::ThingGroup).await?;
             for name in &thing.groups {
+                dependencies.insert(Dependency::ThingGroup(name.clone()));
                 let mut current = groups.iter().find(|g| &g.value.name == name);
                 while let Some(group) = current {
+                    dependencies.insert(Dependency::ThingGroup(group.value.name.clone()));
                     targets.insert(self.arn(ResourceKind::ThingGroup, &group.value.name));
                     current = group.value.parent.as_ref().and_then(|p| groups.iter().find(|g| &g.value.name == p));
                 }
@@ -213,10 +277,9 @@ impl Registry {
         }
         let mut policies = Vec::new();
         for name in &names {
+            dependencies.insert(Dependency::Policy(name.clone()));
             let policy = self.get_policy(name).await?;
-            let document = ferrocore_policy::Policy::parse(policy.default_document())
-                .map_err(|err| Error::Internal(format!("Stored policy {name} does not parse: {err}")))?;
-            policies.push((name.clone(), document));
+            policies.push((name.clone(), self.parsed_policy(name, policy.default_document())?));
         }
         let thing_facts = thing.map(|t| ThingFacts {
             name: t.name.clone(),
@@ -225,32 +288,51 @@ impl Registry {
         });
         let cert_facts = certificate.as_ref().and_then(certificate_facts);
         let context = Context::for_connection(client_id.unwrap_or_default(), thing_facts.as_ref(), cert_facts.as_ref());
-        Ok(Permissions { policies, context, thing: thing.map(|t| t.name.clone()), decisions: DecisionCache::default() })
+        Ok(Permissions {
+            policies,
+            context,
+            thing: thing.map(|t| t.name.clone()),
+            decisions: DecisionCache::default(),
+            dependencies: dependencies.into_iter().collect::<Vec<_>>().into(),
+            generation,
+        })
+    }
+
+    /// A policy document parsed once and shared while it stays the policy's default.
+    fn parsed_policy(&self, name: &str, document: &str) -> Result<Arc<ferrocore_policy::Policy>> {
+        let mut parsed = self.parsed_policies.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((text, policy)) = parsed.get(name)
+            && text == document
+        {
+            return Ok(policy.clone());
+        }
+        let policy = Arc::new(
+            ferrocore_policy::Policy::parse(document)
+                .map_err(|err| Error::Internal(format!("Stored policy {name} does not parse: {err}")))?,
+        );
+        parsed.insert(name.to_string(), (document.to_string(), policy.clone()));
+        Ok(policy)
     }
 
     /// The permissions of a device connection (a certificate and a client id),
-    /// shared by its connections and remembered until the next registry change,
-    /// so connection storms do not read the store for every CONNECT.
+    /// shared by its connections and remembered until a write changes a record they
+    /// depend on, so connection storms do not read the store for every CONNECT.
     pub async fn connection_permissions(&self, principal: &str, client_id: &str) -> Result<Arc<Permissions>> {
-        let generation = *self.changes.borrow();
         let key = (principal.to_string(), client_id.to_string());
+        if let Some(permissions) =
+            self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner()).entries.get(&key)
         {
-            let cache = self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((cached_generation, permissions)) = cache.get(&key)
-                && *cached_generation == generation
-            {
-                return Ok(permissions.clone());
-            }
+            return Ok(permissions.clone());
         }
         let permissions = Arc::new(self.permissions(principal, Some(client_id), &[], &[]).await?);
         let mut cache = self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CACHED_CONNECTIONS {
-            cache.retain(|_, (cached_generation, _)| *cached_generation == generation);
-            if cache.len() >= CACHED_CONNECTIONS {
-                cache.clear();
-            }
+        // A write committed meanwhile may have been missed by the computation: answer
+        // it, but do not remember it (the caller compares generations).
+        if permissions.generation == self.permission_generation() && cache.entries.len() < CACHED_CONNECTIONS {
+            let key = Arc::new(key);
+            cache.index.insert(key.clone(), permissions.dependencies());
+            cache.entries.insert(key, permissions.clone());
         }
-        cache.insert(key, (generation, permissions.clone()));
         Ok(permissions)
     }
 
@@ -263,7 +345,7 @@ impl Registry {
 
     /// How many connections' permissions are remembered.
     pub fn remembered_connection_permissions(&self) -> usize {
-        self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner()).entries.len()
     }
 
     pub async fn test_authorization(&self, request: &TestAuthorization) -> Result<Vec<AuthResult>> {

@@ -66,7 +66,7 @@ impl Credentials {
         if let Some(client_id) = client_id {
             context.insert("iot:ClientId", vec![client_id.to_string()]);
         }
-        Some(Permissions::from_policies(vec![(access_key.to_string(), (*key.policy).clone())], context))
+        Some(Permissions::from_policies(vec![(access_key.to_string(), key.policy.clone())], context))
     }
 }
 

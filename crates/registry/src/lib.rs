@@ -12,6 +12,7 @@ mod billing_groups;
 mod ca_certificates;
 mod certificates;
 mod credentials;
+mod dependencies;
 mod messages;
 mod paging;
 mod policies;
@@ -38,6 +39,7 @@ pub use billing_groups::{BillingGroupCreated, CreateBillingGroup};
 pub use ca_certificates::{RegisterCaCertificate, UpdateCaCertificate};
 pub use certificates::{CertificateCreated, DeviceTrust};
 pub use credentials::{CredentialError, Credentials};
+pub use dependencies::{Dependency, DependencyIndex};
 pub use messages::{
     ApiPublish, DataPlane, MessageProperties, MessageSink, Notification, PublishRefused, Publisher, RetainedMessage,
     RoutedMessage, user_properties_json,
@@ -89,12 +91,16 @@ pub struct Registry {
     /// before any change to certificates or CAs is acknowledged, so a device can
     /// connect as soon as its certificate is registered and not after it is revoked.
     trust: Arc<std::sync::RwLock<TrustSnapshot>>,
-    /// Counts committed changes; live connections re-check their permissions on each.
-    changes: tokio::sync::watch::Sender<u64>,
+    /// Counts committed writes that may change some connection's permissions.
+    permission_generation: std::sync::atomic::AtomicU64,
+    /// Announces each such write with the records it changed; live connections that
+    /// depend on one of them re-check their permissions.
+    permission_changes: tokio::sync::broadcast::Sender<PermissionChange>,
     /// Counts committed changes to topic rules and destinations (the rules engine reloads on each).
     rule_changes: tokio::sync::watch::Sender<u64>,
     shadow_locks: shadows::ShadowLocks,
-    connection_permissions: authorization::ConnectionPermissions,
+    connection_permissions: std::sync::Mutex<authorization::ConnectionPermissions>,
+    parsed_policies: authorization::ParsedPolicies,
 }
 
 /// Registered certificates by id, as the TLS verifier reads them.
@@ -132,15 +138,22 @@ fn put<T: Serialize>(collection: Collection, key: &str, expect: Expect, value: &
 struct Outcome<R> {
     writes: Vec<Write>,
     answer: R,
+    /// The writes leave every permission as it was, whatever records they rewrite.
+    keeps_permissions: bool,
 }
 
 impl<R> Outcome<R> {
     fn write(writes: Vec<Write>, answer: R) -> Self {
-        Self { writes, answer }
+        Self { writes, answer, keeps_permissions: false }
+    }
+
+    /// Writes that rewrite records without changing what policies read (tags, descriptions).
+    fn write_keeping_permissions(writes: Vec<Write>, answer: R) -> Self {
+        Self { writes, answer, keeps_permissions: true }
     }
 
     fn answer(answer: R) -> Self {
-        Self { writes: Vec::new(), answer }
+        Self { writes: Vec::new(), answer, keeps_permissions: true }
     }
 }
 
@@ -157,16 +170,24 @@ impl Registry {
             clock,
             issuer,
             trust: Default::default(),
-            changes: tokio::sync::watch::Sender::new(0),
+            permission_generation: Default::default(),
+            permission_changes: tokio::sync::broadcast::Sender::new(PERMISSION_CHANGES_BUFFERED),
             rule_changes: tokio::sync::watch::Sender::new(0),
             shadow_locks: Default::default(),
             connection_permissions: Default::default(),
+            parsed_policies: Default::default(),
         }
     }
 
-    /// A receiver that is marked changed after every committed change.
-    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.subscribe()
+    /// The records each committed write changed, for writes that may change some
+    /// connection's permissions. A receiver that lags must assume everything changed.
+    pub fn permission_changes(&self) -> tokio::sync::broadcast::Receiver<PermissionChange> {
+        self.permission_changes.subscribe()
+    }
+
+    /// How many writes that may change permissions have committed.
+    pub fn permission_generation(&self) -> u64 {
+        self.permission_generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A receiver marked changed after every committed change to topic rules or destinations.
@@ -246,12 +267,18 @@ impl Registry {
                 .writes
                 .iter()
                 .any(|w| matches!(w.collection, Collection::Certificate | Collection::CaCertificate));
+            let changed = match outcome.keeps_permissions {
+                true => Vec::new(),
+                false => dependencies::changed_by(&outcome.writes, self.account()),
+            };
             match self.store.commit(outcome.writes).await {
                 Ok(()) => {
                     if touches_trust && let Err(err) = self.refresh_trust().await {
                         tracing::error!(error = %err, "cannot reload the certificate snapshot");
                     }
-                    self.changes.send_modify(|count| *count += 1);
+                    if !changed.is_empty() {
+                        self.announce(changed);
+                    }
                     if touches_rules {
                         self.rule_changes.send_modify(|count| *count += 1);
                     }
@@ -262,6 +289,24 @@ impl Registry {
             }
         }
         Err(Error::Internal("The resource is being modified concurrently; retry the request.".into()))
+    }
+}
+
+/// The records one committed write changed (see [`Registry::permission_changes`]).
+pub type PermissionChange = Arc<[Dependency]>;
+
+/// Changes a slow receiver may fall behind by before it must assume everything changed.
+const PERMISSION_CHANGES_BUFFERED: usize = 4096;
+
+impl Registry {
+    /// Moves the generation, forgets the permissions that depended on `changed` and
+    /// tells the receivers, in that order: a computation that began before sees the
+    /// generation move and is not remembered.
+    fn announce(&self, changed: Vec<Dependency>) {
+        self.permission_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner()).invalidate(&changed);
+        // No receiver (no gateway) is fine.
+        let _ = self.permission_changes.send(changed.into());
     }
 }
 

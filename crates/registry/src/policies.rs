@@ -86,7 +86,9 @@ impl Registry {
             }
             Ok(Outcome::write(vec![Write::delete(Collection::Policy, name, loaded.expect())], ()))
         })
-        .await
+        .await?;
+        self.parsed_policies.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        Ok(())
     }
 
     /// Applies `change` to the policy and commits it.

@@ -53,7 +53,7 @@ impl Registry {
             change(resource.tags_mut());
             validate_tags(resource.tags())?;
             let tags = resource.tags().clone();
-            Ok(Outcome::write(vec![put(collection, &arn.name, loaded.expect(), &resource)], tags))
+            Ok(Outcome::write_keeping_permissions(vec![put(collection, &arn.name, loaded.expect(), &resource)], tags))
         })
         .await
     }
@@ -76,6 +76,9 @@ impl Registry {
             ResourceKind::TopicRule => self.tags_of::<TopicRule>(Collection::TopicRule, arn, text, change).await,
             ResourceKind::Certificate => Err(unsupported(text, "certificates")),
             ResourceKind::Thing => Err(unsupported(text, "things")),
+            ResourceKind::Client | ResourceKind::Topic | ResourceKind::TopicFilter => {
+                Err(unsupported(text, "MQTT clients and topics"))
+            }
         }
     }
 

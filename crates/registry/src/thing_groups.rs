@@ -193,7 +193,11 @@ impl Registry {
             validate_properties(&group.properties)?;
             group.version += 1;
             let version = group.version;
-            Ok(Outcome::write(vec![put(Collection::ThingGroup, name, loaded.expect(), &group)], version))
+            // A group's description and attributes are not in any policy's context.
+            Ok(Outcome::write_keeping_permissions(
+                vec![put(Collection::ThingGroup, name, loaded.expect(), &group)],
+                version,
+            ))
         })
         .await
     }

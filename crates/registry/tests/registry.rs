@@ -364,3 +364,73 @@ async fn removal_notifications_are_opt_in() {
     let removed: serde_json::Value = serde_json::from_slice(&updated.notifications[3].payload).unwrap();
     assert_eq!(removed["state"], serde_json::json!({"a": null}));
 }
+
+#[tokio::test]
+async fn a_write_names_the_records_it_changed_and_forgets_only_the_permissions_that_read_them() {
+    use ferrocore_model::security::ThingPrincipalType;
+    use ferrocore_registry::Dependency;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = registry(&dir, 0).await;
+    let everything = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:*","Resource":"*"}]}"#;
+    registry.create_policy("fleet", everything, &Default::default()).await.unwrap();
+    registry.create_policy("floor", everything, &Default::default()).await.unwrap();
+    registry.create_thing_group(CreateThingGroup { name: "site".into(), ..Default::default() }).await.unwrap();
+    let floor = CreateThingGroup { name: "floor-1".into(), parent: Some("site".into()), ..Default::default() };
+    registry.create_thing_group(floor).await.unwrap();
+    let site_arn = registry.arn(ferrocore_model::ResourceKind::ThingGroup, "site");
+    registry.attach_policy("floor", &site_arn).await.unwrap();
+    let (a, b) = (
+        registry.create_keys_and_certificate(true).await.unwrap(),
+        registry.create_keys_and_certificate(true).await.unwrap(),
+    );
+    for (cert, thing) in [(&a, "a"), (&b, "b")] {
+        registry.create_thing(CreateThing { name: thing.into(), ..Default::default() }).await.unwrap();
+        registry.attach_thing_principal(thing, &cert.arn, ThingPrincipalType::NonExclusiveThing).await.unwrap();
+        registry.attach_policy("fleet", &cert.arn).await.unwrap();
+    }
+    registry.add_thing_to_thing_group("floor-1", "a").await.unwrap();
+
+    let of_a = registry.connection_permissions(&a.arn, "a").await.unwrap();
+    let mut expected = vec![
+        Dependency::Certificate(a.id.clone()),
+        Dependency::Policy("fleet".into()),
+        Dependency::Policy("floor".into()),
+        Dependency::Thing("a".into()),
+        Dependency::ThingGroup("floor-1".into()),
+        Dependency::ThingGroup("site".into()),
+    ];
+    expected.sort();
+    assert_eq!(&of_a.dependencies()[..], expected);
+    let of_b = registry.connection_permissions(&b.arn, "b").await.unwrap();
+    assert_eq!(registry.remembered_connection_permissions(), 2);
+
+    let mut changes = registry.permission_changes();
+    let generation = registry.permission_generation();
+    // Another thing: announced as itself, and both connections' permissions are kept.
+    registry.create_thing(CreateThing { name: "c".into(), ..Default::default() }).await.unwrap();
+    let created = changes.try_recv().unwrap();
+    assert_eq!(&created[..], [Dependency::Thing("c".into())]);
+    assert!(Arc::ptr_eq(&registry.connection_permissions(&a.arn, "a").await.unwrap(), &of_a));
+    assert!(Arc::ptr_eq(&registry.connection_permissions(&b.arn, "b").await.unwrap(), &of_b));
+    // A write to a's group's parent: a's permissions are computed anew, b's are kept.
+    let floor_policy =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"iot:Publish","Resource":"*"}]}"#;
+    registry.create_policy_version("floor", floor_policy, true).await.unwrap();
+    assert_eq!(
+        &changes.try_recv().unwrap()[..],
+        [Dependency::Policy("floor".into()), Dependency::ThingGroup("site".into())]
+    );
+    assert_eq!(registry.permission_generation(), generation + 2);
+    let renewed = registry.connection_permissions(&a.arn, "a").await.unwrap();
+    assert!(!Arc::ptr_eq(&renewed, &of_a));
+    assert!(!renewed.allows("iot:Publish", "arn:aws:iot:us-east-1:000000000000:topic/x"));
+    assert!(Arc::ptr_eq(&registry.connection_permissions(&b.arn, "b").await.unwrap(), &of_b));
+    assert!(of_b.allows("iot:Publish", "arn:aws:iot:us-east-1:000000000000:topic/x"));
+    // Rewrites of a's group that leave what policies read as it was announce nothing.
+    registry.tag_resource(&site_arn, &[("k".into(), "v".into())].into_iter().collect()).await.unwrap();
+    registry.update_thing_group("site", Some("the site".into()), None, None).await.unwrap();
+    assert!(matches!(changes.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Empty)));
+    assert_eq!(registry.permission_generation(), generation + 2);
+    assert!(Arc::ptr_eq(&registry.connection_permissions(&a.arn, "a").await.unwrap(), &renewed));
+}
