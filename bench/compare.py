@@ -199,6 +199,8 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--json", type=Path, help="also write every raw result here")
     parser.add_argument("--no-build", action="store_true", help="use the release binaries already built")
+    parser.add_argument("--only", action="append", default=[],
+                        help="run only the scenarios whose name contains this (repeatable)")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.duration, args.idle_connections = 1, 1.0, 200
@@ -235,6 +237,8 @@ def main() -> int:
         def compare(name: str, target: str, argv_for, metric: str = "rate_per_sec", better: str = "higher",
                     columns: list[str] | None = None, label=lambda column: column) -> dict:
             """Runs argv_for(column, run) for each column in turn (A B A B ...), `args.runs` times."""
+            if args.only and not any(part in name for part in args.only):
+                return {}
             results: dict[str, list[dict]] = {c: [] for c in (columns or brokers)}
             for run in range(args.runs):
                 for column in results:

@@ -162,23 +162,58 @@ fn check_will(will: &Will, permissions: &ferrocore_registry::Permissions, shared
     }
 }
 
+/// Serves one MQTT connection from its first byte to its end. The three phases are
+/// separate futures, and the first and last are boxed: the state an idle connection
+/// holds is the session and its run loop, not what connecting and leaving needed.
 pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
+    stream: S,
     identity: Identity,
     peer: std::net::SocketAddr,
     shared: Arc<Shared>,
     connection: u64,
 ) {
+    let Some(mut opened) = Box::pin(open(stream, identity, peer, shared, connection)).await else {
+        return;
+    };
+    let end = match opened.ended.take() {
+        Some(end) => end,
+        None => opened.session.run(&mut opened.receiver).await,
+    };
+    Box::pin(finish(opened, end)).await;
+}
+
+/// A connection past its CONNACK.
+struct Opened<S> {
+    session: Session<S>,
+    receiver: mpsc::Receiver<Delivery>,
+    identity: Identity,
+    connection: u64,
+    /// The session expiry asked for at CONNECT (`None`: the session ends with the connection).
+    expiry_secs: Option<u64>,
+    will: Option<Box<Will>>,
+    /// Set when the connection was lost before its run loop started.
+    ended: Option<End>,
+}
+
+/// CONNECT to CONNACK: checks, permissions, the router's entry, the lifecycle event and
+/// the replay of a resumed session.
+async fn open<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    identity: Identity,
+    peer: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    connection: u64,
+) -> Option<Opened<S>> {
     let mut buffer = BytesMut::with_capacity(4096);
     let connect = match tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut stream, &mut buffer, &shared)).await {
         Ok(Ok(connect)) => connect,
         Ok(Err(reason)) => {
             tracing::info!(principal = identity.principal_id(), reason = %reason, "connection refused before CONNECT");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::info!(principal = identity.principal_id(), "no CONNECT in time");
-            return;
+            return None;
         }
     };
     let version = connect.version;
@@ -200,14 +235,16 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     if connect.client_id.is_empty() || reserved || connect.client_id.len() > shared.max_client_id_len {
         refuse(&mut stream, ReasonCode::ClientIdentifierNotValid).await;
         tracing::info!(principal = identity.principal_id(), "connection refused: client id not valid");
-        return;
+        return None;
     }
-    let permissions = match shared.permissions_of(&identity, &connect.client_id).await {
+    // Boxed here and below: what runs once per connection must not enlarge the state
+    // every idle connection holds (see `footprint` in lib.rs).
+    let permissions = match Box::pin(shared.permissions_of(&identity, &connect.client_id)).await {
         Ok(permissions) => permissions,
         Err(err) => {
             tracing::warn!(principal = identity.principal_id(), error = %err, "cannot read the connection's permissions");
             refuse(&mut stream, ReasonCode::ServerUnavailable).await;
-            return;
+            return None;
         }
     };
     if !permissions.allows("iot:Connect", &shared.arn(ResourceKind::Client, &connect.client_id)) {
@@ -215,7 +252,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         shared.forget_permissions(&identity, &connect.client_id);
         refuse(&mut stream, ReasonCode::NotAuthorized).await;
         tracing::info!(client_id = %connect.client_id, principal = identity.principal_id(), "connection refused: iot:Connect denied");
-        return;
+        return None;
     }
     if let Some(will) = &connect.will
         && let Err(reason) = check_will(will, &permissions, &shared)
@@ -223,7 +260,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         shared.forget_permissions(&identity, &connect.client_id);
         refuse(&mut stream, reason).await;
         tracing::info!(client_id = %connect.client_id, reason = ?reason, "connection refused: will not accepted");
-        return;
+        return None;
     }
     let keep_alive = clamp_keep_alive(connect.keep_alive);
     let requested_expiry = connect.properties.session_expiry_interval.unwrap_or(0);
@@ -247,7 +284,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             properties.session_expiry_interval = u32::try_from(MAX_SESSION_EXPIRY_SECS).ok();
         }
     }
-    let (sender, mut receiver) = mpsc::channel(QUEUE_DEPTH);
+    let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
     let (control, control_receiver) = Control::channel();
     let client_id = connect.client_id.clone();
     // MQTT 3.1.1: cleanSession=0 makes the session persistent for AWS's default expiry;
@@ -273,7 +310,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     // client id is either in the resumed queue or in this connection's queue.
     let watched = entry.clone();
     let connected = shared.router.connect(entry, connect.clean_start, now_ms());
-    crate::rechecks::watch(&shared, watched).await;
+    Box::pin(crate::rechecks::watch(&shared, watched)).await;
     let session_present = connected.session_present;
     shared.store_session_writes(&client_id, connected.writes).await;
     let presence = Presence {
@@ -314,16 +351,21 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let accepted = Packet::ConnAck(ConnAck { session_present, reason: ReasonCode::Success, properties });
     metrics::gauge!("ferrocore_mqtt_connections").increment(1.0);
     tracing::info!(client_id = %client_id, principal = identity.principal_id(), version = ?version, keep_alive, "client connected");
-    let end = match session.send(&accepted).await {
+    let ended = match session.send(&accepted).await {
         Ok(()) => {
-            shared.store_changed(events::connected(&shared, &session.presence, &peer.ip().to_string())).await;
-            match session.replay(connected.replay).await {
-                Ok(()) => session.run(&mut receiver).await,
-                Err(_) => End::ConnectionLost,
-            }
+            Box::pin(shared.store_changed(events::connected(&shared, &session.presence, &peer.ip().to_string()))).await;
+            session.replay(connected.replay).await.err().map(|_| End::ConnectionLost)
         }
-        Err(_) => End::ConnectionLost,
+        Err(_) => Some(End::ConnectionLost),
     };
+    Some(Opened { session, receiver, identity, connection, expiry_secs, will: connect.will.map(Box::new), ended })
+}
+
+/// The end of a connection: the session parked or gone, the will, the lifecycle event.
+async fn finish<S: AsyncRead + AsyncWrite + Unpin>(opened: Opened<S>, end: End) {
+    let Opened { mut session, mut receiver, identity, connection, expiry_secs, will, .. } = opened;
+    let shared = session.shared.clone();
+    let client_id = session.client_id.clone();
     // A connection told to leave may have noticed it as a failed write.
     let signal = *session.control.borrow();
     let end = match signal {
@@ -355,37 +397,49 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let (reason, client_initiated) = end.lifecycle_reason();
     if !client_initiated
         && !session.prevent_will
-        && let Some(will) = &connect.will
+        && let Some(will) = &will
     {
         // The will's expiry counts from the disconnect.
         let message = Message::published(will.topic.clone(), will.payload.clone(), &will.properties, now_ms());
         if will.retain
-            && let Err(err) = shared.retained.set(&message, will.qos, now_ms()).await
+            && let Err(err) = Box::pin(shared.retained.set(&message, will.qos, now_ms())).await
         {
             tracing::error!(client_id = %client_id, error = %err, "cannot store a retained will");
         }
         let origin =
             Origin { client_id: Some(&client_id), principal: Some(identity.principal_id()), ..Origin::default() };
-        shared.store_changed(shared.route(&message, will.qos, will.retain, origin)).await;
+        Box::pin(shared.store_changed(shared.route(&message, will.qos, will.retain, origin))).await;
     }
-    shared.store_changed(events::disconnected(&shared, &session.presence, reason, client_initiated)).await;
+    Box::pin(shared.store_changed(events::disconnected(&shared, &session.presence, reason, client_initiated))).await;
     let _ = session.stream.shutdown().await;
+}
+
+/// Why a connection ended before its CONNECT.
+#[derive(Debug, thiserror::Error)]
+enum BeforeConnect {
+    #[error("the first packet is not CONNECT")]
+    NotConnect,
+    #[error("closed before CONNECT")]
+    Closed,
+    #[error(transparent)]
+    Malformed(#[from] DecodeError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 async fn read_connect<S: AsyncRead + Unpin>(
     stream: &mut S,
     buffer: &mut BytesMut,
     shared: &Shared,
-) -> Result<Connect, String> {
+) -> Result<Connect, BeforeConnect> {
     loop {
-        match decode(buffer, None, shared.max_packet_size) {
-            Ok(Some(Packet::Connect(connect))) => return Ok(*connect),
-            Ok(Some(_)) => return Err("the first packet is not CONNECT".into()),
-            Ok(None) => {}
-            Err(err) => return Err(err.to_string()),
+        match decode(buffer, None, shared.max_packet_size)? {
+            Some(Packet::Connect(connect)) => return Ok(*connect),
+            Some(_) => return Err(BeforeConnect::NotConnect),
+            None => {}
         }
-        if stream.read_buf(buffer).await.map_err(|e| e.to_string())? == 0 {
-            return Err("closed before CONNECT".into());
+        if stream.read_buf(buffer).await? == 0 {
+            return Err(BeforeConnect::Closed);
         }
     }
 }
@@ -478,21 +532,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .collect()
     }
 
+    /// The loop an idle connection waits in. What it rarely does (leaving, storing
+    /// acknowledged queue records, a throttling pause) is boxed, so its state stays small.
     async fn run(&mut self, outgoing: &mut mpsc::Receiver<Delivery>) -> End {
         loop {
             let signal = *self.control.borrow();
             if let Some(signal) = signal {
-                return self.obey(signal).await;
+                return Box::pin(self.obey(signal)).await;
             }
             while let Some(packet) = match decode(&mut self.buffer, Some(self.version), self.shared.max_packet_size) {
                 Ok(packet) => packet,
                 Err(err) => {
                     let reason = err.reason_code();
-                    return self.close(reason, End::Malformed(err)).await;
+                    return Box::pin(self.close(reason, End::Malformed(err))).await;
                 }
             } {
                 self.state.received(std::time::Instant::now());
-                if let Some(end) = self.handle(packet).await {
+                // Boxed: the largest futures (a store commit, a shadow request) stay out of the idle state.
+                if let Some(end) = Box::pin(self.handle(packet)).await {
                     return end;
                 }
             }
@@ -501,7 +558,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             let writes = self.finished_writes();
             if !writes.is_empty() {
-                self.shared.store_session_writes(&self.client_id, writes).await;
+                Box::pin(self.shared.store_session_writes(&self.client_id, writes)).await;
             }
             // MQTT: the server may close after 1.5 keep-alive periods without a packet.
             let idle = self.state.deadline().map_or(Duration::from_secs(u64::from(u32::MAX)), |d| {
@@ -510,15 +567,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.prepare_read();
             tokio::select! {
                 biased;
-                signal = signalled(&mut self.control) => return self.obey(signal).await,
+                signal = signalled(&mut self.control) => return Box::pin(self.obey(signal)).await,
                 read = tokio::time::timeout(idle, self.stream.read_buf(&mut self.buffer)) => match read {
-                    Err(_) => return self.close(ReasonCode::KeepAliveTimeout, End::KeepAliveTimeout).await,
+                    Err(_) => return Box::pin(self.close(ReasonCode::KeepAliveTimeout, End::KeepAliveTimeout)).await,
                     Ok(Ok(0)) | Ok(Err(_)) => return End::ConnectionLost,
                     Ok(Ok(read)) => {
                         self.last_read = read;
                         if let Some(pause) = self.quota.read(read, std::time::Instant::now()) {
                             metrics::counter!("ferrocore_mqtt_throttled_total", "quota" => "bytes").increment(1);
-                            tokio::time::sleep(pause).await;
+                            Box::pin(tokio::time::sleep(pause)).await;
                         }
                     }
                 },

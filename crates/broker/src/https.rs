@@ -197,7 +197,7 @@ impl Caller {
         };
         let permissions = match self.shared.permissions_of(&identity, "").await {
             Ok(permissions) => permissions,
-            Err(err) => return error(StatusCode::FORBIDDEN, "ForbiddenException", err),
+            Err(err) => return error(StatusCode::FORBIDDEN, "ForbiddenException", err.to_string()),
         };
         match self.shared.may_publish(&permissions, &publish.topic, publish.retain) {
             Ok(_) => {}

@@ -112,7 +112,18 @@ pub enum GatewayError {
     #[error("binding {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("loading the certificate registry: {0}")]
-    Registry(String),
+    Registry(#[from] ferrocore_model::Error),
+    #[error("loading retained messages and sessions: {0}")]
+    Store(#[from] ferrocore_store::StoreError),
+}
+
+/// Why a connection's permissions cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PermissionsError {
+    #[error("the registry cannot be read: {0}")]
+    Registry(#[from] ferrocore_model::Error),
+    #[error("access key {0} is no longer accepted")]
+    UnknownAccessKey(String),
 }
 
 /// Counters on the message path, registered once (a lookup per message would cost more than the count).
@@ -216,18 +227,16 @@ impl Shared {
     }
 
     /// What a connection (or an HTTPS caller) may do, from its identity.
-    async fn permissions_of(&self, identity: &Identity, client_id: &str) -> Result<Arc<Permissions>, String> {
+    async fn permissions_of(&self, identity: &Identity, client_id: &str) -> Result<Arc<Permissions>, PermissionsError> {
         match identity {
-            Identity::Certificate(id) => self
-                .registry
-                .connection_permissions(&self.arn(ResourceKind::Certificate, id), client_id)
-                .await
-                .map_err(|e| e.to_string()),
+            Identity::Certificate(id) => {
+                Ok(self.registry.connection_permissions(&self.arn(ResourceKind::Certificate, id), client_id).await?)
+            }
             Identity::AccessKey(key) => self
                 .credentials
                 .permissions(key, Some(client_id))
                 .map(Arc::new)
-                .ok_or_else(|| format!("access key {key} is no longer accepted")),
+                .ok_or_else(|| PermissionsError::UnknownAccessKey(key.clone())),
         }
     }
 
@@ -436,7 +445,7 @@ impl Gateway {
         registry: Arc<Registry>,
         store: Arc<dyn ferrocore_store::RecordStore>,
     ) -> Result<Self, GatewayError> {
-        registry.refresh_trust().await.map_err(|e| GatewayError::Registry(e.to_string()))?;
+        registry.refresh_trust().await?;
         let snapshot = Arc::new(TrustSnapshot::new(registry.trust()));
         let acceptor = TlsAcceptor::from(Arc::new(tls_config(&config, snapshot.clone(), true, &[])?));
         let devices = listen::ConnectionLimit::new(config.max_connections);
@@ -460,9 +469,7 @@ impl Gateway {
             max_packet_size: config.max_packet_size,
             max_client_id_len: 128,
             limits: config.limits.clone(),
-            retained: retained::RetainedStore::load(store.clone())
-                .await
-                .map_err(|e| GatewayError::Registry(e.to_string()))?,
+            retained: retained::RetainedStore::load(store.clone()).await?,
             sessions: sessions::SessionStore::new(store),
             session_expiry_secs: config.session_expiry_secs,
             sink: std::sync::OnceLock::new(),
@@ -470,7 +477,7 @@ impl Gateway {
             trust: snapshot,
             rechecks: Default::default(),
         });
-        load_sessions(&shared).await.map_err(GatewayError::Registry)?;
+        load_sessions(&shared).await?;
         Ok(Self { shared, listener, acceptor, https })
     }
 
@@ -613,8 +620,8 @@ impl DataPlane for GatewayHandle {
 }
 
 /// Loads the persistent sessions of disconnected clients, with their permissions.
-async fn load_sessions(shared: &Shared) -> Result<(), String> {
-    let stored = shared.sessions.load_all().await.map_err(|e| e.to_string())?;
+async fn load_sessions(shared: &Shared) -> Result<(), ferrocore_store::StoreError> {
+    let stored = shared.sessions.load_all().await?;
     let mut loaded = Vec::new();
     for (client_id, session) in stored {
         match shared.permissions_of(&session.record.identity, &client_id).await {
@@ -643,5 +650,82 @@ async fn expire_sessions(shared: Arc<Shared>) {
         if let Err(err) = shared.sessions.apply(writes).await {
             tracing::warn!(error = %err, "cannot delete expired sessions");
         }
+    }
+}
+
+#[cfg(test)]
+mod footprint {
+    //! What an idle connection holds beyond its buffers: the connection task's state,
+    //! allocated once per connection. Every future a connection awaits is laid out
+    //! inside it unless boxed, so a rarely taken path with a large future (a store
+    //! commit, a shadow request) costs every idle connection its size.
+
+    use super::*;
+    use ferrocore_registry::{Registry, RegistryConfig, SystemClock};
+    use ferrocore_store::{RecordStore, SqliteStore};
+
+    pub(crate) async fn gateway(dir: &tempfile::TempDir) -> Gateway {
+        let store: Arc<dyn RecordStore> = Arc::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
+        let root = ferrocore_pki::Issuer::new_root("test root", "ferrocore", 1_800_000_000).unwrap();
+        let server = root.issue_server(&["localhost".into()], 1_800_000_000).unwrap();
+        let config = RegistryConfig {
+            account: Account::default(),
+            thing_type_delete_wait_ms: 0,
+            endpoint_host: "localhost".into(),
+            policy_document_limit: 2048,
+            shadows: Default::default(),
+        };
+        let registry = Arc::new(Registry::new(store.clone(), config, Arc::new(SystemClock), Arc::new(root)));
+        let gateway = GatewayConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            https_addr: None,
+            sni_certificates: Vec::new(),
+            credentials: Credentials::local_default(),
+            certificate_pem: server.certificate_pem,
+            key_pem: server.private_key_pem,
+            max_packet_size: 128 * 1024,
+            session_expiry_secs: 3600,
+            session_queue_limit: 10_000,
+            max_connections: 10,
+            limits: Limits {
+                subscriptions_per_connection: 50,
+                filters_per_subscribe: 8,
+                topic_bytes: 256,
+                topic_slashes: 7,
+                rate: RateQuota::default(),
+            },
+            account: Account::default(),
+        };
+        Gateway::bind(gateway, registry, store).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let gateway = gateway(&dir).await;
+        let (stream, _peer) = tokio::io::duplex(64);
+        let serve = connection::serve(
+            stream,
+            Identity::Certificate("c".into()),
+            "127.0.0.1:1".parse().unwrap(),
+            gateway.shared.clone(),
+            0,
+        );
+        println!("serve {}", std::mem::size_of_val(&serve));
+        let message = Message::new("a", bytes::Bytes::new());
+        let accept = gateway.shared.accept_publish(&message, QoS::AtLeastOnce, false, "r", Origin::default());
+        println!("accept_publish {}", std::mem::size_of_val(&accept));
+        drop(accept);
+        let settle = gateway.shared.store_session_writes("c", Vec::new());
+        println!("store_session_writes {}", std::mem::size_of_val(&settle));
+        drop(settle);
+        let ev = gateway.shared.store_changed(router::Published::default());
+        println!("store_changed {}", std::mem::size_of_val(&ev));
+        drop(ev);
+        let sh = gateway.shared.answer_shadow_request("a", b"", 0);
+        println!("answer_shadow_request {}", std::mem::size_of_val(&sh));
+        drop(sh);
+        let rs = gateway.shared.retained.set(&message, QoS::AtLeastOnce, 0);
+        println!("retained.set {}", std::mem::size_of_val(&rs));
     }
 }

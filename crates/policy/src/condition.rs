@@ -181,6 +181,16 @@ impl Kind {
 impl Condition {
     /// An expected value with its variables substituted; `Err` carries the
     /// literal text when a variable cannot be resolved.
+    /// The context names this condition reads: its key and the variables of its values.
+    pub(crate) fn names<'a>(&'a self, out: &mut impl Extend<&'a str>) {
+        out.extend([self.key.as_str()]);
+        if self.variables_allowed {
+            for value in &self.expected {
+                out.extend(variables(value));
+            }
+        }
+    }
+
     fn resolve(&self, expected: &str, context: &Context) -> Result<String, String> {
         if !self.variables_allowed || !expected.contains("${") {
             return Ok(expected.to_string());
@@ -243,6 +253,14 @@ impl Condition {
             SetQualifier::ForAllValues => actual.iter().all(passes),
         }
     }
+}
+
+/// The names of the `${...}` variables in `text`.
+pub(crate) fn variables(text: &str) -> impl Iterator<Item = &str> {
+    text.match_indices("${").filter_map(move |(start, _)| {
+        let length = text[start..].find('}')?;
+        Some(&text[start + 2..start + length])
+    })
 }
 
 #[cfg(test)]

@@ -27,9 +27,11 @@ const MAX_SUBSTITUTION_CHARS: usize = 1024;
 /// Multi-valued variables keep at most this many values.
 const MAX_VALUES: usize = 5;
 
+/// Keys and their values, sorted by key: a connection's context holds a handful of
+/// keys (those its policies read), for which a sorted list is smaller than a tree.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Context {
-    values: BTreeMap<String, Vec<String>>,
+    values: Vec<(String, Vec<String>)>,
 }
 
 impl Context {
@@ -41,7 +43,18 @@ impl Context {
     pub fn insert(&mut self, key: impl Into<String>, values: Vec<String>) {
         let mut values = values;
         values.truncate(MAX_VALUES);
-        self.values.insert(key.into(), values);
+        self.put(key.into(), values);
+    }
+
+    fn put(&mut self, key: String, values: Vec<String>) {
+        match self.values.binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
+            Ok(at) => self.values[at].1 = values,
+            Err(at) => self.values.insert(at, (key, values)),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Vec<String>> {
+        self.values.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok().map(|at| &self.values[at].1)
     }
 
     pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -92,28 +105,40 @@ impl Context {
             available.push("SerialNumber".into());
             self.insert("iot:Certificate.SerialNumber", vec![certificate.serial_number.clone()]);
         }
-        self.values.insert("iot:Certificate.AvailableKeys".into(), available);
+        // Every available key is listed, however many.
+        self.put("iot:Certificate.AvailableKeys".into(), available);
+    }
+
+    /// Keeps only the keys that `names` read (a name reads its key, and `<key>.List`
+    /// or `<key>.N` read `<key>`), so a connection holds what its policies use.
+    pub fn retain_names(&mut self, names: &std::collections::BTreeSet<&str>) {
+        self.values.retain(|(key, _)| {
+            names.iter().any(|name| {
+                name.strip_prefix(key.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+            })
+        });
+        self.values.shrink_to_fit();
     }
 
     /// The values of a condition key; `<key>.List` names all values of `<key>`.
     pub(crate) fn values(&self, key: &str) -> Option<&[String]> {
-        if let Some(values) = self.values.get(key) {
+        if let Some(values) = self.get(key) {
             return Some(values);
         }
         let base = key.strip_suffix(".List")?;
-        self.values.get(base).map(Vec::as_slice)
+        self.get(base).map(Vec::as_slice)
     }
 
     /// The single value a `${name}` variable stands for, or `None` when AWS would
     /// not substitute it: unknown, out of range, or a value with wildcard characters.
     pub(crate) fn substitution(&self, name: &str) -> Option<&str> {
-        let value = match self.values.get(name) {
+        let value = match self.get(name) {
             Some(values) => values.first()?,
             None => {
                 // `<key>.N` is the (N+1)-th value of a multi-valued key.
                 let (base, index) = name.rsplit_once('.')?;
                 let index: usize = index.parse().ok()?;
-                self.values.get(base)?.get(index)?
+                self.get(base)?.get(index)?
             }
         };
         let clean = value.chars().count() <= MAX_SUBSTITUTION_CHARS && !value.contains(['*', '$', '+', '?', '#']);

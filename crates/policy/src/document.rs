@@ -206,6 +206,23 @@ impl Policy {
         Ok(Self { statements })
     }
 
+    /// Adds the context names this policy reads (variables of its resources, keys
+    /// and variables of its conditions): a context needs no other.
+    pub fn context_names<'a>(&'a self, out: &mut std::collections::BTreeSet<&'a str>) {
+        for statement in &self.statements {
+            let (Matcher::Any(resources) | Matcher::NoneOf(resources)) = &statement.resources;
+            for resource in resources {
+                out.extend(resource.pieces.iter().filter_map(|piece| match piece {
+                    Piece::Variable(name) => Some(name.as_str()),
+                    _ => None,
+                }));
+            }
+            for condition in &statement.conditions {
+                condition.names(out);
+            }
+        }
+    }
+
     /// The effects of the statements that apply to `action` on `resource`.
     pub(crate) fn matching_effects<'a>(
         &'a self,

@@ -237,3 +237,65 @@ fn unresolved_variables_never_widen_an_allow() {
     assert_eq!(decide(&policy, "iot:Publish", "topic/t/private", &attached), Decision::ImplicitDeny);
     assert_eq!(decide(&policy, "iot:Subscribe", "topicfilter/x", &attached), Decision::Allowed);
 }
+
+#[test]
+fn a_context_kept_to_the_names_its_policies_read_decides_the_same() {
+    let variables = Policy::parse(&format!(
+        r#"{{"Version":"2012-10-17","Statement":[
+          {{"Effect":"Allow","Action":"iot:Publish","Resource":[
+            "{ARN}:topic/c/${{iot:ClientId}}",
+            "{ARN}:topic/floor/${{iot:Connection.Thing.Attributes[floor]}}/*",
+            "{ARN}:topic/org2/${{iot:Certificate.Subject.Organization.1}}"]}},
+          {{"Effect":"Deny","Action":"iot:Publish","NotResource":"{ARN}:topic/t/${{iot:Connection.Thing.ThingName}}/*",
+            "Condition":{{"StringEquals":{{"iot:Certificate.Subject.CommonName":"${{iot:ClientId}}"}}}}}}]}}"#
+    ))
+    .unwrap();
+    let conditions = Policy::parse(
+        r#"{"Version":"2012-10-17","Statement":[
+          {"Effect":"Allow","Action":"iot:Connect","Resource":"*",
+            "Condition":{"Bool":{"iot:Connection.Thing.IsAttached":"true"},
+                          "ForAnyValue:StringEquals":{"iot:Certificate.Subject.Organization.List":["second"]}}}]}"#,
+    )
+    .unwrap();
+    let certificate = CertificateFacts {
+        subject: vec![
+            ("CommonName".into(), "dev-cn".into()),
+            ("Organization".into(), "first".into()),
+            ("Organization".into(), "second".into()),
+            ("Country".into(), "NL".into()),
+        ],
+        serial_number: "0a".into(),
+        ..Default::default()
+    };
+    let resources = [
+        "topic/c/dev-cn",
+        "topic/c/other",
+        "topic/floor/3/x",
+        "topic/org2/second",
+        "topic/org2/first",
+        "topic/t/t/x",
+        "client/dev-cn",
+    ];
+    for client_id in ["dev-cn", "other"] {
+        let full = Context::for_connection(client_id, Some(&thing("t")), Some(&certificate));
+        for policies in [vec![&variables], vec![&conditions], vec![&variables, &conditions]] {
+            let mut read = std::collections::BTreeSet::new();
+            for policy in &policies {
+                policy.context_names(&mut read);
+            }
+            let mut kept = full.clone();
+            kept.retain_names(&read);
+            assert_ne!(kept, full, "unread keys (the country, the serial number) go");
+            for action in ["iot:Publish", "iot:Connect"] {
+                for resource in resources {
+                    let resource = format!("{ARN}:{resource}");
+                    assert_eq!(
+                        evaluate(&policies, action, &resource, &kept),
+                        evaluate(&policies, action, &resource, &full),
+                        "{client_id} {action} {resource}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -287,7 +287,13 @@ impl Registry {
             attributes: t.attributes.clone(),
         });
         let cert_facts = certificate.as_ref().and_then(certificate_facts);
-        let context = Context::for_connection(client_id.unwrap_or_default(), thing_facts.as_ref(), cert_facts.as_ref());
+        let mut context =
+            Context::for_connection(client_id.unwrap_or_default(), thing_facts.as_ref(), cert_facts.as_ref());
+        let mut read = BTreeSet::new();
+        for (_, policy) in &policies {
+            policy.context_names(&mut read);
+        }
+        context.retain_names(&read);
         Ok(Permissions {
             policies,
             context,
