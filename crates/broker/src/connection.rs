@@ -10,7 +10,6 @@ use ferrocore_mqtt::{
     ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will, decode, encode, encode_publish, topic,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
 
 use ferrocore_model::ResourceKind;
 
@@ -18,6 +17,7 @@ use crate::authorize::Refusal;
 use crate::events::{self, Presence};
 use crate::message::Message;
 use crate::outbox::{Outbox, Outgoing};
+use crate::queue;
 use crate::router::{ClientEntry, Control, Delivery, PermissionsCell, Signal, Subscription, Unfinished, current};
 use crate::sessions::SessionWrite;
 use crate::{Identity, MAX_SESSION_EXPIRY_SECS, Origin, Shared, now_ms};
@@ -33,10 +33,12 @@ const OUT_BATCH: usize = 64;
 const OUT_FLUSH_BYTES: usize = 16 * 1024;
 /// A read asks for at least this much room while packets stream in.
 const READ_CHUNK: usize = 4096;
-/// Reads and writes below this size are a trickle (keep-alives, an occasional
-/// message): between them the connection keeps only this much buffer, so idle
-/// connections cost little memory.
+/// Writes below this size are a trickle (keep-alives, an occasional message): their
+/// buffer is released afterwards.
 const TRICKLE: usize = 256;
+/// The read buffer a connection waits with after a read that did not fill it (a
+/// trickle): idle connections hold this much; one that fills it reads in chunks.
+const IDLE_READ: usize = 64;
 /// How long the last packets of a connection that is told to leave may take to write.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(250);
 /// QoS 1 messages AWS lets a client leave unacknowledged (outbound, for MQTT 3.1.1),
@@ -132,17 +134,7 @@ struct Session<S> {
     outbox: Outbox,
     quota: crate::quota::QuotaWindow,
     /// Signals that end the connection (take-over, revocation, DeleteConnection).
-    control: watch::Receiver<Option<Signal>>,
-}
-
-/// Waits until the connection is told to leave.
-async fn signalled(control: &mut watch::Receiver<Option<Signal>>) -> Signal {
-    let signal = control.wait_for(Option::is_some).await.map(|signal| signal.unwrap_or(Signal::Revoked));
-    match signal {
-        Ok(signal) => signal,
-        // The router dropped the sender: nothing can signal any more.
-        Err(_) => std::future::pending().await,
-    }
+    control: Control,
 }
 
 fn clamp_keep_alive(requested: u16) -> u16 {
@@ -185,7 +177,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 /// A connection past its CONNACK.
 struct Opened<S> {
     session: Session<S>,
-    receiver: mpsc::Receiver<Delivery>,
+    receiver: queue::Receiver<Delivery>,
     identity: Identity,
     connection: u64,
     /// The session expiry asked for at CONNECT (`None`: the session ends with the connection).
@@ -284,8 +276,9 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
             properties.session_expiry_interval = u32::try_from(MAX_SESSION_EXPIRY_SECS).ok();
         }
     }
-    let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
-    let (control, control_receiver) = Control::channel();
+    let (sender, receiver) = queue::channel(QUEUE_DEPTH);
+    let control = Control::new();
+    let control_receiver = control.clone();
     let client_id = connect.client_id.clone();
     // MQTT 3.1.1: cleanSession=0 makes the session persistent for AWS's default expiry;
     // MQTT 5: a Session Expiry Interval above 0 (capped at 7 days).
@@ -315,7 +308,7 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
     shared.store_session_writes(&client_id, connected.writes).await;
     let presence = Presence {
         client_id: client_id.clone(),
-        session_id: uuid::Uuid::new_v4().to_string(),
+        session_id: uuid::Uuid::new_v4(),
         principal: identity.principal_id().to_string(),
         version: connected.version,
     };
@@ -367,7 +360,7 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(opened: Opened<S>, end: End) 
     let shared = session.shared.clone();
     let client_id = session.client_id.clone();
     // A connection told to leave may have noticed it as a failed write.
-    let signal = *session.control.borrow();
+    let signal = session.control.current();
     let end = match signal {
         Some(signal) if matches!(end, End::ConnectionLost) => End::from(signal),
         _ => end,
@@ -469,7 +462,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let result = tokio::select! {
             biased;
             written = write => written,
-            _ = signalled(control) => Err(std::io::Error::other("told to leave while writing")),
+            _ = control.signalled() => Err(std::io::Error::other("told to leave while writing")),
         };
         // A trickle's buffer is released; a stream's is kept for the next batch.
         if self.out.len() < TRICKLE {
@@ -482,9 +475,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Room for the next read: a little while the client trickles, a chunk while it streams.
     fn prepare_read(&mut self) {
-        if self.buffer.is_empty() && self.last_read < TRICKLE {
-            if self.buffer.capacity() > TRICKLE {
-                self.buffer = BytesMut::with_capacity(TRICKLE);
+        if self.buffer.is_empty() && self.last_read < IDLE_READ {
+            if self.buffer.capacity() > IDLE_READ {
+                self.buffer = BytesMut::with_capacity(IDLE_READ);
             }
         } else {
             self.buffer.reserve(READ_CHUNK);
@@ -534,9 +527,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// The loop an idle connection waits in. What it rarely does (leaving, storing
     /// acknowledged queue records, a throttling pause) is boxed, so its state stays small.
-    async fn run(&mut self, outgoing: &mut mpsc::Receiver<Delivery>) -> End {
+    async fn run(&mut self, outgoing: &mut queue::Receiver<Delivery>) -> End {
         loop {
-            let signal = *self.control.borrow();
+            let signal = self.control.current();
             if let Some(signal) = signal {
                 return Box::pin(self.obey(signal)).await;
             }
@@ -567,7 +560,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.prepare_read();
             tokio::select! {
                 biased;
-                signal = signalled(&mut self.control) => return Box::pin(self.obey(signal)).await,
+                signal = self.control.signalled() => return Box::pin(self.obey(signal)).await,
                 read = tokio::time::timeout(idle, self.stream.read_buf(&mut self.buffer)) => match read {
                     Err(_) => return Box::pin(self.close(ReasonCode::KeepAliveTimeout, End::KeepAliveTimeout)).await,
                     Ok(Ok(0)) | Ok(Err(_)) => return End::ConnectionLost,
@@ -598,8 +591,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                             break;
                         }
                         match outgoing.try_recv() {
-                            Ok(queued) => next = Some(queued),
-                            Err(_) => break,
+                            Some(queued) => next = Some(queued),
+                            None => break,
                         }
                     }
                 }

@@ -11,7 +11,7 @@ use crate::{Shared, now_ms};
 /// Who an event is about: the same values on the connect/disconnect pair.
 pub(crate) struct Presence {
     pub client_id: String,
-    pub session_id: String,
+    pub session_id: uuid::Uuid,
     pub principal: String,
     pub version: u64,
 }
@@ -20,7 +20,7 @@ fn publish(shared: &Shared, topic: String, mut body: Value, presence: &Presence,
     body["clientId"] = json!(presence.client_id);
     body["timestamp"] = json!(now_ms());
     body["eventType"] = json!(event_type);
-    body["sessionIdentifier"] = json!(presence.session_id);
+    body["sessionIdentifier"] = json!(presence.session_id.to_string());
     body["principalIdentifier"] = json!(presence.principal);
     let message = crate::message::Message::new(topic, Bytes::from(body.to_string()));
     shared.route(&message, QoS::AtLeastOnce, false, crate::Origin::default())

@@ -16,6 +16,7 @@ mod https;
 pub mod listen;
 mod message;
 mod outbox;
+mod queue;
 mod quota;
 mod rechecks;
 mod retained;
@@ -40,7 +41,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio_rustls::TlsAcceptor;
 
 use crate::message::Message;
@@ -335,7 +335,7 @@ impl Shared {
             match pending.sender.send_timeout(pending.delivery, QUEUE_FULL_WAIT).await {
                 Ok(()) => {}
                 // The session was parked meanwhile: it keeps a QoS 1 message.
-                Err(SendTimeoutError::Closed(delivery)) if delivery.qos == QoS::AtLeastOnce => {
+                Err(queue::SendTimeoutError::Closed(delivery)) if delivery.qos == QoS::AtLeastOnce => {
                     writes.extend(self.router.requeue_closed(&pending.client_id, delivery.message));
                 }
                 Err(_) => {

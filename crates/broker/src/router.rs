@@ -9,9 +9,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::queue;
 use ferrocore_mqtt::{FilterIndex, QoS, SubscriptionOptions, topic};
 use ferrocore_registry::Permissions;
-use tokio::sync::{mpsc, watch};
 
 use crate::Identity;
 use crate::message::Message;
@@ -42,25 +42,47 @@ pub enum Signal {
     Kicked { clean_session: bool, prevent_will: bool },
 }
 
-/// The sending side of a connection's control slot.
+/// A connection's control slot, held by the connection and by whoever may signal it.
 #[derive(Clone)]
-pub struct Control(Arc<watch::Sender<Option<Signal>>>);
+pub struct Control(Arc<Slot>);
+
+struct Slot {
+    signal: std::sync::Mutex<Option<Signal>>,
+    changed: tokio::sync::Notify,
+}
 
 impl Control {
-    pub fn channel() -> (Self, watch::Receiver<Option<Signal>>) {
-        let (sender, receiver) = watch::channel(None);
-        (Self(Arc::new(sender)), receiver)
+    pub fn new() -> Self {
+        Self(Arc::new(Slot { signal: std::sync::Mutex::new(None), changed: tokio::sync::Notify::new() }))
     }
 
     /// Tells the connection to end; a signal already sent stays the reason.
     pub fn signal(&self, signal: Signal) {
-        self.0.send_if_modified(|slot| {
-            let first = slot.is_none();
-            if first {
-                *slot = Some(signal);
+        let mut slot = self.0.signal.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(signal);
+            drop(slot);
+            self.0.changed.notify_waiters();
+        }
+    }
+
+    /// The signal sent, if any.
+    pub fn current(&self) -> Option<Signal> {
+        *self.0.signal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until a signal is sent.
+    pub async fn signalled(&self) -> Signal {
+        loop {
+            let changed = self.0.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a signal sent in between wakes it.
+            changed.as_mut().enable();
+            if let Some(signal) = self.current() {
+                return signal;
             }
-            first
-        });
+            changed.await;
+        }
     }
 }
 
@@ -81,7 +103,7 @@ pub struct ClientEntry {
     pub connection: u64,
     pub identity: Identity,
     pub permissions: PermissionsCell,
-    pub sender: mpsc::Sender<Delivery>,
+    pub sender: queue::Sender<Delivery>,
     pub control: Control,
 }
 
@@ -255,7 +277,7 @@ fn offer(client: &ClientEntry, delivery: Delivery, receive_resource: &str, full:
         metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "iot:Receive").increment(1);
         return false;
     }
-    if let Err(mpsc::error::TrySendError::Full(delivery)) = client.sender.try_send(delivery) {
+    if let Err(queue::TrySendError::Full(delivery)) = client.sender.try_send(delivery) {
         full.push(Pending { client_id: client.client_id.clone(), sender: client.sender.clone(), delivery });
     }
     true
@@ -311,7 +333,7 @@ pub struct Router {
 /// A delivery whose subscriber queue was full: the publisher waits a little for room.
 pub struct Pending {
     pub client_id: String,
-    pub sender: mpsc::Sender<Delivery>,
+    pub sender: queue::Sender<Delivery>,
     pub delivery: Delivery,
 }
 
@@ -415,7 +437,7 @@ impl Router {
         connection: u64,
         expires_at_ms: u64,
         unfinished: Vec<Unfinished>,
-        deliveries: &mut mpsc::Receiver<Delivery>,
+        deliveries: &mut queue::Receiver<Delivery>,
     ) -> Vec<SessionWrite> {
         let mut table = self.lock();
         let mut writes = Vec::new();
@@ -426,7 +448,7 @@ impl Router {
         let ours = entry.online().is_some_and(|c| c.connection == connection);
         if ours {
             deliveries.close();
-            while let Ok(delivery) = deliveries.try_recv() {
+            while let Some(delivery) = deliveries.try_recv() {
                 if delivery.qos == QoS::AtLeastOnce {
                     unfinished.push((None, delivery.message));
                 }
@@ -779,14 +801,15 @@ mod tests {
     }
 
     struct Client {
-        deliveries: mpsc::Receiver<Delivery>,
-        control: watch::Receiver<Option<Signal>>,
+        deliveries: queue::Receiver<Delivery>,
+        control: Control,
         connected: Connected,
     }
 
     fn connect(router: &Router, id: &str, connection: u64, clean_start: bool, depth: usize) -> Client {
-        let (sender, deliveries) = mpsc::channel(depth);
-        let (control, control_receiver) = Control::channel();
+        let (sender, deliveries) = queue::channel(depth);
+        let control = Control::new();
+        let control_receiver = control.clone();
         let entry = ClientEntry {
             client_id: id.into(),
             connection,
@@ -812,7 +835,7 @@ mod tests {
     }
 
     fn drain(client: &mut Client) -> Vec<Delivery> {
-        std::iter::from_fn(|| client.deliveries.try_recv().ok()).collect()
+        std::iter::from_fn(|| client.deliveries.try_recv()).collect()
     }
 
     const FAR: u64 = u64::MAX;
@@ -902,24 +925,40 @@ mod tests {
         assert_eq!(Subscription::from_byte(1), Subscription::with_qos(QoS::AtLeastOnce), "stored plain QoS");
     }
 
+    #[tokio::test]
+    async fn the_first_signal_wakes_a_waiting_connection_and_stays_the_reason() {
+        let control = Control::new();
+        let waiter = tokio::spawn({
+            let control = control.clone();
+            async move { control.signalled().await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(control.current(), None);
+        control.signal(Signal::Revoked);
+        control.signal(Signal::TakenOver);
+        assert_eq!(waiter.await.unwrap(), Signal::Revoked);
+        assert_eq!(control.current(), Some(Signal::Revoked));
+        assert_eq!(control.signalled().await, Signal::Revoked, "a later wait sees it at once");
+    }
+
     #[test]
     fn take_over_and_delete_connection_reach_a_connection_whose_queue_is_full() {
         let router = Router::new(100);
-        let mut old = connect(&router, "c", 1, true, 1);
+        let old = connect(&router, "c", 1, true, 1);
         router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtMostOnce));
         publish(&router, 1);
         let full = publish(&router, 2);
         assert_eq!(full.full.len(), 1, "the old connection's queue is full");
         let mut new = connect(&router, "c", 2, true, 1);
-        assert_eq!(*old.control.borrow_and_update(), Some(Signal::TakenOver));
-        assert_eq!(*new.control.borrow_and_update(), None, "positive control: the new connection is not told to leave");
+        assert_eq!(old.control.current(), Some(Signal::TakenOver));
+        assert_eq!(new.control.current(), None, "positive control: the new connection is not told to leave");
         router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtMostOnce));
         publish(&router, 3);
         publish(&router, 4);
         assert!(router.kick("c", true, false));
-        assert_eq!(*new.control.borrow(), Some(Signal::Kicked { clean_session: true, prevent_will: false }));
+        assert_eq!(new.control.current(), Some(Signal::Kicked { clean_session: true, prevent_will: false }));
         // The first signal stays the reason.
-        assert_eq!(*old.control.borrow(), Some(Signal::TakenOver));
+        assert_eq!(old.control.current(), Some(Signal::TakenOver));
         assert_eq!(drain(&mut new).len(), 1);
     }
 
