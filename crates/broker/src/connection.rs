@@ -16,16 +16,15 @@ use ferrocore_model::ResourceKind;
 use crate::authorize::Refusal;
 use crate::events::{self, Presence};
 use crate::message::Message;
+use crate::negotiate::{ServerLimits, expiry_at_end, negotiate};
 use crate::outbox::{Outbox, Outgoing};
 use crate::queue;
 use crate::router::{ClientEntry, Control, Delivery, PermissionsCell, Signal, Subscription, Unfinished, current};
 use crate::sessions::SessionWrite;
-use crate::{Identity, MAX_SESSION_EXPIRY_SECS, Origin, Shared, now_ms};
+use crate::{Identity, Origin, Shared, now_ms};
 
 /// How long a new connection may take to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// AWS clamps keep-alive to this range; 0 means the maximum.
-const KEEP_ALIVE_RANGE: (u16, u16) = (30, 1200);
 const QUEUE_DEPTH: usize = 1024;
 /// Deliveries taken from the queue before the output is written.
 const OUT_BATCH: usize = 64;
@@ -41,12 +40,6 @@ const TRICKLE: usize = 256;
 const IDLE_READ: usize = 64;
 /// How long the last packets of a connection that is told to leave may take to write.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(250);
-/// QoS 1 messages AWS lets a client leave unacknowledged (outbound, for MQTT 3.1.1),
-/// and that it takes from a client before acknowledging (the CONNACK's Receive Maximum).
-const V311_RECEIVE_MAXIMUM: u16 = 100;
-const RECEIVE_MAXIMUM: u16 = 100;
-/// The topic aliases AWS accepts from an MQTT 5 client.
-const TOPIC_ALIAS_MAXIMUM: u16 = 8;
 
 /// Why a connection ended, for the log line and lifecycle reporting.
 #[derive(Debug)]
@@ -137,10 +130,6 @@ struct Session<S> {
     control: Control,
 }
 
-fn clamp_keep_alive(requested: u16) -> u16 {
-    if requested == 0 { KEEP_ALIVE_RANGE.1 } else { requested.clamp(KEEP_ALIVE_RANGE.0, KEEP_ALIVE_RANGE.1) }
-}
-
 /// Checks a will at CONNECT: AWS refuses QoS 2, invalid topics and topics the
 /// client may not publish (or, for a retained will, retain-publish) to.
 fn check_will(will: &Will, permissions: &ferrocore_registry::Permissions, shared: &Shared) -> Result<(), ReasonCode> {
@@ -216,22 +205,23 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
         let _ = stream.write_all(&out).await;
         let _ = stream.shutdown().await;
     };
-    let mut connect = connect;
-    // An empty client id is allowed with a clean session: the server assigns one
-    // (MQTT 5 tells the client in CONNACK). `$` starts AWS's reserved ids.
-    let assigned_id = connect.client_id.is_empty() && connect.clean_start;
-    if assigned_id {
-        connect.client_id = format!("${}", uuid::Uuid::new_v4().simple());
-    }
-    let reserved = connect.client_id.starts_with('$') && !assigned_id;
-    if connect.client_id.is_empty() || reserved || connect.client_id.len() > shared.max_client_id_len {
-        refuse(&mut stream, ReasonCode::ClientIdentifierNotValid).await;
-        tracing::info!(principal = identity.principal_id(), "connection refused: client id not valid");
-        return None;
-    }
+    let limits = ServerLimits {
+        max_client_id_len: shared.max_client_id_len,
+        max_packet_size: shared.max_packet_size,
+        session_expiry_secs: shared.session_expiry_secs,
+    };
+    let terms = match negotiate(&connect, limits, || uuid::Uuid::new_v4().simple().to_string()) {
+        Ok(terms) => terms,
+        Err(reason) => {
+            refuse(&mut stream, reason).await;
+            tracing::info!(principal = identity.principal_id(), "connection refused: client id not valid");
+            return None;
+        }
+    };
+    let client_id = terms.client_id.clone();
     // Boxed here and below: what runs once per connection must not enlarge the state
     // every idle connection holds (see `footprint` in lib.rs).
-    let permissions = match Box::pin(shared.permissions_of(&identity, &connect.client_id)).await {
+    let permissions = match Box::pin(shared.permissions_of(&identity, &client_id)).await {
         Ok(permissions) => permissions,
         Err(err) => {
             tracing::warn!(principal = identity.principal_id(), error = %err, "cannot read the connection's permissions");
@@ -239,57 +229,24 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
     };
-    if !permissions.allows("iot:Connect", &shared.arn(ResourceKind::Client, &connect.client_id)) {
+    if !permissions.allows("iot:Connect", &shared.arn(ResourceKind::Client, &client_id)) {
         metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "connect").increment(1);
-        shared.forget_permissions(&identity, &connect.client_id);
+        shared.forget_permissions(&identity, &client_id);
         refuse(&mut stream, ReasonCode::NotAuthorized).await;
-        tracing::info!(client_id = %connect.client_id, principal = identity.principal_id(), "connection refused: iot:Connect denied");
+        tracing::info!(client_id = %client_id, principal = identity.principal_id(), "connection refused: iot:Connect denied");
         return None;
     }
     if let Some(will) = &connect.will
         && let Err(reason) = check_will(will, &permissions, &shared)
     {
-        shared.forget_permissions(&identity, &connect.client_id);
+        shared.forget_permissions(&identity, &client_id);
         refuse(&mut stream, reason).await;
-        tracing::info!(client_id = %connect.client_id, reason = ?reason, "connection refused: will not accepted");
+        tracing::info!(client_id = %client_id, reason = ?reason, "connection refused: will not accepted");
         return None;
-    }
-    let keep_alive = clamp_keep_alive(connect.keep_alive);
-    let requested_expiry = connect.properties.session_expiry_interval.unwrap_or(0);
-    let mut properties = Properties::default();
-    if version == Version::V5 {
-        properties.maximum_qos = Some(1);
-        properties.retain_available = Some(1);
-        properties.shared_subscription_available = Some(1);
-        properties.subscription_identifier_available = Some(0);
-        properties.wildcard_subscription_available = Some(1);
-        properties.topic_alias_maximum = Some(TOPIC_ALIAS_MAXIMUM);
-        properties.receive_maximum = Some(RECEIVE_MAXIMUM);
-        properties.maximum_packet_size = u32::try_from(shared.max_packet_size).ok();
-        if keep_alive != connect.keep_alive {
-            properties.server_keep_alive = Some(keep_alive);
-        }
-        if assigned_id {
-            properties.assigned_client_identifier = Some(connect.client_id.clone());
-        }
-        if u64::from(requested_expiry) > MAX_SESSION_EXPIRY_SECS {
-            properties.session_expiry_interval = u32::try_from(MAX_SESSION_EXPIRY_SECS).ok();
-        }
     }
     let (sender, receiver) = queue::channel(QUEUE_DEPTH);
     let control = Control::new();
     let control_receiver = control.clone();
-    let client_id = connect.client_id.clone();
-    // MQTT 3.1.1: cleanSession=0 makes the session persistent for AWS's default expiry;
-    // MQTT 5: a Session Expiry Interval above 0 (capped at 7 days).
-    let expiry_secs: Option<u64> = match version {
-        Version::V311 => (!connect.clean_start).then_some(shared.session_expiry_secs),
-        Version::V5 => connect
-            .properties
-            .session_expiry_interval
-            .filter(|secs| *secs > 0)
-            .map(|secs| u64::from(secs).min(MAX_SESSION_EXPIRY_SECS)),
-    };
     let cell: PermissionsCell = Arc::new(std::sync::RwLock::new(permissions));
     let entry = ClientEntry {
         client_id: client_id.clone(),
@@ -323,27 +280,17 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
         shared: shared.clone(),
         presence,
         expiry_on_disconnect: None,
-        expiry_was_zero: expiry_secs.is_none(),
+        expiry_was_zero: terms.expiry_secs.is_none(),
         discard_session: false,
         prevent_will: false,
-        state: ConnectionState::new(
-            keep_alive,
-            if version == Version::V5 { TOPIC_ALIAS_MAXIMUM } else { 0 },
-            std::time::Instant::now(),
-        ),
-        outbox: Outbox::new(
-            match version {
-                Version::V5 => connect.properties.receive_maximum.unwrap_or(u16::MAX),
-                Version::V311 => V311_RECEIVE_MAXIMUM,
-            },
-            connect.properties.maximum_packet_size.and_then(|max| usize::try_from(max).ok()).unwrap_or(usize::MAX),
-        ),
+        state: ConnectionState::new(terms.keep_alive, terms.topic_alias_maximum, std::time::Instant::now()),
+        outbox: Outbox::new(terms.receive_maximum, terms.client_max_packet),
         quota: crate::quota::QuotaWindow::new(shared.limits.rate, std::time::Instant::now()),
         control: control_receiver,
     };
-    let accepted = Packet::ConnAck(ConnAck { session_present, reason: ReasonCode::Success, properties });
+    let accepted = Packet::ConnAck(ConnAck { session_present, reason: ReasonCode::Success, properties: terms.connack });
     metrics::gauge!("ferrocore_mqtt_connections").increment(1.0);
-    tracing::info!(client_id = %client_id, principal = identity.principal_id(), version = ?version, keep_alive, "client connected");
+    tracing::info!(client_id = %client_id, principal = identity.principal_id(), version = ?version, keep_alive = terms.keep_alive, "client connected");
     let ended = match session.send(&accepted).await {
         Ok(()) => {
             Box::pin(shared.store_changed(events::connected(&shared, &session.presence, &peer.ip().to_string()))).await;
@@ -351,6 +298,7 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Err(_) => Some(End::ConnectionLost),
     };
+    let expiry_secs = terms.expiry_secs;
     Some(Opened { session, receiver, identity, connection, expiry_secs, will: connect.will.map(Box::new), ended })
 }
 
@@ -369,12 +317,7 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(opened: Opened<S>, end: End) 
         session.discard_session |= clean_session;
         session.prevent_will |= prevent_will;
     }
-    let expiry_secs = match session.expiry_on_disconnect {
-        _ if session.discard_session => None,
-        Some(0) => None,
-        Some(secs) if expiry_secs.is_some() => Some(u64::from(secs).min(MAX_SESSION_EXPIRY_SECS)),
-        _ => expiry_secs,
-    };
+    let expiry_secs = expiry_at_end(expiry_secs, session.expiry_on_disconnect, session.discard_session);
     let mut writes = session.finished_writes();
     let (unfinished, finished) = std::mem::replace(&mut session.outbox, Outbox::new(1, 0)).into_unfinished();
     writes.extend(finished.into_iter().map(|seq| SessionWrite::Dequeue { client_id: client_id.clone(), seq }));

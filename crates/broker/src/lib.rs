@@ -15,6 +15,7 @@ mod events;
 mod https;
 pub mod listen;
 mod message;
+mod negotiate;
 mod outbox;
 mod queue;
 mod quota;
@@ -207,9 +208,6 @@ impl<'a> Origin<'a> {
 /// How long a publish waits for room in a subscriber's full queue before the
 /// message is dropped for that subscriber.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(20);
-
-/// The longest session expiry an MQTT 5 client may ask for (AWS: 7 days).
-const MAX_SESSION_EXPIRY_SECS: u64 = 7 * 24 * 3600;
 
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -700,32 +698,22 @@ mod footprint {
     }
 
     #[tokio::test]
-    async fn sizes() {
+    async fn an_idle_connection_task_holds_its_session_and_run_loop_only() {
         let dir = tempfile::tempdir().unwrap();
         let gateway = gateway(&dir).await;
         let (stream, _peer) = tokio::io::duplex(64);
-        let serve = connection::serve(
-            stream,
-            Identity::Certificate("c".into()),
-            "127.0.0.1:1".parse().unwrap(),
-            gateway.shared.clone(),
-            0,
-        );
-        println!("serve {}", std::mem::size_of_val(&serve));
-        let message = Message::new("a", bytes::Bytes::new());
-        let accept = gateway.shared.accept_publish(&message, QoS::AtLeastOnce, false, "r", Origin::default());
-        println!("accept_publish {}", std::mem::size_of_val(&accept));
-        drop(accept);
-        let settle = gateway.shared.store_session_writes("c", Vec::new());
-        println!("store_session_writes {}", std::mem::size_of_val(&settle));
-        drop(settle);
-        let ev = gateway.shared.store_changed(router::Published::default());
-        println!("store_changed {}", std::mem::size_of_val(&ev));
-        drop(ev);
-        let sh = gateway.shared.answer_shadow_request("a", b"", 0);
-        println!("answer_shadow_request {}", std::mem::size_of_val(&sh));
-        drop(sh);
-        let rs = gateway.shared.retained.set(&message, QoS::AtLeastOnce, 0);
-        println!("retained.set {}", std::mem::size_of_val(&rs));
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let serve = connection::serve(stream, Identity::Certificate("c".into()), peer, gateway.shared.clone(), 0);
+        let size = std::mem::size_of_val(&serve);
+        // In the test (debug) layout, with an in-memory stream; 6.5 KiB before connecting,
+        // leaving and the rare paths of the run loop were boxed.
+        assert!(size <= 2560, "the connection task grew to {size} bytes: box what runs rarely");
+        // Positive control: the same measure sees a future that holds more.
+        let heavier = async move {
+            let held = [0u8; 4096];
+            tokio::task::yield_now().await;
+            held.len()
+        };
+        assert!(std::mem::size_of_val(&heavier) > 4096);
     }
 }

@@ -7,14 +7,15 @@
 //! to a resuming connection (and back) is atomic with respect to routing.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 
-use crate::queue;
 use ferrocore_mqtt::{FilterIndex, QoS, SubscriptionOptions, topic};
 use ferrocore_registry::Permissions;
 
 use crate::Identity;
 use crate::message::Message;
+use crate::queue;
 use crate::sessions::{SessionRecord, SessionWrite};
 
 /// A connection's permissions, replaced when the registry changes.
@@ -180,8 +181,8 @@ impl Entry {
 /// The online members of one shared subscription (`$share/<group>/<filter>`).
 struct SharedGroup {
     members: Vec<String>,
-    /// Where the round-robin over members continues.
-    next: usize,
+    /// Where the round-robin over members continues (moved by publishes, which share the table).
+    next: std::sync::atomic::AtomicUsize,
 }
 
 /// How long a departed client id's version number is remembered (AWS resets it
@@ -212,7 +213,7 @@ impl Table {
         if let Some(inner) = shared_filter(filter) {
             let group = self.shared.entry(filter.to_string()).or_insert_with(|| {
                 self.shared_index.insert(inner, filter);
-                SharedGroup { members: Vec::new(), next: 0 }
+                SharedGroup { members: Vec::new(), next: Default::default() }
             });
             if !group.members.iter().any(|m| m == client_id) {
                 group.members.push(client_id.to_string());
@@ -324,8 +325,11 @@ impl Parked {
     }
 }
 
+/// The table behind a read-write lock: publishes share it (they only read, but for
+/// a shared group's cursor, an atomic); connecting, parking and subscribing take it
+/// alone. A publish that must queue for a parked session takes it alone briefly.
 pub struct Router {
-    table: Mutex<Table>,
+    table: RwLock<Table>,
     /// QoS 1 messages a parked session keeps at most; older ones are dropped.
     queue_limit: usize,
 }
@@ -371,11 +375,15 @@ pub struct Loaded {
 
 impl Router {
     pub fn new(queue_limit: usize) -> Self {
-        Self { table: Mutex::new(Table::default()), queue_limit: queue_limit.max(1) }
+        Self { table: RwLock::new(Table::default()), queue_limit: queue_limit.max(1) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Registers a connection. An older connection with the same client id is told
@@ -577,12 +585,12 @@ impl Router {
     /// The live connections.
     /// The live connection `connection` of a client id, if it still is.
     pub fn client(&self, client_id: &str, connection: u64) -> Option<ClientEntry> {
-        let table = self.lock();
+        let table = self.read();
         table.sessions.get(client_id).and_then(Entry::online).filter(|c| c.connection == connection).cloned()
     }
 
     pub fn clients(&self) -> Vec<ClientEntry> {
-        self.lock().sessions.values().filter_map(Entry::online).cloned().collect()
+        self.read().sessions.values().filter_map(Entry::online).cloned().collect()
     }
 
     /// Adds or replaces a subscription of a live client; answers whether it is new
@@ -599,7 +607,7 @@ impl Router {
 
     /// Queues the retained copy of a topic for one client, if its iot:Receive allows it.
     pub fn deliver_retained(&self, client_id: &str, message: &Message, qos: QoS, receive_resource: &str) {
-        let table = self.lock();
+        let table = self.read();
         let Some(client) = table.sessions.get(client_id).and_then(Entry::online) else {
             return;
         };
@@ -614,7 +622,7 @@ impl Router {
 
     /// Tells a connected client to leave (DeleteConnection); false when it is not connected.
     pub fn kick(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool {
-        let table = self.lock();
+        let table = self.read();
         let Some(client) = table.sessions.get(client_id).and_then(Entry::online) else {
             return false;
         };
@@ -623,7 +631,7 @@ impl Router {
     }
 
     pub fn has_offline(&self, client_id: &str) -> bool {
-        self.lock().sessions.get(client_id).is_some_and(|e| e.online().is_none())
+        self.read().sessions.get(client_id).is_some_and(|e| e.online().is_none())
     }
 
     /// Forgets the persistent session of a disconnected client; `None` when it has
@@ -639,7 +647,7 @@ impl Router {
 
     /// Whether the client may add (or renew) `filter` within `limit` subscriptions.
     pub fn can_subscribe(&self, client_id: &str, filter: &str, limit: usize) -> bool {
-        self.lock()
+        self.read()
             .sessions
             .get(client_id)
             .is_some_and(|entry| entry.subscriptions.contains_key(filter) || entry.subscriptions.len() < limit)
@@ -672,87 +680,101 @@ impl Router {
         let topic_name = message.topic.as_str();
         let mut published = Published::default();
         let message = Arc::new(message.clone());
-        let mut table = self.lock();
-        let table = &mut *table;
-        // Live subscribers are served while the index is borrowed; parked sessions (direct
-        // subscribers, and one per shared subscription nobody online took), which change,
-        // after: only their ids are copied.
+        // Parked sessions (direct subscribers, and one per shared subscription nobody
+        // online took) are queued for afterwards, under the table alone: only their ids
+        // are copied here.
         let mut parked_subscribers: Vec<String> = Vec::new();
-        for (client_id, subscription) in table.subscribers(topic_name, publisher) {
-            let Some(entry) = table.sessions.get(client_id) else { continue };
-            match entry.online() {
-                Some(client) => {
-                    let delivery = Delivery {
-                        message: message.clone(),
-                        qos: qos.min(subscription.qos),
-                        retain: retain && subscription.retain_as_published,
-                    };
-                    offer(client, delivery, receive_resource, &mut published.full);
+        {
+            let table = self.read();
+            for (client_id, subscription) in table.subscribers(topic_name, publisher) {
+                let Some(entry) = table.sessions.get(client_id) else { continue };
+                match entry.online() {
+                    Some(client) => {
+                        let delivery = Delivery {
+                            message: message.clone(),
+                            qos: qos.min(subscription.qos),
+                            retain: retain && subscription.retain_as_published,
+                        };
+                        offer(client, delivery, receive_resource, &mut published.full);
+                    }
+                    None if qos == QoS::AtLeastOnce && subscription.qos == QoS::AtLeastOnce => {
+                        parked_subscribers.push(client_id.to_string());
+                    }
+                    None => {}
                 }
-                None if qos == QoS::AtLeastOnce && subscription.qos == QoS::AtLeastOnce => {
-                    parked_subscribers.push(client_id.to_string());
+            }
+            let Table { sessions, shared, shared_index, .. } = &*table;
+            let mut groups: Vec<&str> = Vec::new();
+            shared_index.for_each_match(topic_name, |_, names| groups.extend(names.iter().map(String::as_str)));
+            for name in groups {
+                let Some(group) = shared.get(name) else { continue };
+                let members = group.members.len();
+                let start = group.next.load(Ordering::Relaxed);
+                let served = (0..members).find(|step| {
+                    let member = &group.members[(start + step) % members];
+                    sessions.get(member).is_some_and(|entry| {
+                        let Some(client) = entry.online() else { return false };
+                        let granted = entry.subscriptions.get(name).map_or(QoS::AtMostOnce, |s| s.qos);
+                        let delivery = Delivery { message: message.clone(), qos: qos.min(granted), retain: false };
+                        offer(client, delivery, receive_resource, &mut published.full)
+                    })
+                });
+                if let Some(step) = served {
+                    group.next.store((start + step + 1) % members, Ordering::Relaxed);
+                    continue;
                 }
-                None => {}
+                if qos != QoS::AtLeastOnce {
+                    continue;
+                }
+                // Nobody online took it: the first parked member with a QoS 1 subscription keeps it.
+                let keeper = group.members.iter().find(|member| {
+                    sessions.get(member.as_str()).is_some_and(|entry| {
+                        let receives = |p: &Parked| current(&p.permissions).allows("iot:Receive", receive_resource);
+                        entry.subscriptions.get(name).is_some_and(|s| s.qos == QoS::AtLeastOnce)
+                            && matches!(&entry.state, State::Offline(parked) if receives(parked))
+                    })
+                });
+                parked_subscribers.extend(keeper.cloned());
             }
         }
-        let Table { sessions, shared, shared_index, .. } = table;
-        let mut groups: Vec<&str> = Vec::new();
-        shared_index.for_each_match(topic_name, |_, names| groups.extend(names.iter().map(String::as_str)));
-        for name in groups {
-            let Some(group) = shared.get_mut(name) else { continue };
-            let members = group.members.len();
-            let served = (0..members).find(|step| {
-                let member = &group.members[(group.next + step) % members];
-                sessions.get(member).is_some_and(|entry| {
-                    let Some(client) = entry.online() else { return false };
-                    let granted = entry.subscriptions.get(name).map_or(QoS::AtMostOnce, |s| s.qos);
-                    let delivery = Delivery { message: message.clone(), qos: qos.min(granted), retain: false };
-                    offer(client, delivery, receive_resource, &mut published.full)
-                })
-            });
-            if let Some(step) = served {
-                group.next = (group.next + step + 1) % members;
-                continue;
+        if !parked_subscribers.is_empty() {
+            let mut table = self.lock();
+            for client_id in &parked_subscribers {
+                self.keep_for_parked(&mut table, client_id, &message, receive_resource, &mut published);
             }
-            if qos != QoS::AtLeastOnce {
-                continue;
-            }
-            // Nobody online took it: the first parked member with a QoS 1 subscription keeps it.
-            let keeper = group.members.iter().find(|member| {
-                sessions.get(member.as_str()).is_some_and(|entry| {
-                    let receives = |p: &Parked| current(&p.permissions).allows("iot:Receive", receive_resource);
-                    entry.subscriptions.get(name).is_some_and(|s| s.qos == QoS::AtLeastOnce)
-                        && matches!(&entry.state, State::Offline(parked) if receives(parked))
-                })
-            });
-            parked_subscribers.extend(keeper.cloned());
-        }
-        for client_id in &parked_subscribers {
-            self.keep_for_parked(table, client_id, &message, receive_resource, &mut published.writes);
         }
         published
     }
 
-    /// Keeps a QoS 1 message for a parked session whose iot:Receive allows it.
+    /// Keeps a QoS 1 message for a parked session whose iot:Receive allows it; one that
+    /// resumed since the publish looked gets it on its new connection instead.
     fn keep_for_parked(
         &self,
         table: &mut Table,
         client_id: &str,
         message: &Arc<Message>,
         receive_resource: &str,
-        writes: &mut Vec<SessionWrite>,
+        published: &mut Published,
     ) {
         let Some(entry) = table.sessions.get_mut(client_id) else { return };
-        let State::Offline(parked) = &mut entry.state else { return };
-        if current(&parked.permissions).allows("iot:Receive", receive_resource) {
-            parked.keep(client_id, &mut entry.next_seq, None, message.clone(), self.queue_limit, writes);
+        match &mut entry.state {
+            State::Offline(parked) => {
+                if current(&parked.permissions).allows("iot:Receive", receive_resource) {
+                    let (limit, writes) = (self.queue_limit, &mut published.writes);
+                    parked.keep(client_id, &mut entry.next_seq, None, message.clone(), limit, writes);
+                }
+            }
+            State::Online(client) => {
+                let delivery = Delivery { message: message.clone(), qos: QoS::AtLeastOnce, retain: false };
+                offer(client, delivery, receive_resource, &mut published.full);
+            }
         }
     }
 
     /// Client ids the router holds a session or a version number for (tests, metrics).
     #[cfg(test)]
     fn remembered(&self) -> usize {
-        let table = self.lock();
+        let table = self.read();
         table.sessions.len() + table.departed.len()
     }
 }
