@@ -19,7 +19,7 @@ use crate::message::Message;
 use crate::negotiate::{ServerLimits, expiry_at_end, negotiate};
 use crate::outbox::{Outbox, Outgoing};
 use crate::queue;
-use crate::router::{ClientEntry, Control, Delivery, PermissionsCell, Signal, Subscription, Unfinished, current};
+use crate::router::{ClientEntry, Control, Delivery, PermissionsCell, Signal, Subscription, Unfinished};
 use crate::sessions::SessionWrite;
 use crate::{Identity, Origin, Shared, now_ms};
 
@@ -104,6 +104,8 @@ struct Session<S> {
     stream: S,
     /// Bytes read and not yet decoded.
     buffer: BytesMut,
+    /// PUBLISH packets encoded since the last write, for the messages-out counter.
+    sent: u64,
     /// The size of the last read (see [`Session::prepare_read`]).
     last_read: usize,
     /// Encoded packets not yet written: written together before the task waits,
@@ -272,6 +274,7 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
     let mut session = Session {
         stream,
         buffer,
+        sent: 0,
         last_read: 0,
         out: BytesMut::new(),
         version,
@@ -395,6 +398,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.out.is_empty() {
             return Ok(());
         }
+        // Counted per write, not per message: the counter is shared by every connection.
+        self.shared.metrics.messages_out.increment(std::mem::take(&mut self.sent));
         let Self { stream, out, control, .. } = self;
         // TLS may keep encrypted bytes back until flushed (when the socket was full).
         let write = async {
@@ -521,12 +526,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     // Take what else is queued too, to write it in one go.
                     let mut next = message;
                     let mut taken = 0;
+                    let now = now_ms();
                     loop {
                         let Some(Delivery { message, qos, retain }) = next else {
                             // Only the router closes the queue, when it parks this session.
                             return End::ConnectionLost;
                         };
-                        if self.deliver((None, message), qos, retain).await.is_err() {
+                        if self.deliver((None, message), qos, retain, now).await.is_err() {
                             return End::ConnectionLost;
                         }
                         taken += 1;
@@ -546,28 +552,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Sends the QoS 1 messages a resumed session queued while the client was away
     /// (those its current iot:Receive still allows).
     async fn replay(&mut self, queued: Vec<(u64, Arc<Message>)>) -> std::io::Result<()> {
+        let now = now_ms();
         for (seq, message) in queued {
             if !self.allowed("iot:Receive", &self.shared.arn(ResourceKind::Topic, &message.topic)) {
                 self.outbox.skip(seq);
                 continue;
             }
-            self.deliver((Some(seq), message), QoS::AtLeastOnce, false).await?;
+            self.deliver((Some(seq), message), QoS::AtLeastOnce, false, now).await?;
         }
         Ok(())
     }
 
     /// Sends one message now, or leaves it to the outbox (waiting for the window, or dropped).
-    async fn deliver(&mut self, unfinished: Unfinished, qos: QoS, retain: bool) -> std::io::Result<()> {
-        match self.outbox.offer(unfinished, qos, retain, now_ms()) {
-            Some(outgoing) => self.send_publish(outgoing).await,
+    /// `now_ms` is read once per batch of deliveries.
+    async fn deliver(&mut self, unfinished: Unfinished, qos: QoS, retain: bool, now_ms: u64) -> std::io::Result<()> {
+        match self.outbox.offer(unfinished, qos, retain, now_ms) {
+            Some(outgoing) => self.send_publish(outgoing, now_ms).await,
             None => Ok(()),
         }
     }
 
     /// Writes one PUBLISH: QoS 1 when it has a packet id, else QoS 0.
-    async fn send_publish(&mut self, Outgoing { message, packet_id, retain }: Outgoing) -> std::io::Result<()> {
+    async fn send_publish(
+        &mut self,
+        Outgoing { message, packet_id, retain }: Outgoing,
+        now_ms: u64,
+    ) -> std::io::Result<()> {
         let properties = match self.version {
-            Version::V5 => message.outgoing_properties(now_ms()),
+            Version::V5 => message.outgoing_properties(now_ms),
             Version::V311 => Properties::default(),
         };
         let publish = PublishRef {
@@ -580,12 +592,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             properties: &properties,
         };
         encode_publish(publish, self.version, &mut self.out);
-        self.shared.metrics.messages_out.increment(1);
+        self.sent += 1;
         self.flush_if_full().await
     }
 
     fn allowed(&self, action: &'static str, resource: &str) -> bool {
-        let allowed = current(&self.permissions).allows(action, resource);
+        let allowed = crate::router::allows(&self.permissions, action, resource);
         if !allowed {
             metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => action).increment(1);
         }
@@ -617,8 +629,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             Packet::PubAck(ack) => {
                 let mut result = Ok(());
-                for outgoing in self.outbox.acknowledged(ack.packet_id, now_ms()) {
-                    result = self.send_publish(outgoing).await;
+                let now = now_ms();
+                for outgoing in self.outbox.acknowledged(ack.packet_id, now) {
+                    result = self.send_publish(outgoing, now).await;
                     if result.is_err() {
                         break;
                     }
@@ -642,7 +655,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Err(reason) = self.state.resolve_topic(&mut publish) {
             return Some(self.close(reason, End::Refused("topic alias")).await);
         }
-        let resource = match self.shared.may_publish(&current(&self.permissions), &publish.topic, publish.retain) {
+        let decision = {
+            let permissions = self.permissions.read().unwrap_or_else(|e| e.into_inner());
+            self.shared.may_publish(&permissions, &publish.topic, publish.retain)
+        };
+        let resource = match decision {
             Ok(resource) => resource,
             Err(Refusal::InvalidTopic(_)) => {
                 return Some(self.close(ReasonCode::TopicNameInvalid, End::Refused("invalid topic name")).await);

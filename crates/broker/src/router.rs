@@ -25,6 +25,12 @@ pub fn current(cell: &PermissionsCell) -> Arc<Permissions> {
     cell.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// Whether the permissions in `cell` allow `action` on `resource` (without taking a
+/// reference to them: this runs for every subscriber of every publish).
+pub fn allows(cell: &PermissionsCell, action: &str, resource: &str) -> bool {
+    cell.read().unwrap_or_else(|e| e.into_inner()).allows(action, resource)
+}
+
 /// Replaces a connection's permissions.
 pub fn replace(cell: &PermissionsCell, permissions: Arc<Permissions>) {
     *cell.write().unwrap_or_else(|e| e.into_inner()) = permissions;
@@ -252,29 +258,40 @@ impl Table {
     }
 
     /// Each session subscribed to `topic_name` (its own publishes left out where it
-    /// asked for No Local), with the highest QoS it was granted.
-    fn subscribers(&self, topic_name: &str, publisher: Option<&str>) -> HashMap<&str, Subscription> {
-        let mut matched: HashMap<&str, Subscription> = HashMap::new();
+    /// asked for No Local), once, with the highest QoS it was granted. A client id
+    /// appears once per filter, so merging is needed only when several filters match.
+    fn subscribers(&self, topic_name: &str, publisher: Option<&str>) -> Vec<(&str, &Entry, Subscription)> {
+        let mut matched: Vec<(&str, &Entry, Subscription)> = Vec::new();
+        let mut filters = 0;
         self.index.for_each_match(topic_name, |filter, ids| {
+            filters += 1;
             for id in ids {
-                let Some(subscription) = self.sessions.get(id).and_then(|c| c.subscriptions.get(filter)) else {
-                    continue;
-                };
+                let Some(entry) = self.sessions.get(id) else { continue };
+                let Some(subscription) = entry.subscriptions.get(filter) else { continue };
                 if subscription.no_local && publisher == Some(id.as_str()) {
                     continue;
                 }
-                let best = matched.entry(id.as_str()).or_insert(*subscription);
-                best.qos = best.qos.max(subscription.qos);
-                best.retain_as_published |= subscription.retain_as_published;
+                matched.push((id.as_str(), entry, *subscription));
             }
         });
+        if filters > 1 {
+            matched.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            matched.dedup_by(|later, kept| {
+                let same = later.0 == kept.0;
+                if same {
+                    kept.2.qos = kept.2.qos.max(later.2.qos);
+                    kept.2.retain_as_published |= later.2.retain_as_published;
+                }
+                same
+            });
+        }
         matched
     }
 }
 
 /// Queues a message for a client when its iot:Receive allows it; false when it does not.
 fn offer(client: &ClientEntry, delivery: Delivery, receive_resource: &str, full: &mut Vec<Pending>) -> bool {
-    if !current(&client.permissions).allows("iot:Receive", receive_resource) {
+    if !allows(&client.permissions, "iot:Receive", receive_resource) {
         metrics::counter!("ferrocore_mqtt_authorization_denied_total", "action" => "iot:Receive").increment(1);
         return false;
     }
@@ -611,7 +628,7 @@ impl Router {
         let Some(client) = table.sessions.get(client_id).and_then(Entry::online) else {
             return;
         };
-        if !current(&client.permissions).allows("iot:Receive", receive_resource) {
+        if !allows(&client.permissions, "iot:Receive", receive_resource) {
             return;
         }
         let delivery = Delivery { message: Arc::new(message.clone()), qos, retain: true };
@@ -686,8 +703,7 @@ impl Router {
         let mut parked_subscribers: Vec<String> = Vec::new();
         {
             let table = self.read();
-            for (client_id, subscription) in table.subscribers(topic_name, publisher) {
-                let Some(entry) = table.sessions.get(client_id) else { continue };
+            for (client_id, entry, subscription) in table.subscribers(topic_name, publisher) {
                 match entry.online() {
                     Some(client) => {
                         let delivery = Delivery {
@@ -729,7 +745,7 @@ impl Router {
                 // Nobody online took it: the first parked member with a QoS 1 subscription keeps it.
                 let keeper = group.members.iter().find(|member| {
                     sessions.get(member.as_str()).is_some_and(|entry| {
-                        let receives = |p: &Parked| current(&p.permissions).allows("iot:Receive", receive_resource);
+                        let receives = |p: &Parked| allows(&p.permissions, "iot:Receive", receive_resource);
                         entry.subscriptions.get(name).is_some_and(|s| s.qos == QoS::AtLeastOnce)
                             && matches!(&entry.state, State::Offline(parked) if receives(parked))
                     })
@@ -759,7 +775,7 @@ impl Router {
         let Some(entry) = table.sessions.get_mut(client_id) else { return };
         match &mut entry.state {
             State::Offline(parked) => {
-                if current(&parked.permissions).allows("iot:Receive", receive_resource) {
+                if allows(&parked.permissions, "iot:Receive", receive_resource) {
                     let (limit, writes) = (self.queue_limit, &mut published.writes);
                     parked.keep(client_id, &mut entry.next_seq, None, message.clone(), limit, writes);
                 }
