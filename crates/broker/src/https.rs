@@ -24,7 +24,8 @@ use crate::authorize::Refusal;
 
 use ferrocore_registry::{ApiPublish, PublishRefused};
 
-use crate::{Identity, Shared, connection, handshake, websocket};
+use crate::tls::handshake;
+use crate::{Identity, Shared, connection, websocket};
 
 pub(crate) const ALPN_MQTT: &[u8] = b"x-amzn-mqtt-ca";
 pub(crate) const ALPN_PROTOCOLS: [&[u8]; 3] = [ALPN_MQTT, b"x-amzn-http-ca", b"http/1.1"];

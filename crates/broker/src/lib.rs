@@ -12,11 +12,13 @@
 mod authorize;
 mod connection;
 mod events;
+mod handle;
 mod https;
 pub mod listen;
 mod message;
 mod negotiate;
 mod outbox;
+mod pipeline;
 mod queue;
 mod quota;
 mod rechecks;
@@ -24,30 +26,27 @@ mod retained;
 mod router;
 mod sessions;
 mod shadows;
+mod tls;
+mod upkeep;
 mod verifier;
 mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use ferrocore_model::{Account, ResourceKind};
-use ferrocore_mqtt::QoS;
-use ferrocore_registry::{
-    ApiPublish, Credentials, DataPlane, MessageSink, Notification, Permissions, PublishRefused, Publisher, Registry,
-    RetainedMessage, RoutedMessage,
-};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::sign::CertifiedKey;
+use ferrocore_registry::{Credentials, MessageSink, Permissions, Registry};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::message::Message;
+pub use crate::handle::GatewayHandle;
+use crate::pipeline::Origin;
 pub use crate::quota::RateQuota;
 use crate::router::Router;
-use crate::verifier::{RegistryVerifier, TrustSnapshot};
+use crate::tls::{handshake, tls_config};
+use crate::upkeep::{expire_sessions, load_sessions};
+use crate::verifier::TrustSnapshot;
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -182,48 +181,11 @@ impl Identity {
     }
 }
 
-/// Who published a message, for the rules engine.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Origin<'a> {
-    pub client_id: Option<&'a str>,
-    pub principal: Option<&'a str>,
-    /// Rule actions that led to the message (0 for devices).
-    pub hops: u8,
-}
-
-impl<'a> Origin<'a> {
-    fn routed(self, topic: &'a str, message: &'a Message, qos: QoS) -> RoutedMessage<'a> {
-        RoutedMessage {
-            topic,
-            payload: &message.payload,
-            qos: qos as u8,
-            client_id: self.client_id,
-            principal: self.principal,
-            properties: message.properties.as_deref(),
-            hops: self.hops,
-        }
-    }
-}
-
-/// How long a publish waits for room in a subscriber's full queue before the
-/// message is dropped for that subscriber.
-const QUEUE_FULL_WAIT: Duration = Duration::from_millis(20);
-
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Shared {
-    /// Routes a message the server itself publishes (shadow responses, rule republishes);
-    /// a shadow request among them (a rule republishing to `.../shadow/update`) is answered.
-    async fn publish_from_service(&self, notification: Notification) {
-        let message = Message::new(notification.topic, bytes::Bytes::from(notification.payload));
-        let qos = if notification.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-        let origin = Origin { hops: notification.hops, ..Origin::default() };
-        self.store_changed(self.route(&message, qos, false, origin)).await;
-        self.answer_shadow_request(&message.topic, &message.payload, notification.hops).await;
-    }
-
     /// What a connection (or an HTTPS caller) may do, from its identity.
     async fn permissions_of(&self, identity: &Identity, client_id: &str) -> Result<Arc<Permissions>, PermissionsError> {
         match identity {
@@ -245,185 +207,9 @@ impl Shared {
         }
     }
 
-    /// Takes a publish whose sender was authorized: retains it when asked (durably,
-    /// before anything is acknowledged), hands Basic Ingest to its rule, or routes it
-    /// to subscribers and rules and answers shadow requests.
-    async fn accept_publish(
-        &self,
-        message: &Message,
-        qos: QoS,
-        retain: bool,
-        resource: &str,
-        origin: Origin<'_>,
-    ) -> Result<(), ferrocore_store::StoreError> {
-        if retain {
-            self.retained.set(message, qos, now_ms()).await?;
-        }
-        if let Some((rule, rest)) = ferrocore_mqtt::topic::basic_ingest(&message.topic) {
-            self.ingest(rule, rest, message, qos, origin);
-            return Ok(());
-        }
-        self.settle(self.route_to(message, resource, qos, retain, origin)).await?;
-        self.answer_shadow_request(&message.topic, &message.payload, origin.hops).await;
-        Ok(())
-    }
-
-    /// Checks a publish that arrives through an API (topic, reserved topics), then accepts it.
-    async fn publish_api(&self, request: ApiPublish) -> Result<(), PublishRefused> {
-        let topic = request.topic;
-        self.check_topic(&topic, request.retain).map_err(|refusal| refusal.into_api(&topic))?;
-        let now = now_ms();
-        let message = Message {
-            payload: request.payload,
-            properties: request.properties.map(Arc::new),
-            expires_at_ms: message::expiry_deadline(request.message_expiry_secs, now),
-            topic,
-        };
-        let qos = if request.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-        let origin = Origin { principal: Some(&request.principal), ..Origin::default() };
-        self.metrics.messages_in.increment(1);
-        let resource = self.arn(ResourceKind::Topic, &message.topic);
-        self.accept_publish(&message, qos, request.retain, &resource, origin)
-            .await
-            .map_err(|err| PublishRefused::NotStored(err.to_string()))
-    }
-
-    /// Hands a routed shadow request (`$aws/things/<t>/shadow/.../get|update|delete`) to the shadow service.
-    async fn answer_shadow_request(&self, topic: &str, payload: &[u8], hops: u8) {
-        if let Some(request) = ferrocore_shadow::topic::parse_request(topic) {
-            // Boxed: the shadow service publishes its answers through this same path.
-            Box::pin(shadows::serve(self, request, payload, hops)).await;
-        }
-    }
-
-    /// Delivers a message to its subscribers and offers it to the rules engine.
-    fn route(&self, message: &Message, qos: QoS, retain: bool, origin: Origin<'_>) -> router::Published {
-        self.route_to(message, &self.arn(ResourceKind::Topic, &message.topic), qos, retain, origin)
-    }
-
-    /// [`Self::route`] when the topic's ARN (the iot:Receive resource) is already known.
-    /// `retain` is the publisher's RETAIN flag, kept for Retain As Published subscriptions.
-    fn route_to(
-        &self,
-        message: &Message,
-        resource: &str,
-        qos: QoS,
-        retain: bool,
-        origin: Origin<'_>,
-    ) -> router::Published {
-        if let Some(sink) = self.sink.get() {
-            sink.offer(&origin.routed(&message.topic, message, qos));
-        }
-        self.router.publish(message, qos, retain, origin.client_id, resource)
-    }
-
-    /// Basic Ingest (`$aws/rules/<rule>/<rest>`): straight to the rule, never to subscribers.
-    fn ingest(&self, rule: &str, rest: &str, message: &Message, qos: QoS, origin: Origin<'_>) {
-        if !self.sink.get().is_some_and(|sink| sink.ingest(rule, &origin.routed(rest, message, qos))) {
-            metrics::counter!("ferrocore_rules_ingest_total", "outcome" => "rule_not_found").increment(1);
-            tracing::debug!(rule, "basic ingest to a rule that is missing or disabled");
-        }
-    }
-
-    /// Finishes a publish: waits (briefly) for room in full subscriber queues, then
-    /// stores the persistent sessions it queued messages for.
-    async fn settle(&self, published: router::Published) -> Result<(), ferrocore_store::StoreError> {
-        let mut writes = published.writes;
-        for pending in published.full {
-            match pending.sender.send_timeout(pending.delivery, QUEUE_FULL_WAIT).await {
-                Ok(()) => {}
-                // The session was parked meanwhile: it keeps a QoS 1 message.
-                Err(queue::SendTimeoutError::Closed(delivery)) if delivery.qos == QoS::AtLeastOnce => {
-                    writes.extend(self.router.requeue_closed(&pending.client_id, delivery.message));
-                }
-                Err(_) => {
-                    metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1)
-                }
-            }
-        }
-        self.sessions.apply(writes).await
-    }
-
-    /// Commits a client's session writes; a failure is logged (nothing waits on them).
-    async fn store_session_writes(&self, client_id: &str, writes: Vec<sessions::SessionWrite>) {
-        if let Err(err) = self.sessions.apply(writes).await {
-            tracing::error!(client_id, error = %err, "cannot store a persistent session");
-        }
-    }
-
-    /// [`Self::settle`] for a publish the server makes (events, wills, services).
-    async fn store_changed(&self, published: router::Published) {
-        if let Err(err) = self.settle(published).await {
-            tracing::error!(error = %err, "cannot store queued messages of persistent sessions");
-        }
-    }
-}
-
-impl Shared {
     /// The ARN of a resource of this account: `client/<id>`, `topic/<t>`, `cert/<id>`, ...
     fn arn(&self, kind: ResourceKind, name: &str) -> String {
         kind.arn(name, &self.account)
-    }
-}
-
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The TLS configuration of a device listener. On 8883 a client certificate is
-/// required; on the HTTPS listener it is optional (WebSocket and SigV4 callers
-/// have none) and ALPN picks the protocol.
-fn tls_config(
-    config: &GatewayConfig,
-    snapshot: Arc<TrustSnapshot>,
-    client_certificate_required: bool,
-    alpn: &[&[u8]],
-) -> Result<rustls::ServerConfig, GatewayError> {
-    let tls = |e: &dyn std::fmt::Display| GatewayError::Tls(e.to_string());
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let certified = |certificate_pem: &str, key_pem: &str| -> Result<Arc<CertifiedKey>, GatewayError> {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(certificate_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| tls(&e))?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls(&e))?;
-        let signing_key = provider.key_provider.load_private_key(key).map_err(|e| tls(&e))?;
-        Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
-    };
-    let mut resolver =
-        SniResolver { default: certified(&config.certificate_pem, &config.key_pem)?, by_name: Vec::new() };
-    for sni in &config.sni_certificates {
-        let key = certified(&sni.certificate_pem, &sni.key_pem)?;
-        resolver.by_name.extend(sni.names.iter().map(|name| (name.to_ascii_lowercase(), key.clone())));
-    }
-    let verifier = Arc::new(RegistryVerifier::new(snapshot, provider.clone(), client_certificate_required));
-    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls(&e))?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(resolver));
-    server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(server)
-}
-
-/// Picks the server certificate by SNI: an exact name, then a `*.` wildcard one
-/// level up, else the default certificate.
-#[derive(Debug)]
-struct SniResolver {
-    default: Arc<CertifiedKey>,
-    by_name: Vec<(String, Arc<CertifiedKey>)>,
-}
-
-impl SniResolver {
-    fn for_name(&self, name: &str) -> &Arc<CertifiedKey> {
-        let name = name.to_ascii_lowercase();
-        let wildcard = name.split_once('.').map(|(_, parent)| format!("*.{parent}"));
-        let exact = self.by_name.iter().find(|(n, _)| *n == name);
-        let wild = || self.by_name.iter().find(|(n, _)| Some(n) == wildcard.as_ref());
-        exact.or_else(wild).map_or(&self.default, |(_, key)| key)
-    }
-}
-
-impl rustls::server::ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(hello.server_name().map_or(&self.default, |name| self.for_name(name)).clone())
     }
 }
 
@@ -527,127 +313,6 @@ impl Gateway {
         }
         tracing::info!("device gateway stopped");
         Ok(())
-    }
-}
-
-/// The TLS handshake of a device listener: the stream and the client certificate's id, if one was sent.
-async fn handshake(
-    acceptor: &TlsAcceptor,
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-) -> Option<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Option<String>)> {
-    // Small MQTT packets must not wait for Nagle's algorithm (40 ms with delayed ACKs).
-    if let Err(err) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %err, "cannot disable Nagle's algorithm");
-    }
-    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(err)) => {
-            metrics::counter!("ferrocore_mqtt_tls_handshake_failures_total").increment(1);
-            tracing::info!(peer = %peer, error = %err, "TLS handshake refused");
-            return None;
-        }
-        Err(_) => return None,
-    };
-    let certificate_id = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| TrustSnapshot::id_of(c));
-    Some((tls, certificate_id))
-}
-
-/// The gateway as services see it: service-made messages go through the router
-/// like any publish (QoS 1, each subscriber's iot:Receive checked, queued durably
-/// for offline persistent sessions), and the iot-data API's data plane.
-pub struct GatewayHandle(Arc<Shared>);
-
-impl GatewayHandle {
-    /// Live connections re-checked since the start because a registry write changed
-    /// a record their permissions were computed from.
-    pub fn permission_rechecks(&self) -> u64 {
-        self.0.rechecks.done()
-    }
-}
-
-#[async_trait::async_trait]
-impl Publisher for GatewayHandle {
-    async fn publish(&self, notifications: Vec<Notification>) {
-        for notification in notifications {
-            self.0.publish_from_service(notification).await;
-        }
-    }
-}
-
-fn retained_view(retained: retained::Retained) -> RetainedMessage {
-    RetainedMessage {
-        user_properties: retained.message.properties.as_ref().map(|p| p.user_properties.clone()).unwrap_or_default(),
-        topic: retained.message.topic,
-        payload: retained.message.payload,
-        qos: retained.qos as u8,
-        last_modified_ms: retained.last_modified_ms,
-    }
-}
-
-#[async_trait::async_trait]
-impl DataPlane for GatewayHandle {
-    async fn publish_message(&self, message: ApiPublish) -> Result<(), PublishRefused> {
-        self.0.publish_api(message).await
-    }
-
-    fn retained_message(&self, topic: &str) -> Option<RetainedMessage> {
-        self.0.retained.get(topic, now_ms()).map(retained_view)
-    }
-
-    fn retained_messages(&self, after: Option<&str>, limit: usize) -> Vec<RetainedMessage> {
-        self.0.retained.list(after, limit, now_ms()).into_iter().map(retained_view).collect()
-    }
-
-    async fn delete_connection(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool {
-        let shared = &self.0;
-        if shared.router.kick(client_id, clean_session, prevent_will) {
-            tracing::info!(client_id, clean_session, prevent_will, "disconnecting a client (DeleteConnection)");
-            return true;
-        }
-        // Not connected: a persistent session may still be there to discard.
-        if !clean_session {
-            return shared.router.has_offline(client_id);
-        }
-        let Some(writes) = shared.router.discard_offline(client_id, now_ms()) else {
-            return false;
-        };
-        shared.store_session_writes(client_id, writes).await;
-        true
-    }
-}
-
-/// Loads the persistent sessions of disconnected clients, with their permissions.
-async fn load_sessions(shared: &Shared) -> Result<(), ferrocore_store::StoreError> {
-    let stored = shared.sessions.load_all().await?;
-    let mut loaded = Vec::new();
-    for (client_id, session) in stored {
-        match shared.permissions_of(&session.record.identity, &client_id).await {
-            Ok(permissions) => loaded.push(router::Loaded {
-                client_id,
-                record: session.record,
-                permissions: Arc::new(std::sync::RwLock::new(permissions)),
-                queue: session.queue,
-            }),
-            Err(err) => {
-                tracing::warn!(client_id = %client_id, error = %err, "dropping a session whose principal is gone")
-            }
-        }
-    }
-    let queued: usize = loaded.iter().map(|l| l.queue.len()).sum();
-    tracing::info!(sessions = loaded.len(), queued, "loaded persistent sessions");
-    shared.router.load(loaded);
-    Ok(())
-}
-
-/// Removes persistent sessions whose expiry passed.
-async fn expire_sessions(shared: Arc<Shared>) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        let writes = shared.router.expire(now_ms());
-        if let Err(err) = shared.sessions.apply(writes).await {
-            tracing::warn!(error = %err, "cannot delete expired sessions");
-        }
     }
 }
 

@@ -219,7 +219,7 @@ mod tests {
 
         // Replacing a key's dependencies drops the old ones.
         index.insert(1, [cert("c")].into());
-        assert_eq!(index.affected(&[policy.clone()]), vec![2]);
+        assert_eq!(index.affected(std::slice::from_ref(&policy)), vec![2]);
         assert!(index.remove(&2));
         assert!(!index.remove(&2));
         assert!(index.affected(&[policy]).is_empty());

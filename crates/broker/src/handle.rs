@@ -1,0 +1,72 @@
+//! The gateway as the other services see it: `Publisher` for services that publish
+//! (shadows, rules) and `DataPlane` for the iot-data API.
+
+use std::sync::Arc;
+
+use ferrocore_registry::{ApiPublish, DataPlane, Notification, PublishRefused, Publisher, RetainedMessage};
+
+use crate::{Shared, now_ms, retained};
+
+/// The gateway as services see it: service-made messages go through the router
+/// like any publish (QoS 1, each subscriber's iot:Receive checked, queued durably
+/// for offline persistent sessions), and the iot-data API's data plane.
+pub struct GatewayHandle(pub(crate) Arc<Shared>);
+
+impl GatewayHandle {
+    /// Live connections re-checked since the start because a registry write changed
+    /// a record their permissions were computed from.
+    pub fn permission_rechecks(&self) -> u64 {
+        self.0.rechecks.done()
+    }
+}
+
+#[async_trait::async_trait]
+impl Publisher for GatewayHandle {
+    async fn publish(&self, notifications: Vec<Notification>) {
+        for notification in notifications {
+            self.0.publish_from_service(notification).await;
+        }
+    }
+}
+
+fn retained_view(retained: retained::Retained) -> RetainedMessage {
+    RetainedMessage {
+        user_properties: retained.message.properties.as_ref().map(|p| p.user_properties.clone()).unwrap_or_default(),
+        topic: retained.message.topic,
+        payload: retained.message.payload,
+        qos: retained.qos as u8,
+        last_modified_ms: retained.last_modified_ms,
+    }
+}
+
+#[async_trait::async_trait]
+impl DataPlane for GatewayHandle {
+    async fn publish_message(&self, message: ApiPublish) -> Result<(), PublishRefused> {
+        self.0.publish_api(message).await
+    }
+
+    fn retained_message(&self, topic: &str) -> Option<RetainedMessage> {
+        self.0.retained.get(topic, now_ms()).map(retained_view)
+    }
+
+    fn retained_messages(&self, after: Option<&str>, limit: usize) -> Vec<RetainedMessage> {
+        self.0.retained.list(after, limit, now_ms()).into_iter().map(retained_view).collect()
+    }
+
+    async fn delete_connection(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool {
+        let shared = &self.0;
+        if shared.router.kick(client_id, clean_session, prevent_will) {
+            tracing::info!(client_id, clean_session, prevent_will, "disconnecting a client (DeleteConnection)");
+            return true;
+        }
+        // Not connected: a persistent session may still be there to discard.
+        if !clean_session {
+            return shared.router.has_offline(client_id);
+        }
+        let Some(writes) = shared.router.discard_offline(client_id, now_ms()) else {
+            return false;
+        };
+        shared.store_session_writes(client_id, writes).await;
+        true
+    }
+}

@@ -1,0 +1,167 @@
+//! The publish pipeline every message takes once it is authorized, whatever its
+//! transport: retained first (durably), Basic Ingest to its rule, otherwise the
+//! router (subscribers, parked sessions) and the rules engine, then shadow
+//! requests; the publisher waits briefly for full subscriber queues and for the
+//! store writes of queued messages before it is acknowledged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrocore_model::ResourceKind;
+use ferrocore_mqtt::QoS;
+use ferrocore_registry::{ApiPublish, Notification, PublishRefused, RoutedMessage};
+
+use crate::message::{self, Message};
+use crate::{Shared, now_ms, queue, router, sessions, shadows};
+
+/// Who published a message, for the rules engine.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Origin<'a> {
+    pub client_id: Option<&'a str>,
+    pub principal: Option<&'a str>,
+    /// Rule actions that led to the message (0 for devices).
+    pub hops: u8,
+}
+
+impl<'a> Origin<'a> {
+    pub(crate) fn routed(self, topic: &'a str, message: &'a Message, qos: QoS) -> RoutedMessage<'a> {
+        RoutedMessage {
+            topic,
+            payload: &message.payload,
+            qos: qos as u8,
+            client_id: self.client_id,
+            principal: self.principal,
+            properties: message.properties.as_deref(),
+            hops: self.hops,
+        }
+    }
+}
+
+/// How long a publish waits for room in a subscriber's full queue before the
+/// message is dropped for that subscriber.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(20);
+
+impl Shared {
+    /// Routes a message the server itself publishes (shadow responses, rule republishes);
+    /// a shadow request among them (a rule republishing to `.../shadow/update`) is answered.
+    pub(crate) async fn publish_from_service(&self, notification: Notification) {
+        let message = Message::new(notification.topic, bytes::Bytes::from(notification.payload));
+        let qos = if notification.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+        let origin = Origin { hops: notification.hops, ..Origin::default() };
+        self.store_changed(self.route(&message, qos, false, origin)).await;
+        self.answer_shadow_request(&message.topic, &message.payload, notification.hops).await;
+    }
+
+    /// Takes a publish whose sender was authorized: retains it when asked (durably,
+    /// before anything is acknowledged), hands Basic Ingest to its rule, or routes it
+    /// to subscribers and rules and answers shadow requests.
+    pub(crate) async fn accept_publish(
+        &self,
+        message: &Message,
+        qos: QoS,
+        retain: bool,
+        resource: &str,
+        origin: Origin<'_>,
+    ) -> Result<(), ferrocore_store::StoreError> {
+        if retain {
+            self.retained.set(message, qos, now_ms()).await?;
+        }
+        if let Some((rule, rest)) = ferrocore_mqtt::topic::basic_ingest(&message.topic) {
+            self.ingest(rule, rest, message, qos, origin);
+            return Ok(());
+        }
+        self.settle(self.route_to(message, resource, qos, retain, origin)).await?;
+        self.answer_shadow_request(&message.topic, &message.payload, origin.hops).await;
+        Ok(())
+    }
+
+    /// Checks a publish that arrives through an API (topic, reserved topics), then accepts it.
+    pub(crate) async fn publish_api(&self, request: ApiPublish) -> Result<(), PublishRefused> {
+        let topic = request.topic;
+        self.check_topic(&topic, request.retain).map_err(|refusal| refusal.into_api(&topic))?;
+        let now = now_ms();
+        let message = Message {
+            payload: request.payload,
+            properties: request.properties.map(Arc::new),
+            expires_at_ms: message::expiry_deadline(request.message_expiry_secs, now),
+            topic,
+        };
+        let qos = if request.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+        let origin = Origin { principal: Some(&request.principal), ..Origin::default() };
+        self.metrics.messages_in.increment(1);
+        let resource = self.arn(ResourceKind::Topic, &message.topic);
+        self.accept_publish(&message, qos, request.retain, &resource, origin)
+            .await
+            .map_err(|err| PublishRefused::NotStored(err.to_string()))
+    }
+
+    /// Hands a routed shadow request (`$aws/things/<t>/shadow/.../get|update|delete`) to the shadow service.
+    pub(crate) async fn answer_shadow_request(&self, topic: &str, payload: &[u8], hops: u8) {
+        if let Some(request) = ferrocore_shadow::topic::parse_request(topic) {
+            // Boxed: the shadow service publishes its answers through this same path.
+            Box::pin(shadows::serve(self, request, payload, hops)).await;
+        }
+    }
+
+    /// Delivers a message to its subscribers and offers it to the rules engine.
+    pub(crate) fn route(&self, message: &Message, qos: QoS, retain: bool, origin: Origin<'_>) -> router::Published {
+        self.route_to(message, &self.arn(ResourceKind::Topic, &message.topic), qos, retain, origin)
+    }
+
+    /// [`Self::route`] when the topic's ARN (the iot:Receive resource) is already known.
+    /// `retain` is the publisher's RETAIN flag, kept for Retain As Published subscriptions.
+    pub(crate) fn route_to(
+        &self,
+        message: &Message,
+        resource: &str,
+        qos: QoS,
+        retain: bool,
+        origin: Origin<'_>,
+    ) -> router::Published {
+        if let Some(sink) = self.sink.get() {
+            sink.offer(&origin.routed(&message.topic, message, qos));
+        }
+        self.router.publish(message, qos, retain, origin.client_id, resource)
+    }
+
+    /// Basic Ingest (`$aws/rules/<rule>/<rest>`): straight to the rule, never to subscribers.
+    pub(crate) fn ingest(&self, rule: &str, rest: &str, message: &Message, qos: QoS, origin: Origin<'_>) {
+        if !self.sink.get().is_some_and(|sink| sink.ingest(rule, &origin.routed(rest, message, qos))) {
+            metrics::counter!("ferrocore_rules_ingest_total", "outcome" => "rule_not_found").increment(1);
+            tracing::debug!(rule, "basic ingest to a rule that is missing or disabled");
+        }
+    }
+
+    /// Finishes a publish: waits (briefly) for room in full subscriber queues, then
+    /// stores the persistent sessions it queued messages for.
+    pub(crate) async fn settle(&self, published: router::Published) -> Result<(), ferrocore_store::StoreError> {
+        let mut writes = published.writes;
+        for pending in published.full {
+            match pending.sender.send_timeout(pending.delivery, QUEUE_FULL_WAIT).await {
+                Ok(()) => {}
+                // The session was parked meanwhile: it keeps a QoS 1 message.
+                Err(queue::SendTimeoutError::Closed(delivery)) if delivery.qos == QoS::AtLeastOnce => {
+                    writes.extend(self.router.requeue_closed(&pending.client_id, delivery.message));
+                }
+                Err(_) => {
+                    metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1)
+                }
+            }
+        }
+        self.sessions.apply(writes).await
+    }
+
+    /// Commits a client's session writes; a failure is logged (nothing waits on them).
+    pub(crate) async fn store_session_writes(&self, client_id: &str, writes: Vec<sessions::SessionWrite>) {
+        if let Err(err) = self.sessions.apply(writes).await {
+            tracing::error!(client_id, error = %err, "cannot store a persistent session");
+        }
+    }
+
+    /// [`Self::settle`] for a publish the server makes (events, wills, services).
+    pub(crate) async fn store_changed(&self, published: router::Published) {
+        if let Err(err) = self.settle(published).await {
+            tracing::error!(error = %err, "cannot store queued messages of persistent sessions");
+        }
+    }
+}
