@@ -15,13 +15,13 @@ use ferrocore_model::ResourceKind;
 
 use crate::authorize::Refusal;
 use crate::events::{self, Presence};
-use crate::message::Message;
 use crate::negotiate::{ServerLimits, expiry_at_end, negotiate};
 use crate::outbox::{Outbox, Outgoing};
 use crate::queue;
 use crate::router::{ClientEntry, Control, Delivery, PermissionsCell, Signal, Subscription, Unfinished};
 use crate::sessions::SessionWrite;
 use crate::{Identity, Origin, Shared, now_ms};
+use ferrocore_message::Message;
 
 /// How long a new connection may take to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -22,7 +22,7 @@ fn publish(shared: &Shared, topic: String, mut body: Value, presence: &Presence,
     body["eventType"] = json!(event_type);
     body["sessionIdentifier"] = json!(presence.session_id.to_string());
     body["principalIdentifier"] = json!(presence.principal);
-    let message = crate::message::Message::new(topic, Bytes::from(body.to_string()));
+    let message = ferrocore_message::Message::new(topic, Bytes::from(body.to_string()));
     shared.route(&message, QoS::AtLeastOnce, false, crate::Origin::default())
 }
 

@@ -15,7 +15,6 @@ mod events;
 mod handle;
 mod https;
 pub mod listen;
-mod message;
 mod negotiate;
 mod outbox;
 mod pipeline;

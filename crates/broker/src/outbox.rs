@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use ferrocore_mqtt::{InFlight, QoS};
 
-use crate::message::Message;
 use crate::router::Unfinished;
+use ferrocore_message::Message;
 
 /// QoS 1 deliveries held beyond the client's window; past this the connection
 /// leaves deliveries in its bounded queue (see [`Outbox::has_room`]).

@@ -11,8 +11,8 @@ use ferrocore_model::ResourceKind;
 use ferrocore_mqtt::QoS;
 use ferrocore_registry::{ApiPublish, Notification, PublishRefused, RoutedMessage};
 
-use crate::message::{self, Message};
 use crate::{Shared, now_ms, queue, router, sessions, shadows};
+use ferrocore_message::{Message, expiry_deadline};
 
 /// Who published a message, for the rules engine.
 #[derive(Clone, Copy, Default)]
@@ -24,14 +24,13 @@ pub(crate) struct Origin<'a> {
 }
 
 impl<'a> Origin<'a> {
-    pub(crate) fn routed(self, topic: &'a str, message: &'a Message, qos: QoS) -> RoutedMessage<'a> {
+    pub(crate) fn routed(self, topic: &'a str, message: &'a Arc<Message>, qos: QoS) -> RoutedMessage<'a> {
         RoutedMessage {
             topic,
-            payload: &message.payload,
+            message,
             qos: qos as u8,
             client_id: self.client_id,
             principal: self.principal,
-            properties: message.properties.as_deref(),
             hops: self.hops,
         }
     }
@@ -83,7 +82,7 @@ impl Shared {
         let message = Message {
             payload: request.payload,
             properties: request.properties.map(Arc::new),
-            expires_at_ms: message::expiry_deadline(request.message_expiry_secs, now),
+            expires_at_ms: expiry_deadline(request.message_expiry_secs, now),
             topic,
         };
         let qos = if request.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
@@ -118,15 +117,18 @@ impl Shared {
         retain: bool,
         origin: Origin<'_>,
     ) -> router::Published {
+        // One copy for every subscriber and the rules engine.
+        let message = Arc::new(message.clone());
         if let Some(sink) = self.sink.get() {
-            sink.offer(&origin.routed(&message.topic, message, qos));
+            sink.offer(&origin.routed(&message.topic, &message, qos));
         }
-        self.router.publish(message, qos, retain, origin.client_id, resource)
+        self.router.publish(&message, qos, retain, origin.client_id, resource)
     }
 
     /// Basic Ingest (`$aws/rules/<rule>/<rest>`): straight to the rule, never to subscribers.
     pub(crate) fn ingest(&self, rule: &str, rest: &str, message: &Message, qos: QoS, origin: Origin<'_>) {
-        if !self.sink.get().is_some_and(|sink| sink.ingest(rule, &origin.routed(rest, message, qos))) {
+        let message = Arc::new(message.clone());
+        if !self.sink.get().is_some_and(|sink| sink.ingest(rule, &origin.routed(rest, &message, qos))) {
             metrics::counter!("ferrocore_rules_ingest_total", "outcome" => "rule_not_found").increment(1);
             tracing::debug!(rule, "basic ingest to a rule that is missing or disabled");
         }

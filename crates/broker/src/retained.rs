@@ -10,7 +10,7 @@ use bytes::Bytes;
 use ferrocore_mqtt::QoS;
 use ferrocore_store::{Collection, Expect, RecordStore, StoreError, Write};
 
-use crate::message::{Message, StoredExtras};
+use ferrocore_message::{Message, StoredExtras};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Retained {

@@ -14,9 +14,9 @@ use ferrocore_mqtt::{FilterIndex, QoS, SubscriptionOptions, topic};
 use ferrocore_registry::Permissions;
 
 use crate::Identity;
-use crate::message::Message;
 use crate::queue;
 use crate::sessions::{SessionRecord, SessionWrite};
+use ferrocore_message::Message;
 
 /// A connection's permissions, replaced when the registry changes.
 pub type PermissionsCell = Arc<RwLock<Arc<Permissions>>>;
@@ -688,7 +688,7 @@ impl Router {
     /// is online — and the store writes that keep them are returned.
     pub fn publish(
         &self,
-        message: &Message,
+        message: &Arc<Message>,
         qos: QoS,
         retain: bool,
         publisher: Option<&str>,
@@ -696,7 +696,6 @@ impl Router {
     ) -> Published {
         let topic_name = message.topic.as_str();
         let mut published = Published::default();
-        let message = Arc::new(message.clone());
         // Parked sessions (direct subscribers, and one per shared subscription nobody
         // online took) are queued for afterwards, under the table alone: only their ids
         // are copied here.
@@ -756,7 +755,7 @@ impl Router {
         if !parked_subscribers.is_empty() {
             let mut table = self.lock();
             for client_id in &parked_subscribers {
-                self.keep_for_parked(&mut table, client_id, &message, receive_resource, &mut published);
+                self.keep_for_parked(&mut table, client_id, message, receive_resource, &mut published);
             }
         }
         published
@@ -869,7 +868,7 @@ mod tests {
     }
 
     fn publish(router: &Router, n: u64) -> Published {
-        router.publish(&message(n), QoS::AtLeastOnce, false, None, RESOURCE)
+        router.publish(&Arc::new(message(n)), QoS::AtLeastOnce, false, None, RESOURCE)
     }
 
     fn drain(client: &mut Client) -> Vec<Delivery> {
@@ -914,7 +913,7 @@ mod tests {
         let router = Router::new(100);
         let mut client = connect(&router, "c", 1, false, 16);
         router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtLeastOnce));
-        let published = router.publish(&message(1), QoS::AtLeastOnce, false, Some("c"), RESOURCE);
+        let published = router.publish(&Arc::new(message(1)), QoS::AtLeastOnce, false, Some("c"), RESOURCE);
         assert!(published.writes.is_empty(), "the live connection takes it");
         // The connection closes before it sent the delivery (e.g. it refused the next packet).
         let writes = router.park("c", 1, FAR, Vec::new(), &mut client.deliveries);
@@ -935,7 +934,7 @@ mod tests {
         router.subscribe("own", "t/#", no_local);
         router.subscribe("other", "t/#", no_local);
         router.subscribe("plain", "t/a", Subscription::with_qos(QoS::AtMostOnce));
-        router.publish(&message(1), QoS::AtLeastOnce, true, Some("own"), RESOURCE);
+        router.publish(&Arc::new(message(1)), QoS::AtLeastOnce, true, Some("own"), RESOURCE);
         assert!(drain(&mut own).is_empty(), "No Local: not sent to its publisher");
         let got = drain(&mut other);
         assert_eq!(got.len(), 1, "the same subscription of another client gets it");
@@ -945,7 +944,7 @@ mod tests {
         assert!(!got[0].retain, "without Retain As Published a live copy has RETAIN=0");
         assert_eq!(got[0].qos, QoS::AtMostOnce);
         // Another client's publish reaches the No Local subscriber.
-        router.publish(&message(2), QoS::AtLeastOnce, false, Some("other"), RESOURCE);
+        router.publish(&Arc::new(message(2)), QoS::AtLeastOnce, false, Some("other"), RESOURCE);
         assert_eq!(drain(&mut own).len(), 1);
         assert_eq!(router.subscribe("own", "t/#", no_local), Some(false), "an existing subscription is not new");
         assert_eq!(router.subscribe("own", "t/b", no_local), Some(true));

@@ -12,7 +12,7 @@ use ferrocore_store::{Collection, Expect, RecordStore, StoreError, Write};
 use serde::{Deserialize, Serialize};
 
 use crate::Identity;
-use crate::message::{Message, StoredExtras};
+use ferrocore_message::{Message, StoredExtras};
 
 /// What a persistent session keeps besides its queue.
 #[derive(Debug, Clone, PartialEq)]

@@ -53,23 +53,62 @@ pub struct Permissions {
 /// The data-plane actions whose decisions are remembered, by resource.
 const CACHED_ACTIONS: [&str; 5] = ["iot:Connect", "iot:Publish", "iot:Subscribe", "iot:Receive", "iot:RetainPublish"];
 /// Connection permissions remembered (see [`Registry::connection_permissions`]); entries leave
-/// when their connection ends, so this bounds a leak, and beyond it permissions are not remembered.
+/// when their connection ends (but for the most recent ones), so this bounds a leak, and beyond it
+/// permissions are not remembered.
 const CACHED_CONNECTIONS: usize = 1_000_000;
 
 /// Permissions by (principal, client id), each kept until a write changes a record it depends on.
-#[derive(Default)]
 pub(crate) struct ConnectionPermissions {
     entries: std::collections::HashMap<Arc<ConnectionKey>, Arc<Permissions>>,
     index: DependencyIndex<Arc<ConnectionKey>>,
+    /// Keys whose connection ended, oldest first: kept (a device that reconnects finds
+    /// its permissions) until `departed_kept` newer ones push them out.
+    departed: std::collections::VecDeque<Arc<ConnectionKey>>,
+    departed_kept: usize,
+}
+
+/// Ended connections whose permissions stay remembered.
+const DEPARTED_KEPT: usize = 10_000;
+
+impl Default for ConnectionPermissions {
+    fn default() -> Self {
+        Self::keeping(DEPARTED_KEPT)
+    }
 }
 
 /// A principal and a client id.
 type ConnectionKey = (String, String);
 
 impl ConnectionPermissions {
+    fn keeping(departed_kept: usize) -> Self {
+        Self { entries: Default::default(), index: Default::default(), departed: Default::default(), departed_kept }
+    }
+
+    fn get(&self, key: &ConnectionKey) -> Option<Arc<Permissions>> {
+        self.entries.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: ConnectionKey, permissions: Arc<Permissions>) {
+        let key = Arc::new(key);
+        self.index.insert(key.clone(), permissions.dependencies());
+        self.entries.insert(key, permissions);
+    }
+
     fn remove(&mut self, key: &ConnectionKey) {
         if let Some((key, _)) = self.entries.remove_entry(key) {
             self.index.remove(&key);
+        }
+    }
+
+    /// A connection ended: its entry is kept among the last `departed_kept` ended ones.
+    /// (An entry pushed out while its client is connected again is only recomputed.)
+    fn release(&mut self, key: &ConnectionKey) {
+        let Some((key, _)) = self.entries.get_key_value(key) else { return };
+        self.departed.push_back(key.clone());
+        while self.departed.len() > self.departed_kept {
+            if let Some(oldest) = self.departed.pop_front() {
+                self.remove(&oldest);
+            }
         }
     }
 
@@ -233,8 +272,16 @@ impl Registry {
         let things: Vec<Thing> = match &certificate {
             Some(certificate) => {
                 dependencies.extend(certificate.ca_certificate_id.iter().cloned().map(Dependency::Ca));
-                let mut attached = Vec::with_capacity(certificate.things.len());
-                for name in &certificate.things {
+                // The thing a connection acts as is the certificate's exclusive thing (then
+                // its only one) or the attached thing named like the client id (for HTTPS,
+                // with no client id, the only attached thing): at most one is read, however
+                // many things share the certificate. Attaching another changes the certificate.
+                let candidate = match certificate.things.len() {
+                    1 => certificate.things.first(),
+                    _ => client_id.and_then(|id| certificate.things.get(id)),
+                };
+                let mut attached = Vec::new();
+                if let Some(name) = candidate {
                     dependencies.insert(Dependency::Thing(name.clone()));
                     if let Some(thing) = self.load::<Thing>(Collection::Thing, name).await? {
                         attached.push(thing.value);
@@ -335,18 +382,18 @@ impl Registry {
         // A write committed meanwhile may have been missed by the computation: answer
         // it, but do not remember it (the caller compares generations).
         if permissions.generation == self.permission_generation() && cache.entries.len() < CACHED_CONNECTIONS {
-            let key = Arc::new(key);
-            cache.index.insert(key.clone(), permissions.dependencies());
-            cache.entries.insert(key, permissions.clone());
+            cache.insert(key, permissions.clone());
         }
         Ok(permissions)
     }
 
-    /// Forgets the remembered permissions of a connection that ended, so the cache
-    /// holds live connections, not every client id that ever connected.
+    /// A connection ended: its permissions are kept among those of the most recently
+    /// ended connections (a device that reconnects reads nothing), so the cache holds
+    /// live connections and a bounded number of departed ones, not every client id
+    /// that ever connected.
     pub fn forget_connection_permissions(&self, principal: &str, client_id: &str) {
         let key = (principal.to_string(), client_id.to_string());
-        self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner()).release(&key);
     }
 
     /// How many connections' permissions are remembered.
@@ -399,5 +446,41 @@ impl Registry {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn permissions(certificate: &str) -> Arc<Permissions> {
+        let mut permissions = Permissions::from_policies(Vec::new(), Context::new());
+        permissions.dependencies = [Dependency::Certificate(certificate.into())].into();
+        Arc::new(permissions)
+    }
+
+    fn key(client: &str) -> ConnectionKey {
+        ("cert".into(), client.into())
+    }
+
+    #[test]
+    fn ended_connections_keep_their_permissions_up_to_a_bound() {
+        let mut cache = ConnectionPermissions::keeping(2);
+        for client in ["a", "b", "c", "live"] {
+            cache.insert(key(client), permissions(client));
+        }
+        for client in ["a", "b", "c"] {
+            cache.release(&key(client));
+        }
+        assert!(cache.get(&key("a")).is_none(), "the oldest departed entry was pushed out");
+        assert!(cache.get(&key("b")).is_some() && cache.get(&key("c")).is_some());
+        assert!(cache.get(&key("live")).is_some(), "live connections are never pushed out");
+        assert_eq!(cache.entries.len(), 3);
+        assert_eq!(cache.index.len(), 3, "the index follows the entries");
+        // A write still reaches a departed entry.
+        cache.invalidate(&[Dependency::Certificate("b".into())]);
+        assert!(cache.get(&key("b")).is_none());
+        cache.release(&key("gone"));
+        assert_eq!(cache.departed.len(), 2, "releasing what is not remembered changes nothing");
     }
 }

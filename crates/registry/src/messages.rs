@@ -24,28 +24,22 @@ pub trait Publisher: Send + Sync {
     async fn publish(&self, notifications: Vec<Notification>);
 }
 
-/// The MQTT 5 properties of a message the rules engine can read
-/// (`get_mqtt_property`, `get_user_properties`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MessageProperties {
-    pub payload_format_indicator: Option<u8>,
-    pub content_type: Option<String>,
-    pub response_topic: Option<String>,
-    pub correlation_data: Option<Bytes>,
-    pub user_properties: Vec<(String, String)>,
-}
+pub use ferrocore_message::MessageProperties;
 
 /// A message the gateway routed (or took in through Basic Ingest).
 #[derive(Debug, Clone, Copy)]
 pub struct RoutedMessage<'a> {
+    /// The topic rules match: the message's, or for Basic Ingest what follows
+    /// `$aws/rules/<rule>/`.
     pub topic: &'a str,
-    pub payload: &'a Bytes,
+    /// Payload and properties, shared with the subscribers' copies: the rules engine
+    /// keeps a reference, not a copy.
+    pub message: &'a std::sync::Arc<ferrocore_message::Message>,
     pub qos: u8,
     /// The publishing client; `None` for messages services made.
     pub client_id: Option<&'a str>,
     /// The publisher's certificate id.
     pub principal: Option<&'a str>,
-    pub properties: Option<&'a MessageProperties>,
     /// Rule actions (republish) that led to this message, counted through the shadow
     /// service too; the rules engine stops a chain that grows too long (a rule loop).
     pub hops: u8,

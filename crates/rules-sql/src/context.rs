@@ -19,24 +19,14 @@ pub struct Context {
     /// The payload's bytes as published. `encode(*, …)` and the hash functions of
     /// `*` read them, because a parsed JSON payload no longer has its exact text;
     /// when empty, a JSON payload stands for its compact JSON text instead.
-    pub raw_payload: Arc<[u8]>,
+    pub raw_payload: bytes::Bytes,
     /// The MQTT 5 properties of the PUBLISH; `None` for MQTT 3.1.1 and HTTP.
-    pub properties: Option<MessageProps>,
+    pub properties: Option<Arc<MessageProperties>>,
     /// Reads of other services (`get_thing_shadow`); without it they are Undefined.
     pub lookups: Option<Arc<dyn Lookups>>,
 }
 
-/// The MQTT 5 PUBLISH properties that `get_mqtt_property()` and
-/// `get_user_properties()` read.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MessageProps {
-    pub payload_format_indicator: Option<u8>,
-    pub content_type: Option<String>,
-    pub response_topic: Option<String>,
-    pub correlation_data: Option<Vec<u8>>,
-    /// In the order sent; a key may repeat.
-    pub user_properties: Vec<(String, String)>,
-}
+pub use ferrocore_message::MessageProperties;
 
 /// Reads that functions make of other services during evaluation. The calls are
 /// synchronous: a caller evaluates queries that [`uses_lookups`](crate::Query::uses_lookups)

@@ -185,8 +185,8 @@ pub fn call(name: &str, args: &[Value], context: &Context) -> Result<Value, Eval
         "parse_time" => datetime::parse_time(arg(0), arg(1), args.get(2))?,
         "time_to_epoch" => datetime::time_to_epoch(arg(0), arg(1))?,
         "get_thing_shadow" => message::thing_shadow(args, context),
-        "get_mqtt_property" => message::mqtt_property(arg(0), context.properties.as_ref()),
-        "get_user_properties" => message::user_properties(args.first(), context.properties.as_ref()),
+        "get_mqtt_property" => message::mqtt_property(arg(0), context.properties.as_deref()),
+        "get_user_properties" => message::user_properties(args.first(), context.properties.as_deref()),
         other => return Err(EvalError::Unsupported(other.to_string())),
     })
 }

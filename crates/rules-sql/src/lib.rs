@@ -30,7 +30,7 @@ mod template;
 mod value;
 
 pub use ast::{BinaryOp, Expr, Item, Query, Select, Subquery};
-pub use context::{Context, Lookups, MessageProps};
+pub use context::{Context, Lookups, MessageProperties};
 pub use eval::{evaluate, evaluate_expression};
 pub use parser::{parse, parse_expression};
 pub use template::Template;

@@ -69,7 +69,7 @@ fn check(case: &Json) -> Result<(), String> {
         timestamp_ms: 1_481_825_251_155,
         new_uuid: "123e4567-e89b-12d3-a456-426614174000".into(),
         sql_version: case["sql_version"].as_str().unwrap_or("2016-03-23").to_string(),
-        raw_payload: raw.as_slice().into(),
+        raw_payload: bytes::Bytes::copy_from_slice(&raw),
         ..Default::default()
     };
     let triggered = routed_by_name || query.from.as_deref().is_none_or(|filter| topic_matches(filter, topic));

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ferrocore_rules_sql::{
-    Context, EvalError, Expr, Lookups, MessageProps, Value, evaluate, evaluate_expression, output_bytes, parse,
+    Context, EvalError, Expr, Lookups, MessageProperties, Value, evaluate, evaluate_expression, output_bytes, parse,
     parse_expression, payload_value,
 };
 use proptest::prelude::*;
@@ -309,7 +309,7 @@ fn star_in_functions_of_bytes_reads_the_payload_as_published() {
     let raw = br#"{ "a" : 1 }"#;
     let payload = payload_value(raw);
     let sql = parse("SELECT encode(*, 'base64') AS b, md5(*) AS h FROM 't'").unwrap();
-    let with_raw = Context { raw_payload: raw.as_slice().into(), ..context("t") };
+    let with_raw = Context { raw_payload: bytes::Bytes::from_static(raw), ..context("t") };
     assert_eq!(
         evaluate(&sql, &payload, &with_raw).unwrap().unwrap().to_json(),
         Some(json!({"b": "eyAiYSIgOiAxIH0=", "h": "3578519ce226de270c08039ae3ee3c2e"}))
@@ -358,14 +358,14 @@ fn get_thing_shadow_reads_through_lookups() {
 
 #[test]
 fn mqtt5_properties() {
-    let properties = MessageProps {
+    let properties = MessageProperties {
         payload_format_indicator: Some(1),
         content_type: Some("application/json".into()),
         response_topic: Some("replies/1".into()),
-        correlation_data: Some(vec![0xde, 0xad]),
+        correlation_data: Some(vec![0xde, 0xad].into()),
         user_properties: vec![("k".into(), "a".into()), ("j".into(), "x".into()), ("k".into(), "b".into())],
     };
-    let with_properties = Context { properties: Some(properties), ..context("t") };
+    let with_properties = Context { properties: Some(properties.into()), ..context("t") };
     let eval = |expr: &str, context: &Context| {
         evaluate_expression(&parse_expression(expr).unwrap(), &Value::Null, context).unwrap().to_json()
     };
@@ -378,7 +378,7 @@ fn mqtt5_properties() {
     assert_eq!(eval("get_user_properties('k')", &with_properties), Some(json!(["a", "b"])));
     assert_eq!(eval("get_user_properties('none')", &with_properties), None);
     let bytes = Context {
-        properties: Some(MessageProps { payload_format_indicator: Some(0), ..Default::default() }),
+        properties: Some(MessageProperties { payload_format_indicator: Some(0), ..Default::default() }.into()),
         ..context("t")
     };
     assert_eq!(eval("get_mqtt_property('format_indicator')", &bytes), Some(json!("UNSPECIFIED_BYTES")));

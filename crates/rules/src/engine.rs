@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ferrocore_model::rules::{DestinationStatus, DestinationTarget};
 use ferrocore_registry::{MessageSink, Publisher, Registry, RoutedMessage};
-use ferrocore_rules_sql::{Context, Lookups, MessageProps, Template, Value};
+use ferrocore_rules_sql::{Context, Lookups, Template, Value};
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -29,11 +29,10 @@ thread_local! {
 /// A message accepted for evaluation.
 struct Message {
     topic: String,
-    /// The message as received, copied once for every rule that reads it.
-    payload: Arc<[u8]>,
+    /// Payload and properties as published, shared with the gateway's deliveries.
+    published: Arc<ferrocore_message::Message>,
     client_id: Option<String>,
     principal: Option<String>,
-    properties: Option<MessageProps>,
     received_ms: i64,
     hops: u8,
 }
@@ -194,16 +193,9 @@ impl Engine {
             rules,
             message: Message {
                 topic: message.topic.to_string(),
-                payload: Arc::from(message.payload.as_ref()),
+                published: message.message.clone(),
                 client_id: message.client_id.map(str::to_string),
                 principal: message.principal.map(str::to_string),
-                properties: message.properties.map(|p| MessageProps {
-                    payload_format_indicator: p.payload_format_indicator,
-                    content_type: p.content_type.clone(),
-                    response_topic: p.response_topic.clone(),
-                    correlation_data: p.correlation_data.as_ref().map(|d| d.to_vec()),
-                    user_properties: p.user_properties.clone(),
-                }),
                 received_ms: now_ms(),
                 hops: message.hops,
             },
@@ -220,7 +212,7 @@ impl Engine {
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
         while let Some(job) = jobs.recv().await {
             let message = Arc::new(job.message);
-            let payload = Arc::new(ferrocore_rules_sql::payload_value(&message.payload));
+            let payload = Arc::new(ferrocore_rules_sql::payload_value(&message.published.payload));
             for rule in job.rules {
                 // A panic in one evaluation must not stop the engine for every rule.
                 let evaluated =
@@ -258,9 +250,9 @@ impl Engine {
             new_uuid: fast_uuid(),
             trace_id: fast_uuid(),
             sql_version: rule.sql_version.clone(),
-            properties: message.properties.clone(),
+            properties: message.published.properties.clone(),
             lookups,
-            raw_payload: message.payload.clone(),
+            raw_payload: message.published.payload.clone(),
         }
     }
 
@@ -438,7 +430,7 @@ fn error_payload(rule: &str, message: &Message, trace_id: &str, failures: &[(&st
         "topic": message.topic,
         "cloudwatchTraceId": trace_id,
         "clientId": message.client_id.clone().unwrap_or_default(),
-        "base64OriginalPayload": base64::engine::general_purpose::STANDARD.encode(&*message.payload),
+        "base64OriginalPayload": base64::engine::general_purpose::STANDARD.encode(&message.published.payload),
         "failures": failures.iter().map(|(kind, failure)| json!({
             "failedAction": failed_action_name(kind),
             "failedResource": failure.resource,

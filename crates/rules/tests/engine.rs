@@ -76,13 +76,21 @@ impl Setup {
     }
 
     fn publish(&self, topic: &str, payload: Value, client_id: &str) {
-        let bytes = Bytes::from(payload.to_string());
-        self.engine.offer(&message(topic, &bytes, Some(client_id)));
+        let published = published(topic, Bytes::from(payload.to_string()));
+        self.engine.offer(&message(topic, &published, Some(client_id)));
     }
 }
 
-fn message<'a>(topic: &'a str, payload: &'a Bytes, client_id: Option<&'a str>) -> RoutedMessage<'a> {
-    RoutedMessage { topic, payload, qos: 1, client_id, principal: Some("abc123"), properties: None, hops: 0 }
+fn published(topic: &str, payload: Bytes) -> Arc<ferrocore_message::Message> {
+    Arc::new(ferrocore_message::Message::new(topic, payload))
+}
+
+fn message<'a>(
+    topic: &'a str,
+    message: &'a Arc<ferrocore_message::Message>,
+    client_id: Option<&'a str>,
+) -> RoutedMessage<'a> {
+    RoutedMessage { topic, message, qos: 1, client_id, principal: Some("abc123"), hops: 0 }
 }
 
 fn republish(topic: &str) -> Value {
@@ -145,7 +153,8 @@ async fn basic_ingest_reaches_only_its_rule_and_disabled_rules_do_nothing() {
     s.rule("Ingest", json!({"sql": "SELECT *, topic() AS t FROM 'ignored/never'", "actions": [republish("ingested")]}))
         .await;
     s.rule("Other", json!({"sql": "SELECT * FROM '#'", "actions": [republish("everything")]})).await;
-    let bytes = Bytes::from_static(br#"{"x":1}"#);
+    // Published to `$aws/rules/Ingest/factory/line1`: the rule sees the rest as its topic.
+    let bytes = published("$aws/rules/Ingest/factory/line1", Bytes::from_static(br#"{"x":1}"#));
     assert!(s.engine.ingest("Ingest", &message("factory/line1", &bytes, Some("c"))));
     assert!(!s.engine.ingest("Missing", &message("factory/line1", &bytes, Some("c"))));
     let ingested = s.published.on("ingested", 1).await;

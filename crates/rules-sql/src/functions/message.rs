@@ -4,7 +4,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::context::{Context, MessageProps};
+use crate::context::{Context, MessageProperties};
 use crate::value::Value;
 
 /// `topic()`: the whole topic; `topic(n)`: its n-th level, counted from 1.
@@ -21,7 +21,7 @@ pub fn topic(level: Option<&Value>, topic: &str) -> Value {
 }
 
 /// `get_mqtt_property(name)`; Undefined for a message without MQTT 5 properties.
-pub fn mqtt_property(name: &Value, properties: Option<&MessageProps>) -> Value {
+pub fn mqtt_property(name: &Value, properties: Option<&MessageProperties>) -> Value {
     let (Value::String(name), Some(properties)) = (name, properties) else {
         return Value::Undefined;
     };
@@ -41,7 +41,7 @@ pub fn mqtt_property(name: &Value, properties: Option<&MessageProps>) -> Value {
 
 /// `get_user_properties()`: every key with the array of its values, in the order
 /// sent; `get_user_properties(key)`: that key's values. Undefined when there are none.
-pub fn user_properties(key: Option<&Value>, properties: Option<&MessageProps>) -> Value {
+pub fn user_properties(key: Option<&Value>, properties: Option<&MessageProperties>) -> Value {
     let Some(properties) = properties else {
         return Value::Undefined;
     };

@@ -1,12 +1,25 @@
-//! A message on its way through the gateway: topic, payload and what MQTT 5 lets
-//! travel with it (properties for subscribers, an expiry).
+//! A message on its way through ferrocore: topic, payload and what MQTT 5 lets
+//! travel with it (properties for subscribers and for rules, an expiry), one type
+//! for the device gateway (routing, retained messages, session queues) and the
+//! rules engine. Pure: no I/O.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use ferrocore_mqtt::Properties;
-use ferrocore_registry::MessageProperties;
 use serde::{Deserialize, Serialize};
+
+/// The MQTT 5 properties that travel with a message: to MQTT 5 subscribers, into
+/// stored copies, and to rules (`get_mqtt_property`, `get_user_properties`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageProperties {
+    pub payload_format_indicator: Option<u8>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Bytes>,
+    /// In the order sent; a key may repeat.
+    pub user_properties: Vec<(String, String)>,
+}
 
 /// AWS's range of the Message Expiry Interval: 0 counts as 1, more than 7 days as 7 days.
 const MESSAGE_EXPIRY_RANGE_SECS: (u32, u32) = (1, 604_800);
