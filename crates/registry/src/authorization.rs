@@ -372,10 +372,8 @@ impl Registry {
     /// depend on, so connection storms do not read the store for every CONNECT.
     pub async fn connection_permissions(&self, principal: &str, client_id: &str) -> Result<Arc<Permissions>> {
         let key = (principal.to_string(), client_id.to_string());
-        if let Some(permissions) =
-            self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner()).entries.get(&key)
-        {
-            return Ok(permissions.clone());
+        if let Some(permissions) = self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(permissions);
         }
         let permissions = Arc::new(self.permissions(principal, Some(client_id), &[], &[]).await?);
         let mut cache = self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner());
