@@ -221,6 +221,8 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let client_id = terms.client_id.clone();
+    // Writes after this may not be in the permissions read below (see `rechecks::watch`).
+    let seen_generation = shared.registry.permission_generation();
     // Boxed here and below: what runs once per connection must not enlarge the state
     // every idle connection holds (see `footprint` in lib.rs).
     let permissions = match Box::pin(shared.permissions_of(&identity, &client_id)).await {
@@ -262,7 +264,7 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
     // client id is either in the resumed queue or in this connection's queue.
     let watched = entry.clone();
     let connected = shared.router.connect(entry, connect.clean_start, now_ms());
-    Box::pin(crate::rechecks::watch(&shared, watched)).await;
+    Box::pin(crate::rechecks::watch(&shared, watched, seen_generation)).await;
     let session_present = connected.session_present;
     shared.store_session_writes(&client_id, connected.writes).await;
     let presence = Presence {

@@ -54,16 +54,16 @@ impl Rechecks {
 }
 
 /// Starts watching a connection the router has just made live. Its permissions
-/// were computed before it was in the index: if a write committed since, the
-/// announcement may have missed it, so it is re-checked now. (The entry is taken
-/// by value: its delivery sender must not outlive this call.)
-pub(crate) async fn watch(shared: &Shared, client: ClientEntry) {
+/// were read (from the registry's cache or fresh) when the registry's permission
+/// generation was `seen`: if a write committed since, its announcement may have
+/// missed the connection, so it is re-checked now. (The entry is taken by value:
+/// its delivery sender must not outlive this call.)
+pub(crate) async fn watch(shared: &Shared, client: ClientEntry, seen: u64) {
     let Identity::Certificate(_) = &client.identity else {
         return;
     };
-    let permissions = router::current(&client.permissions);
-    shared.rechecks.insert(&client, &permissions);
-    if permissions.generation() != shared.registry.permission_generation() {
+    shared.rechecks.insert(&client, &router::current(&client.permissions));
+    if seen != shared.registry.permission_generation() {
         revalidate(shared, &client).await;
     }
 }

@@ -152,12 +152,6 @@ impl Permissions {
         self.dependencies.clone()
     }
 
-    /// The registry's permission generation when these were computed (see
-    /// [`Registry::permission_generation`]): if it moved since, they may be stale.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
     pub fn evaluate(&self, action: &str, resource: &str) -> ferrocore_policy::Evaluation {
         let policies: Vec<&ferrocore_policy::Policy> = self.policies.iter().map(|(_, p)| p.as_ref()).collect();
         evaluate(&policies, action, resource, &self.context)
