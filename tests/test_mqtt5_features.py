@@ -14,6 +14,7 @@ settle after a DISCONNECT before the same client id connects again.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import uuid
@@ -347,6 +348,31 @@ def test_will_expiry_counts_from_the_disconnect_and_its_properties_are_forwarded
     assert message.properties.get("ContentType") == "text/plain"
     assert "MessageExpiryInterval" in message.properties
     assert message.properties["MessageExpiryInterval"] <= 2
+
+
+def test_disconnect_with_reason_0x04_sends_the_will_and_a_plain_disconnect_does_not(clients, topic):
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    watcher = clients("watcher")
+    assert watcher.subscribe(topic, qos=1) == [GRANTED_QOS1]
+    presence = f"$aws/events/presence/disconnected/{watcher.client_id.removesuffix('watcher')}with-will"
+    assert watcher.subscribe(presence, qos=1) == [GRANTED_QOS1]
+    for name, reason, will_expected in [
+        ("plain", ReasonCode(PacketTypes.DISCONNECT, "Normal disconnection"), False),
+        ("with-will", ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"), True),
+    ]:
+        leaving = clients(name, connect=False)
+        leaving.paho.will_set(topic, f"will of {name}".encode(), qos=1)
+        connected(leaving)
+        leaving.paho.disconnect(reasoncode=reason)
+        if will_expected:
+            assert watcher.wait_message(topic)[0].payload == b"will of with-will"
+    # The plain DISCONNECT came first: had it sent its will, that would have arrived first.
+    assert payloads(watcher, topic) == [b"will of with-will"]
+    # A valid DISCONNECT, not a malformed packet: the connection counts as lost, not as a client error.
+    event = json.loads(watcher.wait_message(presence)[0].payload)
+    assert (event["disconnectReason"], event["clientInitiatedDisconnect"]) == ("CONNECTION_LOST", False)
 
 
 # --------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ mod quota;
 mod rechecks;
 mod retained;
 mod router;
+mod session_core;
 mod sessions;
 mod shadows;
 mod tls;

@@ -663,11 +663,14 @@ impl Router {
     }
 
     /// Whether the client may add (or renew) `filter` within `limit` subscriptions.
-    pub fn can_subscribe(&self, client_id: &str, filter: &str, limit: usize) -> bool {
-        self.read()
-            .sessions
-            .get(client_id)
-            .is_some_and(|entry| entry.subscriptions.contains_key(filter) || entry.subscriptions.len() < limit)
+    /// Whether the session holds a subscription to exactly this filter.
+    pub fn is_subscribed(&self, client_id: &str, filter: &str) -> bool {
+        self.read().sessions.get(client_id).is_some_and(|entry| entry.subscriptions.contains_key(filter))
+    }
+
+    /// How many subscriptions the session holds.
+    pub fn subscription_count(&self, client_id: &str) -> usize {
+        self.read().sessions.get(client_id).map_or(0, |entry| entry.subscriptions.len())
     }
 
     pub fn unsubscribe(&self, client_id: &str, filter: &str) -> bool {

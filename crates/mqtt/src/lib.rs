@@ -51,6 +51,8 @@ pub enum ReasonCode {
     Success = 0x00,
     GrantedQoS1 = 0x01,
     GrantedQoS2 = 0x02,
+    /// DISCONNECT: the client leaves and asks for its will to be sent.
+    DisconnectWithWill = 0x04,
     NoMatchingSubscribers = 0x10,
     NoSubscriptionExisted = 0x11,
     UnspecifiedError = 0x80,
@@ -91,10 +93,11 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
-    const ALL: [Self; 40] = [
+    const ALL: [Self; 41] = [
         Self::Success,
         Self::GrantedQoS1,
         Self::GrantedQoS2,
+        Self::DisconnectWithWill,
         Self::NoMatchingSubscribers,
         Self::NoSubscriptionExisted,
         Self::UnspecifiedError,

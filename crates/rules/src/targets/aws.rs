@@ -456,7 +456,7 @@ mod sdk {
                 Some(template) => render(template)?.to_ascii_uppercase(),
                 None => "INSERT".to_string(),
             };
-            let sent = match operation.as_str() {
+            match operation.as_str() {
                 "INSERT" => {
                     let mut item = key;
                     item.insert(payload_field, payload);
@@ -489,8 +489,7 @@ mod sdk {
                     .map(drop)
                     .map_err(|e| failure(table, e)),
                 other => Err(Failure::permanent(table, format!("operation {other} is not INSERT, UPDATE or DELETE"))),
-            };
-            sent
+            }
         }
     }
 
