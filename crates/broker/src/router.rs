@@ -1,10 +1,14 @@
 //! Who holds each client id — a live connection or a parked persistent session —
-//! and one index of their subscriptions. Deliveries are checked against each
+//! and an index of their subscriptions. Deliveries are checked against each
 //! subscriber's current permissions (iot:Receive) before they are queued.
 //!
-//! Live and parked sessions live in the same table under the same lock, so a
-//! publish finds every session exactly once: the hand-over from a parked session
-//! to a resuming connection (and back) is atomic with respect to routing.
+//! The table is sharded by client id: connecting, parking and subscribing lock one
+//! shard, and a publish reads the shards one after another, never all at once.
+//! A client id's live connection and parked session live in the same shard under
+//! the same lock, so a publish finds every session exactly once: the hand-over from
+//! a parked session to a resuming connection (and back) is atomic with respect to
+//! routing. Shared subscriptions span shards; their groups have a lock of their
+//! own, always taken before a shard's, never while holding one.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -195,18 +199,51 @@ struct SharedGroup {
 /// to 0 after about an hour disconnected).
 const VERSION_MEMORY_MS: u64 = 3600 * 1000;
 
-/// The sessions and an index of their subscriptions: filters level by level with
-/// the client ids subscribed to each; shared subscriptions by their whole
-/// `$share/<group>/<filter>` string, found through an index of their filters.
+/// One shard: its client ids' sessions and an index of their subscriptions, filter
+/// level by filter level with the client ids subscribed to each (shared
+/// subscriptions are in [`SharedGroups`]).
 #[derive(Default)]
 struct Table {
     sessions: HashMap<String, Entry>,
     index: FilterIndex,
-    shared: HashMap<String, SharedGroup>,
-    /// Filter of each shared subscription → the `$share/<group>/<filter>` names over it.
-    shared_index: FilterIndex,
     /// Version numbers of client ids that left without a session, with when they left.
     departed: HashMap<String, (u64, u64)>,
+}
+
+/// Shared subscriptions by their whole `$share/<group>/<filter>` string, with
+/// their members (of any shard), found through an index of their filters.
+#[derive(Default)]
+struct SharedGroups {
+    groups: HashMap<String, SharedGroup>,
+    /// Filter of each shared subscription → the `$share/<group>/<filter>` names over it.
+    index: FilterIndex,
+}
+
+impl SharedGroups {
+    fn join(&mut self, name: &str, inner: &str, client_id: &str) {
+        let group = self.groups.entry(name.to_string()).or_insert_with(|| {
+            self.index.insert(inner, name);
+            SharedGroup { members: Vec::new(), next: Default::default() }
+        });
+        if !group.members.iter().any(|m| m == client_id) {
+            group.members.push(client_id.to_string());
+        }
+    }
+
+    fn leave(&mut self, name: &str, inner: &str, client_id: &str) {
+        if let Some(group) = self.groups.get_mut(name) {
+            group.members.retain(|m| m != client_id);
+            if group.members.is_empty() {
+                self.groups.remove(name);
+                self.index.remove(inner, name);
+            }
+        }
+    }
+}
+
+/// The shared subscriptions among `subscriptions`, whose groups follow a change of them.
+fn shared_names(subscriptions: &HashMap<String, Subscription>) -> Vec<String> {
+    subscriptions.keys().filter(|filter| shared_filter(filter).is_some()).cloned().collect()
 }
 
 /// The filter of a shared subscription, for subscriptions the gateway accepted.
@@ -215,31 +252,16 @@ fn shared_filter(subscription: &str) -> Option<&str> {
 }
 
 impl Table {
+    /// Indexes an unshared subscription (shared ones are in [`SharedGroups`]).
     fn add_filter(&mut self, client_id: &str, filter: &str) {
-        if let Some(inner) = shared_filter(filter) {
-            let group = self.shared.entry(filter.to_string()).or_insert_with(|| {
-                self.shared_index.insert(inner, filter);
-                SharedGroup { members: Vec::new(), next: Default::default() }
-            });
-            if !group.members.iter().any(|m| m == client_id) {
-                group.members.push(client_id.to_string());
-            }
-            return;
+        if shared_filter(filter).is_none() {
+            self.index.insert(filter, client_id);
         }
-        self.index.insert(filter, client_id);
     }
 
     fn remove_filter(&mut self, client_id: &str, filter: &str) {
-        let Some(inner) = shared_filter(filter) else {
+        if shared_filter(filter).is_none() {
             self.index.remove(filter, client_id);
-            return;
-        };
-        if let Some(group) = self.shared.get_mut(filter) {
-            group.members.retain(|m| m != client_id);
-            if group.members.is_empty() {
-                self.shared.remove(filter);
-                self.shared_index.remove(inner, filter);
-            }
         }
     }
 
@@ -342,11 +364,14 @@ impl Parked {
     }
 }
 
-/// The table behind a read-write lock: publishes share it (they only read, but for
-/// a shared group's cursor, an atomic); connecting, parking and subscribing take it
-/// alone. A publish that must queue for a parked session takes it alone briefly.
+/// The shards, each behind a read-write lock: publishes share them (they only read,
+/// but for a shared group's cursor, an atomic); connecting, parking and subscribing
+/// take their client id's shard alone. A publish that must queue for a parked
+/// session takes its shard alone briefly.
 pub struct Router {
-    table: RwLock<Table>,
+    shards: Box<[RwLock<Table>]>,
+    hasher: std::collections::hash_map::RandomState,
+    shared: RwLock<SharedGroups>,
     /// QoS 1 messages a parked session keeps at most; older ones are dropped.
     queue_limit: usize,
 }
@@ -391,16 +416,57 @@ pub struct Loaded {
 }
 
 impl Router {
+    /// A router with one shard per core.
     pub fn new(queue_limit: usize) -> Self {
-        Self { table: RwLock::new(Table::default()), queue_limit: queue_limit.max(1) }
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self::with_shards(queue_limit, cores.clamp(1, 64))
     }
 
-    fn lock(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
-        self.table.write().unwrap_or_else(|e| e.into_inner())
+    pub fn with_shards(queue_limit: usize, shards: usize) -> Self {
+        Self {
+            shards: (0..shards.max(1)).map(|_| RwLock::new(Table::default())).collect(),
+            hasher: Default::default(),
+            shared: RwLock::default(),
+            queue_limit: queue_limit.max(1),
+        }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
-        self.table.read().unwrap_or_else(|e| e.into_inner())
+    fn shard(&self, client_id: &str) -> &RwLock<Table> {
+        use std::hash::BuildHasher;
+        &self.shards[(self.hasher.hash_one(client_id) % self.shards.len() as u64) as usize]
+    }
+
+    /// The client id's shard, alone.
+    fn lock(&self, client_id: &str) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.shard(client_id).write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The client id's shard, shared.
+    fn read(&self, client_id: &str) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.shard(client_id).read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn every_shard(&self) -> impl Iterator<Item = std::sync::RwLockReadGuard<'_, Table>> {
+        self.shards.iter().map(|shard| shard.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Brings the shared groups named in line with the client's subscriptions, after a
+    /// change of them (called without a shard lock held: the groups' lock comes first).
+    fn sync_groups(&self, client_id: &str, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
+        let mut groups = self.shared.write().unwrap_or_else(|e| e.into_inner());
+        let table = self.read(client_id);
+        let held = table.sessions.get(client_id).map(|entry| &entry.subscriptions);
+        for name in names {
+            let Some(inner) = shared_filter(name) else { continue };
+            if held.is_some_and(|subscriptions| subscriptions.contains_key(name)) {
+                groups.join(name, inner, client_id);
+            } else {
+                groups.leave(name, inner, client_id);
+            }
+        }
     }
 
     /// Registers a connection. An older connection with the same client id is told
@@ -408,9 +474,9 @@ impl Router {
     /// subscriptions, or a parked one's subscriptions and queued messages (to replay
     /// before anything routed from now on) — else it is discarded.
     pub fn connect(&self, entry: ClientEntry, clean_start: bool, now_ms: u64) -> Connected {
-        let mut table = self.lock();
-        let table = &mut *table;
         let client_id = entry.client_id.clone();
+        let mut table = self.lock(&client_id);
+        let mut left_groups = Vec::new();
         let mut connected = Connected { version: 1, session_present: false, replay: Vec::new(), writes: Vec::new() };
         let (mut subscriptions, mut next_seq, mut stored) = (HashMap::new(), 0, false);
         if let Some(previous) = table.sessions.remove(&client_id) {
@@ -424,6 +490,7 @@ impl Router {
             };
             if clean_start || !resumable {
                 table.clear_subscriptions(&client_id, &previous.subscriptions);
+                left_groups = shared_names(&previous.subscriptions);
                 if previous.stored {
                     connected.writes.push(SessionWrite::Forget { client_id: client_id.clone() });
                 }
@@ -446,9 +513,11 @@ impl Router {
             connected.version = version + 1;
         }
         table.sessions.insert(
-            client_id,
+            client_id.clone(),
             Entry { subscriptions, version: connected.version, next_seq, stored, state: State::Online(entry) },
         );
+        drop(table);
+        self.sync_groups(&client_id, &left_groups);
         connected
     }
 
@@ -464,7 +533,7 @@ impl Router {
         unfinished: Vec<Unfinished>,
         deliveries: &mut queue::Receiver<Delivery>,
     ) -> Vec<SessionWrite> {
-        let mut table = self.lock();
+        let mut table = self.lock(client_id);
         let mut writes = Vec::new();
         let Some(entry) = table.sessions.get_mut(client_id) else {
             return forget_unfinished(client_id, unfinished);
@@ -526,14 +595,15 @@ impl Router {
         unfinished: Vec<Unfinished>,
         now_ms: u64,
     ) -> Vec<SessionWrite> {
-        let mut table = self.lock();
+        let mut table = self.lock(client_id);
         let ours = table.sessions.get(client_id).and_then(Entry::online).is_some_and(|c| c.connection == connection);
         let mut writes = forget_unfinished(client_id, unfinished);
-        if ours
-            && let Some(entry) = table.remove(client_id, now_ms)
-            && entry.stored
-        {
-            writes.push(SessionWrite::Forget { client_id: client_id.to_string() });
+        if ours && let Some(entry) = table.remove(client_id, now_ms) {
+            drop(table);
+            self.sync_groups(client_id, &shared_names(&entry.subscriptions));
+            if entry.stored {
+                writes.push(SessionWrite::Forget { client_id: client_id.to_string() });
+            }
         }
         writes
     }
@@ -541,7 +611,7 @@ impl Router {
     /// Keeps a QoS 1 delivery that found its connection's queue closed: the session
     /// was parked meanwhile.
     pub fn requeue_closed(&self, client_id: &str, message: Arc<Message>) -> Vec<SessionWrite> {
-        let mut table = self.lock();
+        let mut table = self.lock(client_id);
         let mut writes = Vec::new();
         if let Some(entry) = table.sessions.get_mut(client_id)
             && let State::Offline(parked) = &mut entry.state
@@ -555,8 +625,8 @@ impl Router {
 
     /// Loads the sessions of disconnected clients (at start-up).
     pub fn load(&self, sessions: Vec<Loaded>) {
-        let mut table = self.lock();
         for loaded in sessions {
+            let mut table = self.lock(&loaded.client_id);
             let subscriptions: HashMap<String, Subscription> = loaded
                 .record
                 .subscriptions
@@ -573,58 +643,71 @@ impl Router {
                 queue: loaded.queue.into_iter().map(|(seq, message)| (seq, Arc::new(message))).collect(),
                 expires_at_ms: loaded.record.expires_at_ms,
             };
+            let groups = shared_names(&subscriptions);
             let entry =
                 Entry { subscriptions, version: 0, next_seq, stored: true, state: State::Offline(Box::new(parked)) };
-            table.sessions.insert(loaded.client_id, entry);
+            table.sessions.insert(loaded.client_id.clone(), entry);
+            drop(table);
+            self.sync_groups(&loaded.client_id, &groups);
         }
     }
 
     /// Drops expired parked sessions (and forgets version numbers of client ids
     /// gone for an hour); answers the store writes that remove them.
     pub fn expire(&self, now_ms: u64) -> Vec<SessionWrite> {
-        let mut table = self.lock();
-        table.departed.retain(|_, (_, left_ms)| now_ms.saturating_sub(*left_ms) < VERSION_MEMORY_MS);
-        let expired: Vec<String> = table
-            .sessions
-            .iter()
-            .filter(|(_, e)| matches!(&e.state, State::Offline(p) if p.expires_at_ms <= now_ms))
-            .map(|(id, _)| id.clone())
-            .collect();
         let mut writes = Vec::new();
-        for id in expired {
-            if let Some(entry) = table.remove(&id, now_ms) {
+        for shard in self.shards.iter() {
+            let mut table = shard.write().unwrap_or_else(|e| e.into_inner());
+            table.departed.retain(|_, (_, left_ms)| now_ms.saturating_sub(*left_ms) < VERSION_MEMORY_MS);
+            let expired: Vec<String> = table
+                .sessions
+                .iter()
+                .filter(|(_, e)| matches!(&e.state, State::Offline(p) if p.expires_at_ms <= now_ms))
+                .map(|(id, _)| id.clone())
+                .collect();
+            let removed: Vec<(String, Entry)> =
+                expired.into_iter().filter_map(|id| table.remove(&id, now_ms).map(|entry| (id, entry))).collect();
+            drop(table);
+            for (id, entry) in removed {
+                self.sync_groups(&id, &shared_names(&entry.subscriptions));
                 writes.extend(discard(&id, entry));
             }
         }
         writes
     }
 
-    /// The live connections.
     /// The live connection `connection` of a client id, if it still is.
     pub fn client(&self, client_id: &str, connection: u64) -> Option<ClientEntry> {
-        let table = self.read();
+        let table = self.read(client_id);
         table.sessions.get(client_id).and_then(Entry::online).filter(|c| c.connection == connection).cloned()
     }
 
+    /// The live connections.
     pub fn clients(&self) -> Vec<ClientEntry> {
-        self.read().sessions.values().filter_map(Entry::online).cloned().collect()
+        self.every_shard()
+            .flat_map(|table| table.sessions.values().filter_map(Entry::online).cloned().collect::<Vec<_>>())
+            .collect()
     }
 
     /// Adds or replaces a subscription of a live client; answers whether it is new
     /// (`None` when the client is not connected).
     pub fn subscribe(&self, client_id: &str, filter: &str, subscription: Subscription) -> Option<bool> {
-        let mut table = self.lock();
+        let mut table = self.lock(client_id);
         let entry = table.sessions.get_mut(client_id).filter(|e| e.online().is_some())?;
         let new = entry.subscriptions.insert(filter.to_string(), subscription).is_none();
         if new {
             table.add_filter(client_id, filter);
+            drop(table);
+            if shared_filter(filter).is_some() {
+                self.sync_groups(client_id, &[filter.to_string()]);
+            }
         }
         Some(new)
     }
 
     /// Queues the retained copy of a topic for one client, if its iot:Receive allows it.
     pub fn deliver_retained(&self, client_id: &str, message: &Message, qos: QoS, receive_resource: &str) {
-        let table = self.read();
+        let table = self.read(client_id);
         let Some(client) = table.sessions.get(client_id).and_then(Entry::online) else {
             return;
         };
@@ -639,7 +722,7 @@ impl Router {
 
     /// Tells a connected client to leave (DeleteConnection); false when it is not connected.
     pub fn kick(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool {
-        let table = self.read();
+        let table = self.read(client_id);
         let Some(client) = table.sessions.get(client_id).and_then(Entry::online) else {
             return false;
         };
@@ -648,37 +731,42 @@ impl Router {
     }
 
     pub fn has_offline(&self, client_id: &str) -> bool {
-        self.read().sessions.get(client_id).is_some_and(|e| e.online().is_none())
+        self.read(client_id).sessions.get(client_id).is_some_and(|e| e.online().is_none())
     }
 
     /// Forgets the persistent session of a disconnected client; `None` when it has
     /// none, else the store writes that remove it.
     pub fn discard_offline(&self, client_id: &str, now_ms: u64) -> Option<Vec<SessionWrite>> {
-        let mut table = self.lock();
+        let mut table = self.lock(client_id);
         if table.sessions.get(client_id)?.online().is_some() {
             return None;
         }
         let entry = table.remove(client_id, now_ms)?;
+        drop(table);
+        self.sync_groups(client_id, &shared_names(&entry.subscriptions));
         Some(discard(client_id, entry))
     }
 
-    /// Whether the client may add (or renew) `filter` within `limit` subscriptions.
     /// Whether the session holds a subscription to exactly this filter.
     pub fn is_subscribed(&self, client_id: &str, filter: &str) -> bool {
-        self.read().sessions.get(client_id).is_some_and(|entry| entry.subscriptions.contains_key(filter))
+        self.read(client_id).sessions.get(client_id).is_some_and(|entry| entry.subscriptions.contains_key(filter))
     }
 
     /// How many subscriptions the session holds.
     pub fn subscription_count(&self, client_id: &str) -> usize {
-        self.read().sessions.get(client_id).map_or(0, |entry| entry.subscriptions.len())
+        self.read(client_id).sessions.get(client_id).map_or(0, |entry| entry.subscriptions.len())
     }
 
     pub fn unsubscribe(&self, client_id: &str, filter: &str) -> bool {
-        let mut table = self.lock();
+        let mut table = self.lock(client_id);
         let removed =
             table.sessions.get_mut(client_id).is_some_and(|entry| entry.subscriptions.remove(filter).is_some());
         if removed {
             table.remove_filter(client_id, filter);
+            drop(table);
+            if shared_filter(filter).is_some() {
+                self.sync_groups(client_id, &[filter.to_string()]);
+            }
         }
         removed
     }
@@ -700,11 +788,10 @@ impl Router {
         let topic_name = message.topic.as_str();
         let mut published = Published::default();
         // Parked sessions (direct subscribers, and one per shared subscription nobody
-        // online took) are queued for afterwards, under the table alone: only their ids
-        // are copied here.
+        // online took) are queued for afterwards, under their shard alone: only their
+        // ids are copied here.
         let mut parked_subscribers: Vec<String> = Vec::new();
-        {
-            let table = self.read();
+        for table in self.every_shard() {
             for (client_id, entry, subscription) in table.subscribers(topic_name, publisher) {
                 match entry.online() {
                     Some(client) => {
@@ -721,47 +808,63 @@ impl Router {
                     None => {}
                 }
             }
-            let Table { sessions, shared, shared_index, .. } = &*table;
-            let mut groups: Vec<&str> = Vec::new();
-            shared_index.for_each_match(topic_name, |_, names| groups.extend(names.iter().map(String::as_str)));
-            for name in groups {
-                let Some(group) = shared.get(name) else { continue };
-                let members = group.members.len();
-                let start = group.next.load(Ordering::Relaxed);
-                let served = (0..members).find(|step| {
-                    let member = &group.members[(start + step) % members];
-                    sessions.get(member).is_some_and(|entry| {
-                        let Some(client) = entry.online() else { return false };
-                        let granted = entry.subscriptions.get(name).map_or(QoS::AtMostOnce, |s| s.qos);
-                        let delivery = Delivery { message: message.clone(), qos: qos.min(granted), retain: false };
-                        offer(client, delivery, receive_resource, &mut published.full)
-                    })
-                });
-                if let Some(step) = served {
-                    group.next.store((start + step + 1) % members, Ordering::Relaxed);
-                    continue;
-                }
-                if qos != QoS::AtLeastOnce {
-                    continue;
-                }
-                // Nobody online took it: the first parked member with a QoS 1 subscription keeps it.
-                let keeper = group.members.iter().find(|member| {
-                    sessions.get(member.as_str()).is_some_and(|entry| {
-                        let receives = |p: &Parked| allows(&p.permissions, "iot:Receive", receive_resource);
-                        entry.subscriptions.get(name).is_some_and(|s| s.qos == QoS::AtLeastOnce)
-                            && matches!(&entry.state, State::Offline(parked) if receives(parked))
-                    })
-                });
-                parked_subscribers.extend(keeper.cloned());
-            }
         }
-        if !parked_subscribers.is_empty() {
-            let mut table = self.lock();
-            for client_id in &parked_subscribers {
-                self.keep_for_parked(&mut table, client_id, message, receive_resource, &mut published);
-            }
+        self.publish_to_groups(message, qos, receive_resource, &mut published, &mut parked_subscribers);
+        for client_id in &parked_subscribers {
+            let mut table = self.lock(client_id);
+            self.keep_for_parked(&mut table, client_id, message, receive_resource, &mut published);
         }
         published
+    }
+
+    /// Offers a message to one online member of each matching shared subscription,
+    /// round-robin; when none takes a QoS 1 message, names the first parked member
+    /// with a QoS 1 subscription to keep it.
+    fn publish_to_groups(
+        &self,
+        message: &Arc<Message>,
+        qos: QoS,
+        receive_resource: &str,
+        published: &mut Published,
+        parked_subscribers: &mut Vec<String>,
+    ) {
+        let shared = self.shared.read().unwrap_or_else(|e| e.into_inner());
+        if shared.groups.is_empty() {
+            return;
+        }
+        let mut names: Vec<&str> = Vec::new();
+        shared.index.for_each_match(&message.topic, |_, found| names.extend(found.iter().map(String::as_str)));
+        for name in names {
+            let Some(group) = shared.groups.get(name) else { continue };
+            let members = group.members.len();
+            let start = group.next.load(Ordering::Relaxed);
+            let served = (0..members).find(|step| {
+                let member = &group.members[(start + step) % members];
+                let table = self.read(member);
+                let Some(entry) = table.sessions.get(member) else { return false };
+                let (Some(client), Some(granted)) = (entry.online(), entry.subscriptions.get(name)) else {
+                    return false;
+                };
+                let delivery = Delivery { message: message.clone(), qos: qos.min(granted.qos), retain: false };
+                offer(client, delivery, receive_resource, &mut published.full)
+            });
+            if let Some(step) = served {
+                group.next.store((start + step + 1) % members, Ordering::Relaxed);
+                continue;
+            }
+            if qos != QoS::AtLeastOnce {
+                continue;
+            }
+            let keeper = group.members.iter().find(|member| {
+                let table = self.read(member);
+                table.sessions.get(member.as_str()).is_some_and(|entry| {
+                    let receives = |p: &Parked| allows(&p.permissions, "iot:Receive", receive_resource);
+                    entry.subscriptions.get(name).is_some_and(|s| s.qos == QoS::AtLeastOnce)
+                        && matches!(&entry.state, State::Offline(parked) if receives(parked))
+                })
+            });
+            parked_subscribers.extend(keeper.cloned());
+        }
     }
 
     /// Keeps a QoS 1 message for a parked session whose iot:Receive allows it; one that
@@ -792,8 +895,7 @@ impl Router {
     /// Client ids the router holds a session or a version number for (tests, metrics).
     #[cfg(test)]
     fn remembered(&self) -> usize {
-        let table = self.read();
-        table.sessions.len() + table.departed.len()
+        self.every_shard().map(|table| table.sessions.len() + table.departed.len()).sum()
     }
 }
 
@@ -880,11 +982,80 @@ mod tests {
 
     const FAR: u64 = u64::MAX;
 
+    /// Several shards, so that client ids of one test spread over them.
+    fn sharded(queue_limit: usize) -> Router {
+        Router::with_shards(queue_limit, 4)
+    }
+
+    #[test]
+    fn a_publish_reaches_subscribers_in_every_shard_once_and_only_matching_ones() {
+        let router = sharded(10);
+        let mut clients: Vec<Client> = (0..32).map(|n| connect(&router, &format!("c{n}"), n, true, 16)).collect();
+        for n in 0..32 {
+            router.subscribe(
+                &format!("c{n}"),
+                if n % 2 == 0 { "t/#" } else { "other/#" },
+                Subscription::with_qos(QoS::AtMostOnce),
+            );
+            // A second matching filter: still one copy.
+            router.subscribe(&format!("c{n}"), "t/a", Subscription::with_qos(QoS::AtMostOnce));
+        }
+        let used: std::collections::HashSet<usize> = (0..32)
+            .map(|n| {
+                router.shards.iter().position(|shard| std::ptr::eq(shard, router.shard(&format!("c{n}")))).unwrap()
+            })
+            .collect();
+        assert!(used.len() > 1, "the client ids spread over shards");
+        publish(&router, 1);
+        let counts: Vec<usize> = clients.iter_mut().map(|client| drain(client).len()).collect();
+        assert!(counts.iter().all(|&count| count == 1), "{counts:?}");
+        router.publish(&Arc::new(Message::new("other/x", Bytes::from("2"))), QoS::AtMostOnce, false, None, RESOURCE);
+        let counts: Vec<usize> = clients.iter_mut().map(|client| drain(client).len()).collect();
+        assert_eq!(counts, (0..32).map(|n| n % 2).collect::<Vec<_>>(), "only the other/# subscribers");
+    }
+
+    #[test]
+    fn a_shared_subscription_spanning_shards_delivers_each_message_to_one_member_round_robin() {
+        let router = sharded(10);
+        const GROUP: &str = "$share/g/t/#";
+        let mut members: Vec<Client> = (0..8).map(|n| connect(&router, &format!("m{n}"), n, false, 64)).collect();
+        for n in 0..8 {
+            assert_eq!(router.subscribe(&format!("m{n}"), GROUP, Subscription::with_qos(QoS::AtLeastOnce)), Some(true));
+        }
+        for n in 0..16 {
+            publish(&router, n);
+        }
+        let counts: Vec<usize> = members.iter_mut().map(|member| drain(member).len()).collect();
+        assert_eq!(counts, vec![2; 8], "each message once, spread evenly");
+
+        // A member that reconnects with a clean start leaves the group; one that
+        // unsubscribes too. The others keep getting every message, once.
+        let _clean = connect(&router, "m0", 100, true, 64);
+        assert!(router.unsubscribe("m1", GROUP));
+        for n in 0..12 {
+            publish(&router, n);
+        }
+        let counts: Vec<usize> = members.iter_mut().map(|member| drain(member).len()).collect();
+        assert_eq!(counts, [0, 0, 2, 2, 2, 2, 2, 2]);
+
+        // All members away: the first parked member with a QoS 1 subscription keeps it.
+        for (n, member) in members.iter_mut().enumerate().skip(2) {
+            router.park(&format!("m{n}"), n as u64, FAR, Vec::new(), &mut member.deliveries);
+        }
+        router.disconnect("m0", 100, Vec::new(), 0);
+        let writes = publish(&router, 99).writes;
+        let queued: Vec<&str> = writes
+            .iter()
+            .filter_map(|w| if let SessionWrite::Queue { client_id, .. } = w { Some(client_id.as_str()) } else { None })
+            .collect();
+        assert_eq!(queued.len(), 1, "one parked member keeps it: {queued:?}");
+    }
+
     #[test]
     fn a_resuming_connection_gets_every_message_published_around_its_connect() {
         // A publisher races a client that resumes and parks its session over and over:
         // each message must end up exactly once in a replay, a live queue or the parked queue.
-        let router = Arc::new(Router::new(1_000_000));
+        let router = Arc::new(sharded(1_000_000));
         let mut first = connect(&router, "sub", 0, false, 100_000);
         router.subscribe("sub", "t/#", Subscription::with_qos(QoS::AtLeastOnce));
         router.park("sub", 0, FAR, Vec::new(), &mut first.deliveries);
@@ -912,8 +1083,46 @@ mod tests {
     }
 
     #[test]
+    fn shared_groups_and_sessions_change_while_publishes_run() {
+        // Publishers hold the groups' lock and take shard locks; subscribing takes the
+        // groups' lock after its shard's. Both at once must neither deadlock nor lose
+        // the steady member's deliveries.
+        let router = Arc::new(sharded(10));
+        let mut steady = connect(&router, "steady", 0, true, 1_000_000);
+        router.subscribe("steady", "$share/g/t/#", Subscription::with_qos(QoS::AtMostOnce));
+        let churn = {
+            let router = router.clone();
+            std::thread::spawn(move || {
+                for n in 1..2000u64 {
+                    let id = format!("churn{}", n % 7);
+                    let _client = connect(&router, &id, n, n % 3 == 0, 4);
+                    router.subscribe(&id, "$share/g/t/#", Subscription::with_qos(QoS::AtMostOnce));
+                    router.subscribe(&id, "t/#", Subscription::with_qos(QoS::AtMostOnce));
+                    if n % 2 == 0 {
+                        router.unsubscribe(&id, "$share/g/t/#");
+                    }
+                    router.disconnect(&id, n, Vec::new(), 0);
+                }
+            })
+        };
+        let mut published = 0;
+        while !churn.is_finished() {
+            router.publish(&Arc::new(message(published)), QoS::AtMostOnce, false, None, RESOURCE);
+            published += 1;
+        }
+        churn.join().unwrap();
+        let after = 100;
+        for n in 0..after {
+            publish(&router, n);
+        }
+        let got = drain(&mut steady).len() as u64;
+        assert!(got >= after, "the steady member gets every message once the others left: {got}");
+        assert!(got <= published + after, "never more than one copy per message");
+    }
+
+    #[test]
     fn a_message_queued_for_a_connection_that_ends_stays_with_its_session() {
-        let router = Router::new(100);
+        let router = sharded(100);
         let mut client = connect(&router, "c", 1, false, 16);
         router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtLeastOnce));
         let published = router.publish(&Arc::new(message(1)), QoS::AtLeastOnce, false, Some("c"), RESOURCE);
@@ -929,7 +1138,7 @@ mod tests {
 
     #[test]
     fn no_local_skips_the_publishers_own_subscription_and_retain_as_published_keeps_the_flag() {
-        let router = Router::new(100);
+        let router = sharded(100);
         let mut own = connect(&router, "own", 1, true, 16);
         let mut other = connect(&router, "other", 2, true, 16);
         let mut plain = connect(&router, "plain", 3, true, 16);
@@ -983,7 +1192,7 @@ mod tests {
 
     #[test]
     fn take_over_and_delete_connection_reach_a_connection_whose_queue_is_full() {
-        let router = Router::new(100);
+        let router = sharded(100);
         let old = connect(&router, "c", 1, true, 1);
         router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtMostOnce));
         publish(&router, 1);
@@ -1004,7 +1213,7 @@ mod tests {
 
     #[test]
     fn a_parked_queue_appends_one_write_per_message_and_drops_the_oldest_past_its_limit() {
-        let router = Router::new(3);
+        let router = sharded(3);
         let mut client = connect(&router, "c", 1, false, 16);
         router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtLeastOnce));
         router.park("c", 1, FAR, Vec::new(), &mut client.deliveries);
@@ -1024,7 +1233,7 @@ mod tests {
 
     #[test]
     fn a_clean_start_discards_the_stored_session_and_its_queue() {
-        let router = Router::new(10);
+        let router = sharded(10);
         let mut client = connect(&router, "c", 1, false, 16);
         router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtLeastOnce));
         router.park("c", 1, FAR, Vec::new(), &mut client.deliveries);
@@ -1039,7 +1248,7 @@ mod tests {
 
     #[test]
     fn version_numbers_grow_per_client_id_and_are_forgotten_an_hour_after_it_left() {
-        let router = Router::new(10);
+        let router = sharded(10);
         for n in 0..1000u64 {
             let id = format!("c{n}");
             let client = connect(&router, &id, n, true, 1);
