@@ -57,7 +57,7 @@ fn cases() -> Vec<Case> {
     let index_of = |count: usize| {
         let mut index = FilterIndex::default();
         for (i, filter) in filters.iter().take(count).enumerate() {
-            index.insert(filter, &format!("client-{i}"));
+            index.insert(filter, &format!("client-{i}"), ());
         }
         index
     };

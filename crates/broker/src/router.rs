@@ -204,8 +204,10 @@ const VERSION_MEMORY_MS: u64 = 3600 * 1000;
 /// subscriptions are in [`SharedGroups`]).
 #[derive(Default)]
 struct Table {
-    sessions: HashMap<String, Entry>,
-    index: FilterIndex,
+    /// With a fast hasher: every delivery looks its subscriber up here.
+    sessions: std::collections::HashMap<String, Entry, foldhash::fast::RandomState>,
+    /// Unshared subscriptions: client ids with their options under each filter.
+    index: FilterIndex<Subscription>,
     /// Version numbers of client ids that left without a session, with when they left.
     departed: HashMap<String, (u64, u64)>,
 }
@@ -222,7 +224,7 @@ struct SharedGroups {
 impl SharedGroups {
     fn join(&mut self, name: &str, inner: &str, client_id: &str) {
         let group = self.groups.entry(name.to_string()).or_insert_with(|| {
-            self.index.insert(inner, name);
+            self.index.insert(inner, name, ());
             SharedGroup { members: Vec::new(), next: Default::default() }
         });
         if !group.members.iter().any(|m| m == client_id) {
@@ -252,10 +254,10 @@ fn shared_filter(subscription: &str) -> Option<&str> {
 }
 
 impl Table {
-    /// Indexes an unshared subscription (shared ones are in [`SharedGroups`]).
-    fn add_filter(&mut self, client_id: &str, filter: &str) {
+    /// Indexes an unshared subscription, or replaces its options (shared ones are in [`SharedGroups`]).
+    fn add_filter(&mut self, client_id: &str, filter: &str, subscription: Subscription) {
         if shared_filter(filter).is_none() {
-            self.index.insert(filter, client_id);
+            self.index.insert(filter, client_id, subscription);
         }
     }
 
@@ -285,14 +287,13 @@ impl Table {
     fn subscribers(&self, topic_name: &str, publisher: Option<&str>) -> Vec<(&str, &Entry, Subscription)> {
         let mut matched: Vec<(&str, &Entry, Subscription)> = Vec::new();
         let mut filters = 0;
-        self.index.for_each_match(topic_name, |filter, ids| {
+        self.index.for_each_match(topic_name, |_, subscribers| {
             filters += 1;
-            for id in ids {
-                let Some(entry) = self.sessions.get(id) else { continue };
-                let Some(subscription) = entry.subscriptions.get(filter) else { continue };
+            for (id, subscription) in subscribers {
                 if subscription.no_local && publisher == Some(id.as_str()) {
                     continue;
                 }
+                let Some(entry) = self.sessions.get(id) else { continue };
                 matched.push((id.as_str(), entry, *subscription));
             }
         });
@@ -633,8 +634,8 @@ impl Router {
                 .iter()
                 .map(|(f, byte)| (f.clone(), Subscription::from_byte(*byte)))
                 .collect();
-            for filter in subscriptions.keys() {
-                table.add_filter(&loaded.client_id, filter);
+            for (filter, subscription) in &subscriptions {
+                table.add_filter(&loaded.client_id, filter, *subscription);
             }
             let next_seq = loaded.queue.last().map_or(0, |(seq, _)| seq + 1);
             let parked = Parked {
@@ -695,12 +696,10 @@ impl Router {
         let mut table = self.lock(client_id);
         let entry = table.sessions.get_mut(client_id).filter(|e| e.online().is_some())?;
         let new = entry.subscriptions.insert(filter.to_string(), subscription).is_none();
-        if new {
-            table.add_filter(client_id, filter);
-            drop(table);
-            if shared_filter(filter).is_some() {
-                self.sync_groups(client_id, &[filter.to_string()]);
-            }
+        table.add_filter(client_id, filter, subscription);
+        drop(table);
+        if new && shared_filter(filter).is_some() {
+            self.sync_groups(client_id, &[filter.to_string()]);
         }
         Some(new)
     }
@@ -833,7 +832,7 @@ impl Router {
             return;
         }
         let mut names: Vec<&str> = Vec::new();
-        shared.index.for_each_match(&message.topic, |_, found| names.extend(found.iter().map(String::as_str)));
+        shared.index.for_each_match(&message.topic, |_, found| names.extend(found.keys().map(String::as_str)));
         for name in names {
             let Some(group) = shared.groups.get(name) else { continue };
             let members = group.members.len();
@@ -1160,6 +1159,19 @@ mod tests {
         assert_eq!(drain(&mut own).len(), 1);
         assert_eq!(router.subscribe("own", "t/#", no_local), Some(false), "an existing subscription is not new");
         assert_eq!(router.subscribe("own", "t/b", no_local), Some(true));
+    }
+
+    #[test]
+    fn subscribing_again_replaces_the_options_deliveries_use() {
+        let router = sharded(10);
+        let mut client = connect(&router, "c", 1, true, 16);
+        assert_eq!(router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtMostOnce)), Some(true));
+        publish(&router, 1);
+        assert_eq!(drain(&mut client)[0].qos, QoS::AtMostOnce, "positive control: the first grant applies");
+        assert_eq!(router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtLeastOnce)), Some(false));
+        publish(&router, 2);
+        let got = drain(&mut client);
+        assert_eq!((got.len(), got[0].qos), (1, QoS::AtLeastOnce));
     }
 
     #[test]

@@ -1,52 +1,67 @@
 //! Topic filters indexed level by level, so finding the filters that match a topic
 //! costs in proportion to the topic's levels (and the wildcards along its path), not
-//! to the number of filters. Each filter keeps a set of names: the client ids
-//! subscribed to it, or the shared subscriptions (`$share/<group>/<filter>`) over it.
+//! to the number of filters. Each filter keeps its names with a value each: the
+//! client ids subscribed to it with their subscription options, or the shared
+//! subscriptions (`$share/<group>/<filter>`) over it.
 //!
 //! Matching follows `topic::matches`: `+` is one level, `#` its parent level and
 //! every level below, and wildcards at the first level never match a topic
 //! starting with `$`.
 
-use std::collections::{HashMap, HashSet};
+/// Hash maps with a fast hasher, seeded per process: a publish hashes every level
+/// of its topic here, and the names are chosen by clients.
+pub type Names<V> = HashMap<String, V>;
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-#[derive(Default)]
-struct Node {
-    literal: HashMap<String, Node>,
-    plus: Option<Box<Node>>,
+struct Node<V> {
+    literal: HashMap<String, Node<V>>,
+    plus: Option<Box<Node<V>>>,
     /// The filter that ends at this node, and its names.
-    end: Option<(String, HashSet<String>)>,
+    end: Option<(String, Names<V>)>,
     /// The filter `<this node's path>/#`, and its names.
-    hash: Option<(String, HashSet<String>)>,
+    hash: Option<(String, Names<V>)>,
 }
 
-impl Node {
+impl<V> Default for Node<V> {
+    fn default() -> Self {
+        Self { literal: HashMap::default(), plus: None, end: None, hash: None }
+    }
+}
+
+impl<V> Node<V> {
     fn is_empty(&self) -> bool {
         self.literal.is_empty() && self.plus.is_none() && self.end.is_none() && self.hash.is_none()
     }
 }
 
-#[derive(Default)]
-pub struct FilterIndex {
-    root: Node,
+pub struct FilterIndex<V = ()> {
+    root: Node<V>,
 }
 
-impl FilterIndex {
-    /// Adds `name` under `filter`; false when it was there already.
-    pub fn insert(&mut self, filter: &str, name: &str) -> bool {
+impl<V> Default for FilterIndex<V> {
+    fn default() -> Self {
+        Self { root: Node::default() }
+    }
+}
+
+impl<V> FilterIndex<V> {
+    /// Adds `name` under `filter` with `value` (replacing its value when it was there
+    /// already); false when it was there already.
+    pub fn insert(&mut self, filter: &str, name: &str, value: V) -> bool {
         let mut node = &mut self.root;
         let mut levels = filter.split('/').peekable();
         while let Some(level) = levels.next() {
             if level == "#" && levels.peek().is_none() {
-                let (_, names) = node.hash.get_or_insert_with(|| (filter.to_string(), HashSet::new()));
-                return names.insert(name.to_string());
+                let (_, names) = node.hash.get_or_insert_with(|| (filter.to_string(), Names::default()));
+                return names.insert(name.to_string(), value).is_none();
             }
             node = match level {
                 "+" => node.plus.get_or_insert_with(Box::default),
                 _ => node.literal.entry(level.to_string()).or_default(),
             };
         }
-        let (_, names) = node.end.get_or_insert_with(|| (filter.to_string(), HashSet::new()));
-        names.insert(name.to_string())
+        let (_, names) = node.end.get_or_insert_with(|| (filter.to_string(), Names::default()));
+        names.insert(name.to_string(), value).is_none()
     }
 
     /// Removes `name` from `filter` (and the filter once nobody is left); false when it was not there.
@@ -56,14 +71,14 @@ impl FilterIndex {
     }
 
     /// Calls `found` with each filter matching `topic` and its names.
-    pub fn for_each_match<'a>(&'a self, topic: &str, mut found: impl FnMut(&'a str, &'a HashSet<String>)) {
+    pub fn for_each_match<'a>(&'a self, topic: &str, mut found: impl FnMut(&'a str, &'a Names<V>)) {
         let levels: Vec<&str> = topic.split('/').collect();
         let system = topic.starts_with('$');
         visit(&self.root, &levels, 0, system, &mut found);
     }
 }
 
-fn remove_at(node: &mut Node, levels: &[&str], name: &str) -> bool {
+fn remove_at<V>(node: &mut Node<V>, levels: &[&str], name: &str) -> bool {
     match levels {
         [] => take_name(&mut node.end, name),
         ["#"] => take_name(&mut node.hash, name),
@@ -87,21 +102,21 @@ fn remove_at(node: &mut Node, levels: &[&str], name: &str) -> bool {
     }
 }
 
-fn take_name(slot: &mut Option<(String, HashSet<String>)>, name: &str) -> bool {
+fn take_name<V>(slot: &mut Option<(String, Names<V>)>, name: &str) -> bool {
     let Some((_, names)) = slot else { return false };
-    let removed = names.remove(name);
+    let removed = names.remove(name).is_some();
     if names.is_empty() {
         *slot = None;
     }
     removed
 }
 
-fn visit<'a>(
-    node: &'a Node,
+fn visit<'a, V>(
+    node: &'a Node<V>,
     levels: &[&str],
     depth: usize,
     system: bool,
-    found: &mut impl FnMut(&'a str, &'a HashSet<String>),
+    found: &mut impl FnMut(&'a str, &'a Names<V>),
 ) {
     // Wildcards at the first level never match `$` topics.
     let wildcards = !(system && depth == 0);
@@ -151,13 +166,13 @@ mod tests {
             .collect();
         let mut index = FilterIndex::default();
         for filter in &filters {
-            assert!(index.insert(filter, "c1"));
+            assert!(index.insert(filter, "c1", 1));
         }
-        assert!(!index.insert(&filters[0], "c1"), "a name is kept once");
+        assert!(!index.insert(&filters[0], "c1", 2), "a name is kept once, with its latest value");
         for topic_name in &topics {
             let mut matched: Vec<&str> = Vec::new();
             index.for_each_match(topic_name, |filter, names| {
-                assert!(names.contains("c1"));
+                assert_eq!(names.get("c1"), Some(if filter == filters[0] { &2 } else { &1 }));
                 matched.push(filter);
             });
             matched.sort_unstable();
@@ -171,13 +186,13 @@ mod tests {
     #[test]
     fn removing_the_last_name_removes_the_filter_and_prunes_its_path() {
         let mut index = FilterIndex::default();
-        index.insert("a/+/c/#", "c1");
-        index.insert("a/+/c/#", "c2");
-        index.insert("a/b", "c1");
+        index.insert("a/+/c/#", "c1", ());
+        index.insert("a/+/c/#", "c2", ());
+        index.insert("a/b", "c1", ());
         assert!(index.remove("a/+/c/#", "c1"));
         assert!(!index.remove("a/+/c/#", "c1"), "only once");
         let mut names = Vec::new();
-        index.for_each_match("a/x/c/d", |_, found| names.extend(found.iter().cloned()));
+        index.for_each_match("a/x/c/d", |_, found| names.extend(found.keys().cloned()));
         assert_eq!(names, vec!["c2".to_string()], "positive control: the other name stays");
         assert!(index.remove("a/+/c/#", "c2"));
         assert!(index.root.literal["a"].plus.is_none(), "the emptied path is pruned");
