@@ -128,9 +128,13 @@ pub(crate) type ParsedPolicies =
 /// Resources remembered per action before the memory starts over.
 const CACHED_RESOURCES: usize = 4096;
 
+/// Decisions by resource, per cached action. The fast hasher matters: every delivery
+/// looks up its topic's iot:Receive decision here (the map is bounded, so crafted
+/// resources cannot grow it).
 #[derive(Debug, Default)]
 struct DecisionCache {
-    by_action: [std::sync::RwLock<std::collections::HashMap<String, bool>>; CACHED_ACTIONS.len()],
+    by_action:
+        [std::sync::RwLock<std::collections::HashMap<String, bool, foldhash::fast::RandomState>>; CACHED_ACTIONS.len()],
 }
 
 impl Permissions {
