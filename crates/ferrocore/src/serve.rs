@@ -65,6 +65,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(SystemClock),
         Arc::new(pki.issuer),
     ));
+    // A data directory from before the thing index gets it now, before any request.
+    registry.prepare_thing_index().await.context("building the thing index")?;
 
     let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
     let upkeep = metrics.clone();

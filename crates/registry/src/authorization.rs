@@ -14,6 +14,7 @@ use ferrocore_store::Collection;
 
 use crate::Registry;
 use crate::dependencies::{Dependency, DependencyIndex, target_dependency};
+use crate::thing_index::ThingsBy;
 
 /// One `authInfo`: an action type and the resources it is asked for.
 #[derive(Debug, Clone)]
@@ -288,9 +289,9 @@ impl Registry {
                 attached
             }
             None => {
-                let all = self.load_all::<Thing>(Collection::Thing).await?;
-                dependencies.extend(all.iter().map(|t| Dependency::Thing(t.value.name.clone())));
-                all.into_iter().map(|t| t.value).collect()
+                let attached = self.all_things_in(ThingsBy::Principal(&principal)).await?;
+                dependencies.extend(attached.iter().map(|t| Dependency::Thing(t.value.name.clone())));
+                attached.into_iter().map(|t| t.value).collect()
             }
         };
         let thing = connection_thing(&things, &principal, client_id);

@@ -4,7 +4,8 @@ use ferrocore_model::registry::{
 use ferrocore_model::{Error, ResourceKind, Result};
 use ferrocore_store::{Collection, Expect, Write};
 
-use crate::paging::{Page, PageRequest, paginate};
+use crate::paging::{Page, PageRequest};
+use crate::thing_index::{ThingsBy, thing_writes};
 use crate::things::thing_not_found;
 use crate::{Loaded, Outcome, Registry, new_id, put};
 
@@ -102,7 +103,7 @@ impl Registry {
             };
             check_expected_version("billing group", name, loaded.value.version, expected_version)?;
             let mut writes = self
-                .rewrite_things(|thing| {
+                .rewrite_things(ThingsBy::BillingGroup(name), |thing| {
                     let member = thing.billing_group.as_deref() == Some(name);
                     if member {
                         thing.billing_group = None;
@@ -121,12 +122,10 @@ impl Registry {
         name_prefix: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<BillingGroup>> {
-        let groups = self.load_all::<BillingGroup>(Collection::BillingGroup).await?;
-        paginate(
-            groups.into_iter().map(|g| g.value).filter(|g| name_prefix.is_none_or(|p| g.name.starts_with(p))),
-            |g| g.name.as_str(),
-            page,
-        )
+        self.page_where(Collection::BillingGroup, page, |g: &BillingGroup| {
+            name_prefix.is_none_or(|p| g.name.starts_with(p))
+        })
+        .await
     }
 
     /// A thing belongs to at most one billing group: adding it to another moves it.
@@ -147,19 +146,17 @@ impl Registry {
             if updated == loaded.value {
                 return Ok(Outcome::answer(()));
             }
-            Ok(Outcome::write(
-                vec![
-                    Write::check(Collection::BillingGroup, group, billing_group.expect()),
-                    put(Collection::Thing, thing, loaded.expect(), &updated),
-                ],
-                (),
-            ))
+            let mut writes = vec![Write::check(Collection::BillingGroup, group, billing_group.expect())];
+            writes.extend(thing_writes(thing, Some(&loaded), Some(&updated)));
+            Ok(Outcome::write(writes, ()))
         })
         .await
     }
 
     pub async fn list_things_in_billing_group(&self, group: &str, page: &PageRequest) -> Result<Page<String>> {
         self.require_billing_group(group).await?;
-        self.things_where(|thing| thing.billing_group.as_deref() == Some(group), page).await
+        let things =
+            self.page_of(ThingsBy::BillingGroup(group), page, |thing| thing.billing_group.as_deref() == Some(group));
+        Ok(things.await?.map(|thing| thing.name))
     }
 }

@@ -22,6 +22,7 @@ mod settings;
 mod shadows;
 mod tags;
 mod thing_groups;
+mod thing_index;
 mod thing_types;
 mod things;
 mod topic_rule_destinations;
@@ -120,6 +121,16 @@ impl<T> Loaded<T> {
 
 /// Attempts before a busy record is reported as a failure.
 const MAX_ATTEMPTS: usize = 16;
+
+/// Records read from the store at a time by scans.
+const SCAN_CHUNK: usize = 500;
+
+fn decode_record<T: DeserializeOwned>(collection: Collection, record: &ferrocore_store::Record) -> Result<T> {
+    serde_json::from_slice(&record.body).map_err(|err| {
+        tracing::error!(collection = collection.as_str(), key = record.key, error = %err, "undecodable record");
+        Error::Internal("A stored record could not be read.".into())
+    })
+}
 
 fn storage_failure(err: StoreError) -> Error {
     tracing::error!(error = %err, "store failure");
@@ -222,11 +233,31 @@ impl Registry {
         let Some(record) = self.store.get(collection, key).await.map_err(storage_failure)? else {
             return Ok(None);
         };
-        let value = serde_json::from_slice(&record.body).map_err(|err| {
-            tracing::error!(collection = collection.as_str(), key, error = %err, "undecodable record");
-            Error::Internal("A stored record could not be read.".into())
-        })?;
-        Ok(Some(Loaded { value, revision: record.revision }))
+        Ok(Some(Loaded { value: decode_record(collection, &record)?, revision: record.revision }))
+    }
+
+    /// One page of the records of a collection for which `keep` holds, in key order,
+    /// from the request's token (see [`paging::PageBuilder`]).
+    async fn page_where<T: DeserializeOwned>(
+        &self,
+        collection: Collection,
+        request: &PageRequest,
+        mut keep: impl FnMut(&T) -> bool,
+    ) -> Result<Page<T>> {
+        let mut builder = paging::PageBuilder::new(request, request.after()?)?;
+        loop {
+            let batch = self.store.list(collection, builder.after(), builder.chunk()).await.map_err(storage_failure)?;
+            let fetched = batch.len();
+            for record in batch {
+                let value = decode_record(collection, &record)?;
+                if let Some(page) = builder.offer(record.key, Some(value), &mut keep) {
+                    return Ok(page);
+                }
+            }
+            if let Some(page) = builder.chunk_done(fetched) {
+                return Ok(page);
+            }
+        }
     }
 
     /// Every record of a collection, in key order.
@@ -234,13 +265,11 @@ impl Registry {
         let mut all = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let batch = self.store.list(collection, after.as_deref(), 500).await.map_err(storage_failure)?;
+            let batch = self.store.list(collection, after.as_deref(), SCAN_CHUNK).await.map_err(storage_failure)?;
             let Some(last) = batch.last() else { break };
             after = Some(last.key.clone());
             for record in batch {
-                let value = serde_json::from_slice(&record.body)
-                    .map_err(|_| Error::Internal("A stored record could not be read.".into()))?;
-                all.push(Loaded { value, revision: record.revision });
+                all.push(Loaded { value: decode_record(collection, &record)?, revision: record.revision });
             }
         }
         Ok(all)

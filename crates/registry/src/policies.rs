@@ -67,8 +67,7 @@ impl Registry {
     }
 
     pub async fn list_policies(&self, page: &PageRequest) -> Result<Page<Policy>> {
-        let all = self.load_all::<Policy>(Collection::Policy).await?;
-        paginate(all.into_iter().map(|p| p.value), |p| p.name.as_str(), page)
+        self.page_where(Collection::Policy, page, |_: &Policy| true).await
     }
 
     pub async fn delete_policy(&self, name: &str) -> Result<()> {
@@ -215,16 +214,9 @@ impl Registry {
                 _ => {}
             }
         }
-        let policies = self.load_all::<Policy>(Collection::Policy).await?;
-        paginate(
-            policies
-                .into_iter()
-                .map(|p| p.value)
-                .filter(|p| targets.iter().any(|t| p.targets.contains(t)))
-                .map(|p| p.name),
-            |n| n.as_str(),
-            page,
-        )
+        let attached =
+            self.page_where(Collection::Policy, page, |p: &Policy| targets.iter().any(|t| p.targets.contains(t)));
+        Ok(attached.await?.map(|p| p.name))
     }
 
     /// Writes that detach every policy from `target`, for a batch deleting it.

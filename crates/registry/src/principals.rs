@@ -6,6 +6,7 @@ use ferrocore_model::{Arn, Error, ResourceKind, Result};
 use ferrocore_store::Collection;
 
 use crate::paging::{Page, PageRequest, paginate};
+use crate::thing_index::{ThingsBy, thing_writes};
 use crate::{Outcome, Registry, put};
 
 impl Registry {
@@ -28,11 +29,13 @@ impl Registry {
             if let Some(certificate) = self.principal_certificate(principal).await? {
                 let others: Vec<String> = certificate.value.things.iter().filter(|t| *t != thing).cloned().collect();
                 if !others.is_empty() {
-                    let things = self.load_all::<Thing>(Collection::Thing).await?;
-                    let exclusive_elsewhere = things.iter().any(|t| {
-                        others.contains(&t.value.name)
-                            && t.value.principals.get(principal) == Some(&ThingPrincipalType::ExclusiveThing)
-                    });
+                    let mut exclusive_elsewhere = false;
+                    for other in &others {
+                        let attached = self.load::<Thing>(Collection::Thing, other).await?;
+                        exclusive_elsewhere |= attached.is_some_and(|t| {
+                            t.value.principals.get(principal) == Some(&ThingPrincipalType::ExclusiveThing)
+                        });
+                    }
                     if exclusive_elsewhere || kind == ThingPrincipalType::ExclusiveThing {
                         return Err(Error::invalid(format!(
                             "Principal {principal} is already attached to thing {} and an exclusive attachment allows only one thing.",
@@ -49,7 +52,7 @@ impl Registry {
             if updated == loaded.value && writes.is_empty() {
                 return Ok(Outcome::answer(()));
             }
-            writes.push(put(Collection::Thing, thing, loaded.expect(), &updated));
+            writes.extend(thing_writes(thing, Some(&loaded), Some(&updated)));
             Ok(Outcome::write(writes, ()))
         })
         .await
@@ -63,7 +66,7 @@ impl Registry {
             if updated.principals.remove(principal).is_none() {
                 return Ok(Outcome::answer(()));
             }
-            let mut writes = vec![put(Collection::Thing, thing, loaded.expect(), &updated)];
+            let mut writes = thing_writes(thing, Some(&loaded), Some(&updated));
             if let Ok(arn) = Arn::parse(principal, self.account())
                 && let Some(certificate) = self.load::<Certificate>(Collection::Certificate, &arn.name).await?
             {
@@ -94,13 +97,11 @@ impl Registry {
         page: &PageRequest,
     ) -> Result<Page<(String, ThingPrincipalType)>> {
         self.principal_certificate(principal).await?;
-        let things = self.load_all::<Thing>(Collection::Thing).await?;
-        paginate(
-            things
-                .into_iter()
-                .filter_map(|t| t.value.principals.get(principal).map(|kind| (t.value.name.clone(), *kind))),
-            |(name, _)| name.as_str(),
-            page,
-        )
+        let things =
+            self.page_of(ThingsBy::Principal(principal), page, |t| t.principals.contains_key(principal)).await?;
+        Ok(things.map(|t| {
+            let kind = t.principals[principal];
+            (t.name, kind)
+        }))
     }
 }

@@ -6,7 +6,7 @@ use ferrocore_model::security::{CREDENTIAL_DURATION_RANGE, RoleAlias};
 use ferrocore_model::{Error, ResourceKind, Result};
 use ferrocore_store::{Collection, Expect, Write};
 
-use crate::paging::{Page, PageRequest, paginate};
+use crate::paging::{Page, PageRequest};
 use crate::{Outcome, Registry, put};
 
 pub const DEFAULT_CREDENTIAL_DURATION: i64 = 3600;
@@ -108,7 +108,6 @@ impl Registry {
     }
 
     pub async fn list_role_aliases(&self, page: &PageRequest) -> Result<Page<String>> {
-        let all = self.load_all::<RoleAlias>(Collection::RoleAlias).await?;
-        paginate(all.into_iter().map(|r| r.value.alias), |a| a.as_str(), page)
+        Ok(self.page_where(Collection::RoleAlias, page, |_: &RoleAlias| true).await?.map(|r| r.alias))
     }
 }

@@ -8,6 +8,7 @@ use ferrocore_model::{Error, ResourceKind, Result};
 use ferrocore_store::{Collection, Expect, Write};
 
 use crate::paging::{Page, PageRequest, paginate};
+use crate::thing_index::{ThingsBy, thing_writes};
 use crate::things::thing_not_found;
 use crate::{Loaded, Outcome, Registry, new_id, put};
 
@@ -216,7 +217,7 @@ impl Registry {
                     "Cannot delete thing group : {name} when there are still child groups attached to it"
                 )));
             }
-            let mut writes = self.rewrite_things(|thing| thing.groups.remove(name)).await?;
+            let mut writes = self.rewrite_things(ThingsBy::Group(name), |thing| thing.groups.remove(name)).await?;
             writes.extend(self.detach_target_everywhere(&self.arn(ResourceKind::ThingGroup, name)).await?);
             writes.push(Write::delete(Collection::ThingGroup, name, loaded.expect()));
             Ok(Outcome::write(writes, ()))
@@ -292,7 +293,7 @@ impl Registry {
                 updated.groups.insert(name.clone());
             }
             if updated.groups != loaded.value.groups {
-                writes.push(put(Collection::Thing, thing, loaded.expect(), &updated));
+                writes.extend(thing_writes(thing, Some(&loaded), Some(&updated)));
             }
             Ok(Outcome::write(writes, ()))
         })
@@ -306,12 +307,15 @@ impl Registry {
         page: &PageRequest,
     ) -> Result<Page<String>> {
         self.require_group(group).await?;
-        let members = if recursive {
-            with_descendants(&self.load_all::<ThingGroup>(Collection::ThingGroup).await?, group)
-        } else {
-            [group.to_string()].into()
-        };
-        self.things_where(|thing| thing.groups.iter().any(|g| members.contains(g)), page).await
+        if !recursive {
+            let things = self.page_of(ThingsBy::Group(group), page, |thing| thing.groups.contains(group));
+            return Ok(things.await?.map(|thing| thing.name));
+        }
+        // Recursive: every thing is read (the groups' indexes are not merged yet).
+        let members = with_descendants(&self.load_all::<ThingGroup>(Collection::ThingGroup).await?, group);
+        let things =
+            self.page_where(Collection::Thing, page, |thing: &Thing| thing.groups.iter().any(|g| members.contains(g)));
+        Ok(things.await?.map(|thing| thing.name))
     }
 
     pub async fn list_thing_groups_for_thing(&self, thing: &str, page: &PageRequest) -> Result<Page<GroupRef>> {

@@ -1,11 +1,12 @@
 use ferrocore_model::registry::{
-    Tags, Thing, ThingType, check_type_deletable, validate_description, validate_name, validate_searchable_attributes,
+    Tags, ThingType, check_type_deletable, validate_description, validate_name, validate_searchable_attributes,
     validate_tags,
 };
 use ferrocore_model::{Error, ResourceKind, Result};
 use ferrocore_store::{Collection, Expect, Write};
 
-use crate::paging::{Page, PageRequest, paginate};
+use crate::paging::{Page, PageRequest};
+use crate::thing_index::ThingsBy;
 use crate::{Outcome, Registry, new_id, put};
 
 #[derive(Debug, Clone, Default)]
@@ -126,11 +127,9 @@ impl Registry {
                 return Err(type_not_found(name));
             };
             check_type_deletable(&loaded.value, self.now(), self.config.thing_type_delete_wait_ms)?;
-            let users = self.load_all::<Thing>(Collection::Thing).await?;
-            if let Some(user) = users.iter().find(|t| t.value.thing_type.as_deref() == Some(name)) {
+            if let Some(user) = self.any_thing_in(ThingsBy::Type(name)).await? {
                 return Err(Error::invalid(format!(
-                    "Can not delete thing type {name} because it is associated with thing {} (and possibly others). Remove the thing type from its things first.",
-                    user.value.name
+                    "Can not delete thing type {name} because it is associated with thing {user} (and possibly others). Remove the thing type from its things first."
                 )));
             }
             // No thing can start using the type meanwhile: it is deprecated, and
@@ -141,11 +140,6 @@ impl Registry {
     }
 
     pub async fn list_thing_types(&self, name_filter: Option<&str>, page: &PageRequest) -> Result<Page<ThingType>> {
-        let types = self.load_all::<ThingType>(Collection::ThingType).await?;
-        paginate(
-            types.into_iter().map(|t| t.value).filter(|t| name_filter.is_none_or(|n| t.name == n)),
-            |t| t.name.as_str(),
-            page,
-        )
+        self.page_where(Collection::ThingType, page, |t: &ThingType| name_filter.is_none_or(|n| t.name == n)).await
     }
 }

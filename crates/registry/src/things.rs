@@ -3,10 +3,11 @@ use ferrocore_model::registry::{
     max_thing_attributes, thing_attribute_owner, validate_attributes, validate_name,
 };
 use ferrocore_model::{Error, ResourceKind, Result};
-use ferrocore_store::{Collection, Expect, Write};
+use ferrocore_store::{Collection, Write};
 
-use crate::paging::{Page, PageRequest, paginate};
-use crate::{Outcome, Registry, new_id, put};
+use crate::paging::{Page, PageRequest};
+use crate::thing_index::{ThingsBy, thing_writes};
+use crate::{Outcome, Registry, new_id};
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateThing {
@@ -119,7 +120,7 @@ impl Registry {
                 principals: Default::default(),
             };
             let created = ThingCreated { name: thing.name.clone(), arn, id: thing.id.clone() };
-            writes.push(put(Collection::Thing, &thing.name, Expect::Absent, &thing));
+            writes.extend(thing_writes(&thing.name, None, Some(&thing)));
             Ok(Outcome::write(writes, created))
         })
         .await
@@ -157,7 +158,7 @@ impl Registry {
             let typed = thing.thing_type.is_some();
             validate_attributes(&thing.attributes, max_thing_attributes(typed), thing_attribute_owner(typed))?;
             thing.version += 1;
-            writes.push(put(Collection::Thing, &thing.name, loaded.expect(), &thing));
+            writes.extend(thing_writes(&thing.name, Some(&loaded), Some(&thing)));
             Ok(Outcome::write(writes, ()))
         })
         .await
@@ -176,7 +177,7 @@ impl Registry {
                     "Cannot delete thing {name}: it has principals attached. Detach them with DetachThingPrincipal first."
                 )));
             }
-            let mut writes = vec![Write::delete(Collection::Thing, name, loaded.expect())];
+            let mut writes = thing_writes(name, Some(&loaded), None);
             writes.extend(self.shadow_writes_for_thing_delete(name).await?);
             Ok(Outcome::write(writes, ()))
         })
@@ -187,25 +188,34 @@ impl Registry {
         if request.attribute_value.is_some() && request.attribute_name.is_none() {
             return Err(Error::invalid("attributeValue requires attributeName."));
         }
-        let things = self.load_all::<Thing>(Collection::Thing).await?;
-        paginate(things.into_iter().map(|t| t.value).filter(|t| request.matches(t)), |t| t.name.as_str(), &request.page)
+        // The most selective index the filters name; the others are checked on each thing.
+        let by = match (&request.attribute_name, &request.attribute_value, &request.thing_type) {
+            (Some(name), Some(value), _) if !request.use_prefix_attribute_value => {
+                Some(ThingsBy::Attribute { name, value })
+            }
+            (Some(name), value, _) => Some(ThingsBy::AttributePrefix { name, prefix: value.as_deref().unwrap_or("") }),
+            (None, _, Some(thing_type)) => Some(ThingsBy::Type(thing_type)),
+            (None, _, None) => None,
+        };
+        match by {
+            Some(by) => self.page_of(by, &request.page, |t| request.matches(t)).await,
+            None => self.page_where(Collection::Thing, &request.page, |_: &Thing| true).await,
+        }
     }
 
-    /// Things for which `keep` holds, paged by name.
-    pub(crate) async fn things_where(&self, keep: impl Fn(&Thing) -> bool, page: &PageRequest) -> Result<Page<String>> {
-        let things = self.load_all::<Thing>(Collection::Thing).await?;
-        paginate(things.into_iter().map(|t| t.value).filter(keep).map(|t| t.name), |n| n.as_str(), page)
-    }
-
-    /// Rewrites every thing `change` alters (returns true for), as writes for one batch.
-    pub(crate) async fn rewrite_things(&self, change: impl Fn(&mut Thing) -> bool) -> Result<Vec<Write>> {
-        let things = self.load_all::<Thing>(Collection::Thing).await?;
-        Ok(things
-            .into_iter()
-            .filter_map(|loaded| {
-                let mut thing = loaded.value.clone();
-                change(&mut thing).then(|| put(Collection::Thing, &thing.name, loaded.expect(), &thing))
-            })
-            .collect())
+    /// Rewrites every thing of a set that `change` alters (returns true for), as writes for one batch.
+    pub(crate) async fn rewrite_things(
+        &self,
+        by: ThingsBy<'_>,
+        change: impl Fn(&mut Thing) -> bool,
+    ) -> Result<Vec<Write>> {
+        let mut writes = Vec::new();
+        for loaded in self.all_things_in(by).await? {
+            let mut thing = loaded.value.clone();
+            if change(&mut thing) {
+                writes.extend(thing_writes(&thing.name, Some(&loaded), Some(&thing)));
+            }
+        }
+        Ok(writes)
     }
 }

@@ -148,6 +148,156 @@ async fn list_things_filters_and_pages() {
     assert!(second.next_token.is_none());
 }
 
+#[tokio::test]
+async fn pages_read_from_their_token_across_scan_chunks_with_and_without_a_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = registry(&dir, 0).await;
+    // More things than one scan chunk (500), so a filtered page spans chunks.
+    const THINGS: usize = 1_100;
+    for i in 0..THINGS {
+        let every_seventh = if i % 7 == 0 { "seven" } else { "other" };
+        let name = format!("t{i:05}");
+        registry
+            .create_thing(CreateThing { name, attributes: attrs(&[("n", every_seventh)]), ..Default::default() })
+            .await
+            .unwrap();
+    }
+    let follow = async |mut request: ListThings, size: i64| {
+        request.page.max_results = Some(size);
+        let mut names = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = registry.list_things(&request).await.unwrap();
+            assert!(page.items.len() <= size as usize);
+            names.extend(page.items.into_iter().map(|t| t.name));
+            pages += 1;
+            match page.next_token {
+                Some(token) => request.page.next_token = Some(token),
+                None => return (names, pages),
+            }
+        }
+    };
+    let (all, pages) = follow(ListThings::default(), 250).await;
+    assert_eq!(all, (0..THINGS).map(|i| format!("t{i:05}")).collect::<Vec<_>>());
+    assert_eq!(pages, 5, "4 full pages and the rest");
+    let (exact, pages) = follow(ListThings::default(), 100).await;
+    assert_eq!((exact.len(), pages), (THINGS, 11), "a last page that ends the listing has no token");
+    let sevens =
+        ListThings { attribute_name: Some("n".into()), attribute_value: Some("seven".into()), ..Default::default() };
+    let (filtered, _) = follow(sevens, 40).await;
+    let expected: Vec<String> = (0..THINGS).filter(|i| i % 7 == 0).map(|i| format!("t{i:05}")).collect();
+    assert_eq!(filtered, expected);
+    let mut bad = ListThings::default();
+    bad.page.next_token = Some("zz".into());
+    assert!(matches!(registry.list_things(&bad).await, Err(Error::InvalidRequest(_))));
+}
+
+fn names<T>(page: ferrocore_registry::Page<T>, name: impl Fn(&T) -> &str) -> Vec<String> {
+    page.items.iter().map(|item| name(item).to_string()).collect()
+}
+
+#[tokio::test]
+async fn indexed_listings_follow_every_change_of_a_thing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = registry(&dir, 0).await;
+    for name in ["Meter", "Valve"] {
+        registry.create_thing_type(CreateThingType { name: name.into(), ..Default::default() }).await.unwrap();
+    }
+    registry.create_thing_group(CreateThingGroup { name: "east".into(), ..Default::default() }).await.unwrap();
+    registry
+        .create_billing_group(ferrocore_registry::CreateBillingGroup { name: "pay".into(), ..Default::default() })
+        .await
+        .unwrap();
+    for (name, thing_type, floor) in [("a", "Meter", "f1"), ("b", "Valve", "f1"), ("c", "Meter", "f2")] {
+        let request = CreateThing {
+            name: name.into(),
+            thing_type: Some(thing_type.into()),
+            attributes: attrs(&[("floor", floor)]),
+            ..Default::default()
+        };
+        registry.create_thing(request).await.unwrap();
+    }
+    let list = async |thing_type: Option<&str>, attribute: Option<(&str, &str, bool)>| {
+        let request = ListThings {
+            thing_type: thing_type.map(str::to_string),
+            attribute_name: attribute.map(|(n, _, _)| n.to_string()),
+            attribute_value: attribute.map(|(_, v, _)| v.to_string()),
+            use_prefix_attribute_value: attribute.is_some_and(|(_, _, prefix)| prefix),
+            ..Default::default()
+        };
+        names(registry.list_things(&request).await.unwrap(), |t| t.name.as_str())
+    };
+    assert_eq!(list(Some("Meter"), None).await, ["a", "c"]);
+    assert_eq!(list(None, Some(("floor", "f1", false))).await, ["a", "b"]);
+    assert_eq!(list(Some("Meter"), Some(("floor", "f1", false))).await, ["a"], "both filters apply");
+    assert_eq!(list(None, Some(("floor", "f", true))).await, ["a", "b", "c"]);
+    assert_eq!(list(None, Some(("floor", "", true))).await, ["a", "b", "c"]);
+    assert!(list(None, Some(("floor", "f", false))).await.is_empty(), "an exact value is not a prefix");
+
+    // An update moves the thing between entries; a delete removes it.
+    let update = UpdateThing {
+        name: "a".into(),
+        thing_type: Some("Valve".into()),
+        attributes: Some(AttributePayload { attributes: attrs(&[("floor", "f2")]), merge: true }),
+        ..Default::default()
+    };
+    registry.update_thing(update).await.unwrap();
+    assert_eq!(list(Some("Meter"), None).await, ["c"]);
+    assert_eq!(list(Some("Valve"), None).await, ["a", "b"]);
+    assert_eq!(list(None, Some(("floor", "f2", false))).await, ["a", "c"]);
+    registry.delete_thing("c", None).await.unwrap();
+    assert!(list(Some("Meter"), None).await.is_empty());
+
+    // Groups and billing groups, and leaving them when the group goes.
+    registry.add_thing_to_thing_group("east", "b").await.unwrap();
+    registry.set_thing_billing_group("a", "pay", true).await.unwrap();
+    let in_group = registry.list_things_in_thing_group("east", false, &Default::default()).await.unwrap();
+    assert_eq!(in_group.items, ["b"]);
+    let billed = registry.list_things_in_billing_group("pay", &Default::default()).await.unwrap();
+    assert_eq!(billed.items, ["a"]);
+    registry.delete_thing_group("east", None).await.unwrap();
+    registry.create_thing_group(CreateThingGroup { name: "east".into(), ..Default::default() }).await.unwrap();
+    let regrown = registry.list_things_in_thing_group("east", false, &Default::default()).await.unwrap();
+    assert!(regrown.items.is_empty(), "a deleted group's things left it, and its entries with them");
+    registry.delete_billing_group("pay", None).await.unwrap();
+    assert!(
+        registry.list_things(&ListThings::default()).await.unwrap().items.iter().all(|t| t.billing_group.is_none())
+    );
+}
+
+#[tokio::test]
+async fn a_data_directory_from_before_the_index_is_indexed_at_start() {
+    use ferrocore_store::{Collection, Expect, RecordStore, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
+    // Things as the previous release stored them: records only, no index entries.
+    let old = |name: &str, thing_type: &str| {
+        let body = format!(
+            r#"{{"name":"{name}","id":"id-{name}","thing_type":"{thing_type}","attributes":{{}},"version":1,"billing_group":null,"groups":[],"principals":{{}}}}"#
+        );
+        Write::put(Collection::Thing, name, Expect::Absent, body.into_bytes())
+    };
+    store.commit(vec![old("x", "Meter"), old("y", "Valve"), old("z", "Meter")]).await.unwrap();
+    let config = RegistryConfig {
+        account: Account::default(),
+        thing_type_delete_wait_ms: 0,
+        endpoint_host: "localhost".into(),
+        policy_document_limit: 2048,
+        shadows: ShadowSettings::default(),
+    };
+    let issuer = Arc::new(ferrocore_pki::Issuer::new_root("test CA", "ferrocore", 1_800_000_000).unwrap());
+    let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
+    let registry = Registry::new(store.clone(), config, clock, issuer);
+    let by_type = ListThings { thing_type: Some("Meter".into()), ..Default::default() };
+    let all = registry.list_things(&ListThings::default()).await.unwrap();
+    assert_eq!(all.items.len(), 3, "positive control: the old things are there");
+    assert!(registry.list_things(&by_type).await.unwrap().items.is_empty(), "not indexed yet");
+    registry.prepare_thing_index().await.unwrap();
+    assert_eq!(names(registry.list_things(&by_type).await.unwrap(), |t| t.name.as_str()), ["x", "z"]);
+    registry.prepare_thing_index().await.unwrap();
+    assert_eq!(registry.list_things(&by_type).await.unwrap().items.len(), 2, "built once");
+}
+
 const WALLED_GARDEN: &str = r#"{
   "Version": "2012-10-17",
   "Statement": [

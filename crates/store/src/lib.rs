@@ -7,8 +7,10 @@
 //! server processes sharing one database.
 //!
 //! [`SqliteStore`] is the embedded default. Another backend (PostgreSQL) implements
-//! [`RecordStore`] and must pass [`conformance`].
+//! [`RecordStore`] and must pass the conformance suite (`conformance`, with the
+//! `testing` feature: it is not part of the release build).
 
+#[cfg(feature = "testing")]
 pub mod conformance;
 mod sqlite;
 
@@ -42,6 +44,8 @@ pub enum Collection {
     TopicRule,
     /// Topic rule destinations, by ARN.
     TopicRuleDestination,
+    /// Secondary indexes of things, one empty record per entry (see the registry's `thing_index`).
+    ThingIndex,
 }
 
 impl Collection {
@@ -63,6 +67,7 @@ impl Collection {
             Self::ShadowVersion => "shadow_version",
             Self::TopicRule => "topic_rule",
             Self::TopicRuleDestination => "topic_rule_destination",
+            Self::ThingIndex => "thing_index",
         }
     }
 }
