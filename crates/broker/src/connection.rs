@@ -264,8 +264,7 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(opened: Opened<S>, end: End) 
         core.note_kick(signal);
     }
     let Ending { expiry_secs, unfinished, finished, prevent_will } = core.end(expiry_secs);
-    let mut writes: Vec<SessionWrite> =
-        finished.into_iter().map(|seq| SessionWrite::Dequeue { client_id: client_id.clone(), seq }).collect();
+    let mut writes: Vec<SessionWrite> = SessionWrite::dequeues(&client_id, finished).collect();
     writes.extend(match expiry_secs {
         Some(secs) => shared.router.park(&client_id, connection, now_ms() + secs * 1000, unfinished, &mut receiver),
         None => shared.router.disconnect(&client_id, connection, unfinished, now_ms()),
@@ -379,9 +378,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let end = self.core.obey(signal);
                 return Box::pin(self.close(end)).await;
             }
+            // Read once for the packets already buffered.
+            let now = Now::read();
             loop {
                 let (core, gate) = self.core_and_gate();
-                match core.poll(Now::read(), &gate) {
+                match core.poll(now, &gate) {
                     Step::Read => break,
                     Step::Handled => {}
                     // Boxed: the largest futures (a store commit, a shadow request) stay out of the idle state.
@@ -400,10 +401,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             let finished = self.core.take_finished();
             if !finished.is_empty() {
-                let client_id = &self.client_id;
-                let writes =
-                    finished.into_iter().map(|seq| SessionWrite::Dequeue { client_id: client_id.clone(), seq });
-                Box::pin(self.shared.store_session_writes(client_id, writes.collect())).await;
+                let writes = SessionWrite::dequeues(&self.client_id, finished).collect();
+                Box::pin(self.shared.store_session_writes(&self.client_id, writes)).await;
             }
             let idle = self.core.deadline().map_or(Duration::from_secs(u64::from(u32::MAX)), |deadline| {
                 deadline.saturating_duration_since(std::time::Instant::now())

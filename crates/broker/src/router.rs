@@ -496,12 +496,9 @@ impl Router {
                     connected.writes.push(SessionWrite::Forget { client_id: client_id.clone() });
                 }
                 if let State::Offline(parked) = previous.state {
-                    connected.writes.extend(
-                        parked
-                            .queue
-                            .iter()
-                            .map(|(seq, _)| SessionWrite::Dequeue { client_id: client_id.clone(), seq: *seq }),
-                    );
+                    connected
+                        .writes
+                        .extend(SessionWrite::dequeues(&client_id, parked.queue.iter().map(|(seq, _)| *seq)));
                 }
             } else {
                 connected.session_present = true;
@@ -900,19 +897,14 @@ impl Router {
 
 /// The writes that remove stored unfinished messages nobody will get.
 fn forget_unfinished(client_id: &str, unfinished: Vec<Unfinished>) -> Vec<SessionWrite> {
-    unfinished
-        .into_iter()
-        .filter_map(|(seq, _)| seq.map(|seq| SessionWrite::Dequeue { client_id: client_id.to_string(), seq }))
-        .collect()
+    SessionWrite::dequeues(client_id, unfinished.into_iter().filter_map(|(seq, _)| seq)).collect()
 }
 
 /// The writes that remove a session and its queue.
 fn discard(client_id: &str, entry: Entry) -> Vec<SessionWrite> {
     let mut writes = Vec::new();
     if let State::Offline(parked) = entry.state {
-        writes.extend(
-            parked.queue.iter().map(|(seq, _)| SessionWrite::Dequeue { client_id: client_id.to_string(), seq: *seq }),
-        );
+        writes.extend(SessionWrite::dequeues(client_id, parked.queue.iter().map(|(seq, _)| *seq)));
     }
     if entry.stored {
         writes.push(SessionWrite::Forget { client_id: client_id.to_string() });

@@ -35,6 +35,13 @@ pub enum SessionWrite {
     Dequeue { client_id: String, seq: u64 },
 }
 
+impl SessionWrite {
+    /// The writes that remove these stored queue records of a client.
+    pub fn dequeues(client_id: &str, seqs: impl IntoIterator<Item = u64>) -> impl Iterator<Item = SessionWrite> {
+        seqs.into_iter().map(move |seq| SessionWrite::Dequeue { client_id: client_id.to_string(), seq })
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Record {
     /// The certificate, or (with `access_key`) empty.

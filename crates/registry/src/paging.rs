@@ -31,6 +31,11 @@ impl PageRequest {
 
     /// The key after which this page starts.
     pub fn after(&self) -> Result<Option<String>> {
+        self.after_within("")
+    }
+
+    /// [`Self::after`], for a listing whose keys all start with `prefix`: a token outside it is not valid.
+    pub fn after_within(&self, prefix: &str) -> Result<Option<String>> {
         let Some(token) = self.next_token.as_deref().filter(|t| !t.is_empty()) else {
             return Ok(None);
         };
@@ -40,7 +45,8 @@ impl PageRequest {
             .map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
             .collect::<Option<Vec<u8>>>()
             .ok_or_else(invalid)?;
-        String::from_utf8(bytes).map(Some).map_err(|_| invalid())
+        let key = String::from_utf8(bytes).map_err(|_| invalid())?;
+        if key.starts_with(prefix) { Ok(Some(key)) } else { Err(invalid()) }
     }
 }
 

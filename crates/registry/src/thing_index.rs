@@ -11,8 +11,8 @@
 
 use std::collections::BTreeSet;
 
+use ferrocore_model::Result;
 use ferrocore_model::registry::Thing;
-use ferrocore_model::{Error, Result};
 use ferrocore_store::{Collection, Expect, Write};
 
 use crate::paging::{Page, PageBuilder, PageRequest};
@@ -149,14 +149,7 @@ impl Registry {
         request: &PageRequest,
         mut keep: impl FnMut(&Thing) -> bool,
     ) -> Result<Page<Thing>> {
-        let after = request.after()?;
-        if after.as_deref().is_some_and(|token| !token.starts_with(&by.prefix())) {
-            return Err(Error::invalid(format!(
-                "The next token {} is not valid.",
-                request.next_token.as_deref().unwrap_or_default()
-            )));
-        }
-        let mut builder = PageBuilder::new(request, after)?;
+        let mut builder = PageBuilder::new(request, request.after_within(&by.prefix())?)?;
         loop {
             let found = self.things_in(by, builder.after(), builder.chunk()).await?;
             let fetched = found.len();
