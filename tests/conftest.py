@@ -6,10 +6,15 @@ Environment:
   FERROCORE_BIN       path of the ferrocore binary; default
                       $CARGO_TARGET_DIR/release/ferrocore if CARGO_TARGET_DIR is set,
                       else <repo>/target/release/ferrocore.
+  FERROCORE_E2E_POSTGRES_URL
+                      run every server the tests start on PostgreSQL: each gets a new
+                      database on this server (postgres://user@host:port, a user that may
+                      create databases) instead of SQLite in its data directory.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -46,6 +51,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_DATABASE_NUMBERS = itertools.count()
+
+
+def new_postgres_database() -> str | None:
+    """A new, empty database on FERROCORE_E2E_POSTGRES_URL's server (its URL), or None."""
+    server = os.environ.get("FERROCORE_E2E_POSTGRES_URL")
+    if not server:
+        return None
+    name = f"e2e_{os.getpid()}_{next(_DATABASE_NUMBERS)}"
+    subprocess.run(
+        ["psql", "--quiet", "--no-psqlrc", f"{server}/postgres", "-c", f"CREATE DATABASE {name}"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return f"{server}/{name}"
+
+
 class FerrocoreServer:
     """A ferrocore process owned by the test session."""
 
@@ -61,13 +84,17 @@ class FerrocoreServer:
         self.endpoint = f"http://127.0.0.1:{self.api_port}"
         self.proc: subprocess.Popen | None = None
         self.exit_codes: list[int] = []  # exit code of every stop, for diagnosis
+        # Kept across restarts, like the data directory.
+        self.store_url = new_postgres_database()
 
     @property
     def command(self) -> list[str]:
+        store = ["--store-url", self.store_url] if self.store_url else []
         return [
             str(self.binary),
             "serve",
             "--data-dir", str(self.data_dir),
+            *store,
             "--api-addr", f"127.0.0.1:{self.api_port}",
             "--mqtt-addr", f"127.0.0.1:{self.mqtt_port}",
             "--https-addr", f"127.0.0.1:{self.https_port}",

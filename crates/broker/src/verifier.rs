@@ -27,7 +27,7 @@ impl TrustSnapshot {
     pub fn accepts(&self, der: &[u8], now: i64) -> Result<(), CertificateError> {
         let id = certificate_id(der);
         let certificates = self.certificates.read().unwrap_or_else(|e| e.into_inner());
-        let trust = certificates.get(&id).ok_or(CertificateError::UnknownIssuer)?;
+        let trust = certificates.device(&id).ok_or(CertificateError::UnknownIssuer)?;
         if !trust.active {
             return Err(CertificateError::Revoked);
         }
@@ -38,8 +38,9 @@ impl TrustSnapshot {
         if now < parsed.not_before {
             return Err(CertificateError::NotValidYet);
         }
-        if let Some((ca_active, ca_pem)) = &trust.ca {
-            let ca = parse_certificate_pem(ca_pem).map_err(|_| CertificateError::UnknownIssuer)?;
+        if let Some(ca) = &trust.ca {
+            let ca_active = ca.active;
+            let ca = parse_certificate_pem(&ca.pem).map_err(|_| CertificateError::UnknownIssuer)?;
             if !ca_active || !parsed.is_signed_by(&ca) {
                 return Err(CertificateError::UnknownIssuer);
             }
@@ -50,9 +51,7 @@ impl TrustSnapshot {
     /// Whether a certificate that was accepted is still ACTIVE (and its CA too).
     pub fn still_trusted(&self, id: &str) -> bool {
         let certificates = self.certificates.read().unwrap_or_else(|e| e.into_inner());
-        certificates
-            .get(id)
-            .is_some_and(|trust| trust.active && trust.ca.as_ref().is_none_or(|(ca_active, _)| *ca_active))
+        certificates.device(id).is_some_and(|trust| trust.active && trust.ca.as_ref().is_none_or(|ca| ca.active))
     }
 
     /// The certificate id of an accepted certificate.

@@ -16,6 +16,10 @@ pub struct ServeArgs {
     /// Where ferrocore keeps its data.
     #[arg(long, env = "FERROCORE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL database to keep state in (postgres://user:password@host:port/db);
+    /// default: SQLite in the data directory.
+    #[arg(long, env = "FERROCORE_STORE_URL", hide_env_values = true)]
+    pub store_url: Option<String>,
     /// The AWS-compatible HTTP API (iot, sts, health, metrics).
     #[arg(long, env = "FERROCORE_API_ADDR")]
     pub api_addr: Option<SocketAddr>,
@@ -64,6 +68,8 @@ pub struct SniCertificateConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of the data directory's SQLite database.
+    pub store_url: Option<String>,
     pub api_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
     pub https_addr: SocketAddr,
@@ -163,6 +169,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./ferrocore-data"),
+            store_url: None,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 4566)),
             mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 8883)),
             https_addr: SocketAddr::from(([127, 0, 0, 1], 8443)),
@@ -212,6 +219,9 @@ impl Config {
         if args.endpoint_host.is_some() {
             config.endpoint_host = args.endpoint_host;
         }
+        if args.store_url.is_some() {
+            config.store_url = args.store_url;
+        }
         if let (Some(access_key_id), Some(secret_access_key)) = (args.access_key_id, args.secret_access_key) {
             config.credentials = vec![CredentialConfig { access_key_id, secret_access_key, policy: None }];
         }
@@ -244,6 +254,13 @@ impl Config {
         }
         if self.rules.access_key_id.is_some() != self.rules.secret_access_key.is_some() {
             bail!("[rules] access_key_id and secret_access_key must be given together");
+        }
+        if let Some(url) = &self.store_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            bail!(
+                "store_url must be a postgres:// or postgresql:// URL (without it, state is kept in SQLite in the data directory)"
+            );
         }
         if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
             bail!("account id must be 12 digits, got {:?}", self.account_id);
@@ -308,6 +325,7 @@ mod tests {
         ServeArgs {
             config: None,
             data_dir: None,
+            store_url: None,
             api_addr: None,
             mqtt_addr: None,
             https_addr: None,
@@ -365,6 +383,21 @@ mod tests {
         assert_eq!(rules.endpoints.get("lambda").map(String::as_str), Some("http://127.0.0.1:9001"));
         assert_eq!(rules.credentials.map(|c| c.access_key_id), Some("a".to_string()));
         assert_eq!((rules.region.as_str(), rules.api_url.as_str()), ("us-east-1", "http://127.0.0.1:5999"));
+    }
+
+    #[test]
+    fn store_url_comes_from_the_file_or_the_flag_and_must_be_postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.toml");
+        std::fs::write(&path, "store_url = \"postgres://file@127.0.0.1/db\"\n").unwrap();
+        let from_file = Config::load(ServeArgs { config: Some(path.clone()), ..args() }).unwrap();
+        assert_eq!(from_file.store_url.as_deref(), Some("postgres://file@127.0.0.1/db"));
+        let flag = Some("postgresql://flag@127.0.0.1/db".to_string());
+        let from_flag = Config::load(ServeArgs { config: Some(path), store_url: flag.clone(), ..args() }).unwrap();
+        assert_eq!(from_flag.store_url, flag);
+        let mysql = ServeArgs { store_url: Some("mysql://127.0.0.1/db".into()), ..args() };
+        let err = Config::load(mysql).unwrap_err().to_string();
+        assert!(err.contains("postgres://"), "{err}");
     }
 
     #[test]

@@ -9,18 +9,48 @@ use ferrocore_api::{ApiConfig, ApiState, Credentials, Listeners};
 use ferrocore_broker::{Gateway, GatewayConfig, Limits, RateQuota, SniCertificate, listen};
 use ferrocore_model::Account;
 use ferrocore_registry::{Registry, RegistryConfig, ShadowSettings, SystemClock};
-use ferrocore_store::SqliteStore;
+use ferrocore_store::{PostgresStore, RecordStore, SqliteStore};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 use crate::config::Config;
 use crate::pki::{ServerPki, SuppliedTls};
 
+/// PostgreSQL when a store URL is configured, else SQLite in the data directory.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn RecordStore>> {
+    match &config.store_url {
+        Some(url) => {
+            let shown = without_password(url);
+            let store = PostgresStore::connect(url).await.with_context(|| format!("connecting to {shown}"))?;
+            tracing::info!(store = %shown, "state kept in PostgreSQL");
+            Ok(Arc::new(store))
+        }
+        None => {
+            let database = config.data_dir.join("ferrocore.db");
+            let store =
+                SqliteStore::open(&database).await.with_context(|| format!("opening {}", database.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The URL as it may be logged: `postgres://user:***@host/db`.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let database = config.data_dir.join("ferrocore.db");
-    let store: Arc<dyn ferrocore_store::RecordStore> =
-        Arc::new(SqliteStore::open(&database).await.with_context(|| format!("opening {}", database.display()))?);
+    let store = open_store(&config).await?;
 
     let supplied = match (&config.tls_cert_file, &config.tls_key_file) {
         (Some(cert_file), Some(key_file)) => {
@@ -65,8 +95,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(SystemClock),
         Arc::new(pki.issuer),
     ));
-    // A data directory from before the thing index gets it now, before any request.
-    registry.prepare_thing_index().await.context("building the thing index")?;
+    // A data directory from before an index gets it now, before any request.
+    registry.prepare_indexes().await.context("building the registry indexes")?;
 
     let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
     let upkeep = metrics.clone();
@@ -248,4 +278,16 @@ async fn shutdown_signal() {
         _ = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn logged_store_urls_hide_the_password() {
+        assert_eq!(without_password("postgres://app:s3:cr@t@db:5432/iot"), "postgres://app:***@db:5432/iot");
+        assert_eq!(without_password("postgres://app@db/iot"), "postgres://app@db/iot");
+        assert_eq!(without_password("postgres://db/iot?sslmode=require"), "postgres://db/iot?sslmode=require");
+    }
 }

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use ferrocore_model::registry::{Thing, ThingGroup};
-use ferrocore_model::security::{Certificate, Policy, ThingPrincipalType};
+use ferrocore_model::registry::Thing;
+use ferrocore_model::security::{Certificate, ThingPrincipalType};
 use ferrocore_model::{Arn, Error, ResourceKind, Result};
 use ferrocore_pki::parse_certificate_pem;
 use ferrocore_policy::{CertificateFacts, Context, Decision, ThingFacts, evaluate};
@@ -297,26 +297,18 @@ impl Registry {
         let thing = connection_thing(&things, &principal, client_id);
         dependencies.extend(client_id.filter(|id| !id.is_empty()).map(|id| Dependency::Thing(id.to_string())));
 
-        let mut targets: BTreeSet<String> = [principal.clone()].into();
-        if let Some(thing) = thing.filter(|t| !t.groups.is_empty()) {
-            let groups = self.load_all::<ThingGroup>(Collection::ThingGroup).await?;
-            for name in &thing.groups {
-                dependencies.insert(Dependency::ThingGroup(name.clone()));
-                let mut current = groups.iter().find(|g| &g.value.name == name);
-                while let Some(group) = current {
-                    dependencies.insert(Dependency::ThingGroup(group.value.name.clone()));
-                    targets.insert(self.arn(ResourceKind::ThingGroup, &group.value.name));
-                    current = group.value.parent.as_ref().and_then(|p| groups.iter().find(|g| &g.value.name == p));
+        let mut targets = vec![principal.clone()];
+        if let Some(thing) = thing {
+            // A thing group's policies apply to its things and to the things of every group below it.
+            for (name, lineage) in self.lineages(thing.groups.iter()).await? {
+                dependencies.insert(Dependency::ThingGroup(name));
+                for group in lineage {
+                    targets.push(self.arn(ResourceKind::ThingGroup, &group));
+                    dependencies.insert(Dependency::ThingGroup(group));
                 }
             }
         }
-        let mut names: BTreeSet<String> = self
-            .load_all::<Policy>(Collection::Policy)
-            .await?
-            .into_iter()
-            .filter(|p| p.value.targets.iter().any(|t| targets.contains(t)))
-            .map(|p| p.value.name)
-            .collect();
+        let mut names = self.policies_attached_to(&targets).await?;
         names.extend(add.iter().cloned());
         for name in skip {
             names.remove(name);

@@ -5,7 +5,7 @@ use ferrocore_model::{Error, ResourceKind, Result};
 use ferrocore_store::{Collection, Expect, Write};
 
 use crate::paging::{Page, PageRequest};
-use crate::thing_index::{ThingsBy, thing_writes};
+use crate::thing_index::ThingsBy;
 use crate::things::thing_not_found;
 use crate::{Loaded, Outcome, Registry, new_id, put};
 
@@ -147,7 +147,7 @@ impl Registry {
                 return Ok(Outcome::answer(()));
             }
             let mut writes = vec![Write::check(Collection::BillingGroup, group, billing_group.expect())];
-            writes.extend(thing_writes(thing, Some(&loaded), Some(&updated)));
+            writes.extend(self.thing_changes(thing, Some(&loaded), Some(&updated)).await?);
             Ok(Outcome::write(writes, ()))
         })
         .await

@@ -1,13 +1,16 @@
 //! Device certificates: creating, registering, status changes and deletion.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use ferrocore_model::names::CERTIFICATE_ID;
-use ferrocore_model::security::{CaCertificate, Certificate, CertificateMode, CertificateStatus};
+use ferrocore_model::security::{CaCertificate, CaStatus, Certificate, CertificateMode, CertificateStatus};
 use ferrocore_model::{Error, ResourceKind, Result};
 use ferrocore_pki::{ParsedCertificate, PkiError, parse_certificate_pem, parse_csr_pem};
 use ferrocore_store::{Collection, Expect, Write};
 
 use crate::paging::{Page, PageRequest, paginate};
-use crate::{Outcome, Registry, new_id, put};
+use crate::{Outcome, Registry, SCAN_CHUNK, decode_record, new_id, put, storage_failure};
 
 /// What a certificate-creating call answers.
 #[derive(Debug, Clone)]
@@ -252,36 +255,112 @@ impl Registry {
     }
 }
 
-/// What the device gateway's TLS verifier knows about one registered certificate.
+/// What the device gateway's TLS verifier knows about registered certificates: each
+/// certificate's status and CA, and each CA's status and PEM (held once per CA). The
+/// registry updates the entries a committed write touched, never the whole snapshot.
+#[derive(Debug, Default)]
+pub struct TrustSnapshot {
+    certificates: HashMap<String, CertificateTrust>,
+    cas: HashMap<String, CaTrust>,
+}
+
+#[derive(Debug, Clone)]
+struct CertificateTrust {
+    active: bool,
+    ca: Option<String>,
+}
+
+/// A registered CA as the verifier checks it.
+#[derive(Debug, Clone)]
+pub struct CaTrust {
+    pub active: bool,
+    pub pem: Arc<str>,
+}
+
+/// One registered certificate as the verifier checks it.
 #[derive(Debug, Clone)]
 pub struct DeviceTrust {
     pub active: bool,
-    /// The registered CA the certificate belongs to: (ACTIVE, PEM).
-    pub ca: Option<(bool, String)>,
+    /// The registered CA the certificate belongs to.
+    pub ca: Option<CaTrust>,
+}
+
+impl TrustSnapshot {
+    /// The registered certificate with this id, with its CA.
+    pub fn device(&self, id: &str) -> Option<DeviceTrust> {
+        let certificate = self.certificates.get(id)?;
+        let ca = certificate.ca.as_ref().and_then(|ca| self.cas.get(ca)).cloned();
+        Some(DeviceTrust { active: certificate.active, ca })
+    }
+
+    fn set_certificate(&mut self, id: &str, certificate: Option<&Certificate>) {
+        match certificate {
+            Some(c) => {
+                let trust =
+                    CertificateTrust { active: c.status == CertificateStatus::Active, ca: c.ca_certificate_id.clone() };
+                self.certificates.insert(id.to_string(), trust);
+            }
+            None => {
+                self.certificates.remove(id);
+            }
+        }
+    }
+
+    fn set_ca(&mut self, id: &str, ca: Option<&CaCertificate>) {
+        match ca {
+            Some(ca) => {
+                let trust = CaTrust { active: ca.status == CaStatus::Active, pem: ca.pem.as_str().into() };
+                self.cas.insert(id.to_string(), trust);
+            }
+            None => {
+                self.cas.remove(id);
+            }
+        }
+    }
 }
 
 impl Registry {
-    /// Every registered certificate by id, for an in-memory snapshot.
-    pub(crate) async fn device_trust(&self) -> Result<std::collections::HashMap<String, DeviceTrust>> {
-        let cas: std::collections::HashMap<String, CaCertificate> = self
-            .load_all::<CaCertificate>(Collection::CaCertificate)
-            .await?
-            .into_iter()
-            .map(|c| (c.value.id.clone(), c.value))
-            .collect();
-        Ok(self
-            .load_all::<Certificate>(Collection::Certificate)
-            .await?
-            .into_iter()
-            .map(|c| {
-                let ca = c
-                    .value
-                    .ca_certificate_id
-                    .as_ref()
-                    .and_then(|id| cas.get(id))
-                    .map(|ca| (ca.status == ferrocore_model::security::CaStatus::Active, ca.pem.clone()));
-                (c.value.id.clone(), DeviceTrust { active: c.value.status == CertificateStatus::Active, ca })
-            })
-            .collect())
+    /// Loads the whole snapshot (at start).
+    pub async fn refresh_trust(&self) -> Result<()> {
+        let mut fresh = TrustSnapshot::default();
+        for ca in self.load_all::<CaCertificate>(Collection::CaCertificate).await? {
+            fresh.set_ca(&ca.value.id, Some(&ca.value));
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let batch = self
+                .store
+                .list(Collection::Certificate, after.as_deref(), SCAN_CHUNK)
+                .await
+                .map_err(storage_failure)?;
+            let Some(last) = batch.last() else { break };
+            after = Some(last.key.clone());
+            for record in &batch {
+                let certificate: Certificate = decode_record(Collection::Certificate, record)?;
+                fresh.set_certificate(&record.key, Some(&certificate));
+            }
+        }
+        *self.trust.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// Reloads the snapshot's entries for records a committed write touched.
+    pub(crate) async fn refresh_trust_of(&self, touched: &[(Collection, String)]) -> Result<()> {
+        for (collection, id) in touched {
+            match collection {
+                Collection::Certificate => {
+                    let certificate = self.load::<Certificate>(Collection::Certificate, id).await?;
+                    let mut trust = self.trust.write().unwrap_or_else(|e| e.into_inner());
+                    trust.set_certificate(id, certificate.as_ref().map(|l| &l.value));
+                }
+                Collection::CaCertificate => {
+                    let ca = self.load::<CaCertificate>(Collection::CaCertificate, id).await?;
+                    let mut trust = self.trust.write().unwrap_or_else(|e| e.into_inner());
+                    trust.set_ca(id, ca.as_ref().map(|l| &l.value));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }

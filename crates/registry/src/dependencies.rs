@@ -48,9 +48,11 @@ pub(crate) fn changed_by(writes: &[Write], account: &Account) -> Vec<Dependency>
                 }
             }
             // A thing's type name is in the thing's record; the type's record holds
-            // nothing a policy reads. Index entries repeat what their thing's record says.
+            // nothing a policy reads. Index entries repeat what their record says.
             Collection::ThingType
             | Collection::ThingIndex
+            | Collection::PolicyTarget
+            | Collection::ThingGroupChild
             | Collection::BillingGroup
             | Collection::RoleAlias
             | Collection::RetainedMessage

@@ -13,6 +13,7 @@ mod ca_certificates;
 mod certificates;
 mod credentials;
 mod dependencies;
+mod indexes;
 mod messages;
 mod paging;
 mod policies;
@@ -38,7 +39,7 @@ use serde::de::DeserializeOwned;
 pub use authorization::{AuthCheck, AuthResult, Permissions, TestAuthorization};
 pub use billing_groups::{BillingGroupCreated, CreateBillingGroup};
 pub use ca_certificates::{RegisterCaCertificate, UpdateCaCertificate};
-pub use certificates::{CertificateCreated, DeviceTrust};
+pub use certificates::{CaTrust, CertificateCreated, DeviceTrust, TrustSnapshot};
 pub use credentials::{CredentialError, Credentials};
 pub use dependencies::{Dependency, DependencyIndex};
 pub use messages::{
@@ -103,9 +104,6 @@ pub struct Registry {
     connection_permissions: std::sync::Mutex<authorization::ConnectionPermissions>,
     parsed_policies: authorization::ParsedPolicies,
 }
-
-/// Registered certificates by id, as the TLS verifier reads them.
-pub type TrustSnapshot = std::collections::HashMap<String, DeviceTrust>;
 
 /// A record as read, with the revision later writes are conditioned on.
 struct Loaded<T> {
@@ -211,12 +209,6 @@ impl Registry {
         self.trust.clone()
     }
 
-    pub async fn refresh_trust(&self) -> Result<()> {
-        let fresh = self.device_trust().await?;
-        *self.trust.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-        Ok(())
-    }
-
     pub fn account(&self) -> &Account {
         &self.config.account
     }
@@ -292,17 +284,19 @@ impl Registry {
                 .writes
                 .iter()
                 .any(|w| matches!(w.collection, Collection::TopicRule | Collection::TopicRuleDestination));
-            let touches_trust = outcome
+            let touches_trust: Vec<(Collection, String)> = outcome
                 .writes
                 .iter()
-                .any(|w| matches!(w.collection, Collection::Certificate | Collection::CaCertificate));
+                .filter(|w| matches!(w.collection, Collection::Certificate | Collection::CaCertificate))
+                .map(|w| (w.collection, w.key.clone()))
+                .collect();
             let changed = match outcome.keeps_permissions {
                 true => Vec::new(),
                 false => dependencies::changed_by(&outcome.writes, self.account()),
             };
             match self.store.commit(outcome.writes).await {
                 Ok(()) => {
-                    if touches_trust && let Err(err) = self.refresh_trust().await {
+                    if let Err(err) = self.refresh_trust_of(&touches_trust).await {
                         tracing::error!(error = %err, "cannot reload the certificate snapshot");
                     }
                     if !changed.is_empty() {

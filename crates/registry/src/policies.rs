@@ -1,17 +1,25 @@
 //! IoT policies, their versions, and their attachments to principals and thing groups.
 
+use std::collections::BTreeSet;
+
 use ferrocore_model::names::POLICY_NAME;
 use ferrocore_model::registry::{Tags, ThingGroup, validate_tags};
 use ferrocore_model::security::{Certificate, Policy, PolicyVersion};
 use ferrocore_model::{Arn, Error, ResourceKind, Result};
 use ferrocore_store::{Collection, Expect, Write};
 
+use crate::indexes::{policy_entries, record_writes};
 use crate::paging::{Page, PageRequest, paginate};
 use crate::{Loaded, Outcome, Registry, new_id, put};
 
 /// Policies attached to one principal, and to one thing group (AWS's limits).
 const MAX_POLICIES_PER_PRINCIPAL: usize = 10;
 const MAX_POLICIES_PER_THING_GROUP: usize = 2;
+
+/// The writes that take a policy from `before` to `after`, with its target entries.
+fn policy_writes(name: &str, before: Option<&Loaded<Policy>>, after: Option<&Policy>) -> Vec<Write> {
+    record_writes(Collection::Policy, Collection::PolicyTarget, name, before, after, policy_entries)
+}
 
 fn policy_not_found(name: &str) -> Error {
     Error::not_found(format!("Policy not found: {name}"))
@@ -83,7 +91,7 @@ impl Registry {
                     "Cannot delete the policy because it has one or more policy versions attached to it (name={name})"
                 )));
             }
-            Ok(Outcome::write(vec![Write::delete(Collection::Policy, name, loaded.expect())], ()))
+            Ok(Outcome::write(policy_writes(name, Some(&loaded), None), ()))
         })
         .await?;
         self.parsed_policies.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
@@ -100,7 +108,7 @@ impl Registry {
             if policy == loaded.value {
                 return Ok(Outcome::answer(answer));
             }
-            Ok(Outcome::write(vec![put(Collection::Policy, name, loaded.expect(), &policy)], answer))
+            Ok(Outcome::write(policy_writes(name, Some(&loaded), Some(&policy)), answer))
         })
         .await
     }
@@ -167,13 +175,14 @@ impl Registry {
                 return Ok(Outcome::answer(()));
             }
             let (check, limit) = self.target_check(target).await?;
-            let attached = self.load_all::<Policy>(Collection::Policy).await?;
-            if attached.iter().filter(|p| p.value.targets.contains(target)).count() >= limit {
+            if self.indexed(Collection::PolicyTarget, target, None, limit).await?.len() >= limit {
                 return Err(Error::LimitExceeded(format!("At most {limit} policies can be attached to {target}")));
             }
             let mut policy = loaded.value.clone();
             policy.targets.insert(target.to_string());
-            Ok(Outcome::write(vec![check, put(Collection::Policy, name, loaded.expect(), &policy)], ()))
+            let mut writes = vec![check];
+            writes.extend(policy_writes(name, Some(&loaded), Some(&policy)));
+            Ok(Outcome::write(writes, ()))
         })
         .await?;
         tracing::info!(policy = name, target, "policy attached");
@@ -214,23 +223,29 @@ impl Registry {
                 _ => {}
             }
         }
-        let attached =
-            self.page_where(Collection::Policy, page, |p: &Policy| targets.iter().any(|t| p.targets.contains(t)));
-        Ok(attached.await?.map(|p| p.name))
+        let attached = self.policies_attached_to(&targets).await?;
+        paginate(attached, |name| name.as_str(), page)
+    }
+
+    /// The names of the policies attached to any of `targets`.
+    pub(crate) async fn policies_attached_to(&self, targets: &[String]) -> Result<BTreeSet<String>> {
+        let mut names = BTreeSet::new();
+        for target in targets {
+            names.extend(self.all_indexed(Collection::PolicyTarget, target).await?);
+        }
+        Ok(names)
     }
 
     /// Writes that detach every policy from `target`, for a batch deleting it.
     pub(crate) async fn detach_target_everywhere(&self, target: &str) -> Result<Vec<Write>> {
-        let policies = self.load_all::<Policy>(Collection::Policy).await?;
-        Ok(policies
-            .into_iter()
-            .filter(|p| p.value.targets.contains(target))
-            .map(|p| {
-                let mut policy = p.value.clone();
-                policy.targets.remove(target);
-                put(Collection::Policy, &policy.name, p.expect(), &policy)
-            })
-            .collect())
+        let mut writes = Vec::new();
+        for name in self.all_indexed(Collection::PolicyTarget, target).await? {
+            let Some(loaded) = self.load::<Policy>(Collection::Policy, &name).await? else { continue };
+            let mut policy = loaded.value.clone();
+            policy.targets.remove(target);
+            writes.extend(policy_writes(&name, Some(&loaded), Some(&policy)));
+        }
+        Ok(writes)
     }
 
     pub async fn list_targets_for_policy(&self, name: &str, page: &PageRequest) -> Result<Page<String>> {

@@ -6,7 +6,7 @@ use ferrocore_model::{Arn, Error, ResourceKind, Result};
 use ferrocore_store::Collection;
 
 use crate::paging::{Page, PageRequest, paginate};
-use crate::thing_index::{ThingsBy, thing_writes};
+use crate::thing_index::ThingsBy;
 use crate::{Outcome, Registry, put};
 
 impl Registry {
@@ -52,7 +52,7 @@ impl Registry {
             if updated == loaded.value && writes.is_empty() {
                 return Ok(Outcome::answer(()));
             }
-            writes.extend(thing_writes(thing, Some(&loaded), Some(&updated)));
+            writes.extend(self.thing_changes(thing, Some(&loaded), Some(&updated)).await?);
             Ok(Outcome::write(writes, ()))
         })
         .await
@@ -66,7 +66,7 @@ impl Registry {
             if updated.principals.remove(principal).is_none() {
                 return Ok(Outcome::answer(()));
             }
-            let mut writes = thing_writes(thing, Some(&loaded), Some(&updated));
+            let mut writes = self.thing_changes(thing, Some(&loaded), Some(&updated)).await?;
             if let Ok(arn) = Arn::parse(principal, self.account())
                 && let Some(certificate) = self.load::<Certificate>(Collection::Certificate, &arn.name).await?
             {

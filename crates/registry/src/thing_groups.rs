@@ -5,10 +5,11 @@ use ferrocore_model::registry::{
     check_group_membership, validate_attributes, validate_description, validate_name, validate_tags,
 };
 use ferrocore_model::{Error, ResourceKind, Result};
-use ferrocore_store::{Collection, Expect, Write};
+use ferrocore_store::{Collection, Write};
 
+use crate::indexes::{group_entries, record_writes};
 use crate::paging::{Page, PageRequest, paginate};
-use crate::thing_index::{ThingsBy, thing_writes};
+use crate::thing_index::ThingsBy;
 use crate::things::thing_not_found;
 use crate::{Loaded, Outcome, Registry, new_id, put};
 
@@ -54,45 +55,49 @@ fn group_not_found(name: &str) -> Error {
     Error::not_found(format!("ThingGroup {name} does not exist"))
 }
 
+/// The writes that take a group from `before` to `after`, with its entry under its parent.
+fn group_writes(name: &str, before: Option<&Loaded<ThingGroup>>, after: Option<&ThingGroup>) -> Vec<Write> {
+    record_writes(Collection::ThingGroup, Collection::ThingGroupChild, name, before, after, group_entries)
+}
+
 fn validate_properties(properties: &GroupProperties) -> Result<()> {
     validate_description("thingGroupProperties.thingGroupDescription", properties.description.as_deref())?;
     validate_attributes(&properties.attributes, MAX_GROUP_ATTRIBUTES, "A thing group")
 }
 
-/// The chain of ancestors of `name` (direct parent first), from an in-memory set of groups.
-fn ancestors<'a>(groups: &'a [Loaded<ThingGroup>], name: &str) -> Vec<&'a ThingGroup> {
-    let mut chain = Vec::new();
-    let mut current = groups.iter().find(|g| g.value.name == name).and_then(|g| g.value.parent.clone());
-    while let Some(parent) = current {
-        let Some(group) = groups.iter().find(|g| g.value.name == parent) else {
-            break;
-        };
-        if chain.len() > MAX_GROUP_DEPTH {
-            break;
-        }
-        chain.push(&group.value);
-        current = group.value.parent.clone();
-    }
-    chain
-}
-
-/// `name` and all groups below it.
-fn with_descendants(groups: &[Loaded<ThingGroup>], name: &str) -> BTreeSet<String> {
-    let mut found: BTreeSet<String> = [name.to_string()].into();
-    loop {
-        let more: Vec<String> = groups
-            .iter()
-            .filter(|g| g.value.parent.as_ref().is_some_and(|p| found.contains(p)) && !found.contains(&g.value.name))
-            .map(|g| g.value.name.clone())
-            .collect();
-        if more.is_empty() {
-            return found;
-        }
-        found.extend(more);
-    }
-}
-
 impl Registry {
+    /// The group and the groups above it, nearest first (the group itself first; empty
+    /// when it does not exist). One read per level, at most [`MAX_GROUP_DEPTH`].
+    pub(crate) async fn group_lineage(&self, name: &str) -> Result<Vec<ThingGroup>> {
+        let mut lineage: Vec<ThingGroup> = Vec::new();
+        let mut next = Some(name.to_string());
+        while let Some(current) = next.take() {
+            if lineage.len() >= MAX_GROUP_DEPTH {
+                break;
+            }
+            let Some(group) = self.load::<ThingGroup>(Collection::ThingGroup, &current).await? else {
+                break;
+            };
+            next = group.value.parent.clone();
+            lineage.push(group.value);
+        }
+        Ok(lineage)
+    }
+
+    /// Every group below `name` (through the parent index: one read per group with children).
+    async fn descendants(&self, name: &str) -> Result<BTreeSet<String>> {
+        let mut found = BTreeSet::new();
+        let mut frontier = vec![name.to_string()];
+        while let Some(group) = frontier.pop() {
+            for child in self.all_indexed(Collection::ThingGroupChild, &group).await? {
+                if found.insert(child.clone()) {
+                    frontier.push(child);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     async fn require_group(&self, name: &str) -> Result<Loaded<ThingGroup>> {
         validate_name("thingGroupName", name)?;
         self.load(Collection::ThingGroup, name).await?.ok_or_else(|| group_not_found(name))
@@ -130,8 +135,7 @@ impl Registry {
             let mut writes = Vec::new();
             if let Some(parent) = &request.parent {
                 let parent_group = self.require_group(parent).await?;
-                let groups = self.load_all::<ThingGroup>(Collection::ThingGroup).await?;
-                if ancestors(&groups, parent).len() + 2 > MAX_GROUP_DEPTH {
+                if self.group_lineage(parent).await?.len() + 1 > MAX_GROUP_DEPTH {
                     return Err(Error::invalid(format!(
                         "Thing group hierarchies can be at most {MAX_GROUP_DEPTH} levels deep"
                     )));
@@ -148,7 +152,7 @@ impl Registry {
                 tags: request.tags.clone(),
             };
             let created = ThingGroupCreated { name: group.name.clone(), arn: arn.clone(), id: group.id.clone() };
-            writes.push(put(Collection::ThingGroup, &group.name, Expect::Absent, &group));
+            writes.extend(group_writes(&group.name, None, Some(&group)));
             Ok(Outcome::write(writes, created))
         })
         .await
@@ -156,19 +160,8 @@ impl Registry {
 
     pub async fn describe_thing_group(&self, name: &str) -> Result<ThingGroupView> {
         let group = self.require_group(name).await?.value;
-        let mut root_to_parent = Vec::new();
-        let mut parent = group.parent.clone();
-        while let Some(name) = parent {
-            if root_to_parent.len() > MAX_GROUP_DEPTH {
-                break;
-            }
-            let Some(ancestor) = self.load::<ThingGroup>(Collection::ThingGroup, &name).await? else {
-                break;
-            };
-            root_to_parent.push(self.group_ref(&name));
-            parent = ancestor.value.parent;
-        }
-        root_to_parent.reverse();
+        let lineage = self.group_lineage(name).await?;
+        let root_to_parent = lineage.iter().skip(1).rev().map(|ancestor| self.group_ref(&ancestor.name)).collect();
         Ok(ThingGroupView { arn: self.arn(ResourceKind::ThingGroup, name), group, root_to_parent })
     }
 
@@ -211,44 +204,31 @@ impl Registry {
                 return Ok(Outcome::answer(()));
             };
             check_expected_version("thing group", name, loaded.value.version, expected_version)?;
-            let groups = self.load_all::<ThingGroup>(Collection::ThingGroup).await?;
-            if groups.iter().any(|g| g.value.parent.as_deref() == Some(name)) {
+            if !self.indexed(Collection::ThingGroupChild, name, None, 1).await?.is_empty() {
                 return Err(Error::invalid(format!(
                     "Cannot delete thing group : {name} when there are still child groups attached to it"
                 )));
             }
             let mut writes = self.rewrite_things(ThingsBy::Group(name), |thing| thing.groups.remove(name)).await?;
             writes.extend(self.detach_target_everywhere(&self.arn(ResourceKind::ThingGroup, name)).await?);
-            writes.push(Write::delete(Collection::ThingGroup, name, loaded.expect()));
+            writes.extend(group_writes(name, Some(&loaded), None));
             Ok(Outcome::write(writes, ()))
         })
         .await
     }
 
     pub async fn list_thing_groups(&self, request: &ListThingGroups) -> Result<Page<GroupRef>> {
-        let groups = self.load_all::<ThingGroup>(Collection::ThingGroup).await?;
-        let scope: Option<BTreeSet<String>> = match &request.parent {
-            None => None,
-            Some(parent) => {
-                self.require_group(parent).await?;
-                let mut below = if request.recursive {
-                    with_descendants(&groups, parent)
-                } else {
-                    groups
-                        .iter()
-                        .filter(|g| g.value.parent.as_ref() == Some(parent))
-                        .map(|g| g.value.name.clone())
-                        .collect()
-                };
-                below.remove(parent);
-                Some(below)
-            }
+        let named = |name: &str| request.name_prefix.as_ref().is_none_or(|prefix| name.starts_with(prefix.as_str()));
+        let Some(parent) = &request.parent else {
+            let page = self.page_where(Collection::ThingGroup, &request.page, |g: &ThingGroup| named(&g.name));
+            return Ok(page.await?.map(|group| self.group_ref(&group.name)));
         };
-        let names = groups.iter().map(|g| &g.value.name).filter(|name| {
-            scope.as_ref().is_none_or(|s| s.contains(*name))
-                && request.name_prefix.as_ref().is_none_or(|p| name.starts_with(p.as_str()))
-        });
-        let page = paginate(names, |n| n.as_str(), &request.page)?;
+        self.require_group(parent).await?;
+        let below = match request.recursive {
+            true => self.descendants(parent).await?,
+            false => self.all_indexed(Collection::ThingGroupChild, parent).await?.into_iter().collect(),
+        };
+        let page = paginate(below.iter().filter(|name| named(name)), |n| n.as_str(), &request.page)?;
         Ok(Page { items: page.items.into_iter().map(|n| self.group_ref(n)).collect(), next_token: page.next_token })
     }
 
@@ -276,7 +256,7 @@ impl Registry {
         let (add, remove) = (&add, &remove);
         self.transact(|| async move {
             let loaded = self.load::<Thing>(Collection::Thing, thing).await?.ok_or_else(|| thing_not_found(thing))?;
-            let groups = self.load_all::<ThingGroup>(Collection::ThingGroup).await?;
+            let lineages = self.lineages(loaded.value.groups.iter().chain(add)).await?;
             let mut updated = loaded.value.clone();
             let mut writes = Vec::new();
             for name in remove {
@@ -284,8 +264,9 @@ impl Registry {
                 writes.push(Write::check(Collection::ThingGroup, name, group.expect()));
                 updated.groups.remove(name);
             }
-            let root_of =
-                |name: &str| ancestors(&groups, name).last().map_or_else(|| name.to_string(), |root| root.name.clone());
+            let root_of = |name: &str| {
+                lineages.get(name).and_then(|lineage| lineage.last()).map_or_else(|| name.to_string(), Clone::clone)
+            };
             for name in add {
                 let group = self.require_group(name).await?;
                 check_group_membership(&updated, name, &root_of)?;
@@ -293,7 +274,7 @@ impl Registry {
                 updated.groups.insert(name.clone());
             }
             if updated.groups != loaded.value.groups {
-                writes.extend(thing_writes(thing, Some(&loaded), Some(&updated)));
+                writes.extend(self.thing_changes(thing, Some(&loaded), Some(&updated)).await?);
             }
             Ok(Outcome::write(writes, ()))
         })
@@ -311,10 +292,7 @@ impl Registry {
             let things = self.page_of(ThingsBy::Group(group), page, |thing| thing.groups.contains(group));
             return Ok(things.await?.map(|thing| thing.name));
         }
-        // Recursive: every thing is read (the groups' indexes are not merged yet).
-        let members = with_descendants(&self.load_all::<ThingGroup>(Collection::ThingGroup).await?, group);
-        let things =
-            self.page_where(Collection::Thing, page, |thing: &Thing| thing.groups.iter().any(|g| members.contains(g)));
+        let things = self.page_of(ThingsBy::Tree(group), page, |_| true);
         Ok(things.await?.map(|thing| thing.name))
     }
 

@@ -1,7 +1,12 @@
 //! Secondary indexes of things, kept beside them in `Collection::ThingIndex`: by thing
-//! type, attribute, thing group, billing group and principal. Every write of a thing
-//! goes through [`thing_writes`], which adds and removes the thing's entries in the same
+//! type, attribute, thing group (direct, and with every group above it: `tree/`),
+//! billing group and principal. Every write of a thing goes through
+//! [`Registry::thing_changes`], which adds and removes the thing's entries in the same
 //! batch, so an index never disagrees with the things it indexes.
+//!
+//! A group's place in its hierarchy never changes (AWS cannot move a group, and a group
+//! with children cannot be deleted), so the `tree/` entries written when a thing joins a
+//! group stay true until it leaves.
 //!
 //! An entry's key is `<index>/<value> <thing>` (an attribute's value is `<name>=<value>`).
 //! The values indexed — AWS's names, attribute names and values, principal ARNs — never
@@ -9,14 +14,15 @@
 //! are contiguous and ordered by thing name, and a prefix of an attribute value selects
 //! the entries of every value that starts with it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ferrocore_model::Result;
 use ferrocore_model::registry::Thing;
-use ferrocore_store::{Collection, Expect, Write};
+use ferrocore_store::{Collection, Write};
 
+use crate::indexes::record_writes;
 use crate::paging::{Page, PageBuilder, PageRequest};
-use crate::{Loaded, Registry, SCAN_CHUNK, put, storage_failure};
+use crate::{Loaded, Registry, SCAN_CHUNK, storage_failure};
 
 /// A set of things an index finds.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +38,8 @@ pub(crate) enum ThingsBy<'a> {
         value: &'a str,
     },
     Group(&'a str),
+    /// Things in the group or in any group below it.
+    Tree(&'a str),
     BillingGroup(&'a str),
     Principal(&'a str),
 }
@@ -44,6 +52,7 @@ impl ThingsBy<'_> {
             Self::AttributePrefix { name, prefix } => format!("attr/{name}={prefix}"),
             Self::Attribute { name, value } => format!("attr/{name}={value} "),
             Self::Group(name) => format!("group/{name} "),
+            Self::Tree(name) => format!("tree/{name} "),
             Self::BillingGroup(name) => format!("billing/{name} "),
             Self::Principal(principal) => format!("principal/{principal} "),
         }
@@ -55,72 +64,60 @@ fn thing_of(key: &str) -> &str {
     key.rsplit_once(' ').map_or(key, |(_, thing)| thing)
 }
 
-/// The keys of a thing's entries.
-fn entries(thing: &Thing) -> BTreeSet<String> {
+/// Each thing group a thing is in, with the groups above it (nearest first, itself first).
+pub(crate) type Lineages = BTreeMap<String, Vec<String>>;
+
+/// The keys of a thing's entries; `lineages` holds its groups' lineages.
+pub(crate) fn entries(thing: &Thing, lineages: &Lineages) -> BTreeSet<String> {
     let name = &thing.name;
     let mut keys = BTreeSet::new();
     keys.extend(thing.thing_type.iter().map(|t| format!("type/{t} {name}")));
     keys.extend(thing.attributes.iter().map(|(attribute, value)| format!("attr/{attribute}={value} {name}")));
     keys.extend(thing.groups.iter().map(|group| format!("group/{group} {name}")));
+    for group in &thing.groups {
+        let lineage = lineages.get(group).map_or(std::slice::from_ref(group), Vec::as_slice);
+        keys.extend(lineage.iter().map(|above| format!("tree/{above} {name}")));
+    }
     keys.extend(thing.billing_group.iter().map(|group| format!("billing/{group} {name}")));
     keys.extend(thing.principals.keys().map(|principal| format!("principal/{principal} {name}")));
     keys
 }
 
 /// The writes that take a thing from `before` (as loaded; `None`: it does not exist)
-/// to `after` (`None`: deleted), with its index entries.
-pub(crate) fn thing_writes(name: &str, before: Option<&Loaded<Thing>>, after: Option<&Thing>) -> Vec<Write> {
-    let expect = before.map_or(Expect::Absent, Loaded::expect);
-    let mut writes = vec![match after {
-        Some(thing) => put(Collection::Thing, name, expect, thing),
-        None => Write::delete(Collection::Thing, name, expect),
-    }];
-    let old = before.map(|loaded| entries(&loaded.value)).unwrap_or_default();
-    let new = after.map(entries).unwrap_or_default();
-    // The thing's own write, conditioned on its revision, serialises these.
-    writes.extend(old.difference(&new).map(|key| Write::delete(Collection::ThingIndex, key, Expect::Anything)));
-    writes
-        .extend(new.difference(&old).map(|key| Write::put(Collection::ThingIndex, key, Expect::Anything, Vec::new())));
-    writes
+/// to `after` (`None`: deleted), with its index entries; `lineages` covers the groups of both.
+fn thing_writes(name: &str, before: Option<&Loaded<Thing>>, after: Option<&Thing>, lineages: &Lineages) -> Vec<Write> {
+    record_writes(Collection::Thing, Collection::ThingIndex, name, before, after, |thing| entries(thing, lineages))
 }
 
-/// The setting that says the index was built for the things stored before it existed.
-const BUILT: &str = "thing_index_built";
-
 impl Registry {
-    /// Builds the thing index for a data directory written before it existed (once; an
-    /// interrupted build starts again). Runs before the server serves requests.
-    pub async fn prepare_thing_index(&self) -> Result<()> {
-        if self.store.get(Collection::Setting, BUILT).await.map_err(storage_failure)?.is_some() {
-            return Ok(());
-        }
-        let mut after: Option<String> = None;
-        let mut indexed = 0usize;
-        loop {
-            let batch =
-                self.store.list(Collection::Thing, after.as_deref(), SCAN_CHUNK).await.map_err(storage_failure)?;
-            let Some(last) = batch.last() else { break };
-            after = Some(last.key.clone());
-            let mut writes = Vec::new();
-            for record in &batch {
-                let thing: Thing = crate::decode_record(Collection::Thing, record)?;
-                writes.extend(
-                    entries(&thing)
-                        .into_iter()
-                        .map(|key| Write::put(Collection::ThingIndex, key, Expect::Anything, Vec::new())),
-                );
+    /// The writes that take a thing from `before` (as loaded; `None`: it does not exist)
+    /// to `after` (`None`: deleted), with its index entries.
+    pub(crate) async fn thing_changes(
+        &self,
+        name: &str,
+        before: Option<&Loaded<Thing>>,
+        after: Option<&Thing>,
+    ) -> Result<Vec<Write>> {
+        let groups = before.iter().map(|l| &l.value).chain(after).flat_map(|thing| thing.groups.iter());
+        let lineages = self.lineages(groups).await?;
+        Ok(thing_writes(name, before, after, &lineages))
+    }
+
+    /// The lineages of some thing groups.
+    pub(crate) async fn lineages(&self, groups: impl Iterator<Item = &String>) -> Result<Lineages> {
+        let mut lineages = Lineages::new();
+        for group in groups {
+            if !lineages.contains_key(group) {
+                let lineage = self.group_lineage(group).await?.into_iter().map(|g| g.name).collect();
+                lineages.insert(group.clone(), lineage);
             }
-            indexed += batch.len();
-            self.store.commit(writes).await.map_err(storage_failure)?;
         }
-        self.store
-            .commit(vec![Write::put(Collection::Setting, BUILT, Expect::Anything, b"true".to_vec())])
-            .await
-            .map_err(storage_failure)?;
-        if indexed > 0 {
-            tracing::info!(things = indexed, "thing index built for existing things");
-        }
-        Ok(())
+        Ok(lineages)
+    }
+
+    /// A thing's index entries, for building the index.
+    pub(crate) async fn thing_entries(&self, thing: &Thing) -> Result<BTreeSet<String>> {
+        Ok(entries(thing, &self.lineages(thing.groups.iter()).await?))
     }
 
     /// Up to `limit` things of a set, by entry key after `after` (the set's start when `None`),
@@ -191,6 +188,7 @@ impl Registry {
 mod tests {
     use super::*;
     use ferrocore_model::security::ThingPrincipalType;
+    use ferrocore_store::Expect;
 
     fn thing() -> Thing {
         let mut thing = Thing {
@@ -212,13 +210,17 @@ mod tests {
 
     #[test]
     fn each_index_finds_the_thing_by_its_prefix() {
-        let keys = entries(&thing());
+        let lineages: Lineages = [("east".to_string(), vec!["east".into(), "region".into(), "world".into()])].into();
+        let keys = entries(&thing(), &lineages);
         for by in [
             ThingsBy::Type("Meter"),
             ThingsBy::Attribute { name: "floor", value: "a=[1]" },
             ThingsBy::AttributePrefix { name: "floor", prefix: "a=" },
             ThingsBy::AttributePrefix { name: "floor", prefix: "" },
             ThingsBy::Group("east"),
+            ThingsBy::Tree("east"),
+            ThingsBy::Tree("region"),
+            ThingsBy::Tree("world"),
             ThingsBy::BillingGroup("pay"),
             ThingsBy::Principal("arn:aws:iot:r:1:cert/ab"),
         ] {
@@ -232,6 +234,8 @@ mod tests {
             ThingsBy::Attribute { name: "floor", value: "a" },
             ThingsBy::AttributePrefix { name: "floo", prefix: "" },
             ThingsBy::Group("eas"),
+            ThingsBy::Group("region"),
+            ThingsBy::Tree("worl"),
         ] {
             assert!(!keys.iter().any(|k| k.starts_with(&by.prefix())), "{by:?}");
         }
@@ -243,14 +247,23 @@ mod tests {
         let mut after = thing();
         after.groups.insert("west".into());
         after.thing_type = None;
-        let writes = thing_writes("sensor-1", Some(&before), Some(&after));
+        let lineages: Lineages = [("west".to_string(), vec!["west".into(), "world".into()])].into();
+        let writes = thing_writes("sensor-1", Some(&before), Some(&after), &lineages);
         assert_eq!(writes[0].expect, Expect::Revision(3), "the thing's own write is conditioned on what was read");
         let index: Vec<(&str, bool)> =
             writes[1..].iter().map(|w| (w.key.as_str(), matches!(w.op, ferrocore_store::WriteOp::Delete))).collect();
-        assert_eq!(index, [("type/Meter sensor-1", true), ("group/west sensor-1", false)]);
-        let deleted = thing_writes("sensor-1", Some(&before), None);
-        assert_eq!(deleted.len(), 1 + entries(&before.value).len(), "a deleted thing leaves no entry");
-        let created = thing_writes("sensor-1", None, Some(&after));
+        assert_eq!(
+            index,
+            [
+                ("type/Meter sensor-1", true),
+                ("group/west sensor-1", false),
+                ("tree/west sensor-1", false),
+                ("tree/world sensor-1", false)
+            ]
+        );
+        let deleted = thing_writes("sensor-1", Some(&before), None, &lineages);
+        assert_eq!(deleted.len(), 1 + entries(&before.value, &lineages).len(), "a deleted thing leaves no entry");
+        let created = thing_writes("sensor-1", None, Some(&after), &lineages);
         assert_eq!(created[0].expect, Expect::Absent);
     }
 }

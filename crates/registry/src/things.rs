@@ -6,7 +6,7 @@ use ferrocore_model::{Error, ResourceKind, Result};
 use ferrocore_store::{Collection, Write};
 
 use crate::paging::{Page, PageRequest};
-use crate::thing_index::{ThingsBy, thing_writes};
+use crate::thing_index::ThingsBy;
 use crate::{Outcome, Registry, new_id};
 
 #[derive(Debug, Clone, Default)]
@@ -120,7 +120,7 @@ impl Registry {
                 principals: Default::default(),
             };
             let created = ThingCreated { name: thing.name.clone(), arn, id: thing.id.clone() };
-            writes.extend(thing_writes(&thing.name, None, Some(&thing)));
+            writes.extend(self.thing_changes(&thing.name, None, Some(&thing)).await?);
             Ok(Outcome::write(writes, created))
         })
         .await
@@ -158,7 +158,7 @@ impl Registry {
             let typed = thing.thing_type.is_some();
             validate_attributes(&thing.attributes, max_thing_attributes(typed), thing_attribute_owner(typed))?;
             thing.version += 1;
-            writes.extend(thing_writes(&thing.name, Some(&loaded), Some(&thing)));
+            writes.extend(self.thing_changes(&thing.name, Some(&loaded), Some(&thing)).await?);
             Ok(Outcome::write(writes, ()))
         })
         .await
@@ -177,7 +177,7 @@ impl Registry {
                     "Cannot delete thing {name}: it has principals attached. Detach them with DetachThingPrincipal first."
                 )));
             }
-            let mut writes = thing_writes(name, Some(&loaded), None);
+            let mut writes = self.thing_changes(name, Some(&loaded), None).await?;
             writes.extend(self.shadow_writes_for_thing_delete(name).await?);
             Ok(Outcome::write(writes, ()))
         })
@@ -213,7 +213,7 @@ impl Registry {
         for loaded in self.all_things_in(by).await? {
             let mut thing = loaded.value.clone();
             if change(&mut thing) {
-                writes.extend(thing_writes(&thing.name, Some(&loaded), Some(&thing)));
+                writes.extend(self.thing_changes(&thing.name, Some(&loaded), Some(&thing)).await?);
             }
         }
         Ok(writes)

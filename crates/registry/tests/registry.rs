@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use ferrocore_model::registry::{AttributePayload, Attributes};
 use ferrocore_model::{Account, Error};
 use ferrocore_registry::{
-    Clock, CreateThing, CreateThingGroup, CreateThingType, ListThings, Registry, RegistryConfig, ShadowSettings,
-    UpdateThing,
+    Clock, CreateThing, CreateThingGroup, CreateThingType, ListThingGroups, ListThings, Registry, RegistryConfig,
+    ShadowSettings, UpdateThing,
 };
 use ferrocore_shadow::ShadowError;
 use ferrocore_store::SqliteStore;
@@ -292,10 +292,49 @@ async fn a_data_directory_from_before_the_index_is_indexed_at_start() {
     let all = registry.list_things(&ListThings::default()).await.unwrap();
     assert_eq!(all.items.len(), 3, "positive control: the old things are there");
     assert!(registry.list_things(&by_type).await.unwrap().items.is_empty(), "not indexed yet");
-    registry.prepare_thing_index().await.unwrap();
+    registry.prepare_indexes().await.unwrap();
     assert_eq!(names(registry.list_things(&by_type).await.unwrap(), |t| t.name.as_str()), ["x", "z"]);
-    registry.prepare_thing_index().await.unwrap();
+    registry.prepare_indexes().await.unwrap();
     assert_eq!(registry.list_things(&by_type).await.unwrap().items.len(), 2, "built once");
+}
+
+#[tokio::test]
+async fn indexes_missing_from_older_data_are_built_at_start() {
+    use ferrocore_store::{Collection, Expect, RecordStore, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = registry(&dir, 0).await;
+    // A second store on the same database: what the registry wrote, as the next start finds it.
+    let store = SqliteStore::open(&dir.path().join("db")).await.unwrap();
+    registry.create_thing_group(CreateThingGroup { name: "root".into(), ..Default::default() }).await.unwrap();
+    let leaf = CreateThingGroup { name: "leaf".into(), parent: Some("root".into()), ..Default::default() };
+    registry.create_thing_group(leaf).await.unwrap();
+    registry.create_thing(CreateThing { name: "dev".into(), ..Default::default() }).await.unwrap();
+    registry.add_thing_to_thing_group("leaf", "dev").await.unwrap();
+    registry.create_policy("fleet", WALLED_GARDEN, &Default::default()).await.unwrap();
+    let root_arn = "arn:aws:iot:us-east-1:000000000000:thinggroup/root";
+    registry.attach_policy("fleet", root_arn).await.unwrap();
+
+    let listings = || async {
+        let recursive = registry.list_things_in_thing_group("root", true, &Default::default()).await.unwrap().items;
+        let children = ListThingGroups { parent: Some("root".into()), ..Default::default() };
+        let children = registry.list_thing_groups(&children).await.unwrap().items.into_iter().map(|g| g.name);
+        let policies = registry.list_attached_policies(root_arn, false, &Default::default()).await.unwrap().items;
+        (recursive, children.collect::<Vec<_>>(), policies)
+    };
+    let indexed = (vec!["dev".to_string()], vec!["leaf".to_string()], vec!["fleet".to_string()]);
+    assert_eq!(listings().await, indexed, "positive control: the indexes answer");
+
+    // The data as an older release left it: no index entries, only the first thing index's setting.
+    let mut wipe = Vec::new();
+    for index in [Collection::ThingIndex, Collection::PolicyTarget, Collection::ThingGroupChild, Collection::Setting] {
+        let entries = store.list(index, None, 1000).await.unwrap();
+        wipe.extend(entries.into_iter().map(|e| Write::delete(index, e.key, Expect::Anything)));
+    }
+    wipe.push(Write::put(Collection::Setting, "thing_index_built", Expect::Anything, b"true".to_vec()));
+    store.commit(wipe).await.unwrap();
+    assert_eq!(listings().await, (vec![], vec![], vec![]), "nothing indexed");
+    registry.prepare_indexes().await.unwrap();
+    assert_eq!(listings().await, indexed);
 }
 
 const WALLED_GARDEN: &str = r#"{
@@ -583,4 +622,68 @@ async fn a_write_names_the_records_it_changed_and_forgets_only_the_permissions_t
     assert!(matches!(changes.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Empty)));
     assert_eq!(registry.permission_generation(), generation + 2);
     assert!(Arc::ptr_eq(&registry.connection_permissions(&a.arn, "a").await.unwrap(), &renewed));
+}
+
+#[tokio::test]
+async fn group_hierarchies_serve_recursive_listings_and_connection_policies_from_indexes() {
+    use ferrocore_model::security::ThingPrincipalType;
+    use ferrocore_policy::Decision;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = registry(&dir, 0).await;
+    for (name, parent) in [("world", None), ("east", Some("world")), ("shop", Some("east")), ("west", Some("world"))] {
+        let request = CreateThingGroup { name: name.into(), parent: parent.map(str::to_string), ..Default::default() };
+        registry.create_thing_group(request).await.unwrap();
+    }
+    for (thing, group) in [("a", "shop"), ("b", "east"), ("c", "west"), ("d", "shop")] {
+        registry.create_thing(CreateThing { name: thing.into(), ..Default::default() }).await.unwrap();
+        registry.add_thing_to_thing_group(group, thing).await.unwrap();
+    }
+    let recursive = async |group: &str| {
+        registry.list_things_in_thing_group(group, true, &Default::default()).await.unwrap().items
+    };
+    assert_eq!(recursive("world").await, ["a", "b", "c", "d"]);
+    assert_eq!(recursive("east").await, ["a", "b", "d"]);
+    assert_eq!(registry.list_things_in_thing_group("east", false, &Default::default()).await.unwrap().items, ["b"]);
+    // Pages of one across the tree's entries.
+    let mut paged = Vec::new();
+    let mut page = ferrocore_registry::PageRequest { max_results: Some(1), ..Default::default() };
+    loop {
+        let found = registry.list_things_in_thing_group("world", true, &page).await.unwrap();
+        paged.extend(found.items);
+        match found.next_token {
+            Some(token) => page.next_token = Some(token),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ["a", "b", "c", "d"]);
+
+    registry.remove_thing_from_thing_group("shop", "d").await.unwrap();
+    registry.delete_thing("c", None).await.unwrap();
+    assert_eq!(recursive("world").await, ["a", "b"], "leaving a group and deletion remove the tree entries");
+    let err = registry.delete_thing_group("east", None).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest(_)), "a group with children stays: {err:?}");
+
+    // A policy on the root reaches a device whose thing sits three levels down.
+    let cert = registry.create_keys_and_certificate(true).await.unwrap();
+    registry.attach_thing_principal("a", &cert.arn, ThingPrincipalType::NonExclusiveThing).await.unwrap();
+    registry.create_policy("fleet", WALLED_GARDEN, &Default::default()).await.unwrap();
+    let connect = ferrocore_registry::TestAuthorization {
+        principal: Some(cert.arn.clone()),
+        client_id: Some("a".into()),
+        checks: vec![check("CONNECT", "client/a")],
+        ..Default::default()
+    };
+    let decision = async || registry.test_authorization(&connect).await.unwrap()[0].decision;
+    assert_eq!(decision().await, Decision::ImplicitDeny, "no policy attached yet");
+    registry.attach_policy("fleet", "arn:aws:iot:us-east-1:000000000000:thinggroup/world").await.unwrap();
+    assert_eq!(decision().await, Decision::Allowed);
+    registry.remove_thing_from_thing_group("shop", "a").await.unwrap();
+    assert_eq!(decision().await, Decision::ImplicitDeny, "out of the tree, out of its policies");
+
+    registry.delete_thing_group("shop", None).await.unwrap();
+    let children = ListThingGroups { parent: Some("world".into()), recursive: true, ..Default::default() };
+    let below: Vec<String> =
+        registry.list_thing_groups(&children).await.unwrap().items.into_iter().map(|g| g.name).collect();
+    assert_eq!(below, ["east", "west"]);
 }

@@ -113,6 +113,54 @@ async fn concurrent_batches_succeed_or_fail_alone(store: &dyn RecordStore) {
     store.commit(writes).await.unwrap();
 }
 
+/// Two stores on one database, as two nodes share one: expectations, revisions and
+/// read-modify-write loops hold across them.
+pub async fn run_shared(a: &dyn RecordStore, b: &dyn RecordStore) {
+    let c = Collection::Certificate;
+    let racing = (0..32u8).map(|i| {
+        let store = if i % 2 == 0 { a } else { b };
+        store.commit(vec![Write::put(c, "shared", Expect::Absent, vec![i])])
+    });
+    let outcomes = join_all(racing.collect()).await;
+    assert_eq!(outcomes.iter().filter(|r| r.is_ok()).count(), 1, "exactly one creation wins across stores");
+    assert!(outcomes.iter().all(|r| matches!(r, Ok(()) | Err(StoreError::Conflict { .. }))));
+    let seen = a.get(c, "shared").await.unwrap().unwrap();
+    assert_eq!(b.get(c, "shared").await.unwrap().as_ref(), Some(&seen));
+    b.commit(vec![Write::put(c, "shared", Expect::Revision(seen.revision), b"by b".to_vec())]).await.unwrap();
+    let err = a.commit(vec![Write::put(c, "shared", Expect::Revision(seen.revision), b"by a".to_vec())]).await;
+    assert!(matches!(err, Err(StoreError::Conflict { .. })), "a stale revision fails on the other store: {err:?}");
+    let latest = a.get(c, "shared").await.unwrap().unwrap();
+    assert_eq!(latest.body, b"by b");
+    a.commit(vec![Write::put(c, "after", Expect::Absent, Vec::new())]).await.unwrap();
+    assert!(b.get(c, "after").await.unwrap().unwrap().revision > latest.revision, "one revision sequence");
+
+    // Read-modify-write with retry on conflict, from both stores at once: no lost update.
+    a.commit(vec![Write::put(c, "counter", Expect::Absent, 0u32.to_be_bytes().to_vec())]).await.unwrap();
+    let increments = (0..16).map(|i| {
+        let store = if i % 2 == 0 { a } else { b };
+        Box::pin(async move {
+            for _ in 0..10 {
+                loop {
+                    let current = store.get(c, "counter").await.unwrap().unwrap();
+                    let value = u32::from_be_bytes(current.body[..].try_into().unwrap()) + 1;
+                    let write =
+                        Write::put(c, "counter", Expect::Revision(current.revision), value.to_be_bytes().to_vec());
+                    match store.commit(vec![write]).await {
+                        Ok(()) => break,
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(err) => panic!("increment failed: {err}"),
+                    }
+                }
+            }
+        }) as std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>
+    });
+    join_all(increments.collect()).await;
+    let counter = b.get(c, "counter").await.unwrap().unwrap();
+    assert_eq!(u32::from_be_bytes(counter.body[..].try_into().unwrap()), 160);
+    let cleanup = ["shared", "after", "counter"].map(|key| Write::delete(c, key, Expect::Anything));
+    a.commit(cleanup.to_vec()).await.unwrap();
+}
+
 /// Polls every future together until all finish (without a runtime dependency).
 async fn join_all<T>(futures: Vec<std::pin::Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
     let mut pending: Vec<_> = futures.into_iter().map(Some).collect();

@@ -6,14 +6,17 @@
 //! transaction, so callers get optimistic concurrency that holds across several
 //! server processes sharing one database.
 //!
-//! [`SqliteStore`] is the embedded default. Another backend (PostgreSQL) implements
-//! [`RecordStore`] and must pass the conformance suite (`conformance`, with the
-//! `testing` feature: it is not part of the release build).
+//! [`SqliteStore`] is the embedded default; [`PostgresStore`] is the store several
+//! nodes share. Both pass the conformance suite (`conformance`, with the `testing`
+//! feature: it is not part of the release build).
 
 #[cfg(feature = "testing")]
 pub mod conformance;
+mod postgres;
 mod sqlite;
+mod writer;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A group of records of one kind. The string is the stored name: never change it.
@@ -46,6 +49,10 @@ pub enum Collection {
     TopicRuleDestination,
     /// Secondary indexes of things, one empty record per entry (see the registry's `thing_index`).
     ThingIndex,
+    /// Policies by the target they are attached to: `<target> <policy>`, one empty record each.
+    PolicyTarget,
+    /// Thing groups by parent: `<parent> <child>`, one empty record each.
+    ThingGroupChild,
 }
 
 impl Collection {
@@ -68,6 +75,8 @@ impl Collection {
             Self::TopicRule => "topic_rule",
             Self::TopicRuleDestination => "topic_rule_destination",
             Self::ThingIndex => "thing_index",
+            Self::PolicyTarget => "policy_target",
+            Self::ThingGroupChild => "thing_group_child",
         }
     }
 }

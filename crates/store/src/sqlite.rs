@@ -3,9 +3,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
 
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+use crate::writer::{CommitGroup, Pending, WriteQueue};
 use crate::{Collection, Expect, Record, RecordStore, StoreError, Write, WriteOp};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
@@ -33,17 +35,8 @@ const MIGRATIONS: &[&str] = &[
 /// them all durable before any caller is answered.
 pub struct SqliteStore {
     pool: SqlitePool,
-    writer: mpsc::Sender<Pending>,
+    writer: WriteQueue,
 }
-
-/// A batch waiting for the writer, with where to send its outcome.
-struct Pending {
-    writes: Vec<Write>,
-    done: oneshot::Sender<Result<(), StoreError>>,
-}
-
-/// Most batches committed in one transaction.
-const GROUP_LIMIT: usize = 512;
 
 impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -56,8 +49,8 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         migrate(&pool).await?;
-        let (writer, pending) = mpsc::channel(4 * GROUP_LIMIT);
-        tokio::spawn(write_groups(pool.clone(), pending));
+        // SQLite has one writer at a time: a second writer task would only wait for the lock.
+        let writer = WriteQueue::start(Arc::new(Writer { pool: pool.clone() }), 1);
         Ok(Self { pool, writer })
     }
 }
@@ -134,31 +127,22 @@ impl RecordStore for SqliteStore {
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let (done, outcome) = oneshot::channel();
-        let stopped = || StoreError::Backend("the store's writer has stopped".into());
-        self.writer.send(Pending { writes, done }).await.map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        self.writer.commit(writes).await
     }
 }
 
-/// The writer task: takes every batch waiting (up to [`GROUP_LIMIT`]) and commits
-/// them in one transaction.
-async fn write_groups(pool: SqlitePool, mut pending: mpsc::Receiver<Pending>) {
-    let mut group = Vec::with_capacity(GROUP_LIMIT);
-    while pending.recv_many(&mut group, GROUP_LIMIT).await > 0 {
-        let outcomes = commit_group(&pool, &group).await;
-        for (batch, outcome) in group.drain(..).zip(outcomes) {
-            let _ = batch.done.send(outcome);
+struct Writer {
+    pool: SqlitePool,
+}
+
+#[async_trait::async_trait]
+impl CommitGroup for Writer {
+    /// One transaction for the group. If the commit itself fails, every batch fails with it.
+    async fn commit_group(&self, group: &[Pending]) -> Vec<Result<(), StoreError>> {
+        match try_commit_group(&self.pool, group).await {
+            Ok(outcomes) => outcomes,
+            Err(err) => group.iter().map(|_| Err(StoreError::Backend(err.to_string()))).collect(),
         }
-    }
-}
-
-/// One transaction for the group; answers each batch's outcome. If the commit
-/// itself fails, every batch fails with it.
-async fn commit_group(pool: &SqlitePool, group: &[Pending]) -> Vec<Result<(), StoreError>> {
-    match try_commit_group(pool, group).await {
-        Ok(outcomes) => outcomes,
-        Err(err) => group.iter().map(|_| Err(StoreError::Backend(err.to_string()))).collect(),
     }
 }
 

@@ -19,3 +19,12 @@ async fn committed_data_survives_reopening() {
     let record = store.get(Collection::Thing, "kept").await.unwrap().unwrap();
     assert_eq!(record.body, b"body");
 }
+
+#[tokio::test]
+async fn two_stores_on_one_file_keep_each_others_expectations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferrocore.db");
+    let a = SqliteStore::open(&path).await.unwrap();
+    let b = SqliteStore::open(&path).await.unwrap();
+    conformance::run_shared(&a, &b).await;
+}
