@@ -92,14 +92,15 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 
 class Ferrocore:
-    def __init__(self, binary: Path, workdir: Path):
+    def __init__(self, binary: Path, workdir: Path, extra_args: tuple[str, ...] = ()):
         self.api_port, self.mqtt_port, self.https_port = free_port(), free_port(), free_port()
         self.data = workdir / "ferrocore-data"
         self.endpoint = f"http://127.0.0.1:{self.api_port}"
         self.log = open(workdir / "ferrocore.log", "ab")
         self.proc = subprocess.Popen(
             [str(binary), "serve", "--data-dir", str(self.data), "--api-addr", f"127.0.0.1:{self.api_port}",
-             "--mqtt-addr", f"127.0.0.1:{self.mqtt_port}", "--https-addr", f"127.0.0.1:{self.https_port}"],
+             "--mqtt-addr", f"127.0.0.1:{self.mqtt_port}", "--https-addr", f"127.0.0.1:{self.https_port}",
+             *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "FERROCORE_LOG": "warn"})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -100,6 +100,9 @@ enum Mode {
         concurrency: usize,
         #[arg(long, default_value_t = 10.0)]
         duration: f64,
+        /// Stop once this many things are created (within the duration).
+        #[arg(long)]
+        count: Option<u64>,
     },
 }
 
@@ -216,8 +219,9 @@ fn main() -> anyhow::Result<()> {
                 let (warmup, duration) = (Duration::from_secs_f64(warmup), Duration::from_secs_f64(duration));
                 modes::shadow(&broker.target()?, &broker.prefix, devices, inflight, warmup, duration).await?
             }
-            Mode::CreateThings { endpoint, prefix, concurrency, duration } => {
-                modes::create_things(&endpoint, &prefix, concurrency, Duration::from_secs_f64(duration)).await?
+            Mode::CreateThings { endpoint, prefix, concurrency, duration, count } => {
+                let duration = Duration::from_secs_f64(duration);
+                modes::create_things(&endpoint, &prefix, concurrency, duration, count).await?
             }
         };
         report::emit(result);

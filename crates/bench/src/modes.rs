@@ -87,8 +87,26 @@ async fn run_workers(
     stop: &AtomicBool,
     workers: Vec<Worker>,
 ) -> anyhow::Result<(u64, f64, Histogram<u64>)> {
+    run_workers_until(duration, None, done, stop, workers).await
+}
+
+/// [`run_workers`], ending early once `count` operations are done.
+async fn run_workers_until(
+    duration: Duration,
+    count: Option<u64>,
+    done: &AtomicU64,
+    stop: &AtomicBool,
+    workers: Vec<Worker>,
+) -> anyhow::Result<(u64, f64, Histogram<u64>)> {
     let started = Instant::now();
-    tokio::time::sleep(duration).await;
+    match count {
+        None => tokio::time::sleep(duration).await,
+        Some(count) => {
+            while started.elapsed() < duration && done.load(Ordering::Relaxed) < count {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     let completed = done.load(Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
@@ -264,6 +282,7 @@ pub async fn create_things(
     prefix: &str,
     concurrency: usize,
     duration: Duration,
+    count: Option<u64>,
 ) -> anyhow::Result<Value> {
     let url = reqwest::Url::parse(endpoint)?;
     let host = match url.port() {
@@ -316,7 +335,7 @@ pub async fn create_things(
             Ok(samples)
         }));
     }
-    let (completed, elapsed, merged) = run_workers(duration, &done, &stop, workers).await?;
+    let (completed, elapsed, merged) = run_workers_until(duration, count, &done, &stop, workers).await?;
     Ok(json!({
         "mode": "create-things",
         "unit": "CreateThing",

@@ -102,16 +102,21 @@ impl Registry {
                 return Ok(Outcome::answer(()));
             };
             check_expected_version("billing group", name, loaded.value.version, expected_version)?;
-            let mut writes = self
-                .rewrite_things(ThingsBy::BillingGroup(name), |thing| {
+            // The group goes first: a thing joining it holds it, so the join has committed
+            // (and its thing is rewritten below) or fails; the last write checks for joins
+            // that committed after the members were read.
+            let mut writes = vec![Write::delete(Collection::BillingGroup, name, loaded.expect())];
+            writes.extend(
+                self.rewrite_things(ThingsBy::BillingGroup(name), |thing| {
                     let member = thing.billing_group.as_deref() == Some(name);
                     if member {
                         thing.billing_group = None;
                     }
                     member
                 })
-                .await?;
-            writes.push(Write::delete(Collection::BillingGroup, name, loaded.expect()));
+                .await?,
+            );
+            writes.push(Write::none_with_prefix(Collection::ThingIndex, ThingsBy::BillingGroup(name).prefix()));
             Ok(Outcome::write(writes, ()))
         })
         .await
@@ -146,7 +151,7 @@ impl Registry {
             if updated == loaded.value {
                 return Ok(Outcome::answer(()));
             }
-            let mut writes = vec![Write::check(Collection::BillingGroup, group, billing_group.expect())];
+            let mut writes = vec![Write::hold(Collection::BillingGroup, group, billing_group.expect())];
             writes.extend(self.thing_changes(thing, Some(&loaded), Some(&updated)).await?);
             Ok(Outcome::write(writes, ()))
         })

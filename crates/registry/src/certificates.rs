@@ -164,7 +164,7 @@ impl Registry {
             ));
         };
         let certificate = self.new_certificate(pem, &parsed, status, Some(ca), ca.mode);
-        let issuer_check = revision_of(&ca.id).map(|expect| Write::check(Collection::CaCertificate, &ca.id, expect));
+        let issuer_check = revision_of(&ca.id).map(|expect| Write::hold(Collection::CaCertificate, &ca.id, expect));
         self.insert_certificate(certificate, None, issuer_check).await
     }
 
@@ -248,7 +248,10 @@ impl Registry {
                     "Certificate policies must be detached before deletion (arn: {arn})"
                 )));
             }
-            writes.push(Write::delete(Collection::Certificate, id, loaded.expect()));
+            // After the detachments: AttachPolicy holds the certificate, so one that committed
+            // after they were read is found here.
+            writes.insert(0, Write::delete(Collection::Certificate, id, loaded.expect()));
+            writes.push(Write::none_with_prefix(Collection::PolicyTarget, format!("{arn} ")));
             Ok(Outcome::write(writes, ()))
         })
         .await

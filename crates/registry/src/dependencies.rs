@@ -31,7 +31,7 @@ pub enum Dependency {
 /// what policies read (tags, a group's description) say so and skip this.
 pub(crate) fn changed_by(writes: &[Write], account: &Account) -> Vec<Dependency> {
     let mut changed = Vec::new();
-    for write in writes {
+    for write in writes.iter().filter(|write| write.changes()) {
         let key = || write.key.clone();
         match write.collection {
             Collection::Certificate => changed.push(Dependency::Certificate(key())),

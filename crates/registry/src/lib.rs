@@ -287,7 +287,7 @@ impl Registry {
             let touches_trust: Vec<(Collection, String)> = outcome
                 .writes
                 .iter()
-                .filter(|w| matches!(w.collection, Collection::Certificate | Collection::CaCertificate))
+                .filter(|w| w.changes() && matches!(w.collection, Collection::Certificate | Collection::CaCertificate))
                 .map(|w| (w.collection, w.key.clone()))
                 .collect();
             let changed = match outcome.keeps_permissions {

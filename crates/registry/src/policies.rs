@@ -157,12 +157,12 @@ impl Registry {
                 let cert = self.load::<Certificate>(Collection::Certificate, &arn.name).await?;
                 let cert =
                     cert.ok_or_else(|| Error::not_found(format!("The certificate {} does not exist.", arn.name)))?;
-                Ok((Write::check(Collection::Certificate, &arn.name, cert.expect()), MAX_POLICIES_PER_PRINCIPAL))
+                Ok((Write::hold(Collection::Certificate, &arn.name, cert.expect()), MAX_POLICIES_PER_PRINCIPAL))
             }
             ResourceKind::ThingGroup => {
                 let group = self.load::<ThingGroup>(Collection::ThingGroup, &arn.name).await?;
                 let group = group.ok_or_else(|| Error::not_found(format!("ThingGroup {} does not exist", arn.name)))?;
-                Ok((Write::check(Collection::ThingGroup, &arn.name, group.expect()), MAX_POLICIES_PER_THING_GROUP))
+                Ok((Write::hold(Collection::ThingGroup, &arn.name, group.expect()), MAX_POLICIES_PER_THING_GROUP))
             }
             _ => Err(invalid()),
         }

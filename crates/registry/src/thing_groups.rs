@@ -140,7 +140,7 @@ impl Registry {
                         "Thing group hierarchies can be at most {MAX_GROUP_DEPTH} levels deep"
                     )));
                 }
-                writes.push(Write::check(Collection::ThingGroup, parent, parent_group.expect()));
+                writes.push(Write::hold(Collection::ThingGroup, parent, parent_group.expect()));
             }
             let group = ThingGroup {
                 name: request.name.clone(),
@@ -209,9 +209,16 @@ impl Registry {
                     "Cannot delete thing group : {name} when there are still child groups attached to it"
                 )));
             }
-            let mut writes = self.rewrite_things(ThingsBy::Group(name), |thing| thing.groups.remove(name)).await?;
-            writes.extend(self.detach_target_everywhere(&self.arn(ResourceKind::ThingGroup, name)).await?);
-            writes.extend(group_writes(name, Some(&loaded), None));
+            // The group goes first: joining things, child groups and policy attachments
+            // hold it, so each has committed (and is undone below) or fails; the last
+            // writes check for any that committed after they were read.
+            let arn = self.arn(ResourceKind::ThingGroup, name);
+            let mut writes = group_writes(name, Some(&loaded), None);
+            writes.extend(self.rewrite_things(ThingsBy::Group(name), |thing| thing.groups.remove(name)).await?);
+            writes.extend(self.detach_target_everywhere(&arn).await?);
+            writes.push(Write::none_with_prefix(Collection::ThingIndex, ThingsBy::Group(name).prefix()));
+            writes.push(Write::none_with_prefix(Collection::ThingGroupChild, format!("{name} ")));
+            writes.push(Write::none_with_prefix(Collection::PolicyTarget, format!("{arn} ")));
             Ok(Outcome::write(writes, ()))
         })
         .await
@@ -261,7 +268,7 @@ impl Registry {
             let mut writes = Vec::new();
             for name in remove {
                 let group = self.require_group(name).await?;
-                writes.push(Write::check(Collection::ThingGroup, name, group.expect()));
+                writes.push(Write::hold(Collection::ThingGroup, name, group.expect()));
                 updated.groups.remove(name);
             }
             let root_of = |name: &str| {
@@ -270,7 +277,7 @@ impl Registry {
             for name in add {
                 let group = self.require_group(name).await?;
                 check_group_membership(&updated, name, &root_of)?;
-                writes.push(Write::check(Collection::ThingGroup, name, group.expect()));
+                writes.push(Write::hold(Collection::ThingGroup, name, group.expect()));
                 updated.groups.insert(name.clone());
             }
             if updated.groups != loaded.value.groups {

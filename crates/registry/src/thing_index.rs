@@ -46,7 +46,7 @@ pub(crate) enum ThingsBy<'a> {
 
 impl ThingsBy<'_> {
     /// What every key of the set starts with.
-    fn prefix(self) -> String {
+    pub(crate) fn prefix(self) -> String {
         match self {
             Self::Type(name) => format!("type/{name} "),
             Self::AttributePrefix { name, prefix } => format!("attr/{name}={prefix}"),

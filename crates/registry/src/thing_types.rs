@@ -132,9 +132,13 @@ impl Registry {
                     "Can not delete thing type {name} because it is associated with thing {user} (and possibly others). Remove the thing type from its things first."
                 )));
             }
-            // No thing can start using the type meanwhile: it is deprecated, and
-            // CreateThing and UpdateThing refuse deprecated types.
-            Ok(Outcome::write(vec![Write::delete(Collection::ThingType, name, loaded.expect())], ()))
+            // CreateThing and UpdateThing refuse deprecated types and hold the type they
+            // use: the delete waits for them, then finds their things.
+            let writes = vec![
+                Write::delete(Collection::ThingType, name, loaded.expect()),
+                Write::none_with_prefix(Collection::ThingIndex, ThingsBy::Type(name).prefix()),
+            ];
+            Ok(Outcome::write(writes, ()))
         })
         .await
     }

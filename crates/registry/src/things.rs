@@ -88,11 +88,11 @@ impl Registry {
             let mut writes = Vec::new();
             if let Some(type_name) = &request.thing_type {
                 let thing_type = self.usable_type(type_name).await?;
-                writes.push(Write::check(Collection::ThingType, type_name, thing_type.expect()));
+                writes.push(Write::hold(Collection::ThingType, type_name, thing_type.expect()));
             }
             if let Some(group) = &request.billing_group {
                 let billing_group = self.require_billing_group(group).await?;
-                writes.push(Write::check(Collection::BillingGroup, group, billing_group.expect()));
+                writes.push(Write::hold(Collection::BillingGroup, group, billing_group.expect()));
             }
             let arn = self.arn(ResourceKind::Thing, &request.name);
             if let Some(existing) = self.load::<Thing>(Collection::Thing, &request.name).await? {
@@ -147,7 +147,7 @@ impl Registry {
             } else if let Some(type_name) = &request.thing_type {
                 if thing.thing_type.as_ref() != Some(type_name) {
                     let thing_type = self.usable_type(type_name).await?;
-                    writes.push(Write::check(Collection::ThingType, type_name, thing_type.expect()));
+                    writes.push(Write::hold(Collection::ThingType, type_name, thing_type.expect()));
                 }
                 thing.thing_type = Some(type_name.clone());
             }

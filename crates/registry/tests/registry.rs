@@ -639,9 +639,8 @@ async fn group_hierarchies_serve_recursive_listings_and_connection_policies_from
         registry.create_thing(CreateThing { name: thing.into(), ..Default::default() }).await.unwrap();
         registry.add_thing_to_thing_group(group, thing).await.unwrap();
     }
-    let recursive = async |group: &str| {
-        registry.list_things_in_thing_group(group, true, &Default::default()).await.unwrap().items
-    };
+    let recursive =
+        async |group: &str| registry.list_things_in_thing_group(group, true, &Default::default()).await.unwrap().items;
     assert_eq!(recursive("world").await, ["a", "b", "c", "d"]);
     assert_eq!(recursive("east").await, ["a", "b", "d"]);
     assert_eq!(registry.list_things_in_thing_group("east", false, &Default::default()).await.unwrap().items, ["b"]);
@@ -686,4 +685,35 @@ async fn group_hierarchies_serve_recursive_listings_and_connection_policies_from
     let below: Vec<String> =
         registry.list_thing_groups(&children).await.unwrap().items.into_iter().map(|g| g.name).collect();
     assert_eq!(below, ["east", "west"]);
+}
+
+#[tokio::test]
+async fn many_things_join_one_type_and_one_group_at_once_without_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = registry(&dir, 0).await;
+    let registry = Arc::new(registry);
+    registry.create_thing_type(CreateThingType { name: "Meter".into(), ..Default::default() }).await.unwrap();
+    registry.create_thing_group(CreateThingGroup { name: "fleet".into(), ..Default::default() }).await.unwrap();
+    // Each operation holds the shared type or group; none writes it, so none conflicts with another.
+    let mut joins = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let registry = registry.clone();
+        joins.spawn(async move {
+            let name = format!("meter-{i:02}");
+            let thing = CreateThing { name: name.clone(), thing_type: Some("Meter".into()), ..Default::default() };
+            registry.create_thing(thing).await?;
+            registry.add_thing_to_thing_group("fleet", &name).await
+        });
+    }
+    while let Some(outcome) = joins.join_next().await {
+        outcome.unwrap().unwrap();
+    }
+    let request = ferrocore_registry::PageRequest { max_results: Some(250), ..Default::default() };
+    assert_eq!(registry.list_things_in_thing_group("fleet", false, &request).await.unwrap().items.len(), 64);
+    // Deleting the group takes its members out of it.
+    registry.delete_thing_group("fleet", None).await.unwrap();
+    let listing = ListThings { page: request.clone(), ..Default::default() };
+    let things = registry.list_things(&listing).await.unwrap().items;
+    assert_eq!(things.len(), 64);
+    assert!(things.iter().all(|t| t.groups.is_empty()));
 }

@@ -10,6 +10,43 @@ pub async fn run_all(store: &dyn RecordStore) {
     list_is_ordered_and_paged(store).await;
     collections_are_separate(store).await;
     concurrent_batches_succeed_or_fail_alone(store).await;
+    holds_and_prefix_conditions(store).await;
+}
+
+async fn holds_and_prefix_conditions(store: &dyn RecordStore) {
+    let c = Collection::ThingType;
+    store.commit(vec![Write::put(c, "held", Expect::Absent, b"h".to_vec())]).await.unwrap();
+    let held = store.get(c, "held").await.unwrap().unwrap().revision;
+    let stale = store.commit(vec![Write::hold(c, "held", Expect::Revision(held - 1))]).await;
+    assert!(matches!(stale, Err(StoreError::Conflict { .. })), "{stale:?}");
+    // Many batches hold one record at once: none fails for the others.
+    let holders = (0..32).map(|i| {
+        store.commit(vec![
+            Write::hold(c, "held", Expect::Revision(held)),
+            Write::put(c, format!("dependent {i:02}"), Expect::Absent, Vec::new()),
+        ])
+    });
+    assert!(join_all(holders.collect()).await.iter().all(Result::is_ok), "holders do not contend");
+    assert_eq!(store.get(c, "held").await.unwrap().unwrap().revision, held, "a hold writes nothing");
+
+    let guarded_delete = |extra: Vec<Write>| {
+        let mut batch = vec![Write::delete(c, "held", Expect::Revision(held))];
+        batch.extend(extra);
+        batch.push(Write::none_with_prefix(c, "dependent "));
+        batch
+    };
+    let err = store.commit(guarded_delete(Vec::new())).await;
+    assert!(matches!(err, Err(StoreError::Conflict { .. })), "dependents remain: {err:?}");
+    assert!(store.get(c, "held").await.unwrap().is_some(), "and nothing was deleted");
+    let dependents: Vec<Write> =
+        (0..32).map(|i| Write::delete(c, format!("dependent {i:02}"), Expect::Anything)).collect();
+    // Keys that only share the prefix's start do not count.
+    store.commit(vec![Write::put(c, "dependent", Expect::Absent, Vec::new())]).await.unwrap();
+    store.commit(vec![Write::put(c, "dependents!", Expect::Absent, Vec::new())]).await.unwrap();
+    store.commit(guarded_delete(dependents)).await.unwrap();
+    assert_eq!(store.get(c, "held").await.unwrap(), None);
+    let cleanup = ["dependent", "dependents!"].map(|key| Write::delete(c, key, Expect::Anything));
+    store.commit(cleanup.to_vec()).await.unwrap();
 }
 
 async fn put_get_and_revisions(store: &dyn RecordStore) {
@@ -159,6 +196,31 @@ pub async fn run_shared(a: &dyn RecordStore, b: &dyn RecordStore) {
     assert_eq!(u32::from_be_bytes(counter.body[..].try_into().unwrap()), 160);
     let cleanup = ["shared", "after", "counter"].map(|key| Write::delete(c, key, Expect::Anything));
     a.commit(cleanup.to_vec()).await.unwrap();
+
+    // A dependent written under a hold through one store, and the held record removed
+    // through the other with a check for dependents: never both.
+    for round in 0..20 {
+        let parent = format!("parent-{round}");
+        a.commit(vec![Write::put(c, parent.clone(), Expect::Absent, Vec::new())]).await.unwrap();
+        let revision = a.get(c, &parent).await.unwrap().unwrap().revision;
+        let child = format!("child-{round} x");
+        let attach = a.commit(vec![
+            Write::hold(c, parent.clone(), Expect::Revision(revision)),
+            Write::put(c, child.clone(), Expect::Absent, Vec::new()),
+        ]);
+        let remove = b.commit(vec![
+            Write::delete(c, parent.clone(), Expect::Revision(revision)),
+            Write::none_with_prefix(c, format!("child-{round} ")),
+        ]);
+        let outcomes = join_all(vec![attach, remove]).await;
+        let parent_left = a.get(c, &parent).await.unwrap().is_some();
+        let child_left = a.get(c, &child).await.unwrap().is_some();
+        assert!(parent_left || !child_left, "round {round}: a dependent outlived what it held: {outcomes:?}");
+        assert!(outcomes.iter().any(Result::is_ok), "round {round}: one of them succeeds: {outcomes:?}");
+        a.commit(vec![Write::delete(c, parent, Expect::Anything), Write::delete(c, child, Expect::Anything)])
+            .await
+            .unwrap();
+    }
 }
 
 /// Polls every future together until all finish (without a runtime dependency).

@@ -105,6 +105,16 @@ pub enum WriteOp {
     /// depended on to be unchanged, and any batch that read the old revision
     /// (e.g. a delete racing an attachment) now fails.
     Check,
+    /// Writes nothing: the batch requires the record as expected and holds it so until
+    /// the batch is committed (a concurrent write of the record waits or fails). Any
+    /// number of batches may hold one record at once, so a record many writes depend
+    /// on (a thing type, a group) is not a point of contention. Whoever removes such a
+    /// record writes it first in its batch and then checks, with [`WriteOp::NoneWithPrefix`],
+    /// that no dependent appeared meanwhile.
+    Hold,
+    /// Writes nothing: the batch requires that, after its earlier writes, no record of
+    /// the collection has a key starting with this write's key.
+    NoneWithPrefix,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +136,24 @@ impl Write {
 
     pub fn delete(collection: Collection, key: impl Into<String>, expect: Expect) -> Self {
         Self { collection, key: key.into(), expect, op: WriteOp::Delete }
+    }
+
+    pub fn hold(collection: Collection, key: impl Into<String>, expect: Expect) -> Self {
+        Self { collection, key: key.into(), expect, op: WriteOp::Hold }
+    }
+
+    pub fn none_with_prefix(collection: Collection, prefix: impl Into<String>) -> Self {
+        Self { collection, key: prefix.into(), expect: Expect::Anything, op: WriteOp::NoneWithPrefix }
+    }
+
+    /// Whether the write can fail the batch.
+    pub fn is_conditional(&self) -> bool {
+        self.expect != Expect::Anything || self.op == WriteOp::NoneWithPrefix
+    }
+
+    /// Whether the write changes the store (rather than only conditioning the batch).
+    pub fn changes(&self) -> bool {
+        !matches!(self.op, WriteOp::Hold | WriteOp::NoneWithPrefix)
     }
 }
 

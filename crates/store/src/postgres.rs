@@ -165,7 +165,7 @@ async fn try_commit_group(pool: &PgPool, group: &[Pending]) -> Result<Vec<Result
     let mut outcomes = Vec::with_capacity(group.len());
     for (batch, revision) in group.iter().zip(revisions) {
         // A batch without expectations cannot fail on them: no savepoint to roll back to.
-        let guarded = batch.writes.iter().any(|w| w.expect != Expect::Anything);
+        let guarded = batch.writes.iter().any(Write::is_conditional);
         if guarded {
             sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
         }
@@ -271,9 +271,30 @@ async fn apply(
                         .rows_affected()
                         == 1
                 }
-                // Deleting or checking a record that must be absent changes nothing; the
-                // expectation is read (an absent row cannot be locked).
-                (WriteOp::Check | WriteOp::Delete, Expect::Absent) => {
+                // A shared row lock: other holders proceed, writers of the row wait for the commit.
+                (WriteOp::Hold, Expect::Revision(expected)) => sqlx::query_scalar::<_, i32>(
+                    "SELECT 1 FROM records WHERE collection = $1 AND key = $2 AND revision = $3 FOR SHARE",
+                )
+                .bind(collection)
+                .bind(key)
+                .bind(expected)
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_some(),
+                (WriteOp::Hold, Expect::Anything) => true,
+                // Each statement sees what committed before it started: a batch that held a
+                // record this one removed earlier has committed by now, and its rows are seen.
+                (WriteOp::NoneWithPrefix, _) => !sqlx::query_scalar::<_, String>(
+                    "SELECT key FROM records WHERE collection = $1 AND key >= $2 ORDER BY key LIMIT 1",
+                )
+                .bind(collection)
+                .bind(key)
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_some_and(|next| next.starts_with(key)),
+                // Deleting, checking or holding a record that must be absent changes nothing;
+                // the expectation is read (an absent row cannot be locked).
+                (WriteOp::Check | WriteOp::Delete | WriteOp::Hold, Expect::Absent) => {
                     sqlx::query_scalar::<_, i32>("SELECT 1 FROM records WHERE collection = $1 AND key = $2")
                         .bind(collection)
                         .bind(key)

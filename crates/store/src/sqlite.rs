@@ -169,6 +169,18 @@ async fn apply(tx: &mut Transaction<'static, Sqlite>, writes: &[Write]) -> Resul
             .fetch_one(&mut **tx)
             .await?;
     for write in writes {
+        if write.op == WriteOp::NoneWithPrefix {
+            let next: Option<String> =
+                sqlx::query_scalar("SELECT key FROM records WHERE collection = ? AND key >= ? ORDER BY key LIMIT 1")
+                    .bind(write.collection.as_str())
+                    .bind(&write.key)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            if next.is_some_and(|key| key.starts_with(&write.key)) {
+                return Err(StoreError::Conflict { collection: write.collection.as_str(), key: write.key.clone() });
+            }
+            continue;
+        }
         let current = current_revision(tx, write.collection, &write.key).await?;
         let holds = match write.expect {
             Expect::Anything => true,
@@ -194,6 +206,8 @@ async fn apply(tx: &mut Transaction<'static, Sqlite>, writes: &[Write]) -> Resul
             WriteOp::Delete => sqlx::query("DELETE FROM records WHERE collection = ? AND key = ?")
                 .bind(write.collection.as_str())
                 .bind(&write.key),
+            // One writer at a time: what was checked stays so until the commit.
+            WriteOp::Hold | WriteOp::NoneWithPrefix => continue,
         };
         statement.execute(&mut **tx).await?;
     }
