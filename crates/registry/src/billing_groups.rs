@@ -160,8 +160,6 @@ impl Registry {
 
     pub async fn list_things_in_billing_group(&self, group: &str, page: &PageRequest) -> Result<Page<String>> {
         self.require_billing_group(group).await?;
-        let things =
-            self.page_of(ThingsBy::BillingGroup(group), page, |thing| thing.billing_group.as_deref() == Some(group));
-        Ok(things.await?.map(|thing| thing.name))
+        self.names_page(ThingsBy::BillingGroup(group), page).await
     }
 }

@@ -1,16 +1,17 @@
 //! Device certificates: creating, registering, status changes and deletion.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use ferrocore_model::names::CERTIFICATE_ID;
 use ferrocore_model::security::{CaCertificate, CaStatus, Certificate, CertificateMode, CertificateStatus};
 use ferrocore_model::{Error, ResourceKind, Result};
 use ferrocore_pki::{ParsedCertificate, PkiError, parse_certificate_pem, parse_csr_pem};
-use ferrocore_store::{Collection, Expect, Write};
+use ferrocore_store::{Collection, Write};
 
-use crate::paging::{Page, PageRequest, paginate};
-use crate::{Outcome, Registry, SCAN_CHUNK, decode_record, new_id, put, storage_failure};
+use crate::indexes::record_writes;
+use crate::paging::{Page, PageBuilder, PageRequest};
+use crate::{Loaded, Outcome, Registry, SCAN_CHUNK, decode_record, new_id, put, storage_failure};
 
 /// What a certificate-creating call answers.
 #[derive(Debug, Clone)]
@@ -34,6 +35,25 @@ pub(crate) fn certificate_not_found(id: &str) -> Error {
 pub(crate) fn creation_order_key(creation: i64, id: &str, ascending: bool) -> String {
     let rank = if ascending { creation } else { i64::MAX - creation };
     format!("{rank:020}|{id}")
+}
+
+/// A certificate's entries in `CertificateOrder`: its creation order, ascending (`a`) and
+/// descending (`d`), among all certificates and among its CA's. What they index never changes.
+pub(crate) fn certificate_entries(certificate: &Certificate) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for (ascending, direction) in [(true, "a"), (false, "d")] {
+        let order = creation_order_key(certificate.creation_date, &certificate.id, ascending);
+        keys.insert(format!("all/{direction} {order}"));
+        if let Some(ca) = &certificate.ca_certificate_id {
+            keys.insert(format!("ca/{ca}/{direction} {order}"));
+        }
+    }
+    keys
+}
+
+/// The writes that create or delete a certificate, with its order entries.
+fn certificate_writes(id: &str, before: Option<&Loaded<Certificate>>, after: Option<&Certificate>) -> Vec<Write> {
+    record_writes(Collection::Certificate, Collection::CertificateOrder, id, before, after, certificate_entries)
 }
 
 impl Registry {
@@ -100,7 +120,7 @@ impl Registry {
                 pem: certificate.pem.clone(),
                 key_pair: key_pair.clone(),
             };
-            let mut writes = vec![put(Collection::Certificate, &certificate.id, Expect::Absent, certificate)];
+            let mut writes = certificate_writes(&certificate.id, None, Some(certificate));
             writes.extend(issuer_check.iter().cloned());
             Ok(Outcome::write(writes, created))
         })
@@ -196,17 +216,34 @@ impl Registry {
         if let Some(ca_id) = ca_id {
             self.require_ca_certificate(ca_id).await?;
         }
-        let mut all: Vec<(String, Certificate)> = self
-            .load_all::<Certificate>(Collection::Certificate)
-            .await?
-            .into_iter()
-            .map(|c| c.value)
-            .filter(|c| ca_id.is_none_or(|id| c.ca_certificate_id.as_deref() == Some(id)))
-            .map(|c| (creation_order_key(c.creation_date, &c.id, ascending), c))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        let page = paginate(all, |(key, _)| key.as_str(), page)?;
-        Ok(Page { items: page.items.into_iter().map(|(_, c)| c).collect(), next_token: page.next_token })
+        // The index holds each certificate in both orders, overall and under its CA.
+        let direction = if ascending { "a" } else { "d" };
+        let prefix = match ca_id {
+            Some(ca) => format!("ca/{ca}/{direction} "),
+            None => format!("all/{direction} "),
+        };
+        let mut builder = PageBuilder::new(page, page.after()?)?;
+        loop {
+            let start = format!("{prefix}{}", builder.after().unwrap_or_default());
+            let entries = self
+                .store
+                .list(Collection::CertificateOrder, Some(&start), builder.chunk())
+                .await
+                .map_err(storage_failure)?;
+            let orders: Vec<String> =
+                entries.into_iter().map_while(|entry| entry.key.strip_prefix(&prefix).map(str::to_string)).collect();
+            let fetched = orders.len();
+            for order in orders {
+                let id = order.rsplit_once('|').map_or(order.as_str(), |(_, id)| id);
+                let certificate = self.load::<Certificate>(Collection::Certificate, id).await?.map(|c| c.value);
+                if let Some(page) = builder.offer(order, certificate, &mut |_| true) {
+                    return Ok(page);
+                }
+            }
+            if let Some(page) = builder.chunk_done(fetched) {
+                return Ok(page);
+            }
+        }
     }
 
     pub async fn update_certificate(&self, id: &str, new_status: CertificateStatus) -> Result<()> {
@@ -250,7 +287,7 @@ impl Registry {
             }
             // After the detachments: AttachPolicy holds the certificate, so one that committed
             // after they were read is found here.
-            writes.insert(0, Write::delete(Collection::Certificate, id, loaded.expect()));
+            writes.splice(0..0, certificate_writes(id, Some(&loaded), None));
             writes.push(Write::none_with_prefix(Collection::PolicyTarget, format!("{arn} ")));
             Ok(Outcome::write(writes, ()))
         })

@@ -53,6 +53,7 @@ pub(crate) fn changed_by(writes: &[Write], account: &Account) -> Vec<Dependency>
             | Collection::ThingIndex
             | Collection::PolicyTarget
             | Collection::ThingGroupChild
+            | Collection::CertificateOrder
             | Collection::BillingGroup
             | Collection::RoleAlias
             | Collection::RetainedMessage

@@ -9,6 +9,7 @@
 //! | `ThingIndex` | things | type, attribute, thing group, billing group, principal (see `thing_index`) |
 //! | `PolicyTarget` | policies | each target the policy is attached to |
 //! | `ThingGroupChild` | thing groups | the parent group |
+//! | `CertificateOrder` | certificates | `all/a`, `all/d`, `ca/<id>/a`, `ca/<id>/d`; the name is the creation order key |
 //!
 //! Data written before an index existed gets it at start ([`Registry::prepare_indexes`]).
 
@@ -71,7 +72,7 @@ enum Entries {
     Thing,
 }
 
-const BUILDS: [Build; 3] = [
+const BUILDS: [Build; 4] = [
     // "v2": the `tree/` entries came after the first thing index.
     Build {
         done: "thing_index_v2_built",
@@ -90,6 +91,14 @@ const BUILDS: [Build; 3] = [
         source: Collection::ThingGroup,
         index: Collection::ThingGroupChild,
         entries: Entries::Of(|record| Ok(group_entries(&decode_record(Collection::ThingGroup, record)?))),
+    },
+    Build {
+        done: "certificate_order_index_built",
+        source: Collection::Certificate,
+        index: Collection::CertificateOrder,
+        entries: Entries::Of(|record| {
+            Ok(crate::certificates::certificate_entries(&decode_record(Collection::Certificate, record)?))
+        }),
     },
 ];
 

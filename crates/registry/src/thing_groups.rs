@@ -295,12 +295,8 @@ impl Registry {
         page: &PageRequest,
     ) -> Result<Page<String>> {
         self.require_group(group).await?;
-        if !recursive {
-            let things = self.page_of(ThingsBy::Group(group), page, |thing| thing.groups.contains(group));
-            return Ok(things.await?.map(|thing| thing.name));
-        }
-        let things = self.page_of(ThingsBy::Tree(group), page, |_| true);
-        Ok(things.await?.map(|thing| thing.name))
+        let by = if recursive { ThingsBy::Tree(group) } else { ThingsBy::Group(group) };
+        self.names_page(by, page).await
     }
 
     pub async fn list_thing_groups_for_thing(&self, thing: &str, page: &PageRequest) -> Result<Page<GroupRef>> {

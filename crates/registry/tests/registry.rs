@@ -319,20 +319,25 @@ async fn indexes_missing_from_older_data_are_built_at_start() {
         let children = ListThingGroups { parent: Some("root".into()), ..Default::default() };
         let children = registry.list_thing_groups(&children).await.unwrap().items.into_iter().map(|g| g.name);
         let policies = registry.list_attached_policies(root_arn, false, &Default::default()).await.unwrap().items;
-        (recursive, children.collect::<Vec<_>>(), policies)
+        let certificates = registry.list_certificates(None, false, &Default::default()).await.unwrap().items;
+        let certificates: Vec<String> = certificates.into_iter().map(|c| c.id).collect();
+        (recursive, children.collect::<Vec<_>>(), policies, certificates)
     };
-    let indexed = (vec!["dev".to_string()], vec!["leaf".to_string()], vec!["fleet".to_string()]);
+    let certificate = registry.create_keys_and_certificate(false).await.unwrap().id;
+    let indexed = (vec!["dev".to_string()], vec!["leaf".to_string()], vec!["fleet".to_string()], vec![certificate]);
     assert_eq!(listings().await, indexed, "positive control: the indexes answer");
 
     // The data as an older release left it: no index entries, only the first thing index's setting.
     let mut wipe = Vec::new();
-    for index in [Collection::ThingIndex, Collection::PolicyTarget, Collection::ThingGroupChild, Collection::Setting] {
+    let indexes =
+        [Collection::ThingIndex, Collection::PolicyTarget, Collection::ThingGroupChild, Collection::CertificateOrder];
+    for index in indexes.into_iter().chain([Collection::Setting]) {
         let entries = store.list(index, None, 1000).await.unwrap();
         wipe.extend(entries.into_iter().map(|e| Write::delete(index, e.key, Expect::Anything)));
     }
     wipe.push(Write::put(Collection::Setting, "thing_index_built", Expect::Anything, b"true".to_vec()));
     store.commit(wipe).await.unwrap();
-    assert_eq!(listings().await, (vec![], vec![], vec![]), "nothing indexed");
+    assert_eq!(listings().await, (vec![], vec![], vec![], vec![]), "nothing indexed");
     registry.prepare_indexes().await.unwrap();
     assert_eq!(listings().await, indexed);
 }

@@ -53,6 +53,8 @@ pub enum Collection {
     PolicyTarget,
     /// Thing groups by parent: `<parent> <child>`, one empty record each.
     ThingGroupChild,
+    /// Certificates in creation order, overall and by CA (see the registry's `indexes`).
+    CertificateOrder,
 }
 
 impl Collection {
@@ -77,6 +79,7 @@ impl Collection {
             Self::ThingIndex => "thing_index",
             Self::PolicyTarget => "policy_target",
             Self::ThingGroupChild => "thing_group_child",
+            Self::CertificateOrder => "certificate_order",
         }
     }
 }
