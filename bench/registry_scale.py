@@ -161,7 +161,7 @@ def postgres_server() -> str:
         return url
     out = subprocess.run([str(REPO / "scripts" / "throwaway-postgres"), str(os.getpid())], capture_output=True,
                          text=True, check=True).stdout
-    return out.strip().split("=", 1)[1]
+    return out.strip().splitlines()[0].split("=", 1)[1]
 
 
 def new_database(server: str, name: str) -> str:

@@ -52,7 +52,7 @@ impl PostgresStore {
         let options = PgConnectOptions::from_str(url)?.application_name("ferrocore");
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
         migrate(&pool).await?;
