@@ -326,10 +326,14 @@ pub struct DeviceTrust {
 }
 
 impl TrustSnapshot {
-    /// The registered certificate with this id, with its CA.
+    /// The registered certificate with this id, with its CA. A certificate whose CA is no
+    /// longer registered gets an inactive CA, so deleting a CA does not trust its devices again.
     pub fn device(&self, id: &str) -> Option<DeviceTrust> {
         let certificate = self.certificates.get(id)?;
-        let ca = certificate.ca.as_ref().and_then(|ca| self.cas.get(ca)).cloned();
+        let ca = certificate
+            .ca
+            .as_ref()
+            .map(|ca| self.cas.get(ca).cloned().unwrap_or_else(|| CaTrust { active: false, pem: Arc::from("") }));
         Some(DeviceTrust { active: certificate.active, ca })
     }
 
@@ -362,6 +366,13 @@ impl TrustSnapshot {
 impl Registry {
     /// Loads the whole snapshot (at start).
     pub async fn refresh_trust(&self) -> Result<()> {
+        let mut stale = self.trust_refresh.lock().await;
+        self.load_trust().await?;
+        *stale = false;
+        Ok(())
+    }
+
+    async fn load_trust(&self) -> Result<()> {
         let mut fresh = TrustSnapshot::default();
         for ca in self.load_all::<CaCertificate>(Collection::CaCertificate).await? {
             fresh.set_ca(&ca.value.id, Some(&ca.value));
@@ -384,8 +395,20 @@ impl Registry {
         Ok(())
     }
 
-    /// Reloads the snapshot's entries for records a committed write touched.
+    /// Reloads the snapshot's entries for records a committed write touched. Refreshes
+    /// take turns, so an entry read before a later commit never overwrites one read after
+    /// it; after a failed refresh the next one reloads everything.
     pub(crate) async fn refresh_trust_of(&self, touched: &[(Collection, String)]) -> Result<()> {
+        let mut stale = self.trust_refresh.lock().await;
+        let outcome = match *stale {
+            true => self.load_trust().await,
+            false => self.reload_trust_entries(touched).await,
+        };
+        *stale = outcome.is_err();
+        outcome
+    }
+
+    async fn reload_trust_entries(&self, touched: &[(Collection, String)]) -> Result<()> {
         for (collection, id) in touched {
             match collection {
                 Collection::Certificate => {
@@ -402,5 +425,23 @@ impl Registry {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_whose_ca_is_gone_is_not_trusted() {
+        let certificate = |ca: &str| CertificateTrust { active: true, ca: Some(ca.to_string()) };
+        let snapshot = TrustSnapshot {
+            certificates: [("kept".to_string(), certificate("ca-1")), ("orphan".to_string(), certificate("ca-2"))]
+                .into(),
+            cas: [("ca-1".to_string(), CaTrust { active: true, pem: Arc::from("pem") })].into(),
+        };
+        assert!(snapshot.device("kept").unwrap().ca.is_some_and(|ca| ca.active), "positive control");
+        assert!(snapshot.device("orphan").unwrap().ca.is_some_and(|ca| !ca.active));
+        assert!(snapshot.device("unknown").is_none());
     }
 }

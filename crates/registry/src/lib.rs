@@ -93,6 +93,9 @@ pub struct Registry {
     /// before any change to certificates or CAs is acknowledged, so a device can
     /// connect as soon as its certificate is registered and not after it is revoked.
     trust: Arc<std::sync::RwLock<TrustSnapshot>>,
+    /// Taken by each refresh of `trust`; true while the snapshot may be stale (a refresh
+    /// failed), so the next refresh reloads it whole.
+    trust_refresh: tokio::sync::Mutex<bool>,
     /// Counts committed writes that may change some connection's permissions.
     permission_generation: std::sync::atomic::AtomicU64,
     /// Announces each such write with the records it changed; live connections that
@@ -179,6 +182,7 @@ impl Registry {
             clock,
             issuer,
             trust: Default::default(),
+            trust_refresh: tokio::sync::Mutex::new(true),
             permission_generation: Default::default(),
             permission_changes: tokio::sync::broadcast::Sender::new(PERMISSION_CHANGES_BUFFERED),
             rule_changes: tokio::sync::watch::Sender::new(0),
@@ -296,7 +300,9 @@ impl Registry {
             };
             match self.store.commit(outcome.writes).await {
                 Ok(()) => {
-                    if let Err(err) = self.refresh_trust_of(&touches_trust).await {
+                    if !touches_trust.is_empty()
+                        && let Err(err) = self.refresh_trust_of(&touches_trust).await
+                    {
                         tracing::error!(error = %err, "cannot reload the certificate snapshot");
                     }
                     if !changed.is_empty() {

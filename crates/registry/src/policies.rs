@@ -148,7 +148,9 @@ impl Registry {
         .await
     }
 
-    /// The record a policy target names, checked in the same batch as the attachment.
+    /// The record a policy target names, checked in the same batch as the attachment. A
+    /// check (a new revision), not a hold: the count of policies under the target was read
+    /// outside the batch, so two attachments racing for the last place must not both land.
     async fn target_check(&self, target: &str) -> Result<(Write, usize)> {
         let invalid = || Error::invalid(format!("Invalid Target: {target}"));
         let arn = Arn::parse(target, self.account()).map_err(|_| invalid())?;
@@ -157,12 +159,12 @@ impl Registry {
                 let cert = self.load::<Certificate>(Collection::Certificate, &arn.name).await?;
                 let cert =
                     cert.ok_or_else(|| Error::not_found(format!("The certificate {} does not exist.", arn.name)))?;
-                Ok((Write::hold(Collection::Certificate, &arn.name, cert.expect()), MAX_POLICIES_PER_PRINCIPAL))
+                Ok((Write::check(Collection::Certificate, &arn.name, cert.expect()), MAX_POLICIES_PER_PRINCIPAL))
             }
             ResourceKind::ThingGroup => {
                 let group = self.load::<ThingGroup>(Collection::ThingGroup, &arn.name).await?;
                 let group = group.ok_or_else(|| Error::not_found(format!("ThingGroup {} does not exist", arn.name)))?;
-                Ok((Write::hold(Collection::ThingGroup, &arn.name, group.expect()), MAX_POLICIES_PER_THING_GROUP))
+                Ok((Write::check(Collection::ThingGroup, &arn.name, group.expect()), MAX_POLICIES_PER_THING_GROUP))
             }
             _ => Err(invalid()),
         }

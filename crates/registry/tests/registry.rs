@@ -722,3 +722,29 @@ async fn many_things_join_one_type_and_one_group_at_once_without_conflicts() {
     assert_eq!(things.len(), 64);
     assert!(things.iter().all(|t| t.groups.is_empty()));
 }
+
+#[tokio::test]
+async fn racing_attachments_never_exceed_a_targets_policy_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = registry(&dir, 0).await;
+    let registry = Arc::new(registry);
+    registry.create_thing_group(CreateThingGroup { name: "fleet".into(), ..Default::default() }).await.unwrap();
+    let target = "arn:aws:iot:us-east-1:000000000000:thinggroup/fleet";
+    let mut attaches = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        registry.create_policy(&format!("p{i}"), WALLED_GARDEN, &Default::default()).await.unwrap();
+        let registry = registry.clone();
+        attaches.spawn(async move { registry.attach_policy(&format!("p{i}"), target).await });
+    }
+    let mut attached = 0;
+    while let Some(outcome) = attaches.join_next().await {
+        match outcome.unwrap() {
+            Ok(()) => attached += 1,
+            Err(err) => assert!(matches!(err, Error::LimitExceeded(_)), "{err:?}"),
+        }
+    }
+    // A thing group takes two policies (AWS's limit): exactly two of the eight land.
+    assert_eq!(attached, 2);
+    let listed = registry.list_attached_policies(target, false, &Default::default()).await.unwrap().items;
+    assert_eq!(listed.len(), 2);
+}

@@ -51,6 +51,16 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)?.application_name("ferrocore");
         let pool = PgPoolOptions::new()
+            // Holds and prefix checks rely on each statement seeing what committed before
+            // it started: READ COMMITTED, whatever the server's default.
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    sqlx::query("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                        .execute(&mut *connection)
+                        .await
+                        .map(|_| ())
+                })
+            })
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
@@ -130,10 +140,31 @@ struct Writer {
 #[async_trait::async_trait]
 impl CommitGroup for Writer {
     async fn commit_group(&self, group: &[Pending]) -> Vec<Result<(), StoreError>> {
+        match self.commit_with_retries(group).await {
+            Ok(outcomes) => outcomes,
+            // Still deadlocking with other writers: each batch alone, so one batch's locks
+            // never hold up the others of its group; a batch that still cannot get its
+            // locks is a conflict, which callers decide again.
+            Err(err) if is_transient(&err) && group.len() > 1 => {
+                let mut outcomes = Vec::with_capacity(group.len());
+                for batch in group {
+                    outcomes.push(match self.commit_with_retries(std::slice::from_ref(batch)).await {
+                        Ok(mut alone) => alone.pop().unwrap_or(Ok(())),
+                        Err(err) => Err(failure(&err)),
+                    });
+                }
+                outcomes
+            }
+            Err(err) => group.iter().map(|_| Err(failure(&err))).collect(),
+        }
+    }
+}
+
+impl Writer {
+    async fn commit_with_retries(&self, group: &[Pending]) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
         let mut attempt = 0;
         loop {
             match try_commit_group(&self.pool, group).await {
-                Ok(outcomes) => return outcomes,
                 // Row locks taken in different orders by two groups: PostgreSQL aborts
                 // one, and nothing of it was written.
                 Err(err) if is_transient(&err) && attempt < TRANSIENT_RETRIES => {
@@ -141,12 +172,17 @@ impl CommitGroup for Writer {
                     tracing::debug!(attempt, error = %err, "store group retried");
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5)).await;
                 }
-                Err(err) => {
-                    let message = err.to_string();
-                    return group.iter().map(|_| Err(StoreError::Backend(message.clone()))).collect();
-                }
+                outcome => return outcome,
             }
         }
+    }
+}
+
+/// What a batch is answered when its group could not commit.
+fn failure(err: &sqlx::Error) -> StoreError {
+    match err {
+        err if is_transient(err) => StoreError::Conflict { collection: "(deadlock)", key: err.to_string() },
+        err => StoreError::Backend(err.to_string()),
     }
 }
 
