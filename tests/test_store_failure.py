@@ -5,9 +5,12 @@ again once the database is back, without a restart."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -32,6 +35,15 @@ def client(endpoint: str):
     return boto3.client("iot", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
                         aws_secret_access_key=SECRET_KEY,
                         config=Config(retries={"max_attempts": 0}, read_timeout=30))
+
+
+def health(endpoint: str) -> tuple[int, str]:
+    """`/health`'s status code and what it says of the store."""
+    try:
+        with urllib.request.urlopen(f"{endpoint}/health", timeout=10) as response:
+            return response.status, json.load(response)["store"]
+    except urllib.error.HTTPError as answered:
+        return answered.code, json.load(answered)["store"]
 
 
 def error_of(call) -> tuple[str, int]:
@@ -65,11 +77,13 @@ def test_a_stopped_database_answers_internal_failure_and_the_server_recovers(tmp
     try:
         iot = client(server.endpoint)
         iot.create_thing(thingName="before")  # positive control: the store works
+        assert health(server.endpoint) == (200, "ok")
         subprocess.run(as_server([*pg_ctl, "stop", "-m", "immediate"]), check=True, capture_output=True, timeout=60)
 
         assert error_of(lambda: iot.create_thing(thingName="during", attributePayload={"attributes": {"a": "1"}})) \
             == ("InternalFailureException", 500)
         assert error_of(lambda: iot.describe_thing(thingName="before")) == ("InternalFailureException", 500)
+        assert health(server.endpoint) == (503, "unavailable")
 
         subprocess.run(as_server([*pg_ctl, "-l", str(cluster / "server.log"), "-w", "-t", "60", "-o",
                                   f"-c listen_addresses=127.0.0.1 -p {port} -k {cluster}", "start"]),
@@ -86,6 +100,7 @@ def test_a_stopped_database_answers_internal_failure_and_the_server_recovers(tmp
         # Nothing of the failed request was written; new requests succeed.
         assert error_of(lambda: iot.describe_thing(thingName="during"))[0] == "ResourceNotFoundException"
         iot.create_thing(thingName="after")
+        assert health(server.endpoint) == (200, "ok")
         names = {t["thingName"] for t in iot.list_things()["things"]}
         assert names == {"before", "after"}
     finally:

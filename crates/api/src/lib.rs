@@ -71,13 +71,17 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .with_state(state)
 }
 
+/// 200 while the store answers; 503 ("degraded") when it does not, so a load balancer
+/// or an orchestrator can tell.
 async fn health(State(state): State<Arc<ApiState>>) -> Response {
+    let store_ok = state.registry.store_answers().await;
     let body = serde_json::json!({
-        "status": "ok",
+        "status": if store_ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "listeners": state.listeners,
+        "store": if store_ok { "ok" } else { "unavailable" },
     });
-    json_response(StatusCode::OK, &body)
+    json_response(if store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {

@@ -213,6 +213,12 @@ impl Registry {
         self.trust.clone()
     }
 
+    /// Whether the store answers a read within two seconds (for `/health`).
+    pub async fn store_answers(&self) -> bool {
+        let read = self.store.get(Collection::Setting, "health");
+        matches!(tokio::time::timeout(std::time::Duration::from_secs(2), read).await, Ok(Ok(_)))
+    }
+
     pub fn account(&self) -> &Account {
         &self.config.account
     }
