@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from compare import REGION, REPO, Ferrocore, log, target_dir
+from registry_listing import count
 
 TYPED = 1_000
 ACCOUNT = "000000000000"
@@ -61,21 +62,11 @@ def percentiles(samples: list[float]) -> dict:
     return {"p50": statistics.median(ordered), "p99": ordered[max(0, round(0.99 * len(ordered)) - 1)]}
 
 
-def create_things(endpoint: str, prefix: str, count: int) -> dict:
+def create_things(endpoint: str, prefix: str, things: int) -> dict:
     bench = Path(os.environ.get("FERROCORE_BENCH_BIN", target_dir() / "release" / "ferrocore-bench"))
     out = subprocess.run([str(bench), "create-things", "--endpoint", endpoint, "--prefix", prefix,
-                          "--duration", "20", "--count", str(count)], capture_output=True, text=True, check=True)
+                          "--duration", "20", "--count", str(things)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def count_things(iot) -> int:
-    total, token = 0, None
-    while True:
-        page = iot.list_things(maxResults=250, **({"nextToken": token} if token else {}))
-        total += len(page["things"])
-        token = page.get("nextToken")
-        if not token:
-            return total
 
 
 def fill(iot, endpoint: str, size: int, grouped: int) -> dict:
@@ -115,7 +106,7 @@ def fill(iot, endpoint: str, size: int, grouped: int) -> dict:
 
 
 def measure(iot, samples: int, certificate: str) -> dict:
-    total = count_things(iot)
+    total = count(iot)
     names = [t["thingName"] for t in iot.list_things(maxResults=250)["things"]]
     # The last page's token: walk the listing once.
     token, last_token = None, None

@@ -98,8 +98,11 @@ impl Registry {
         before: Option<&Loaded<Thing>>,
         after: Option<&Thing>,
     ) -> Result<Vec<Write>> {
-        let groups = before.iter().map(|l| &l.value).chain(after).flat_map(|thing| thing.groups.iter());
-        let lineages = self.lineages(groups).await?;
+        // Only groups joined or left move `tree/` entries: the others' are the same on both sides.
+        let empty = BTreeSet::new();
+        let old = before.map_or(&empty, |loaded| &loaded.value.groups);
+        let new = after.map_or(&empty, |thing| &thing.groups);
+        let lineages = self.lineages(old.symmetric_difference(new)).await?;
         Ok(thing_writes(name, before, after, &lineages))
     }
 
