@@ -205,26 +205,25 @@ fn shadow_name(input: &Input) -> Option<&str> {
 }
 
 async fn get_shadow(state: &ApiState, input: &Input) -> Answer {
-    let document = state.registry.get_shadow(&input.label("thingName"), shadow_name(input), None).await?;
+    let document = state.shadows.get(&input.label("thingName"), shadow_name(input), None).await?;
     Ok(Reply::Json(document))
 }
 
 async fn update_shadow(state: &ApiState, input: &Input) -> Answer {
-    let updated = state.registry.update_shadow(&input.label("thingName"), shadow_name(input), input.body()).await?;
-    state.publisher.publish(updated.notifications).await;
-    Ok(Reply::Json(updated.accepted))
+    // The service publishes the notifications before it answers.
+    let accepted = state.shadows.update(&input.label("thingName"), shadow_name(input), input.body()).await?;
+    Ok(Reply::Json(accepted))
 }
 
 async fn delete_shadow(state: &ApiState, input: &Input) -> Answer {
-    let deleted = state.registry.delete_shadow(&input.label("thingName"), shadow_name(input), None).await?;
-    state.publisher.publish(vec![deleted.notification]).await;
-    Ok(Reply::Json(deleted.accepted))
+    let accepted = state.shadows.delete(&input.label("thingName"), shadow_name(input), None).await?;
+    Ok(Reply::Json(accepted))
 }
 
 async fn list_named_shadows(state: &ApiState, input: &Input) -> Answer {
     let page = state
-        .registry
-        .list_named_shadows(&input.label("thingName"), input.query("nextToken"), input.query_as("pageSize")?)
+        .shadows
+        .list_named(&input.label("thingName"), input.query("nextToken"), input.query_as("pageSize")?)
         .await?;
     let mut body = json!({"results": page.names});
     if let Some(token) = page.next_token {
@@ -251,5 +250,5 @@ pub(crate) async fn get_shadow_version(
     input: &Input,
 ) -> Answer {
     access(state, caller)?.require_on("iot:GetThingShadow", ResourceKind::Thing, thing)?;
-    Ok(Reply::Json(state.registry.shadow_version(thing, shadow_name(input), version).await?))
+    Ok(Reply::Json(state.shadows.version(thing, shadow_name(input), version).await?))
 }

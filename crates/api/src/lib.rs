@@ -38,6 +38,8 @@ pub struct ApiConfig {
 
 pub struct ApiState {
     pub registry: Arc<Registry>,
+    /// The Device Shadow service (iot-data's shadow operations).
+    pub shadows: ferrocore_shadow_service::ShadowService,
     pub config: ApiConfig,
     /// Renders `/metrics` (the Prometheus text format), when metrics are on.
     pub metrics: Option<Box<dyn Fn() -> String + Send + Sync>>,
@@ -45,8 +47,8 @@ pub struct ApiState {
     pub ca_pem: String,
     /// Where the server listens, reported by `/health` so tools can find the device ports.
     pub listeners: Listeners,
-    /// The device gateway: where shadow changes made over HTTP are published, and
-    /// the data plane of iot-data's Publish, retained messages and DeleteConnection.
+    /// The device gateway: the data plane of iot-data's Publish, retained messages
+    /// and DeleteConnection.
     pub publisher: Arc<dyn ferrocore_registry::DataPlane>,
 }
 

@@ -25,7 +25,6 @@ mod retained;
 mod router;
 mod session_core;
 mod sessions;
-mod shadows;
 mod tls;
 mod upkeep;
 mod verifier;
@@ -37,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferrocore_model::{Account, ResourceKind};
 use ferrocore_registry::{Credentials, MessageSink, Permissions, Registry};
+use ferrocore_shadow_service::ShadowService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -161,6 +161,8 @@ pub(crate) struct Shared {
     trust: Arc<TrustSnapshot>,
     /// Live certificate connections by what their permissions depend on.
     rechecks: rechecks::Rechecks,
+    /// Answers requests published on shadow topics (and publishes its answers here).
+    shadows: ShadowService,
 }
 
 /// Who a connection or an HTTPS publish acts as.
@@ -223,11 +225,13 @@ pub struct Gateway {
 
 impl Gateway {
     /// Loads the certificate snapshot, retained messages and persistent sessions,
-    /// and binds the listeners.
+    /// and binds the listeners. The gateway answers shadow requests through
+    /// `shadows` and becomes where its notifications are published.
     pub async fn bind(
         config: GatewayConfig,
         registry: Arc<Registry>,
         store: Arc<dyn ferrocore_store::RecordStore>,
+        shadows: ShadowService,
     ) -> Result<Self, GatewayError> {
         registry.refresh_trust().await?;
         let snapshot = Arc::new(TrustSnapshot::new(registry.trust()));
@@ -260,7 +264,9 @@ impl Gateway {
             credentials: config.credentials.clone(),
             trust: snapshot,
             rechecks: Default::default(),
+            shadows: shadows.clone(),
         });
+        shadows.attach_publisher(Arc::new(GatewayHandle(shared.clone())));
         load_sessions(&shared).await?;
         Ok(Self { shared, listener, acceptor, https })
     }
@@ -336,7 +342,6 @@ mod footprint {
             thing_type_delete_wait_ms: 0,
             endpoint_host: "localhost".into(),
             policy_document_limit: 2048,
-            shadows: Default::default(),
         };
         let registry = Arc::new(Registry::new(store.clone(), config, Arc::new(SystemClock), Arc::new(root)));
         let gateway = GatewayConfig {
@@ -359,7 +364,8 @@ mod footprint {
             },
             account: Account::default(),
         };
-        Gateway::bind(gateway, registry, store).await.unwrap()
+        let shadows = ShadowService::start(store.clone(), Default::default(), ferrocore_shadow_service::system_seconds);
+        Gateway::bind(gateway, registry, store, shadows).await.unwrap()
     }
 
     #[tokio::test]

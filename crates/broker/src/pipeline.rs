@@ -11,7 +11,7 @@ use ferrocore_model::ResourceKind;
 use ferrocore_mqtt::QoS;
 use ferrocore_registry::{ApiPublish, Notification, PublishRefused, RoutedMessage};
 
-use crate::{Shared, now_ms, queue, router, sessions, shadows};
+use crate::{Shared, now_ms, queue, router, sessions};
 use ferrocore_message::{Message, expiry_deadline};
 
 /// Who published a message, for the rules engine.
@@ -94,11 +94,13 @@ impl Shared {
             .map_err(|err| PublishRefused::NotStored(err.to_string()))
     }
 
-    /// Hands a routed shadow request (`$aws/things/<t>/shadow/.../get|update|delete`) to the shadow service.
+    /// Queues a routed shadow request (`$aws/things/<t>/shadow/.../get|update|delete`)
+    /// with the shadow service, in order behind the thing's earlier requests; the
+    /// service publishes the answer once it is durable, so the publisher's next
+    /// packets are read meanwhile.
     pub(crate) async fn answer_shadow_request(&self, topic: &str, payload: &[u8], hops: u8) {
         if let Some(request) = ferrocore_shadow::topic::parse_request(topic) {
-            // Boxed: the shadow service publishes its answers through this same path.
-            Box::pin(shadows::serve(self, request, payload, hops)).await;
+            self.shadows.submit(request, payload, hops).await;
         }
     }
 

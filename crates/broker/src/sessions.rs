@@ -230,7 +230,7 @@ impl SessionStore {
                 }
             })
             .collect();
-        self.store.commit(writes).await
+        self.store.commit(writes).await.map(drop)
     }
 }
 

@@ -129,7 +129,6 @@ impl Harness {
             thing_type_delete_wait_ms: 0,
             endpoint_host: "localhost".into(),
             policy_document_limit: 2048,
-            shadows: Default::default(),
         };
         let registry = Arc::new(Registry::new(store.clone(), config, Arc::new(SystemClock), Arc::new(root)));
         let port = free_port();
@@ -154,7 +153,12 @@ impl Harness {
             account: Account::default(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let bound = ferrocore_broker::Gateway::bind(gateway, registry.clone(), store).await.unwrap();
+        let shadows = ferrocore_shadow_service::ShadowService::start(
+            store.clone(),
+            Default::default(),
+            ferrocore_shadow_service::system_seconds,
+        );
+        let bound = ferrocore_broker::Gateway::bind(gateway, registry.clone(), store, shadows).await.unwrap();
         let handle = bound.publisher();
         let running = tokio::spawn(bound.serve(async {
             let _ = stopped.await;

@@ -8,7 +8,8 @@ use anyhow::Context;
 use ferrocore_api::{ApiConfig, ApiState, Credentials, Listeners};
 use ferrocore_broker::{Gateway, GatewayConfig, Limits, RateQuota, SniCertificate, listen};
 use ferrocore_model::Account;
-use ferrocore_registry::{Registry, RegistryConfig, ShadowSettings, SystemClock};
+use ferrocore_registry::{Registry, RegistryConfig, SystemClock};
+use ferrocore_shadow_service::{ShadowService, ShadowSettings};
 use ferrocore_store::{PostgresStore, RecordStore, SqliteStore};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
@@ -83,20 +84,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .unwrap_or(i64::MAX),
             endpoint_host: config.endpoint_host(),
             policy_document_limit: config.policy_document_limit,
-            shadows: ShadowSettings {
-                limits: ferrocore_shadow::Limits {
-                    max_state_bytes: config.shadow_max_state_bytes,
-                    max_depth: config.shadow_max_depth,
-                },
-                history_versions: config.shadow_history_versions,
-                removal_notifications: config.shadow_removal_notifications,
-            },
         },
         Arc::new(SystemClock),
         Arc::new(pki.issuer),
     ));
     // A data directory from before an index gets it now, before any request.
     registry.prepare_indexes().await.context("building the registry indexes")?;
+    let shadow_settings = ShadowSettings {
+        limits: ferrocore_shadow::Limits {
+            max_state_bytes: config.shadow_max_state_bytes,
+            max_depth: config.shadow_max_depth,
+        },
+        history_versions: config.shadow_history_versions,
+        removal_notifications: config.shadow_removal_notifications,
+    };
+    let shadows = ShadowService::start(store.clone(), shadow_settings, ferrocore_shadow_service::system_seconds);
 
     let metrics = PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
     let upkeep = metrics.clone();
@@ -149,14 +151,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         registry.clone(),
         store,
+        shadows.clone(),
     )
     .await
     .context("starting the device gateway")?;
-    let rules = ferrocore_rules::Engine::start(registry.clone(), config.rules_config()).await;
+    let rules = ferrocore_rules::Engine::start(registry.clone(), shadows.clone(), config.rules_config()).await;
     rules.attach_publisher(gateway.publisher());
     gateway.attach_sink(rules);
     let state = Arc::new(ApiState {
         registry: registry.clone(),
+        shadows,
         config: ApiConfig {
             credentials,
             body_limit: config.api_body_limit_bytes,

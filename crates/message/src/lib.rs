@@ -200,3 +200,23 @@ mod tests {
         assert_eq!(serde_json::to_string(&StoredExtras::default()).unwrap(), "{}");
     }
 }
+
+/// A message for the device gateway to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// 0 or 1 (capped by each subscription's QoS).
+    pub qos: u8,
+    /// How many rule actions led to this message (see the routed message's `hops`).
+    pub hops: u8,
+}
+
+/// Where the messages services make (shadow notifications, republished rule
+/// output) enter the device gateway, to reach subscribers as any message does
+/// (iot:Receive applies).
+#[async_trait::async_trait]
+pub trait Publisher: Send + Sync {
+    /// Returns once the messages are routed (and queued durably for offline sessions).
+    async fn publish(&self, notifications: Vec<Notification>);
+}

@@ -20,7 +20,6 @@ mod policies;
 mod principals;
 mod role_aliases;
 mod settings;
-mod shadows;
 mod tags;
 mod thing_groups;
 mod thing_index;
@@ -48,7 +47,6 @@ pub use messages::{
 };
 pub use paging::{MAX_PAGE_SIZE, Page, PageRequest};
 pub use settings::{EndpointType, EventConfigurations, LoggingOptions, Setting};
-pub use shadows::{NamedShadows, ShadowDeleted, ShadowSettings, ShadowUpdated, shadow_notification};
 pub use thing_groups::{CreateThingGroup, GroupRef, ListThingGroups, ThingGroupCreated, ThingGroupView};
 pub use thing_types::{CreateThingType, ThingTypeCreated};
 pub use things::{CreateThing, ListThings, ThingCreated, UpdateThing};
@@ -66,7 +64,6 @@ pub struct RegistryConfig {
     pub endpoint_host: String,
     /// Largest policy document, in non-whitespace characters (AWS: 2048).
     pub policy_document_limit: usize,
-    pub shadows: ShadowSettings,
 }
 
 /// The current time, passed in so the registry stays deterministic under test.
@@ -103,7 +100,6 @@ pub struct Registry {
     permission_changes: tokio::sync::broadcast::Sender<PermissionChange>,
     /// Counts committed changes to topic rules and destinations (the rules engine reloads on each).
     rule_changes: tokio::sync::watch::Sender<u64>,
-    shadow_locks: shadows::ShadowLocks,
     connection_permissions: std::sync::Mutex<authorization::ConnectionPermissions>,
     parsed_policies: authorization::ParsedPolicies,
 }
@@ -186,7 +182,6 @@ impl Registry {
             permission_generation: Default::default(),
             permission_changes: tokio::sync::broadcast::Sender::new(PERMISSION_CHANGES_BUFFERED),
             rule_changes: tokio::sync::watch::Sender::new(0),
-            shadow_locks: Default::default(),
             connection_permissions: Default::default(),
             parsed_policies: Default::default(),
         }
@@ -305,7 +300,7 @@ impl Registry {
                 false => dependencies::changed_by(&outcome.writes, self.account()),
             };
             match self.store.commit(outcome.writes).await {
-                Ok(()) => {
+                Ok(_) => {
                     if !touches_trust.is_empty()
                         && let Err(err) = self.refresh_trust_of(&touches_trust).await
                     {

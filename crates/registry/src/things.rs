@@ -3,7 +3,7 @@ use ferrocore_model::registry::{
     max_thing_attributes, thing_attribute_owner, validate_attributes, validate_name,
 };
 use ferrocore_model::{Error, ResourceKind, Result};
-use ferrocore_store::{Collection, Write};
+use ferrocore_store::{Collection, Expect, Write};
 
 use crate::paging::{Page, PageRequest};
 use crate::thing_index::ThingsBy;
@@ -214,6 +214,31 @@ impl Registry {
             let mut thing = loaded.value.clone();
             if change(&mut thing) {
                 writes.extend(self.thing_changes(&thing.name, Some(&loaded), Some(&thing)).await?);
+            }
+        }
+        Ok(writes)
+    }
+
+    /// Deletes of every shadow record (and kept version) of a thing, for DeleteThing's
+    /// batch: the shadow service keeps them under `<thing>/` (the store's documented layout).
+    pub(crate) async fn shadow_writes_for_thing_delete(&self, thing: &str) -> ferrocore_model::Result<Vec<Write>> {
+        let prefix = format!("{thing}/");
+        let mut writes = Vec::new();
+        if let Some(classic) = self.store.get(Collection::Shadow, &prefix).await.map_err(crate::storage_failure)? {
+            writes.push(Write::delete(Collection::Shadow, &prefix, Expect::Revision(classic.revision)));
+        }
+        for collection in [Collection::Shadow, Collection::ShadowVersion] {
+            let mut after = prefix.clone();
+            'pages: loop {
+                let batch = self.store.list(collection, Some(&after), 500).await.map_err(crate::storage_failure)?;
+                let Some(last) = batch.last() else { break };
+                after = last.key.clone();
+                for record in batch {
+                    if !record.key.starts_with(&prefix) {
+                        break 'pages;
+                    }
+                    writes.push(Write::delete(collection, record.key, Expect::Revision(record.revision)));
+                }
             }
         }
         Ok(writes)

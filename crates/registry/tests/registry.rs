@@ -7,9 +7,8 @@ use ferrocore_model::registry::{AttributePayload, Attributes};
 use ferrocore_model::{Account, Error};
 use ferrocore_registry::{
     Clock, CreateThing, CreateThingGroup, CreateThingType, ListThingGroups, ListThings, Registry, RegistryConfig,
-    ShadowSettings, UpdateThing,
+    UpdateThing,
 };
-use ferrocore_shadow::ShadowError;
 use ferrocore_store::SqliteStore;
 
 struct TestClock(AtomicI64);
@@ -21,14 +20,6 @@ impl Clock for TestClock {
 }
 
 async fn registry(dir: &tempfile::TempDir, delete_wait_ms: i64) -> (Registry, Arc<TestClock>) {
-    registry_with(dir, delete_wait_ms, ShadowSettings::default()).await
-}
-
-async fn registry_with(
-    dir: &tempfile::TempDir,
-    delete_wait_ms: i64,
-    shadows: ShadowSettings,
-) -> (Registry, Arc<TestClock>) {
     let store = SqliteStore::open(&dir.path().join("db")).await.unwrap();
     let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
     let config = RegistryConfig {
@@ -36,7 +27,6 @@ async fn registry_with(
         thing_type_delete_wait_ms: delete_wait_ms,
         endpoint_host: "localhost".into(),
         policy_document_limit: 2048,
-        shadows,
     };
     let issuer = Arc::new(ferrocore_pki::Issuer::new_root("test CA", "ferrocore", 1_800_000_000).unwrap());
     (Registry::new(Arc::new(store), config, clock.clone(), issuer), clock)
@@ -283,7 +273,6 @@ async fn a_data_directory_from_before_the_index_is_indexed_at_start() {
         thing_type_delete_wait_ms: 0,
         endpoint_host: "localhost".into(),
         policy_document_limit: 2048,
-        shadows: ShadowSettings::default(),
     };
     let issuer = Arc::new(ferrocore_pki::Issuer::new_root("test CA", "ferrocore", 1_800_000_000).unwrap());
     let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
@@ -437,126 +426,6 @@ async fn policy_versions_follow_aws_rules() {
         Err(Error::InvalidRequest(_))
     ));
     assert!(matches!(registry.create_policy("bad", "{}", &Default::default()).await, Err(Error::MalformedPolicy(_))));
-}
-
-// ---- device shadows ----
-
-async fn thing(registry: &Registry, name: &str) {
-    registry.create_thing(CreateThing { name: name.into(), ..Default::default() }).await.unwrap();
-}
-
-#[tokio::test]
-async fn concurrent_shadow_updates_lose_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (registry, _) = registry(&dir, 0).await;
-    thing(&registry, "t").await;
-    let registry = Arc::new(registry);
-    let writers: Vec<_> = (0..64)
-        .map(|i| {
-            let registry = registry.clone();
-            tokio::spawn(async move {
-                let update = format!(r#"{{"state":{{"reported":{{"k{i}":{i}}}}}}}"#);
-                let shadow = (i % 2 == 0).then_some("named");
-                registry.update_shadow("t", shadow, update.as_bytes()).await.unwrap()
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.unwrap();
-    }
-    for (shadow, parity) in [(None, 1), (Some("named"), 0)] {
-        let document = registry.get_shadow("t", shadow, None).await.unwrap();
-        assert_eq!(document["version"], 32);
-        let reported = document["state"]["reported"].as_object().unwrap();
-        assert_eq!(reported.len(), 32);
-        assert!((0..64).filter(|i| i % 2 == parity).all(|i| reported[&format!("k{i}")] == i));
-    }
-}
-
-#[tokio::test]
-async fn shadows_belong_to_an_existing_thing_and_go_with_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let (registry, _) = registry(&dir, 0).await;
-    let update = br#"{"state":{"desired":{"on":true}}}"#;
-    assert_eq!(registry.update_shadow("ghost", None, update).await.unwrap_err(), ShadowError::ThingNotFound);
-    thing(&registry, "t").await;
-    registry.update_shadow("t", None, update).await.unwrap();
-    registry.update_shadow("t", Some("config"), update).await.unwrap();
-    registry.delete_thing("t", None).await.unwrap();
-    thing(&registry, "t").await;
-    assert_eq!(registry.get_shadow("t", None, None).await.unwrap_err(), ShadowError::NoShadow("t".into()));
-    assert_eq!(
-        registry.get_shadow("t", Some("config"), None).await.unwrap_err(),
-        ShadowError::NoShadow("config".into())
-    );
-    assert_eq!(registry.update_shadow("t", None, update).await.unwrap().accepted["version"], 1);
-}
-
-#[tokio::test]
-async fn named_shadows_are_listed_in_pages_without_deleted_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let (registry, _) = registry(&dir, 0).await;
-    thing(&registry, "t").await;
-    thing(&registry, "t2").await;
-    let update = br#"{"state":{"reported":{"x":1}}}"#;
-    registry.update_shadow("t", None, update).await.unwrap();
-    registry.update_shadow("t2", Some("other"), update).await.unwrap();
-    for name in ["a", "b", "c", "d", "e"] {
-        registry.update_shadow("t", Some(name), update).await.unwrap();
-    }
-    registry.delete_shadow("t", Some("c"), None).await.unwrap();
-    let first = registry.list_named_shadows("t", None, Some(2)).await.unwrap();
-    assert_eq!(first.names, ["a", "b"]);
-    let second = registry.list_named_shadows("t", first.next_token.as_deref(), Some(2)).await.unwrap();
-    assert_eq!(second.names, ["d", "e"]);
-    assert_eq!(second.next_token, None);
-    assert!(matches!(registry.list_named_shadows("t", None, Some(101)).await, Err(ShadowError::InvalidRequest(_))));
-    assert_eq!(registry.list_named_shadows("nope", None, None).await.unwrap_err(), ShadowError::ThingNotFound);
-}
-
-#[tokio::test]
-async fn shadow_history_keeps_the_last_versions() {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = ShadowSettings { history_versions: 2, ..Default::default() };
-    let (registry, _) = registry_with(&dir, 0, settings).await;
-    thing(&registry, "t").await;
-    for i in 1..=4 {
-        registry
-            .update_shadow("t", None, format!(r#"{{"state":{{"reported":{{"i":{i}}}}}}}"#).as_bytes())
-            .await
-            .unwrap();
-    }
-    assert!(matches!(
-        registry.shadow_version("t", None, 2).await,
-        Err(ShadowError::VersionNotKept { version: 2, kept: 2 })
-    ));
-    let third = registry.shadow_version("t", None, 3).await.unwrap();
-    assert_eq!(third["state"]["reported"]["i"], 3);
-    assert_eq!(third["version"], 3);
-    registry.delete_shadow("t", None, None).await.unwrap();
-    assert_eq!(registry.shadow_version("t", None, 4).await.unwrap()["version"], 4);
-}
-
-#[tokio::test]
-async fn removal_notifications_are_opt_in() {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = ShadowSettings { removal_notifications: true, ..Default::default() };
-    let (registry, _) = registry_with(&dir, 0, settings).await;
-    thing(&registry, "t").await;
-    registry.update_shadow("t", None, br#"{"state":{"desired":{"a":1,"b":2}}}"#).await.unwrap();
-    let updated = registry.update_shadow("t", None, br#"{"state":{"desired":{"a":null}}}"#).await.unwrap();
-    let topics: Vec<&str> = updated.notifications.iter().map(|n| n.topic.as_str()).collect();
-    assert_eq!(
-        topics,
-        [
-            "$aws/things/t/shadow/update/accepted",
-            "$aws/things/t/shadow/update/delta",
-            "$aws/things/t/shadow/update/documents",
-            "$aws/things/t/shadow/update/removed"
-        ]
-    );
-    let removed: serde_json::Value = serde_json::from_slice(&updated.notifications[3].payload).unwrap();
-    assert_eq!(removed["state"], serde_json::json!({"a": null}));
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use ferrocore_model::rules::{DestinationStatus, DestinationTarget};
 use ferrocore_registry::{MessageSink, Publisher, Registry, RoutedMessage};
 use ferrocore_rules_sql::{Context, Lookups, Template, Value};
+use ferrocore_shadow_service::ShadowService;
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -44,6 +45,8 @@ struct Job {
 
 pub struct Engine {
     registry: Arc<Registry>,
+    /// get_thing_shadow() reads through the shadow service.
+    shadows: ShadowService,
     config: RulesConfig,
     rules: RwLock<Arc<RuleSet>>,
     /// No enabled rule matches anything: the message path then costs one atomic load.
@@ -68,11 +71,12 @@ pub struct Engine {
 
 impl Engine {
     /// Loads the rules and starts the dispatcher and the reloader (on every rule change).
-    pub async fn start(registry: Arc<Registry>, config: RulesConfig) -> Arc<Self> {
+    pub async fn start(registry: Arc<Registry>, shadows: ShadowService, config: RulesConfig) -> Arc<Self> {
         let (queue, jobs) = mpsc::channel(config.queue_capacity.max(1));
         let engine = Arc::new(Self {
             targets: Targets::new(&config),
             registry,
+            shadows,
             config,
             rules: RwLock::new(Arc::new(RuleSet::default())),
             idle: AtomicBool::new(true),
@@ -240,7 +244,7 @@ impl Engine {
 
     fn context(&self, rule: &CompiledRule, message: &Message) -> Context {
         let lookups: Option<Arc<dyn Lookups>> =
-            rule.uses_lookups.then(|| Arc::new(RegistryLookups(self.registry.clone())) as Arc<dyn Lookups>);
+            rule.uses_lookups.then(|| Arc::new(ShadowLookups(self.shadows.clone())) as Arc<dyn Lookups>);
         Context {
             topic: message.topic.clone(),
             client_id: message.client_id.clone(),
@@ -461,11 +465,11 @@ fn failed_action_name(kind: &str) -> String {
 }
 
 /// get_thing_shadow() against ferrocore's own shadows (called on a blocking-capable thread).
-struct RegistryLookups(Arc<Registry>);
+struct ShadowLookups(ShadowService);
 
-impl Lookups for RegistryLookups {
+impl Lookups for ShadowLookups {
     fn thing_shadow(&self, thing: &str, shadow: Option<&str>) -> Option<serde_json::Value> {
-        tokio::runtime::Handle::current().block_on(self.0.get_shadow(thing, shadow, None)).ok()
+        tokio::runtime::Handle::current().block_on(self.0.get(thing, shadow, None)).ok()
     }
 }
 

@@ -10,6 +10,7 @@ use ferrocore_model::Account;
 use ferrocore_model::rules::TopicRulePayload;
 use ferrocore_registry::{MessageSink, Notification, Publisher, Registry, RegistryConfig, RoutedMessage, SystemClock};
 use ferrocore_rules::{Engine, RulesConfig};
+use ferrocore_shadow_service::ShadowService;
 use serde_json::{Value, json};
 
 #[derive(Default)]
@@ -58,11 +59,12 @@ async fn setup() -> Setup {
         thing_type_delete_wait_ms: 0,
         endpoint_host: "localhost".into(),
         policy_document_limit: 2048,
-        shadows: Default::default(),
     };
     let issuer = Arc::new(ferrocore_pki::Issuer::new_root("test CA", "ferrocore", 1_800_000_000).unwrap());
-    let registry = Arc::new(Registry::new(Arc::new(store), config, Arc::new(SystemClock), issuer));
-    let engine = Engine::start(registry.clone(), RulesConfig { max_attempts: 2, ..Default::default() }).await;
+    let store: Arc<dyn ferrocore_store::RecordStore> = Arc::new(store);
+    let registry = Arc::new(Registry::new(store.clone(), config, Arc::new(SystemClock), issuer));
+    let shadows = ShadowService::start(store, Default::default(), ferrocore_shadow_service::system_seconds);
+    let engine = Engine::start(registry.clone(), shadows, RulesConfig { max_attempts: 2, ..Default::default() }).await;
     let published = Arc::new(Captured::default());
     engine.attach_publisher(published.clone());
     Setup { registry, engine, published, _dir: dir }

@@ -52,12 +52,15 @@ async fn holds_and_prefix_conditions(store: &dyn RecordStore) {
 async fn put_get_and_revisions(store: &dyn RecordStore) {
     let c = Collection::Thing;
     assert_eq!(store.get(c, "a").await.unwrap(), None);
-    store.commit(vec![Write::put(c, "a", Expect::Absent, b"one".to_vec())]).await.unwrap();
+    let committed = store.commit(vec![Write::put(c, "a", Expect::Absent, b"one".to_vec())]).await.unwrap();
     let first = store.get(c, "a").await.unwrap().unwrap();
     assert_eq!(first.body, b"one");
-    store.commit(vec![Write::put(c, "a", Expect::Revision(first.revision), b"two".to_vec())]).await.unwrap();
+    assert_eq!(first.revision, committed, "commit answers the revision it wrote");
+    let committed =
+        store.commit(vec![Write::put(c, "a", Expect::Revision(first.revision), b"two".to_vec())]).await.unwrap();
     let second = store.get(c, "a").await.unwrap().unwrap();
     assert_eq!(second.body, b"two");
+    assert_eq!(second.revision, committed);
     assert!(second.revision > first.revision);
     store.commit(vec![Write::delete(c, "a", Expect::Revision(second.revision))]).await.unwrap();
     assert_eq!(store.get(c, "a").await.unwrap(), None);
@@ -140,7 +143,7 @@ async fn concurrent_batches_succeed_or_fail_alone(store: &dyn RecordStore) {
     let mut racing = join_all(racing.chain(independent).collect()).await;
     let independent = racing.split_off(64);
     assert_eq!(racing.iter().filter(|r| r.is_ok()).count(), 1, "exactly one creation wins");
-    assert!(racing.iter().all(|r| matches!(r, Ok(()) | Err(crate::StoreError::Conflict { .. }))));
+    assert!(racing.iter().all(|r| matches!(r, Ok(_) | Err(crate::StoreError::Conflict { .. }))));
     assert!(independent.iter().all(Result::is_ok));
     let listed = store.list(c, Some("own-"), 500).await.unwrap();
     assert_eq!(listed.len(), 128);
@@ -160,7 +163,7 @@ pub async fn run_shared(a: &dyn RecordStore, b: &dyn RecordStore) {
     });
     let outcomes = join_all(racing.collect()).await;
     assert_eq!(outcomes.iter().filter(|r| r.is_ok()).count(), 1, "exactly one creation wins across stores");
-    assert!(outcomes.iter().all(|r| matches!(r, Ok(()) | Err(StoreError::Conflict { .. }))));
+    assert!(outcomes.iter().all(|r| matches!(r, Ok(_) | Err(StoreError::Conflict { .. }))));
     let seen = a.get(c, "shared").await.unwrap().unwrap();
     assert_eq!(b.get(c, "shared").await.unwrap().as_ref(), Some(&seen));
     b.commit(vec![Write::put(c, "shared", Expect::Revision(seen.revision), b"by b".to_vec())]).await.unwrap();
@@ -183,7 +186,7 @@ pub async fn run_shared(a: &dyn RecordStore, b: &dyn RecordStore) {
                     let write =
                         Write::put(c, "counter", Expect::Revision(current.revision), value.to_be_bytes().to_vec());
                     match store.commit(vec![write]).await {
-                        Ok(()) => break,
+                        Ok(_) => break,
                         Err(StoreError::Conflict { .. }) => continue,
                         Err(err) => panic!("increment failed: {err}"),
                     }

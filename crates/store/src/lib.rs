@@ -182,6 +182,8 @@ pub trait RecordStore: Send + Sync + 'static {
     /// Records with keys strictly greater than `after`, in key order, at most `limit`.
     async fn list(&self, collection: Collection, after: Option<&str>, limit: usize) -> Result<Vec<Record>, StoreError>;
 
-    /// Applies all writes or none. Returns once the batch is durable.
-    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+    /// Applies all writes or none. Returns once the batch is durable, with the
+    /// revision that every record the batch put or checked now has (a cache that
+    /// writes through can expect it next time).
+    async fn commit(&self, writes: Vec<Write>) -> Result<i64, StoreError>;
 }

@@ -128,7 +128,7 @@ impl RecordStore for PostgresStore {
         rows.iter().map(record_from_row).collect()
     }
 
-    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+    async fn commit(&self, writes: Vec<Write>) -> Result<i64, StoreError> {
         self.writer.commit(writes).await
     }
 }
@@ -139,7 +139,7 @@ struct Writer {
 
 #[async_trait::async_trait]
 impl CommitGroup for Writer {
-    async fn commit_group(&self, group: &[Pending]) -> Vec<Result<(), StoreError>> {
+    async fn commit_group(&self, group: &[Pending]) -> Vec<Result<i64, StoreError>> {
         match self.commit_with_retries(group).await {
             Ok(outcomes) => outcomes,
             // Still deadlocking with other writers: each batch alone, so one batch's locks
@@ -149,7 +149,7 @@ impl CommitGroup for Writer {
                 let mut outcomes = Vec::with_capacity(group.len());
                 for batch in group {
                     outcomes.push(match self.commit_with_retries(std::slice::from_ref(batch)).await {
-                        Ok(mut alone) => alone.pop().unwrap_or(Ok(())),
+                        Ok(mut alone) => alone.pop().unwrap_or_else(|| Err(StoreError::Backend("no outcome".into()))),
                         Err(err) => Err(failure(&err)),
                     });
                 }
@@ -161,7 +161,7 @@ impl CommitGroup for Writer {
 }
 
 impl Writer {
-    async fn commit_with_retries(&self, group: &[Pending]) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
+    async fn commit_with_retries(&self, group: &[Pending]) -> Result<Vec<Result<i64, StoreError>>, sqlx::Error> {
         let mut attempt = 0;
         loop {
             match try_commit_group(&self.pool, group).await {
@@ -191,7 +191,7 @@ fn is_transient(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
 }
 
-async fn try_commit_group(pool: &PgPool, group: &[Pending]) -> Result<Vec<Result<(), StoreError>>, sqlx::Error> {
+async fn try_commit_group(pool: &PgPool, group: &[Pending]) -> Result<Vec<Result<i64, StoreError>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let count = i64::try_from(group.len()).unwrap_or(i64::MAX);
     let revisions: Vec<i64> = sqlx::query_scalar("SELECT nextval('revisions') FROM generate_series(1, $1)")
@@ -218,13 +218,13 @@ async fn try_commit_group(pool: &PgPool, group: &[Pending]) -> Result<Vec<Result
     Ok(outcomes)
 }
 
-/// Applies a batch with one revision. The outer error is the database's (the
+/// Applies a batch with one revision (returned). The outer error is the database's (the
 /// group fails); the inner one an expectation that did not hold (the batch fails).
 async fn apply(
     tx: &mut Transaction<'static, Postgres>,
     writes: &[Write],
     revision: i64,
-) -> Result<Result<(), StoreError>, sqlx::Error> {
+) -> Result<Result<i64, StoreError>, sqlx::Error> {
     for write in writes {
         let collection = write.collection.as_str();
         let key = write.key.as_str();
@@ -343,5 +343,5 @@ async fn apply(
             return Ok(Err(StoreError::Conflict { collection, key: write.key.clone() }));
         }
     }
-    Ok(Ok(()))
+    Ok(Ok(revision))
 }

@@ -126,7 +126,7 @@ impl RecordStore for SqliteStore {
         rows.iter().map(record_from_row).collect()
     }
 
-    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+    async fn commit(&self, writes: Vec<Write>) -> Result<i64, StoreError> {
         self.writer.commit(writes).await
     }
 }
@@ -138,7 +138,7 @@ struct Writer {
 #[async_trait::async_trait]
 impl CommitGroup for Writer {
     /// One transaction for the group. If the commit itself fails, every batch fails with it.
-    async fn commit_group(&self, group: &[Pending]) -> Vec<Result<(), StoreError>> {
+    async fn commit_group(&self, group: &[Pending]) -> Vec<Result<i64, StoreError>> {
         match try_commit_group(&self.pool, group).await {
             Ok(outcomes) => outcomes,
             Err(err) => group.iter().map(|_| Err(StoreError::Backend(err.to_string()))).collect(),
@@ -146,7 +146,7 @@ impl CommitGroup for Writer {
     }
 }
 
-async fn try_commit_group(pool: &SqlitePool, group: &[Pending]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+async fn try_commit_group(pool: &SqlitePool, group: &[Pending]) -> Result<Vec<Result<i64, StoreError>>, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut outcomes = Vec::with_capacity(group.len());
     for batch in group {
@@ -162,8 +162,8 @@ async fn try_commit_group(pool: &SqlitePool, group: &[Pending]) -> Result<Vec<Re
     Ok(outcomes)
 }
 
-/// Checks a batch's expectations and applies its writes, all with one new revision.
-async fn apply(tx: &mut Transaction<'static, Sqlite>, writes: &[Write]) -> Result<(), StoreError> {
+/// Checks a batch's expectations and applies its writes, all with one new revision (returned).
+async fn apply(tx: &mut Transaction<'static, Sqlite>, writes: &[Write]) -> Result<i64, StoreError> {
     let revision: i64 =
         sqlx::query_scalar("UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value")
             .fetch_one(&mut **tx)
@@ -211,5 +211,5 @@ async fn apply(tx: &mut Transaction<'static, Sqlite>, writes: &[Write]) -> Resul
         };
         statement.execute(&mut **tx).await?;
     }
-    Ok(())
+    Ok(revision)
 }

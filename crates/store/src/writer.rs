@@ -10,7 +10,7 @@ use crate::{StoreError, Write};
 /// A batch waiting for a writer, with where to send its outcome.
 pub(crate) struct Pending {
     pub writes: Vec<Write>,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    done: oneshot::Sender<Result<i64, StoreError>>,
 }
 
 /// Most batches committed in one transaction.
@@ -20,8 +20,8 @@ const GROUP_LIMIT: usize = 512;
 /// alone on its expectations, and none is answered before the group is durable.
 #[async_trait::async_trait]
 pub(crate) trait CommitGroup: Send + Sync + 'static {
-    /// One outcome per batch, in order.
-    async fn commit_group(&self, group: &[Pending]) -> Vec<Result<(), StoreError>>;
+    /// One outcome per batch, in order: the batch's revision, or why it failed.
+    async fn commit_group(&self, group: &[Pending]) -> Vec<Result<i64, StoreError>>;
 }
 
 pub(crate) struct WriteQueue {
@@ -41,7 +41,7 @@ impl WriteQueue {
         Self { sender }
     }
 
-    pub async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<i64, StoreError> {
         let (done, outcome) = oneshot::channel();
         let stopped = || StoreError::Backend("the store's writer has stopped".into());
         self.sender.send(Pending { writes, done }).await.map_err(|_| stopped())?;
