@@ -84,7 +84,13 @@ impl Registry {
         let typed = request.thing_type.is_some();
         validate_attributes(&request.attributes, max_thing_attributes(typed), thing_attribute_owner(typed))?;
         let (attributes, request) = (&attributes, &request);
+        // Most creations are of new things: the first attempt writes without reading
+        // (the thing's write expects it absent); if it was there, the next attempt
+        // reads it and answers as AWS does for a repeated CreateThing.
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
+        let attempts = &attempts;
         self.transact(|| async move {
+            let first = attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0;
             let mut writes = Vec::new();
             if let Some(type_name) = &request.thing_type {
                 let thing_type = self.usable_type(type_name).await?;
@@ -95,7 +101,11 @@ impl Registry {
                 writes.push(Write::hold(Collection::BillingGroup, group, billing_group.expect()));
             }
             let arn = self.arn(ResourceKind::Thing, &request.name);
-            if let Some(existing) = self.load::<Thing>(Collection::Thing, &request.name).await? {
+            let existing = match first {
+                true => None,
+                false => self.load::<Thing>(Collection::Thing, &request.name).await?,
+            };
+            if let Some(existing) = existing {
                 let existing = existing.value;
                 let same = existing.thing_type == request.thing_type
                     && existing.attributes == *attributes

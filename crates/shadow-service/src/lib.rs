@@ -59,7 +59,7 @@ pub struct NamedShadows {
 pub const DEFAULT_LIST_PAGE_SIZE: usize = 25;
 const MAX_LIST_PAGE_SIZE: usize = 100;
 /// Lanes, each a task owning the shadows of the things that hash to it.
-const LANES: usize = 32;
+const LANES: usize = 8;
 /// Requests that may wait for one lane; a full lane holds its senders back.
 const LANE_QUEUE: usize = 1024;
 /// Shadows (and, separately, things) cached over all lanes.

@@ -109,6 +109,26 @@ async fn batches_are_atomic(store: &dyn RecordStore) {
     assert!(after.revision > held, "a check takes a new revision, so racing batches fail");
     let stale_delete = vec![Write::delete(c, "held", Expect::Revision(held))];
     assert!(store.commit(stale_delete).await.is_err());
+    // Unconditional writes before the one that fails its expectation are not kept
+    // either, whatever order the store applies them in.
+    let index_then_taken = vec![
+        Write::put(c, "entry", Expect::Anything, Vec::new()),
+        Write::put(c, "held", Expect::Absent, b"again".to_vec()),
+    ];
+    let failed = store.commit(index_then_taken).await;
+    assert!(matches!(failed, Err(StoreError::Conflict { ref key, .. }) if key == "held"), "{failed:?}");
+    let entry_then_stale_hold =
+        vec![Write::put(c, "entry", Expect::Anything, Vec::new()), Write::hold(c, "held", Expect::Revision(held))];
+    assert!(matches!(store.commit(entry_then_stale_hold).await, Err(StoreError::Conflict { .. })));
+    assert_eq!(store.get(c, "entry").await.unwrap(), None, "a failed batch must write nothing");
+    // Positive control: the same shape with expectations that hold is written.
+    let entry_then_new = vec![
+        Write::put(c, "entry", Expect::Anything, Vec::new()),
+        Write::hold(c, "held", Expect::Revision(after.revision)),
+        Write::put(c, "fresh", Expect::Absent, b"f".to_vec()),
+    ];
+    store.commit(entry_then_new).await.unwrap();
+    assert!(store.get(c, "entry").await.unwrap().is_some());
 }
 
 async fn list_is_ordered_and_paged(store: &dyn RecordStore) {

@@ -148,68 +148,168 @@ impl CommitGroup for Writer {
 
 async fn try_commit_group(pool: &SqlitePool, group: &[Pending]) -> Result<Vec<Result<i64, StoreError>>, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    // One revision per batch, taken for the whole group at once; a failed batch's is
+    // skipped, never reused.
+    let count = i64::try_from(group.len()).unwrap_or(i64::MAX);
+    let last: i64 = sqlx::query_scalar("UPDATE revision_counter SET value = value + ? WHERE id = 1 RETURNING value")
+        .bind(count)
+        .fetch_one(&mut *tx)
+        .await?;
     let mut outcomes = Vec::with_capacity(group.len());
-    for batch in group {
-        sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
-        let outcome = apply(&mut tx, &batch.writes).await;
-        if outcome.is_err() {
-            sqlx::query("ROLLBACK TO batch").execute(&mut *tx).await?;
+    for (batch, revision) in group.iter().zip(last - count + 1..) {
+        let (writes, guarded) = application_order(&batch.writes);
+        if guarded {
+            sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
         }
-        sqlx::query("RELEASE batch").execute(&mut *tx).await?;
+        let outcome = apply(&mut tx, &writes, revision).await;
+        if guarded {
+            if outcome.is_err() {
+                sqlx::query("ROLLBACK TO batch").execute(&mut *tx).await?;
+            }
+            sqlx::query("RELEASE batch").execute(&mut *tx).await?;
+        } else if let Err(failure @ StoreError::Backend(_)) = outcome {
+            // The database failed part way through a batch without a savepoint: the
+            // whole group is rolled back. (A conflict there comes before any change.)
+            return Err(failure);
+        }
         outcomes.push(outcome);
     }
     tx.commit().await?;
     Ok(outcomes)
 }
 
-/// Checks a batch's expectations and applies its writes, all with one new revision (returned).
-async fn apply(tx: &mut Transaction<'static, Sqlite>, writes: &[Write]) -> Result<i64, StoreError> {
-    let revision: i64 =
-        sqlx::query_scalar("UPDATE revision_counter SET value = value + 1 WHERE id = 1 RETURNING value")
-            .fetch_one(&mut **tx)
-            .await?;
+/// The order to apply a batch's writes in, and whether it needs a savepoint. None is
+/// needed when every expectation can be checked before the first change: writes of
+/// distinct records, no prefix check (it depends on the writes before it), and at most
+/// one change with an expectation; then the holds go first, that change next (its
+/// statement checks its expectation) and the unconditional changes last. Saving
+/// statements matters: each is a round trip to sqlx's worker thread.
+fn application_order(writes: &[Write]) -> (Vec<&Write>, bool) {
+    let conditional = writes.iter().any(Write::is_conditional);
+    let checked_changes = writes.iter().filter(|w| w.is_conditional() && w.changes()).count();
+    let mut records = std::collections::HashSet::with_capacity(writes.len());
+    let distinct = writes.iter().all(|w| records.insert((w.collection, w.key.as_str())));
+    let prefix_check = writes.iter().any(|w| w.op == WriteOp::NoneWithPrefix);
+    let mut ordered: Vec<&Write> = writes.iter().collect();
+    if !conditional {
+        return (ordered, false);
+    }
+    if checked_changes > 1 || !distinct || prefix_check {
+        return (ordered, true);
+    }
+    ordered.sort_by_key(|w| match (w.changes(), w.is_conditional()) {
+        (false, _) => 0,
+        (true, true) => 1,
+        (true, false) => 2,
+    });
+    (ordered, false)
+}
+
+/// Checks a batch's expectations and applies its writes in the order given, all
+/// with the batch's revision (returned). Each write is one statement where the
+/// statement itself can check the expectation.
+async fn apply(tx: &mut Transaction<'static, Sqlite>, writes: &[&Write], revision: i64) -> Result<i64, StoreError> {
     for write in writes {
-        if write.op == WriteOp::NoneWithPrefix {
-            let next: Option<String> =
-                sqlx::query_scalar("SELECT key FROM records WHERE collection = ? AND key >= ? ORDER BY key LIMIT 1")
+        let holds = match (&write.op, write.expect) {
+            (WriteOp::NoneWithPrefix, _) => {
+                let next: Option<String> = sqlx::query_scalar(
+                    "SELECT key FROM records WHERE collection = ? AND key >= ? ORDER BY key LIMIT 1",
+                )
+                .bind(write.collection.as_str())
+                .bind(&write.key)
+                .fetch_optional(&mut **tx)
+                .await?;
+                !next.is_some_and(|key| key.starts_with(&write.key))
+            }
+            (WriteOp::Put(body), Expect::Anything) => {
+                upsert(write, revision, body).execute(&mut **tx).await?;
+                true
+            }
+            (WriteOp::Put(body), Expect::Absent) => {
+                sqlx::query(
+                    "INSERT INTO records (collection, key, revision, body) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (collection, key) DO NOTHING",
+                )
+                .bind(write.collection.as_str())
+                .bind(&write.key)
+                .bind(revision)
+                .bind(body)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+                    == 1
+            }
+            (WriteOp::Put(body), Expect::Revision(expected)) => {
+                sqlx::query(
+                    "UPDATE records SET revision = ?, body = ? WHERE collection = ? AND key = ? AND revision = ?",
+                )
+                .bind(revision)
+                .bind(body)
+                .bind(write.collection.as_str())
+                .bind(&write.key)
+                .bind(expected)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+                    == 1
+            }
+            (WriteOp::Delete, Expect::Revision(expected)) => {
+                sqlx::query("DELETE FROM records WHERE collection = ? AND key = ? AND revision = ?")
                     .bind(write.collection.as_str())
                     .bind(&write.key)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-            if next.is_some_and(|key| key.starts_with(&write.key)) {
-                return Err(StoreError::Conflict { collection: write.collection.as_str(), key: write.key.clone() });
+                    .bind(expected)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+                    == 1
             }
-            continue;
-        }
-        let current = current_revision(tx, write.collection, &write.key).await?;
-        let holds = match write.expect {
-            Expect::Anything => true,
-            Expect::Absent => current.is_none(),
-            Expect::Revision(expected) => current == Some(expected),
+            (op, expect) => {
+                let current = current_revision(tx, write.collection, &write.key).await?;
+                let holds = match expect {
+                    Expect::Anything => true,
+                    Expect::Absent => current.is_none(),
+                    Expect::Revision(expected) => current == Some(expected),
+                };
+                let statement = match op {
+                    WriteOp::Check => Some(
+                        sqlx::query("UPDATE records SET revision = ? WHERE collection = ? AND key = ?")
+                            .bind(revision)
+                            .bind(write.collection.as_str())
+                            .bind(&write.key),
+                    ),
+                    WriteOp::Delete => Some(
+                        sqlx::query("DELETE FROM records WHERE collection = ? AND key = ?")
+                            .bind(write.collection.as_str())
+                            .bind(&write.key),
+                    ),
+                    WriteOp::Put(body) => Some(upsert(write, revision, body)),
+                    // One writer at a time: what was checked stays so until the commit.
+                    WriteOp::Hold | WriteOp::NoneWithPrefix => None,
+                };
+                if let Some(statement) = statement.filter(|_| holds) {
+                    statement.execute(&mut **tx).await?;
+                }
+                holds
+            }
         };
         if !holds {
             return Err(StoreError::Conflict { collection: write.collection.as_str(), key: write.key.clone() });
         }
-        let statement = match &write.op {
-            WriteOp::Put(body) => sqlx::query(
-                "INSERT INTO records (collection, key, revision, body) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (collection, key) DO UPDATE SET revision = excluded.revision, body = excluded.body",
-            )
-            .bind(write.collection.as_str())
-            .bind(&write.key)
-            .bind(revision)
-            .bind(body),
-            WriteOp::Check => sqlx::query("UPDATE records SET revision = ? WHERE collection = ? AND key = ?")
-                .bind(revision)
-                .bind(write.collection.as_str())
-                .bind(&write.key),
-            WriteOp::Delete => sqlx::query("DELETE FROM records WHERE collection = ? AND key = ?")
-                .bind(write.collection.as_str())
-                .bind(&write.key),
-            // One writer at a time: what was checked stays so until the commit.
-            WriteOp::Hold | WriteOp::NoneWithPrefix => continue,
-        };
-        statement.execute(&mut **tx).await?;
     }
     Ok(revision)
+}
+
+fn upsert<'q>(
+    write: &'q Write,
+    revision: i64,
+    body: &'q [u8],
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    sqlx::query(
+        "INSERT INTO records (collection, key, revision, body) VALUES (?, ?, ?, ?)
+         ON CONFLICT (collection, key) DO UPDATE SET revision = excluded.revision, body = excluded.body",
+    )
+    .bind(write.collection.as_str())
+    .bind(&write.key)
+    .bind(revision)
+    .bind(body)
 }
