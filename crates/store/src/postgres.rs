@@ -5,7 +5,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
-use crate::writer::{CommitGroup, Pending, WriteQueue};
+use crate::writer::{CommitGroup, Pending, WriteQueue, application_order};
 use crate::{Collection, Expect, Record, RecordStore, StoreError, Write, WriteOp};
 
 /// Schema migrations, applied in order; `ferrocore_schema` counts those applied.
@@ -200,12 +200,11 @@ async fn try_commit_group(pool: &PgPool, group: &[Pending]) -> Result<Vec<Result
         .await?;
     let mut outcomes = Vec::with_capacity(group.len());
     for (batch, revision) in group.iter().zip(revisions) {
-        // A batch without expectations cannot fail on them: no savepoint to roll back to.
-        let guarded = batch.writes.iter().any(Write::is_conditional);
+        let (writes, guarded) = application_order(&batch.writes);
         if guarded {
             sqlx::query("SAVEPOINT batch").execute(&mut *tx).await?;
         }
-        let outcome = apply(&mut tx, &batch.writes, revision).await?;
+        let outcome = apply(&mut tx, &writes, revision).await?;
         if guarded {
             if outcome.is_err() {
                 sqlx::query("ROLLBACK TO SAVEPOINT batch").execute(&mut *tx).await?;
@@ -222,7 +221,7 @@ async fn try_commit_group(pool: &PgPool, group: &[Pending]) -> Result<Vec<Result
 /// group fails); the inner one an expectation that did not hold (the batch fails).
 async fn apply(
     tx: &mut Transaction<'static, Postgres>,
-    writes: &[Write],
+    writes: &[&Write],
     revision: i64,
 ) -> Result<Result<i64, StoreError>, sqlx::Error> {
     for write in writes {

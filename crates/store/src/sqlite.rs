@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
-use crate::writer::{CommitGroup, Pending, WriteQueue};
+use crate::writer::{CommitGroup, Pending, WriteQueue, application_order};
 use crate::{Collection, Expect, Record, RecordStore, StoreError, Write, WriteOp};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
@@ -176,33 +176,6 @@ async fn try_commit_group(pool: &SqlitePool, group: &[Pending]) -> Result<Vec<Re
     }
     tx.commit().await?;
     Ok(outcomes)
-}
-
-/// The order to apply a batch's writes in, and whether it needs a savepoint. None is
-/// needed when every expectation can be checked before the first change: writes of
-/// distinct records, no prefix check (it depends on the writes before it), and at most
-/// one change with an expectation; then the holds go first, that change next (its
-/// statement checks its expectation) and the unconditional changes last. Saving
-/// statements matters: each is a round trip to sqlx's worker thread.
-fn application_order(writes: &[Write]) -> (Vec<&Write>, bool) {
-    let conditional = writes.iter().any(Write::is_conditional);
-    let checked_changes = writes.iter().filter(|w| w.is_conditional() && w.changes()).count();
-    let mut records = std::collections::HashSet::with_capacity(writes.len());
-    let distinct = writes.iter().all(|w| records.insert((w.collection, w.key.as_str())));
-    let prefix_check = writes.iter().any(|w| w.op == WriteOp::NoneWithPrefix);
-    let mut ordered: Vec<&Write> = writes.iter().collect();
-    if !conditional {
-        return (ordered, false);
-    }
-    if checked_changes > 1 || !distinct || prefix_check {
-        return (ordered, true);
-    }
-    ordered.sort_by_key(|w| match (w.changes(), w.is_conditional()) {
-        (false, _) => 0,
-        (true, true) => 1,
-        (true, false) => 2,
-    });
-    (ordered, false)
 }
 
 /// Checks a batch's expectations and applies its writes in the order given, all
