@@ -200,6 +200,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--json", type=Path, help="also write every raw result here")
     parser.add_argument("--no-build", action="store_true", help="use the release binaries already built")
+    parser.add_argument("--store-url", help="run ferrocore on this (empty) PostgreSQL database instead of SQLite")
     parser.add_argument("--only", action="append", default=[],
                         help="run only the scenarios whose name contains this (repeatable)")
     args = parser.parse_args()
@@ -217,7 +218,8 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="ferrocore-bench-"))
     log(f"work directory {workdir}")
-    ferrocore = Ferrocore(ferrocore_bin, workdir)
+    store_args = ("--store-url", args.store_url) if args.store_url else ()
+    ferrocore = Ferrocore(ferrocore_bin, workdir, store_args)
     mosquitto = None
     moto_proc = None
     rows: list[dict] = []
@@ -277,7 +279,7 @@ def main() -> int:
             nonlocal ferrocore, mosquitto
             if broker == "ferrocore":
                 ferrocore.stop()
-                ferrocore = Ferrocore(ferrocore_bin, workdir)
+                ferrocore = Ferrocore(ferrocore_bin, workdir, store_args)
                 brokers["ferrocore"], pids["ferrocore"] = ferrocore.mqtt_port, ferrocore.proc.pid
             else:
                 mosquitto.stop()

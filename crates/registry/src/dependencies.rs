@@ -54,6 +54,7 @@ pub(crate) fn changed_by(writes: &[Write], account: &Account) -> Vec<Dependency>
             | Collection::PolicyTarget
             | Collection::ThingGroupChild
             | Collection::CertificateOrder
+            | Collection::TopicRuleTopic
             | Collection::BillingGroup
             | Collection::RoleAlias
             | Collection::RetainedMessage

@@ -10,6 +10,7 @@
 //! | `PolicyTarget` | policies | each target the policy is attached to |
 //! | `ThingGroupChild` | thing groups | the parent group |
 //! | `CertificateOrder` | certificates | `all/a`, `all/d`, `ca/<id>/a`, `ca/<id>/d`; the name is the creation order key |
+//! | `TopicRuleTopic` | topic rules | the FROM filter, with `%` and space escaped (a filter may hold spaces) |
 //!
 //! Data written before an index existed gets it at start ([`Registry::prepare_indexes`]).
 
@@ -17,6 +18,7 @@ use std::collections::BTreeSet;
 
 use ferrocore_model::Result;
 use ferrocore_model::registry::ThingGroup;
+use ferrocore_model::rules::TopicRule;
 use ferrocore_model::security::Policy;
 use ferrocore_store::{Collection, Expect, Record, Write};
 use serde::Serialize;
@@ -56,6 +58,17 @@ pub(crate) fn group_entries(group: &ThingGroup) -> BTreeSet<String> {
     group.parent.iter().map(|parent| format!("{parent} {}", group.name)).collect()
 }
 
+/// A topic filter as an index value: no space (the separator), and `%` escaped so the
+/// encoding is one to one.
+pub(crate) fn topic_value(filter: &str) -> String {
+    filter.replace('%', "%25").replace(' ', "%20")
+}
+
+/// A topic rule's entry under its FROM filter.
+pub(crate) fn topic_rule_entries(rule: &TopicRule) -> BTreeSet<String> {
+    BTreeSet::from([format!("{} {}", topic_value(&rule.topic_pattern), rule.name)])
+}
+
 /// How an index is built for records stored before it existed.
 struct Build {
     /// The setting that says it was built.
@@ -72,7 +85,7 @@ enum Entries {
     Thing,
 }
 
-const BUILDS: [Build; 4] = [
+const BUILDS: [Build; 5] = [
     // "v2": the `tree/` entries came after the first thing index.
     Build {
         done: "thing_index_v2_built",
@@ -99,6 +112,12 @@ const BUILDS: [Build; 4] = [
         entries: Entries::Of(|record| {
             Ok(crate::certificates::certificate_entries(&decode_record(Collection::Certificate, record)?))
         }),
+    },
+    Build {
+        done: "topic_rule_topic_index_built",
+        source: Collection::TopicRule,
+        index: Collection::TopicRuleTopic,
+        entries: Entries::Of(|record| Ok(topic_rule_entries(&decode_record(Collection::TopicRule, record)?))),
     },
 ];
 
@@ -160,6 +179,30 @@ impl Registry {
             .take_while(|entry| entry.key.starts_with(&prefix))
             .map(|entry| entry.key[prefix.len()..].to_string())
             .collect())
+    }
+
+    /// One page of a collection's records in key order (the token is the last key),
+    /// read from the store one page at a time.
+    pub(crate) async fn records_page<T: serde::de::DeserializeOwned>(
+        &self,
+        collection: Collection,
+        request: &crate::PageRequest,
+    ) -> Result<crate::Page<T>> {
+        let mut builder = crate::paging::PageBuilder::new(request, request.after()?)?;
+        loop {
+            let records =
+                self.store.list(collection, builder.after(), builder.chunk()).await.map_err(storage_failure)?;
+            let fetched = records.len();
+            for record in records {
+                let value = decode_record::<T>(collection, &record)?;
+                if let Some(page) = builder.offer(record.key, Some(value), &mut |_| true) {
+                    return Ok(page);
+                }
+            }
+            if let Some(page) = builder.chunk_done(fetched) {
+                return Ok(page);
+            }
+        }
     }
 
     /// Every name indexed under `value`, in order.

@@ -7,7 +7,7 @@ use ferrocore_model::rules::{DestinationStatus, DestinationTarget, TopicRuleDest
 use ferrocore_model::{Error, Result};
 use ferrocore_store::{Collection, Expect, Write};
 
-use crate::paging::{Page, PageRequest, paginate};
+use crate::paging::{Page, PageRequest};
 use crate::{Loaded, Outcome, Registry, new_id, put};
 
 impl Registry {
@@ -64,7 +64,7 @@ impl Registry {
     }
 
     pub async fn list_topic_rule_destinations(&self, page: &PageRequest) -> Result<Page<TopicRuleDestination>> {
-        paginate(self.all_topic_rule_destinations().await?, |d| d.arn.as_str(), page)
+        self.records_page(Collection::TopicRuleDestination, page).await
     }
 
     pub async fn all_topic_rule_destinations(&self) -> Result<Vec<TopicRuleDestination>> {

@@ -7,11 +7,17 @@ use ferrocore_model::rules::{
     DestinationTarget, TopicRule, TopicRulePayload, check_actions, check_rule_name, sql_version,
 };
 use ferrocore_model::{Error, ResourceKind, Result};
-use ferrocore_store::{Collection, Expect, Write};
+use ferrocore_store::{Collection, Expect, Record, Write};
 
-use crate::paging::{Page, PageRequest, paginate};
+use crate::indexes::{record_writes, topic_rule_entries, topic_value};
+use crate::paging::{Page, PageBuilder, PageRequest};
 use crate::topic_rule_destinations::http_destination_urls;
-use crate::{Loaded, Outcome, Registry, put};
+use crate::{Loaded, Outcome, Registry, decode_record, put, storage_failure};
+
+/// A rule's write with its entry under its FROM filter.
+fn rule_writes(name: &str, before: Option<&Loaded<TopicRule>>, after: Option<&TopicRule>) -> Vec<Write> {
+    record_writes(Collection::TopicRule, Collection::TopicRuleTopic, name, before, after, topic_rule_entries)
+}
 
 /// Largest rule payload (AWS: 256 KB per rule).
 pub const MAX_RULE_BYTES: usize = 256 * 1024;
@@ -105,7 +111,7 @@ impl Registry {
                 });
             }
             let mut writes = self.missing_destinations(destination_urls).await?;
-            writes.push(put(Collection::TopicRule, name, Expect::Absent, rule));
+            writes.extend(rule_writes(name, None, Some(rule)));
             Ok(Outcome::write(writes, ()))
         })
         .await
@@ -148,7 +154,7 @@ impl Registry {
                 ..replacement.clone()
             };
             let mut writes = self.missing_destinations(destination_urls).await?;
-            writes.push(put(Collection::TopicRule, name, loaded.expect(), &rule));
+            writes.extend(rule_writes(name, Some(&loaded), Some(&rule)));
             Ok(Outcome::write(writes, ()))
         })
         .await
@@ -159,7 +165,7 @@ impl Registry {
             let loaded = self.require_topic_rule(name).await?;
             let mut rule = loaded.value.clone();
             rule.rule_disabled = !enabled;
-            Ok(Outcome::write(vec![put(Collection::TopicRule, name, loaded.expect(), &rule)], ()))
+            Ok(Outcome::write(rule_writes(name, Some(&loaded), Some(&rule)), ()))
         })
         .await
     }
@@ -168,18 +174,41 @@ impl Registry {
         check_rule_name(name)?;
         self.transact(|| async {
             let loaded = self.require_topic_rule(name).await?;
-            Ok(Outcome::write(vec![Write::delete(Collection::TopicRule, name, loaded.expect())], ()))
+            Ok(Outcome::write(rule_writes(name, Some(&loaded), None), ()))
         })
         .await
     }
 
+    /// One page of rules in name order, or with `topic` in the order of that filter's
+    /// index entries (also by name); the token is the last key read.
     pub async fn list_topic_rules(&self, request: &ListTopicRules) -> Result<Page<TopicRule>> {
-        let all = self.load_all::<TopicRule>(Collection::TopicRule).await?;
-        let matching = all.into_iter().map(|loaded| loaded.value).filter(|rule| {
-            request.topic.as_deref().is_none_or(|topic| rule.topic_pattern == topic)
-                && request.rule_disabled.is_none_or(|disabled| rule.rule_disabled == disabled)
-        });
-        paginate(matching, |rule| rule.name.as_str(), &request.page)
+        let (source, prefix) = match request.topic.as_deref() {
+            None => (Collection::TopicRule, String::new()),
+            Some(topic) => (Collection::TopicRuleTopic, format!("{} ", topic_value(topic))),
+        };
+        let mut keep = |rule: &TopicRule| request.rule_disabled.is_none_or(|disabled| rule.rule_disabled == disabled);
+        let mut builder = PageBuilder::new(&request.page, request.page.after_within(&prefix)?)?;
+        loop {
+            let start = builder.after().unwrap_or(&prefix).to_string();
+            let records = self.store.list(source, Some(&start), builder.chunk()).await.map_err(storage_failure)?;
+            let records: Vec<Record> = records.into_iter().take_while(|r| r.key.starts_with(&prefix)).collect();
+            let fetched = records.len();
+            for record in records {
+                let rule = match source {
+                    Collection::TopicRule => Some(decode_record::<TopicRule>(source, &record)?),
+                    _ => {
+                        let name = &record.key[prefix.len()..];
+                        self.load::<TopicRule>(Collection::TopicRule, name).await?.map(|loaded| loaded.value)
+                    }
+                };
+                if let Some(page) = builder.offer(record.key, rule, &mut keep) {
+                    return Ok(page);
+                }
+            }
+            if let Some(page) = builder.chunk_done(fetched) {
+                return Ok(page);
+            }
+        }
     }
 
     /// Every rule, for the rules engine (which skips the disabled ones).

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use ferrocore_model::registry::{AttributePayload, Attributes};
 use ferrocore_model::{Account, Error};
 use ferrocore_registry::{
-    Clock, CreateThing, CreateThingGroup, CreateThingType, ListThingGroups, ListThings, Registry, RegistryConfig,
-    UpdateThing,
+    Clock, CreateThing, CreateThingGroup, CreateThingType, ListThingGroups, ListThings, ListTopicRules, PageRequest,
+    Registry, RegistryConfig, UpdateThing,
 };
 use ferrocore_store::SqliteStore;
 
@@ -310,25 +310,91 @@ async fn indexes_missing_from_older_data_are_built_at_start() {
         let policies = registry.list_attached_policies(root_arn, false, &Default::default()).await.unwrap().items;
         let certificates = registry.list_certificates(None, false, &Default::default()).await.unwrap().items;
         let certificates: Vec<String> = certificates.into_iter().map(|c| c.id).collect();
-        (recursive, children.collect::<Vec<_>>(), policies, certificates)
+        let by_topic = ListTopicRules { topic: Some("sensors/a b".into()), ..Default::default() };
+        let rules: Vec<String> =
+            registry.list_topic_rules(&by_topic).await.unwrap().items.into_iter().map(|r| r.name).collect();
+        (recursive, children.collect::<Vec<_>>(), policies, certificates, rules)
     };
+    registry.create_topic_rule("spaced", &rule_payload("sensors/a b"), &Default::default()).await.unwrap();
     let certificate = registry.create_keys_and_certificate(false).await.unwrap().id;
-    let indexed = (vec!["dev".to_string()], vec!["leaf".to_string()], vec!["fleet".to_string()], vec![certificate]);
+    let indexed = (
+        vec!["dev".to_string()],
+        vec!["leaf".to_string()],
+        vec!["fleet".to_string()],
+        vec![certificate],
+        vec!["spaced".to_string()],
+    );
     assert_eq!(listings().await, indexed, "positive control: the indexes answer");
 
     // The data as an older release left it: no index entries, only the first thing index's setting.
     let mut wipe = Vec::new();
-    let indexes =
-        [Collection::ThingIndex, Collection::PolicyTarget, Collection::ThingGroupChild, Collection::CertificateOrder];
+    let indexes = [
+        Collection::ThingIndex,
+        Collection::PolicyTarget,
+        Collection::ThingGroupChild,
+        Collection::CertificateOrder,
+        Collection::TopicRuleTopic,
+    ];
     for index in indexes.into_iter().chain([Collection::Setting]) {
         let entries = store.list(index, None, 1000).await.unwrap();
         wipe.extend(entries.into_iter().map(|e| Write::delete(index, e.key, Expect::Anything)));
     }
     wipe.push(Write::put(Collection::Setting, "thing_index_built", Expect::Anything, b"true".to_vec()));
     store.commit(wipe).await.unwrap();
-    assert_eq!(listings().await, (vec![], vec![], vec![], vec![]), "nothing indexed");
+    assert_eq!(listings().await, (vec![], vec![], vec![], vec![], vec![]), "nothing indexed");
     registry.prepare_indexes().await.unwrap();
     assert_eq!(listings().await, indexed);
+}
+
+fn rule_payload(from: &str) -> ferrocore_model::rules::TopicRulePayload {
+    serde_json::from_value(serde_json::json!({"sql": format!("SELECT * FROM '{from}'"), "actions": []})).unwrap()
+}
+
+#[tokio::test]
+async fn topic_rules_are_listed_by_their_from_filter_in_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = registry(&dir, 0).await;
+    let none = Default::default();
+    for name in ["r1", "r2", "r3", "r4", "r5"] {
+        registry.create_topic_rule(name, &rule_payload("a"), &none).await.unwrap();
+    }
+    // Filters that would collide with `a` or with each other under a naive key.
+    registry.create_topic_rule("spaced", &rule_payload("a b"), &none).await.unwrap();
+    registry.create_topic_rule("escaped", &rule_payload("a%20b"), &none).await.unwrap();
+    let list = |topic: &str, disabled: Option<bool>, size: i64| {
+        let topic = topic.to_string();
+        let registry = &registry;
+        async move {
+            let (mut pages, mut token) = (Vec::new(), None);
+            loop {
+                let page = PageRequest { next_token: token, max_results: Some(size) };
+                let request = ListTopicRules { topic: Some(topic.clone()), rule_disabled: disabled, page };
+                let page = registry.list_topic_rules(&request).await.unwrap();
+                pages.push(page.items.into_iter().map(|r| r.name).collect::<Vec<_>>());
+                match page.next_token {
+                    Some(next) => token = Some(next),
+                    None => return pages,
+                }
+            }
+        }
+    };
+    assert_eq!(list("a", None, 2).await, [vec!["r1", "r2"], vec!["r3", "r4"], vec!["r5"]]);
+    assert_eq!(list("a b", None, 10).await, [vec!["spaced"]]);
+    assert_eq!(list("a%20b", None, 10).await, [vec!["escaped"]]);
+    registry.set_topic_rule_enabled("r3", false).await.unwrap();
+    registry.replace_topic_rule("r5", &rule_payload("b")).await.unwrap();
+    registry.delete_topic_rule("r1").await.unwrap();
+    assert_eq!(list("a", Some(false), 10).await, [vec!["r2", "r4"]]);
+    assert_eq!(list("a", Some(true), 10).await, [vec!["r3"]]);
+    assert_eq!(list("b", None, 10).await, [vec!["r5"]]);
+    let everything = registry.list_topic_rules(&ListTopicRules::default()).await.unwrap().items;
+    let names: Vec<String> = everything.into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["escaped", "r2", "r3", "r4", "r5", "spaced"]);
+    // A token from another filter's listing is refused.
+    let foreign_token = "b r5".bytes().map(|b| format!("{b:02x}")).collect();
+    let foreign = PageRequest { next_token: Some(foreign_token), max_results: None };
+    let request = ListTopicRules { topic: Some("a".into()), page: foreign, ..Default::default() };
+    assert!(matches!(registry.list_topic_rules(&request).await, Err(Error::InvalidRequest(_))));
 }
 
 const WALLED_GARDEN: &str = r#"{

@@ -55,6 +55,8 @@ pub enum Collection {
     ThingGroupChild,
     /// Certificates in creation order, overall and by CA (see the registry's `indexes`).
     CertificateOrder,
+    /// Topic rules by their FROM filter: `<filter, space and % escaped> <rule>`, one empty record each.
+    TopicRuleTopic,
 }
 
 impl Collection {
@@ -80,6 +82,7 @@ impl Collection {
             Self::PolicyTarget => "policy_target",
             Self::ThingGroupChild => "thing_group_child",
             Self::CertificateOrder => "certificate_order",
+            Self::TopicRuleTopic => "topic_rule_topic",
         }
     }
 }
