@@ -7,9 +7,12 @@ use ferrocore_model::{Error, ResourceKind, Result};
 use ferrocore_pki::parse_certificate_pem;
 use ferrocore_store::{Collection, Expect, Write};
 
+use std::collections::BTreeSet;
+
 use crate::certificates::creation_order_key;
-use crate::paging::{Page, PageRequest, paginate};
-use crate::{Outcome, Registry, new_id, put};
+use crate::indexes::record_writes;
+use crate::paging::{Page, PageBuilder, PageRequest, token_for};
+use crate::{Loaded, Outcome, Registry, new_id, put, storage_failure};
 
 /// CA certificates with one subject an account may register (AWS's limit).
 const MAX_CAS_PER_SUBJECT: usize = 10;
@@ -34,7 +37,42 @@ pub struct UpdateCaCertificate {
     pub remove_auto_registration: bool,
 }
 
+/// A distinguished name as an index value (no spaces: the hex of its attribute pairs).
+pub(crate) fn subject_value(subject: &[(String, String)]) -> String {
+    token_for(&serde_json::to_string(subject).expect("strings serialize"))
+}
+
+/// A CA certificate's entries in `CaCertificateIndex`: its creation order both ways and
+/// its subject. What they index never changes.
+pub(crate) fn ca_entries(ca: &CaCertificate) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for (ascending, direction) in [(true, "a"), (false, "d")] {
+        keys.insert(format!("order/{direction} {}", creation_order_key(ca.creation_date, &ca.id, ascending)));
+    }
+    // Stored CAs were parsed when registered.
+    if let Ok(parsed) = parse_certificate_pem(&ca.pem) {
+        keys.insert(format!("subject/{} {}", subject_value(&parsed.subject), ca.id));
+    }
+    keys
+}
+
+fn ca_writes(id: &str, before: Option<&Loaded<CaCertificate>>, after: Option<&CaCertificate>) -> Vec<Write> {
+    record_writes(Collection::CaCertificate, Collection::CaCertificateIndex, id, before, after, ca_entries)
+}
+
 impl Registry {
+    /// The registered CA certificates with this subject (AWS allows a few per subject).
+    pub(crate) async fn cas_with_subject(&self, subject: &[(String, String)]) -> Result<Vec<Loaded<CaCertificate>>> {
+        let value = format!("subject/{}", subject_value(subject));
+        let mut found = Vec::new();
+        for id in self.all_indexed(Collection::CaCertificateIndex, &value).await? {
+            if let Some(ca) = self.load::<CaCertificate>(Collection::CaCertificate, &id).await? {
+                found.push(ca);
+            }
+        }
+        Ok(found)
+    }
+
     /// The account's registration code, created on first use.
     pub async fn registration_code(&self) -> Result<String> {
         self.transact(|| async {
@@ -95,18 +133,14 @@ impl Registry {
         let arn = self.arn(ResourceKind::CaCertificate, &ca.id);
         let (ca, request, arn) = (&ca, &request, &arn);
         self.transact(|| async move {
-            let existing = self.load_all::<CaCertificate>(Collection::CaCertificate).await?;
-            if existing.iter().any(|c| c.value.id == ca.id) {
+            if self.load::<CaCertificate>(Collection::CaCertificate, &ca.id).await?.is_some() {
                 return Err(Error::ResourceAlreadyExists {
                     message: "The CA certificate is already registered".into(),
                     resource_id: ca.id.clone(),
                     resource_arn: arn.clone(),
                 });
             }
-            let same_subject = existing
-                .iter()
-                .filter(|c| parse_certificate_pem(&c.value.pem).is_ok_and(|other| other.subject == ca.subject))
-                .count();
+            let same_subject = self.cas_with_subject(&ca.subject).await?.len();
             if same_subject >= MAX_CAS_PER_SUBJECT {
                 return Err(Error::LimitExceeded(format!(
                     "At most {MAX_CAS_PER_SUBJECT} CA certificates with the same subject can be registered."
@@ -129,10 +163,7 @@ impl Registry {
                 not_after: ca.not_after,
                 tags: request.tags.clone(),
             };
-            Ok(Outcome::write(
-                vec![put(Collection::CaCertificate, &ca.id, Expect::Absent, &record)],
-                (ca.id.clone(), arn.clone()),
-            ))
+            Ok(Outcome::write(ca_writes(&ca.id, None, Some(&record)), (ca.id.clone(), arn.clone())))
         })
         .await
     }
@@ -141,16 +172,31 @@ impl Registry {
         Ok(self.require_ca_certificate(id).await?.value)
     }
 
+    /// One page in creation order from the index; the token is the last order key read.
     pub async fn list_ca_certificates(&self, ascending: bool, page: &PageRequest) -> Result<Page<CaCertificate>> {
-        let mut all: Vec<(String, CaCertificate)> = self
-            .load_all::<CaCertificate>(Collection::CaCertificate)
-            .await?
-            .into_iter()
-            .map(|c| (creation_order_key(c.value.creation_date, &c.value.id, ascending), c.value))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        let page = paginate(all, |(key, _)| key.as_str(), page)?;
-        Ok(Page { items: page.items.into_iter().map(|(_, c)| c).collect(), next_token: page.next_token })
+        let prefix = if ascending { "order/a " } else { "order/d " };
+        let mut builder = PageBuilder::new(page, page.after()?)?;
+        loop {
+            let start = format!("{prefix}{}", builder.after().unwrap_or_default());
+            let entries = self
+                .store
+                .list(Collection::CaCertificateIndex, Some(&start), builder.chunk())
+                .await
+                .map_err(storage_failure)?;
+            let orders: Vec<String> =
+                entries.into_iter().map_while(|entry| entry.key.strip_prefix(prefix).map(str::to_string)).collect();
+            let fetched = orders.len();
+            for order in orders {
+                let id = order.rsplit_once('|').map_or(order.as_str(), |(_, id)| id);
+                let ca = self.load::<CaCertificate>(Collection::CaCertificate, id).await?.map(|c| c.value);
+                if let Some(page) = builder.offer(order, ca, &mut |_| true) {
+                    return Ok(page);
+                }
+            }
+            if let Some(page) = builder.chunk_done(fetched) {
+                return Ok(page);
+            }
+        }
     }
 
     pub async fn update_ca_certificate(&self, id: &str, update: UpdateCaCertificate) -> Result<()> {
@@ -185,7 +231,7 @@ impl Registry {
                     "The CA certificate must be deactivated (not ACTIVE) before deletion. Id: {id}"
                 )));
             }
-            Ok(Outcome::write(vec![Write::delete(Collection::CaCertificate, id, loaded.expect())], ()))
+            Ok(Outcome::write(ca_writes(id, Some(&loaded), None), ()))
         })
         .await
     }

@@ -162,14 +162,18 @@ impl Registry {
         status: CertificateStatus,
     ) -> Result<CertificateCreated> {
         let parsed = self.parse_valid_certificate(pem)?;
-        let cas = self.load_all::<CaCertificate>(Collection::CaCertificate).await?;
-        let revision_of = |id: &str| cas.iter().find(|c| c.value.id == id).map(|c| c.expect());
+        // The issuer is among the CAs named by `ca_pem`, or those whose subject is the
+        // certificate's issuer name.
         let wanted_ca = match ca_pem {
             Some(ca_pem) => Some(parse_certificate_pem(ca_pem).map_err(invalid_certificate)?.id),
             None => None,
         };
-        let candidates: Vec<&CaCertificate> =
-            cas.iter().map(|c| &c.value).filter(|ca| wanted_ca.as_ref().is_none_or(|id| &ca.id == id)).collect();
+        let cas = match &wanted_ca {
+            Some(id) => self.load::<CaCertificate>(Collection::CaCertificate, id).await?.into_iter().collect(),
+            None => self.cas_with_subject(&parsed.issuer).await?,
+        };
+        let revision_of = |id: &str| cas.iter().find(|c| c.value.id == id).map(|c| c.expect());
+        let candidates: Vec<&CaCertificate> = cas.iter().map(|c| &c.value).collect();
         if wanted_ca.is_some() && candidates.is_empty() {
             return Err(Error::CertificateValidation(
                 "The CA certificate given in caCertificatePem is not registered.".into(),

@@ -55,6 +55,7 @@ pub(crate) fn changed_by(writes: &[Write], account: &Account) -> Vec<Dependency>
             | Collection::ThingGroupChild
             | Collection::CertificateOrder
             | Collection::TopicRuleTopic
+            | Collection::CaCertificateIndex
             | Collection::BillingGroup
             | Collection::RoleAlias
             | Collection::RetainedMessage

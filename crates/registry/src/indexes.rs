@@ -10,6 +10,7 @@
 //! | `PolicyTarget` | policies | each target the policy is attached to |
 //! | `ThingGroupChild` | thing groups | the parent group |
 //! | `CertificateOrder` | certificates | `all/a`, `all/d`, `ca/<id>/a`, `ca/<id>/d`; the name is the creation order key |
+//! | `CaCertificateIndex` | CA certificates | `order/a`, `order/d` (the name is the creation order key); `subject/<hex of the subject>` |
 //! | `TopicRuleTopic` | topic rules | the FROM filter, with `%` and space escaped (a filter may hold spaces) |
 //!
 //! Data written before an index existed gets it at start ([`Registry::prepare_indexes`]).
@@ -85,7 +86,7 @@ enum Entries {
     Thing,
 }
 
-const BUILDS: [Build; 5] = [
+const BUILDS: [Build; 6] = [
     // "v2": the `tree/` entries came after the first thing index.
     Build {
         done: "thing_index_v2_built",
@@ -111,6 +112,14 @@ const BUILDS: [Build; 5] = [
         index: Collection::CertificateOrder,
         entries: Entries::Of(|record| {
             Ok(crate::certificates::certificate_entries(&decode_record(Collection::Certificate, record)?))
+        }),
+    },
+    Build {
+        done: "ca_certificate_index_built",
+        source: Collection::CaCertificate,
+        index: Collection::CaCertificateIndex,
+        entries: Entries::Of(|record| {
+            Ok(crate::ca_certificates::ca_entries(&decode_record(Collection::CaCertificate, record)?))
         }),
     },
     Build {

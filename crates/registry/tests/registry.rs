@@ -397,6 +397,78 @@ async fn topic_rules_are_listed_by_their_from_filter_in_pages() {
     assert!(matches!(registry.list_topic_rules(&request).await, Err(Error::InvalidRequest(_))));
 }
 
+#[tokio::test]
+async fn ca_certificates_are_found_by_subject_and_listed_in_creation_order() {
+    use ferrocore_model::security::{CertificateMode, CertificateStatus};
+    use ferrocore_registry::RegisterCaCertificate;
+    use ferrocore_store::{Collection, Expect, RecordStore, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, clock) = registry(&dir, 0).await;
+    let now = 1_800_000_000;
+    // Two CAs share a subject (AWS allows several), a third has its own.
+    let twins = [
+        ferrocore_pki::Issuer::new_root("fleet CA", "ferrocore", now).unwrap(),
+        ferrocore_pki::Issuer::new_root("fleet CA", "ferrocore", now).unwrap(),
+    ];
+    let other = ferrocore_pki::Issuer::new_root("other CA", "ferrocore", now).unwrap();
+    let mut ids = Vec::new();
+    for issuer in twins.iter().chain([&other]) {
+        let request = RegisterCaCertificate {
+            ca_pem: issuer.certificate_pem().to_string(),
+            verification_pem: None,
+            mode: CertificateMode::SniOnly,
+            set_as_active: true,
+            allow_auto_registration: false,
+            registration_config: Default::default(),
+            tags: Default::default(),
+        };
+        ids.push(registry.register_ca_certificate(request).await.unwrap().0);
+        clock.0.fetch_add(1000, Ordering::SeqCst);
+    }
+    let order = |ascending: bool| {
+        let registry = &registry;
+        async move {
+            let (mut listed, mut token) = (Vec::new(), None);
+            loop {
+                let page = PageRequest { next_token: token, max_results: Some(2) };
+                let page = registry.list_ca_certificates(ascending, &page).await.unwrap();
+                listed.extend(page.items.into_iter().map(|ca| ca.id));
+                match page.next_token {
+                    Some(next) => token = Some(next),
+                    None => return listed,
+                }
+            }
+        }
+    };
+    assert_eq!(order(true).await, ids);
+    assert_eq!(order(false).await, ids.iter().rev().cloned().collect::<Vec<_>>());
+    // A device of the second twin is registered under it, found among the CAs of its issuer's name.
+    let device = twins[1].issue_device("dev", now).unwrap().certificate_pem;
+    let created = registry.register_certificate(&device, None, CertificateStatus::Active).await.unwrap();
+    let described = registry.describe_certificate(&created.id).await.unwrap();
+    assert_eq!(described.ca_certificate_id.as_deref(), Some(ids[1].as_str()));
+    let stranger = ferrocore_pki::Issuer::new_root("fleet CA", "ferrocore", now).unwrap();
+    let unknown = stranger.issue_device("dev2", now).unwrap().certificate_pem;
+    let refused = registry.register_certificate(&unknown, None, CertificateStatus::Active).await;
+    assert!(matches!(refused, Err(Error::CertificateValidation(_))), "{refused:?}");
+
+    // Data from before the index: the entries are built at start.
+    let store = SqliteStore::open(&dir.path().join("db")).await.unwrap();
+    let entries = store.list(Collection::CaCertificateIndex, None, 100).await.unwrap();
+    assert_eq!(entries.len(), 9, "two order entries and one subject entry per CA");
+    let mut wipe: Vec<Write> =
+        entries.into_iter().map(|e| Write::delete(Collection::CaCertificateIndex, e.key, Expect::Anything)).collect();
+    wipe.push(Write::delete(Collection::Setting, "ca_certificate_index_built", Expect::Anything));
+    store.commit(wipe).await.unwrap();
+    assert!(order(true).await.is_empty(), "nothing indexed");
+    registry.prepare_indexes().await.unwrap();
+    assert_eq!(order(true).await, ids);
+    let again = twins[0].issue_device("dev3", now).unwrap().certificate_pem;
+    let created = registry.register_certificate(&again, None, CertificateStatus::Active).await.unwrap();
+    let described = registry.describe_certificate(&created.id).await.unwrap();
+    assert_eq!(described.ca_certificate_id.as_deref(), Some(ids[0].as_str()));
+}
+
 const WALLED_GARDEN: &str = r#"{
   "Version": "2012-10-17",
   "Statement": [

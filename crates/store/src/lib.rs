@@ -55,6 +55,8 @@ pub enum Collection {
     ThingGroupChild,
     /// Certificates in creation order, overall and by CA (see the registry's `indexes`).
     CertificateOrder,
+    /// CA certificates in creation order and by subject (see the registry's `indexes`).
+    CaCertificateIndex,
     /// Topic rules by their FROM filter: `<filter, space and % escaped> <rule>`, one empty record each.
     TopicRuleTopic,
 }
@@ -83,6 +85,7 @@ impl Collection {
             Self::ThingGroupChild => "thing_group_child",
             Self::CertificateOrder => "certificate_order",
             Self::TopicRuleTopic => "topic_rule_topic",
+            Self::CaCertificateIndex => "ca_certificate_index",
         }
     }
 }
