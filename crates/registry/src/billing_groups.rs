@@ -127,10 +127,8 @@ impl Registry {
         name_prefix: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<BillingGroup>> {
-        self.page_where(Collection::BillingGroup, page, |g: &BillingGroup| {
-            name_prefix.is_none_or(|p| g.name.starts_with(p))
-        })
-        .await
+        let prefix = name_prefix.unwrap_or_default();
+        self.page_with_prefix(Collection::BillingGroup, prefix, page, |_: &BillingGroup| true).await
     }
 
     /// A thing belongs to at most one billing group: adding it to another moves it.

@@ -190,21 +190,25 @@ impl Registry {
             .collect())
     }
 
-    /// One page of a collection's records in key order (the token is the last key),
-    /// read from the store one page at a time.
-    pub(crate) async fn records_page<T: serde::de::DeserializeOwned>(
+    /// One page of the names in the entries starting with `prefix` (a value and its
+    /// space) for which `keep` holds, from the index alone; the token is the last entry read.
+    pub(crate) async fn indexed_page(
         &self,
-        collection: Collection,
+        index: Collection,
+        prefix: &str,
         request: &crate::PageRequest,
-    ) -> Result<crate::Page<T>> {
-        let mut builder = crate::paging::PageBuilder::new(request, request.after()?)?;
+        mut keep: impl FnMut(&String) -> bool,
+    ) -> Result<crate::Page<String>> {
+        let mut builder = crate::paging::PageBuilder::new(request, request.after_within(prefix)?)?;
         loop {
-            let records =
-                self.store.list(collection, builder.after(), builder.chunk()).await.map_err(storage_failure)?;
-            let fetched = records.len();
-            for record in records {
-                let value = decode_record::<T>(collection, &record)?;
-                if let Some(page) = builder.offer(record.key, Some(value), &mut |_| true) {
+            let start = builder.after().unwrap_or(prefix).to_string();
+            let entries = self.store.list(index, Some(&start), builder.chunk()).await.map_err(storage_failure)?;
+            let keys: Vec<String> =
+                entries.into_iter().map(|entry| entry.key).take_while(|key| key.starts_with(prefix)).collect();
+            let fetched = keys.len();
+            for key in keys {
+                let name = key[prefix.len()..].to_string();
+                if let Some(page) = builder.offer(key, Some(name), &mut keep) {
                     return Ok(page);
                 }
             }

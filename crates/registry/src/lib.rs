@@ -239,11 +239,35 @@ impl Registry {
         &self,
         collection: Collection,
         request: &PageRequest,
+        keep: impl FnMut(&T) -> bool,
+    ) -> Result<Page<T>> {
+        self.page_with_prefix(collection, "", request, keep).await
+    }
+
+    /// [`Self::page_where`] over the records whose keys start with `prefix` (a name
+    /// prefix filter): the reads start at the prefix and stop after its last key.
+    async fn page_with_prefix<T: DeserializeOwned>(
+        &self,
+        collection: Collection,
+        prefix: &str,
+        request: &PageRequest,
         mut keep: impl FnMut(&T) -> bool,
     ) -> Result<Page<T>> {
-        let mut builder = paging::PageBuilder::new(request, request.after()?)?;
+        let mut builder = paging::PageBuilder::new(request, request.after()?.filter(|after| after.as_str() >= prefix))?;
+        if builder.after().is_none() && !prefix.is_empty() {
+            // `list` reads keys after a key: the one equal to the prefix is read alone.
+            if let Some(record) = self.store.get(collection, prefix).await.map_err(storage_failure)? {
+                let value = decode_record(collection, &record)?;
+                if let Some(page) = builder.offer(record.key, Some(value), &mut keep) {
+                    return Ok(page);
+                }
+            } else {
+                builder.skip_to(prefix.to_string());
+            }
+        }
         loop {
             let batch = self.store.list(collection, builder.after(), builder.chunk()).await.map_err(storage_failure)?;
+            let batch: Vec<_> = batch.into_iter().take_while(|record| record.key.starts_with(prefix)).collect();
             let fetched = batch.len();
             for record in batch {
                 let value = decode_record(collection, &record)?;

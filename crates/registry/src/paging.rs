@@ -71,6 +71,11 @@ impl<T> PageBuilder<T> {
         Ok(Self { size, items: Vec::with_capacity(size), after, chunk: size + 1 })
     }
 
+    /// Starts the next fetch after `key`, read or not (nothing before it belongs to the page).
+    pub(crate) fn skip_to(&mut self, key: String) {
+        self.after = Some(key);
+    }
+
     /// Where the next fetch starts: after this key.
     pub(crate) fn after(&self) -> Option<&str> {
         self.after.as_deref()

@@ -227,16 +227,22 @@ impl Registry {
     pub async fn list_thing_groups(&self, request: &ListThingGroups) -> Result<Page<GroupRef>> {
         let named = |name: &str| request.name_prefix.as_ref().is_none_or(|prefix| name.starts_with(prefix.as_str()));
         let Some(parent) = &request.parent else {
-            let page = self.page_where(Collection::ThingGroup, &request.page, |g: &ThingGroup| named(&g.name));
+            let prefix = request.name_prefix.as_deref().unwrap_or_default();
+            let page = self.page_with_prefix(Collection::ThingGroup, prefix, &request.page, |_: &ThingGroup| true);
             return Ok(page.await?.map(|group| self.group_ref(&group.name)));
         };
         self.require_group(parent).await?;
-        let below = match request.recursive {
-            true => self.descendants(parent).await?,
-            false => self.all_indexed(Collection::ThingGroupChild, parent).await?.into_iter().collect(),
+        let page = match request.recursive {
+            true => {
+                let below = self.descendants(parent).await?;
+                paginate(below.into_iter().filter(|name| named(name)), |n| n.as_str(), &request.page)?
+            }
+            false => {
+                let prefix = format!("{parent} ");
+                self.indexed_page(Collection::ThingGroupChild, &prefix, &request.page, |n| named(n)).await?
+            }
         };
-        let page = paginate(below.iter().filter(|name| named(name)), |n| n.as_str(), &request.page)?;
-        Ok(Page { items: page.items.into_iter().map(|n| self.group_ref(n)).collect(), next_token: page.next_token })
+        Ok(page.map(|name| self.group_ref(&name)))
     }
 
     pub async fn add_thing_to_thing_group(&self, group: &str, thing: &str) -> Result<()> {

@@ -167,28 +167,7 @@ impl Registry {
     /// One page of the names of a set's things, from the index alone (no thing is read:
     /// the entries change in the same batch as their things).
     pub(crate) async fn names_page(&self, by: ThingsBy<'_>, request: &PageRequest) -> Result<Page<String>> {
-        let prefix = by.prefix();
-        let mut builder = PageBuilder::new(request, request.after_within(&prefix)?)?;
-        loop {
-            let start = builder.after().unwrap_or(&prefix).to_string();
-            let entries = self
-                .store
-                .list(Collection::ThingIndex, Some(&start), builder.chunk())
-                .await
-                .map_err(storage_failure)?;
-            let keys: Vec<String> =
-                entries.into_iter().map(|entry| entry.key).take_while(|key| key.starts_with(&prefix)).collect();
-            let fetched = keys.len();
-            for key in keys {
-                let name = thing_of(&key).to_string();
-                if let Some(page) = builder.offer(key, Some(name), &mut |_| true) {
-                    return Ok(page);
-                }
-            }
-            if let Some(page) = builder.chunk_done(fetched) {
-                return Ok(page);
-            }
-        }
+        self.indexed_page(Collection::ThingIndex, &by.prefix(), request, |_| true).await
     }
 
     /// Every thing of a set (for writes that must change each, and small sets).

@@ -64,7 +64,7 @@ impl Registry {
     }
 
     pub async fn list_topic_rule_destinations(&self, page: &PageRequest) -> Result<Page<TopicRuleDestination>> {
-        self.records_page(Collection::TopicRuleDestination, page).await
+        self.page_where(Collection::TopicRuleDestination, page, |_: &TopicRuleDestination| true).await
     }
 
     pub async fn all_topic_rule_destinations(&self) -> Result<Vec<TopicRuleDestination>> {

@@ -469,6 +469,48 @@ async fn ca_certificates_are_found_by_subject_and_listed_in_creation_order() {
     assert_eq!(described.ca_certificate_id.as_deref(), Some(ids[0].as_str()));
 }
 
+#[tokio::test]
+async fn a_groups_children_are_listed_in_pages_from_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = registry(&dir, 0).await;
+    registry.create_thing_group(CreateThingGroup { name: "site".into(), ..Default::default() }).await.unwrap();
+    registry.create_thing_group(CreateThingGroup { name: "site2".into(), ..Default::default() }).await.unwrap();
+    for (name, parent) in [("c1", "site"), ("c2", "site"), ("x1", "site"), ("c3", "site"), ("c4", "site2")] {
+        let child = CreateThingGroup { name: name.into(), parent: Some(parent.into()), ..Default::default() };
+        registry.create_thing_group(child).await.unwrap();
+    }
+    let (mut pages, mut token) = (Vec::new(), None);
+    loop {
+        let page = PageRequest { next_token: token, max_results: Some(2) };
+        let request =
+            ListThingGroups { parent: Some("site".into()), name_prefix: Some("c".into()), page, ..Default::default() };
+        let listed = registry.list_thing_groups(&request).await.unwrap();
+        pages.push(listed.items.into_iter().map(|g| g.name).collect::<Vec<_>>());
+        match listed.next_token {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, [vec!["c1", "c2"], vec!["c3"]]);
+    // Without a parent, a name prefix seeks to its first group (the one named exactly so included).
+    let all_named = |prefix: &str, token: Option<String>| ListThingGroups {
+        name_prefix: Some(prefix.into()),
+        page: PageRequest { next_token: token, max_results: Some(2) },
+        ..Default::default()
+    };
+    let first = registry.list_thing_groups(&all_named("c", None)).await.unwrap();
+    let second = registry.list_thing_groups(&all_named("c", first.next_token.clone())).await.unwrap();
+    let names = |page: &ferrocore_registry::Page<ferrocore_registry::GroupRef>| {
+        page.items.iter().map(|g| g.name.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (names(&first), names(&second), second.next_token),
+        (vec!["c1".into(), "c2".into()], vec!["c3".into(), "c4".into()], None)
+    );
+    let sites = registry.list_thing_groups(&all_named("site", None)).await.unwrap();
+    assert_eq!((names(&sites), sites.next_token), (vec!["site".to_string(), "site2".to_string()], None));
+}
+
 const WALLED_GARDEN: &str = r#"{
   "Version": "2012-10-17",
   "Statement": [
