@@ -59,7 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let pki = ServerPki::load_or_create(&config.data_dir, &config.server_names(), supplied)?;
+    let pki = ServerPki::load_or_create(&config.data_dir, &config.server_names(), supplied, store.as_ref()).await?;
     let sni_certificates = config
         .sni_certificates
         .iter()

@@ -3,13 +3,18 @@
 //! Each round takes every request waiting (up to [`ROUND_LIMIT`]), groups them by
 //! shadow in arrival order, applies each group's requests one after another to the
 //! shadow (from the cache, or read from the store), commits all the changes of the
-//! round in one batch, and then answers in arrival order. A conflict (another
-//! process wrote the shadow, the thing changed or went) empties the cache entries
-//! of the round and the round is worked out again from the store.
+//! round in one batch, and then answers, each shadow's requests in their order. A
+//! conflict (another process wrote the shadow, the thing changed or went) empties the
+//! cache entries of the round and the round is worked out again from the store; a
+//! round that conflicts twice serves its shadows one by one, so a shadow busy
+//! elsewhere does not hold back the others. A refusal that depends on the shadow's
+//! state (no such shadow, a version conflict, too large) is never answered from the
+//! cache alone: the group is worked out again from the store first.
 
 use std::collections::HashMap;
 use std::sync::Weak;
 
+use ferrocore_message::Notification;
 use ferrocore_shadow::topic::Operation;
 use ferrocore_shadow::{Applied, Shadow, ShadowError, delete_document, error_document, parse_update, request_token};
 use ferrocore_store::{Collection, Expect, StoreError, Write};
@@ -42,6 +47,12 @@ pub(crate) enum Op {
     Delete(Option<String>),
     /// A request refused before it was queued (an invalid client token), answered in turn.
     Refused(Operation, ShadowError),
+}
+
+impl Job {
+    pub(crate) fn op_name(&self) -> &'static str {
+        self.op.operation().as_str()
+    }
 }
 
 impl Op {
@@ -184,6 +195,13 @@ impl Lane {
                 Err(StoreError::Conflict { collection, key }) => {
                     tracing::debug!(collection, key, attempt, "shadow round conflicted; reading again");
                     self.forget(&groups);
+                    if groups.len() > 1 && attempt > 0 {
+                        for group in groups {
+                            Box::pin(self.serve(inner, group.jobs)).await;
+                        }
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(attempt as u64)).await;
                 }
                 Err(err) => {
                     self.forget(&groups);
@@ -202,8 +220,22 @@ impl Lane {
         }
     }
 
-    /// Works out a group's requests in order against the shadow as cached or stored.
+    /// Works out a group's requests in order against the shadow as cached or stored;
+    /// a refusal that depends on the shadow's state is checked against the store.
     async fn plan(&mut self, inner: &Inner, group: &Group, reread: bool) -> Plan {
+        let plan = self.plan_once(inner, group, reread).await;
+        let state_refusal = plan.outcomes.iter().any(|outcome| {
+            matches!(outcome, Err(ShadowError::NoShadow(_) | ShadowError::VersionConflict | ShadowError::TooLarge))
+        });
+        if reread || !state_refusal {
+            return plan;
+        }
+        self.shadows.remove(&group.key);
+        self.things.remove(&group.thing);
+        self.plan_once(inner, group, true).await
+    }
+
+    async fn plan_once(&mut self, inner: &Inner, group: &Group, reread: bool) -> Plan {
         let refuse_all = |error: ShadowError| Plan {
             outcomes: group.jobs.iter().map(|_| Err(error.clone())).collect(),
             writes: Vec::new(),
@@ -351,6 +383,17 @@ fn history_writes(
 
 type Outcomes = Vec<Result<Answer, ShadowError>>;
 
+/// The `<op>/rejected` message of a request published over MQTT.
+pub(crate) fn rejection(job: &Job, error: &ShadowError) -> Notification {
+    let suffix = format!("{}/rejected", job.op.operation().as_str());
+    let document = error_document(error, job.op.token().as_deref());
+    let mut notification = shadow_notification(&job.thing, job.shadow.as_deref(), &suffix, &document);
+    if let Reply::Publish { hops } = job.reply {
+        notification.hops = hops;
+    }
+    notification
+}
+
 fn refused_all(groups: &[Group], error: ShadowError) -> Vec<Outcomes> {
     groups.iter().map(|group| group.jobs.iter().map(|_| Err(error.clone())).collect()).collect()
 }
@@ -397,9 +440,7 @@ async fn answer(inner: &Inner, outcomes: Vec<Outcomes>, groups: Vec<Group>) {
                 }
                 Err(error) => {
                     if matches!(job.reply, Reply::Publish { .. }) {
-                        let suffix = format!("{}/rejected", operation.as_str());
-                        let rejected = error_document(&error, job.op.token().as_deref());
-                        notifications.push(shadow_notification(thing, shadow, &suffix, &rejected));
+                        notifications.push(rejection(&job, &error));
                     }
                     Err(error)
                 }

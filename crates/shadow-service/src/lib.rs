@@ -167,10 +167,12 @@ impl ShadowService {
         }
     }
 
-    /// A request published on a shadow topic. Returns once it is queued in order
-    /// behind earlier requests for the same thing; its answer (`accepted` or
-    /// `rejected`, and for updates `delta` and `documents`) is published when it is
-    /// durable. `hops`: rule actions that led to the request, carried to the answers.
+    /// A request published on a shadow topic, queued in order behind earlier requests
+    /// for the same thing; its answer (`accepted` or `rejected`, and for updates
+    /// `delta` and `documents`) is published when it is durable. A full lane refuses it
+    /// at once with 429 on `<op>/rejected`, as AWS throttles a thing's in-flight
+    /// requests (the publisher is never held up). `hops`: rule actions that led to the
+    /// request, carried to the answers.
     pub async fn submit(&self, request: ShadowRequest<'_>, payload: &[u8], hops: u8) {
         let op = match request.operation {
             Operation::Update => Op::Update(payload.to_vec()),
@@ -180,7 +182,27 @@ impl ShadowService {
                 Err(error) => Op::Refused(request.operation, error),
             },
         };
-        self.queue(request.thing, request.shadow, op, Reply::Publish { hops }).await;
+        let job = Job {
+            thing: request.thing.to_string(),
+            shadow: request.shadow.map(str::to_string),
+            op,
+            reply: Reply::Publish { hops },
+        };
+        match self.inner.lanes[self.lane_of(request.thing)].try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                metrics::counter!("ferrocore_shadow_requests_total", "operation" => job.op_name(), "outcome" => "throttled")
+                    .increment(1);
+                if let Some(publisher) = self.inner.publisher.get() {
+                    publisher.publish(vec![lane::rejection(&job, &ShadowError::Throttled)]).await;
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(job)) => lane::refuse(job, ShadowError::Internal),
+        }
+    }
+
+    fn lane_of(&self, thing: &str) -> usize {
+        self.inner.lane_of.hash_one(thing) as usize % self.inner.lanes.len()
     }
 
     /// UpdateThingShadow: the `update/accepted` document, once durable (the
@@ -216,9 +238,8 @@ impl ShadowService {
     }
 
     async fn queue(&self, thing: &str, shadow: Option<&str>, op: Op, reply: Reply) {
-        let lane = self.inner.lane_of.hash_one(thing) as usize % self.inner.lanes.len();
         let job = Job { thing: thing.to_string(), shadow: shadow.map(str::to_string), op, reply };
-        if let Err(mpsc::error::SendError(job)) = self.inner.lanes[lane].send(job).await {
+        if let Err(mpsc::error::SendError(job)) = self.inner.lanes[self.lane_of(thing)].send(job).await {
             // Only while the service shuts down: answer instead of dropping.
             lane::refuse(job, ShadowError::Internal);
         }

@@ -176,6 +176,25 @@ async fn a_write_by_another_process_is_not_lost_behind_the_cache() {
 }
 
 #[tokio::test]
+async fn a_refusal_is_checked_against_the_store_not_the_cache() {
+    let setup = setup(ShadowSettings::default()).await;
+    thing(&setup.registry, "t").await;
+    let other = ShadowService::start(setup.store.clone(), ShadowSettings::default(), || 1_800_000_000);
+    // This node learns the shadow is absent; another node then makes it.
+    assert_eq!(setup.shadows.get("t", None, None).await.unwrap_err(), ShadowError::NoShadow("t".into()));
+    other.update("t", None, br#"{"state":{"reported":{"a":1}}}"#).await.unwrap();
+    let deleted = setup.shadows.delete("t", None, None).await.unwrap();
+    assert_eq!(deleted["version"], 1, "the delete reached the stored shadow");
+    // The other node writes again; an update expecting the stored version is accepted here.
+    other.update("t", None, br#"{"state":{"reported":{"a":2}}}"#).await.unwrap();
+    let expected = setup.shadows.update("t", None, br#"{"state":{"reported":{"a":3}},"version":2}"#).await;
+    assert_eq!(expected.unwrap()["version"], 3);
+    // Positive control: a version that is really stale is still refused.
+    let stale = setup.shadows.update("t", None, br#"{"state":{"reported":{"a":4}},"version":2}"#).await;
+    assert_eq!(stale.unwrap_err(), ShadowError::VersionConflict);
+}
+
+#[tokio::test]
 async fn shadows_belong_to_an_existing_thing_and_go_with_it() {
     let setup = setup(ShadowSettings::default()).await;
     let (registry, shadows) = (&setup.registry, &setup.shadows);
