@@ -50,6 +50,9 @@ pub struct ApiState {
     /// The device gateway: the data plane of iot-data's Publish, retained messages
     /// and DeleteConnection.
     pub publisher: Arc<dyn ferrocore_registry::DataPlane>,
+    /// In a cluster: whether this node reaches the message bus, and what `/health`
+    /// says of the node and its peers.
+    pub cluster: Option<Box<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -73,17 +76,25 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .with_state(state)
 }
 
-/// 200 while the store answers; 503 ("degraded") when it does not, so a load balancer
-/// or an orchestrator can tell.
+/// 200 while the store (and, in a cluster, the message bus) answers; 503
+/// ("degraded") when not, so a load balancer or an orchestrator can tell.
 async fn health(State(state): State<Arc<ApiState>>) -> Response {
     let store_ok = state.registry.store_answers().await;
-    let body = serde_json::json!({
-        "status": if store_ok { "ok" } else { "degraded" },
+    let (bus_ok, cluster) = match &state.cluster {
+        Some(report) => report(),
+        None => (true, serde_json::Value::Null),
+    };
+    let healthy = store_ok && bus_ok;
+    let mut body = serde_json::json!({
+        "status": if healthy { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "listeners": state.listeners,
         "store": if store_ok { "ok" } else { "unavailable" },
     });
-    json_response(if store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+    if !cluster.is_null() {
+        body["cluster"] = cluster;
+    }
+    json_response(if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {

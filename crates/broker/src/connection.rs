@@ -171,6 +171,20 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let client_id = terms.client_id.clone();
+    if let Some(peers) = shared.peers.get() {
+        if !peers.reachable() {
+            refuse(&mut stream, ReasonCode::ServerUnavailable).await;
+            tracing::warn!(client_id = %client_id, "connection refused: the cluster's message bus is unreachable");
+            return None;
+        }
+        // The client id is unique in the cluster: take it (and its session) from another node first.
+        Box::pin(peers.claim(&client_id)).await;
+        if let Err(err) = Box::pin(crate::upkeep::load_session(&shared, &client_id)).await {
+            tracing::warn!(client_id = %client_id, error = %err, "cannot read the client's stored session");
+            refuse(&mut stream, ReasonCode::ServerUnavailable).await;
+            return None;
+        }
+    }
     // Writes after this may not be in the permissions read below (see `rechecks::watch`).
     let seen_generation = shared.registry.permission_generation();
     // Boxed here and below: what runs once per connection must not enlarge the state
@@ -254,6 +268,8 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
 async fn finish<S: AsyncRead + AsyncWrite + Unpin>(opened: Opened<S>, end: End) {
     let Opened { session, mut receiver, identity, connection, expiry_secs, will } = opened;
     let Session { mut stream, mut core, client_id, shared, presence, control, .. } = session;
+    // Whatever happens below, a node taking this client id over waits for the session writes only.
+    let ended = EndOnDrop(control.clone());
     // A connection told to leave may have noticed it as a failed write.
     let signal = control.current();
     let end = match signal {
@@ -270,6 +286,7 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(opened: Opened<S>, end: End) 
         None => shared.router.disconnect(&client_id, connection, unfinished, now_ms()),
     });
     shared.store_session_writes(&client_id, writes).await;
+    drop(ended);
     shared.forget_permissions(&identity, &client_id);
     shared.rechecks.unwatch(connection, &client_id);
     metrics::gauge!("ferrocore_mqtt_connections").decrement(1.0);
@@ -282,7 +299,7 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(opened: Opened<S>, end: End) 
         // The will's expiry counts from the disconnect.
         let message = Message::published(will.topic.clone(), will.payload.clone(), &will.properties, now_ms());
         if will.retain
-            && let Err(err) = Box::pin(shared.retained.set(&message, will.qos, now_ms())).await
+            && let Err(err) = Box::pin(shared.set_retained(&message, will.qos)).await
         {
             tracing::error!(client_id = %client_id, error = %err, "cannot store a retained will");
         }
@@ -292,6 +309,15 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(opened: Opened<S>, end: End) 
     }
     Box::pin(shared.store_changed(events::disconnected(&shared, &presence, reason, client_initiated))).await;
     let _ = stream.shutdown().await;
+}
+
+/// Tells whoever waits for a connection's end (a node taking its client id) once dropped.
+struct EndOnDrop(Control);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.end();
+    }
 }
 
 /// Why a connection ended before its CONNECT.
@@ -509,6 +535,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.shared.router.deliver_retained(&self.client_id, &retained.message, qos, &resource);
             }
             filters.push(grant.filter);
+        }
+        if let Some(peers) = self.shared.peers.get() {
+            // Publishes on other nodes after the SUBACK reach the new subscriptions.
+            peers.interest_settled().await;
         }
         self.shared.store_changed(events::subscriptions(&self.shared, &self.presence, "subscribed", &filters)).await;
     }

@@ -5,7 +5,14 @@ use std::sync::Arc;
 
 use ferrocore_registry::{ApiPublish, DataPlane, Notification, PublishRefused, Publisher, RetainedMessage};
 
+use ferrocore_message::Message;
+use ferrocore_mqtt::QoS;
+
+use crate::router::Signal;
 use crate::{Shared, now_ms, retained};
+
+/// How long a node taking a client id waits for the connection here to finish.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The gateway as services see it: service-made messages go through the router
 /// like any publish (QoS 1, each subscriber's iot:Receive checked, queued durably
@@ -17,6 +24,52 @@ impl GatewayHandle {
     /// a record their permissions were computed from.
     pub fn permission_rechecks(&self) -> u64 {
         self.0.rechecks.done()
+    }
+
+    /// A message another node of the cluster accepted, for this node's unshared
+    /// subscribers, or for one member here of the shared subscription `group`.
+    pub async fn deliver_from_peer(&self, message: Message, qos: QoS, retain: bool, group: Option<&str>) {
+        self.0.route_from_peer(message, qos, retain, group).await;
+    }
+
+    /// Lets another node take a client id: a live connection here is taken over
+    /// and waited for until its session is parked and stored (or gone), then the
+    /// parked session is let go. True when this node held the client id.
+    pub async fn release(&self, client_id: &str) -> bool {
+        let router = &self.0.router;
+        let online = router.control_of(client_id);
+        if let Some(control) = &online {
+            control.signal(Signal::TakenOver);
+            if tokio::time::timeout(RELEASE_WAIT, control.ended()).await.is_err() {
+                tracing::warn!(client_id, "a connection taken over by another node did not end in time");
+            }
+        }
+        router.release(client_id, now_ms()) || online.is_some()
+    }
+
+    /// DeleteConnection for a client id held by this node.
+    pub async fn delete_connection_here(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool {
+        let shared = &self.0;
+        if shared.router.kick(client_id, clean_session, prevent_will) {
+            tracing::info!(client_id, clean_session, prevent_will, "disconnecting a client (DeleteConnection)");
+            return true;
+        }
+        // Not connected: a persistent session may still be there to discard.
+        if !clean_session {
+            return shared.router.has_offline(client_id);
+        }
+        let Some(writes) = shared.router.discard_offline(client_id, now_ms()) else {
+            return false;
+        };
+        shared.store_session_writes(client_id, writes).await;
+        true
+    }
+
+    /// Another node changed the retained message of `topic`.
+    pub async fn reload_retained(&self, topic: &str) {
+        if let Err(err) = self.0.retained.reload(topic).await {
+            tracing::warn!(topic, error = %err, "cannot reload a retained message another node changed");
+        }
     }
 }
 
@@ -54,19 +107,12 @@ impl DataPlane for GatewayHandle {
     }
 
     async fn delete_connection(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool {
-        let shared = &self.0;
-        if shared.router.kick(client_id, clean_session, prevent_will) {
-            tracing::info!(client_id, clean_session, prevent_will, "disconnecting a client (DeleteConnection)");
+        if self.delete_connection_here(client_id, clean_session, prevent_will).await {
             return true;
         }
-        // Not connected: a persistent session may still be there to discard.
-        if !clean_session {
-            return shared.router.has_offline(client_id);
+        match self.0.peers.get() {
+            Some(peers) => peers.delete_connection(client_id, clean_session, prevent_will).await,
+            None => false,
         }
-        let Some(writes) = shared.router.discard_offline(client_id, now_ms()) else {
-            return false;
-        };
-        shared.store_session_writes(client_id, writes).await;
-        true
     }
 }

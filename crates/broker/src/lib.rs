@@ -17,6 +17,7 @@ mod https;
 pub mod listen;
 mod negotiate;
 mod outbox;
+mod peers;
 mod pipeline;
 mod queue;
 mod quota;
@@ -41,6 +42,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use crate::handle::GatewayHandle;
+pub use crate::peers::{Peers, PeersError};
 use crate::pipeline::Origin;
 pub use crate::quota::RateQuota;
 use crate::router::Router;
@@ -70,6 +72,8 @@ pub struct GatewayConfig {
     /// Device connections open at once, over 8883 and the HTTPS listener together.
     pub max_connections: usize,
     pub account: Account,
+    /// In a cluster, this node's id (its parked sessions are stored under it).
+    pub node_id: Option<String>,
 }
 
 /// A server certificate for the host names a client may ask for by SNI.
@@ -163,6 +167,8 @@ pub(crate) struct Shared {
     rechecks: rechecks::Rechecks,
     /// Answers requests published on shadow topics (and publishes its answers here).
     shadows: ShadowService,
+    /// The other nodes of a cluster, once attached.
+    peers: std::sync::OnceLock<Arc<dyn Peers>>,
 }
 
 /// Who a connection or an HTTPS publish acts as.
@@ -258,13 +264,14 @@ impl Gateway {
             max_client_id_len: 128,
             limits: config.limits.clone(),
             retained: retained::RetainedStore::load(store.clone()).await?,
-            sessions: sessions::SessionStore::new(store),
+            sessions: sessions::SessionStore::new(store, config.node_id.clone()),
             session_expiry_secs: config.session_expiry_secs,
             sink: std::sync::OnceLock::new(),
             credentials: config.credentials.clone(),
             trust: snapshot,
             rechecks: Default::default(),
             shadows: shadows.clone(),
+            peers: std::sync::OnceLock::new(),
         });
         shadows.attach_publisher(Arc::new(GatewayHandle(shared.clone())));
         load_sessions(&shared).await?;
@@ -281,6 +288,17 @@ impl Gateway {
         if self.shared.sink.set(sink).is_err() {
             tracing::warn!("a message sink is already attached");
         }
+    }
+
+    /// Makes this gateway one node of a cluster: messages accepted here go to
+    /// `peers` too, and they hear of every subscription this node holds (once,
+    /// before serving).
+    pub fn attach_peers(&self, peers: Arc<dyn Peers>) {
+        if self.shared.peers.set(peers.clone()).is_err() {
+            tracing::warn!("the gateway already has its peers");
+            return;
+        }
+        self.shared.router.interest().attach(peers);
     }
 
     /// Serves devices until `shutdown` completes.
@@ -363,6 +381,7 @@ mod footprint {
                 rate: RateQuota::default(),
             },
             account: Account::default(),
+            node_id: None,
         };
         let shadows = ShadowService::start(store.clone(), Default::default(), ferrocore_shadow_service::system_seconds);
         Gateway::bind(gateway, registry, store, shadows).await.unwrap()

@@ -11,6 +11,8 @@ use ferrocore_model::ResourceKind;
 use ferrocore_mqtt::QoS;
 use ferrocore_registry::{ApiPublish, Notification, PublishRefused, RoutedMessage};
 
+use crate::peers::PeersError;
+use crate::router::Scope;
 use crate::{Shared, now_ms, queue, router, sessions};
 use ferrocore_message::{Message, expiry_deadline};
 
@@ -34,6 +36,15 @@ impl<'a> Origin<'a> {
             hops: self.hops,
         }
     }
+}
+
+/// Why a publish could not be acknowledged: what it must be kept in is unavailable.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotKept {
+    #[error(transparent)]
+    Store(#[from] ferrocore_store::StoreError),
+    #[error(transparent)]
+    Peers(#[from] PeersError),
 }
 
 /// How long a publish waits for room in a subscriber's full queue before the
@@ -61,9 +72,9 @@ impl Shared {
         retain: bool,
         resource: &str,
         origin: Origin<'_>,
-    ) -> Result<(), ferrocore_store::StoreError> {
+    ) -> Result<(), NotKept> {
         if retain {
-            self.retained.set(message, qos, now_ms()).await?;
+            self.set_retained(message, qos).await?;
         }
         if let Some((rule, rest)) = ferrocore_mqtt::topic::basic_ingest(&message.topic) {
             self.ingest(rule, rest, message, qos, origin);
@@ -71,6 +82,15 @@ impl Shared {
         }
         self.settle(self.route_to(message, resource, qos, retain, origin)).await?;
         self.answer_shadow_request(&message.topic, &message.payload, origin.hops).await;
+        Ok(())
+    }
+
+    /// Stores (or clears) a topic's retained message, for every node.
+    pub(crate) async fn set_retained(&self, message: &Message, qos: QoS) -> Result<(), ferrocore_store::StoreError> {
+        self.retained.set(message, qos, now_ms()).await?;
+        if let Some(peers) = self.peers.get() {
+            peers.retained_changed(&message.topic);
+        }
         Ok(())
     }
 
@@ -119,12 +139,27 @@ impl Shared {
         retain: bool,
         origin: Origin<'_>,
     ) -> router::Published {
-        // One copy for every subscriber and the rules engine.
+        // One copy for every subscriber, the rules engine and the other nodes.
         let message = Arc::new(message.clone());
         if let Some(sink) = self.sink.get() {
             sink.offer(&origin.routed(&message.topic, &message, qos));
         }
-        self.router.publish(&message, qos, retain, origin.client_id, resource)
+        let Some(peers) = self.peers.get() else {
+            return self.router.publish(&message, qos, retain, origin.client_id, resource, Scope::All);
+        };
+        let mut published = self.router.publish(&message, qos, retain, origin.client_id, resource, Scope::Unshared);
+        peers.forward(&message, qos, retain);
+        published.forwarded |= qos == QoS::AtLeastOnce;
+        published
+    }
+
+    /// Delivers a message another node accepted (its rules ran there) to this node's
+    /// unshared subscribers, or to one member of the shared subscription `group`.
+    pub(crate) async fn route_from_peer(&self, message: Message, qos: QoS, retain: bool, group: Option<&str>) {
+        let message = Arc::new(message);
+        let resource = self.arn(ResourceKind::Topic, &message.topic);
+        let scope = group.map_or(Scope::Unshared, Scope::Group);
+        self.store_changed(self.router.publish(&message, qos, retain, None, &resource, scope)).await;
     }
 
     /// Basic Ingest (`$aws/rules/<rule>/<rest>`): straight to the rule, never to subscribers.
@@ -138,7 +173,7 @@ impl Shared {
 
     /// Finishes a publish: waits (briefly) for room in full subscriber queues, then
     /// stores the persistent sessions it queued messages for.
-    pub(crate) async fn settle(&self, published: router::Published) -> Result<(), ferrocore_store::StoreError> {
+    pub(crate) async fn settle(&self, published: router::Published) -> Result<(), NotKept> {
         let mut writes = published.writes;
         for pending in published.full {
             match pending.sender.send_timeout(pending.delivery, QUEUE_FULL_WAIT).await {
@@ -152,7 +187,13 @@ impl Shared {
                 }
             }
         }
-        self.sessions.apply(writes).await
+        self.sessions.apply(writes).await?;
+        if published.forwarded
+            && let Some(peers) = self.peers.get()
+        {
+            peers.forwarded().await?;
+        }
+        Ok(())
     }
 
     /// Commits a client's session writes; a failure is logged (nothing waits on them).
@@ -165,7 +206,7 @@ impl Shared {
     /// [`Self::settle`] for a publish the server makes (events, wills, services).
     pub(crate) async fn store_changed(&self, published: router::Published) {
         if let Err(err) = self.settle(published).await {
-            tracing::error!(error = %err, "cannot store queued messages of persistent sessions");
+            tracing::error!(error = %err, "cannot keep a message the server published");
         }
     }
 }

@@ -95,6 +95,15 @@ impl RetainedStore {
         Ok(())
     }
 
+    /// Reads one topic's retained message again (another node of a cluster changed it).
+    pub async fn reload(&self, topic: &str) -> Result<(), StoreError> {
+        match self.store.get(Collection::RetainedMessage, topic).await?.and_then(|r| decode(topic, &r.body)) {
+            Some(retained) => self.lock().insert(topic.to_string(), retained),
+            None => self.lock().remove(topic),
+        };
+        Ok(())
+    }
+
     /// The message retained on exactly `topic`, unless it expired.
     pub fn get(&self, topic: &str, now_ms: u64) -> Option<Retained> {
         self.lock().get(topic).filter(|r| !r.message.expired(now_ms)).cloned()

@@ -18,6 +18,7 @@ use ferrocore_mqtt::{FilterIndex, QoS, SubscriptionOptions, topic};
 use ferrocore_registry::Permissions;
 
 use crate::Identity;
+use crate::peers::Interest;
 use crate::queue;
 use crate::sessions::{SessionRecord, SessionWrite};
 use ferrocore_message::Message;
@@ -60,11 +61,25 @@ pub struct Control(Arc<Slot>);
 struct Slot {
     signal: std::sync::Mutex<Option<Signal>>,
     changed: tokio::sync::Notify,
+    /// The connection finished: its session is parked and stored, or gone.
+    ended: tokio::sync::watch::Sender<bool>,
 }
 
 impl Control {
     pub fn new() -> Self {
-        Self(Arc::new(Slot { signal: std::sync::Mutex::new(None), changed: tokio::sync::Notify::new() }))
+        let ended = tokio::sync::watch::Sender::new(false);
+        Self(Arc::new(Slot { signal: std::sync::Mutex::new(None), changed: tokio::sync::Notify::new(), ended }))
+    }
+
+    /// Says the connection finished (its session's store writes are done).
+    pub fn end(&self) {
+        self.0.ended.send_replace(true);
+    }
+
+    /// Waits until the connection finished.
+    pub async fn ended(&self) {
+        let mut ended = self.0.ended.subscribe();
+        let _ = ended.wait_for(|ended| *ended).await;
     }
 
     /// Tells the connection to end; a signal already sent stays the reason.
@@ -210,6 +225,8 @@ struct Table {
     index: FilterIndex<Subscription>,
     /// Version numbers of client ids that left without a session, with when they left.
     departed: HashMap<String, (u64, u64)>,
+    /// The node's subscriptions, counted across shards (for the peers of a cluster).
+    interest: Arc<Interest>,
 }
 
 /// Shared subscriptions by their whole `$share/<group>/<filter>` string, with
@@ -222,9 +239,10 @@ struct SharedGroups {
 }
 
 impl SharedGroups {
-    fn join(&mut self, name: &str, inner: &str, client_id: &str) {
+    fn join(&mut self, name: &str, inner: &str, client_id: &str, interest: &Interest) {
         let group = self.groups.entry(name.to_string()).or_insert_with(|| {
             self.index.insert(inner, name, ());
+            interest.add(name);
             SharedGroup { members: Vec::new(), next: Default::default() }
         });
         if !group.members.iter().any(|m| m == client_id) {
@@ -232,12 +250,13 @@ impl SharedGroups {
         }
     }
 
-    fn leave(&mut self, name: &str, inner: &str, client_id: &str) {
+    fn leave(&mut self, name: &str, inner: &str, client_id: &str, interest: &Interest) {
         if let Some(group) = self.groups.get_mut(name) {
             group.members.retain(|m| m != client_id);
             if group.members.is_empty() {
                 self.groups.remove(name);
                 self.index.remove(inner, name);
+                interest.remove(name);
             }
         }
     }
@@ -256,14 +275,14 @@ fn shared_filter(subscription: &str) -> Option<&str> {
 impl Table {
     /// Indexes an unshared subscription, or replaces its options (shared ones are in [`SharedGroups`]).
     fn add_filter(&mut self, client_id: &str, filter: &str, subscription: Subscription) {
-        if shared_filter(filter).is_none() {
-            self.index.insert(filter, client_id, subscription);
+        if shared_filter(filter).is_none() && self.index.insert(filter, client_id, subscription) {
+            self.interest.add(filter);
         }
     }
 
     fn remove_filter(&mut self, client_id: &str, filter: &str) {
-        if shared_filter(filter).is_none() {
-            self.index.remove(filter, client_id);
+        if shared_filter(filter).is_none() && self.index.remove(filter, client_id) {
+            self.interest.remove(filter);
         }
     }
 
@@ -375,6 +394,19 @@ pub struct Router {
     shared: RwLock<SharedGroups>,
     /// QoS 1 messages a parked session keeps at most; older ones are dropped.
     queue_limit: usize,
+    interest: Arc<Interest>,
+}
+
+/// Which subscriptions a publish is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// Every subscriber: a node alone.
+    All,
+    /// Unshared subscriptions only: in a cluster, a shared subscription's one member
+    /// is picked across the nodes ([`Scope::Group`] on the node picked).
+    Unshared,
+    /// One member of this `$share/<group>/<filter>`.
+    Group(&'a str),
 }
 
 /// A delivery whose subscriber queue was full: the publisher waits a little for room.
@@ -392,6 +424,8 @@ pub struct Pending {
 pub struct Published {
     pub writes: Vec<SessionWrite>,
     pub full: Vec<Pending>,
+    /// A QoS 1 message went to the other nodes of a cluster: acknowledge it once it left.
+    pub forwarded: bool,
 }
 
 /// A connection registered with the router.
@@ -424,12 +458,20 @@ impl Router {
     }
 
     pub fn with_shards(queue_limit: usize, shards: usize) -> Self {
+        let interest = Arc::new(Interest::default());
+        let table = || RwLock::new(Table { interest: interest.clone(), ..Table::default() });
         Self {
-            shards: (0..shards.max(1)).map(|_| RwLock::new(Table::default())).collect(),
+            shards: (0..shards.max(1)).map(|_| table()).collect(),
             hasher: Default::default(),
             shared: RwLock::default(),
             queue_limit: queue_limit.max(1),
+            interest,
         }
+    }
+
+    /// The node's subscriptions, as its peers hear of them.
+    pub(crate) fn interest(&self) -> &Interest {
+        &self.interest
     }
 
     fn shard(&self, client_id: &str) -> &RwLock<Table> {
@@ -463,9 +505,9 @@ impl Router {
         for name in names {
             let Some(inner) = shared_filter(name) else { continue };
             if held.is_some_and(|subscriptions| subscriptions.contains_key(name)) {
-                groups.join(name, inner, client_id);
+                groups.join(name, inner, client_id, &self.interest);
             } else {
-                groups.leave(name, inner, client_id);
+                groups.leave(name, inner, client_id, &self.interest);
             }
         }
     }
@@ -780,6 +822,7 @@ impl Router {
         retain: bool,
         publisher: Option<&str>,
         receive_resource: &str,
+        scope: Scope<'_>,
     ) -> Published {
         let topic_name = message.topic.as_str();
         let mut published = Published::default();
@@ -787,7 +830,9 @@ impl Router {
         // online took) are queued for afterwards, under their shard alone: only their
         // ids are copied here.
         let mut parked_subscribers: Vec<String> = Vec::new();
-        for table in self.every_shard() {
+        // A group's member picked on this node: the unshared subscribers were served where it was published.
+        let shards = if matches!(scope, Scope::Group(_)) { 0 } else { self.shards.len() };
+        for table in self.every_shard().take(shards) {
             for (client_id, entry, subscription) in table.subscribers(topic_name, publisher) {
                 match entry.online() {
                     Some(client) => {
@@ -805,7 +850,9 @@ impl Router {
                 }
             }
         }
-        self.publish_to_groups(message, qos, receive_resource, &mut published, &mut parked_subscribers);
+        if scope != Scope::Unshared {
+            self.publish_to_groups(message, qos, receive_resource, scope, &mut published, &mut parked_subscribers);
+        }
         for client_id in &parked_subscribers {
             let mut table = self.lock(client_id);
             self.keep_for_parked(&mut table, client_id, message, receive_resource, &mut published);
@@ -821,6 +868,7 @@ impl Router {
         message: &Arc<Message>,
         qos: QoS,
         receive_resource: &str,
+        scope: Scope<'_>,
         published: &mut Published,
         parked_subscribers: &mut Vec<String>,
     ) {
@@ -830,6 +878,9 @@ impl Router {
         }
         let mut names: Vec<&str> = Vec::new();
         shared.index.for_each_match(&message.topic, |_, found| names.extend(found.keys().map(String::as_str)));
+        if let Scope::Group(only) = scope {
+            names.retain(|name| *name == only);
+        }
         for name in names {
             let Some(group) = shared.groups.get(name) else { continue };
             let members = group.members.len();
@@ -886,6 +937,29 @@ impl Router {
                 offer(client, delivery, receive_resource, &mut published.full);
             }
         }
+    }
+
+    /// Lets go of the parked session of a client id another node takes (stored by
+    /// now; the store is not touched); false when this node has none parked.
+    pub fn release(&self, client_id: &str, now_ms: u64) -> bool {
+        let mut table = self.lock(client_id);
+        if table.sessions.get(client_id).is_none_or(|entry| entry.online().is_some()) {
+            return false;
+        }
+        let Some(entry) = table.remove(client_id, now_ms) else { return false };
+        drop(table);
+        self.sync_groups(client_id, &shared_names(&entry.subscriptions));
+        true
+    }
+
+    /// The control slot of a client id's live connection here.
+    pub fn control_of(&self, client_id: &str) -> Option<Control> {
+        self.read(client_id).sessions.get(client_id).and_then(Entry::online).map(|client| client.control.clone())
+    }
+
+    /// Whether this node holds a client id's session, live or parked.
+    pub fn holds(&self, client_id: &str) -> bool {
+        self.read(client_id).sessions.contains_key(client_id)
     }
 
     /// Client ids the router holds a session or a version number for (tests, metrics).
@@ -964,7 +1038,7 @@ mod tests {
     }
 
     fn publish(router: &Router, n: u64) -> Published {
-        router.publish(&Arc::new(message(n)), QoS::AtLeastOnce, false, None, RESOURCE)
+        router.publish(&Arc::new(message(n)), QoS::AtLeastOnce, false, None, RESOURCE, Scope::All)
     }
 
     fn drain(client: &mut Client) -> Vec<Delivery> {
@@ -1000,9 +1074,49 @@ mod tests {
         publish(&router, 1);
         let counts: Vec<usize> = clients.iter_mut().map(|client| drain(client).len()).collect();
         assert!(counts.iter().all(|&count| count == 1), "{counts:?}");
-        router.publish(&Arc::new(Message::new("other/x", Bytes::from("2"))), QoS::AtMostOnce, false, None, RESOURCE);
+        router.publish(
+            &Arc::new(Message::new("other/x", Bytes::from("2"))),
+            QoS::AtMostOnce,
+            false,
+            None,
+            RESOURCE,
+            Scope::All,
+        );
         let counts: Vec<usize> = clients.iter_mut().map(|client| drain(client).len()).collect();
         assert_eq!(counts, (0..32).map(|n| n % 2).collect::<Vec<_>>(), "only the other/# subscribers");
+    }
+
+    #[test]
+    fn a_scope_picks_the_unshared_subscribers_or_one_group() {
+        let router = sharded(10);
+        let mut plain = connect(&router, "plain", 1, true, 16);
+        let mut member = connect(&router, "member", 2, true, 16);
+        let mut other = connect(&router, "other", 3, true, 16);
+        router.subscribe("plain", "t/#", Subscription::with_qos(QoS::AtLeastOnce));
+        router.subscribe("member", "$share/g/t/#", Subscription::with_qos(QoS::AtLeastOnce));
+        router.subscribe("other", "$share/h/t/#", Subscription::with_qos(QoS::AtLeastOnce));
+        let mut send = |scope| {
+            router.publish(&Arc::new(message(1)), QoS::AtLeastOnce, false, None, RESOURCE, scope);
+            [&mut plain, &mut member, &mut other].map(|client| drain(client).len())
+        };
+        assert_eq!(send(Scope::All), [1, 1, 1], "positive control: a node alone serves everyone");
+        assert_eq!(send(Scope::Unshared), [1, 0, 0]);
+        assert_eq!(send(Scope::Group("$share/g/t/#")), [0, 1, 0]);
+        assert_eq!(send(Scope::Group("$share/none/t/#")), [0, 0, 0]);
+    }
+
+    #[test]
+    fn a_released_session_leaves_the_node_without_store_writes_and_a_live_one_stays() {
+        let router = sharded(10);
+        let mut client = connect(&router, "c", 1, false, 16);
+        router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtLeastOnce));
+        assert!(!router.release("c", 0), "a live connection is taken over first, not released");
+        assert!(router.holds("c"));
+        router.park("c", 1, FAR, Vec::new(), &mut client.deliveries);
+        assert!(router.release("c", 0));
+        assert!(!router.holds("c"));
+        assert!(publish(&router, 1).writes.is_empty(), "nothing is queued here for it any more");
+        assert!(!router.release("c", 0));
     }
 
     #[test]
@@ -1098,7 +1212,7 @@ mod tests {
         };
         let mut published = 0;
         while !churn.is_finished() {
-            router.publish(&Arc::new(message(published)), QoS::AtMostOnce, false, None, RESOURCE);
+            router.publish(&Arc::new(message(published)), QoS::AtMostOnce, false, None, RESOURCE, Scope::All);
             published += 1;
         }
         churn.join().unwrap();
@@ -1116,7 +1230,7 @@ mod tests {
         let router = sharded(100);
         let mut client = connect(&router, "c", 1, false, 16);
         router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtLeastOnce));
-        let published = router.publish(&Arc::new(message(1)), QoS::AtLeastOnce, false, Some("c"), RESOURCE);
+        let published = router.publish(&Arc::new(message(1)), QoS::AtLeastOnce, false, Some("c"), RESOURCE, Scope::All);
         assert!(published.writes.is_empty(), "the live connection takes it");
         // The connection closes before it sent the delivery (e.g. it refused the next packet).
         let writes = router.park("c", 1, FAR, Vec::new(), &mut client.deliveries);
@@ -1137,7 +1251,7 @@ mod tests {
         router.subscribe("own", "t/#", no_local);
         router.subscribe("other", "t/#", no_local);
         router.subscribe("plain", "t/a", Subscription::with_qos(QoS::AtMostOnce));
-        router.publish(&Arc::new(message(1)), QoS::AtLeastOnce, true, Some("own"), RESOURCE);
+        router.publish(&Arc::new(message(1)), QoS::AtLeastOnce, true, Some("own"), RESOURCE, Scope::All);
         assert!(drain(&mut own).is_empty(), "No Local: not sent to its publisher");
         let got = drain(&mut other);
         assert_eq!(got.len(), 1, "the same subscription of another client gets it");
@@ -1147,7 +1261,7 @@ mod tests {
         assert!(!got[0].retain, "without Retain As Published a live copy has RETAIN=0");
         assert_eq!(got[0].qos, QoS::AtMostOnce);
         // Another client's publish reaches the No Local subscriber.
-        router.publish(&Arc::new(message(2)), QoS::AtLeastOnce, false, Some("other"), RESOURCE);
+        router.publish(&Arc::new(message(2)), QoS::AtLeastOnce, false, Some("other"), RESOURCE, Scope::All);
         assert_eq!(drain(&mut own).len(), 1);
         assert_eq!(router.subscribe("own", "t/#", no_local), Some(false), "an existing subscription is not new");
         assert_eq!(router.subscribe("own", "t/b", no_local), Some(true));

@@ -53,6 +53,9 @@ struct Record {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     queue: Vec<QueuedRecord>,
     expires_at_ms: u64,
+    /// The cluster node that parked it (it queues the session's messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -89,7 +92,7 @@ impl QueuedRecord {
 }
 
 impl SessionRecord {
-    fn encode(&self) -> Vec<u8> {
+    fn encode(&self, node: Option<&str>) -> Vec<u8> {
         let (certificate_id, access_key) = match &self.identity {
             Identity::Certificate(id) => (id.clone(), None),
             Identity::AccessKey(key) => (String::new(), Some(key.clone())),
@@ -100,19 +103,21 @@ impl SessionRecord {
             subscriptions: self.subscriptions.clone(),
             queue: Vec::new(),
             expires_at_ms: self.expires_at_ms,
+            node: node.map(str::to_string),
         };
         serde_json::to_vec(&record).expect("sessions always serialize")
     }
 
-    /// The session and the messages stored inside it by older versions.
-    fn decode(body: &[u8]) -> Option<(Self, Vec<Message>)> {
+    /// The session, the messages stored inside it by older versions, and its node.
+    fn decode(body: &[u8]) -> Option<(Self, Vec<Message>, Option<String>)> {
         let record: Record = serde_json::from_slice(body).ok()?;
         let legacy = record.queue.into_iter().map(QueuedRecord::into_message).collect::<Option<Vec<_>>>()?;
         let identity = match record.access_key {
             Some(key) => Identity::AccessKey(key),
             None => Identity::Certificate(record.certificate_id),
         };
-        Some((Self { identity, subscriptions: record.subscriptions, expires_at_ms: record.expires_at_ms }, legacy))
+        let session = Self { identity, subscriptions: record.subscriptions, expires_at_ms: record.expires_at_ms };
+        Some((session, legacy, record.node))
     }
 }
 
@@ -139,11 +144,43 @@ pub struct StoredSession {
 /// The durable side of persistent sessions.
 pub struct SessionStore {
     store: Arc<dyn RecordStore>,
+    /// In a cluster, this node's id: its sessions are the ones it parked.
+    node: Option<String>,
 }
 
 impl SessionStore {
-    pub fn new(store: Arc<dyn RecordStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn RecordStore>, node: Option<String>) -> Self {
+        Self { store, node }
+    }
+
+    /// The stored session of one client id with its queue in order (a client that
+    /// reconnects through another node of a cluster).
+    pub async fn load_one(&self, client_id: &str) -> Result<Option<StoredSession>, StoreError> {
+        let Some(record) = self.store.get(Collection::MqttSession, client_id).await? else {
+            return Ok(None);
+        };
+        let Some((record, legacy, _)) = SessionRecord::decode(&record.body) else {
+            tracing::warn!(client_id, "skipping a stored session that does not decode");
+            return Ok(None);
+        };
+        let mut queue: Vec<(u64, Message)> = legacy.into_iter().enumerate().map(|(i, m)| (i as u64, m)).collect();
+        let prefix = queued_key(client_id, 0);
+        let prefix = &prefix[..prefix.len() - 20];
+        let mut after = prefix.to_string();
+        'pages: loop {
+            let batch = self.store.list(Collection::MqttQueuedMessage, Some(&after), 500).await?;
+            let Some(last) = batch.last() else { break };
+            after = last.key.clone();
+            for stored in batch {
+                let Some((_, seq)) = parse_queued_key(&stored.key).filter(|_| stored.key.starts_with(prefix)) else {
+                    break 'pages;
+                };
+                let message =
+                    serde_json::from_slice::<QueuedRecord>(&stored.body).ok().and_then(QueuedRecord::into_message);
+                queue.extend(message.map(|message| (seq, message)));
+            }
+        }
+        Ok(Some(StoredSession { record, queue }))
     }
 
     async fn scan(&self, collection: Collection) -> Result<Vec<ferrocore_store::Record>, StoreError> {
@@ -165,10 +202,14 @@ impl SessionStore {
         let mut sessions: HashMap<String, StoredSession> = HashMap::new();
         let (mut writes, mut orphans) = (Vec::new(), Vec::new());
         for record in self.scan(Collection::MqttSession).await? {
-            let Some((session, legacy)) = SessionRecord::decode(&record.body) else {
+            let Some((session, legacy, node)) = SessionRecord::decode(&record.body) else {
                 tracing::warn!(client_id = %record.key, "skipping a stored session that does not decode");
                 continue;
             };
+            if self.node.is_some() && node != self.node {
+                // Another node's: it is taken when its client connects here.
+                continue;
+            }
             let client_id = record.key;
             if !legacy.is_empty() {
                 let queue: Vec<(u64, Message)> = legacy.into_iter().enumerate().map(|(i, m)| (i as u64, m)).collect();
@@ -193,6 +234,8 @@ impl SessionStore {
                         session.queue.push((seq, message));
                     }
                 }
+                // In a cluster the session may be another node's.
+                _ if self.node.is_some() => {}
                 _ => orphans.push(Write::delete(Collection::MqttQueuedMessage, &record.key, Expect::Anything)),
             }
         }
@@ -215,9 +258,12 @@ impl SessionStore {
         let writes = writes
             .into_iter()
             .map(|write| match write {
-                SessionWrite::Save { client_id, record } => {
-                    Write::put(Collection::MqttSession, &client_id, Expect::Anything, record.encode())
-                }
+                SessionWrite::Save { client_id, record } => Write::put(
+                    Collection::MqttSession,
+                    &client_id,
+                    Expect::Anything,
+                    record.encode(self.node.as_deref()),
+                ),
                 SessionWrite::Forget { client_id } => {
                     Write::delete(Collection::MqttSession, &client_id, Expect::Anything)
                 }
@@ -257,7 +303,7 @@ mod tests {
     fn session_records_round_trip() {
         for identity in [Identity::Certificate("c".into()), Identity::AccessKey("AKID".into())] {
             let session = record(identity);
-            assert_eq!(SessionRecord::decode(&session.encode()), Some((session, Vec::new())));
+            assert_eq!(SessionRecord::decode(&session.encode(None)), Some((session, Vec::new(), None)));
         }
     }
 
@@ -272,7 +318,7 @@ mod tests {
     #[tokio::test]
     async fn queued_messages_are_stored_one_record_each_and_load_in_order() {
         let (_dir, store) = store().await;
-        let sessions = SessionStore::new(store.clone());
+        let sessions = SessionStore::new(store.clone(), None);
         let properties =
             ferrocore_mqtt::Properties { user_properties: vec![("k".into(), "v".into())], ..Default::default() };
         let second = Message::published("a/c", Bytes::from_static(b"x"), &properties, 7);
@@ -305,11 +351,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cluster_node_loads_its_own_sessions_and_takes_another_s_by_client_id() {
+        let (_dir, store) = store().await;
+        let (first, second) =
+            (SessionStore::new(store.clone(), Some("n1".into())), SessionStore::new(store.clone(), Some("n2".into())));
+        let queued = |client_id: &str, seq| SessionWrite::Queue {
+            client_id: client_id.into(),
+            seq,
+            message: Arc::new(Message::new("t", Bytes::from(format!("{client_id}-{seq}")))),
+        };
+        first
+            .apply(vec![
+                SessionWrite::Save { client_id: "c".into(), record: record(Identity::Certificate("x".into())) },
+                queued("c", 2),
+                queued("c", 1),
+                // A client id that sorts right after `c`'s queue keys never joins it.
+                SessionWrite::Save { client_id: "c0".into(), record: record(Identity::Certificate("x".into())) },
+                queued("c0", 0),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(first.load_all().await.unwrap().len(), 2, "positive control: its own sessions");
+        assert!(second.load_all().await.unwrap().is_empty(), "another node's sessions stay with it");
+        assert_eq!(
+            store.list(Collection::MqttQueuedMessage, None, 10).await.unwrap().len(),
+            3,
+            "none deleted as orphans"
+        );
+        let taken = second.load_one("c").await.unwrap().unwrap();
+        let payloads: Vec<_> = taken.queue.iter().map(|(seq, m)| (*seq, m.payload.clone())).collect();
+        assert_eq!(payloads, vec![(1, Bytes::from("c-1")), (2, Bytes::from("c-2"))]);
+        assert!(second.load_one("unknown").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
     async fn sessions_stored_with_their_queue_inside_are_migrated() {
         let (_dir, store) = store().await;
         let old = br#"{"certificate_id":"c","subscriptions":[["a",1]],"queue":[["a","6869"],{"topic":"b","payload":"00"}],"expires_at_ms":9}"#;
         store.commit(vec![Write::put(Collection::MqttSession, "c1", Expect::Anything, old.to_vec())]).await.unwrap();
-        let sessions = SessionStore::new(store.clone());
+        let sessions = SessionStore::new(store.clone(), None);
         let loaded = sessions.load_all().await.unwrap();
         let expected = vec![
             (0, Message::new("a", Bytes::from_static(b"hi"))),

@@ -151,6 +151,7 @@ impl Harness {
                 rate: RateQuota::default(),
             },
             account: Account::default(),
+            node_id: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shadows = ferrocore_shadow_service::ShadowService::start(

@@ -20,6 +20,13 @@ pub struct ServeArgs {
     /// default: SQLite in the data directory.
     #[arg(long, env = "FERROCORE_STORE_URL", hide_env_values = true)]
     pub store_url: Option<String>,
+    /// NATS to join other nodes through (nats://host:4222); needs a PostgreSQL store
+    /// and a node id. Without it the node runs alone.
+    #[arg(long, env = "FERROCORE_CLUSTER_URL", hide_env_values = true)]
+    pub cluster_url: Option<String>,
+    /// This node's name in the cluster, unique among the nodes.
+    #[arg(long, env = "FERROCORE_NODE_ID")]
+    pub node_id: Option<String>,
     /// The AWS-compatible HTTP API (iot, sts, health, metrics).
     #[arg(long, env = "FERROCORE_API_ADDR")]
     pub api_addr: Option<SocketAddr>,
@@ -70,6 +77,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// PostgreSQL instead of the data directory's SQLite database.
     pub store_url: Option<String>,
+    /// NATS, for a node of a cluster (with `store_url` and `node_id`).
+    pub cluster_url: Option<String>,
+    pub node_id: Option<String>,
     pub api_addr: SocketAddr,
     pub mqtt_addr: SocketAddr,
     pub https_addr: SocketAddr,
@@ -170,6 +180,8 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./ferrocore-data"),
             store_url: None,
+            cluster_url: None,
+            node_id: None,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 4566)),
             mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 8883)),
             https_addr: SocketAddr::from(([127, 0, 0, 1], 8443)),
@@ -222,6 +234,12 @@ impl Config {
         if args.store_url.is_some() {
             config.store_url = args.store_url;
         }
+        if args.cluster_url.is_some() {
+            config.cluster_url = args.cluster_url;
+        }
+        if args.node_id.is_some() {
+            config.node_id = args.node_id;
+        }
         if let (Some(access_key_id), Some(secret_access_key)) = (args.access_key_id, args.secret_access_key) {
             config.credentials = vec![CredentialConfig { access_key_id, secret_access_key, policy: None }];
         }
@@ -261,6 +279,23 @@ impl Config {
             bail!(
                 "store_url must be a postgres:// or postgresql:// URL (without it, state is kept in SQLite in the data directory)"
             );
+        }
+        if let Some(url) = &self.cluster_url {
+            if !url.starts_with("nats://") && !url.starts_with("tls://") {
+                bail!("cluster_url must be a nats:// (or tls://) URL, got {url:?}");
+            }
+            if self.store_url.is_none() {
+                bail!("a cluster keeps its state in PostgreSQL: set store_url (--store-url) with cluster_url");
+            }
+            match &self.node_id {
+                None => bail!("a node of a cluster needs a node id (--node-id, FERROCORE_NODE_ID)"),
+                Some(id)
+                    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+                {
+                    bail!("node id must be letters, digits, '-' or '_', got {id:?}")
+                }
+                Some(_) => {}
+            }
         }
         if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
             bail!("account id must be 12 digits, got {:?}", self.account_id);
@@ -326,6 +361,8 @@ mod tests {
             config: None,
             data_dir: None,
             store_url: None,
+            cluster_url: None,
+            node_id: None,
             api_addr: None,
             mqtt_addr: None,
             https_addr: None,
@@ -398,6 +435,26 @@ mod tests {
         let mysql = ServeArgs { store_url: Some("mysql://127.0.0.1/db".into()), ..args() };
         let err = Config::load(mysql).unwrap_err().to_string();
         assert!(err.contains("postgres://"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_needs_postgres_and_a_node_id() {
+        let cluster = || ServeArgs {
+            cluster_url: Some("nats://127.0.0.1:4222".into()),
+            store_url: Some("postgres://u@127.0.0.1/db".into()),
+            node_id: Some("n1".into()),
+            ..args()
+        };
+        let joined = Config::load(cluster()).unwrap();
+        assert_eq!(
+            (joined.cluster_url.as_deref(), joined.node_id.as_deref()),
+            (Some("nats://127.0.0.1:4222"), Some("n1"))
+        );
+        let refused = |args: ServeArgs| Config::load(args).unwrap_err().to_string();
+        assert!(refused(ServeArgs { store_url: None, ..cluster() }).contains("PostgreSQL"));
+        assert!(refused(ServeArgs { node_id: None, ..cluster() }).contains("node id"));
+        assert!(refused(ServeArgs { node_id: Some("n 1".into()), ..cluster() }).contains("node id"));
+        assert!(refused(ServeArgs { cluster_url: Some("http://x".into()), ..cluster() }).contains("nats://"));
     }
 
     #[test]

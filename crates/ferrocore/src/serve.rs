@@ -148,6 +148,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 },
             },
             account,
+            node_id: config.cluster_url.as_ref().and(config.node_id.clone()),
         },
         registry.clone(),
         store,
@@ -155,6 +156,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("starting the device gateway")?;
+    let cluster = match (&config.cluster_url, &config.node_id) {
+        (Some(url), Some(node)) => {
+            let link = ferrocore_cluster::Link::join(url, node, gateway.publisher(), registry.clone())
+                .await
+                .context("joining the cluster")?;
+            gateway.attach_peers(link.clone());
+            Some(link)
+        }
+        _ => None,
+    };
     let rules = ferrocore_rules::Engine::start(registry.clone(), shadows.clone(), config.rules_config()).await;
     rules.attach_publisher(gateway.publisher());
     gateway.attach_sink(rules);
@@ -170,6 +181,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ca_pem: pki.ca_pem,
         listeners: Listeners { api: config.api_addr, mqtt: config.mqtt_addr, https: config.https_addr },
         publisher: gateway.publisher(),
+        cluster: cluster.map(|link| {
+            Box::new(move || {
+                let health = link.health();
+                (health.bus, serde_json::to_value(&health).unwrap_or_default())
+            }) as Box<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>
+        }),
     });
 
     let gateway = tokio::spawn(gateway.serve(wait_for(stopped.clone())));

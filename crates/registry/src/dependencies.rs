@@ -11,7 +11,7 @@ use ferrocore_model::{Account, Arn, ResourceKind};
 use ferrocore_store::{Collection, Write, WriteOp};
 
 /// A registry record that permissions can be computed from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Dependency {
     /// A certificate, by id: its status, its things, the policies attached to it.
     Certificate(String),

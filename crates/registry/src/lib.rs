@@ -100,6 +100,8 @@ pub struct Registry {
     permission_changes: tokio::sync::broadcast::Sender<PermissionChange>,
     /// Counts committed changes to topic rules and destinations (the rules engine reloads on each).
     rule_changes: tokio::sync::watch::Sender<u64>,
+    /// Every committed write that changed what other nodes of a cluster keep in memory.
+    committed: tokio::sync::broadcast::Sender<Arc<CommittedChange>>,
     connection_permissions: std::sync::Mutex<authorization::ConnectionPermissions>,
     parsed_policies: authorization::ParsedPolicies,
 }
@@ -182,6 +184,7 @@ impl Registry {
             permission_generation: Default::default(),
             permission_changes: tokio::sync::broadcast::Sender::new(PERMISSION_CHANGES_BUFFERED),
             rule_changes: tokio::sync::watch::Sender::new(0),
+            committed: tokio::sync::broadcast::Sender::new(PERMISSION_CHANGES_BUFFERED),
             connection_permissions: Default::default(),
             parsed_policies: Default::default(),
         }
@@ -191,6 +194,33 @@ impl Registry {
     /// connection's permissions. A receiver that lags must assume everything changed.
     pub fn permission_changes(&self) -> tokio::sync::broadcast::Receiver<PermissionChange> {
         self.permission_changes.subscribe()
+    }
+
+    /// Each committed write that changed the certificate snapshot, some connection's
+    /// permissions or the topic rules: what another node of a cluster, sharing the
+    /// store, must apply with [`Self::apply_peer_change`].
+    pub fn committed_changes(&self) -> tokio::sync::broadcast::Receiver<Arc<CommittedChange>> {
+        self.committed.subscribe()
+    }
+
+    /// Applies a write another node committed: reloads the certificate snapshot's
+    /// entries, forgets and re-checks the permissions it changed, reloads the rules.
+    pub async fn apply_peer_change(&self, change: &CommittedChange) {
+        let touched: Vec<(Collection, String)> = (change.certificates.iter().map(|id| (Collection::Certificate, id)))
+            .chain(change.cas.iter().map(|id| (Collection::CaCertificate, id)))
+            .map(|(collection, id)| (collection, id.clone()))
+            .collect();
+        if !touched.is_empty()
+            && let Err(err) = self.refresh_trust_of(&touched).await
+        {
+            tracing::error!(error = %err, "cannot reload the certificate snapshot after another node's write");
+        }
+        if !change.dependencies.is_empty() {
+            self.announce(change.dependencies.clone());
+        }
+        if change.rules {
+            self.rule_changes.send_modify(|count| *count += 1);
+        }
     }
 
     /// How many writes that may change permissions have committed.
@@ -325,6 +355,14 @@ impl Registry {
             };
             match self.store.commit(outcome.writes).await {
                 Ok(_) => {
+                    if !touches_trust.is_empty() || !changed.is_empty() || touches_rules {
+                        // No receiver (a node alone) is fine.
+                        let _ = self.committed.send(Arc::new(CommittedChange::new(
+                            &touches_trust,
+                            &changed,
+                            touches_rules,
+                        )));
+                    }
                     if !touches_trust.is_empty()
                         && let Err(err) = self.refresh_trust_of(&touches_trust).await
                     {
@@ -343,6 +381,31 @@ impl Registry {
             }
         }
         Err(Error::Internal("The resource is being modified concurrently; retry the request.".into()))
+    }
+}
+
+/// What one committed write changed that every node keeps in memory (see
+/// [`Registry::committed_changes`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CommittedChange {
+    /// Certificates and CA certificates whose trust entries must be reloaded.
+    pub certificates: Vec<String>,
+    pub cas: Vec<String>,
+    /// The records some connection's permissions may depend on.
+    pub dependencies: Vec<Dependency>,
+    /// Topic rules or destinations changed.
+    pub rules: bool,
+}
+
+impl CommittedChange {
+    fn new(trust: &[(Collection, String)], dependencies: &[Dependency], rules: bool) -> Self {
+        let of = |wanted: Collection| trust.iter().filter(|(c, _)| *c == wanted).map(|(_, id)| id.clone()).collect();
+        Self {
+            certificates: of(Collection::Certificate),
+            cas: of(Collection::CaCertificate),
+            dependencies: dependencies.to_vec(),
+            rules,
+        }
     }
 }
 

@@ -1,0 +1,135 @@
+//! The other nodes of a cluster, as the gateway sees them. `ferrocore-cluster`
+//! links the nodes (over NATS); alone, a gateway has no peers and none of this runs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ferrocore_message::Message;
+use ferrocore_mqtt::QoS;
+
+/// Why a message could not be handed to the other nodes.
+#[derive(Debug, thiserror::Error)]
+pub enum PeersError {
+    #[error("the message bus is unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// What the gateway asks of the other nodes.
+#[async_trait::async_trait]
+pub trait Peers: Send + Sync + 'static {
+    /// Hands a message accepted on this node (never one that came from a peer) to
+    /// the nodes whose clients subscribe to it, in the order of the calls.
+    fn forward(&self, message: &Arc<Message>, qos: QoS, retain: bool);
+    /// Resolves once everything forwarded before the call has left this process,
+    /// so a QoS 1 publisher is acknowledged only for what other nodes will get.
+    async fn forwarded(&self) -> Result<(), PeersError>;
+    /// A subscription (a filter, or `$share/<group>/<filter>`) appeared on this
+    /// node (`present`) or its last subscriber here left. Called under the router's
+    /// locks: it must only note the change.
+    fn interest(&self, subscription: &str, present: bool);
+    /// Resolves once the interest noted before the call reaches the other nodes'
+    /// publishes (before a SUBACK).
+    async fn interest_settled(&self);
+    /// Takes a client id from the node holding it (a live connection is taken over,
+    /// a parked session let go after it is stored), before this node connects it.
+    async fn claim(&self, client_id: &str);
+    /// DeleteConnection for a client id this node does not hold; true when a peer had it.
+    async fn delete_connection(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool;
+    /// This node changed the retained message of `topic` in the store.
+    fn retained_changed(&self, topic: &str);
+    /// Whether the message bus is reachable; new connections are refused while not.
+    fn reachable(&self) -> bool;
+}
+
+/// The node's subscriptions by filter (shared ones by their whole
+/// `$share/<group>/<filter>`), counted per subscriber, so the peers hear when one
+/// appears or disappears on this node, not every subscriber's change.
+#[derive(Default)]
+pub(crate) struct Interest {
+    counts: Mutex<HashMap<String, usize>>,
+    peers: OnceLock<Arc<dyn Peers>>,
+}
+
+impl Interest {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn add(&self, subscription: &str) {
+        let mut counts = self.lock();
+        let count = counts.entry(subscription.to_string()).or_default();
+        *count += 1;
+        if *count == 1
+            && let Some(peers) = self.peers.get()
+        {
+            peers.interest(subscription, true);
+        }
+    }
+
+    pub(crate) fn remove(&self, subscription: &str) {
+        let mut counts = self.lock();
+        let Some(count) = counts.get_mut(subscription) else { return };
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(subscription);
+            if let Some(peers) = self.peers.get() {
+                peers.interest(subscription, false);
+            }
+        }
+    }
+
+    /// Tells `peers` of every subscription held now and of each change from now on.
+    pub(crate) fn attach(&self, peers: Arc<dyn Peers>) {
+        let counts = self.lock();
+        for subscription in counts.keys() {
+            peers.interest(subscription, true);
+        }
+        if self.peers.set(peers).is_err() {
+            tracing::warn!("the gateway already has its peers");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Noted(Mutex<Vec<(String, bool)>>);
+
+    #[async_trait::async_trait]
+    impl Peers for Noted {
+        fn forward(&self, _: &Arc<Message>, _: QoS, _: bool) {}
+        async fn forwarded(&self) -> Result<(), PeersError> {
+            Ok(())
+        }
+        fn interest(&self, subscription: &str, present: bool) {
+            self.0.lock().unwrap().push((subscription.to_string(), present));
+        }
+        async fn interest_settled(&self) {}
+        async fn claim(&self, _: &str) {}
+        async fn delete_connection(&self, _: &str, _: bool, _: bool) -> bool {
+            false
+        }
+        fn retained_changed(&self, _: &str) {}
+        fn reachable(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn peers_hear_of_the_first_and_last_subscriber_of_a_filter_only() {
+        let interest = Interest::default();
+        interest.add("a/b");
+        let noted = Arc::new(Noted::default());
+        interest.attach(noted.clone());
+        interest.add("a/b");
+        interest.add("c/#");
+        interest.remove("a/b");
+        interest.remove("a/b");
+        interest.remove("never/held");
+        let seen = noted.0.lock().unwrap().clone();
+        let expected = [("a/b", true), ("c/#", true), ("a/b", false)];
+        assert_eq!(seen, expected.map(|(s, p)| (s.to_string(), p)));
+    }
+}

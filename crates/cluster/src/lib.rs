@@ -1,0 +1,10 @@
+//! Several ferrocore nodes as one AWS IoT Core: PostgreSQL holds the state (every
+//! node opens the same store), NATS carries messages and control events between
+//! the nodes. `subject` maps MQTT topics and filters to NATS subjects, `frame` is
+//! what travels, `link` is a node's connection to the others (the gateway's `Peers`).
+
+pub mod frame;
+mod link;
+pub mod subject;
+
+pub use link::{ClusterError, ClusterHealth, Link, PeerHealth};

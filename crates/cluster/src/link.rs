@@ -1,0 +1,537 @@
+//! The NATS link: this node's side of the cluster.
+//!
+//! Two NATS connections: `data` (no echo) carries this node's messages out, its
+//! unshared interest in and the control events; `shared` (with echo) holds the
+//! queue subscriptions of shared subscriptions, so NATS picks one member's node
+//! per message cluster-wide, this node included.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferrocore_broker::{GatewayHandle, Peers, PeersError};
+use ferrocore_message::Message;
+use ferrocore_mqtt::{FilterIndex, QoS};
+use ferrocore_registry::{CommittedChange, Registry};
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::frame::{self, Answer, DeleteConnection, Heartbeat};
+use crate::subject;
+
+/// How often a node says it is here, and how long its peers wait before they stop counting on it.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+const PEER_SILENCE: Duration = Duration::from_secs(3);
+/// How long a publisher waits for its message to leave for the other nodes.
+const FORWARD_WAIT: Duration = Duration::from_secs(5);
+/// How long a claim or a DeleteConnection waits for the other nodes' answers.
+const ANSWER_WAIT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("connecting to NATS at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("subscribing to {subject}: {reason}")]
+    Subscribe { subject: String, reason: String },
+}
+
+/// What `/health` says of the cluster.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterHealth {
+    pub node: String,
+    /// Whether this node is connected to NATS.
+    pub bus: bool,
+    /// Nodes heard from within the last few seconds, by id, with whether they reach the store.
+    pub peers: Vec<PeerHealth>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerHealth {
+    pub node: String,
+    pub store: bool,
+}
+
+/// A message on its way to NATS, with its place in the order of forwards.
+struct Outgoing {
+    subject: String,
+    frame: Bytes,
+    seq: u64,
+}
+
+/// NATS subjects subscribed for this node's unshared subscriptions, by the number of
+/// filters needing each, and an index of them to find which subjects a message matches.
+#[derive(Default)]
+struct Unshared {
+    counts: HashMap<String, usize>,
+    /// Subjects in MQTT filter form (`*` as `+`, `>` as `#`, tokens as levels), named by the subject.
+    index: FilterIndex,
+}
+
+/// A subject's tokens as MQTT levels, so the MQTT filter index finds candidates
+/// (a superset: MQTT's `#` also matches its parent level; [`subject::matches`] decides).
+fn as_levels(subject: &str) -> String {
+    subject.replace('.', "/").replace('*', "+").replace('>', "#")
+}
+
+impl Unshared {
+    /// Whether the copy that arrived through `through` is the one to deliver: NATS
+    /// sends a message once per matching subscription, and only the copy of the
+    /// least matching subject is delivered, so a message reaches the node once.
+    fn is_first(&self, through: &str, subject: &str) -> bool {
+        let mut first: Option<&str> = None;
+        self.index.for_each_match(&as_levels(subject), |_, names| {
+            for pattern in names.keys().map(String::as_str) {
+                if subject::matches(pattern, subject) && first.is_none_or(|f| pattern < f) {
+                    first = Some(pattern);
+                }
+            }
+        });
+        first == Some(through)
+    }
+}
+
+/// This node's side of the cluster (the gateway's [`Peers`]).
+pub struct Link {
+    node: String,
+    data: async_nats::Client,
+    shared: async_nats::Client,
+    gateway: Arc<GatewayHandle>,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    queued: AtomicU64,
+    /// The last forward written out to NATS.
+    sent: watch::Receiver<u64>,
+    interest: mpsc::UnboundedSender<(String, bool)>,
+    noted: AtomicU64,
+    /// The last interest change NATS has applied.
+    settled: watch::Receiver<u64>,
+    unshared: RwLock<Unshared>,
+    peers: Mutex<HashMap<String, (Instant, bool)>>,
+    store_reachable: AtomicBool,
+}
+
+impl Link {
+    /// Connects this node to NATS and to its peers. `gateway` receives what the
+    /// other nodes send; `registry` has its writes told to them and theirs applied.
+    pub async fn join(
+        url: &str,
+        node: &str,
+        gateway: Arc<GatewayHandle>,
+        registry: Arc<Registry>,
+    ) -> Result<Arc<Self>, ClusterError> {
+        let connect = |echo: bool| {
+            let mut options = async_nats::ConnectOptions::new()
+                .name(format!("ferrocore {node}"))
+                .retry_on_initial_connect()
+                .max_reconnects(None)
+                .connection_timeout(Duration::from_secs(2))
+                .subscription_capacity(64 * 1024)
+                .event_callback(move |event| async move {
+                    match event {
+                        async_nats::Event::Connected => tracing::info!(%event, "message bus"),
+                        _ => tracing::warn!(%event, "message bus"),
+                    }
+                });
+            if !echo {
+                options = options.no_echo();
+            }
+            options.connect(url.to_string())
+        };
+        let failed =
+            |err: async_nats::ConnectError| ClusterError::Connect { url: url.to_string(), reason: err.to_string() };
+        let data = tokio::time::timeout(Duration::from_secs(10), connect(false))
+            .await
+            .map_err(|_| ClusterError::Connect { url: url.into(), reason: "no answer in 10 s".into() })?
+            .map_err(failed)?;
+        let shared = connect(true).await.map_err(failed)?;
+        let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
+        let (sent_tx, sent) = watch::channel(0);
+        let (interest, interest_rx) = mpsc::unbounded_channel();
+        let (settled_tx, settled) = watch::channel(0);
+        let link = Arc::new(Self {
+            node: node.to_string(),
+            data,
+            shared,
+            gateway,
+            outgoing,
+            queued: AtomicU64::new(0),
+            sent,
+            interest,
+            noted: AtomicU64::new(0),
+            settled,
+            unshared: RwLock::default(),
+            peers: Mutex::default(),
+            store_reachable: AtomicBool::new(true),
+        });
+        tokio::spawn(link.clone().forward_loop(outgoing_rx, sent_tx));
+        tokio::spawn(link.clone().interest_loop(interest_rx, settled_tx));
+        for control in [frame::HEARTBEAT, frame::CLAIM, frame::DELETE_CONNECTION, frame::REGISTRY, frame::RETAINED] {
+            let subscriber = link
+                .data
+                .subscribe(control)
+                .await
+                .map_err(|err| ClusterError::Subscribe { subject: control.into(), reason: err.to_string() })?;
+            tokio::spawn(link.clone().control_loop(subscriber, registry.clone()));
+        }
+        tokio::spawn(link.clone().announce_registry(registry.clone()));
+        tokio::spawn(link.clone().heartbeat_loop(registry));
+        tracing::info!(node, url, "joined the cluster");
+        Ok(link)
+    }
+
+    /// This node, whether it reaches NATS, and the peers heard from lately.
+    pub fn health(&self) -> ClusterHealth {
+        ClusterHealth { node: self.node.clone(), bus: self.bus_connected(), peers: self.live_peers() }
+    }
+
+    fn bus_connected(&self) -> bool {
+        self.data.connection_state() == async_nats::connection::State::Connected
+            && self.shared.connection_state() == async_nats::connection::State::Connected
+    }
+
+    fn live_peers(&self) -> Vec<PeerHealth> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live: Vec<PeerHealth> = peers
+            .iter()
+            .filter(|(_, (seen, _))| seen.elapsed() < PEER_SILENCE)
+            .map(|(node, (_, store))| PeerHealth { node: node.clone(), store: *store })
+            .collect();
+        live.sort_by(|a, b| a.node.cmp(&b.node));
+        live
+    }
+
+    /// Publishes forwards in order, then flushes, and says how far it got.
+    async fn forward_loop(self: Arc<Self>, mut outgoing: mpsc::UnboundedReceiver<Outgoing>, sent: watch::Sender<u64>) {
+        let mut batch = Vec::with_capacity(256);
+        while outgoing.recv_many(&mut batch, 256).await > 0 {
+            let mut last = 0;
+            for Outgoing { subject, frame, seq } in batch.drain(..) {
+                if let Err(err) = self.data.publish(subject, frame).await {
+                    tracing::warn!(error = %err, "cannot hand a message to the message bus");
+                }
+                last = seq;
+            }
+            match self.data.flush().await {
+                Ok(()) => {
+                    sent.send_replace(last);
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot flush messages to the message bus"),
+            }
+        }
+    }
+
+    /// Subscribes and unsubscribes as this node's interest changes, then makes a round
+    /// trip through NATS so the change is in force before the SUBACK.
+    async fn interest_loop(
+        self: Arc<Self>,
+        mut changes: mpsc::UnboundedReceiver<(String, bool)>,
+        settled: watch::Sender<u64>,
+    ) {
+        let mut subscriptions: HashMap<String, Vec<tokio::task::AbortHandle>> = HashMap::new();
+        let mut applied = 0;
+        let mut batch = Vec::new();
+        while changes.recv_many(&mut batch, 256).await > 0 {
+            for (subscription, present) in batch.drain(..) {
+                applied += 1;
+                match present {
+                    true => {
+                        let tasks = self.clone().subscribe(&subscription).await;
+                        subscriptions.insert(subscription, tasks);
+                    }
+                    false => {
+                        for task in subscriptions.remove(&subscription).unwrap_or_default() {
+                            task.abort();
+                        }
+                        self.unlisten(&subscription);
+                    }
+                }
+            }
+            // NATS answers "no responders" once it has handled every earlier command of the connection.
+            let probe = format!("ferrocore.sync.{}", self.node);
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.data.request(probe.clone(), Bytes::new())).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.request(probe, Bytes::new())).await;
+            settled.send_replace(applied);
+        }
+    }
+
+    /// NATS subscriptions for one of this node's subscriptions, each drained by a task.
+    async fn subscribe(self: Arc<Self>, subscription: &str) -> Vec<tokio::task::AbortHandle> {
+        let (filter, group) = match ferrocore_mqtt::topic::shared_subscription(subscription) {
+            Some(Ok((group, filter))) => (filter, Some(group)),
+            _ => (subscription, None),
+        };
+        let mut tasks = Vec::new();
+        for pattern in subject::of_filter(filter) {
+            let subscribed = match group {
+                Some(group) => {
+                    let queue = subject::of_topic(group);
+                    self.shared.queue_subscribe(pattern.clone(), queue).await
+                }
+                None => {
+                    self.listen(&pattern);
+                    self.data.subscribe(pattern.clone()).await
+                }
+            };
+            match subscribed {
+                Ok(subscriber) => {
+                    let via = (group.is_none()).then(|| pattern.clone());
+                    let target = group.map(|_| subscription.to_string());
+                    tasks.push(tokio::spawn(self.clone().receive_loop(subscriber, via, target)).abort_handle());
+                }
+                Err(err) => tracing::error!(subject = %pattern, error = %err, "cannot subscribe on the message bus"),
+            }
+        }
+        tasks
+    }
+
+    fn listen(&self, pattern: &str) {
+        let mut unshared = self.unshared.write().unwrap_or_else(|e| e.into_inner());
+        let count = unshared.counts.entry(pattern.to_string()).or_default();
+        *count += 1;
+        if *count == 1 {
+            unshared.index.insert(&as_levels(pattern), pattern, ());
+        }
+    }
+
+    fn unlisten(&self, subscription: &str) {
+        if ferrocore_mqtt::topic::shared_subscription(subscription).is_some() {
+            return;
+        }
+        let mut unshared = self.unshared.write().unwrap_or_else(|e| e.into_inner());
+        for pattern in subject::of_filter(subscription) {
+            let Some(count) = unshared.counts.get_mut(&pattern) else { continue };
+            *count -= 1;
+            if *count == 0 {
+                unshared.counts.remove(&pattern);
+                unshared.index.remove(&as_levels(&pattern), &pattern);
+            }
+        }
+    }
+
+    /// Delivers what arrives on one subscription: through `via` (an unshared
+    /// subject: only the first matching subject's copy), or to one member of `group`.
+    async fn receive_loop(
+        self: Arc<Self>,
+        mut subscriber: async_nats::Subscriber,
+        via: Option<String>,
+        group: Option<String>,
+    ) {
+        while let Some(delivered) = subscriber.next().await {
+            let subject = delivered.subject.as_str();
+            if let Some(via) = &via {
+                let unshared = self.unshared.read().unwrap_or_else(|e| e.into_inner());
+                if !unshared.is_first(via, subject) {
+                    continue;
+                }
+            }
+            let Some(topic) = subject::topic_of(subject) else { continue };
+            let Some((message, qos, retain)) = frame::decode_message(topic, delivered.payload) else {
+                tracing::warn!(subject, "dropping a message frame that does not decode");
+                continue;
+            };
+            metrics::counter!("ferrocore_cluster_messages_in_total").increment(1);
+            self.gateway.deliver_from_peer(message, qos, retain, group.as_deref()).await;
+        }
+    }
+
+    async fn control_loop(self: Arc<Self>, mut subscriber: async_nats::Subscriber, registry: Arc<Registry>) {
+        while let Some(event) = subscriber.next().await {
+            match event.subject.as_str() {
+                frame::HEARTBEAT => {
+                    if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&event.payload) {
+                        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+                        if peers.insert(heartbeat.node.clone(), (Instant::now(), heartbeat.store)).is_none() {
+                            tracing::info!(peer = %heartbeat.node, "a peer joined");
+                        }
+                    }
+                }
+                frame::REGISTRY => match serde_json::from_slice::<CommittedChange>(&event.payload) {
+                    Ok(change) => registry.apply_peer_change(&change).await,
+                    Err(err) => tracing::warn!(error = %err, "dropping a registry change that does not decode"),
+                },
+                frame::RETAINED => {
+                    if let Ok(topic) = std::str::from_utf8(&event.payload) {
+                        self.gateway.reload_retained(topic).await;
+                    }
+                }
+                frame::CLAIM => {
+                    let (link, client_id) = (self.clone(), String::from_utf8_lossy(&event.payload).into_owned());
+                    tokio::spawn(async move {
+                        let held = link.gateway.release(&client_id).await;
+                        if held {
+                            tracing::info!(client_id, "another node took the client id");
+                        }
+                        link.answer(event.reply, held).await;
+                    });
+                }
+                frame::DELETE_CONNECTION => {
+                    let Ok(asked) = serde_json::from_slice::<DeleteConnection>(&event.payload) else { continue };
+                    let link = self.clone();
+                    tokio::spawn(async move {
+                        let gateway = &link.gateway;
+                        let held = gateway
+                            .delete_connection_here(&asked.client_id, asked.clean_session, asked.prevent_will)
+                            .await;
+                        link.answer(event.reply, held).await;
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn answer(&self, reply: Option<async_nats::Subject>, held: bool) {
+        let Some(reply) = reply else { return };
+        let answer = serde_json::to_vec(&Answer { node: self.node.clone(), held }).expect("answers serialize");
+        if let Err(err) = self.data.publish(reply, answer.into()).await {
+            tracing::warn!(error = %err, "cannot answer a peer");
+        }
+    }
+
+    /// Asks every live peer and gathers their answers (those that answer within the wait).
+    async fn ask(&self, subject: &'static str, payload: Bytes) -> Vec<Answer> {
+        let expected = self.live_peers().len();
+        if expected == 0 {
+            return Vec::new();
+        }
+        let inbox = self.data.new_inbox();
+        let Ok(mut answers) = self.data.subscribe(inbox.clone()).await else { return Vec::new() };
+        if let Err(err) = self.data.publish_with_reply(subject, inbox, payload).await {
+            tracing::warn!(subject, error = %err, "cannot ask the peers");
+            return Vec::new();
+        }
+        let mut gathered = Vec::with_capacity(expected);
+        let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
+        while gathered.len() < expected {
+            match tokio::time::timeout_at(deadline, answers.next()).await {
+                Ok(Some(message)) => gathered.extend(serde_json::from_slice::<Answer>(&message.payload).ok()),
+                _ => break,
+            }
+        }
+        if gathered.len() < expected {
+            tracing::warn!(subject, expected, answered = gathered.len(), "some peers did not answer in time");
+        }
+        gathered
+    }
+
+    /// Tells the peers of each registry write this node commits.
+    async fn announce_registry(self: Arc<Self>, registry: Arc<Registry>) {
+        let mut committed = registry.committed_changes();
+        loop {
+            match committed.recv().await {
+                Ok(change) => {
+                    let body = serde_json::to_vec(&*change).expect("changes serialize");
+                    if let Err(err) = self.data.publish(frame::REGISTRY, body.into()).await {
+                        tracing::error!(error = %err, "cannot tell the peers of a registry change");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    metrics::counter!("ferrocore_cluster_registry_changes_missed_total").increment(missed);
+                    tracing::error!(missed, "registry changes were not told to the peers");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, registry: Arc<Registry>) {
+        let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+        let mut known: HashSet<String> = HashSet::new();
+        loop {
+            every.tick().await;
+            let store = registry.store_answers().await;
+            self.store_reachable.store(store, Ordering::Relaxed);
+            let heartbeat = Heartbeat { node: self.node.clone(), store };
+            let body = serde_json::to_vec(&heartbeat).expect("heartbeats serialize");
+            let _ = self.data.publish(frame::HEARTBEAT, body.into()).await;
+            let live: HashSet<String> = self.live_peers().into_iter().map(|p| p.node).collect();
+            for gone in known.difference(&live) {
+                tracing::warn!(peer = %gone, "a peer went silent");
+            }
+            known = live;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Peers for Link {
+    fn forward(&self, message: &Arc<Message>, qos: QoS, retain: bool) {
+        let seq = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        let outgoing = Outgoing {
+            subject: subject::of_topic(&message.topic),
+            frame: frame::encode_message(message, qos, retain),
+            seq,
+        };
+        if self.outgoing.send(outgoing).is_err() {
+            metrics::counter!("ferrocore_cluster_messages_dropped_total").increment(1);
+        }
+    }
+
+    async fn forwarded(&self) -> Result<(), PeersError> {
+        let target = self.queued.load(Ordering::SeqCst);
+        let mut sent = self.sent.clone();
+        match tokio::time::timeout(FORWARD_WAIT, sent.wait_for(|sent| *sent >= target)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(PeersError::Unreachable(format!("a message did not reach NATS within {FORWARD_WAIT:?}"))),
+        }
+    }
+
+    fn interest(&self, subscription: &str, present: bool) {
+        self.noted.fetch_add(1, Ordering::SeqCst);
+        let _ = self.interest.send((subscription.to_string(), present));
+    }
+
+    async fn interest_settled(&self) {
+        let target = self.noted.load(Ordering::SeqCst);
+        let mut settled = self.settled.clone();
+        let _ = tokio::time::timeout(FORWARD_WAIT, settled.wait_for(|applied| *applied >= target)).await;
+    }
+
+    async fn claim(&self, client_id: &str) {
+        let answers = self.ask(frame::CLAIM, Bytes::copy_from_slice(client_id.as_bytes())).await;
+        for answer in answers.iter().filter(|a| a.held) {
+            tracing::info!(client_id, from = %answer.node, "took the client id from another node");
+        }
+    }
+
+    async fn delete_connection(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool {
+        let asked = DeleteConnection { client_id: client_id.to_string(), clean_session, prevent_will };
+        let body = serde_json::to_vec(&asked).expect("requests serialize");
+        self.ask(frame::DELETE_CONNECTION, body.into()).await.iter().any(|a| a.held)
+    }
+
+    fn retained_changed(&self, topic: &str) {
+        let (data, topic) = (self.data.clone(), topic.to_string());
+        tokio::spawn(async move {
+            if let Err(err) = data.publish(frame::RETAINED, topic.into()).await {
+                tracing::warn!(error = %err, "cannot tell the peers of a retained message");
+            }
+        });
+    }
+
+    fn reachable(&self) -> bool {
+        self.bus_connected() && self.store_reachable.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_matching_several_subjects_is_delivered_through_one() {
+        let mut unshared = Unshared::default();
+        let subjects = ["a/+", "a/b", "#", "a/#"].iter().flat_map(|f| subject::of_filter(f)).collect::<Vec<_>>();
+        for pattern in &subjects {
+            unshared.index.insert(&as_levels(pattern), pattern, ());
+        }
+        let on = subject::of_topic("a/b");
+        let through: Vec<&String> = subjects.iter().filter(|p| subject::matches(p, &on)).collect();
+        assert_eq!(through.len(), 4, "NATS would send four copies");
+        assert_eq!(through.iter().filter(|p| unshared.is_first(p, &on)).count(), 1);
+        let parent = subject::of_topic("a");
+        assert_eq!(subjects.iter().filter(|p| unshared.is_first(p, &parent)).count(), 1, "a/# matches a");
+        assert!(!unshared.is_first("ferrocore.m.x", &subject::of_topic("x")), "a subject no longer held");
+    }
+}

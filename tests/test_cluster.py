@@ -1,0 +1,460 @@
+"""Three ferrocore nodes as one AWS IoT Core: one PostgreSQL database, one throw-away
+nats-server, real clients (paho, boto3) connected to different nodes.
+
+Every check here holds "whichever node a device or an API call reaches": messages
+cross nodes once and only where subscribed, client ids are unique cluster-wide,
+registry writes on one node reach the connections and TLS verifiers of the others,
+persistent sessions outlive their node (kill -9), retained messages, rules, presence
+events, DeleteConnection and shared subscriptions act cluster-wide, and a node that
+loses NATS says so and refuses new devices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from conftest import FerrocoreServer, ferrocore_binary, free_port
+from gateway_helpers import MqttClient, connected
+from iot_helpers import ACCESS_KEY, REGION, SECRET_KEY, unique_name
+
+NODES = ("n1", "n2", "n3")
+
+
+def uid() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+class Nats:
+    """A throw-away nats-server on loopback."""
+
+    def __init__(self, tmp_path):
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.log = tmp_path / "nats.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if "Server is ready" in self.log.read_text(errors="replace")[offset:]:
+                return
+            time.sleep(0.05)
+        pytest.fail(f"nats-server did not start:\n{self.log.read_text(errors='replace')[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+class Node(FerrocoreServer):
+    """A ferrocore node of the cluster."""
+
+    def __init__(self, binary, tmp_path, node_id: str, store_url: str, nats_url: str):
+        data_dir = tmp_path / f"data-{node_id}"
+        data_dir.mkdir()
+        super().__init__(binary, data_dir, tmp_path / f"ferrocore-{node_id}.log")
+        self.node_id = node_id
+        self.store_url = store_url
+        self.nats_url = nats_url
+
+    @property
+    def command(self) -> list[str]:
+        return [*super().command, "--cluster-url", self.nats_url, "--node-id", self.node_id]
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, nothing flushed by the process itself."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def health(self) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}/health", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def metric(self, name: str) -> float:
+        with urllib.request.urlopen(f"{self.endpoint}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        found = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    def client(self, service: str):
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+                            aws_secret_access_key=SECRET_KEY, config=Config(retries={"max_attempts": 0}))
+
+
+class Device:
+    """A thing with an ACTIVE certificate and a policy allowing everything."""
+
+    def __init__(self, iot, directory, ca_pem: str, policy: str):
+        directory.mkdir()
+        self.files = directory
+        self.thing = unique_name("cluster")
+        iot.create_thing(thingName=self.thing)
+        created = iot.create_keys_and_certificate(setAsActive=True)
+        self.certificate_id = created["certificateId"]
+        self.certificate_arn = created["certificateArn"]
+        iot.attach_policy(policyName=policy, target=self.certificate_arn)
+        iot.attach_thing_principal(thingName=self.thing, principal=self.certificate_arn)
+        (directory / "cert.pem").write_text(created["certificatePem"])
+        (directory / "key.pem").write_text(created["keyPair"]["PrivateKey"])
+        (directory / "ca.pem").write_text(ca_pem)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    binary = ferrocore_binary()
+    if not binary.is_file():
+        pytest.skip(f"ferrocore binary not found at {binary}")
+    if os.environ.get("FERROCORE_ENDPOINT"):
+        pytest.skip("FERROCORE_ENDPOINT is set: this suite starts its own servers")
+    server = os.environ.get("FERROCORE_E2E_POSTGRES_URL") or os.environ.get("FERROCORE_TEST_POSTGRES_URL")
+    if server is None:
+        pytest.skip("no PostgreSQL (FERROCORE_E2E_POSTGRES_URL or FERROCORE_TEST_POSTGRES_URL): "
+                    "a cluster keeps its state in PostgreSQL; SKIPPED")
+    if shutil.which("nats-server") is None:
+        pytest.skip("nats-server is not installed (apt-get install nats-server): SKIPPED")
+    tmp_path = tmp_path_factory.mktemp("cluster")
+    database = f"cluster_{os.getpid()}_{uid()}"
+    subprocess.run(["psql", "--quiet", "--no-psqlrc", f"{server}/postgres", "-c", f"CREATE DATABASE {database}"],
+                   check=True, capture_output=True, timeout=30)
+    nats = Nats(tmp_path)
+    nats.start()
+    nodes = [Node(binary, tmp_path, name, f"{server}/{database}", nats.url) for name in NODES]
+    try:
+        for node in nodes:
+            node.start()
+        wait_until(lambda: all(len(n.health()[1]["cluster"]["peers"]) == 2 for n in nodes), "every node sees two peers")
+        iot = nodes[0].client("iot")
+        policy = unique_name("everything")
+        iot.create_policy(policyName=policy, policyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}))
+        with urllib.request.urlopen(f"{nodes[0].endpoint}/ca.pem", timeout=10) as r:
+            ca_pem = r.read().decode()
+        yield Cluster(nodes, nats, iot, policy, ca_pem, tmp_path)
+    finally:
+        for node in nodes:
+            node.stop()
+        nats.stop()
+
+
+class Cluster:
+    def __init__(self, nodes, nats, iot, policy, ca_pem, tmp_path):
+        self.nodes, self.nats, self.iot, self.policy, self.ca_pem, self.tmp_path = nodes, nats, iot, policy, ca_pem, tmp_path
+
+    def device(self, iot=None) -> Device:
+        return Device(iot or self.iot, self.tmp_path / f"device-{uid()}", self.ca_pem, self.policy)
+
+    def mqtt(self, node: Node, device: Device, client_id: str | None = None, **kwargs) -> MqttClient:
+        return MqttClient(node, client_id or device.thing, device=device, **kwargs)
+
+
+def wait_until(predicate, what: str, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (OSError, KeyError):
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout}s waiting until {what}")
+
+
+def test_health_names_the_node_and_its_peers(cluster):
+    for node in cluster.nodes:
+        status, body = node.health()
+        assert status == 200 and body["status"] == "ok", body
+        assert body["cluster"]["node"] == node.node_id
+        assert body["cluster"]["bus"] is True
+        peers = [peer["node"] for peer in body["cluster"]["peers"]]
+        assert peers == sorted(set(NODES) - {node.node_id})
+        assert all(peer["store"] for peer in body["cluster"]["peers"])
+
+
+def test_a_publish_reaches_each_subscriber_on_every_node_once_at_its_qos(cluster):
+    n1, n2, n3 = cluster.nodes
+    device = cluster.device()
+    base = f"cl/{uid()}"
+    # Levels NATS could not carry as they are: spaces, dots, NATS wildcards, empty, non-ASCII.
+    topic = f"{base}/a b/x.y/*/>//é"
+    with (cluster.mqtt(n1, device, f"local-{uid()}") as local,
+          cluster.mqtt(n2, device, f"overlap-{uid()}") as overlapping,
+          cluster.mqtt(n3, device, f"qos0-{uid()}") as qos0,
+          cluster.mqtt(n1, device, f"pub-{uid()}") as publisher):
+        for client in (local, overlapping, qos0, publisher):
+            connected(client)
+        assert local.subscribe(f"{base}/#", qos=1) == [1]
+        # Three filters of one subscriber match: it gets the message once, at the highest QoS.
+        assert overlapping.subscribe([(f"{base}/#", 0), (f"{base}/+/x.y/#", 1), (topic, 0)]) == [0, 1, 0]
+        assert qos0.subscribe(f"{base}/a b/#", qos=0) == [0]
+        assert publisher.publish(topic, b"one", qos=1) == 0
+        for client, qos in ((local, 1), (overlapping, 1), (qos0, 0)):
+            [message] = client.wait_message(topic)
+            assert (message.payload, message.qos) == (b"one", qos), client.client_id
+        # Nothing more arrives: each node delivered its copy once.
+        assert publisher.publish(f"{base}/after", b"marker", qos=1) == 0
+        local.wait_message(f"{base}/after")
+        overlapping.wait_message(f"{base}/after")
+        assert len(overlapping.messages_on(topic)) == 1 and len(local.messages_on(topic)) == 1
+        assert len(qos0.messages_on(topic)) == 1
+
+
+def test_messages_go_only_to_nodes_that_subscribe(cluster):
+    n1, n2, n3 = cluster.nodes
+    device = cluster.device()
+    topic = f"interest/{uid()}"
+    with cluster.mqtt(n2, device, f"sub-{uid()}") as subscriber, cluster.mqtt(n1, device, f"pub-{uid()}") as publisher:
+        connected(subscriber)
+        connected(publisher)
+        subscriber.subscribe(topic, qos=1)
+        before = {node.node_id: node.metric("ferrocore_cluster_messages_in_total") for node in (n2, n3)}
+        for n in range(20):
+            assert publisher.publish(topic, str(n), qos=1) == 0
+        subscriber.wait_message(topic, 20)
+        time.sleep(0.5)
+        received = {node.node_id: node.metric("ferrocore_cluster_messages_in_total") - before[node.node_id]
+                    for node in (n2, n3)}
+        assert received["n2"] >= 20, "positive control: the subscribing node received them"
+        assert received["n3"] == 0, f"a node without subscribers received {received['n3']} messages"
+
+
+def test_a_shared_subscription_delivers_each_message_to_one_member_in_the_cluster(cluster):
+    device = cluster.device()
+    base = f"shared/{uid()}"
+    members = [cluster.mqtt(node, device, f"member-{node.node_id}-{uid()}") for node in cluster.nodes]
+    with cluster.mqtt(cluster.nodes[0], device, f"pub-{uid()}") as publisher:
+        try:
+            for member in members:
+                connected(member)
+                assert member.subscribe(f"$share/workers/{base}/#", qos=1) == [1]
+            connected(publisher)
+            for n in range(60):
+                assert publisher.publish(f"{base}/job", str(n), qos=1) == 0
+            wait_until(lambda: sum(len(m.messages_on(f"{base}/job")) for m in members) >= 60, "60 deliveries")
+            time.sleep(0.5)
+            got = [[int(msg.payload) for msg in m.messages_on(f"{base}/job")] for m in members]
+            assert sorted(sum(got, [])) == list(range(60)), "each message once, to one member"
+            assert sum(1 for g in got if g) >= 2, f"spread over the nodes: {[len(g) for g in got]}"
+        finally:
+            for member in members:
+                member.close()
+
+
+def test_a_client_id_connecting_on_another_node_takes_over(cluster):
+    n1, n2, n3 = cluster.nodes
+    device = cluster.device()
+    client_id = f"takeover-{uid()}"
+    with cluster.mqtt(n3, device, f"watch-{uid()}") as watcher:
+        connected(watcher)
+        watcher.subscribe(f"$aws/events/presence/disconnected/{client_id}", qos=1)
+        first = connected(cluster.mqtt(n1, device, client_id))
+        second = connected(cluster.mqtt(n2, device, client_id))
+        try:
+            first.wait_for(lambda: first.disconnected.is_set(), "the first connection to be taken over")
+            assert second.paho.is_connected()
+            [event] = watcher.wait_message(f"$aws/events/presence/disconnected/{client_id}")
+            assert json.loads(event.payload)["disconnectReason"] == "DUPLICATE_CLIENTID"
+        finally:
+            first.close()
+            second.close()
+
+
+def test_registry_writes_on_one_node_reach_every_node(cluster):
+    n1, n2, n3 = cluster.nodes
+    # A certificate made through n1 after n2 started is trusted by n2's TLS verifier.
+    device = cluster.device(n1.client("iot"))
+    client = connected(cluster.mqtt(n2, device))
+    other = connected(cluster.mqtt(n3, cluster.device(), f"control-{uid()}"))
+    try:
+        started = time.monotonic()
+        n1.client("iot").update_certificate(certificateId=device.certificate_id, newStatus="INACTIVE")
+        client.wait_for(lambda: client.disconnected.is_set(), "the deactivated certificate's connection to close", 5)
+        closed_after = time.monotonic() - started
+        assert closed_after < 2.0, f"closed {closed_after:.2f}s after the write"
+        assert other.paho.is_connected(), "positive control: an unrelated connection stays"
+        # And it cannot connect again anywhere.
+        for node in (n2, n3):
+            again = cluster.mqtt(node, device, f"again-{uid()}")
+            try:
+                assert again.connect(timeout=5) != 0
+            finally:
+                again.close()
+    finally:
+        client.close()
+        other.close()
+
+
+def test_a_detached_policy_closes_the_connection_on_another_node(cluster):
+    n1, n2, _ = cluster.nodes
+    iot = n1.client("iot")
+    device = cluster.device()
+    client = connected(cluster.mqtt(n2, device))
+    try:
+        iot.detach_policy(policyName=cluster.policy, target=device.certificate_arn)
+        client.wait_for(lambda: client.disconnected.is_set(), "the connection without iot:Connect to close", 5)
+    finally:
+        client.close()
+
+
+def test_a_persistent_session_survives_the_kill_of_its_node(cluster):
+    n1, n2, n3 = cluster.nodes
+    device = cluster.device()
+    client_id = f"persistent-{uid()}"
+    topic = f"owed/{uid()}"
+    session = connected(cluster.mqtt(n2, device, client_id, clean_session=False))
+    assert session.subscribe(topic, qos=1) == [1]
+    session.close()
+    with cluster.mqtt(n1, device, f"pub-{uid()}") as publisher:
+        connected(publisher)
+        time.sleep(0.3)
+        for n in range(20):
+            assert publisher.publish(topic, str(n), qos=1) == 0, "acknowledged"
+    # The PUBACK on n1 means the messages left for n2; n2 stores them in its parked
+    # session's queue a few milliseconds later (the window ARCHITECTURE.md names).
+    time.sleep(1.0)
+    n2.kill()
+    try:
+        resumed = connected(cluster.mqtt(n3, device, client_id, clean_session=False))
+        try:
+            assert resumed.connacks[0][1] is True, "session present"
+            resumed.wait_message(topic, 20)
+            assert sorted(int(m.payload) for m in resumed.messages_on(topic)) == list(range(20))
+            # The subscription came along: new messages reach it on its new node.
+            with cluster.mqtt(n1, device, f"pub-{uid()}") as publisher:
+                connected(publisher)
+                assert publisher.publish(topic, b"later", qos=1) == 0
+            resumed.wait_for(lambda: any(m.payload == b"later" for m in resumed.messages_on(topic)), "a later message")
+        finally:
+            resumed.close()
+    finally:
+        n2.start()
+        wait_until(lambda: len(n2.health()[1]["cluster"]["peers"]) == 2, "n2 back with two peers")
+
+
+def test_nothing_acknowledged_is_lost_when_the_publisher_s_node_is_killed(cluster):
+    n1, n2, n3 = cluster.nodes
+    device = cluster.device()
+    topic = f"load/{uid()}"
+    with cluster.mqtt(n3, device, f"sub-{uid()}") as subscriber:
+        connected(subscriber)
+        subscriber.subscribe(topic, qos=1)
+        publisher = connected(cluster.mqtt(n1, device, f"pub-{uid()}"))
+        acknowledged: list[int] = []
+        stop = threading.Event()
+
+        def publish():
+            n = 0
+            while not stop.is_set():
+                if publisher.publish(topic, str(n), qos=1, timeout=3) != 0:
+                    return
+                acknowledged.append(n)
+                n += 1
+
+        worker = threading.Thread(target=publish)
+        worker.start()
+        try:
+            wait_until(lambda: len(acknowledged) >= 200, "200 acknowledged publishes")
+            n1.kill()
+            worker.join(timeout=10)
+            stop.set()
+            assert len(acknowledged) >= 200
+            wait_until(lambda: {int(m.payload) for m in subscriber.messages_on(topic)} >= set(acknowledged),
+                       f"all {len(acknowledged)} acknowledged messages delivered", 10)
+        finally:
+            stop.set()
+            publisher.close()
+            n1.start()
+            wait_until(lambda: len(n1.health()[1]["cluster"]["peers"]) == 2, "n1 back with two peers")
+
+
+def test_retained_messages_rules_and_presence_are_one_per_cluster(cluster):
+    n1, n2, n3 = cluster.nodes
+    iot = n1.client("iot")
+    device = cluster.device()
+    base = f"once/{uid()}"
+    rule = f"cluster_{uid()}"
+    iot.create_topic_rule(ruleName=rule, topicRulePayload={
+        "sql": f"SELECT * FROM '{base}/in'", "ruleDisabled": False, "awsIotSqlVersion": "2016-03-23",
+        "actions": [{"republish": {"topic": f"{base}/out", "roleArn": "arn:aws:iam::000000000000:role/r", "qos": 1}}]})
+    try:
+        with cluster.mqtt(n3, device, f"watch-{uid()}") as watcher, cluster.mqtt(n1, device, f"pub-{uid()}") as publisher:
+            connected(watcher)
+            connected(publisher)
+            watcher.subscribe([(f"{base}/out", 1), ("$aws/events/presence/connected/+", 1)])
+            publisher.publish(f"{base}/retained", b"kept", qos=1, retain=True)
+            # Rules are loaded on every node; the message's rule runs on n1 only.
+            time.sleep(1.0)
+            assert publisher.publish(f"{base}/in", b"{}", qos=1) == 0
+            watcher.wait_message(f"{base}/out")
+            probe_id = f"probe-{uid()}"
+            probe = connected(cluster.mqtt(n2, device, probe_id))
+            probe.close()
+            watcher.wait_for(lambda: any(probe_id in m.topic for m in watcher.messages), "the connected event")
+            time.sleep(1.0)
+            assert len(watcher.messages_on(f"{base}/out")) == 1, "the rule ran once"
+            assert len([m for m in watcher.messages if m.topic.endswith(f"/{probe_id}")]) == 1, "one connected event"
+        # A subscriber on another node gets the retained message.
+        with cluster.mqtt(n2, device, f"late-{uid()}") as late:
+            connected(late)
+            late.subscribe(f"{base}/retained", qos=1)
+            [kept] = late.wait_message(f"{base}/retained")
+            assert (kept.payload, kept.retain) == (b"kept", True)
+    finally:
+        iot.delete_topic_rule(ruleName=rule)
+
+
+def test_delete_connection_reaches_a_client_on_another_node(cluster):
+    n1, _, n3 = cluster.nodes
+    device = cluster.device()
+    client_id = f"kicked-{uid()}"
+    data = n1.client("iot-data")
+    with pytest.raises(data.exceptions.ResourceNotFoundException):
+        data.delete_connection(clientId=client_id)
+    client = connected(cluster.mqtt(n3, device, client_id))
+    try:
+        data.delete_connection(clientId=client_id)
+        client.wait_for(lambda: client.disconnected.is_set(), "DeleteConnection to close it", 5)
+    finally:
+        client.close()
+
+
+def test_a_node_that_loses_nats_refuses_new_devices_and_says_so(cluster):
+    n1 = cluster.nodes[0]
+    device = cluster.device()
+    cluster.nats.stop()
+    try:
+        wait_until(lambda: n1.health()[0] == 503, "/health to say degraded")
+        status, body = n1.health()
+        assert body["status"] == "degraded" and body["cluster"]["bus"] is False
+        refused = cluster.mqtt(n1, device, f"refused-{uid()}")
+        try:
+            assert refused.connect(timeout=10) not in (0, None), "CONNACK refuses while NATS is gone"
+        finally:
+            refused.close()
+    finally:
+        cluster.nats.start()
+    wait_until(lambda: all(node.health()[0] == 200 for node in cluster.nodes), "every node healthy again", 30)
+    accepted = connected(cluster.mqtt(n1, device, f"accepted-{uid()}"))
+    accepted.close()
