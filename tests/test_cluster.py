@@ -12,174 +12,19 @@ loses NATS says so and refuses new devices.
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import signal
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
 
-import boto3
 import pytest
-from botocore.config import Config
 
-from conftest import FerrocoreServer, ferrocore_binary, free_port
-from gateway_helpers import MqttClient, connected
-from iot_helpers import ACCESS_KEY, REGION, SECRET_KEY, unique_name
+from cluster_helpers import NODES, start_cluster, uid, wait_until
+from gateway_helpers import connected
 
-NODES = ("n1", "n2", "n3")
-
-
-def uid() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-class Nats:
-    """A throw-away nats-server on loopback."""
-
-    def __init__(self, tmp_path):
-        self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self.log = tmp_path / "nats.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        offset = self.log.stat().st_size if self.log.exists() else 0
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(self.port)],
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if "Server is ready" in self.log.read_text(errors="replace")[offset:]:
-                return
-            time.sleep(0.05)
-        pytest.fail(f"nats-server did not start:\n{self.log.read_text(errors='replace')[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
-
-class Node(FerrocoreServer):
-    """A ferrocore node of the cluster."""
-
-    def __init__(self, binary, tmp_path, node_id: str, store_url: str, nats_url: str):
-        data_dir = tmp_path / f"data-{node_id}"
-        data_dir.mkdir()
-        super().__init__(binary, data_dir, tmp_path / f"ferrocore-{node_id}.log")
-        self.node_id = node_id
-        self.store_url = store_url
-        self.nats_url = nats_url
-
-    @property
-    def command(self) -> list[str]:
-        return [*super().command, "--cluster-url", self.nats_url, "--node-id", self.node_id]
-
-    def kill(self) -> None:
-        """kill -9: no shutdown, nothing flushed by the process itself."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def health(self) -> tuple[int, dict]:
-        try:
-            with urllib.request.urlopen(f"{self.endpoint}/health", timeout=5) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
-
-    def metric(self, name: str) -> float:
-        with urllib.request.urlopen(f"{self.endpoint}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        found = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
-        return float(found.group(1)) if found else 0.0
-
-    def client(self, service: str):
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
-                            aws_secret_access_key=SECRET_KEY, config=Config(retries={"max_attempts": 0}))
-
-
-class Device:
-    """A thing with an ACTIVE certificate and a policy allowing everything."""
-
-    def __init__(self, iot, directory, ca_pem: str, policy: str):
-        directory.mkdir()
-        self.files = directory
-        self.thing = unique_name("cluster")
-        iot.create_thing(thingName=self.thing)
-        created = iot.create_keys_and_certificate(setAsActive=True)
-        self.certificate_id = created["certificateId"]
-        self.certificate_arn = created["certificateArn"]
-        iot.attach_policy(policyName=policy, target=self.certificate_arn)
-        iot.attach_thing_principal(thingName=self.thing, principal=self.certificate_arn)
-        (directory / "cert.pem").write_text(created["certificatePem"])
-        (directory / "key.pem").write_text(created["keyPair"]["PrivateKey"])
-        (directory / "ca.pem").write_text(ca_pem)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    binary = ferrocore_binary()
-    if not binary.is_file():
-        pytest.skip(f"ferrocore binary not found at {binary}")
-    if os.environ.get("FERROCORE_ENDPOINT"):
-        pytest.skip("FERROCORE_ENDPOINT is set: this suite starts its own servers")
-    server = os.environ.get("FERROCORE_E2E_POSTGRES_URL") or os.environ.get("FERROCORE_TEST_POSTGRES_URL")
-    if server is None:
-        pytest.skip("no PostgreSQL (FERROCORE_E2E_POSTGRES_URL or FERROCORE_TEST_POSTGRES_URL): "
-                    "a cluster keeps its state in PostgreSQL; SKIPPED")
-    if shutil.which("nats-server") is None:
-        pytest.skip("nats-server is not installed (apt-get install nats-server): SKIPPED")
-    tmp_path = tmp_path_factory.mktemp("cluster")
-    database = f"cluster_{os.getpid()}_{uid()}"
-    subprocess.run(["psql", "--quiet", "--no-psqlrc", f"{server}/postgres", "-c", f"CREATE DATABASE {database}"],
-                   check=True, capture_output=True, timeout=30)
-    nats = Nats(tmp_path)
-    nats.start()
-    nodes = [Node(binary, tmp_path, name, f"{server}/{database}", nats.url) for name in NODES]
-    try:
-        for node in nodes:
-            node.start()
-        wait_until(lambda: all(len(n.health()[1]["cluster"]["peers"]) == 2 for n in nodes), "every node sees two peers")
-        iot = nodes[0].client("iot")
-        policy = unique_name("everything")
-        iot.create_policy(policyName=policy, policyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}))
-        with urllib.request.urlopen(f"{nodes[0].endpoint}/ca.pem", timeout=10) as r:
-            ca_pem = r.read().decode()
-        yield Cluster(nodes, nats, iot, policy, ca_pem, tmp_path)
-    finally:
-        for node in nodes:
-            node.stop()
-        nats.stop()
-
-
-class Cluster:
-    def __init__(self, nodes, nats, iot, policy, ca_pem, tmp_path):
-        self.nodes, self.nats, self.iot, self.policy, self.ca_pem, self.tmp_path = nodes, nats, iot, policy, ca_pem, tmp_path
-
-    def device(self, iot=None) -> Device:
-        return Device(iot or self.iot, self.tmp_path / f"device-{uid()}", self.ca_pem, self.policy)
-
-    def mqtt(self, node: Node, device: Device, client_id: str | None = None, **kwargs) -> MqttClient:
-        return MqttClient(node, client_id or device.thing, device=device, **kwargs)
-
-
-def wait_until(predicate, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except (OSError, KeyError):
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting until {what}")
+    yield from start_cluster(tmp_path_factory)
 
 
 def test_health_names_the_node_and_its_peers(cluster):
@@ -336,11 +181,19 @@ def test_a_persistent_session_survives_the_kill_of_its_node(cluster):
     time.sleep(1.0)
     n2.kill()
     try:
+        # The first node alive by id (n1) takes n2's parked sessions once n2 is silent:
+        # messages published while the client is still away are kept for it.
+        wait_until(lambda: "took the parked sessions of a silent peer" in n1.log_tail(), "n1 to take n2's sessions")
+        with cluster.mqtt(n3, device, f"pub-{uid()}") as publisher:
+            connected(publisher)
+            for n in range(20, 30):
+                assert publisher.publish(topic, str(n), qos=1) == 0, "acknowledged"
+        time.sleep(1.0)
         resumed = connected(cluster.mqtt(n3, device, client_id, clean_session=False))
         try:
             assert resumed.connacks[0][1] is True, "session present"
-            resumed.wait_message(topic, 20)
-            assert sorted(int(m.payload) for m in resumed.messages_on(topic)) == list(range(20))
+            resumed.wait_message(topic, 30)
+            assert sorted(int(m.payload) for m in resumed.messages_on(topic)) == list(range(30))
             # The subscription came along: new messages reach it on its new node.
             with cluster.mqtt(n1, device, f"pub-{uid()}") as publisher:
                 connected(publisher)

@@ -43,7 +43,8 @@ struct Run {
     sent: AtomicU64,
 }
 
-pub async fn run(target: &Target, plan: FlowPlan) -> anyhow::Result<Value> {
+/// Runs a flow: publishers connect to `target`, subscribers to `subscribe_to` in turn.
+pub async fn run(target: &Target, subscribe_to: &[Target], plan: FlowPlan) -> anyhow::Result<Value> {
     let run = Arc::new(Run {
         measuring: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
@@ -51,8 +52,8 @@ pub async fn run(target: &Target, plan: FlowPlan) -> anyhow::Result<Value> {
         sent: AtomicU64::new(0),
     });
     let mut receivers = Vec::new();
-    for (client_id, filter) in &plan.subscribers {
-        let mut connection = target.connect(client_id).await?;
+    for ((client_id, filter), at) in plan.subscribers.iter().zip(subscribe_to.iter().cycle()) {
+        let mut connection = at.connect(client_id).await?;
         connection.subscribe(filter, plan.qos).await?;
         receivers.push(tokio::spawn(receive(connection, run.clone())));
     }

@@ -121,6 +121,10 @@ struct BrokerArgs {
     /// Client ids are `<prefix>pub-<i>`, `<prefix>sub-<i>`, ...
     #[arg(long, default_value = "bench-")]
     prefix: String,
+    /// Subscribers connect to these addresses in turn (other nodes of a cluster,
+    /// comma-separated); default: `--addr`. Publishers always use `--addr`.
+    #[arg(long, value_delimiter = ',')]
+    subscriber_addr: Vec<SocketAddr>,
 }
 
 #[derive(Args, Clone)]
@@ -144,6 +148,16 @@ impl BrokerArgs {
     fn target(&self) -> anyhow::Result<Target> {
         let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
         Target::new(self.addr, &read(&self.ca)?, &read(&self.cert)?, &read(&self.key)?)
+    }
+
+    /// Where the flow's publishers and, in turn, its subscribers connect.
+    fn targets(&self) -> anyhow::Result<(Target, Vec<Target>)> {
+        let target = self.target()?;
+        let subscribers = match self.subscriber_addr.as_slice() {
+            [] => vec![target.clone()],
+            addrs => addrs.iter().map(|addr| Target { addr: *addr, ..target.clone() }).collect(),
+        };
+        Ok((target, subscribers))
     }
 }
 
@@ -178,18 +192,18 @@ fn main() -> anyhow::Result<()> {
             Mode::FanIn { flow, publishers } => {
                 let p = &flow.broker.prefix;
                 let pubs = (0..publishers).map(|i| (format!("{p}pub-{i}"), format!("bench/{p}pub-{i}/in"))).collect();
-                flows::run(
-                    &flow.broker.target()?,
-                    flow.plan("fan-in", pubs, vec![(format!("{p}sub-0"), "bench/+/in".into())]),
-                )
-                .await?
+                let (publish_to, subscribe_to) = flow.broker.targets()?;
+                let plan = flow.plan("fan-in", pubs, vec![(format!("{p}sub-0"), "bench/+/in".into())]);
+                flows::run(&publish_to, &subscribe_to, plan).await?
             }
             Mode::FanOut { flow, subscribers } => {
                 let p = &flow.broker.prefix;
                 let topic = format!("bench/{p}pub-0/out");
                 let subs = (0..subscribers).map(|i| (format!("{p}sub-{i}"), topic.clone())).collect();
+                let (publish_to, subscribe_to) = flow.broker.targets()?;
                 flows::run(
-                    &flow.broker.target()?,
+                    &publish_to,
+                    &subscribe_to,
                     flow.plan("fan-out", vec![(format!("{p}pub-0"), topic.clone())], subs),
                 )
                 .await?
@@ -198,7 +212,8 @@ fn main() -> anyhow::Result<()> {
                 let p = &flow.broker.prefix;
                 let pubs = (0..pairs).map(|i| (format!("{p}pub-{i}"), format!("bench/{p}pub-{i}/pair"))).collect();
                 let subs = (0..pairs).map(|i| (format!("{p}sub-{i}"), format!("bench/{p}pub-{i}/pair"))).collect();
-                flows::run(&flow.broker.target()?, flow.plan("pairs", pubs, subs)).await?
+                let (publish_to, subscribe_to) = flow.broker.targets()?;
+                flows::run(&publish_to, &subscribe_to, flow.plan("pairs", pubs, subs)).await?
             }
             Mode::Idle { broker, connections, concurrency, broker_pid, hold } => {
                 modes::idle(

@@ -65,6 +65,17 @@ impl GatewayHandle {
         true
     }
 
+    /// Takes the persistent sessions a node that died had parked; answers how many.
+    pub async fn adopt_sessions(&self, node: &str) -> usize {
+        match crate::upkeep::adopt_sessions(&self.0, node).await {
+            Ok(taken) => taken,
+            Err(err) => {
+                tracing::error!(node, error = %err, "cannot take the sessions of a node that died");
+                0
+            }
+        }
+    }
+
     /// Another node changed the retained message of `topic`.
     pub async fn reload_retained(&self, topic: &str) {
         if let Err(err) = self.0.retained.reload(topic).await {

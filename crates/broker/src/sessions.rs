@@ -195,6 +195,18 @@ impl SessionStore {
         Ok(records)
     }
 
+    /// The sessions another node of the cluster parked (it died), with their queues.
+    pub async fn parked_by(&self, node: &str) -> Result<Vec<(String, StoredSession)>, StoreError> {
+        let mut parked = Vec::new();
+        for record in self.scan(Collection::MqttSession).await? {
+            let owned = SessionRecord::decode(&record.body).is_some_and(|(_, _, owner)| owner.as_deref() == Some(node));
+            if owned && let Some(session) = self.load_one(&record.key).await? {
+                parked.push((record.key, session));
+            }
+        }
+        Ok(parked)
+    }
+
     /// Every stored session with its queue. Sessions stored by older versions (the
     /// queue inside the session record) are rewritten in the current form, and
     /// queued messages whose session is gone are deleted.

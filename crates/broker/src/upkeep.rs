@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::sessions::SessionWrite;
 use crate::{Shared, now_ms, router};
 
 /// Loads the persistent sessions of disconnected clients, with their permissions
@@ -24,8 +25,32 @@ pub(crate) async fn load_session(shared: &Shared, client_id: &str) -> Result<(),
     let Some(session) = shared.sessions.load_one(client_id).await? else {
         return Ok(());
     };
-    shared.router.load(with_permissions(shared, [(client_id.to_string(), session)]).await);
+    take(shared, vec![(client_id.to_string(), session)]).await?;
     Ok(())
+}
+
+/// Takes the sessions a node that died had parked, so their messages are queued
+/// here until their clients come back (through whichever node).
+pub(crate) async fn adopt_sessions(shared: &Shared, node: &str) -> Result<usize, ferrocore_store::StoreError> {
+    let parked = shared.sessions.parked_by(node).await?;
+    let unheld: Vec<_> = parked.into_iter().filter(|(client_id, _)| !shared.router.holds(client_id)).collect();
+    take(shared, unheld).await
+}
+
+/// Loads stored sessions into the router and stores them again as this node's.
+async fn take(
+    shared: &Shared,
+    stored: Vec<(String, crate::sessions::StoredSession)>,
+) -> Result<usize, ferrocore_store::StoreError> {
+    let loaded = with_permissions(shared, stored).await;
+    let writes: Vec<SessionWrite> = loaded
+        .iter()
+        .map(|l| SessionWrite::Save { client_id: l.client_id.clone(), record: l.record.clone() })
+        .collect();
+    let taken = loaded.len();
+    shared.router.load(loaded);
+    shared.sessions.apply(writes).await?;
+    Ok(taken)
 }
 
 async fn with_permissions(

@@ -447,7 +447,16 @@ impl Link {
             let _ = self.data.publish(frame::HEARTBEAT, body.into()).await;
             let live: HashSet<String> = self.live_peers().into_iter().map(|p| p.node).collect();
             for gone in known.difference(&live) {
-                tracing::warn!(peer = %gone, "a peer went silent");
+                // One node takes the silent node's parked sessions: the first by id of those alive.
+                let adopter = live.iter().chain([&self.node]).min().is_some_and(|first| *first == self.node);
+                tracing::warn!(peer = %gone, adopting = adopter, "a peer went silent");
+                if adopter {
+                    let (gateway, gone) = (self.gateway.clone(), gone.clone());
+                    tokio::spawn(async move {
+                        let taken = gateway.adopt_sessions(&gone).await;
+                        tracing::info!(peer = %gone, sessions = taken, "took the parked sessions of a silent peer");
+                    });
+                }
             }
             known = live;
         }
