@@ -27,6 +27,11 @@ def cluster(tmp_path_factory):
     yield from start_cluster(tmp_path_factory)
 
 
+def adoptions(node) -> int:
+    """How often the node took the parked sessions of a silent peer (its log says so)."""
+    return node.log_path.read_text(errors="replace").count("took the parked sessions of a silent peer")
+
+
 def test_health_names_the_node_and_its_peers(cluster):
     for node in cluster.nodes:
         status, body = node.health()
@@ -179,11 +184,12 @@ def test_a_persistent_session_survives_the_kill_of_its_node(cluster):
     # The PUBACK on n1 means the messages left for n2; n2 stores them in its parked
     # session's queue a few milliseconds later (the window ARCHITECTURE.md names).
     time.sleep(1.0)
+    adopted = adoptions(n1)
     n2.kill()
     try:
         # The first node alive by id (n1) takes n2's parked sessions once n2 is silent:
         # messages published while the client is still away are kept for it.
-        wait_until(lambda: "took the parked sessions of a silent peer" in n1.log_tail(), "n1 to take n2's sessions")
+        wait_until(lambda: adoptions(n1) > adopted, "n1 to take n2's sessions")
         with cluster.mqtt(n3, device, f"pub-{uid()}") as publisher:
             connected(publisher)
             for n in range(20, 30):
@@ -199,6 +205,35 @@ def test_a_persistent_session_survives_the_kill_of_its_node(cluster):
                 connected(publisher)
                 assert publisher.publish(topic, b"later", qos=1) == 0
             resumed.wait_for(lambda: any(m.payload == b"later" for m in resumed.messages_on(topic)), "a later message")
+        finally:
+            resumed.close()
+    finally:
+        n2.start()
+        wait_until(lambda: len(n2.health()[1]["cluster"]["peers"]) == 2, "n2 back with two peers")
+
+
+def test_a_live_persistent_session_survives_the_kill_of_its_node(cluster):
+    n1, n2, n3 = cluster.nodes
+    device = cluster.device()
+    client_id = f"live-{uid()}"
+    topic = f"live/{uid()}"
+    online = connected(cluster.mqtt(n2, device, client_id, clean_session=False))
+    assert online.subscribe(topic, qos=1) == [1]
+    adopted = adoptions(n1)
+    n2.kill()
+    try:
+        online.wait_for(lambda: online.disconnected.is_set(), "the connection to drop with its node")
+        online.close()
+        wait_until(lambda: adoptions(n1) > adopted, "n1 to take n2's sessions")
+        with cluster.mqtt(n1, device, f"pub-{uid()}") as publisher:
+            connected(publisher)
+            for n in range(5):
+                assert publisher.publish(topic, str(n), qos=1) == 0
+        resumed = connected(cluster.mqtt(n3, device, client_id, clean_session=False))
+        try:
+            assert resumed.connacks[0][1] is True, "session present: it was stored while live"
+            resumed.wait_message(topic, 5)
+            assert sorted(int(m.payload) for m in resumed.messages_on(topic)) == list(range(5))
         finally:
             resumed.close()
     finally:

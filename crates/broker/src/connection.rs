@@ -41,6 +41,9 @@ struct Session<S> {
     presence: Presence,
     /// Signals that end the connection (take-over, revocation, DeleteConnection).
     control: Control,
+    /// In a cluster, a persistent session's expiry in seconds: its record is stored
+    /// while it is live too, so it outlives this node.
+    stored_live: Option<u64>,
 }
 
 /// The session core's view of the gateway, for one connection.
@@ -231,6 +234,7 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
     Box::pin(crate::rechecks::watch(&shared, watched, seen_generation)).await;
     let session_present = connected.session_present;
     shared.store_session_writes(&client_id, connected.writes).await;
+    let stored_live = terms.expiry_secs.filter(|_| shared.peers.get().is_some());
     let presence = Presence {
         client_id: client_id.clone(),
         session_id: uuid::Uuid::new_v4(),
@@ -248,7 +252,9 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
         shared: shared.clone(),
         presence,
         control: control_receiver,
+        stored_live,
     };
+    Box::pin(session.store_live_session()).await;
     metrics::gauge!("ferrocore_mqtt_connections").increment(1.0);
     tracing::info!(client_id = %client_id, principal = identity.principal_id(), version = ?version, keep_alive = terms.keep_alive, "client connected");
     Box::pin(shared.store_changed(events::connected(&shared, &session.presence, &peer.ip().to_string()))).await;
@@ -489,6 +495,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Step::Publish(inbound) => self.route(inbound).await,
             Step::Subscribe(grants) => {
                 self.subscribe(grants).await;
+                self.store_live_session().await;
                 None
             }
             Step::Unsubscribe(filters) => {
@@ -497,6 +504,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 let event = events::subscriptions(&self.shared, &self.presence, "unsubscribed", &filters);
                 self.shared.store_changed(event).await;
+                self.store_live_session().await;
                 None
             }
             Step::Close(end) => Some(self.close(end).await),
@@ -517,6 +525,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let end = self.core.not_stored();
                 Some(self.close(end).await)
             }
+        }
+    }
+
+    /// Stores a live persistent session of a cluster node (identity, subscriptions),
+    /// so another node resumes it if this one dies.
+    async fn store_live_session(&self) {
+        if let Some(secs) = self.stored_live
+            && let Some(write) = self.shared.router.live_record(&self.client_id, now_ms() + secs * 1000)
+        {
+            self.shared.store_session_writes(&self.client_id, vec![write]).await;
         }
     }
 

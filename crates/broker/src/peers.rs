@@ -18,8 +18,12 @@ pub enum PeersError {
 #[async_trait::async_trait]
 pub trait Peers: Send + Sync + 'static {
     /// Hands a message accepted on this node (never one that came from a peer) to
-    /// the nodes whose clients subscribe to it, in the order of the calls.
-    fn forward(&self, message: &Arc<Message>, qos: QoS, retain: bool);
+    /// the nodes whose clients subscribe to it, in the order of the calls; false
+    /// when it was refused because the messages waiting to leave are too many.
+    fn forward(&self, message: &Arc<Message>, qos: QoS, retain: bool) -> bool;
+    /// Resolves once the messages waiting to leave are few enough (publishers are
+    /// slowed to what the message bus takes), or fails when they do not leave.
+    async fn room(&self) -> Result<(), PeersError>;
     /// Resolves once everything forwarded before the call has left this process,
     /// so a QoS 1 publisher is acknowledged only for what other nodes will get.
     async fn forwarded(&self) -> Result<(), PeersError>;
@@ -99,7 +103,12 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Peers for Noted {
-        fn forward(&self, _: &Arc<Message>, _: QoS, _: bool) {}
+        fn forward(&self, _: &Arc<Message>, _: QoS, _: bool) -> bool {
+            true
+        }
+        async fn room(&self) -> Result<(), PeersError> {
+            Ok(())
+        }
         async fn forwarded(&self) -> Result<(), PeersError> {
             Ok(())
         }

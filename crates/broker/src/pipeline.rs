@@ -12,7 +12,7 @@ use ferrocore_mqtt::QoS;
 use ferrocore_registry::{ApiPublish, Notification, PublishRefused, RoutedMessage};
 
 use crate::peers::PeersError;
-use crate::router::Scope;
+use crate::router::{Forwarded, Scope};
 use crate::{Shared, now_ms, queue, router, sessions};
 use ferrocore_message::{Message, expiry_deadline};
 
@@ -148,8 +148,11 @@ impl Shared {
             return self.router.publish(&message, qos, retain, origin.client_id, resource, Scope::All);
         };
         let mut published = self.router.publish(&message, qos, retain, origin.client_id, resource, Scope::Unshared);
-        peers.forward(&message, qos, retain);
-        published.forwarded |= qos == QoS::AtLeastOnce;
+        published.forwarded = match (peers.forward(&message, qos, retain), qos) {
+            (false, qos) => Forwarded::Refused { qos },
+            (true, QoS::AtLeastOnce) => Forwarded::QueuedAtLeastOnce,
+            (true, _) => Forwarded::Queued,
+        };
         published
     }
 
@@ -159,7 +162,15 @@ impl Shared {
         let message = Arc::new(message);
         let resource = self.arn(ResourceKind::Topic, &message.topic);
         let scope = group.map_or(Scope::Unshared, Scope::Group);
-        self.store_changed(self.router.publish(&message, qos, retain, None, &resource, scope)).await;
+        let mut published = self.router.publish(&message, qos, retain, None, &resource, scope);
+        // No wait for room in full queues: one stream from the peers serves every
+        // subscriber of its subject in turn, and the publisher is on another node.
+        let dropped = published.full.len() as u64;
+        published.full.clear();
+        if dropped > 0 {
+            metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(dropped);
+        }
+        self.store_changed(published).await;
     }
 
     /// Basic Ingest (`$aws/rules/<rule>/<rest>`): straight to the rule, never to subscribers.
@@ -188,10 +199,23 @@ impl Shared {
             }
         }
         self.sessions.apply(writes).await?;
-        if published.forwarded
-            && let Some(peers) = self.peers.get()
-        {
-            peers.forwarded().await?;
+        let Some(peers) = self.peers.get() else { return Ok(()) };
+        match published.forwarded {
+            Forwarded::No => {}
+            Forwarded::Queued => peers.room().await?,
+            Forwarded::QueuedAtLeastOnce => {
+                peers.room().await?;
+                peers.forwarded().await?;
+            }
+            Forwarded::Refused { qos: QoS::AtLeastOnce } => {
+                return Err(PeersError::Unreachable(
+                    "too many messages are waiting to leave for the other nodes".into(),
+                )
+                .into());
+            }
+            Forwarded::Refused { .. } => {
+                metrics::counter!("ferrocore_cluster_messages_dropped_total").increment(1);
+            }
         }
         Ok(())
     }

@@ -424,8 +424,22 @@ pub struct Pending {
 pub struct Published {
     pub writes: Vec<SessionWrite>,
     pub full: Vec<Pending>,
-    /// A QoS 1 message went to the other nodes of a cluster: acknowledge it once it left.
-    pub forwarded: bool,
+    /// In a cluster: how the message went to the other nodes.
+    pub forwarded: Forwarded,
+}
+
+/// How a publish went to the other nodes of a cluster.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarded {
+    /// Alone, or a message from a peer.
+    #[default]
+    No,
+    /// Queued to leave: the publisher waits while too many are waiting.
+    Queued,
+    /// A QoS 1 message queued: the publisher is acknowledged once it left.
+    QueuedAtLeastOnce,
+    /// Too many messages are waiting to leave.
+    Refused { qos: QoS },
 }
 
 /// A connection registered with the router.
@@ -957,6 +971,18 @@ impl Router {
         self.read(client_id).sessions.get(client_id).and_then(Entry::online).map(|client| client.control.clone())
     }
 
+    /// The stored form of a live client's session, which is stored from now on (a
+    /// node of a cluster stores live persistent sessions, so they outlive it).
+    pub fn live_record(&self, client_id: &str, expires_at_ms: u64) -> Option<SessionWrite> {
+        let mut table = self.lock(client_id);
+        let entry = table.sessions.get_mut(client_id)?;
+        let State::Online(client) = &entry.state else { return None };
+        let subscriptions = stored_subscriptions(&entry.subscriptions);
+        let record = SessionRecord { identity: client.identity.clone(), subscriptions, expires_at_ms };
+        entry.stored = true;
+        Some(SessionWrite::Save { client_id: client_id.to_string(), record })
+    }
+
     /// Whether this node holds a client id's session, live or parked.
     pub fn holds(&self, client_id: &str) -> bool {
         self.read(client_id).sessions.contains_key(client_id)
@@ -989,9 +1015,13 @@ fn discard(client_id: &str, entry: Entry) -> Vec<SessionWrite> {
 fn record_of(parked: &Parked, subscriptions: &HashMap<String, Subscription>) -> SessionRecord {
     SessionRecord {
         identity: parked.identity.clone(),
-        subscriptions: subscriptions.iter().map(|(f, s)| (f.clone(), s.to_byte())).collect(),
+        subscriptions: stored_subscriptions(subscriptions),
         expires_at_ms: parked.expires_at_ms,
     }
+}
+
+fn stored_subscriptions(subscriptions: &HashMap<String, Subscription>) -> Vec<(String, u8)> {
+    subscriptions.iter().map(|(f, s)| (f.clone(), s.to_byte())).collect()
 }
 
 #[cfg(test)]

@@ -26,6 +26,10 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const PEER_SILENCE: Duration = Duration::from_secs(3);
 /// How long a publisher waits for its message to leave for the other nodes.
 const FORWARD_WAIT: Duration = Duration::from_secs(5);
+/// Messages waiting to leave beyond which publishers wait for room, and beyond which
+/// new ones are refused (NATS slower than this node's publishers, or unreachable).
+const BACKLOG_SLOWS: u64 = 16 * 1024;
+const BACKLOG_REFUSES: u64 = 256 * 1024;
 /// How long a claim or a DeleteConnection waits for the other nodes' answers.
 const ANSWER_WAIT: Duration = Duration::from_secs(3);
 
@@ -99,6 +103,8 @@ pub struct Link {
     shared: async_nats::Client,
     gateway: Arc<GatewayHandle>,
     outgoing: mpsc::UnboundedSender<Outgoing>,
+    /// Held while a forward is numbered and queued.
+    order: Mutex<()>,
     queued: AtomicU64,
     /// The last forward written out to NATS.
     sent: watch::Receiver<u64>,
@@ -155,6 +161,7 @@ impl Link {
             shared,
             gateway,
             outgoing,
+            order: Mutex::new(()),
             queued: AtomicU64::new(0),
             sent,
             interest,
@@ -183,6 +190,11 @@ impl Link {
     /// This node, whether it reaches NATS, and the peers heard from lately.
     pub fn health(&self) -> ClusterHealth {
         ClusterHealth { node: self.node.clone(), bus: self.bus_connected(), peers: self.live_peers() }
+    }
+
+    /// Messages forwarded but not yet out to NATS.
+    fn backlog(&self) -> u64 {
+        self.queued.load(Ordering::SeqCst).saturating_sub(*self.sent.borrow())
     }
 
     fn bus_connected(&self) -> bool {
@@ -465,15 +477,29 @@ impl Link {
 
 #[async_trait::async_trait]
 impl Peers for Link {
-    fn forward(&self, message: &Arc<Message>, qos: QoS, retain: bool) {
+    fn forward(&self, message: &Arc<Message>, qos: QoS, retain: bool) -> bool {
+        if self.backlog() >= BACKLOG_REFUSES {
+            return false;
+        }
+        let (subject, frame) = (subject::of_topic(&message.topic), frame::encode_message(message, qos, retain));
+        // Numbered and queued under one lock, so the forward loop sees them in order
+        // and its watermark never passes a message still waiting.
+        let order = self.order.lock().unwrap_or_else(|e| e.into_inner());
         let seq = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
-        let outgoing = Outgoing {
-            subject: subject::of_topic(&message.topic),
-            frame: frame::encode_message(message, qos, retain),
-            seq,
-        };
-        if self.outgoing.send(outgoing).is_err() {
-            metrics::counter!("ferrocore_cluster_messages_dropped_total").increment(1);
+        let queued = self.outgoing.send(Outgoing { subject, frame, seq }).is_ok();
+        drop(order);
+        queued
+    }
+
+    async fn room(&self) -> Result<(), PeersError> {
+        if self.backlog() < BACKLOG_SLOWS {
+            return Ok(());
+        }
+        let target = self.queued.load(Ordering::SeqCst).saturating_sub(BACKLOG_SLOWS / 2);
+        let mut sent = self.sent.clone();
+        match tokio::time::timeout(FORWARD_WAIT, sent.wait_for(|sent| *sent >= target)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(PeersError::Unreachable(format!("messages did not leave for NATS within {FORWARD_WAIT:?}"))),
         }
     }
 
