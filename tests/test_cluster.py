@@ -71,6 +71,55 @@ def test_a_publish_reaches_each_subscriber_on_every_node_once_at_its_qos(cluster
         assert len(qos0.messages_on(topic)) == 1
 
 
+def test_filters_sharing_a_subject_on_one_node_get_one_copy_each(cluster):
+    n1, n2, _ = cluster.nodes
+    device = cluster.device()
+    base = f"same/{uid()}"
+    # `base/#` and `base` both need the NATS subject of `base`; two MQTT shared
+    # subscriptions of one group name over overlapping filters are two subscriptions.
+    with (cluster.mqtt(n2, device, f"hash-{uid()}") as hash_, cluster.mqtt(n2, device, f"exact-{uid()}") as exact,
+          cluster.mqtt(n2, device, f"g1-{uid()}") as group_hash, cluster.mqtt(n2, device, f"g2-{uid()}") as group_exact,
+          cluster.mqtt(n1, device, f"pub-{uid()}") as publisher):
+        for client in (hash_, exact, group_hash, group_exact, publisher):
+            connected(client)
+        hash_.subscribe(f"{base}/#", qos=1)
+        exact.subscribe(base, qos=1)
+        group_hash.subscribe(f"$share/g/{base}/#", qos=1)
+        group_exact.subscribe(f"$share/g/{base}", qos=1)
+        assert publisher.publish(base, b"one", qos=1) == 0
+        assert publisher.publish(f"{base}/marker", b"two", qos=1) == 0
+        hash_.wait_message(f"{base}/marker")
+        group_hash.wait_message(f"{base}/marker")
+        for client in (hash_, exact, group_hash, group_exact):
+            client.wait_message(base)
+        time.sleep(0.5)
+        for client in (hash_, exact, group_hash, group_exact):
+            assert len(client.messages_on(base)) == 1, client.client_id
+
+
+def test_shadow_updates_through_different_nodes_lose_nothing(cluster):
+    thing = cluster.device().thing
+    clients = [node.client("iot-data") for node in cluster.nodes]
+    errors: list[Exception] = []
+
+    def update(client, key: str):
+        for n in range(15):
+            try:
+                client.update_thing_shadow(thingName=thing, payload=json.dumps({"state": {"reported": {f"{key}{n}": n}}}))
+            except Exception as e:  # noqa: BLE001 - collected and asserted below
+                errors.append(e)
+
+    workers = [threading.Thread(target=update, args=(client, f"k{i}_")) for i, client in enumerate(clients)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert errors == []
+    document = json.loads(clients[0].get_thing_shadow(thingName=thing)["payload"].read())
+    assert len(document["state"]["reported"]) == 45, "every update through every node is in the shadow"
+    assert document["version"] == 45
+
+
 def test_messages_go_only_to_nodes_that_subscribe(cluster):
     n1, n2, n3 = cluster.nodes
     device = cluster.device()

@@ -64,11 +64,10 @@ struct Outgoing {
     seq: u64,
 }
 
-/// NATS subjects subscribed for this node's unshared subscriptions, by the number of
-/// filters needing each, and an index of them to find which subjects a message matches.
+/// The NATS subjects subscribed for this node's unshared subscriptions, indexed to
+/// find which of them a message matches.
 #[derive(Default)]
 struct Unshared {
-    counts: HashMap<String, usize>,
     /// Subjects in MQTT filter form (`*` as `+`, `>` as `#`, tokens as levels), named by the subject.
     index: FilterIndex,
 }
@@ -183,7 +182,10 @@ impl Link {
         }
         tokio::spawn(link.clone().announce_registry(registry.clone()));
         tokio::spawn(link.clone().heartbeat_loop(registry));
-        tracing::info!(node, url, "joined the cluster");
+        // Hear every peer's heartbeat once before devices connect, so the first claims
+        // of client ids reach every node holding one.
+        tokio::time::sleep(HEARTBEAT_EVERY + HEARTBEAT_EVERY / 2).await;
+        tracing::info!(node, url, peers = link.live_peers().len(), "joined the cluster");
         Ok(link)
     }
 
@@ -240,22 +242,42 @@ impl Link {
         mut changes: mpsc::UnboundedReceiver<(String, bool)>,
         settled: watch::Sender<u64>,
     ) {
-        let mut subscriptions: HashMap<String, Vec<tokio::task::AbortHandle>> = HashMap::new();
+        // One NATS subscription per unshared subject (filters may share one: `a` and
+        // `a/#` both need `a`), counted; one set per shared subscription.
+        let mut subjects: HashMap<String, (usize, tokio::task::AbortHandle)> = HashMap::new();
+        let mut groups: HashMap<String, Vec<tokio::task::AbortHandle>> = HashMap::new();
         let mut applied = 0;
         let mut batch = Vec::new();
         while changes.recv_many(&mut batch, 256).await > 0 {
             for (subscription, present) in batch.drain(..) {
                 applied += 1;
-                match present {
-                    true => {
-                        let tasks = self.clone().subscribe(&subscription).await;
-                        subscriptions.insert(subscription, tasks);
+                let shared = matches!(ferrocore_mqtt::topic::shared_subscription(&subscription), Some(Ok(_)));
+                match (shared, present) {
+                    (true, true) => {
+                        let tasks = self.clone().join_group(&subscription).await;
+                        groups.insert(subscription, tasks);
                     }
-                    false => {
-                        for task in subscriptions.remove(&subscription).unwrap_or_default() {
-                            task.abort();
+                    (true, false) => groups.remove(&subscription).into_iter().flatten().for_each(|t| t.abort()),
+                    (false, true) => {
+                        for pattern in subject::of_filter(&subscription) {
+                            if let Some((count, _)) = subjects.get_mut(&pattern) {
+                                *count += 1;
+                            } else if let Some(task) = self.clone().listen(&pattern).await {
+                                subjects.insert(pattern, (1, task));
+                            }
                         }
-                        self.unlisten(&subscription);
+                    }
+                    (false, false) => {
+                        for pattern in subject::of_filter(&subscription) {
+                            let Some((count, _)) = subjects.get_mut(&pattern) else { continue };
+                            *count -= 1;
+                            if *count == 0
+                                && let Some((_, task)) = subjects.remove(&pattern)
+                            {
+                                task.abort();
+                                self.unshared_index().index.remove(&as_levels(&pattern), &pattern);
+                            }
+                        }
                     }
                 }
             }
@@ -267,58 +289,41 @@ impl Link {
         }
     }
 
-    /// NATS subscriptions for one of this node's subscriptions, each drained by a task.
-    async fn subscribe(self: Arc<Self>, subscription: &str) -> Vec<tokio::task::AbortHandle> {
-        let (filter, group) = match ferrocore_mqtt::topic::shared_subscription(subscription) {
-            Some(Ok((group, filter))) => (filter, Some(group)),
-            _ => (subscription, None),
-        };
+    fn unshared_index(&self) -> std::sync::RwLockWriteGuard<'_, Unshared> {
+        self.unshared.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Subscribes to an unshared subject, drained by a task.
+    async fn listen(self: Arc<Self>, pattern: &str) -> Option<tokio::task::AbortHandle> {
+        match self.data.subscribe(pattern.to_string()).await {
+            Ok(subscriber) => {
+                self.unshared_index().index.insert(&as_levels(pattern), pattern, ());
+                let via = Some(pattern.to_string());
+                Some(tokio::spawn(self.clone().receive_loop(subscriber, via, None)).abort_handle())
+            }
+            Err(err) => {
+                tracing::error!(subject = %pattern, error = %err, "cannot subscribe on the message bus");
+                None
+            }
+        }
+    }
+
+    /// Queue subscriptions for a shared subscription: one queue group per
+    /// `$share/<group>/<filter>` in the whole cluster, so NATS picks one node.
+    async fn join_group(self: Arc<Self>, subscription: &str) -> Vec<tokio::task::AbortHandle> {
+        let Some(Ok((_, filter))) = ferrocore_mqtt::topic::shared_subscription(subscription) else { return Vec::new() };
+        let queue = subject::of_topic(subscription);
         let mut tasks = Vec::new();
         for pattern in subject::of_filter(filter) {
-            let subscribed = match group {
-                Some(group) => {
-                    let queue = subject::of_topic(group);
-                    self.shared.queue_subscribe(pattern.clone(), queue).await
-                }
-                None => {
-                    self.listen(&pattern);
-                    self.data.subscribe(pattern.clone()).await
-                }
-            };
-            match subscribed {
+            match self.shared.queue_subscribe(pattern.clone(), queue.clone()).await {
                 Ok(subscriber) => {
-                    let via = (group.is_none()).then(|| pattern.clone());
-                    let target = group.map(|_| subscription.to_string());
-                    tasks.push(tokio::spawn(self.clone().receive_loop(subscriber, via, target)).abort_handle());
+                    let group = Some(subscription.to_string());
+                    tasks.push(tokio::spawn(self.clone().receive_loop(subscriber, None, group)).abort_handle());
                 }
                 Err(err) => tracing::error!(subject = %pattern, error = %err, "cannot subscribe on the message bus"),
             }
         }
         tasks
-    }
-
-    fn listen(&self, pattern: &str) {
-        let mut unshared = self.unshared.write().unwrap_or_else(|e| e.into_inner());
-        let count = unshared.counts.entry(pattern.to_string()).or_default();
-        *count += 1;
-        if *count == 1 {
-            unshared.index.insert(&as_levels(pattern), pattern, ());
-        }
-    }
-
-    fn unlisten(&self, subscription: &str) {
-        if ferrocore_mqtt::topic::shared_subscription(subscription).is_some() {
-            return;
-        }
-        let mut unshared = self.unshared.write().unwrap_or_else(|e| e.into_inner());
-        for pattern in subject::of_filter(subscription) {
-            let Some(count) = unshared.counts.get_mut(&pattern) else { continue };
-            *count -= 1;
-            if *count == 0 {
-                unshared.counts.remove(&pattern);
-                unshared.index.remove(&as_levels(&pattern), &pattern);
-            }
-        }
     }
 
     /// Delivers what arrives on one subscription: through `via` (an unshared
