@@ -31,18 +31,20 @@ def uid() -> str:
 
 
 class Nats:
-    """A throw-away nats-server on loopback."""
+    """A throw-away nats-server on loopback that requires a user and password (the nodes
+    give them in the URL, as users configure them)."""
 
     def __init__(self, tmp_path):
         self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
+        self.url = f"nats://ferro:p%40ss@127.0.0.1:{self.port}"
         self.log = tmp_path / "nats.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(self.port)],
+            self.proc = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(self.port), "--user", "ferro",
+                                          "--pass", "p@ss"],
                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -121,6 +123,9 @@ def start_cluster(tmp_path_factory):
         pytest.skip(f"ferrocore binary not found at {binary}")
     if os.environ.get("FERROCORE_ENDPOINT"):
         pytest.skip("FERROCORE_ENDPOINT is set: this suite starts its own servers")
+    if os.environ.get("FERROCORE_E2E_POSTGRES_URL") and os.environ.get("FERROCORE_TEST_POSTGRES_URL"):
+        pytest.skip("a cluster always keeps its state in PostgreSQL: its suites ran in scripts/test's first "
+                    "pass and are not repeated in the PostgreSQL pass; SKIPPED")
     server = os.environ.get("FERROCORE_E2E_POSTGRES_URL") or os.environ.get("FERROCORE_TEST_POSTGRES_URL")
     if server is None:
         pytest.skip("no PostgreSQL (FERROCORE_E2E_POSTGRES_URL or FERROCORE_TEST_POSTGRES_URL): "

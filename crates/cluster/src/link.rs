@@ -41,6 +41,26 @@ pub enum ClusterError {
     Subscribe { subject: String, reason: String },
 }
 
+/// Credentials written in a NATS URL, which the client does not read from it.
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials {
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// The URL without its credentials (`nats://user:password@host:4222`,
+/// `nats://token@host:4222`), and the credentials.
+fn split_credentials(url: &str) -> (String, Option<Credentials>) {
+    let Some((scheme, rest)) = url.split_once("://") else { return (url.to_string(), None) };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return (url.to_string(), None) };
+    let decode = |text: &str| ferrocore_sigv4::percent_decode(text);
+    let credentials = match userinfo.split_once(':') {
+        Some((user, password)) => Credentials::UserPassword(decode(user), decode(password)),
+        None => Credentials::Token(decode(userinfo)),
+    };
+    (format!("{scheme}://{host}"), Some(credentials))
+}
+
 /// What `/health` says of the cluster.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ClusterHealth {
@@ -141,13 +161,21 @@ impl Link {
             if !echo {
                 options = options.no_echo();
             }
-            options.connect(url.to_string())
+            let (address, credentials) = split_credentials(url);
+            options = match credentials {
+                Some(Credentials::UserPassword(user, password)) => options.user_and_password(user, password),
+                Some(Credentials::Token(token)) => options.token(token),
+                None => options,
+            };
+            options.connect(address)
         };
+        // Shown in errors and logs: without its credentials.
+        let shown = split_credentials(url).0;
         let failed =
-            |err: async_nats::ConnectError| ClusterError::Connect { url: url.to_string(), reason: err.to_string() };
+            |err: async_nats::ConnectError| ClusterError::Connect { url: shown.clone(), reason: err.to_string() };
         let data = tokio::time::timeout(Duration::from_secs(10), connect(false))
             .await
-            .map_err(|_| ClusterError::Connect { url: url.into(), reason: "no answer in 10 s".into() })?
+            .map_err(|_| ClusterError::Connect { url: shown.clone(), reason: "no answer in 10 s".into() })?
             .map_err(failed)?;
         let shared = connect(true).await.map_err(failed)?;
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
@@ -185,7 +213,7 @@ impl Link {
         // Hear every peer's heartbeat once before devices connect, so the first claims
         // of client ids reach every node holding one.
         tokio::time::sleep(HEARTBEAT_EVERY + HEARTBEAT_EVERY / 2).await;
-        tracing::info!(node, url, peers = link.live_peers().len(), "joined the cluster");
+        tracing::info!(node, url = %shown, peers = link.live_peers().len(), "joined the cluster");
         Ok(link)
     }
 
@@ -558,6 +586,16 @@ impl Peers for Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_the_url_are_taken_out_of_it() {
+        let user = split_credentials("nats://ferro:p%40ss@10.0.0.5:4222");
+        let expected = Some(Credentials::UserPassword("ferro".into(), "p@ss".into()));
+        assert_eq!(user, ("nats://10.0.0.5:4222".to_string(), expected));
+        let token = split_credentials("tls://s3cret@nats.internal:4222");
+        assert_eq!(token, ("tls://nats.internal:4222".to_string(), Some(Credentials::Token("s3cret".into()))));
+        assert_eq!(split_credentials("nats://127.0.0.1:4222"), ("nats://127.0.0.1:4222".to_string(), None));
+    }
 
     #[test]
     fn a_message_matching_several_subjects_is_delivered_through_one() {
