@@ -174,20 +174,6 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let client_id = terms.client_id.clone();
-    if let Some(peers) = shared.peers.get() {
-        if !peers.reachable() {
-            refuse(&mut stream, ReasonCode::ServerUnavailable).await;
-            tracing::warn!(client_id = %client_id, "connection refused: the cluster's message bus is unreachable");
-            return None;
-        }
-        // The client id is unique in the cluster: take it (and its session) from another node first.
-        Box::pin(peers.claim(&client_id)).await;
-        if let Err(err) = Box::pin(crate::upkeep::load_session(&shared, &client_id)).await {
-            tracing::warn!(client_id = %client_id, error = %err, "cannot read the client's stored session");
-            refuse(&mut stream, ReasonCode::ServerUnavailable).await;
-            return None;
-        }
-    }
     // Writes after this may not be in the permissions read below (see `rechecks::watch`).
     let seen_generation = shared.registry.permission_generation();
     // Boxed here and below: what runs once per connection must not enlarge the state
@@ -214,6 +200,26 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
         refuse(&mut stream, reason).await;
         tracing::info!(client_id = %client_id, reason = ?reason, "connection refused: will not accepted");
         return None;
+    }
+    if let Some(peers) = shared.peers.get() {
+        if !peers.reachable() {
+            shared.forget_permissions(&identity, &client_id);
+            refuse(&mut stream, ReasonCode::ServerUnavailable).await;
+            tracing::warn!(client_id = %client_id, "connection refused: the cluster's message bus is unreachable");
+            return None;
+        }
+        // The client id is unique in the cluster: take it (and its session) from
+        // another node first — only for a client allowed to connect as it.
+        let taken = match Box::pin(peers.claim(&client_id)).await {
+            Ok(()) => Box::pin(crate::upkeep::load_session(&shared, &client_id)).await.map_err(|e| e.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        if let Err(reason) = taken {
+            tracing::warn!(client_id = %client_id, reason, "connection refused: the client id cannot be taken in the cluster");
+            shared.forget_permissions(&identity, &client_id);
+            refuse(&mut stream, ReasonCode::ServerUnavailable).await;
+            return None;
+        }
     }
     let (sender, receiver) = queue::channel(QUEUE_DEPTH);
     let control = Control::new();

@@ -11,8 +11,12 @@ use ferrocore_mqtt::QoS;
 use crate::router::Signal;
 use crate::{Shared, now_ms, retained};
 
-/// How long a node taking a client id waits for the connection here to finish.
-const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A peer's message routed here, with the store writes it left.
+pub struct FromPeer(crate::router::Published);
+
+/// How long a node taking a client id waits for the connection here to finish
+/// (less than the claiming node waits for the answer).
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The gateway as services see it: service-made messages go through the router
 /// like any publish (QoS 1, each subscriber's iot:Receive checked, queued durably
@@ -26,10 +30,16 @@ impl GatewayHandle {
         self.0.rechecks.done()
     }
 
-    /// A message another node of the cluster accepted, for this node's unshared
-    /// subscribers, or for one member here of the shared subscription `group`.
-    pub async fn deliver_from_peer(&self, message: Message, qos: QoS, retain: bool, group: Option<&str>) {
-        self.0.route_from_peer(message, qos, retain, group).await;
+    /// Routes a message another node of the cluster accepted to this node's unshared
+    /// subscribers, or to one member here of the shared subscription `group`. Its
+    /// deliveries are queued when this returns; finish with [`Self::settle_from_peer`].
+    pub fn route_from_peer(&self, message: Message, qos: QoS, retain: bool, group: Option<&str>) -> FromPeer {
+        FromPeer(self.0.route_from_peer(message, qos, retain, group))
+    }
+
+    /// Stores what routing a peer's message queued for parked persistent sessions.
+    pub async fn settle_from_peer(&self, routed: FromPeer) {
+        self.0.store_changed(routed.0).await;
     }
 
     /// Lets another node take a client id: a live connection here is taken over

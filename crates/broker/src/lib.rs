@@ -41,7 +41,7 @@ use ferrocore_shadow_service::ShadowService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-pub use crate::handle::GatewayHandle;
+pub use crate::handle::{FromPeer, GatewayHandle};
 pub use crate::peers::{Peers, PeersError};
 use crate::pipeline::Origin;
 pub use crate::quota::RateQuota;

@@ -12,6 +12,8 @@ use ferrocore_mqtt::QoS;
 pub enum PeersError {
     #[error("the message bus is unreachable: {0}")]
     Unreachable(String),
+    #[error("{missing} of the other nodes did not answer in time")]
+    Unanswered { missing: usize },
 }
 
 /// What the gateway asks of the other nodes.
@@ -35,8 +37,9 @@ pub trait Peers: Send + Sync + 'static {
     /// publishes (before a SUBACK).
     async fn interest_settled(&self);
     /// Takes a client id from the node holding it (a live connection is taken over,
-    /// a parked session let go after it is stored), before this node connects it.
-    async fn claim(&self, client_id: &str);
+    /// a parked session let go after it is stored), before this node connects it;
+    /// fails when a live node does not answer (it may still hold the client id).
+    async fn claim(&self, client_id: &str) -> Result<(), PeersError>;
     /// DeleteConnection for a client id this node does not hold; true when a peer had it.
     async fn delete_connection(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool;
     /// This node changed the retained message of `topic` in the store.
@@ -116,7 +119,9 @@ mod tests {
             self.0.lock().unwrap().push((subscription.to_string(), present));
         }
         async fn interest_settled(&self) {}
-        async fn claim(&self, _: &str) {}
+        async fn claim(&self, _: &str) -> Result<(), PeersError> {
+            Ok(())
+        }
         async fn delete_connection(&self, _: &str, _: bool, _: bool) -> bool {
             false
         }

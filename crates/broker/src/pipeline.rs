@@ -156,9 +156,16 @@ impl Shared {
         published
     }
 
-    /// Delivers a message another node accepted (its rules ran there) to this node's
-    /// unshared subscribers, or to one member of the shared subscription `group`.
-    pub(crate) async fn route_from_peer(&self, message: Message, qos: QoS, retain: bool, group: Option<&str>) {
+    /// Routes a message another node accepted (its rules ran there) to this node's
+    /// unshared subscribers, or to one member of the shared subscription `group`;
+    /// what is left (parked sessions' writes) goes to [`Self::store_changed`].
+    pub(crate) fn route_from_peer(
+        &self,
+        message: Message,
+        qos: QoS,
+        retain: bool,
+        group: Option<&str>,
+    ) -> router::Published {
         let message = Arc::new(message);
         let resource = self.arn(ResourceKind::Topic, &message.topic);
         let scope = group.map_or(Scope::Unshared, Scope::Group);
@@ -170,7 +177,7 @@ impl Shared {
         if dropped > 0 {
             metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(dropped);
         }
-        self.store_changed(published).await;
+        published
     }
 
     /// Basic Ingest (`$aws/rules/<rule>/<rest>`): straight to the rule, never to subscribers.

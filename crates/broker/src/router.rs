@@ -677,10 +677,16 @@ impl Router {
         writes
     }
 
-    /// Loads the sessions of disconnected clients (at start-up).
-    pub fn load(&self, sessions: Vec<Loaded>) {
+    /// Loads the sessions of disconnected clients (at start-up, or taken from another
+    /// node); a client id held here already keeps what it has. Answers the client ids loaded.
+    pub fn load(&self, sessions: Vec<Loaded>) -> Vec<String> {
+        let mut taken = Vec::new();
         for loaded in sessions {
             let mut table = self.lock(&loaded.client_id);
+            if table.sessions.contains_key(&loaded.client_id) {
+                // Connected or taken here meanwhile (a cluster's node taking sessions).
+                continue;
+            }
             let subscriptions: HashMap<String, Subscription> = loaded
                 .record
                 .subscriptions
@@ -703,7 +709,9 @@ impl Router {
             table.sessions.insert(loaded.client_id.clone(), entry);
             drop(table);
             self.sync_groups(&loaded.client_id, &groups);
+            taken.push(loaded.client_id);
         }
+        taken
     }
 
     /// Drops expired parked sessions (and forgets version numbers of client ids

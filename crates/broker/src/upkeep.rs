@@ -1,5 +1,6 @@
 //! Session upkeep: loading persistent sessions at start, expiring them while running.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,14 +44,14 @@ async fn take(
     stored: Vec<(String, crate::sessions::StoredSession)>,
 ) -> Result<usize, ferrocore_store::StoreError> {
     let loaded = with_permissions(shared, stored).await;
-    let writes: Vec<SessionWrite> = loaded
+    let mut writes: HashMap<String, SessionWrite> = loaded
         .iter()
-        .map(|l| SessionWrite::Save { client_id: l.client_id.clone(), record: l.record.clone() })
+        .map(|l| (l.client_id.clone(), SessionWrite::Save { client_id: l.client_id.clone(), record: l.record.clone() }))
         .collect();
-    let taken = loaded.len();
-    shared.router.load(loaded);
+    let taken = shared.router.load(loaded);
+    let writes = taken.iter().filter_map(|client_id| writes.remove(client_id)).collect();
     shared.sessions.apply(writes).await?;
-    Ok(taken)
+    Ok(taken.len())
 }
 
 async fn with_permissions(

@@ -9,10 +9,19 @@ const QOS1: u8 = 1;
 const RETAIN: u8 = 2;
 const EXTRAS: u8 = 4;
 
+/// Where a message comes from: the sending process (a random number each start) and
+/// its place in that process's forwards, so a node that gets several copies of it
+/// (one per matching NATS subscription) delivers one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub process: u64,
+    pub seq: u64,
+}
+
 /// A message's frame (its topic is the subject): a flags byte (QoS 1, retain,
-/// extras), then, when it has MQTT 5 properties or an expiry, their length (u32)
-/// and stored form, then the payload.
-pub fn encode_message(message: &Message, qos: QoS, retain: bool) -> Bytes {
+/// extras), its origin (two u64), then, when it has MQTT 5 properties or an expiry,
+/// their length (u32) and stored form, then the payload.
+pub fn encode_message(message: &Message, qos: QoS, retain: bool, origin: Origin) -> Bytes {
     let extras = (message.properties.is_some() || message.expires_at_ms.is_some())
         .then(|| serde_json::to_vec(&StoredExtras::of(message)).expect("extras always serialize"));
     let mut flags = 0;
@@ -22,31 +31,95 @@ pub fn encode_message(message: &Message, qos: QoS, retain: bool) -> Bytes {
     if retain {
         flags |= RETAIN;
     }
-    let mut frame = BytesMut::with_capacity(1 + message.payload.len() + extras.as_ref().map_or(0, |e| e.len() + 4));
-    match &extras {
-        Some(extras) => {
-            frame.put_u8(flags | EXTRAS);
-            frame.put_u32(extras.len() as u32);
-            frame.put_slice(extras);
-        }
-        None => frame.put_u8(flags),
+    let mut frame = BytesMut::with_capacity(17 + message.payload.len() + extras.as_ref().map_or(0, |e| e.len() + 4));
+    frame.put_u8(if extras.is_some() { flags | EXTRAS } else { flags });
+    frame.put_u64(origin.process);
+    frame.put_u64(origin.seq);
+    if let Some(extras) = &extras {
+        frame.put_u32(extras.len() as u32);
+        frame.put_slice(extras);
     }
     frame.put_slice(&message.payload);
     frame.freeze()
 }
 
-/// The message of a frame, with its QoS and RETAIN flag; `None` when it is not one.
-pub fn decode_message(topic: String, mut frame: Bytes) -> Option<(Message, QoS, bool)> {
+/// A message as it arrived from another node.
+#[derive(Debug, PartialEq)]
+pub struct Arrived {
+    pub message: Message,
+    pub qos: QoS,
+    pub retain: bool,
+    pub origin: Origin,
+}
+
+/// The message of a frame; `None` when it is not one.
+pub fn decode_message(topic: String, mut frame: Bytes) -> Option<Arrived> {
     let flags = *frame.first()?;
     let qos = if flags & QOS1 != 0 { QoS::AtLeastOnce } else { QoS::AtMostOnce };
     let retain = flags & RETAIN != 0;
-    if flags & EXTRAS == 0 {
-        return Some((Message::new(topic, frame.split_off(1)), qos, retain));
+    let number = |at: usize| Some(u64::from_be_bytes(frame.get(at..at + 8)?.try_into().ok()?));
+    let origin = Origin { process: number(1)?, seq: number(9)? };
+    let message = if flags & EXTRAS == 0 {
+        Message::new(topic, frame.split_off(17))
+    } else {
+        let length = u32::from_be_bytes(frame.get(17..21)?.try_into().ok()?) as usize;
+        let extras: StoredExtras = serde_json::from_slice(frame.get(21..21 + length)?).ok()?;
+        let payload = frame.split_off(21 + length);
+        extras.into_message(topic, payload)?
+    };
+    Some(Arrived { message, qos, retain, origin })
+}
+
+/// Which messages of each origin process were delivered: one window of sequence
+/// numbers per process. A copy older than the window is delivered (a duplicate at
+/// worst, never a loss).
+#[derive(Default)]
+pub struct Delivered {
+    windows: std::collections::HashMap<u64, Window>,
+}
+
+/// Sequence numbers a window remembers, behind the highest seen.
+const WINDOW: u64 = 64 * 1024;
+
+struct Window {
+    highest: u64,
+    seen: Box<[u64]>,
+}
+
+impl Window {
+    fn bit(seq: u64) -> (usize, u64) {
+        let slot = seq % WINDOW;
+        ((slot / 64) as usize, 1 << (slot % 64))
     }
-    let length = u32::from_be_bytes(frame.get(1..5)?.try_into().ok()?) as usize;
-    let extras: StoredExtras = serde_json::from_slice(frame.get(5..5 + length)?).ok()?;
-    let payload = frame.split_off(5 + length);
-    Some((extras.into_message(topic, payload)?, qos, retain))
+}
+
+impl Delivered {
+    /// Whether this is the first copy of the message to arrive (and notes it).
+    pub fn first(&mut self, origin: Origin) -> bool {
+        let window = self.windows.entry(origin.process).or_insert_with(|| Window {
+            highest: origin.seq.saturating_sub(1),
+            seen: vec![0; (WINDOW / 64) as usize].into_boxed_slice(),
+        });
+        if origin.seq > window.highest {
+            let skipped = origin.seq - window.highest;
+            if skipped >= WINDOW {
+                window.seen.fill(0);
+            } else {
+                // Their slots held numbers one window older.
+                for seq in window.highest + 1..=origin.seq {
+                    let (word, bit) = Window::bit(seq);
+                    window.seen[word] &= !bit;
+                }
+            }
+            window.highest = origin.seq;
+        } else if window.highest - origin.seq >= WINDOW {
+            return true;
+        }
+        let (word, bit) = Window::bit(origin.seq);
+        let first = window.seen[word] & bit == 0;
+        window.seen[word] |= bit;
+        first
+    }
 }
 
 /// Control subjects; every node subscribes to them.
@@ -83,11 +156,13 @@ pub struct Answer {
 mod tests {
     use super::*;
 
+    const ORIGIN: Origin = Origin { process: 7, seq: 42 };
+
     #[test]
-    fn messages_keep_their_flags_properties_and_expiry() {
+    fn messages_keep_their_flags_properties_expiry_and_origin() {
         let plain = Message::new("a/b", Bytes::from_static(b"\x00payload"));
-        let (back, qos, retain) = decode_message("a/b".into(), encode_message(&plain, QoS::AtMostOnce, false)).unwrap();
-        assert_eq!((back, qos, retain), (plain, QoS::AtMostOnce, false));
+        let arrived = decode_message("a/b".into(), encode_message(&plain, QoS::AtMostOnce, false, ORIGIN)).unwrap();
+        assert_eq!(arrived, Arrived { message: plain, qos: QoS::AtMostOnce, retain: false, origin: ORIGIN });
         let properties = ferrocore_mqtt::Properties {
             user_properties: vec![("k".into(), "v".into())],
             content_type: Some("json".into()),
@@ -96,9 +171,29 @@ mod tests {
             ..Default::default()
         };
         let full = Message::published("t", Bytes::from_static(b"{}"), &properties, 1_000);
-        let (back, qos, retain) = decode_message("t".into(), encode_message(&full, QoS::AtLeastOnce, true)).unwrap();
-        assert_eq!((back, qos, retain), (full, QoS::AtLeastOnce, true));
+        let arrived = decode_message("t".into(), encode_message(&full, QoS::AtLeastOnce, true, ORIGIN)).unwrap();
+        assert_eq!(arrived, Arrived { message: full, qos: QoS::AtLeastOnce, retain: true, origin: ORIGIN });
         assert!(decode_message("t".into(), Bytes::new()).is_none());
-        assert!(decode_message("t".into(), Bytes::from_static(&[EXTRAS, 0, 0, 0, 9, b'{'])).is_none());
+        assert!(decode_message("t".into(), Bytes::from_static(&[0, 0, 0])).is_none(), "no origin");
+        let mut cut =
+            BytesMut::from(&encode_message(&Message::new("t", Bytes::new()), QoS::AtMostOnce, false, ORIGIN)[..]);
+        cut[0] |= EXTRAS;
+        cut.extend_from_slice(&[0, 0, 0, 9, b'{']);
+        assert!(decode_message("t".into(), cut.freeze()).is_none(), "extras cut short");
+    }
+
+    #[test]
+    fn each_message_is_delivered_once_whatever_the_order_of_its_copies() {
+        let mut delivered = Delivered::default();
+        let of = |process, seq| Origin { process, seq };
+        // Two streams carrying overlapping messages, interleaved.
+        let arrivals = [of(1, 1), of(1, 2), of(1, 1), of(1, 3), of(1, 2), of(2, 1), of(1, 3), of(2, 1)];
+        let firsts: Vec<bool> = arrivals.iter().map(|o| delivered.first(*o)).collect();
+        assert_eq!(firsts, [true, true, false, true, false, true, false, false]);
+        // A jump past the window forgets the old ones; a copy older than the window is delivered.
+        assert!(delivered.first(of(1, 3 + 2 * WINDOW)));
+        assert!(delivered.first(of(1, 3)), "older than the window: delivered, never lost");
+        assert!(!delivered.first(of(1, 3 + 2 * WINDOW)));
+        assert!(delivered.first(of(1, 2 + 2 * WINDOW)), "skipped over, arriving late: first");
     }
 }

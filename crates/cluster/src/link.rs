@@ -7,13 +7,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferrocore_broker::{GatewayHandle, Peers, PeersError};
 use ferrocore_message::Message;
-use ferrocore_mqtt::{FilterIndex, QoS};
+use ferrocore_mqtt::QoS;
 use ferrocore_registry::{CommittedChange, Registry};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -30,6 +30,8 @@ const FORWARD_WAIT: Duration = Duration::from_secs(5);
 /// new ones are refused (NATS slower than this node's publishers, or unreachable).
 const BACKLOG_SLOWS: u64 = 16 * 1024;
 const BACKLOG_REFUSES: u64 = 256 * 1024;
+/// ... and bytes waiting beyond which new ones are refused (large payloads).
+const BACKLOG_REFUSES_BYTES: u64 = 256 * 1024 * 1024;
 /// How long a claim or a DeleteConnection waits for the other nodes' answers.
 const ANSWER_WAIT: Duration = Duration::from_secs(3);
 
@@ -61,6 +63,13 @@ fn split_credentials(url: &str) -> (String, Option<Credentials>) {
     (format!("{scheme}://{host}"), Some(credentials))
 }
 
+/// A number for this process, different at each start, so peers tell its
+/// messages from those of its earlier runs.
+fn process_id() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
 /// What `/health` says of the cluster.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ClusterHealth {
@@ -84,37 +93,6 @@ struct Outgoing {
     seq: u64,
 }
 
-/// The NATS subjects subscribed for this node's unshared subscriptions, indexed to
-/// find which of them a message matches.
-#[derive(Default)]
-struct Unshared {
-    /// Subjects in MQTT filter form (`*` as `+`, `>` as `#`, tokens as levels), named by the subject.
-    index: FilterIndex,
-}
-
-/// A subject's tokens as MQTT levels, so the MQTT filter index finds candidates
-/// (a superset: MQTT's `#` also matches its parent level; [`subject::matches`] decides).
-fn as_levels(subject: &str) -> String {
-    subject.replace('.', "/").replace('*', "+").replace('>', "#")
-}
-
-impl Unshared {
-    /// Whether the copy that arrived through `through` is the one to deliver: NATS
-    /// sends a message once per matching subscription, and only the copy of the
-    /// least matching subject is delivered, so a message reaches the node once.
-    fn is_first(&self, through: &str, subject: &str) -> bool {
-        let mut first: Option<&str> = None;
-        self.index.for_each_match(&as_levels(subject), |_, names| {
-            for pattern in names.keys().map(String::as_str) {
-                if subject::matches(pattern, subject) && first.is_none_or(|f| pattern < f) {
-                    first = Some(pattern);
-                }
-            }
-        });
-        first == Some(through)
-    }
-}
-
 /// This node's side of the cluster (the gateway's [`Peers`]).
 pub struct Link {
     node: String,
@@ -125,13 +103,19 @@ pub struct Link {
     /// Held while a forward is numbered and queued.
     order: Mutex<()>,
     queued: AtomicU64,
+    /// Bytes of frames waiting to leave.
+    queued_bytes: AtomicU64,
     /// The last forward written out to NATS.
     sent: watch::Receiver<u64>,
     interest: mpsc::UnboundedSender<(String, bool)>,
     noted: AtomicU64,
     /// The last interest change NATS has applied.
     settled: watch::Receiver<u64>,
-    unshared: RwLock<Unshared>,
+    /// This process, as the origin of the messages it forwards, and their numbers.
+    process: u64,
+    next_seq: AtomicU64,
+    /// Which messages from other nodes were delivered (NATS sends one copy per matching subscription).
+    delivered: Mutex<frame::Delivered>,
     peers: Mutex<HashMap<String, (Instant, bool)>>,
     store_reachable: AtomicBool,
 }
@@ -190,11 +174,14 @@ impl Link {
             outgoing,
             order: Mutex::new(()),
             queued: AtomicU64::new(0),
+            queued_bytes: AtomicU64::new(0),
             sent,
             interest,
             noted: AtomicU64::new(0),
             settled,
-            unshared: RwLock::default(),
+            process: process_id(),
+            next_seq: AtomicU64::new(1),
+            delivered: Mutex::default(),
             peers: Mutex::default(),
             store_reachable: AtomicBool::new(true),
         });
@@ -220,6 +207,15 @@ impl Link {
     /// This node, whether it reaches NATS, and the peers heard from lately.
     pub fn health(&self) -> ClusterHealth {
         ClusterHealth { node: self.node.clone(), bus: self.bus_connected(), peers: self.live_peers() }
+    }
+
+    /// Waits until the forwards numbered up to `target` are out to NATS.
+    async fn sent_up_to(&self, target: u64) -> Result<(), PeersError> {
+        let mut sent = self.sent.clone();
+        match tokio::time::timeout(FORWARD_WAIT, sent.wait_for(|sent| *sent >= target)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(PeersError::Unreachable(format!("messages did not leave for NATS within {FORWARD_WAIT:?}"))),
+        }
     }
 
     /// Messages forwarded but not yet out to NATS.
@@ -249,6 +245,7 @@ impl Link {
         while outgoing.recv_many(&mut batch, 256).await > 0 {
             let mut last = 0;
             for Outgoing { subject, frame, seq } in batch.drain(..) {
+                self.queued_bytes.fetch_sub(frame.len() as u64, Ordering::Relaxed);
                 if let Err(err) = self.data.publish(subject, frame).await {
                     tracing::warn!(error = %err, "cannot hand a message to the message bus");
                 }
@@ -303,7 +300,6 @@ impl Link {
                                 && let Some((_, task)) = subjects.remove(&pattern)
                             {
                                 task.abort();
-                                self.unshared_index().index.remove(&as_levels(&pattern), &pattern);
                             }
                         }
                     }
@@ -317,18 +313,10 @@ impl Link {
         }
     }
 
-    fn unshared_index(&self) -> std::sync::RwLockWriteGuard<'_, Unshared> {
-        self.unshared.write().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Subscribes to an unshared subject, drained by a task.
     async fn listen(self: Arc<Self>, pattern: &str) -> Option<tokio::task::AbortHandle> {
         match self.data.subscribe(pattern.to_string()).await {
-            Ok(subscriber) => {
-                self.unshared_index().index.insert(&as_levels(pattern), pattern, ());
-                let via = Some(pattern.to_string());
-                Some(tokio::spawn(self.clone().receive_loop(subscriber, via, None)).abort_handle())
-            }
+            Ok(subscriber) => Some(tokio::spawn(self.clone().receive_loop(subscriber, None)).abort_handle()),
             Err(err) => {
                 tracing::error!(subject = %pattern, error = %err, "cannot subscribe on the message bus");
                 None
@@ -346,7 +334,7 @@ impl Link {
             match self.shared.queue_subscribe(pattern.clone(), queue.clone()).await {
                 Ok(subscriber) => {
                     let group = Some(subscription.to_string());
-                    tasks.push(tokio::spawn(self.clone().receive_loop(subscriber, None, group)).abort_handle());
+                    tasks.push(tokio::spawn(self.clone().receive_loop(subscriber, group)).abort_handle());
                 }
                 Err(err) => tracing::error!(subject = %pattern, error = %err, "cannot subscribe on the message bus"),
             }
@@ -354,29 +342,32 @@ impl Link {
         tasks
     }
 
-    /// Delivers what arrives on one subscription: through `via` (an unshared
-    /// subject: only the first matching subject's copy), or to one member of `group`.
-    async fn receive_loop(
-        self: Arc<Self>,
-        mut subscriber: async_nats::Subscriber,
-        via: Option<String>,
-        group: Option<String>,
-    ) {
+    /// Delivers what arrives on one subscription: to this node's unshared
+    /// subscribers (the first copy of each message only), or to one member of `group`.
+    async fn receive_loop(self: Arc<Self>, mut subscriber: async_nats::Subscriber, group: Option<String>) {
         while let Some(delivered) = subscriber.next().await {
             let subject = delivered.subject.as_str();
-            if let Some(via) = &via {
-                let unshared = self.unshared.read().unwrap_or_else(|e| e.into_inner());
-                if !unshared.is_first(via, subject) {
-                    continue;
-                }
-            }
-            let Some(topic) = subject::topic_of(subject) else { continue };
-            let Some((message, qos, retain)) = frame::decode_message(topic, delivered.payload) else {
+            let Some(arrived) = subject::topic_of(subject).and_then(|t| frame::decode_message(t, delivered.payload))
+            else {
+                metrics::counter!("ferrocore_cluster_frames_invalid_total").increment(1);
                 tracing::warn!(subject, "dropping a message frame that does not decode");
                 continue;
             };
             metrics::counter!("ferrocore_cluster_messages_in_total").increment(1);
-            self.gateway.deliver_from_peer(message, qos, retain, group.as_deref()).await;
+            let frame::Arrived { message, qos, retain, origin } = arrived;
+            let routed = match &group {
+                Some(group) => self.gateway.route_from_peer(message, qos, retain, Some(group)),
+                None => {
+                    // Checked and routed under one lock: of two copies, the second waits
+                    // until the first is in the subscribers' queues, so order holds.
+                    let mut seen = self.delivered.lock().unwrap_or_else(|e| e.into_inner());
+                    if !seen.first(origin) {
+                        continue;
+                    }
+                    self.gateway.route_from_peer(message, qos, retain, None)
+                }
+            };
+            self.gateway.settle_from_peer(routed).await;
         }
     }
 
@@ -384,7 +375,10 @@ impl Link {
         while let Some(event) = subscriber.next().await {
             match event.subject.as_str() {
                 frame::HEARTBEAT => {
-                    if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&event.payload) {
+                    // Heartbeats go out on the other connection, so this node hears its own too.
+                    if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&event.payload)
+                        && heartbeat.node != self.node
+                    {
                         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
                         if peers.insert(heartbeat.node.clone(), (Instant::now(), heartbeat.store)).is_none() {
                             tracing::info!(peer = %heartbeat.node, "a peer joined");
@@ -434,17 +428,24 @@ impl Link {
         }
     }
 
-    /// Asks every live peer and gathers their answers (those that answer within the wait).
-    async fn ask(&self, subject: &'static str, payload: Bytes) -> Vec<Answer> {
+    /// Asks every live peer and gathers their answers (those that answer within the
+    /// wait), with the number of live peers asked.
+    async fn ask(&self, subject: &'static str, payload: Bytes) -> (Vec<Answer>, usize) {
         let expected = self.live_peers().len();
         if expected == 0 {
-            return Vec::new();
+            return (Vec::new(), 0);
         }
         let inbox = self.data.new_inbox();
-        let Ok(mut answers) = self.data.subscribe(inbox.clone()).await else { return Vec::new() };
+        let mut answers = match self.data.subscribe(inbox.clone()).await {
+            Ok(answers) => answers,
+            Err(err) => {
+                tracing::warn!(subject, error = %err, "cannot ask the peers");
+                return (Vec::new(), expected);
+            }
+        };
         if let Err(err) = self.data.publish_with_reply(subject, inbox, payload).await {
             tracing::warn!(subject, error = %err, "cannot ask the peers");
-            return Vec::new();
+            return (Vec::new(), expected);
         }
         let mut gathered = Vec::with_capacity(expected);
         let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
@@ -457,7 +458,7 @@ impl Link {
         if gathered.len() < expected {
             tracing::warn!(subject, expected, answered = gathered.len(), "some peers did not answer in time");
         }
-        gathered
+        (gathered, expected)
     }
 
     /// Tells the peers of each registry write this node commits.
@@ -480,20 +481,29 @@ impl Link {
         }
     }
 
+    /// Says "here" every second on the connection that carries no forwarded messages
+    /// (so a busy node is not taken for dead), and notices peers that went silent.
     async fn heartbeat_loop(self: Arc<Self>, registry: Arc<Registry>) {
+        let probe = self.clone();
+        tokio::spawn(async move {
+            loop {
+                probe.store_reachable.store(registry.store_answers().await, Ordering::Relaxed);
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+            }
+        });
         let mut every = tokio::time::interval(HEARTBEAT_EVERY);
         let mut known: HashSet<String> = HashSet::new();
         loop {
             every.tick().await;
-            let store = registry.store_answers().await;
-            self.store_reachable.store(store, Ordering::Relaxed);
-            let heartbeat = Heartbeat { node: self.node.clone(), store };
+            let heartbeat = Heartbeat { node: self.node.clone(), store: self.store_reachable.load(Ordering::Relaxed) };
             let body = serde_json::to_vec(&heartbeat).expect("heartbeats serialize");
-            let _ = self.data.publish(frame::HEARTBEAT, body.into()).await;
+            let _ = self.shared.publish(frame::HEARTBEAT, body.into()).await;
             let live: HashSet<String> = self.live_peers().into_iter().map(|p| p.node).collect();
             for gone in known.difference(&live) {
-                // One node takes the silent node's parked sessions: the first by id of those alive.
-                let adopter = live.iter().chain([&self.node]).min().is_some_and(|first| *first == self.node);
+                // One node takes the silent node's parked sessions: the first by id of
+                // those alive, and only while it reaches NATS (else every peer seems silent).
+                let first = live.iter().chain([&self.node]).min().is_some_and(|first| *first == self.node);
+                let adopter = first && self.bus_connected();
                 tracing::warn!(peer = %gone, adopting = adopter, "a peer went silent");
                 if adopter {
                     let (gateway, gone) = (self.gateway.clone(), gone.clone());
@@ -511,14 +521,16 @@ impl Link {
 #[async_trait::async_trait]
 impl Peers for Link {
     fn forward(&self, message: &Arc<Message>, qos: QoS, retain: bool) -> bool {
-        if self.backlog() >= BACKLOG_REFUSES {
+        if self.backlog() >= BACKLOG_REFUSES || self.queued_bytes.load(Ordering::Relaxed) >= BACKLOG_REFUSES_BYTES {
             return false;
         }
-        let (subject, frame) = (subject::of_topic(&message.topic), frame::encode_message(message, qos, retain));
+        let origin = frame::Origin { process: self.process, seq: self.next_seq.fetch_add(1, Ordering::Relaxed) };
+        let (subject, frame) = (subject::of_topic(&message.topic), frame::encode_message(message, qos, retain, origin));
         // Numbered and queued under one lock, so the forward loop sees them in order
         // and its watermark never passes a message still waiting.
         let order = self.order.lock().unwrap_or_else(|e| e.into_inner());
         let seq = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        self.queued_bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
         let queued = self.outgoing.send(Outgoing { subject, frame, seq }).is_ok();
         drop(order);
         queued
@@ -528,21 +540,11 @@ impl Peers for Link {
         if self.backlog() < BACKLOG_SLOWS {
             return Ok(());
         }
-        let target = self.queued.load(Ordering::SeqCst).saturating_sub(BACKLOG_SLOWS / 2);
-        let mut sent = self.sent.clone();
-        match tokio::time::timeout(FORWARD_WAIT, sent.wait_for(|sent| *sent >= target)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(PeersError::Unreachable(format!("messages did not leave for NATS within {FORWARD_WAIT:?}"))),
-        }
+        self.sent_up_to(self.queued.load(Ordering::SeqCst).saturating_sub(BACKLOG_SLOWS / 2)).await
     }
 
     async fn forwarded(&self) -> Result<(), PeersError> {
-        let target = self.queued.load(Ordering::SeqCst);
-        let mut sent = self.sent.clone();
-        match tokio::time::timeout(FORWARD_WAIT, sent.wait_for(|sent| *sent >= target)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(PeersError::Unreachable(format!("a message did not reach NATS within {FORWARD_WAIT:?}"))),
-        }
+        self.sent_up_to(self.queued.load(Ordering::SeqCst)).await
     }
 
     fn interest(&self, subscription: &str, present: bool) {
@@ -556,17 +558,21 @@ impl Peers for Link {
         let _ = tokio::time::timeout(FORWARD_WAIT, settled.wait_for(|applied| *applied >= target)).await;
     }
 
-    async fn claim(&self, client_id: &str) {
-        let answers = self.ask(frame::CLAIM, Bytes::copy_from_slice(client_id.as_bytes())).await;
+    async fn claim(&self, client_id: &str) -> Result<(), PeersError> {
+        let (answers, expected) = self.ask(frame::CLAIM, Bytes::copy_from_slice(client_id.as_bytes())).await;
         for answer in answers.iter().filter(|a| a.held) {
             tracing::info!(client_id, from = %answer.node, "took the client id from another node");
+        }
+        match expected.saturating_sub(answers.len()) {
+            0 => Ok(()),
+            missing => Err(PeersError::Unanswered { missing }),
         }
     }
 
     async fn delete_connection(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool {
         let asked = DeleteConnection { client_id: client_id.to_string(), clean_session, prevent_will };
         let body = serde_json::to_vec(&asked).expect("requests serialize");
-        self.ask(frame::DELETE_CONNECTION, body.into()).await.iter().any(|a| a.held)
+        self.ask(frame::DELETE_CONNECTION, body.into()).await.0.iter().any(|a| a.held)
     }
 
     fn retained_changed(&self, topic: &str) {
@@ -595,21 +601,5 @@ mod tests {
         let token = split_credentials("tls://s3cret@nats.internal:4222");
         assert_eq!(token, ("tls://nats.internal:4222".to_string(), Some(Credentials::Token("s3cret".into()))));
         assert_eq!(split_credentials("nats://127.0.0.1:4222"), ("nats://127.0.0.1:4222".to_string(), None));
-    }
-
-    #[test]
-    fn a_message_matching_several_subjects_is_delivered_through_one() {
-        let mut unshared = Unshared::default();
-        let subjects = ["a/+", "a/b", "#", "a/#"].iter().flat_map(|f| subject::of_filter(f)).collect::<Vec<_>>();
-        for pattern in &subjects {
-            unshared.index.insert(&as_levels(pattern), pattern, ());
-        }
-        let on = subject::of_topic("a/b");
-        let through: Vec<&String> = subjects.iter().filter(|p| subject::matches(p, &on)).collect();
-        assert_eq!(through.len(), 4, "NATS would send four copies");
-        assert_eq!(through.iter().filter(|p| unshared.is_first(p, &on)).count(), 1);
-        let parent = subject::of_topic("a");
-        assert_eq!(subjects.iter().filter(|p| unshared.is_first(p, &parent)).count(), 1, "a/# matches a");
-        assert!(!unshared.is_first("ferrocore.m.x", &subject::of_topic("x")), "a subject no longer held");
     }
 }

@@ -282,7 +282,7 @@ impl Config {
         }
         if let Some(url) = &self.cluster_url {
             if !url.starts_with("nats://") && !url.starts_with("tls://") {
-                bail!("cluster_url must be a nats:// (or tls://) URL, got {url:?}");
+                bail!("cluster_url must be a nats:// (or tls://) URL");
             }
             if self.store_url.is_none() {
                 bail!("a cluster keeps its state in PostgreSQL: set store_url (--store-url) with cluster_url");
