@@ -393,5 +393,7 @@ def test_a_node_that_loses_nats_refuses_new_devices_and_says_so(cluster):
     finally:
         cluster.nats.start()
     wait_until(lambda: all(node.health()[0] == 200 for node in cluster.nodes), "every node healthy again", 30)
+    # What was told while NATS was away may be lost: each node reads the registry again.
+    wait_until(lambda: all("back on the message bus" in node.log_tail() for node in cluster.nodes), "every node to resync")
     accepted = connected(cluster.mqtt(n1, device, f"accepted-{uid()}"))
     accepted.close()

@@ -86,6 +86,14 @@ impl GatewayHandle {
         }
     }
 
+    /// Reads every retained message again (back on the message bus, changes by other
+    /// nodes may have been missed).
+    pub async fn reload_retained_all(&self) {
+        if let Err(err) = self.0.retained.reload_all().await {
+            tracing::warn!(error = %err, "cannot reload the retained messages");
+        }
+    }
+
     /// Another node changed the retained message of `topic`.
     pub async fn reload_retained(&self, topic: &str) {
         if let Err(err) = self.0.retained.reload(topic).await {

@@ -72,19 +72,33 @@ pub(crate) async fn watch(shared: &Shared, client: ClientEntry, seen: u64) {
 /// the announcements re-checks every live certificate connection.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut changes = shared.registry.permission_changes();
+    let mut resyncs = shared.registry.resyncs();
     loop {
-        let clients: Vec<ClientEntry> = match changes.recv().await {
-            Ok(changed) => shared
+        let changed = tokio::select! {
+            change = changes.recv() => match change {
+                Ok(changed) => Some(changed),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "registry changes came faster than re-checks: re-checking every connection");
+                    None
+                }
+                Err(RecvError::Closed) => return,
+            },
+            resynced = resyncs.changed() => {
+                if resynced.is_err() {
+                    return;
+                }
+                tracing::info!("the registry was read again: re-checking every connection");
+                None
+            }
+        };
+        let clients: Vec<ClientEntry> = match changed {
+            Some(changed) => shared
                 .rechecks
                 .affected(&changed)
                 .into_iter()
                 .filter_map(|watched| shared.router.client(&watched.client_id, watched.connection))
                 .collect(),
-            Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "registry changes came faster than re-checks: re-checking every connection");
-                shared.router.clients()
-            }
-            Err(RecvError::Closed) => return,
+            None => shared.router.clients(),
         };
         for client in &clients {
             revalidate(&shared, client).await;

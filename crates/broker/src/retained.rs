@@ -56,6 +56,22 @@ fn decode(topic: &str, body: &[u8]) -> Option<Retained> {
     Some(Retained { message, qos, last_modified_ms: header.last_modified_ms })
 }
 
+async fn read_all(store: &dyn RecordStore) -> Result<BTreeMap<String, Retained>, StoreError> {
+    let mut messages = BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let batch = store.list(Collection::RetainedMessage, after.as_deref(), 500).await?;
+        let Some(last) = batch.last() else { break };
+        after = Some(last.key.clone());
+        for record in batch {
+            if let Some(message) = decode(&record.key, &record.body) {
+                messages.insert(record.key, message);
+            }
+        }
+    }
+    Ok(messages)
+}
+
 pub struct RetainedStore {
     store: Arc<dyn RecordStore>,
     messages: Mutex<BTreeMap<String, Retained>>,
@@ -63,19 +79,15 @@ pub struct RetainedStore {
 
 impl RetainedStore {
     pub async fn load(store: Arc<dyn RecordStore>) -> Result<Self, StoreError> {
-        let mut messages = BTreeMap::new();
-        let mut after: Option<String> = None;
-        loop {
-            let batch = store.list(Collection::RetainedMessage, after.as_deref(), 500).await?;
-            let Some(last) = batch.last() else { break };
-            after = Some(last.key.clone());
-            for record in batch {
-                if let Some(message) = decode(&record.key, &record.body) {
-                    messages.insert(record.key, message);
-                }
-            }
-        }
-        Ok(Self { store, messages: Mutex::new(messages) })
+        let messages = Mutex::new(read_all(store.as_ref()).await?);
+        Ok(Self { store, messages })
+    }
+
+    /// Reads every retained message again (changes by other nodes may have been missed).
+    pub async fn reload_all(&self) -> Result<(), StoreError> {
+        let messages = read_all(self.store.as_ref()).await?;
+        *self.lock() = messages;
+        Ok(())
     }
 
     /// Stores (or, for an empty payload, deletes) the retained message of its topic;

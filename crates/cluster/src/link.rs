@@ -129,17 +129,26 @@ impl Link {
         gateway: Arc<GatewayHandle>,
         registry: Arc<Registry>,
     ) -> Result<Arc<Self>, ClusterError> {
+        // Connections (again) to NATS: what was told meanwhile may be missed.
+        let (reconnected, mut reconnections) = mpsc::unbounded_channel::<()>();
         let connect = |echo: bool| {
+            let reconnected = reconnected.clone();
             let mut options = async_nats::ConnectOptions::new()
                 .name(format!("ferrocore {node}"))
                 .retry_on_initial_connect()
                 .max_reconnects(None)
                 .connection_timeout(Duration::from_secs(2))
                 .subscription_capacity(64 * 1024)
-                .event_callback(move |event| async move {
-                    match event {
-                        async_nats::Event::Connected => tracing::info!(%event, "message bus"),
-                        _ => tracing::warn!(%event, "message bus"),
+                .event_callback(move |event| {
+                    let reconnected = reconnected.clone();
+                    async move {
+                        match event {
+                            async_nats::Event::Connected => {
+                                tracing::info!(%event, "message bus");
+                                let _ = reconnected.send(());
+                            }
+                            _ => tracing::warn!(%event, "message bus"),
+                        }
                     }
                 });
             if !echo {
@@ -196,6 +205,20 @@ impl Link {
             tokio::spawn(link.clone().control_loop(subscriber, registry.clone()));
         }
         tokio::spawn(link.clone().announce_registry(registry.clone()));
+        let (resync, gateway) = (registry.clone(), link.gateway.clone());
+        tokio::spawn(async move {
+            // Each connection reports once at start; later ones follow an outage.
+            for _ in 0..2 {
+                reconnections.recv().await;
+            }
+            while reconnections.recv().await.is_some() {
+                tracing::info!("back on the message bus: reading the registry and retained messages again");
+                if let Err(err) = resync.resync().await {
+                    tracing::error!(error = %err, "cannot read the registry again after an outage");
+                }
+                gateway.reload_retained_all().await;
+            }
+        });
         tokio::spawn(link.clone().heartbeat_loop(registry));
         // Hear every peer's heartbeat once before devices connect, so the first claims
         // of client ids reach every node holding one.

@@ -113,6 +113,11 @@ impl ConnectionPermissions {
         }
     }
 
+    /// Forgets every entry (writes may have been missed).
+    pub(crate) fn clear(&mut self) {
+        *self = Self::keeping(self.departed_kept);
+    }
+
     /// Forgets every entry that depends on one of `changed`.
     pub(crate) fn invalidate(&mut self, changed: &[Dependency]) {
         for key in self.index.affected(changed) {

@@ -102,6 +102,8 @@ pub struct Registry {
     rule_changes: tokio::sync::watch::Sender<u64>,
     /// Every committed write that changed what other nodes of a cluster keep in memory.
     committed: tokio::sync::broadcast::Sender<Arc<CommittedChange>>,
+    /// Counts resyncs: after each, every live connection re-checks its permissions.
+    resyncs: tokio::sync::watch::Sender<u64>,
     connection_permissions: std::sync::Mutex<authorization::ConnectionPermissions>,
     parsed_policies: authorization::ParsedPolicies,
 }
@@ -185,6 +187,7 @@ impl Registry {
             permission_changes: tokio::sync::broadcast::Sender::new(PERMISSION_CHANGES_BUFFERED),
             rule_changes: tokio::sync::watch::Sender::new(0),
             committed: tokio::sync::broadcast::Sender::new(PERMISSION_CHANGES_BUFFERED),
+            resyncs: tokio::sync::watch::Sender::new(0),
             connection_permissions: Default::default(),
             parsed_policies: Default::default(),
         }
@@ -221,6 +224,24 @@ impl Registry {
         if change.rules {
             self.rule_changes.send_modify(|count| *count += 1);
         }
+    }
+
+    /// Reads again what this node keeps of the registry, after writes by other nodes
+    /// may have been missed (a cluster node back on NATS): the whole certificate
+    /// snapshot, no remembered permissions, the rules; live connections re-check
+    /// their permissions (see [`Self::resyncs`]).
+    pub async fn resync(&self) -> Result<()> {
+        self.refresh_trust().await?;
+        self.permission_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.connection_permissions.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.rule_changes.send_modify(|count| *count += 1);
+        self.resyncs.send_modify(|count| *count += 1);
+        Ok(())
+    }
+
+    /// Marked changed after each [`Self::resync`]: every live connection must re-check.
+    pub fn resyncs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.resyncs.subscribe()
     }
 
     /// How many writes that may change permissions have committed.

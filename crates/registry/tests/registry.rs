@@ -797,3 +797,31 @@ async fn racing_attachments_never_exceed_a_targets_policy_limit() {
     let listed = registry.list_attached_policies(target, false, &Default::default()).await.unwrap().items;
     assert_eq!(listed.len(), 2);
 }
+
+#[tokio::test]
+async fn a_resync_reads_writes_another_node_made_and_asks_for_rechecks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (here, _) = registry(&dir, 0).await;
+    let store = SqliteStore::open(&dir.path().join("db")).await.unwrap();
+    let config = RegistryConfig {
+        account: Account::default(),
+        thing_type_delete_wait_ms: 0,
+        endpoint_host: "localhost".into(),
+        policy_document_limit: 2048,
+    };
+    let issuer = Arc::new(ferrocore_pki::Issuer::new_root("test CA", "ferrocore", 1_800_000_000).unwrap());
+    let elsewhere = Registry::new(Arc::new(store), config, Arc::new(ferrocore_registry::SystemClock), issuer);
+    here.refresh_trust().await.unwrap();
+    let created = elsewhere.create_keys_and_certificate(true).await.unwrap();
+    let trusted = |registry: &Registry| registry.trust().read().unwrap().device(&created.id).is_some_and(|d| d.active);
+    assert!(!trusted(&here), "a write by another node is not seen without its announcement");
+    let resyncs = here.resyncs();
+    let generation = here.permission_generation();
+    here.resync().await.unwrap();
+    assert!(trusted(&here), "read again");
+    assert!(resyncs.has_changed().unwrap(), "live connections are told to re-check");
+    assert!(here.permission_generation() > generation);
+    elsewhere.update_certificate(&created.id, ferrocore_model::security::CertificateStatus::Inactive).await.unwrap();
+    here.resync().await.unwrap();
+    assert!(!trusted(&here), "a deactivation made elsewhere is read too");
+}
