@@ -9,7 +9,9 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -59,6 +61,59 @@ class Nats:
             self.proc.wait(timeout=10)
 
 
+class Relay:
+    """A TCP relay from a loopback port to NATS that can go silent: `pause` stops every
+    byte both ways with the connections left open (a network partition as a node sees
+    it: nothing breaks, nothing arrives), `resume` lets them flow again."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, nats_url: str) -> str:
+        return nats_url.replace(f":{self.target_port}", f":{self.port}")
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                self.flowing.wait()
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def pause(self) -> None:
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.flowing.set()
+        self.listener.close()
+
+
 class Node(FerrocoreServer):
     """A ferrocore node of the cluster."""
 
@@ -79,6 +134,12 @@ class Node(FerrocoreServer):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+    def revive(self) -> None:
+        """Starts the node again and waits until it hears both of its peers."""
+        self.start()
+        wait_until(lambda: len(self.health()[1]["cluster"]["peers"]) == len(NODES) - 1,
+                   f"{self.node_id} back with its peers")
 
     def health(self) -> tuple[int, dict]:
         try:
@@ -116,8 +177,9 @@ class Device:
         (directory / "ca.pem").write_text(ca_pem)
 
 
-def start_cluster(tmp_path_factory):
-    """Yields a running three-node Cluster (a generator for module fixtures), or skips loudly."""
+def start_cluster(tmp_path_factory, relayed: str | None = None):
+    """Yields a running three-node Cluster (a generator for module fixtures), or skips loudly.
+    The node named `relayed` reaches NATS through the cluster's `relay`."""
     binary = ferrocore_binary()
     if not binary.is_file():
         pytest.skip(f"ferrocore binary not found at {binary}")
@@ -138,7 +200,9 @@ def start_cluster(tmp_path_factory):
                    check=True, capture_output=True, timeout=30)
     nats = Nats(tmp_path)
     nats.start()
-    nodes = [Node(binary, tmp_path, name, f"{server}/{database}", nats.url) for name in NODES]
+    relay = Relay(nats.port) if relayed else None
+    nodes = [Node(binary, tmp_path, name, f"{server}/{database}", relay.url(nats.url) if name == relayed else nats.url)
+             for name in NODES]
     try:
         for node in nodes:
             node.start()
@@ -149,22 +213,40 @@ def start_cluster(tmp_path_factory):
             {"Effect": "Allow", "Action": "iot:*", "Resource": "*"}]}))
         with urllib.request.urlopen(f"{nodes[0].endpoint}/ca.pem", timeout=10) as r:
             ca_pem = r.read().decode()
-        yield Cluster(nodes, nats, iot, policy, ca_pem, tmp_path)
+        cluster = Cluster(nodes, nats, iot, policy, ca_pem, tmp_path)
+        cluster.relay = relay
+        yield cluster
     finally:
         for node in nodes:
             node.stop()
         nats.stop()
+        if relay:
+            relay.close()
 
 
 class Cluster:
     def __init__(self, nodes, nats, iot, policy, ca_pem, tmp_path):
         self.nodes, self.nats, self.iot, self.policy, self.ca_pem, self.tmp_path = nodes, nats, iot, policy, ca_pem, tmp_path
+        self.relay: Relay | None = None
 
     def device(self, iot=None) -> Device:
         return Device(iot or self.iot, self.tmp_path / f"device-{uid()}", self.ca_pem, self.policy)
 
     def mqtt(self, node: Node, device: Device, client_id: str | None = None, **kwargs) -> MqttClient:
         return MqttClient(node, client_id or device.thing, device=device, **kwargs)
+
+
+def resumes_with(cluster: Cluster, node: Node, device: Device, client_id: str, topic: str, count: int) -> None:
+    """The persistent session of `client_id` resumes on `node` (session present) with the
+    QoS 1 messages "0" to "count - 1" on `topic` owed to it, then disconnects."""
+    resumed = cluster.mqtt(node, device, client_id, clean_session=False)
+    try:
+        assert resumed.connect() == 0, f"CONNACK on {node.node_id}"
+        assert resumed.connacks[0][1] is True, f"session present on {node.node_id}"
+        resumed.wait_message(topic, count)
+        assert sorted(int(m.payload) for m in resumed.messages_on(topic)) == list(range(count))
+    finally:
+        resumed.close()
 
 
 def wait_until(predicate, what: str, timeout: float = 15.0):

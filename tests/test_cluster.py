@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from cluster_helpers import NODES, start_cluster, uid, wait_until
+from cluster_helpers import NODES, resumes_with, start_cluster, uid, wait_until
 from gateway_helpers import connected
 
 
@@ -257,8 +257,7 @@ def test_a_persistent_session_survives_the_kill_of_its_node(cluster):
         finally:
             resumed.close()
     finally:
-        n2.start()
-        wait_until(lambda: len(n2.health()[1]["cluster"]["peers"]) == 2, "n2 back with two peers")
+        n2.revive()
 
 
 def test_a_live_persistent_session_survives_the_kill_of_its_node(cluster):
@@ -278,16 +277,10 @@ def test_a_live_persistent_session_survives_the_kill_of_its_node(cluster):
             connected(publisher)
             for n in range(5):
                 assert publisher.publish(topic, str(n), qos=1) == 0
-        resumed = connected(cluster.mqtt(n3, device, client_id, clean_session=False))
-        try:
-            assert resumed.connacks[0][1] is True, "session present: it was stored while live"
-            resumed.wait_message(topic, 5)
-            assert sorted(int(m.payload) for m in resumed.messages_on(topic)) == list(range(5))
-        finally:
-            resumed.close()
+        # Session present: it was stored while live.
+        resumes_with(cluster, n3, device, client_id, topic, 5)
     finally:
-        n2.start()
-        wait_until(lambda: len(n2.health()[1]["cluster"]["peers"]) == 2, "n2 back with two peers")
+        n2.revive()
 
 
 def test_nothing_acknowledged_is_lost_when_the_publisher_s_node_is_killed(cluster):
@@ -322,8 +315,7 @@ def test_nothing_acknowledged_is_lost_when_the_publisher_s_node_is_killed(cluste
         finally:
             stop.set()
             publisher.close()
-            n1.start()
-            wait_until(lambda: len(n1.health()[1]["cluster"]["peers"]) == 2, "n1 back with two peers")
+            n1.revive()
 
 
 def test_retained_messages_rules_and_presence_are_one_per_cluster(cluster):

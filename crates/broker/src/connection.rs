@@ -292,17 +292,26 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(opened: Opened<S>, end: End) 
         core.note_kick(signal);
     }
     let Ending { expiry_secs, unfinished, finished, prevent_will } = core.end(expiry_secs);
-    let mut writes: Vec<SessionWrite> = SessionWrite::dequeues(&client_id, finished).collect();
-    writes.extend(match expiry_secs {
-        Some(secs) => shared.router.park(&client_id, connection, now_ms() + secs * 1000, unfinished, &mut receiver),
-        None => shared.router.disconnect(&client_id, connection, unfinished, now_ms()),
-    });
-    shared.store_session_writes(&client_id, writes).await;
+    // A node cut off from its cluster leaves like a dead one: the router let go of
+    // the session already, and the store keeps it for the node that takes it.
+    let stepped_down = end == End::SteppedDown;
+    if !stepped_down {
+        let mut writes: Vec<SessionWrite> = SessionWrite::dequeues(&client_id, finished).collect();
+        writes.extend(match expiry_secs {
+            Some(secs) => shared.router.park(&client_id, connection, now_ms() + secs * 1000, unfinished, &mut receiver),
+            None => shared.router.disconnect(&client_id, connection, unfinished, now_ms()),
+        });
+        shared.store_session_writes(&client_id, writes).await;
+    }
     drop(ended);
     shared.forget_permissions(&identity, &client_id);
     shared.rechecks.unwatch(connection, &client_id);
     metrics::gauge!("ferrocore_mqtt_connections").decrement(1.0);
     tracing::info!(client_id = %client_id, reason = %end, "client disconnected");
+    if stepped_down {
+        let _ = stream.shutdown().await;
+        return;
+    }
     let (reason, client_initiated) = end.lifecycle_reason();
     if !client_initiated
         && !prevent_will
@@ -538,7 +547,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// so another node resumes it if this one dies.
     async fn store_live_session(&self) {
         if let Some(secs) = self.stored_live
-            && let Some(write) = self.shared.router.live_record(&self.client_id, now_ms() + secs * 1000)
+            && let Some(write) = self.shared.router.live_record(&self.client_id, secs)
         {
             self.shared.store_session_writes(&self.client_id, vec![write]).await;
         }

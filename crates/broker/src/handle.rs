@@ -86,6 +86,29 @@ impl GatewayHandle {
         }
     }
 
+    /// Leaves the cluster's work to the others (this node is cut off from them, and
+    /// they count it dead and take its sessions): every connection is told to leave
+    /// and every session let go, the store untouched. Answers the connections told.
+    pub fn step_down(&self) -> usize {
+        let live = self.0.router.let_go_all(now_ms());
+        for control in &live {
+            control.signal(Signal::SteppedDown);
+        }
+        live.len()
+    }
+
+    /// Back in the cluster after [`step_down`](Self::step_down): loads the sessions
+    /// still stored as this node's (none when another node took them meanwhile).
+    pub async fn rejoin(&self) -> usize {
+        match crate::upkeep::load_sessions(&self.0).await {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot load this node's sessions again");
+                0
+            }
+        }
+    }
+
     /// Reads every retained message again (back on the message bus, changes by other
     /// nodes may have been missed).
     pub async fn reload_retained_all(&self) {

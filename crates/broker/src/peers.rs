@@ -20,15 +20,17 @@ pub enum PeersError {
 #[async_trait::async_trait]
 pub trait Peers: Send + Sync + 'static {
     /// Hands a message accepted on this node (never one that came from a peer) to
-    /// the nodes whose clients subscribe to it, in the order of the calls; false
-    /// when it was refused because the messages waiting to leave are too many.
-    fn forward(&self, message: &Arc<Message>, qos: QoS, retain: bool) -> bool;
+    /// the nodes whose clients subscribe to it, in the order of the calls. Answers
+    /// its number in that order, or None when it was refused because the messages
+    /// waiting to leave are too many.
+    fn forward(&self, message: &Arc<Message>, qos: QoS, retain: bool) -> Option<u64>;
     /// Resolves once the messages waiting to leave are few enough (publishers are
     /// slowed to what the message bus takes), or fails when they do not leave.
     async fn room(&self) -> Result<(), PeersError>;
-    /// Resolves once everything forwarded before the call has left this process,
-    /// so a QoS 1 publisher is acknowledged only for what other nodes will get.
-    async fn forwarded(&self) -> Result<(), PeersError>;
+    /// Resolves once the forward numbered `number` has left this process, so a QoS 1
+    /// publisher is acknowledged only for what other nodes will get; fails when it
+    /// could not be handed to the message bus.
+    async fn forwarded(&self, number: u64) -> Result<(), PeersError>;
     /// A subscription (a filter, or `$share/<group>/<filter>`) appeared on this
     /// node (`present`) or its last subscriber here left. Called under the router's
     /// locks: it must only note the change.
@@ -106,13 +108,13 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Peers for Noted {
-        fn forward(&self, _: &Arc<Message>, _: QoS, _: bool) -> bool {
-            true
+        fn forward(&self, _: &Arc<Message>, _: QoS, _: bool) -> Option<u64> {
+            Some(1)
         }
         async fn room(&self) -> Result<(), PeersError> {
             Ok(())
         }
-        async fn forwarded(&self) -> Result<(), PeersError> {
+        async fn forwarded(&self, _: u64) -> Result<(), PeersError> {
             Ok(())
         }
         fn interest(&self, subscription: &str, present: bool) {

@@ -149,9 +149,9 @@ impl Shared {
         };
         let mut published = self.router.publish(&message, qos, retain, origin.client_id, resource, Scope::Unshared);
         published.forwarded = match (peers.forward(&message, qos, retain), qos) {
-            (false, qos) => Forwarded::Refused { qos },
-            (true, QoS::AtLeastOnce) => Forwarded::QueuedAtLeastOnce,
-            (true, _) => Forwarded::Queued,
+            (None, qos) => Forwarded::Refused { qos },
+            (Some(number), QoS::AtLeastOnce) => Forwarded::QueuedAtLeastOnce { number },
+            (Some(_), _) => Forwarded::Queued,
         };
         published
     }
@@ -210,9 +210,9 @@ impl Shared {
         match published.forwarded {
             Forwarded::No => {}
             Forwarded::Queued => peers.room().await?,
-            Forwarded::QueuedAtLeastOnce => {
+            Forwarded::QueuedAtLeastOnce { number } => {
                 peers.room().await?;
-                peers.forwarded().await?;
+                peers.forwarded(number).await?;
             }
             Forwarded::Refused { qos: QoS::AtLeastOnce } => {
                 return Err(PeersError::Unreachable(

@@ -52,6 +52,9 @@ pub enum Signal {
     /// DeleteConnection: leave, discarding the session when `clean_session`,
     /// without the will when `prevent_will`.
     Kicked { clean_session: bool, prevent_will: bool },
+    /// This node was cut off from its cluster, which counts it dead: leave as from
+    /// a dead node, the stored session left as it was for the node that takes it.
+    SteppedDown,
 }
 
 /// A connection's control slot, held by the connection and by whoever may signal it.
@@ -436,8 +439,8 @@ pub enum Forwarded {
     No,
     /// Queued to leave: the publisher waits while too many are waiting.
     Queued,
-    /// A QoS 1 message queued: the publisher is acknowledged once it left.
-    QueuedAtLeastOnce,
+    /// A QoS 1 message queued as forward `number`: the publisher is acknowledged once it left.
+    QueuedAtLeastOnce { number: u64 },
     /// Too many messages are waiting to leave.
     Refused { qos: QoS },
 }
@@ -974,19 +977,44 @@ impl Router {
         true
     }
 
+    /// Lets go of every session, live or parked, without touching the store (a node
+    /// cut off from its cluster, which counts it dead); answers the live
+    /// connections' control slots, to be told to leave.
+    pub fn let_go_all(&self, now_ms: u64) -> Vec<Control> {
+        let mut live = Vec::new();
+        for shard in self.shards.iter() {
+            let mut table = shard.write().unwrap_or_else(|e| e.into_inner());
+            let ids: Vec<String> = table.sessions.keys().cloned().collect();
+            let removed: Vec<(String, Entry)> =
+                ids.into_iter().filter_map(|id| table.remove(&id, now_ms).map(|entry| (id, entry))).collect();
+            drop(table);
+            for (id, entry) in removed {
+                self.sync_groups(&id, &shared_names(&entry.subscriptions));
+                live.extend(entry.online().map(|client| client.control.clone()));
+            }
+        }
+        live
+    }
+
     /// The control slot of a client id's live connection here.
     pub fn control_of(&self, client_id: &str) -> Option<Control> {
         self.read(client_id).sessions.get(client_id).and_then(Entry::online).map(|client| client.control.clone())
     }
 
     /// The stored form of a live client's session, which is stored from now on (a
-    /// node of a cluster stores live persistent sessions, so they outlive it).
-    pub fn live_record(&self, client_id: &str, expires_at_ms: u64) -> Option<SessionWrite> {
+    /// node of a cluster stores live persistent sessions, so they outlive it); its
+    /// expiry, `expiry_secs`, counts from when it is found without its node.
+    pub fn live_record(&self, client_id: &str, expiry_secs: u64) -> Option<SessionWrite> {
         let mut table = self.lock(client_id);
         let entry = table.sessions.get_mut(client_id)?;
         let State::Online(client) = &entry.state else { return None };
         let subscriptions = stored_subscriptions(&entry.subscriptions);
-        let record = SessionRecord { identity: client.identity.clone(), subscriptions, expires_at_ms };
+        let record = SessionRecord {
+            identity: client.identity.clone(),
+            subscriptions,
+            expires_at_ms: u64::MAX,
+            live_expiry_secs: Some(expiry_secs),
+        };
         entry.stored = true;
         Some(SessionWrite::Save { client_id: client_id.to_string(), record })
     }
@@ -1025,6 +1053,7 @@ fn record_of(parked: &Parked, subscriptions: &HashMap<String, Subscription>) -> 
         identity: parked.identity.clone(),
         subscriptions: stored_subscriptions(subscriptions),
         expires_at_ms: parked.expires_at_ms,
+        live_expiry_secs: None,
     }
 }
 

@@ -79,6 +79,8 @@ pub(crate) enum End {
     Revoked,
     /// DeleteConnection.
     Kicked,
+    /// The node was cut off from its cluster.
+    SteppedDown,
 }
 
 impl From<Signal> for End {
@@ -87,6 +89,7 @@ impl From<Signal> for End {
             Signal::TakenOver => Self::TakenOver,
             Signal::Revoked => Self::Revoked,
             Signal::Kicked { .. } => Self::Kicked,
+            Signal::SteppedDown => Self::SteppedDown,
         }
     }
 }
@@ -102,6 +105,7 @@ impl End {
             Self::Forbidden(_) => ("FORBIDDEN_ACCESS", false),
             Self::Revoked => ("AUTH_ERROR", false),
             Self::Kicked => ("API_INITIATED_DISCONNECT", false),
+            Self::SteppedDown => ("SERVER_INITIATED_DISCONNECT", false),
             Self::Refused(_) | Self::Malformed(_) | Self::Unsupported(_) => ("CLIENT_ERROR", false),
         }
     }
@@ -120,6 +124,7 @@ impl std::fmt::Display for End {
             Self::Unsupported(what) => write!(f, "unsupported: {what}"),
             Self::Revoked => f.write_str("certificate or policy withdrawn"),
             Self::Kicked => f.write_str("disconnected through the API (DeleteConnection)"),
+            Self::SteppedDown => f.write_str("this node is cut off from its cluster"),
         }
     }
 }
@@ -301,6 +306,7 @@ impl SessionCore {
             Signal::TakenOver => ReasonCode::SessionTakenOver,
             Signal::Revoked => ReasonCode::NotAuthorized,
             Signal::Kicked { .. } => ReasonCode::AdministrativeAction,
+            Signal::SteppedDown => ReasonCode::ServerShuttingDown,
         };
         self.note_kick(signal);
         self.disconnect(reason, End::from(signal))
@@ -977,6 +983,7 @@ mod tests {
             (Signal::TakenOver, ReasonCode::SessionTakenOver, End::TakenOver),
             (Signal::Revoked, ReasonCode::NotAuthorized, End::Revoked),
             (Signal::Kicked { clean_session: true, prevent_will: true }, ReasonCode::AdministrativeAction, End::Kicked),
+            (Signal::SteppedDown, ReasonCode::ServerShuttingDown, End::SteppedDown),
         ] {
             let (mut core, _clock) = start(Version::V5, &terms(60, 10, Some(3600)), &gate);
             assert_eq!(core.obey(signal), end);

@@ -23,6 +23,9 @@ pub struct SessionRecord {
     pub subscriptions: Vec<(String, u8)>,
     /// Unix milliseconds after which the session is gone.
     pub expires_at_ms: u64,
+    /// Set while the session's connection is live on a cluster node: its expiry
+    /// interval, counted from when the session is found without its node.
+    pub live_expiry_secs: Option<u64>,
 }
 
 /// A change to the stored sessions, made by the router under its lock and
@@ -53,6 +56,8 @@ struct Record {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     queue: Vec<QueuedRecord>,
     expires_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    live_expiry_secs: Option<u64>,
     /// The cluster node that parked it (it queues the session's messages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     node: Option<String>,
@@ -103,20 +108,26 @@ impl SessionRecord {
             subscriptions: self.subscriptions.clone(),
             queue: Vec::new(),
             expires_at_ms: self.expires_at_ms,
+            live_expiry_secs: self.live_expiry_secs,
             node: node.map(str::to_string),
         };
         serde_json::to_vec(&record).expect("sessions always serialize")
     }
 
     /// The session, the messages stored inside it by older versions, and its node.
-    fn decode(body: &[u8]) -> Option<(Self, Vec<Message>, Option<String>)> {
+    /// A session stored while live is read as parked now: its node died or let it go.
+    fn decode(body: &[u8], now_ms: u64) -> Option<(Self, Vec<Message>, Option<String>)> {
         let record: Record = serde_json::from_slice(body).ok()?;
         let legacy = record.queue.into_iter().map(QueuedRecord::into_message).collect::<Option<Vec<_>>>()?;
         let identity = match record.access_key {
             Some(key) => Identity::AccessKey(key),
             None => Identity::Certificate(record.certificate_id),
         };
-        let session = Self { identity, subscriptions: record.subscriptions, expires_at_ms: record.expires_at_ms };
+        let expires_at_ms = match record.live_expiry_secs {
+            Some(secs) => now_ms.saturating_add(secs.saturating_mul(1000)),
+            None => record.expires_at_ms,
+        };
+        let session = Self { identity, subscriptions: record.subscriptions, expires_at_ms, live_expiry_secs: None };
         Some((session, legacy, record.node))
     }
 }
@@ -159,7 +170,7 @@ impl SessionStore {
         let Some(record) = self.store.get(Collection::MqttSession, client_id).await? else {
             return Ok(None);
         };
-        let Some((record, legacy, _)) = SessionRecord::decode(&record.body) else {
+        let Some((record, legacy, _)) = SessionRecord::decode(&record.body, crate::now_ms()) else {
             tracing::warn!(client_id, "skipping a stored session that does not decode");
             return Ok(None);
         };
@@ -199,7 +210,8 @@ impl SessionStore {
     pub async fn parked_by(&self, node: &str) -> Result<Vec<(String, StoredSession)>, StoreError> {
         let mut parked = Vec::new();
         for record in self.scan(Collection::MqttSession).await? {
-            let owned = SessionRecord::decode(&record.body).is_some_and(|(_, _, owner)| owner.as_deref() == Some(node));
+            let owned = SessionRecord::decode(&record.body, crate::now_ms())
+                .is_some_and(|(_, _, owner)| owner.as_deref() == Some(node));
             if owned && let Some(session) = self.load_one(&record.key).await? {
                 parked.push((record.key, session));
             }
@@ -214,7 +226,7 @@ impl SessionStore {
         let mut sessions: HashMap<String, StoredSession> = HashMap::new();
         let (mut writes, mut orphans) = (Vec::new(), Vec::new());
         for record in self.scan(Collection::MqttSession).await? {
-            let Some((session, legacy, node)) = SessionRecord::decode(&record.body) else {
+            let Some((session, legacy, node)) = SessionRecord::decode(&record.body, crate::now_ms()) else {
                 tracing::warn!(client_id = %record.key, "skipping a stored session that does not decode");
                 continue;
             };
@@ -308,6 +320,7 @@ mod tests {
             identity,
             subscriptions: vec![("a/#".into(), 1), ("$share/g/a".into(), 0x05)],
             expires_at_ms: 42,
+            live_expiry_secs: None,
         }
     }
 
@@ -315,8 +328,17 @@ mod tests {
     fn session_records_round_trip() {
         for identity in [Identity::Certificate("c".into()), Identity::AccessKey("AKID".into())] {
             let session = record(identity);
-            assert_eq!(SessionRecord::decode(&session.encode(None)), Some((session, Vec::new(), None)));
+            assert_eq!(SessionRecord::decode(&session.encode(None), 0), Some((session, Vec::new(), None)));
         }
+    }
+
+    #[test]
+    fn a_session_stored_while_live_expires_counting_from_when_it_is_read() {
+        let live = SessionRecord { live_expiry_secs: Some(3600), ..record(Identity::Certificate("c".into())) };
+        let (read, _, node) = SessionRecord::decode(&live.encode(Some("n1")), 1_000).unwrap();
+        assert_eq!((read.expires_at_ms, read.live_expiry_secs, node.as_deref()), (3_601_000, None, Some("n1")));
+        let parked = record(Identity::Certificate("c".into()));
+        assert_eq!(SessionRecord::decode(&parked.encode(Some("n1")), 1_000).unwrap().0.expires_at_ms, 42);
     }
 
     #[test]

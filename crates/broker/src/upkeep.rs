@@ -9,12 +9,11 @@ use crate::{Shared, now_ms, router};
 
 /// Loads the persistent sessions of disconnected clients, with their permissions
 /// (in a cluster, those this node parked).
-pub(crate) async fn load_sessions(shared: &Shared) -> Result<(), ferrocore_store::StoreError> {
+pub(crate) async fn load_sessions(shared: &Shared) -> Result<usize, ferrocore_store::StoreError> {
     let loaded = with_permissions(shared, shared.sessions.load_all().await?).await;
     let queued: usize = loaded.iter().map(|l| l.queue.len()).sum();
     tracing::info!(sessions = loaded.len(), queued, "loaded persistent sessions");
-    shared.router.load(loaded);
-    Ok(())
+    Ok(shared.router.load(loaded).len())
 }
 
 /// Loads the stored session of a client id this node does not hold (in a cluster,

@@ -1,11 +1,13 @@
 //! The NATS link: this node's side of the cluster.
 //!
-//! Two NATS connections: `data` (no echo) carries this node's messages out, its
+//! Three NATS connections: `data` (no echo) carries this node's messages out, its
 //! unshared interest in and the control events; `shared` (with echo) holds the
 //! queue subscriptions of shared subscriptions, so NATS picks one member's node
-//! per message cluster-wide, this node included.
+//! per message cluster-wide, this node included; `beats` (with echo) carries only
+//! heartbeats, both ways, so a node busy with messages is not taken for dead and it
+//! hears itself as its peers hear it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::frame::{self, Answer, DeleteConnection, Heartbeat};
+use crate::standing::{Move, Standing};
 use crate::subject;
 
 /// How often a node says it is here, and how long its peers wait before they stop counting on it.
@@ -76,6 +79,9 @@ pub struct ClusterHealth {
     pub node: String,
     /// Whether this node is connected to NATS.
     pub bus: bool,
+    /// Whether it serves devices: false while it is stepped down, cut off from the
+    /// others (its own heartbeats do not come back), until it rejoins.
+    pub serving: bool,
     /// Nodes heard from within the last few seconds, by id, with whether they reach the store.
     pub peers: Vec<PeerHealth>,
 }
@@ -98,6 +104,7 @@ pub struct Link {
     node: String,
     data: async_nats::Client,
     shared: async_nats::Client,
+    beats: async_nats::Client,
     gateway: Arc<GatewayHandle>,
     outgoing: mpsc::UnboundedSender<Outgoing>,
     /// Held while a forward is numbered and queued.
@@ -105,8 +112,11 @@ pub struct Link {
     queued: AtomicU64,
     /// Bytes of frames waiting to leave.
     queued_bytes: AtomicU64,
-    /// The last forward written out to NATS.
+    /// The last forward written out to NATS or given up on.
     sent: watch::Receiver<u64>,
+    /// Numbers (first, last) of the batches that could not be written out lately,
+    /// with when: kept while a publisher may still wait for one of them.
+    failed: Mutex<VecDeque<(u64, u64, Instant)>>,
     interest: mpsc::UnboundedSender<(String, bool)>,
     noted: AtomicU64,
     /// The last interest change NATS has applied.
@@ -118,6 +128,9 @@ pub struct Link {
     delivered: Mutex<frame::Delivered>,
     peers: Mutex<HashMap<String, (Instant, bool)>>,
     store_reachable: AtomicBool,
+    standing: Mutex<Standing>,
+    /// Stepped down, or rejoining: no new connections, no sessions taken.
+    out: AtomicBool,
 }
 
 impl Link {
@@ -171,6 +184,7 @@ impl Link {
             .map_err(|_| ClusterError::Connect { url: shown.clone(), reason: "no answer in 10 s".into() })?
             .map_err(failed)?;
         let shared = connect(true).await.map_err(failed)?;
+        let beats = connect(true).await.map_err(failed)?;
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
         let (sent_tx, sent) = watch::channel(0);
         let (interest, interest_rx) = mpsc::unbounded_channel();
@@ -179,12 +193,14 @@ impl Link {
             node: node.to_string(),
             data,
             shared,
+            beats,
             gateway,
             outgoing,
             order: Mutex::new(()),
             queued: AtomicU64::new(0),
             queued_bytes: AtomicU64::new(0),
             sent,
+            failed: Mutex::default(),
             interest,
             noted: AtomicU64::new(0),
             settled,
@@ -193,12 +209,19 @@ impl Link {
             delivered: Mutex::default(),
             peers: Mutex::default(),
             store_reachable: AtomicBool::new(true),
+            standing: Mutex::new(Standing::new(Instant::now(), PEER_SILENCE + HEARTBEAT_EVERY)),
+            out: AtomicBool::new(false),
         });
         tokio::spawn(link.clone().forward_loop(outgoing_rx, sent_tx));
         tokio::spawn(link.clone().interest_loop(interest_rx, settled_tx));
-        for control in [frame::HEARTBEAT, frame::CLAIM, frame::DELETE_CONNECTION, frame::REGISTRY, frame::RETAINED] {
-            let subscriber = link
-                .data
+        for (connection, control) in [
+            (&link.beats, frame::HEARTBEAT),
+            (&link.data, frame::CLAIM),
+            (&link.data, frame::DELETE_CONNECTION),
+            (&link.data, frame::REGISTRY),
+            (&link.data, frame::RETAINED),
+        ] {
+            let subscriber = connection
                 .subscribe(control)
                 .await
                 .map_err(|err| ClusterError::Subscribe { subject: control.into(), reason: err.to_string() })?;
@@ -207,8 +230,8 @@ impl Link {
         tokio::spawn(link.clone().announce_registry(registry.clone()));
         let (resync, gateway) = (registry.clone(), link.gateway.clone());
         tokio::spawn(async move {
-            // Each connection reports once at start; later ones follow an outage.
-            for _ in 0..2 {
+            // Each of the three connections reports once at start; later ones follow an outage.
+            for _ in 0..3 {
                 reconnections.recv().await;
             }
             while reconnections.recv().await.is_some() {
@@ -220,6 +243,7 @@ impl Link {
             }
         });
         tokio::spawn(link.clone().heartbeat_loop(registry));
+        tokio::spawn(link.clone().standing_loop());
         // Hear every peer's heartbeat once before devices connect, so the first claims
         // of client ids reach every node holding one.
         tokio::time::sleep(HEARTBEAT_EVERY + HEARTBEAT_EVERY / 2).await;
@@ -229,7 +253,12 @@ impl Link {
 
     /// This node, whether it reaches NATS, and the peers heard from lately.
     pub fn health(&self) -> ClusterHealth {
-        ClusterHealth { node: self.node.clone(), bus: self.bus_connected(), peers: self.live_peers() }
+        ClusterHealth {
+            node: self.node.clone(),
+            bus: self.bus_connected(),
+            serving: !self.out.load(Ordering::SeqCst),
+            peers: self.live_peers(),
+        }
     }
 
     /// Waits until the forwards numbered up to `target` are out to NATS.
@@ -249,6 +278,7 @@ impl Link {
     fn bus_connected(&self) -> bool {
         self.data.connection_state() == async_nats::connection::State::Connected
             && self.shared.connection_state() == async_nats::connection::State::Connected
+            && self.beats.connection_state() == async_nats::connection::State::Connected
     }
 
     fn live_peers(&self) -> Vec<PeerHealth> {
@@ -262,24 +292,32 @@ impl Link {
         live
     }
 
-    /// Publishes forwards in order, then flushes, and says how far it got.
+    /// Publishes forwards in order, then flushes, and says how far it got; a batch
+    /// that could not be written out is remembered as failed.
     async fn forward_loop(self: Arc<Self>, mut outgoing: mpsc::UnboundedReceiver<Outgoing>, sent: watch::Sender<u64>) {
         let mut batch = Vec::with_capacity(256);
         while outgoing.recv_many(&mut batch, 256).await > 0 {
-            let mut last = 0;
+            let (first, mut last, mut written) = (batch[0].seq, 0, true);
             for Outgoing { subject, frame, seq } in batch.drain(..) {
                 self.queued_bytes.fetch_sub(frame.len() as u64, Ordering::Relaxed);
                 if let Err(err) = self.data.publish(subject, frame).await {
                     tracing::warn!(error = %err, "cannot hand a message to the message bus");
+                    written = false;
                 }
                 last = seq;
             }
-            match self.data.flush().await {
-                Ok(()) => {
-                    sent.send_replace(last);
-                }
-                Err(err) => tracing::warn!(error = %err, "cannot flush messages to the message bus"),
+            if let Err(err) = self.data.flush().await {
+                tracing::warn!(error = %err, "cannot flush messages to the message bus");
+                written = false;
             }
+            if !written {
+                let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+                while failed.front().is_some_and(|(_, _, at)| at.elapsed() > 2 * FORWARD_WAIT) {
+                    failed.pop_front();
+                }
+                failed.push_back((first, last, Instant::now()));
+            }
+            sent.send_replace(last);
         }
     }
 
@@ -398,14 +436,14 @@ impl Link {
         while let Some(event) = subscriber.next().await {
             match event.subject.as_str() {
                 frame::HEARTBEAT => {
-                    // Heartbeats go out on the other connection, so this node hears its own too.
-                    if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&event.payload)
-                        && heartbeat.node != self.node
-                    {
-                        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-                        if peers.insert(heartbeat.node.clone(), (Instant::now(), heartbeat.store)).is_none() {
-                            tracing::info!(peer = %heartbeat.node, "a peer joined");
-                        }
+                    let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&event.payload) else { continue };
+                    if heartbeat.node == self.node {
+                        self.standing.lock().unwrap_or_else(|e| e.into_inner()).heard_self(Instant::now());
+                        continue;
+                    }
+                    let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+                    if peers.insert(heartbeat.node.clone(), (Instant::now(), heartbeat.store)).is_none() {
+                        tracing::info!(peer = %heartbeat.node, "a peer joined");
                     }
                 }
                 frame::REGISTRY => match serde_json::from_slice::<CommittedChange>(&event.payload) {
@@ -504,8 +542,35 @@ impl Link {
         }
     }
 
-    /// Says "here" every second on the connection that carries no forwarded messages
-    /// (so a busy node is not taken for dead), and notices peers that went silent.
+    /// Checks this node's standing four times a heartbeat, so it steps down well
+    /// before its peers, who look once a heartbeat, count it dead.
+    async fn standing_loop(self: Arc<Self>) {
+        let mut every = tokio::time::interval(HEARTBEAT_EVERY / 4);
+        loop {
+            every.tick().await;
+            let decided = self.standing.lock().unwrap_or_else(|e| e.into_inner()).tick(Instant::now());
+            match decided {
+                Some(Move::StepDown) => {
+                    self.out.store(true, Ordering::SeqCst);
+                    let connections = self.gateway.step_down();
+                    tracing::error!(
+                        connections,
+                        "cut off from the cluster (this node's heartbeats do not come back through NATS): \
+                         stepped down, every connection closed and every session left to the other nodes"
+                    );
+                }
+                Some(Move::Rejoin) => {
+                    let sessions = self.gateway.rejoin().await;
+                    self.out.store(false, Ordering::SeqCst);
+                    tracing::info!(sessions, "rejoined the cluster");
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Says "here" every second on the heartbeats' own connection, and notices
+    /// peers that went silent.
     async fn heartbeat_loop(self: Arc<Self>, registry: Arc<Registry>) {
         let probe = self.clone();
         tokio::spawn(async move {
@@ -520,13 +585,13 @@ impl Link {
             every.tick().await;
             let heartbeat = Heartbeat { node: self.node.clone(), store: self.store_reachable.load(Ordering::Relaxed) };
             let body = serde_json::to_vec(&heartbeat).expect("heartbeats serialize");
-            let _ = self.shared.publish(frame::HEARTBEAT, body.into()).await;
+            let _ = self.beats.publish(frame::HEARTBEAT, body.into()).await;
             let live: HashSet<String> = self.live_peers().into_iter().map(|p| p.node).collect();
             for gone in known.difference(&live) {
                 // One node takes the silent node's parked sessions: the first by id of
-                // those alive, and only while it reaches NATS (else every peer seems silent).
+                // those alive, and only while it is in the cluster (else every peer seems silent).
                 let first = live.iter().chain([&self.node]).min().is_some_and(|first| *first == self.node);
-                let adopter = first && self.bus_connected();
+                let adopter = first && self.bus_connected() && !self.out.load(Ordering::SeqCst);
                 tracing::warn!(peer = %gone, adopting = adopter, "a peer went silent");
                 if adopter {
                     let (gateway, gone) = (self.gateway.clone(), gone.clone());
@@ -543,9 +608,9 @@ impl Link {
 
 #[async_trait::async_trait]
 impl Peers for Link {
-    fn forward(&self, message: &Arc<Message>, qos: QoS, retain: bool) -> bool {
+    fn forward(&self, message: &Arc<Message>, qos: QoS, retain: bool) -> Option<u64> {
         if self.backlog() >= BACKLOG_REFUSES || self.queued_bytes.load(Ordering::Relaxed) >= BACKLOG_REFUSES_BYTES {
-            return false;
+            return None;
         }
         let origin = frame::Origin { process: self.process, seq: self.next_seq.fetch_add(1, Ordering::Relaxed) };
         let (subject, frame) = (subject::of_topic(&message.topic), frame::encode_message(message, qos, retain, origin));
@@ -556,7 +621,7 @@ impl Peers for Link {
         self.queued_bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
         let queued = self.outgoing.send(Outgoing { subject, frame, seq }).is_ok();
         drop(order);
-        queued
+        queued.then_some(seq)
     }
 
     async fn room(&self) -> Result<(), PeersError> {
@@ -566,8 +631,13 @@ impl Peers for Link {
         self.sent_up_to(self.queued.load(Ordering::SeqCst).saturating_sub(BACKLOG_SLOWS / 2)).await
     }
 
-    async fn forwarded(&self) -> Result<(), PeersError> {
-        self.sent_up_to(self.queued.load(Ordering::SeqCst)).await
+    async fn forwarded(&self, number: u64) -> Result<(), PeersError> {
+        self.sent_up_to(number).await?;
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        match failed.iter().any(|(first, last, _)| (*first..=*last).contains(&number)) {
+            true => Err(PeersError::Unreachable("the message could not be written out to NATS".into())),
+            false => Ok(()),
+        }
     }
 
     fn interest(&self, subscription: &str, present: bool) {
@@ -608,7 +678,7 @@ impl Peers for Link {
     }
 
     fn reachable(&self) -> bool {
-        self.bus_connected() && self.store_reachable.load(Ordering::Relaxed)
+        self.bus_connected() && self.store_reachable.load(Ordering::Relaxed) && !self.out.load(Ordering::SeqCst)
     }
 }
 

@@ -184,7 +184,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cluster: cluster.map(|link| {
             Box::new(move || {
                 let health = link.health();
-                (health.bus, serde_json::to_value(&health).unwrap_or_default())
+                (health.bus && health.serving, serde_json::to_value(&health).unwrap_or_default())
             }) as Box<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>
         }),
     });
