@@ -167,7 +167,7 @@ def test_a_client_id_connecting_on_another_node_takes_over(cluster):
     client_id = f"takeover-{uid()}"
     with cluster.mqtt(n3, device, f"watch-{uid()}") as watcher:
         connected(watcher)
-        watcher.subscribe(f"$aws/events/presence/disconnected/{client_id}", qos=1)
+        watcher.subscribe(f"$aws/events/presence/+/{client_id}", qos=1)
         first = connected(cluster.mqtt(n1, device, client_id))
         second = connected(cluster.mqtt(n2, device, client_id))
         try:
@@ -178,6 +178,12 @@ def test_a_client_id_connecting_on_another_node_takes_over(cluster):
         finally:
             first.close()
             second.close()
+        third = connected(cluster.mqtt(n3, device, client_id))
+        third.close()
+        # versionNumber orders a client id's events cluster-wide: it counts on from the
+        # node that had the client id before.
+        connects = watcher.wait_message(f"$aws/events/presence/connected/{client_id}", 3)
+        assert [json.loads(m.payload)["versionNumber"] for m in connects] == [1, 2, 3]
 
 
 def test_registry_writes_on_one_node_reach_every_node(cluster):

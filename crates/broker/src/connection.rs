@@ -211,11 +211,16 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
         // The client id is unique in the cluster: take it (and its session) from
         // another node first — only for a client allowed to connect as it.
         let taken = match Box::pin(peers.claim(&client_id)).await {
-            Ok(()) => Box::pin(crate::upkeep::load_session(&shared, &client_id)).await.map_err(|e| e.to_string()),
-            Err(err) => Err(err.to_string()),
+            Ok(version) => {
+                let loaded = Box::pin(crate::upkeep::load_session(&shared, &client_id)).await;
+                // Lifecycle version numbers count on from the last node's.
+                shared.router.note_version(&client_id, version, now_ms());
+                loaded.map_err(Unclaimed::Session)
+            }
+            Err(err) => Err(Unclaimed::Peers(err)),
         };
-        if let Err(reason) = taken {
-            tracing::warn!(client_id = %client_id, reason, "connection refused: the client id cannot be taken in the cluster");
+        if let Err(err) = taken {
+            tracing::warn!(client_id = %client_id, error = %err, "connection refused: the client id cannot be taken in the cluster");
             shared.forget_permissions(&identity, &client_id);
             refuse(&mut stream, ReasonCode::ServerUnavailable).await;
             return None;
@@ -339,6 +344,15 @@ impl Drop for EndOnDrop {
     fn drop(&mut self) {
         self.0.end();
     }
+}
+
+/// Why a cluster node could not take a client id from the others.
+#[derive(Debug, thiserror::Error)]
+enum Unclaimed {
+    #[error(transparent)]
+    Peers(crate::peers::PeersError),
+    #[error("cannot load its stored session: {0}")]
+    Session(ferrocore_store::StoreError),
 }
 
 /// Why a connection ended before its CONNECT.

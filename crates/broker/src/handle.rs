@@ -44,8 +44,9 @@ impl GatewayHandle {
 
     /// Lets another node take a client id: a live connection here is taken over
     /// and waited for until its session is parked and stored (or gone), then the
-    /// parked session is let go. True when this node held the client id.
-    pub async fn release(&self, client_id: &str) -> bool {
+    /// parked session is let go. Answers whether this node held the client id, and
+    /// the lifecycle version number it last gave it (0 when none).
+    pub async fn release(&self, client_id: &str) -> (bool, u64) {
         let router = &self.0.router;
         let online = router.control_of(client_id);
         if let Some(control) = &online {
@@ -54,7 +55,8 @@ impl GatewayHandle {
                 tracing::warn!(client_id, "a connection taken over by another node did not end in time");
             }
         }
-        router.release(client_id, now_ms()) || online.is_some()
+        let held = router.release(client_id, now_ms()) || online.is_some();
+        (held, router.version_of(client_id))
     }
 
     /// DeleteConnection for a client id held by this node.

@@ -41,7 +41,8 @@ pub trait Peers: Send + Sync + 'static {
     /// Takes a client id from the node holding it (a live connection is taken over,
     /// a parked session let go after it is stored), before this node connects it;
     /// fails when a live node does not answer (it may still hold the client id).
-    async fn claim(&self, client_id: &str) -> Result<(), PeersError>;
+    /// Answers the highest lifecycle version number a peer gave the client id.
+    async fn claim(&self, client_id: &str) -> Result<u64, PeersError>;
     /// DeleteConnection for a client id this node does not hold; true when a peer had it.
     async fn delete_connection(&self, client_id: &str, clean_session: bool, prevent_will: bool) -> bool;
     /// This node changed the retained message of `topic` in the store.
@@ -121,8 +122,8 @@ mod tests {
             self.0.lock().unwrap().push((subscription.to_string(), present));
         }
         async fn interest_settled(&self) {}
-        async fn claim(&self, _: &str) -> Result<(), PeersError> {
-            Ok(())
+        async fn claim(&self, _: &str) -> Result<u64, PeersError> {
+            Ok(0)
         }
         async fn delete_connection(&self, _: &str, _: bool, _: bool) -> bool {
             false

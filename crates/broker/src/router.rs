@@ -634,10 +634,14 @@ impl Router {
         };
         parked.keep_all(client_id, &mut entry.next_seq, unfinished, self.queue_limit, &mut writes);
         entry.stored = true;
-        writes.push(SessionWrite::Save {
-            client_id: client_id.to_string(),
-            record: record_of(&parked, &entry.subscriptions),
-        });
+        let record = SessionRecord {
+            identity: parked.identity.clone(),
+            subscriptions: stored_subscriptions(&entry.subscriptions),
+            expires_at_ms: parked.expires_at_ms,
+            live_expiry_secs: None,
+            version: entry.version,
+        };
+        writes.push(SessionWrite::Save { client_id: client_id.to_string(), record });
         entry.state = State::Offline(Box::new(parked));
         writes
     }
@@ -707,8 +711,9 @@ impl Router {
                 expires_at_ms: loaded.record.expires_at_ms,
             };
             let groups = shared_names(&subscriptions);
+            let version = loaded.record.version;
             let entry =
-                Entry { subscriptions, version: 0, next_seq, stored: true, state: State::Offline(Box::new(parked)) };
+                Entry { subscriptions, version, next_seq, stored: true, state: State::Offline(Box::new(parked)) };
             table.sessions.insert(loaded.client_id.clone(), entry);
             drop(table);
             self.sync_groups(&loaded.client_id, &groups);
@@ -1014,9 +1019,34 @@ impl Router {
             subscriptions,
             expires_at_ms: u64::MAX,
             live_expiry_secs: Some(expiry_secs),
+            version: entry.version,
         };
         entry.stored = true;
         Some(SessionWrite::Save { client_id: client_id.to_string(), record })
+    }
+
+    /// The lifecycle version number this node last gave a client id (0 when it
+    /// remembers none): a node taking the client id counts on from it.
+    pub fn version_of(&self, client_id: &str) -> u64 {
+        let table = self.read(client_id);
+        match table.sessions.get(client_id) {
+            Some(entry) => entry.version,
+            None => table.departed.get(client_id).map_or(0, |(version, _)| *version),
+        }
+    }
+
+    /// Another node of the cluster gave the client id `version`: its next connect
+    /// here counts on from it.
+    pub fn note_version(&self, client_id: &str, version: u64, now_ms: u64) {
+        let mut table = self.lock(client_id);
+        if let Some(entry) = table.sessions.get_mut(client_id) {
+            entry.version = entry.version.max(version);
+        } else if version > 0 {
+            let remembered = table.departed.entry(client_id.to_string()).or_insert((0, now_ms));
+            if remembered.0 < version {
+                *remembered = (version, now_ms);
+            }
+        }
     }
 
     /// Whether this node holds a client id's session, live or parked.
@@ -1046,15 +1076,6 @@ fn discard(client_id: &str, entry: Entry) -> Vec<SessionWrite> {
         writes.push(SessionWrite::Forget { client_id: client_id.to_string() });
     }
     writes
-}
-
-fn record_of(parked: &Parked, subscriptions: &HashMap<String, Subscription>) -> SessionRecord {
-    SessionRecord {
-        identity: parked.identity.clone(),
-        subscriptions: stored_subscriptions(subscriptions),
-        expires_at_ms: parked.expires_at_ms,
-        live_expiry_secs: None,
-    }
 }
 
 fn stored_subscriptions(subscriptions: &HashMap<String, Subscription>) -> Vec<(String, u8)> {
@@ -1448,5 +1469,21 @@ mod tests {
         assert_eq!(router.remembered(), 1000, "positive control: kept within the hour");
         router.expire(VERSION_MEMORY_MS + 10);
         assert_eq!(router.remembered(), 0, "nothing kept for client ids gone an hour");
+    }
+
+    #[test]
+    fn version_numbers_count_on_from_another_node() {
+        let (here, there) = (Router::new(10), Router::new(10));
+        for n in 0..3 {
+            connect(&there, "moving", n, true, 1);
+        }
+        assert_eq!(there.version_of("moving"), 3);
+        here.note_version("moving", there.version_of("moving"), 0);
+        assert_eq!(connect(&here, "moving", 10, true, 1).connected.version, 4, "one more than the other node's");
+        here.note_version("moving", 2, 0);
+        here.disconnect("moving", 10, Vec::new(), 0);
+        assert_eq!(connect(&here, "moving", 11, true, 1).connected.version, 5, "an older number changes nothing");
+        here.note_version("fresh", 0, 0);
+        assert_eq!(connect(&here, "fresh", 12, true, 1).connected.version, 1, "positive control: a new client id");
     }
 }

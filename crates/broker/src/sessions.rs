@@ -26,6 +26,9 @@ pub struct SessionRecord {
     /// Set while the session's connection is live on a cluster node: its expiry
     /// interval, counted from when the session is found without its node.
     pub live_expiry_secs: Option<u64>,
+    /// The lifecycle `versionNumber` of the client's last connect, so the node that
+    /// takes the session counts on from it.
+    pub version: u64,
 }
 
 /// A change to the stored sessions, made by the router under its lock and
@@ -58,6 +61,8 @@ struct Record {
     expires_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     live_expiry_secs: Option<u64>,
+    #[serde(default)]
+    version: u64,
     /// The cluster node that parked it (it queues the session's messages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     node: Option<String>,
@@ -109,6 +114,7 @@ impl SessionRecord {
             queue: Vec::new(),
             expires_at_ms: self.expires_at_ms,
             live_expiry_secs: self.live_expiry_secs,
+            version: self.version,
             node: node.map(str::to_string),
         };
         serde_json::to_vec(&record).expect("sessions always serialize")
@@ -127,7 +133,13 @@ impl SessionRecord {
             Some(secs) => now_ms.saturating_add(secs.saturating_mul(1000)),
             None => record.expires_at_ms,
         };
-        let session = Self { identity, subscriptions: record.subscriptions, expires_at_ms, live_expiry_secs: None };
+        let session = Self {
+            identity,
+            subscriptions: record.subscriptions,
+            expires_at_ms,
+            live_expiry_secs: None,
+            version: record.version,
+        };
         Some((session, legacy, record.node))
     }
 }
@@ -321,6 +333,7 @@ mod tests {
             subscriptions: vec![("a/#".into(), 1), ("$share/g/a".into(), 0x05)],
             expires_at_ms: 42,
             live_expiry_secs: None,
+            version: 7,
         }
     }
 

@@ -150,6 +150,9 @@ pub struct DeleteConnection {
 pub struct Answer {
     pub node: String,
     pub held: bool,
+    /// To a claim: the lifecycle version number the node last gave the client id.
+    #[serde(default)]
+    pub version: u64,
 }
 
 #[cfg(test)]

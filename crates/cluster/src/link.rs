@@ -458,11 +458,11 @@ impl Link {
                 frame::CLAIM => {
                     let (link, client_id) = (self.clone(), String::from_utf8_lossy(&event.payload).into_owned());
                     tokio::spawn(async move {
-                        let held = link.gateway.release(&client_id).await;
+                        let (held, version) = link.gateway.release(&client_id).await;
                         if held {
                             tracing::info!(client_id, "another node took the client id");
                         }
-                        link.answer(event.reply, held).await;
+                        link.answer(event.reply, held, version).await;
                     });
                 }
                 frame::DELETE_CONNECTION => {
@@ -473,7 +473,7 @@ impl Link {
                         let held = gateway
                             .delete_connection_here(&asked.client_id, asked.clean_session, asked.prevent_will)
                             .await;
-                        link.answer(event.reply, held).await;
+                        link.answer(event.reply, held, 0).await;
                     });
                 }
                 _ => {}
@@ -481,9 +481,10 @@ impl Link {
         }
     }
 
-    async fn answer(&self, reply: Option<async_nats::Subject>, held: bool) {
+    async fn answer(&self, reply: Option<async_nats::Subject>, held: bool, version: u64) {
         let Some(reply) = reply else { return };
-        let answer = serde_json::to_vec(&Answer { node: self.node.clone(), held }).expect("answers serialize");
+        let answer = Answer { node: self.node.clone(), held, version };
+        let answer = serde_json::to_vec(&answer).expect("answers serialize");
         if let Err(err) = self.data.publish(reply, answer.into()).await {
             tracing::warn!(error = %err, "cannot answer a peer");
         }
@@ -651,13 +652,13 @@ impl Peers for Link {
         let _ = tokio::time::timeout(FORWARD_WAIT, settled.wait_for(|applied| *applied >= target)).await;
     }
 
-    async fn claim(&self, client_id: &str) -> Result<(), PeersError> {
+    async fn claim(&self, client_id: &str) -> Result<u64, PeersError> {
         let (answers, expected) = self.ask(frame::CLAIM, Bytes::copy_from_slice(client_id.as_bytes())).await;
         for answer in answers.iter().filter(|a| a.held) {
             tracing::info!(client_id, from = %answer.node, "took the client id from another node");
         }
         match expected.saturating_sub(answers.len()) {
-            0 => Ok(()),
+            0 => Ok(answers.iter().map(|a| a.version).max().unwrap_or(0)),
             missing => Err(PeersError::Unanswered { missing }),
         }
     }
