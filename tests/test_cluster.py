@@ -266,25 +266,33 @@ def test_a_persistent_session_survives_the_kill_of_its_node(cluster):
         n2.revive()
 
 
-def test_a_live_persistent_session_survives_the_kill_of_its_node(cluster):
+def test_a_live_persistent_session_and_what_it_had_not_acknowledged_survive_the_kill_of_its_node(cluster):
     n1, n2, n3 = cluster.nodes
     device = cluster.device()
     client_id = f"live-{uid()}"
     topic = f"live/{uid()}"
-    online = connected(cluster.mqtt(n2, device, client_id, clean_session=False))
+    online = cluster.mqtt(n2, device, client_id, clean_session=False)
+    online.paho.manual_ack_set(True)  # receives, never acknowledges
+    connected(online)
     assert online.subscribe(topic, qos=1) == [1]
+    with cluster.mqtt(n1, device, f"pub-{uid()}") as publisher:
+        connected(publisher)
+        for n in range(10):
+            assert publisher.publish(topic, str(n), qos=1) == 0
+    # Each was stored on n2 before it was sent, and is unacknowledged when n2 dies.
+    online.wait_message(topic, 10)
     adopted = adoptions(n1)
     n2.kill()
     try:
         online.wait_for(lambda: online.disconnected.is_set(), "the connection to drop with its node")
         online.close()
         wait_until(lambda: adoptions(n1) > adopted, "n1 to take n2's sessions")
+        # The session was stored while live: its subscription keeps new messages for it.
         with cluster.mqtt(n1, device, f"pub-{uid()}") as publisher:
             connected(publisher)
-            for n in range(5):
+            for n in range(10, 15):
                 assert publisher.publish(topic, str(n), qos=1) == 0
-        # Session present: it was stored while live.
-        resumes_with(cluster, n3, device, client_id, topic, 5)
+        resumes_with(cluster, n3, device, client_id, topic, 15)
     finally:
         n2.revive()
 

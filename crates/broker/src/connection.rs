@@ -495,11 +495,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let mut taken = 0;
                     let now = now_ms();
                     loop {
-                        let Some(Delivery { message, qos, retain }) = next else {
+                        let Some(Delivery { message, qos, retain, stored }) = next else {
                             // Only the router closes the queue, when it parks this session.
                             return End::ConnectionLost;
                         };
-                        self.core.deliver((None, message), qos, retain, now);
+                        self.core.deliver((stored, message), qos, retain, now);
                         if self.flush_if_full().await.is_err() {
                             return End::ConnectionLost;
                         }

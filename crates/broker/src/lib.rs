@@ -299,6 +299,8 @@ impl Gateway {
             return;
         }
         self.shared.router.interest().attach(peers);
+        // A node may die with deliveries unacknowledged: the node taking its sessions needs them.
+        self.shared.router.store_live_deliveries();
     }
 
     /// Serves devices until `shutdown` completes.

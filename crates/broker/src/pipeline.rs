@@ -173,7 +173,10 @@ impl Shared {
         // No wait for room in full queues: one stream from the peers serves every
         // subscriber of its subject in turn, and the publisher is on another node.
         let dropped = published.full.len() as u64;
-        published.full.clear();
+        for pending in std::mem::take(&mut published.full) {
+            // Its stored record goes in the same commit as it came.
+            published.writes.extend(sessions::SessionWrite::dequeues(&pending.client_id, pending.delivery.stored));
+        }
         if dropped > 0 {
             metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(dropped);
         }
@@ -198,14 +201,34 @@ impl Shared {
                 Ok(()) => {}
                 // The session was parked meanwhile: it keeps a QoS 1 message.
                 Err(queue::SendTimeoutError::Closed(delivery)) if delivery.qos == QoS::AtLeastOnce => {
-                    writes.extend(self.router.requeue_closed(&pending.client_id, delivery.message));
+                    writes.extend(self.router.requeue_closed(&pending.client_id, delivery));
                 }
-                Err(_) => {
-                    metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1)
+                Err(queue::SendTimeoutError::Closed(delivery) | queue::SendTimeoutError::Timeout(delivery)) => {
+                    metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
+                    writes.extend(sessions::SessionWrite::dequeues(&pending.client_id, delivery.stored));
                 }
             }
         }
         self.sessions.apply(writes).await?;
+        if !published.stored_first.is_empty() {
+            // Their records are durable now. No wait for room: they are stored, and a
+            // full queue drops them as it would any delivery.
+            let mut writes = Vec::new();
+            for pending in published.stored_first {
+                match pending.sender.try_send(pending.delivery) {
+                    Ok(()) => {}
+                    Err(queue::TrySendError::Closed(delivery)) => {
+                        writes.extend(self.router.requeue_closed(&pending.client_id, delivery));
+                    }
+                    Err(queue::TrySendError::Full(delivery)) => {
+                        metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full")
+                            .increment(1);
+                        writes.extend(sessions::SessionWrite::dequeues(&pending.client_id, delivery.stored));
+                    }
+                }
+            }
+            self.sessions.apply(writes).await?;
+        }
         let Some(peers) = self.peers.get() else { return Ok(()) };
         match published.forwarded {
             Forwarded::No => {}

@@ -11,7 +11,7 @@
 //! own, always taken before a shard's, never while holding one.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use ferrocore_mqtt::{FilterIndex, QoS, SubscriptionOptions, topic};
@@ -123,6 +123,9 @@ pub struct Delivery {
     pub message: Arc<Message>,
     pub qos: QoS,
     pub retain: bool,
+    /// The sequence number of its stored queue record: a delivery to a live
+    /// persistent session of a cluster node is stored until the client acknowledges it.
+    pub stored: Option<u64>,
 }
 
 /// A connected client, as the router and the revalidation task see it.
@@ -398,6 +401,9 @@ pub struct Router {
     /// QoS 1 messages a parked session keeps at most; older ones are dropped.
     queue_limit: usize,
     interest: Arc<Interest>,
+    /// A cluster node's: QoS 1 deliveries to live persistent sessions are stored
+    /// until acknowledged, so a node taking the session after this one dies has them.
+    durable_live: AtomicBool,
 }
 
 /// Which subscriptions a publish is for.
@@ -427,6 +433,10 @@ pub struct Pending {
 pub struct Published {
     pub writes: Vec<SessionWrite>,
     pub full: Vec<Pending>,
+    /// Deliveries to live sessions whose deliveries are stored: sent once `writes`
+    /// (with their records) are committed, so a client's acknowledgement never
+    /// comes before the record it finishes.
+    pub stored_first: Vec<Pending>,
     /// In a cluster: how the message went to the other nodes.
     pub forwarded: Forwarded,
 }
@@ -483,7 +493,14 @@ impl Router {
             shared: RwLock::default(),
             queue_limit: queue_limit.max(1),
             interest,
+            durable_live: AtomicBool::new(false),
         }
+    }
+
+    /// From now on QoS 1 deliveries to live persistent sessions (those with a stored
+    /// record) are stored until acknowledged (a node of a cluster).
+    pub fn store_live_deliveries(&self) {
+        self.durable_live.store(true, Ordering::Relaxed);
     }
 
     /// The node's subscriptions, as its peers hear of them.
@@ -601,7 +618,7 @@ impl Router {
             deliveries.close();
             while let Some(delivery) = deliveries.try_recv() {
                 if delivery.qos == QoS::AtLeastOnce {
-                    unfinished.push((None, delivery.message));
+                    unfinished.push((delivery.stored, delivery.message));
                 }
             }
         }
@@ -614,13 +631,17 @@ impl Router {
             }
         };
         if !ours {
-            // Taken over by a resuming connection: hand it what this one had not finished.
+            // Taken over by a resuming connection: hand it what this one had not finished
+            // (with its stored record while the new connection's deliveries are stored).
+            let durable = self.durable_live.load(Ordering::Relaxed) && entry.stored;
             for (seq, message) in unfinished {
-                let delivery = Delivery { message, qos: QoS::AtLeastOnce, retain: false };
-                if client.sender.try_send(delivery).is_err() {
+                let stored = seq.filter(|_| durable);
+                let delivery = Delivery { message, qos: QoS::AtLeastOnce, retain: false, stored };
+                let sent = client.sender.try_send(delivery).is_ok();
+                if !sent {
                     metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
                 }
-                if let Some(seq) = seq {
+                if let Some(seq) = seq.filter(|_| !sent || !durable) {
                     writes.push(SessionWrite::Dequeue { client_id: client_id.to_string(), seq });
                 }
             }
@@ -671,15 +692,17 @@ impl Router {
 
     /// Keeps a QoS 1 delivery that found its connection's queue closed: the session
     /// was parked meanwhile.
-    pub fn requeue_closed(&self, client_id: &str, message: Arc<Message>) -> Vec<SessionWrite> {
+    pub fn requeue_closed(&self, client_id: &str, delivery: Delivery) -> Vec<SessionWrite> {
         let mut table = self.lock(client_id);
         let mut writes = Vec::new();
         if let Some(entry) = table.sessions.get_mut(client_id)
             && let State::Offline(parked) = &mut entry.state
         {
-            parked.keep(client_id, &mut entry.next_seq, None, message, self.queue_limit, &mut writes);
+            let (stored, message) = (delivery.stored, delivery.message);
+            parked.keep(client_id, &mut entry.next_seq, stored, message, self.queue_limit, &mut writes);
         } else {
             metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "connection_closed").increment(1);
+            writes.extend(SessionWrite::dequeues(client_id, delivery.stored));
         }
         writes
     }
@@ -782,7 +805,7 @@ impl Router {
         if !allows(&client.permissions, "iot:Receive", receive_resource) {
             return;
         }
-        let delivery = Delivery { message: Arc::new(message.clone()), qos, retain: true };
+        let delivery = Delivery { message: Arc::new(message.clone()), qos, retain: true, stored: None };
         if client.sender.try_send(delivery).is_err() {
             metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
         }
@@ -859,23 +882,26 @@ impl Router {
         // Parked sessions (direct subscribers, and one per shared subscription nobody
         // online took) are queued for afterwards, under their shard alone: only their
         // ids are copied here.
-        let mut parked_subscribers: Vec<String> = Vec::new();
+        // Live sessions whose QoS 1 deliveries are stored join them: their sequence
+        // numbers are taken under their shard alone too.
+        let mut parked_subscribers: Vec<(String, bool)> = Vec::new();
+        let durable_live = self.durable_live.load(Ordering::Relaxed);
         // A group's member picked on this node: the unshared subscribers were served where it was published.
         let shards = if matches!(scope, Scope::Group(_)) { 0 } else { self.shards.len() };
         for table in self.every_shard().take(shards) {
             for (client_id, entry, subscription) in table.subscribers(topic_name, publisher) {
+                let at_least_once = qos == QoS::AtLeastOnce && subscription.qos == QoS::AtLeastOnce;
+                let retain = retain && subscription.retain_as_published;
                 match entry.online() {
+                    Some(_) if at_least_once && durable_live && entry.stored => {
+                        parked_subscribers.push((client_id.to_string(), retain));
+                    }
                     Some(client) => {
-                        let delivery = Delivery {
-                            message: message.clone(),
-                            qos: qos.min(subscription.qos),
-                            retain: retain && subscription.retain_as_published,
-                        };
+                        let delivery =
+                            Delivery { message: message.clone(), qos: qos.min(subscription.qos), retain, stored: None };
                         offer(client, delivery, receive_resource, &mut published.full);
                     }
-                    None if qos == QoS::AtLeastOnce && subscription.qos == QoS::AtLeastOnce => {
-                        parked_subscribers.push(client_id.to_string());
-                    }
+                    None if at_least_once => parked_subscribers.push((client_id.to_string(), false)),
                     None => {}
                 }
             }
@@ -883,9 +909,9 @@ impl Router {
         if scope != Scope::Unshared {
             self.publish_to_groups(message, qos, receive_resource, scope, &mut published, &mut parked_subscribers);
         }
-        for client_id in &parked_subscribers {
+        for (client_id, retain) in &parked_subscribers {
             let mut table = self.lock(client_id);
-            self.keep_for_parked(&mut table, client_id, message, receive_resource, &mut published);
+            self.keep_for(&mut table, client_id, message, *retain, receive_resource, &mut published);
         }
         published
     }
@@ -900,12 +926,14 @@ impl Router {
         receive_resource: &str,
         scope: Scope<'_>,
         published: &mut Published,
-        parked_subscribers: &mut Vec<String>,
+        parked_subscribers: &mut Vec<(String, bool)>,
     ) {
         let shared = self.shared.read().unwrap_or_else(|e| e.into_inner());
         if shared.groups.is_empty() {
             return;
         }
+        let durable_live = self.durable_live.load(Ordering::Relaxed);
+        let mut durable_members: Vec<String> = Vec::new();
         let mut names: Vec<&str> = Vec::new();
         shared.index.for_each_match(&message.topic, |_, found| names.extend(found.keys().map(String::as_str)));
         if let Scope::Group(only) = scope {
@@ -922,7 +950,17 @@ impl Router {
                 let (Some(client), Some(granted)) = (entry.online(), entry.subscriptions.get(name)) else {
                     return false;
                 };
-                let delivery = Delivery { message: message.clone(), qos: qos.min(granted.qos), retain: false };
+                let stored_later = durable_live && entry.stored && qos == QoS::AtLeastOnce && granted.qos == qos;
+                if stored_later {
+                    // Queued with a stored record below, under its shard alone.
+                    let receives = allows(&client.permissions, "iot:Receive", receive_resource);
+                    if receives {
+                        durable_members.push(member.clone());
+                    }
+                    return receives;
+                }
+                let delivery =
+                    Delivery { message: message.clone(), qos: qos.min(granted.qos), retain: false, stored: None };
                 offer(client, delivery, receive_resource, &mut published.full)
             });
             if let Some(step) = served {
@@ -940,31 +978,48 @@ impl Router {
                         && matches!(&entry.state, State::Offline(parked) if receives(parked))
                 })
             });
-            parked_subscribers.extend(keeper.cloned());
+            parked_subscribers.extend(keeper.map(|member| (member.clone(), false)));
         }
+        parked_subscribers.extend(durable_members.into_iter().map(|member| (member, false)));
     }
 
-    /// Keeps a QoS 1 message for a parked session whose iot:Receive allows it; one that
-    /// resumed since the publish looked gets it on its new connection instead.
-    fn keep_for_parked(
+    /// Keeps a QoS 1 message for a session whose iot:Receive allows it: a parked one
+    /// queues it, a live one is sent it — with a stored record when its deliveries
+    /// are stored (a cluster's live persistent session), so it outlives this node.
+    fn keep_for(
         &self,
         table: &mut Table,
         client_id: &str,
         message: &Arc<Message>,
+        retain: bool,
         receive_resource: &str,
         published: &mut Published,
     ) {
-        let Some(entry) = table.sessions.get_mut(client_id) else { return };
-        match &mut entry.state {
+        let Some(Entry { state, next_seq, stored, .. }) = table.sessions.get_mut(client_id) else { return };
+        match state {
             State::Offline(parked) => {
                 if allows(&parked.permissions, "iot:Receive", receive_resource) {
                     let (limit, writes) = (self.queue_limit, &mut published.writes);
-                    parked.keep(client_id, &mut entry.next_seq, None, message.clone(), limit, writes);
+                    parked.keep(client_id, next_seq, None, message.clone(), limit, writes);
                 }
             }
             State::Online(client) => {
-                let delivery = Delivery { message: message.clone(), qos: QoS::AtLeastOnce, retain: false };
-                offer(client, delivery, receive_resource, &mut published.full);
+                let durable = *stored
+                    && self.durable_live.load(Ordering::Relaxed)
+                    && allows(&client.permissions, "iot:Receive", receive_resource);
+                if durable {
+                    let seq = *next_seq;
+                    *next_seq += 1;
+                    let write = SessionWrite::Queue { client_id: client_id.to_string(), seq, message: message.clone() };
+                    published.writes.push(write);
+                    let delivery =
+                        Delivery { message: message.clone(), qos: QoS::AtLeastOnce, retain, stored: Some(seq) };
+                    let (client_id, sender) = (client_id.to_string(), client.sender.clone());
+                    published.stored_first.push(Pending { client_id, sender, delivery });
+                } else {
+                    let delivery = Delivery { message: message.clone(), qos: QoS::AtLeastOnce, retain, stored: None };
+                    offer(client, delivery, receive_resource, &mut published.full);
+                }
             }
         }
     }
@@ -1327,6 +1382,49 @@ mod tests {
         let resumed = connect(&router, "c", 2, false, 16);
         assert!(resumed.connected.session_present);
         assert_eq!(resumed.connected.replay, vec![(0, Arc::new(message(1)))]);
+    }
+
+    #[test]
+    fn a_cluster_node_stores_deliveries_to_live_persistent_sessions_until_they_park() {
+        let router = sharded(100);
+        router.store_live_deliveries();
+        let mut stored = connect(&router, "stored", 1, false, 16);
+        let mut unstored = connect(&router, "unstored", 2, false, 16);
+        for id in ["stored", "unstored"] {
+            router.subscribe(id, "t/#", Subscription::with_qos(QoS::AtLeastOnce));
+        }
+        assert!(router.live_record("stored", 3600).is_some(), "the live persistent session is stored");
+        let published = publish(&router, 7);
+        let queued: Vec<_> = published.writes.iter().filter(|w| matches!(w, SessionWrite::Queue { .. })).collect();
+        assert!(
+            matches!(&queued[..], [SessionWrite::Queue { client_id, seq: 0, .. }] if client_id == "stored"),
+            "one record, for the stored session only: {:?}",
+            published.writes
+        );
+        assert!(stored.deliveries.try_recv().is_none(), "sent only once its record is committed");
+        assert_eq!(unstored.deliveries.try_recv().unwrap().stored, None, "positive control: delivered, not stored");
+        let [Pending { delivery, .. }] = &published.stored_first[..] else {
+            panic!("{:?}", published.stored_first.len())
+        };
+        assert_eq!((delivery.stored, number(&delivery.message)), (Some(0), 7));
+        // Parked with a delivery queued after its commit: its record is kept, not written again.
+        for pending in publish(&router, 8).stored_first {
+            pending.sender.try_send(pending.delivery).unwrap();
+        }
+        let writes = router.park("stored", 1, FAR, Vec::new(), &mut stored.deliveries);
+        assert!(!writes.iter().any(|w| matches!(w, SessionWrite::Queue { .. })), "{writes:?}");
+        let resumed = connect(&router, "stored", 3, false, 16);
+        assert_eq!(resumed.connected.replay, vec![(1, Arc::new(message(8)))]);
+    }
+
+    #[test]
+    fn a_node_alone_does_not_store_live_deliveries() {
+        let router = sharded(100);
+        let mut client = connect(&router, "c", 1, false, 16);
+        router.subscribe("c", "t/#", Subscription::with_qos(QoS::AtLeastOnce));
+        router.live_record("c", 3600);
+        assert!(publish(&router, 1).writes.is_empty());
+        assert_eq!(client.deliveries.try_recv().unwrap().stored, None);
     }
 
     #[test]

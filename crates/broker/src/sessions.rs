@@ -2,7 +2,8 @@
 //! one record per session (identity, subscriptions, expiry) in `MqttSession`, and
 //! one record per queued QoS 1 message in `MqttQueuedMessage`, appended when the
 //! message is queued and deleted once it is delivered, so queuing costs one small
-//! write whatever the queue's length.
+//! write whatever the queue's length. On a cluster node, live persistent sessions are
+//! stored too, with a record per QoS 1 delivery until the client acknowledges it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -187,23 +188,32 @@ impl SessionStore {
             return Ok(None);
         };
         let mut queue: Vec<(u64, Message)> = legacy.into_iter().enumerate().map(|(i, m)| (i as u64, m)).collect();
+        for (seq, stored) in self.queued(client_id).await? {
+            let message =
+                serde_json::from_slice::<QueuedRecord>(&stored.body).ok().and_then(QueuedRecord::into_message);
+            queue.extend(message.map(|message| (seq, message)));
+        }
+        Ok(Some(StoredSession { record, queue }))
+    }
+
+    /// The stored queue records of one client id, in order.
+    async fn queued(&self, client_id: &str) -> Result<Vec<(u64, ferrocore_store::Record)>, StoreError> {
         let prefix = queued_key(client_id, 0);
         let prefix = &prefix[..prefix.len() - 20];
         let mut after = prefix.to_string();
-        'pages: loop {
+        let mut queued = Vec::new();
+        loop {
             let batch = self.store.list(Collection::MqttQueuedMessage, Some(&after), 500).await?;
             let Some(last) = batch.last() else { break };
             after = last.key.clone();
             for stored in batch {
                 let Some((_, seq)) = parse_queued_key(&stored.key).filter(|_| stored.key.starts_with(prefix)) else {
-                    break 'pages;
+                    return Ok(queued);
                 };
-                let message =
-                    serde_json::from_slice::<QueuedRecord>(&stored.body).ok().and_then(QueuedRecord::into_message);
-                queue.extend(message.map(|message| (seq, message)));
+                queued.push((seq, stored));
             }
         }
-        Ok(Some(StoredSession { record, queue }))
+        Ok(queued)
     }
 
     async fn scan(&self, collection: Collection) -> Result<Vec<ferrocore_store::Record>, StoreError> {
@@ -291,8 +301,20 @@ impl SessionStore {
         if writes.is_empty() {
             return Ok(());
         }
+        // A forgotten session's queue goes with it: records of deliveries a live
+        // session stored are not all finished one by one when it ends.
+        let mut forgotten_queues = Vec::new();
+        for write in &writes {
+            if let SessionWrite::Forget { client_id } = write {
+                let queued = self.queued(client_id).await?;
+                forgotten_queues.extend(queued.into_iter().map(|(seq, _)| (client_id.clone(), seq)));
+            }
+        }
+        let forgotten_queues =
+            forgotten_queues.into_iter().map(|(client_id, seq)| SessionWrite::Dequeue { client_id, seq });
         let writes = writes
             .into_iter()
+            .chain(forgotten_queues)
             .map(|write| match write {
                 SessionWrite::Save { client_id, record } => Write::put(
                     Collection::MqttSession,
