@@ -36,10 +36,27 @@ pub struct SessionRecord {
 /// committed by the caller before it acknowledges what caused it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionWrite {
-    Save { client_id: String, record: SessionRecord },
-    Forget { client_id: String },
-    Queue { client_id: String, seq: u64, message: Arc<Message> },
-    Dequeue { client_id: String, seq: u64 },
+    Save {
+        client_id: String,
+        record: SessionRecord,
+    },
+    Forget {
+        client_id: String,
+    },
+    Queue {
+        client_id: String,
+        seq: u64,
+        message: Arc<Message>,
+    },
+    Dequeue {
+        client_id: String,
+        seq: u64,
+    },
+    /// The session moved here from the cluster node `node`, which stored it.
+    Disown {
+        client_id: String,
+        node: String,
+    },
 }
 
 impl SessionWrite {
@@ -163,7 +180,17 @@ fn parse_queued_key(key: &str) -> Option<(&str, u64)> {
 pub struct StoredSession {
     pub record: SessionRecord,
     pub queue: Vec<(u64, Message)>,
+    /// The cluster node that stored it.
+    pub node: Option<String>,
 }
+
+/// The key of a session's entry in the index by node (node ids hold no space).
+fn node_key(node: &str, client_id: &str) -> String {
+    format!("{node} {client_id}")
+}
+
+/// The setting that says the index by node holds every stored session.
+const NODE_INDEX_BUILT: &str = "mqtt_session_node_index_built";
 
 /// The durable side of persistent sessions.
 pub struct SessionStore {
@@ -183,7 +210,7 @@ impl SessionStore {
         let Some(record) = self.store.get(Collection::MqttSession, client_id).await? else {
             return Ok(None);
         };
-        let Some((record, legacy, _)) = SessionRecord::decode(&record.body, crate::now_ms()) else {
+        let Some((record, legacy, node)) = SessionRecord::decode(&record.body, crate::now_ms()) else {
             tracing::warn!(client_id, "skipping a stored session that does not decode");
             return Ok(None);
         };
@@ -193,7 +220,37 @@ impl SessionStore {
                 serde_json::from_slice::<QueuedRecord>(&stored.body).ok().and_then(QueuedRecord::into_message);
             queue.extend(message.map(|message| (seq, message)));
         }
-        Ok(Some(StoredSession { record, queue }))
+        Ok(Some(StoredSession { record, queue, node }))
+    }
+
+    /// This node's id in a cluster.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    /// Indexes by node the sessions stored before the index existed (once per store:
+    /// the first cluster node to start does it).
+    pub async fn build_node_index(&self) -> Result<(), StoreError> {
+        if self.node.is_none() || self.store.get(Collection::Setting, NODE_INDEX_BUILT).await?.is_some() {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        for record in self.scan(Collection::MqttSession).await? {
+            if let Some((_, _, Some(node))) = SessionRecord::decode(&record.body, 0) {
+                entries.push(Write::put(
+                    Collection::MqttSessionNode,
+                    node_key(&node, &record.key),
+                    Expect::Anything,
+                    vec![],
+                ));
+            }
+        }
+        tracing::info!(sessions = entries.len(), "indexing stored sessions by node");
+        for chunk in entries.chunks(1000) {
+            self.store.commit(chunk.to_vec()).await?;
+        }
+        let built = Write::put(Collection::Setting, NODE_INDEX_BUILT, Expect::Anything, b"true".to_vec());
+        self.store.commit(vec![built]).await.map(drop)
     }
 
     /// The stored queue records of one client id, in order.
@@ -228,15 +285,29 @@ impl SessionStore {
         Ok(records)
     }
 
-    /// The sessions another node of the cluster parked (it died), with their queues.
+    /// The sessions a node of the cluster stored (it died, or it is this node
+    /// starting), with their queues, found through the index by node; entries whose
+    /// session moved on or is gone are deleted.
     pub async fn parked_by(&self, node: &str) -> Result<Vec<(String, StoredSession)>, StoreError> {
-        let mut parked = Vec::new();
-        for record in self.scan(Collection::MqttSession).await? {
-            let owned = SessionRecord::decode(&record.body, crate::now_ms())
-                .is_some_and(|(_, _, owner)| owner.as_deref() == Some(node));
-            if owned && let Some(session) = self.load_one(&record.key).await? {
-                parked.push((record.key, session));
+        let prefix = node_key(node, "");
+        let (mut parked, mut stale) = (Vec::new(), Vec::new());
+        let mut after = prefix.clone();
+        'pages: loop {
+            let batch = self.store.list(Collection::MqttSessionNode, Some(&after), 500).await?;
+            let Some(last) = batch.last() else { break };
+            after = last.key.clone();
+            for entry in batch {
+                let Some(client_id) = entry.key.strip_prefix(&prefix) else { break 'pages };
+                match self.load_one(client_id).await? {
+                    Some(session) if session.node.as_deref() == Some(node) => {
+                        parked.push((client_id.to_string(), session));
+                    }
+                    _ => stale.push(Write::delete(Collection::MqttSessionNode, &entry.key, Expect::Anything)),
+                }
             }
+        }
+        if !stale.is_empty() {
+            self.store.commit(stale).await?;
         }
         Ok(parked)
     }
@@ -245,17 +316,17 @@ impl SessionStore {
     /// queue inside the session record) are rewritten in the current form, and
     /// queued messages whose session is gone are deleted.
     pub async fn load_all(&self) -> Result<HashMap<String, StoredSession>, StoreError> {
+        if let Some(node) = &self.node {
+            // A cluster node's own sessions; another's are taken when its client connects here.
+            return Ok(self.parked_by(node).await?.into_iter().collect());
+        }
         let mut sessions: HashMap<String, StoredSession> = HashMap::new();
         let (mut writes, mut orphans) = (Vec::new(), Vec::new());
         for record in self.scan(Collection::MqttSession).await? {
-            let Some((session, legacy, node)) = SessionRecord::decode(&record.body, crate::now_ms()) else {
+            let Some((session, legacy, _)) = SessionRecord::decode(&record.body, crate::now_ms()) else {
                 tracing::warn!(client_id = %record.key, "skipping a stored session that does not decode");
                 continue;
             };
-            if self.node.is_some() && node != self.node {
-                // Another node's: it is taken when its client connects here.
-                continue;
-            }
             let client_id = record.key;
             if !legacy.is_empty() {
                 let queue: Vec<(u64, Message)> = legacy.into_iter().enumerate().map(|(i, m)| (i as u64, m)).collect();
@@ -265,9 +336,9 @@ impl SessionStore {
                     message: Arc::new(message.clone()),
                 }));
                 writes.push(SessionWrite::Save { client_id: client_id.clone(), record: session.clone() });
-                sessions.insert(client_id, StoredSession { record: session, queue });
+                sessions.insert(client_id, StoredSession { record: session, queue, node: None });
             } else {
-                sessions.insert(client_id, StoredSession { record: session, queue: Vec::new() });
+                sessions.insert(client_id, StoredSession { record: session, queue: Vec::new(), node: None });
             }
         }
         for record in self.scan(Collection::MqttQueuedMessage).await? {
@@ -280,8 +351,6 @@ impl SessionStore {
                         session.queue.push((seq, message));
                     }
                 }
-                // In a cluster the session may be another node's.
-                _ if self.node.is_some() => {}
                 _ => orphans.push(Write::delete(Collection::MqttQueuedMessage, &record.key, Expect::Anything)),
             }
         }
@@ -312,18 +381,28 @@ impl SessionStore {
         }
         let forgotten_queues =
             forgotten_queues.into_iter().map(|(client_id, seq)| SessionWrite::Dequeue { client_id, seq });
-        let writes = writes
+        let mut indexed = Vec::new();
+        let mut writes: Vec<Write> = writes
             .into_iter()
             .chain(forgotten_queues)
             .map(|write| match write {
-                SessionWrite::Save { client_id, record } => Write::put(
-                    Collection::MqttSession,
-                    &client_id,
-                    Expect::Anything,
-                    record.encode(self.node.as_deref()),
-                ),
+                SessionWrite::Save { client_id, record } => {
+                    if let Some(node) = &self.node {
+                        let entry = node_key(node, &client_id);
+                        indexed.push(Write::put(Collection::MqttSessionNode, entry, Expect::Anything, Vec::new()));
+                    }
+                    let body = record.encode(self.node.as_deref());
+                    Write::put(Collection::MqttSession, &client_id, Expect::Anything, body)
+                }
                 SessionWrite::Forget { client_id } => {
+                    if let Some(node) = &self.node {
+                        let entry = node_key(node, &client_id);
+                        indexed.push(Write::delete(Collection::MqttSessionNode, entry, Expect::Anything));
+                    }
                     Write::delete(Collection::MqttSession, &client_id, Expect::Anything)
+                }
+                SessionWrite::Disown { client_id, node } => {
+                    Write::delete(Collection::MqttSessionNode, node_key(&node, &client_id), Expect::Anything)
                 }
                 SessionWrite::Queue { client_id, seq, message } => {
                     let body = serde_json::to_vec(&QueuedRecord::of(&message)).expect("messages always serialize");
@@ -334,6 +413,7 @@ impl SessionStore {
                 }
             })
             .collect();
+        writes.append(&mut indexed);
         self.store.commit(writes).await.map(drop)
     }
 }
@@ -451,6 +531,45 @@ mod tests {
         let payloads: Vec<_> = taken.queue.iter().map(|(seq, m)| (*seq, m.payload.clone())).collect();
         assert_eq!(payloads, vec![(1, Bytes::from("c-1")), (2, Bytes::from("c-2"))]);
         assert!(second.load_one("unknown").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn sessions_are_found_by_node_through_the_index_which_follows_them_when_they_move() {
+        let (_dir, store) = store().await;
+        let (first, second) =
+            (SessionStore::new(store.clone(), Some("n1".into())), SessionStore::new(store.clone(), Some("n2".into())));
+        let save = |client_id: &str| SessionWrite::Save {
+            client_id: client_id.into(),
+            record: record(Identity::Certificate("x".into())),
+        };
+        first.apply(vec![save("a"), save("b"), save("c")]).await.unwrap();
+        let ids = |found: Vec<(String, StoredSession)>| found.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        assert_eq!(ids(second.parked_by("n1").await.unwrap()), ["a", "b", "c"]);
+        // n2 takes `a` (the entry under n1 goes), `b` is forgotten.
+        second.apply(vec![save("a"), SessionWrite::Disown { client_id: "a".into(), node: "n1".into() }]).await.unwrap();
+        first.apply(vec![SessionWrite::Forget { client_id: "b".into() }]).await.unwrap();
+        assert_eq!(ids(second.parked_by("n1").await.unwrap()), ["c"]);
+        assert_eq!(ids(first.parked_by("n2").await.unwrap()), ["a"], "positive control: it moved");
+        // An entry left behind (a session stored again elsewhere without its Disown) is
+        // skipped and deleted when read.
+        second.apply(vec![save("c")]).await.unwrap();
+        assert!(second.parked_by("n1").await.unwrap().is_empty());
+        let entries: Vec<String> =
+            store.list(Collection::MqttSessionNode, None, 10).await.unwrap().into_iter().map(|e| e.key).collect();
+        assert_eq!(entries, ["n2 a", "n2 c"]);
+    }
+
+    #[tokio::test]
+    async fn sessions_stored_before_the_node_index_are_indexed_once() {
+        let (_dir, store) = store().await;
+        let body = record(Identity::Certificate("x".into())).encode(Some("n1"));
+        store.commit(vec![Write::put(Collection::MqttSession, "old", Expect::Anything, body)]).await.unwrap();
+        let node = SessionStore::new(store.clone(), Some("n2".into()));
+        assert!(node.parked_by("n1").await.unwrap().is_empty(), "not indexed yet");
+        node.build_node_index().await.unwrap();
+        let found: Vec<String> = node.parked_by("n1").await.unwrap().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(found, ["old"]);
+        assert!(store.get(Collection::Setting, NODE_INDEX_BUILT).await.unwrap().is_some());
     }
 
     #[tokio::test]

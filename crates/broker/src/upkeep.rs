@@ -10,6 +10,7 @@ use crate::{Shared, now_ms, router};
 /// Loads the persistent sessions of disconnected clients, with their permissions
 /// (in a cluster, those this node parked).
 pub(crate) async fn load_sessions(shared: &Shared) -> Result<usize, ferrocore_store::StoreError> {
+    shared.sessions.build_node_index().await?;
     let loaded = with_permissions(shared, shared.sessions.load_all().await?).await;
     let queued: usize = loaded.iter().map(|l| l.queue.len()).sum();
     tracing::info!(sessions = loaded.len(), queued, "loaded persistent sessions");
@@ -42,14 +43,27 @@ async fn take(
     shared: &Shared,
     stored: Vec<(String, crate::sessions::StoredSession)>,
 ) -> Result<usize, ferrocore_store::StoreError> {
+    // Stored as this node's from now on: the index entry of the node that stored it goes.
+    let own = shared.sessions.node();
+    let mut disowned: HashMap<String, String> = stored
+        .iter()
+        .filter_map(|(client_id, session)| Some((client_id.clone(), session.node.clone()?)))
+        .filter(|(_, node)| Some(node.as_str()) != own)
+        .collect();
     let loaded = with_permissions(shared, stored).await;
     let mut writes: HashMap<String, SessionWrite> = loaded
         .iter()
         .map(|l| (l.client_id.clone(), SessionWrite::Save { client_id: l.client_id.clone(), record: l.record.clone() }))
         .collect();
     let taken = shared.router.load(loaded);
-    let writes = taken.iter().filter_map(|client_id| writes.remove(client_id)).collect();
-    shared.sessions.apply(writes).await?;
+    let mut kept = Vec::with_capacity(taken.len() * 2);
+    for client_id in &taken {
+        kept.extend(writes.remove(client_id));
+        if let Some(node) = disowned.remove(client_id) {
+            kept.push(SessionWrite::Disown { client_id: client_id.clone(), node });
+        }
+    }
+    shared.sessions.apply(kept).await?;
     Ok(taken.len())
 }
 

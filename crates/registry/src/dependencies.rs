@@ -61,6 +61,7 @@ pub(crate) fn changed_by(writes: &[Write], account: &Account) -> Vec<Dependency>
             | Collection::RetainedMessage
             | Collection::MqttSession
             | Collection::MqttQueuedMessage
+            | Collection::MqttSessionNode
             | Collection::Setting
             | Collection::Shadow
             | Collection::ShadowVersion

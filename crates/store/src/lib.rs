@@ -59,6 +59,9 @@ pub enum Collection {
     CaCertificateIndex,
     /// Topic rules by their FROM filter: `<filter, space and % escaped> <rule>`, one empty record each.
     TopicRuleTopic,
+    /// Persistent MQTT sessions by the cluster node that stored them: `<node> <client id>`,
+    /// one empty record each.
+    MqttSessionNode,
 }
 
 impl Collection {
@@ -85,6 +88,7 @@ impl Collection {
             Self::ThingGroupChild => "thing_group_child",
             Self::CertificateOrder => "certificate_order",
             Self::TopicRuleTopic => "topic_rule_topic",
+            Self::MqttSessionNode => "mqtt_session_node",
             Self::CaCertificateIndex => "ca_certificate_index",
         }
     }
