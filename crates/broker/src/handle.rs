@@ -14,6 +14,14 @@ use crate::{Shared, now_ms, retained};
 /// A peer's message routed here, with the store writes it left.
 pub struct FromPeer(crate::router::Published);
 
+impl FromPeer {
+    /// Whether deliveries wait for their records' commit (to live persistent
+    /// sessions): a later message must not reach their connections first.
+    pub fn holds_deliveries(&self) -> bool {
+        !self.0.stored_first.is_empty()
+    }
+}
+
 /// How long a node taking a client id waits for the connection here to finish
 /// (less than the claiming node waits for the answer).
 const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -37,7 +45,8 @@ impl GatewayHandle {
         FromPeer(self.0.route_from_peer(message, qos, retain, group))
     }
 
-    /// Stores what routing a peer's message queued for parked persistent sessions.
+    /// Stores what routing a peer's message queued for persistent sessions, then
+    /// hands the deliveries that waited for their records to their connections.
     pub async fn settle_from_peer(&self, routed: FromPeer) {
         self.0.store_changed(routed.0).await;
     }

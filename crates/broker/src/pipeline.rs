@@ -173,10 +173,7 @@ impl Shared {
         // No wait for room in full queues: one stream from the peers serves every
         // subscriber of its subject in turn, and the publisher is on another node.
         let dropped = published.full.len() as u64;
-        for pending in std::mem::take(&mut published.full) {
-            // Its stored record goes in the same commit as it came.
-            published.writes.extend(sessions::SessionWrite::dequeues(&pending.client_id, pending.delivery.stored));
-        }
+        published.full.clear();
         if dropped > 0 {
             metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(dropped);
         }
@@ -211,16 +208,15 @@ impl Shared {
         }
         self.sessions.apply(writes).await?;
         if !published.stored_first.is_empty() {
-            // Their records are durable now. No wait for room: they are stored, and a
-            // full queue drops them as it would any delivery.
+            // Their records are durable now; a full queue is waited for as above.
             let mut writes = Vec::new();
             for pending in published.stored_first {
-                match pending.sender.try_send(pending.delivery) {
+                match pending.sender.send_timeout(pending.delivery, QUEUE_FULL_WAIT).await {
                     Ok(()) => {}
-                    Err(queue::TrySendError::Closed(delivery)) => {
+                    Err(queue::SendTimeoutError::Closed(delivery)) => {
                         writes.extend(self.router.requeue_closed(&pending.client_id, delivery));
                     }
-                    Err(queue::TrySendError::Full(delivery)) => {
+                    Err(queue::SendTimeoutError::Timeout(delivery)) => {
                         metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full")
                             .increment(1);
                         writes.extend(sessions::SessionWrite::dequeues(&pending.client_id, delivery.stored));

@@ -125,7 +125,7 @@ pub struct Link {
     process: u64,
     next_seq: AtomicU64,
     /// Which messages from other nodes were delivered (NATS sends one copy per matching subscription).
-    delivered: Mutex<frame::Delivered>,
+    delivered: tokio::sync::Mutex<frame::Delivered>,
     peers: Mutex<HashMap<String, (Instant, bool)>>,
     store_reachable: AtomicBool,
     standing: Mutex<Standing>,
@@ -206,7 +206,7 @@ impl Link {
             settled,
             process: process_id(),
             next_seq: AtomicU64::new(1),
-            delivered: Mutex::default(),
+            delivered: tokio::sync::Mutex::default(),
             peers: Mutex::default(),
             store_reachable: AtomicBool::new(true),
             standing: Mutex::new(Standing::new(Instant::now(), PEER_SILENCE + HEARTBEAT_EVERY)),
@@ -416,18 +416,21 @@ impl Link {
             };
             metrics::counter!("ferrocore_cluster_messages_in_total").increment(1);
             let frame::Arrived { message, qos, retain, origin } = arrived;
-            let routed = match &group {
-                Some(group) => self.gateway.route_from_peer(message, qos, retain, Some(group)),
-                None => {
-                    // Checked and routed under one lock: of two copies, the second waits
-                    // until the first is in the subscribers' queues, so order holds.
-                    let mut seen = self.delivered.lock().unwrap_or_else(|e| e.into_inner());
-                    if !seen.first(origin) {
-                        continue;
-                    }
-                    self.gateway.route_from_peer(message, qos, retain, None)
+            let Some(group) = &group else {
+                // Checked and routed under one lock: of two copies, the second waits
+                // until the first is in the subscribers' queues, so order holds — also
+                // for deliveries that wait for their records' commit.
+                let mut seen = self.delivered.lock().await;
+                if !seen.first(origin) {
+                    continue;
                 }
+                let routed = self.gateway.route_from_peer(message, qos, retain, None);
+                let held = routed.holds_deliveries().then_some(seen);
+                self.gateway.settle_from_peer(routed).await;
+                drop(held);
+                continue;
             };
+            let routed = self.gateway.route_from_peer(message, qos, retain, Some(group));
             self.gateway.settle_from_peer(routed).await;
         }
     }
