@@ -1,5 +1,5 @@
 """Three ferrocore nodes as one AWS IoT Core: one PostgreSQL database, one throw-away
-nats-server, real clients (paho, boto3) connected to different nodes.
+nats-server, real clients (paho, the AWS IoT Device SDK, boto3) connected to different nodes.
 
 Every check here holds "whichever node a device or an API call reaches": messages
 cross nodes once and only where subscribed, client ids are unique cluster-wide,
@@ -118,6 +118,50 @@ def test_shadow_updates_through_different_nodes_lose_nothing(cluster):
     document = json.loads(clients[0].get_thing_shadow(thingName=thing)["payload"].read())
     assert len(document["state"]["reported"]) == 45, "every update through every node is in the shadow"
     assert document["version"] == 45
+
+
+def test_an_aws_iot_device_sdk_client_talks_across_nodes(cluster):
+    """The seeds' SDK (AWSIoTPythonSDK) on n2: commands from a controller on n1 reach it,
+    its telemetry reaches a watcher on n3, and its shadow update is read through n3's API."""
+    sdk = pytest.importorskip("AWSIoTPythonSDK.MQTTLib", reason="AWSIoTPythonSDK is not installed; SKIPPED")
+    n1, n2, n3 = cluster.nodes
+    device = cluster.device()
+    endpoint = cluster.iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
+    files = device.files
+    client = sdk.AWSIoTMQTTClient(device.thing)
+    client.configureEndpoint(endpoint, n2.mqtt_port)
+    client.configureCredentials(str(files / "ca.pem"), str(files / "key.pem"), str(files / "cert.pem"))
+    client.configureConnectDisconnectTimeout(10)
+    client.configureMQTTOperationTimeout(5)
+    commands: list[bytes] = []
+    with cluster.mqtt(n1, device, f"controller-{uid()}") as controller, \
+            cluster.mqtt(n3, device, f"watch-{uid()}") as watcher:
+        connected(controller)
+        connected(watcher)
+        telemetry = f"sensors/{device.thing}/temperature"
+        watcher.subscribe(telemetry, qos=1)
+        assert client.connect()
+        try:
+            assert client.subscribe(f"commands/{device.thing}/#", 1, lambda c, u, m: commands.append(m.payload))
+            assert controller.publish(f"commands/{device.thing}/reboot", b"reboot", qos=1) == 0
+            wait_until(lambda: commands == [b"reboot"], "the command at the SDK client on n2")
+            assert client.publish(telemetry, json.dumps({"temperature": 21.5}), 1)
+            [reading] = watcher.wait_message(telemetry)
+            assert json.loads(reading.payload) == {"temperature": 21.5}
+            update = {"state": {"reported": {"firmware": "1.2"}}}
+            assert client.publish(f"$aws/things/{device.thing}/shadow/update", json.dumps(update), 1)
+            data = n3.client("iot-data")
+
+            def reported():
+                try:
+                    shadow = json.loads(data.get_thing_shadow(thingName=device.thing)["payload"].read())
+                except data.exceptions.ResourceNotFoundException:
+                    return None
+                return shadow["state"]["reported"]
+
+            wait_until(lambda: reported() == {"firmware": "1.2"}, "the shadow read through n3")
+        finally:
+            client.disconnect()
 
 
 def test_messages_go_only_to_nodes_that_subscribe(cluster):
