@@ -194,34 +194,14 @@ impl Shared {
     pub(crate) async fn settle(&self, published: router::Published) -> Result<(), NotKept> {
         let mut writes = published.writes;
         for pending in published.full {
-            match pending.sender.send_timeout(pending.delivery, QUEUE_FULL_WAIT).await {
-                Ok(()) => {}
-                // The session was parked meanwhile: it keeps a QoS 1 message.
-                Err(queue::SendTimeoutError::Closed(delivery)) if delivery.qos == QoS::AtLeastOnce => {
-                    writes.extend(self.router.requeue_closed(&pending.client_id, delivery));
-                }
-                Err(queue::SendTimeoutError::Closed(delivery) | queue::SendTimeoutError::Timeout(delivery)) => {
-                    metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
-                    writes.extend(sessions::SessionWrite::dequeues(&pending.client_id, delivery.stored));
-                }
-            }
+            writes.extend(self.hand_over(pending).await);
         }
         self.sessions.apply(writes).await?;
         if !published.stored_first.is_empty() {
-            // Their records are durable now; a full queue is waited for as above.
+            // Their records are durable now.
             let mut writes = Vec::new();
             for pending in published.stored_first {
-                match pending.sender.send_timeout(pending.delivery, QUEUE_FULL_WAIT).await {
-                    Ok(()) => {}
-                    Err(queue::SendTimeoutError::Closed(delivery)) => {
-                        writes.extend(self.router.requeue_closed(&pending.client_id, delivery));
-                    }
-                    Err(queue::SendTimeoutError::Timeout(delivery)) => {
-                        metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full")
-                            .increment(1);
-                        writes.extend(sessions::SessionWrite::dequeues(&pending.client_id, delivery.stored));
-                    }
-                }
+                writes.extend(self.hand_over(pending).await);
             }
             self.sessions.apply(writes).await?;
         }
@@ -250,6 +230,22 @@ impl Shared {
     pub(crate) async fn store_session_writes(&self, client_id: &str, writes: Vec<sessions::SessionWrite>) {
         if let Err(err) = self.sessions.apply(writes).await {
             tracing::error!(client_id, error = %err, "cannot store a persistent session");
+        }
+    }
+
+    /// Queues a delivery once its subscriber's queue has room (waiting briefly); one
+    /// whose session was parked meanwhile is kept by it when QoS 1, else it is dropped
+    /// (with its stored record). Answers the store writes that leaves.
+    async fn hand_over(&self, pending: router::Pending) -> Vec<sessions::SessionWrite> {
+        match pending.sender.send_timeout(pending.delivery, QUEUE_FULL_WAIT).await {
+            Ok(()) => Vec::new(),
+            Err(queue::SendTimeoutError::Closed(delivery)) if delivery.qos == QoS::AtLeastOnce => {
+                self.router.requeue_closed(&pending.client_id, delivery)
+            }
+            Err(queue::SendTimeoutError::Closed(delivery) | queue::SendTimeoutError::Timeout(delivery)) => {
+                metrics::counter!("ferrocore_mqtt_messages_dropped_total", "reason" => "queue_full").increment(1);
+                sessions::SessionWrite::dequeues(&pending.client_id, delivery.stored).collect()
+            }
         }
     }
 

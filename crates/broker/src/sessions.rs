@@ -370,10 +370,10 @@ impl SessionStore {
         if writes.is_empty() {
             return Ok(());
         }
-        // A forgotten session's queue goes with it: records of deliveries a live
-        // session stored are not all finished one by one when it ends.
+        // A forgotten session's queue goes with it: records of deliveries a cluster
+        // node's live session stored are not all finished one by one when it ends.
         let mut forgotten_queues = Vec::new();
-        for write in &writes {
+        for write in writes.iter().filter(|_| self.node.is_some()) {
             if let SessionWrite::Forget { client_id } = write {
                 let queued = self.queued(client_id).await?;
                 forgotten_queues.extend(queued.into_iter().map(|(seq, _)| (client_id.clone(), seq)));

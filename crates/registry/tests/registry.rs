@@ -22,6 +22,11 @@ impl Clock for TestClock {
 async fn registry(dir: &tempfile::TempDir, delete_wait_ms: i64) -> (Registry, Arc<TestClock>) {
     let store = SqliteStore::open(&dir.path().join("db")).await.unwrap();
     let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
+    (registry_on(Arc::new(store), delete_wait_ms, clock.clone()), clock)
+}
+
+/// A registry on `store` (several may share one, as a cluster's nodes do).
+fn registry_on(store: Arc<dyn ferrocore_store::RecordStore>, delete_wait_ms: i64, clock: Arc<dyn Clock>) -> Registry {
     let config = RegistryConfig {
         account: Account::default(),
         thing_type_delete_wait_ms: delete_wait_ms,
@@ -29,7 +34,7 @@ async fn registry(dir: &tempfile::TempDir, delete_wait_ms: i64) -> (Registry, Ar
         policy_document_limit: 2048,
     };
     let issuer = Arc::new(ferrocore_pki::Issuer::new_root("test CA", "ferrocore", 1_800_000_000).unwrap());
-    (Registry::new(Arc::new(store), config, clock.clone(), issuer), clock)
+    Registry::new(store, config, clock, issuer)
 }
 
 fn attrs(pairs: &[(&str, &str)]) -> Attributes {
@@ -268,15 +273,8 @@ async fn a_data_directory_from_before_the_index_is_indexed_at_start() {
         Write::put(Collection::Thing, name, Expect::Absent, body.into_bytes())
     };
     store.commit(vec![old("x", "Meter"), old("y", "Valve"), old("z", "Meter")]).await.unwrap();
-    let config = RegistryConfig {
-        account: Account::default(),
-        thing_type_delete_wait_ms: 0,
-        endpoint_host: "localhost".into(),
-        policy_document_limit: 2048,
-    };
-    let issuer = Arc::new(ferrocore_pki::Issuer::new_root("test CA", "ferrocore", 1_800_000_000).unwrap());
     let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
-    let registry = Registry::new(store.clone(), config, clock, issuer);
+    let registry = registry_on(store.clone(), 0, clock);
     let by_type = ListThings { thing_type: Some("Meter".into()), ..Default::default() };
     let all = registry.list_things(&ListThings::default()).await.unwrap();
     assert_eq!(all.items.len(), 3, "positive control: the old things are there");
@@ -803,14 +801,7 @@ async fn a_resync_reads_writes_another_node_made_and_asks_for_rechecks() {
     let dir = tempfile::tempdir().unwrap();
     let (here, _) = registry(&dir, 0).await;
     let store = SqliteStore::open(&dir.path().join("db")).await.unwrap();
-    let config = RegistryConfig {
-        account: Account::default(),
-        thing_type_delete_wait_ms: 0,
-        endpoint_host: "localhost".into(),
-        policy_document_limit: 2048,
-    };
-    let issuer = Arc::new(ferrocore_pki::Issuer::new_root("test CA", "ferrocore", 1_800_000_000).unwrap());
-    let elsewhere = Registry::new(Arc::new(store), config, Arc::new(ferrocore_registry::SystemClock), issuer);
+    let elsewhere = registry_on(Arc::new(store), 0, Arc::new(ferrocore_registry::SystemClock));
     here.refresh_trust().await.unwrap();
     let created = elsewhere.create_keys_and_certificate(true).await.unwrap();
     let trusted = |registry: &Registry| registry.trust().read().unwrap().device(&created.id).is_some_and(|d| d.active);
