@@ -135,6 +135,13 @@ class Node(FerrocoreServer):
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
 
+    def freeze(self) -> None:
+        """SIGSTOP: alive to the kernel and NATS (its sockets stay open), answering nothing."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def revive(self) -> None:
         """Starts the node again and waits until it hears both of its peers."""
         self.start()
@@ -234,6 +241,42 @@ class Cluster:
 
     def mqtt(self, node: Node, device: Device, client_id: str | None = None, **kwargs) -> MqttClient:
         return MqttClient(node, client_id or device.thing, device=device, **kwargs)
+
+
+class Counted:
+    """Publishes "0", "1", ... at QoS 1 from a thread until stopped or refused (no PUBACK
+    within `timeout`), keeping the numbers acknowledged."""
+
+    def __init__(self, publisher, topic: str, timeout: float):
+        self.acknowledged: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(publisher, topic, timeout), daemon=True)
+        self._thread.start()
+
+    def _run(self, publisher, topic: str, timeout: float) -> None:
+        n = 0
+        while not self._stop.is_set():
+            if publisher.publish(topic, str(n), qos=1, timeout=timeout) != 0:
+                return
+            self.acknowledged.append(n)
+            n += 1
+
+    def finish(self, timeout: float) -> bool:
+        """Lets the publisher end (its node died, or it was refused); false if it is still running."""
+        self._thread.join(timeout)
+        self._stop.set()
+        return not self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def forgotten(cluster: Cluster, gone: Node) -> None:
+    """Waits until every other node counts `gone` out: a QoS 1 publish there no longer
+    waits for the receipt of a node that cannot send it (it would be refused)."""
+    others = [n for n in cluster.nodes if n is not gone]
+    wait_until(lambda: all(gone.node_id not in {p["node"] for p in n.health()[1]["cluster"]["peers"]} for n in others),
+               f"every node to count {gone.node_id} out")
 
 
 def resumes_with(cluster: Cluster, node: Node, device: Device, client_id: str, topic: str, count: int) -> None:

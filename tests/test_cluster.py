@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from cluster_helpers import NODES, resumes_with, start_cluster, uid, wait_until
+from cluster_helpers import NODES, Counted, forgotten, resumes_with, start_cluster, uid, wait_until
 from gateway_helpers import connected
 
 
@@ -289,6 +289,7 @@ def test_a_persistent_session_survives_the_kill_of_its_node(cluster):
         # The first node alive by id (n1) takes n2's parked sessions once n2 is silent:
         # messages published while the client is still away are kept for it.
         wait_until(lambda: adoptions(n1) > adopted, "n1 to take n2's sessions")
+        forgotten(cluster, n2)
         with cluster.mqtt(n3, device, f"pub-{uid()}") as publisher:
             connected(publisher)
             for n in range(20, 30):
@@ -341,6 +342,57 @@ def test_a_live_persistent_session_and_what_it_had_not_acknowledged_survive_the_
         n2.revive()
 
 
+def test_a_qos1_publish_is_acknowledged_once_the_subscriber_s_node_has_it(cluster):
+    n1, n2, _ = cluster.nodes
+    device = cluster.device()
+    topic = f"receipt/{uid()}"
+    with cluster.mqtt(n2, device, f"sub-{uid()}", clean_session=False) as subscriber, \
+            cluster.mqtt(n1, device, f"pub-{uid()}") as publisher:
+        connected(subscriber)
+        connected(publisher)
+        assert subscriber.subscribe(topic, qos=1) == [1]
+        assert publisher.publish(topic, b"control", qos=1, timeout=3) == 0, "acknowledged while n2 answers"
+        n2.freeze()
+        try:
+            mid = publisher.publish(topic, b"held", qos=1, wait=False)
+            time.sleep(1.2)
+            assert mid not in publisher.pubacks, "acknowledged before the subscriber's node had the message"
+        finally:
+            n2.thaw()
+        publisher.wait_for(lambda: publisher.pubacks.get(mid) == 0, "the PUBACK once n2 has the message", 5)
+        subscriber.wait_for(lambda: any(m.payload == b"held" for m in subscriber.messages_on(topic)), "the message")
+
+
+def test_nothing_acknowledged_is_lost_when_the_subscriber_s_node_is_killed(cluster):
+    n1, n2, n3 = cluster.nodes
+    device = cluster.device()
+    client_id = f"sub-{uid()}"
+    topic = f"load/{uid()}"
+    subscriber = connected(cluster.mqtt(n2, device, client_id, clean_session=False))
+    assert subscriber.subscribe(topic, qos=1) == [1]
+    publisher = connected(cluster.mqtt(n1, device, f"pub-{uid()}"))
+    load = Counted(publisher, topic, timeout=10)
+    try:
+        wait_until(lambda: len(load.acknowledged) >= 200, "200 acknowledged publishes")
+        n2.kill()
+        # The publish in flight is refused once n1 counts n2 out: n2 never sent its receipt.
+        assert load.finish(15), "the publisher was neither acknowledged nor refused"
+        subscriber.close()
+        forgotten(cluster, n2)
+        resumed = connected(cluster.mqtt(n3, device, client_id, clean_session=False))
+        try:
+            assert resumed.connacks[0][1] is True, "session present"
+            delivered = lambda: {int(m.payload) for m in resumed.messages_on(topic) + subscriber.messages_on(topic)}
+            wait_until(lambda: delivered() >= set(load.acknowledged),
+                       f"all {len(load.acknowledged)} acknowledged messages delivered", 10)
+        finally:
+            resumed.close()
+    finally:
+        load.stop()
+        publisher.close()
+        n2.revive()
+
+
 def test_nothing_acknowledged_is_lost_when_the_publisher_s_node_is_killed(cluster):
     n1, n2, n3 = cluster.nodes
     device = cluster.device()
@@ -349,29 +401,16 @@ def test_nothing_acknowledged_is_lost_when_the_publisher_s_node_is_killed(cluste
         connected(subscriber)
         subscriber.subscribe(topic, qos=1)
         publisher = connected(cluster.mqtt(n1, device, f"pub-{uid()}"))
-        acknowledged: list[int] = []
-        stop = threading.Event()
-
-        def publish():
-            n = 0
-            while not stop.is_set():
-                if publisher.publish(topic, str(n), qos=1, timeout=3) != 0:
-                    return
-                acknowledged.append(n)
-                n += 1
-
-        worker = threading.Thread(target=publish)
-        worker.start()
+        load = Counted(publisher, topic, timeout=3)
         try:
-            wait_until(lambda: len(acknowledged) >= 200, "200 acknowledged publishes")
+            wait_until(lambda: len(load.acknowledged) >= 200, "200 acknowledged publishes")
             n1.kill()
-            worker.join(timeout=10)
-            stop.set()
-            assert len(acknowledged) >= 200
-            wait_until(lambda: {int(m.payload) for m in subscriber.messages_on(topic)} >= set(acknowledged),
-                       f"all {len(acknowledged)} acknowledged messages delivered", 10)
+            load.finish(10)
+            assert len(load.acknowledged) >= 200
+            wait_until(lambda: {int(m.payload) for m in subscriber.messages_on(topic)} >= set(load.acknowledged),
+                       f"all {len(load.acknowledged)} acknowledged messages delivered", 10)
         finally:
-            stop.set()
+            load.stop()
             publisher.close()
             n1.revive()
 

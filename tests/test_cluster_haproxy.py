@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster_helpers import start_cluster, uid, wait_until
+from cluster_helpers import forgotten, start_cluster, uid, wait_until
 from conftest import free_port
 from gateway_helpers import MqttClient
 
@@ -108,6 +108,9 @@ def test_devices_behind_haproxy_spread_over_the_nodes_and_survive_the_loss_of_on
             back = [connect_through(haproxy, cluster, device, c.client_id) for c in lost]
             for client in back:
                 assert client.subscribe(topic, qos=1) == [1]
+            # QoS 1 publishes wait for the receipt of every node whose clients subscribe,
+            # until the others count the dead node out.
+            forgotten(cluster, victim)
             everyone = survivors + back
             assert everyone[0].publish(topic, b"after", qos=1) == 0
             for client in everyone:

@@ -550,7 +550,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 None
             }
             Err(err) => {
-                tracing::error!(client_id = %self.client_id, error = %err, "cannot store a retained or queued message");
+                tracing::error!(client_id = %self.client_id, error = %err, "a publish could not be kept: not acknowledged");
                 let end = self.core.not_stored();
                 Some(self.close(end).await)
             }

@@ -47,8 +47,13 @@ impl GatewayHandle {
 
     /// Stores what routing a peer's message queued for persistent sessions, then
     /// hands the deliveries that waited for their records to their connections.
-    pub async fn settle_from_peer(&self, routed: FromPeer) {
-        self.0.store_changed(routed.0).await;
+    /// False when what it must keep could not be stored.
+    pub async fn settle_from_peer(&self, routed: FromPeer) -> bool {
+        let settled = self.0.settle(routed.0).await;
+        if let Err(err) = &settled {
+            tracing::error!(error = %err, "cannot keep a message from another node");
+        }
+        settled.is_ok()
     }
 
     /// Lets another node take a client id: a live connection here is taken over

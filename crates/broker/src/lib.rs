@@ -42,7 +42,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use crate::handle::{FromPeer, GatewayHandle};
-pub use crate::peers::{Peers, PeersError};
+pub use crate::peers::{Forward, Peers, PeersError};
 use crate::pipeline::Origin;
 pub use crate::quota::RateQuota;
 use crate::router::Router;

@@ -14,22 +14,39 @@ pub enum PeersError {
     Unreachable(String),
     #[error("{missing} of the other nodes did not answer in time")]
     Unanswered { missing: usize },
+    /// A node whose clients subscribe to a QoS 1 message did not say it has it
+    /// (routed, and stored where a session must keep it).
+    #[error("a node that should take the message did not: {0}")]
+    NotTaken(String),
+}
+
+/// What became of a message handed to the other nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// Refused: the messages waiting to leave are too many.
+    Refused,
+    /// On its way; a QoS 1 publisher need not wait for it (no other node is known
+    /// to take it).
+    Queued,
+    /// On its way, numbered: a QoS 1 publisher is acknowledged once
+    /// [`Peers::forwarded`] says so.
+    Awaited(u64),
 }
 
 /// What the gateway asks of the other nodes.
 #[async_trait::async_trait]
 pub trait Peers: Send + Sync + 'static {
     /// Hands a message accepted on this node (never one that came from a peer) to
-    /// the nodes whose clients subscribe to it, in the order of the calls. Answers
-    /// its number in that order, or None when it was refused because the messages
-    /// waiting to leave are too many.
-    fn forward(&self, message: &Arc<Message>, qos: QoS, retain: bool) -> Option<u64>;
+    /// the nodes whose clients subscribe to it, in the order of the calls.
+    fn forward(&self, message: &Arc<Message>, qos: QoS, retain: bool) -> Forward;
     /// Resolves once the messages waiting to leave are few enough (publishers are
     /// slowed to what the message bus takes), or fails when they do not leave.
     async fn room(&self) -> Result<(), PeersError>;
-    /// Resolves once the forward numbered `number` has left this process, so a QoS 1
-    /// publisher is acknowledged only for what other nodes will get; fails when it
-    /// could not be handed to the message bus.
+    /// Resolves once the QoS 1 forward numbered `number` has left this process and
+    /// every node whose clients subscribe to it has it (routed, and stored for the
+    /// persistent sessions that keep it), so a publisher is acknowledged only for
+    /// what other nodes got; fails when it could not be handed to the message bus
+    /// or a node did not take it.
     async fn forwarded(&self, number: u64) -> Result<(), PeersError>;
     /// A subscription (a filter, or `$share/<group>/<filter>`) appeared on this
     /// node (`present`) or its last subscriber here left. Called under the router's
@@ -109,8 +126,8 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Peers for Noted {
-        fn forward(&self, _: &Arc<Message>, _: QoS, _: bool) -> Option<u64> {
-            Some(1)
+        fn forward(&self, _: &Arc<Message>, _: QoS, _: bool) -> Forward {
+            Forward::Queued
         }
         async fn room(&self) -> Result<(), PeersError> {
             Ok(())

@@ -11,7 +11,7 @@ use ferrocore_model::ResourceKind;
 use ferrocore_mqtt::QoS;
 use ferrocore_registry::{ApiPublish, Notification, PublishRefused, RoutedMessage};
 
-use crate::peers::PeersError;
+use crate::peers::{Forward, PeersError};
 use crate::router::{Forwarded, Scope};
 use crate::{Shared, now_ms, queue, router, sessions};
 use ferrocore_message::{Message, expiry_deadline};
@@ -148,10 +148,10 @@ impl Shared {
             return self.router.publish(&message, qos, retain, origin.client_id, resource, Scope::All);
         };
         let mut published = self.router.publish(&message, qos, retain, origin.client_id, resource, Scope::Unshared);
-        published.forwarded = match (peers.forward(&message, qos, retain), qos) {
-            (None, qos) => Forwarded::Refused { qos },
-            (Some(number), QoS::AtLeastOnce) => Forwarded::QueuedAtLeastOnce { number },
-            (Some(_), _) => Forwarded::Queued,
+        published.forwarded = match peers.forward(&message, qos, retain) {
+            Forward::Refused => Forwarded::Refused { qos },
+            Forward::Awaited(number) if qos == QoS::AtLeastOnce => Forwarded::QueuedAtLeastOnce { number },
+            Forward::Awaited(_) | Forward::Queued => Forwarded::Queued,
         };
         published
     }

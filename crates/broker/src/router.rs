@@ -449,7 +449,8 @@ pub enum Forwarded {
     No,
     /// Queued to leave: the publisher waits while too many are waiting.
     Queued,
-    /// A QoS 1 message queued as forward `number`: the publisher is acknowledged once it left.
+    /// A QoS 1 message queued as forward `number`: the publisher is acknowledged once
+    /// the other nodes that take it have it.
     QueuedAtLeastOnce { number: u64 },
     /// Too many messages are waiting to leave.
     Refused { qos: QoS },

@@ -13,14 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferrocore_broker::{GatewayHandle, Peers, PeersError};
+use ferrocore_broker::{Forward, GatewayHandle, Peers, PeersError};
 use ferrocore_message::Message;
 use ferrocore_mqtt::QoS;
 use ferrocore_registry::{CommittedChange, Registry};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::frame::{self, Answer, DeleteConnection, Heartbeat};
+use crate::frame::{self, Announcement, Answer, DeleteConnection, Heartbeat, Origin, Receipts, Sent, Snapshot};
+use crate::interest::{Awaited, Heard, Missing, PeerInterest, Takers};
 use crate::standing::{Move, Standing};
 use crate::subject;
 
@@ -37,6 +38,11 @@ const BACKLOG_REFUSES: u64 = 256 * 1024;
 const BACKLOG_REFUSES_BYTES: u64 = 256 * 1024 * 1024;
 /// How long a claim or a DeleteConnection waits for the other nodes' answers.
 const ANSWER_WAIT: Duration = Duration::from_secs(3);
+/// How long a node keeps taking a subject after its last subscriber left: peers
+/// that forwarded a message before they heard of it still get their receipt.
+const LINGER: Duration = Duration::from_secs(2);
+/// The size of the parts a node's snapshot of its subscriptions is sent in.
+const SNAPSHOT_PART_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -99,6 +105,29 @@ struct Outgoing {
     seq: u64,
 }
 
+/// What a QoS 1 publisher on this node waits for before its PUBACK.
+enum Wait {
+    /// The receipts of the peers whose subscriptions match.
+    Receipts(Takers),
+    /// The message's flush to NATS: a live peer's subscriptions are not known yet.
+    Flush,
+    /// Nothing: no other node takes it.
+    Nothing,
+}
+
+/// This node's subscriptions as announced to the others, with the number of the last change.
+#[derive(Default)]
+struct Announced {
+    seq: u64,
+    held: HashSet<String>,
+}
+
+/// What waits to be dropped once it has lingered: a subject's NATS subscription or a shared subscription's.
+enum Lingering {
+    Subject(String),
+    Group(String),
+}
+
 /// This node's side of the cluster (the gateway's [`Peers`]).
 pub struct Link {
     node: String,
@@ -121,9 +150,17 @@ pub struct Link {
     noted: AtomicU64,
     /// The last interest change NATS has applied.
     settled: watch::Receiver<u64>,
-    /// This process, as the origin of the messages it forwards, and their numbers.
+    /// This process, as the origin of the messages it forwards (numbered by `queued`).
     process: u64,
-    next_seq: AtomicU64,
+    /// This node's subscriptions as the others know them, and theirs.
+    announced: Mutex<Announced>,
+    peer_interest: Mutex<PeerInterest>,
+    /// Peers whose snapshot is being fetched.
+    fetching: Mutex<HashSet<String>>,
+    /// QoS 1 forwards waiting for the receipts of the peers that take them.
+    awaited: Mutex<Awaited>,
+    /// Receipts to send for the peers' messages this node took.
+    receipts: mpsc::UnboundedSender<(Origin, Option<String>)>,
     /// Which messages from other nodes were delivered (NATS sends one copy per matching subscription).
     delivered: tokio::sync::Mutex<frame::Delivered>,
     peers: Mutex<HashMap<String, (Instant, bool)>>,
@@ -189,6 +226,7 @@ impl Link {
         let (sent_tx, sent) = watch::channel(0);
         let (interest, interest_rx) = mpsc::unbounded_channel();
         let (settled_tx, settled) = watch::channel(0);
+        let (receipts, receipts_rx) = mpsc::unbounded_channel();
         let link = Arc::new(Self {
             node: node.to_string(),
             data,
@@ -205,7 +243,11 @@ impl Link {
             noted: AtomicU64::new(0),
             settled,
             process: process_id(),
-            next_seq: AtomicU64::new(1),
+            announced: Mutex::default(),
+            peer_interest: Mutex::default(),
+            fetching: Mutex::default(),
+            awaited: Mutex::default(),
+            receipts,
             delivered: tokio::sync::Mutex::default(),
             peers: Mutex::default(),
             store_reachable: AtomicBool::new(true),
@@ -214,15 +256,23 @@ impl Link {
         });
         tokio::spawn(link.clone().forward_loop(outgoing_rx, sent_tx));
         tokio::spawn(link.clone().interest_loop(interest_rx, settled_tx));
+        tokio::spawn(link.clone().send_receipts(receipts_rx));
+        // Receipts come on the connection with echo: this node may take its own
+        // message for a shared subscription.
+        let own_receipts = frame::receipts_for(link.process);
+        let own_snapshot = frame::interest_of(node);
         for (connection, control) in [
             (&link.beats, frame::HEARTBEAT),
             (&link.data, frame::CLAIM),
             (&link.data, frame::DELETE_CONNECTION),
             (&link.data, frame::REGISTRY),
             (&link.data, frame::RETAINED),
+            (&link.data, frame::INTEREST),
+            (&link.data, own_snapshot.as_str()),
+            (&link.shared, own_receipts.as_str()),
         ] {
             let subscriber = connection
-                .subscribe(control)
+                .subscribe(control.to_string())
                 .await
                 .map_err(|err| ClusterError::Subscribe { subject: control.into(), reason: err.to_string() })?;
             tokio::spawn(link.clone().control_loop(subscriber, registry.clone()));
@@ -258,6 +308,25 @@ impl Link {
             bus: self.bus_connected(),
             serving: !self.out.load(Ordering::SeqCst),
             peers: self.live_peers(),
+        }
+    }
+
+    /// What a QoS 1 publisher of `topic` waits for: the receipts of the live peers
+    /// whose subscriptions match it; its flush when a live peer's are not known yet
+    /// (it may take the message); else nothing.
+    fn wait_for(&self, topic: &str) -> Wait {
+        let interest = self.peer_interest.lock().unwrap_or_else(|e| e.into_inner());
+        let mut takers = interest.takers(topic);
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let live = |seen: &Instant| seen.elapsed() < PEER_SILENCE;
+        // Not a node already silent, whose interest goes at the next heartbeat.
+        takers.nodes.retain(|node| peers.get(node).is_some_and(|(seen, _)| live(seen)));
+        if !takers.is_empty() {
+            Wait::Receipts(takers)
+        } else if peers.iter().any(|(node, (seen, _))| live(seen) && !interest.knows(node)) {
+            Wait::Flush
+        } else {
+            Wait::Nothing
         }
     }
 
@@ -321,31 +390,72 @@ impl Link {
         }
     }
 
-    /// Subscribes and unsubscribes as this node's interest changes, then makes a round
-    /// trip through NATS so the change is in force before the SUBACK.
+    /// Subscribes as this node's interest changes, announces the changes to the
+    /// peers, then makes a round trip through NATS so they are in force before the
+    /// SUBACK. A subject nobody here wants any more lingers before it is dropped.
     async fn interest_loop(
         self: Arc<Self>,
         mut changes: mpsc::UnboundedReceiver<(String, bool)>,
         settled: watch::Sender<u64>,
     ) {
         // One NATS subscription per unshared subject (filters may share one: `a` and
-        // `a/#` both need `a`), counted; one set per shared subscription.
+        // `a/#` both need `a`), counted; one set per shared subscription, with whether it is held.
         let mut subjects: HashMap<String, (usize, tokio::task::AbortHandle)> = HashMap::new();
-        let mut groups: HashMap<String, Vec<tokio::task::AbortHandle>> = HashMap::new();
+        let mut groups: HashMap<String, (bool, Vec<tokio::task::AbortHandle>)> = HashMap::new();
+        let mut lingering: VecDeque<(tokio::time::Instant, Lingering)> = VecDeque::new();
         let mut applied = 0;
         let mut batch = Vec::new();
-        while changes.recv_many(&mut batch, 256).await > 0 {
-            for (subscription, present) in batch.drain(..) {
-                applied += 1;
-                let shared = matches!(ferrocore_mqtt::topic::shared_subscription(&subscription), Some(Ok(_)));
-                match (shared, present) {
-                    (true, true) => {
-                        let tasks = self.clone().join_group(&subscription).await;
-                        groups.insert(subscription, tasks);
+        loop {
+            let next = changes.recv_many(&mut batch, 256);
+            let received = match lingering.front() {
+                Some((deadline, _)) => tokio::time::timeout_at(*deadline, next).await.ok(),
+                None => Some(next.await),
+            };
+            if received == Some(0) {
+                return;
+            }
+            while lingering.front().is_some_and(|(deadline, _)| *deadline <= tokio::time::Instant::now()) {
+                let Some((_, dropped)) = lingering.pop_front() else { break };
+                match dropped {
+                    Lingering::Subject(pattern) => {
+                        if subjects.get(&pattern).is_some_and(|(count, _)| *count == 0)
+                            && let Some((_, task)) = subjects.remove(&pattern)
+                        {
+                            task.abort();
+                        }
                     }
-                    (true, false) => groups.remove(&subscription).into_iter().flatten().for_each(|t| t.abort()),
+                    Lingering::Group(name) => {
+                        if groups.get(&name).is_some_and(|(held, _)| !held)
+                            && let Some((_, tasks)) = groups.remove(&name)
+                        {
+                            tasks.iter().for_each(tokio::task::AbortHandle::abort);
+                        }
+                    }
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let until = tokio::time::Instant::now() + LINGER;
+            for (subscription, present) in &batch {
+                applied += 1;
+                let shared = matches!(ferrocore_mqtt::topic::shared_subscription(subscription), Some(Ok(_)));
+                match (shared, *present) {
+                    (true, true) => match groups.get_mut(subscription) {
+                        Some((held, _)) => *held = true,
+                        None => {
+                            let tasks = self.clone().join_group(subscription).await;
+                            groups.insert(subscription.clone(), (true, tasks));
+                        }
+                    },
+                    (true, false) => {
+                        if let Some((held, _)) = groups.get_mut(subscription) {
+                            *held = false;
+                            lingering.push_back((until, Lingering::Group(subscription.clone())));
+                        }
+                    }
                     (false, true) => {
-                        for pattern in subject::of_filter(&subscription) {
+                        for pattern in subject::of_filter(subscription) {
                             if let Some((count, _)) = subjects.get_mut(&pattern) {
                                 *count += 1;
                             } else if let Some(task) = self.clone().listen(&pattern).await {
@@ -354,23 +464,135 @@ impl Link {
                         }
                     }
                     (false, false) => {
-                        for pattern in subject::of_filter(&subscription) {
+                        for pattern in subject::of_filter(subscription) {
                             let Some((count, _)) = subjects.get_mut(&pattern) else { continue };
-                            *count -= 1;
-                            if *count == 0
-                                && let Some((_, task)) = subjects.remove(&pattern)
-                            {
-                                task.abort();
+                            *count = count.saturating_sub(1);
+                            if *count == 0 {
+                                lingering.push_back((until, Lingering::Subject(pattern)));
                             }
                         }
                     }
                 }
             }
+            self.announce(std::mem::take(&mut batch)).await;
             // NATS answers "no responders" once it has handled every earlier command of the connection.
             let probe = format!("ferrocore.sync.{}", self.node);
             let _ = tokio::time::timeout(Duration::from_secs(2), self.data.request(probe.clone(), Bytes::new())).await;
             let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.request(probe, Bytes::new())).await;
             settled.send_replace(applied);
+        }
+    }
+
+    /// Tells the peers of changes of this node's subscriptions, numbered.
+    async fn announce(&self, changes: Vec<(String, bool)>) {
+        let announcement = {
+            let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+            let changes: Vec<(String, bool)> = changes
+                .into_iter()
+                .filter(|(subscription, present)| match present {
+                    true => announced.held.insert(subscription.clone()),
+                    false => announced.held.remove(subscription),
+                })
+                .collect();
+            if changes.is_empty() {
+                return;
+            }
+            announced.seq += 1;
+            Announcement { node: self.node.clone(), process: self.process, seq: announced.seq, changes }
+        };
+        let body = serde_json::to_vec(&announcement).expect("announcements serialize");
+        if let Err(err) = self.data.publish(frame::INTEREST, body.into()).await {
+            tracing::warn!(error = %err, "cannot tell the peers of this node's subscriptions");
+        }
+    }
+
+    /// Sends the whole of this node's subscriptions, in parts, to a peer that asked.
+    async fn send_snapshot(&self, reply: async_nats::Subject) {
+        let (seq, held) = {
+            let announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+            (announced.seq, announced.held.iter().cloned().collect::<Vec<_>>())
+        };
+        let mut parts: Vec<Vec<String>> = vec![Vec::new()];
+        let mut size = 0;
+        for subscription in held {
+            size += subscription.len() + 4;
+            if size > SNAPSHOT_PART_BYTES {
+                parts.push(Vec::new());
+                size = subscription.len() + 4;
+            }
+            parts.last_mut().expect("one part at least").push(subscription);
+        }
+        let count = parts.len();
+        for (index, subscriptions) in parts.into_iter().enumerate() {
+            let last = index + 1 == count;
+            let part = Snapshot { node: self.node.clone(), process: self.process, seq, subscriptions, last };
+            let body = serde_json::to_vec(&part).expect("snapshots serialize");
+            if let Err(err) = self.data.publish(reply.clone(), body.into()).await {
+                tracing::warn!(error = %err, "cannot send this node's subscriptions to a peer");
+                return;
+            }
+        }
+    }
+
+    /// Asks a peer for the whole of its subscriptions (once at a time per peer).
+    fn fetch_snapshot(self: &Arc<Self>, node: &str) {
+        if !self.fetching.lock().unwrap_or_else(|e| e.into_inner()).insert(node.to_string()) {
+            return;
+        }
+        let (link, node) = (self.clone(), node.to_string());
+        tokio::spawn(async move {
+            match link.snapshot_of(&node).await {
+                Some(snapshot) => link.peer_interest.lock().unwrap_or_else(|e| e.into_inner()).replace(snapshot),
+                None => tracing::warn!(peer = %node, "a peer did not send its subscriptions"),
+            }
+            link.fetching.lock().unwrap_or_else(|e| e.into_inner()).remove(&node);
+        });
+    }
+
+    async fn snapshot_of(&self, node: &str) -> Option<Snapshot> {
+        let inbox = self.data.new_inbox();
+        let mut parts = self.data.subscribe(inbox.clone()).await.ok()?;
+        self.data.publish_with_reply(frame::interest_of(node), inbox, Bytes::new()).await.ok()?;
+        let mut whole: Option<Snapshot> = None;
+        let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
+        while let Ok(Some(message)) = tokio::time::timeout_at(deadline, parts.next()).await {
+            let part: Snapshot = serde_json::from_slice(&message.payload).ok()?;
+            let last = part.last;
+            match &mut whole {
+                Some(whole) if (whole.process, whole.seq) == (part.process, part.seq) => {
+                    whole.subscriptions.extend(part.subscriptions);
+                }
+                Some(_) => return None,
+                None => whole = Some(part),
+            }
+            if last {
+                return whole;
+            }
+        }
+        None
+    }
+
+    /// Sends receipts for the peers' messages this node took, a batch per origin process.
+    async fn send_receipts(self: Arc<Self>, mut taken: mpsc::UnboundedReceiver<(Origin, Option<String>)>) {
+        let mut batch = Vec::with_capacity(256);
+        while taken.recv_many(&mut batch, 256).await > 0 {
+            let mut by_process: HashMap<u64, Receipts> = HashMap::new();
+            for (origin, shared) in batch.drain(..) {
+                let receipts = by_process
+                    .entry(origin.process)
+                    .or_insert_with(|| Receipts { node: self.node.clone(), ..Receipts::default() });
+                match shared {
+                    Some(name) => receipts.shared.push((origin.seq, name)),
+                    None => receipts.seqs.push(origin.seq),
+                }
+            }
+            for (process, receipts) in by_process {
+                let body = serde_json::to_vec(&receipts).expect("receipts serialize");
+                if let Err(err) = self.shared.publish(frame::receipts_for(process), body.into()).await {
+                    tracing::warn!(error = %err, "cannot send receipts to a peer");
+                }
+            }
+            let _ = self.shared.flush().await;
         }
     }
 
@@ -415,23 +637,31 @@ impl Link {
                 continue;
             };
             metrics::counter!("ferrocore_cluster_messages_in_total").increment(1);
-            let frame::Arrived { message, qos, retain, origin } = arrived;
-            let Some(group) = &group else {
-                // Checked and routed under one lock: of two copies, the second waits
-                // until the first is in the subscribers' queues, so order holds — also
-                // for deliveries that wait for their records' commit.
-                let mut seen = self.delivered.lock().await;
-                if !seen.first(origin) {
-                    continue;
+            let frame::Arrived { message, sent: Sent { qos, retain, receipt }, origin } = arrived;
+            let kept = match &group {
+                None => {
+                    // Checked and routed under one lock: of two copies, the second waits
+                    // until the first is in the subscribers' queues, so order holds — also
+                    // for deliveries that wait for their records' commit.
+                    let mut seen = self.delivered.lock().await;
+                    if !seen.first(origin) {
+                        continue;
+                    }
+                    let routed = self.gateway.route_from_peer(message, qos, retain, None);
+                    let held = routed.holds_deliveries().then_some(seen);
+                    let kept = self.gateway.settle_from_peer(routed).await;
+                    drop(held);
+                    kept
                 }
-                let routed = self.gateway.route_from_peer(message, qos, retain, None);
-                let held = routed.holds_deliveries().then_some(seen);
-                self.gateway.settle_from_peer(routed).await;
-                drop(held);
-                continue;
+                Some(group) => {
+                    let routed = self.gateway.route_from_peer(message, qos, retain, Some(group));
+                    self.gateway.settle_from_peer(routed).await
+                }
             };
-            let routed = self.gateway.route_from_peer(message, qos, retain, Some(group));
-            self.gateway.settle_from_peer(routed).await;
+            // No receipt for what could not be stored: its publisher is not acknowledged.
+            if receipt && kept {
+                let _ = self.receipts.send((origin, group.clone()));
+            }
         }
     }
 
@@ -447,6 +677,34 @@ impl Link {
                     let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
                     if peers.insert(heartbeat.node.clone(), (Instant::now(), heartbeat.store)).is_none() {
                         tracing::info!(peer = %heartbeat.node, "a peer joined");
+                    }
+                    drop(peers);
+                    let mut interest = self.peer_interest.lock().unwrap_or_else(|e| e.into_inner());
+                    if interest.heartbeat(&heartbeat.node, heartbeat.process, heartbeat.interest) {
+                        drop(interest);
+                        self.fetch_snapshot(&heartbeat.node);
+                    }
+                }
+                frame::INTEREST => {
+                    let Ok(announcement) = serde_json::from_slice::<Announcement>(&event.payload) else { continue };
+                    let heard = self.peer_interest.lock().unwrap_or_else(|e| e.into_inner()).announced(&announcement);
+                    if heard == Heard::Gap {
+                        self.fetch_snapshot(&announcement.node);
+                    }
+                }
+                subject if subject.starts_with("ferrocore.c.receipts.") => {
+                    let Ok(receipts) = serde_json::from_slice::<Receipts>(&event.payload) else { continue };
+                    let mut awaited = self.awaited.lock().unwrap_or_else(|e| e.into_inner());
+                    for seq in receipts.seqs {
+                        awaited.receipt(seq, &receipts.node, None);
+                    }
+                    for (seq, name) in &receipts.shared {
+                        awaited.receipt(*seq, &receipts.node, Some(name));
+                    }
+                }
+                subject if subject.starts_with("ferrocore.c.interest-of.") => {
+                    if let Some(reply) = event.reply {
+                        self.send_snapshot(reply).await;
                     }
                 }
                 frame::REGISTRY => match serde_json::from_slice::<CommittedChange>(&event.payload) {
@@ -587,11 +845,18 @@ impl Link {
         let mut known: HashSet<String> = HashSet::new();
         loop {
             every.tick().await;
-            let heartbeat = Heartbeat { node: self.node.clone(), store: self.store_reachable.load(Ordering::Relaxed) };
+            let heartbeat = Heartbeat {
+                node: self.node.clone(),
+                store: self.store_reachable.load(Ordering::Relaxed),
+                process: self.process,
+                interest: self.announced.lock().unwrap_or_else(|e| e.into_inner()).seq,
+            };
             let body = serde_json::to_vec(&heartbeat).expect("heartbeats serialize");
             let _ = self.beats.publish(frame::HEARTBEAT, body.into()).await;
             let live: HashSet<String> = self.live_peers().into_iter().map(|p| p.node).collect();
             for gone in known.difference(&live) {
+                self.peer_interest.lock().unwrap_or_else(|e| e.into_inner()).forget(gone);
+                self.awaited.lock().unwrap_or_else(|e| e.into_inner()).gone(gone);
                 // One node takes the silent node's parked sessions: the first by id of
                 // those alive, and only while it is in the cluster (else every peer seems silent).
                 let first = live.iter().chain([&self.node]).min().is_some_and(|first| *first == self.node);
@@ -612,20 +877,32 @@ impl Link {
 
 #[async_trait::async_trait]
 impl Peers for Link {
-    fn forward(&self, message: &Arc<Message>, qos: QoS, retain: bool) -> Option<u64> {
+    fn forward(&self, message: &Arc<Message>, qos: QoS, retain: bool) -> Forward {
         if self.backlog() >= BACKLOG_REFUSES || self.queued_bytes.load(Ordering::Relaxed) >= BACKLOG_REFUSES_BYTES {
-            return None;
+            return Forward::Refused;
         }
-        let origin = frame::Origin { process: self.process, seq: self.next_seq.fetch_add(1, Ordering::Relaxed) };
-        let (subject, frame) = (subject::of_topic(&message.topic), frame::encode_message(message, qos, retain, origin));
+        let wait = if qos == QoS::AtLeastOnce { self.wait_for(&message.topic) } else { Wait::Nothing };
+        let sent = Sent { qos, retain, receipt: matches!(wait, Wait::Receipts(_)) };
+        let mut frame = frame::encode_message(message, sent, Origin { process: self.process, seq: 0 });
+        let subject = subject::of_topic(&message.topic);
         // Numbered and queued under one lock, so the forward loop sees them in order
         // and its watermark never passes a message still waiting.
         let order = self.order.lock().unwrap_or_else(|e| e.into_inner());
         let seq = self.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        frame::set_seq(&mut frame, seq);
+        let forward = match wait {
+            Wait::Receipts(takers) => {
+                let mut awaited = self.awaited.lock().unwrap_or_else(|e| e.into_inner());
+                awaited.expect(seq, takers, Instant::now(), 2 * FORWARD_WAIT);
+                Forward::Awaited(seq)
+            }
+            Wait::Flush => Forward::Awaited(seq),
+            Wait::Nothing => Forward::Queued,
+        };
         self.queued_bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
-        let queued = self.outgoing.send(Outgoing { subject, frame, seq }).is_ok();
+        let queued = self.outgoing.send(Outgoing { subject, frame: frame.freeze(), seq }).is_ok();
         drop(order);
-        queued.then_some(seq)
+        if queued { forward } else { Forward::Refused }
     }
 
     async fn room(&self) -> Result<(), PeersError> {
@@ -637,11 +914,27 @@ impl Peers for Link {
 
     async fn forwarded(&self, number: u64) -> Result<(), PeersError> {
         self.sent_up_to(number).await?;
-        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        match failed.iter().any(|(first, last, _)| (*first..=*last).contains(&number)) {
-            true => Err(PeersError::Unreachable("the message could not be written out to NATS".into())),
-            false => Ok(()),
+        let failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(first, last, _)| (*first..=*last).contains(&number));
+        if failed {
+            return Err(PeersError::Unreachable("the message could not be written out to NATS".into()));
         }
+        let due = self.awaited.lock().unwrap_or_else(|e| e.into_inner()).outcome(number);
+        let Some(due) = due else { return Ok(()) };
+        let missing = match tokio::time::timeout(FORWARD_WAIT, due).await {
+            Ok(Ok(Ok(()))) => return Ok(()),
+            Ok(Ok(Err(missing))) => missing,
+            _ => {
+                let missing = self.awaited.lock().unwrap_or_else(|e| e.into_inner()).give_up(number);
+                missing.unwrap_or_else(|| Missing("a peer".into()))
+            }
+        };
+        metrics::counter!("ferrocore_cluster_receipts_missing_total").increment(1);
+        Err(PeersError::NotTaken(missing.to_string()))
     }
 
     fn interest(&self, subscription: &str, present: bool) {

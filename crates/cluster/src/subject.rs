@@ -29,6 +29,13 @@ fn push_level(level: &str, subject: &mut String) {
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
+/// A text as one subject token (a node id in a control subject).
+pub fn token(text: &str) -> String {
+    let mut subject = String::with_capacity(text.len() + 1);
+    push_level(text, &mut subject);
+    subject.split_off(1)
+}
+
 /// The subject a message on `topic` is published on.
 pub fn of_topic(topic: &str) -> String {
     let mut subject = String::with_capacity(MESSAGES.len() + topic.len() + 8);
