@@ -345,21 +345,29 @@ def test_a_live_persistent_session_and_what_it_had_not_acknowledged_survive_the_
 def test_a_qos1_publish_is_acknowledged_once_the_subscriber_s_node_has_it(cluster):
     n1, n2, _ = cluster.nodes
     device = cluster.device()
-    topic = f"receipt/{uid()}"
+    topic, local = f"receipt/{uid()}", f"here/{uid()}"
     with cluster.mqtt(n2, device, f"sub-{uid()}", clean_session=False) as subscriber, \
+            cluster.mqtt(n1, device, f"near-{uid()}") as near, \
             cluster.mqtt(n1, device, f"pub-{uid()}") as publisher:
-        connected(subscriber)
-        connected(publisher)
+        for client in (subscriber, near, publisher):
+            connected(client)
         assert subscriber.subscribe(topic, qos=1) == [1]
+        assert near.subscribe(local, qos=1) == [1]
         assert publisher.publish(topic, b"control", qos=1, timeout=3) == 0, "acknowledged while n2 answers"
         n2.freeze()
         try:
-            mid = publisher.publish(topic, b"held", qos=1, wait=False)
-            time.sleep(1.2)
-            assert mid not in publisher.pubacks, "acknowledged before the subscriber's node had the message"
+            held = publisher.publish(topic, b"held", qos=1, wait=False)
+            after = publisher.publish(local, b"after", qos=1, wait=False)
+            # The connection reads on: the next publish reaches its subscriber on n1 meanwhile...
+            near.wait_message(local)
+            time.sleep(1.0)
+            # ...but neither is acknowledged: the first waits for n2, the second for the first.
+            assert held not in publisher.pubacks and after not in publisher.pubacks, publisher.pubacks
         finally:
             n2.thaw()
-        publisher.wait_for(lambda: publisher.pubacks.get(mid) == 0, "the PUBACK once n2 has the message", 5)
+        publisher.wait_for(lambda: publisher.pubacks.get(after) == 0, "the PUBACKs once n2 has the message", 5)
+        acknowledged = [mid for mid in publisher.pubacks if mid in (held, after)]
+        assert acknowledged == [held, after], "PUBACKs in the order of the publishes"
         subscriber.wait_for(lambda: any(m.payload == b"held" for m in subscriber.messages_on(topic)), "the message")
 
 

@@ -1,6 +1,7 @@
 //! One device connection: CONNECT, then packets in and deliveries out, with
 //! every action checked against the connection's permissions.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use ferrocore_model::ResourceKind;
 use crate::authorize::Refusal;
 use crate::events::{self, Presence};
 use crate::negotiate::{ServerLimits, negotiate};
+use crate::pipeline::PeersWait;
 use crate::queue;
 use crate::router::{ClientEntry, Control, Delivery, PermissionsCell};
 use crate::session_core::{End, Ending, Gate, Grant, Inbound, Now, SessionCore, Step};
@@ -29,6 +31,8 @@ const OUT_BATCH: usize = 64;
 const OUT_FLUSH_BYTES: usize = 16 * 1024;
 /// How long the last packets of a connection that is told to leave may take to write.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(250);
+/// QoS 1 publishes waiting for other nodes beyond which the connection stops reading.
+const ACKS_WAITING: usize = 256;
 
 /// The task side of one connection: the stream, the shared state the session core's
 /// steps touch, and the core itself.
@@ -44,6 +48,17 @@ struct Session<S> {
     /// In a cluster, a persistent session's expiry in seconds: its record is stored
     /// while it is live too, so it outlives this node.
     stored_live: Option<u64>,
+    /// In a cluster, the QoS 1 publishes not acknowledged yet because one before
+    /// them waits for other nodes: acknowledged in the order they came.
+    acks: VecDeque<Due>,
+}
+
+/// A QoS 1 acknowledgement in line: its packet id, its reason code, and what the
+/// publish still waits for on other nodes.
+struct Due {
+    packet_id: u16,
+    reason: ReasonCode,
+    wait: Option<PeersWait>,
 }
 
 /// The session core's view of the gateway, for one connection.
@@ -264,6 +279,7 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(
         presence,
         control: control_receiver,
         stored_live,
+        acks: VecDeque::new(),
     };
     Box::pin(session.store_live_session()).await;
     metrics::gauge!("ferrocore_mqtt_connections").increment(1.0);
@@ -441,7 +457,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             // Read once for the packets already buffered.
             let now = Now::read();
-            loop {
+            while self.acks.len() < ACKS_WAITING {
                 let (core, gate) = self.core_and_gate();
                 match core.poll(now, &gate) {
                     Step::Read => break,
@@ -457,6 +473,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return End::ConnectionLost;
                 }
             }
+            self.acknowledge_ready();
             if self.flush().await.is_err() {
                 return End::ConnectionLost;
             }
@@ -474,7 +491,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let end = self.core.obey(signal);
                     return Box::pin(self.close(end)).await;
                 }
-                read = tokio::time::timeout(idle, self.stream.read_buf(self.core.read_buffer())) => match read {
+                waited = peers_wait(&mut self.acks), if self.acks.front().is_some_and(|due| due.wait.is_some()) => {
+                    match waited {
+                        Ok(()) => {
+                            if let Some(due) = self.acks.front_mut() {
+                                due.wait = None;
+                            }
+                        }
+                        Err(err) => return Box::pin(self.not_kept(&err)).await,
+                    }
+                }
+                read = tokio::time::timeout(idle, self.stream.read_buf(self.core.read_buffer())), if self.acks.len() < ACKS_WAITING => match read {
                     Err(_) => {
                         if let Some(end) = self.core.timed_out(Now::read()) {
                             return Box::pin(self.close(end)).await;
@@ -522,6 +549,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match step {
             Step::Read | Step::Handled => None,
             Step::Publish(inbound) => self.route(inbound).await,
+            Step::Acknowledge(packet_id, reason) => {
+                self.acknowledge(Due { packet_id, reason, wait: None });
+                None
+            }
             Step::Subscribe(grants) => {
                 self.subscribe(grants).await;
                 self.store_live_session().await;
@@ -541,18 +572,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Routes a publish the core accepted; it is acknowledged once durable where it must be.
+    /// Routes a publish the core accepted; it is acknowledged once durable where it
+    /// must be, after the publishes before it.
     async fn route(&mut self, Inbound { message, qos, retain, resource, packet_id }: Inbound) -> Option<End> {
         let origin = Origin { client_id: Some(&self.client_id), principal: Some(&self.presence.principal), hops: 0 };
         match self.shared.accept_publish(&message, qos, retain, &resource, origin).await {
-            Ok(()) => {
-                self.core.published(packet_id);
+            Ok(wait) => {
+                if let Some(packet_id) = packet_id {
+                    self.acknowledge(Due { packet_id, reason: ReasonCode::Success, wait });
+                }
                 None
             }
-            Err(err) => {
-                tracing::error!(client_id = %self.client_id, error = %err, "a publish could not be kept: not acknowledged");
-                let end = self.core.not_stored();
-                Some(self.close(end).await)
+            Err(err) => Some(self.not_kept(&err).await),
+        }
+    }
+
+    /// Ends the connection for a publish that could not be kept: neither it nor
+    /// those after it are acknowledged, so the client sends them again.
+    async fn not_kept(&mut self, err: &(dyn std::error::Error + Send + Sync)) -> End {
+        tracing::error!(client_id = %self.client_id, error = %err, "a publish could not be kept: not acknowledged");
+        let end = self.core.not_stored();
+        self.close(end).await
+    }
+
+    /// Acknowledges a QoS 1 publish now, or in line after those that wait.
+    fn acknowledge(&mut self, due: Due) {
+        if due.wait.is_none() && self.acks.is_empty() {
+            self.core.acknowledge(due.packet_id, due.reason);
+        } else {
+            self.acks.push_back(due);
+        }
+    }
+
+    /// Acknowledges the publishes at the front of the line that wait for nothing more.
+    fn acknowledge_ready(&mut self) {
+        while self.acks.front().is_some_and(|due| due.wait.is_none()) {
+            if let Some(due) = self.acks.pop_front() {
+                self.core.acknowledge(due.packet_id, due.reason);
             }
         }
     }
@@ -588,5 +644,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             peers.interest_settled().await;
         }
         self.shared.store_changed(events::subscriptions(&self.shared, &self.presence, "subscribed", &filters)).await;
+    }
+}
+
+/// What the first publish in line waits for on other nodes (pending while it waits for nothing).
+async fn peers_wait(acks: &mut VecDeque<Due>) -> Result<(), crate::peers::PeersError> {
+    match acks.front_mut().and_then(|due| due.wait.as_mut()) {
+        Some(wait) => std::pin::Pin::new(wait).await,
+        None => std::future::pending().await,
     }
 }

@@ -4,6 +4,8 @@
 //! requests; the publisher waits briefly for full subscriber queues and for the
 //! store writes of queued messages before it is acknowledged.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +49,23 @@ pub(crate) enum NotKept {
     Peers(#[from] PeersError),
 }
 
+/// What a QoS 1 publisher still waits for once its message is routed and kept on
+/// this node: the other nodes that take it. The connection reads on meanwhile and
+/// acknowledges its publishes in order as these resolve.
+/// (In a mutex only to be `Sync`, as the connection's state must be: it is polled
+/// through `get_mut`, which never locks.)
+pub(crate) struct PeersWait(std::sync::Mutex<Waiting>);
+
+type Waiting = Pin<Box<dyn Future<Output = Result<(), PeersError>> + Send>>;
+
+impl Future for PeersWait {
+    type Output = Result<(), PeersError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        self.0.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut().poll(cx)
+    }
+}
+
 /// How long a publish waits for room in a subscriber's full queue before the
 /// message is dropped for that subscriber.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(20);
@@ -64,7 +83,8 @@ impl Shared {
 
     /// Takes a publish whose sender was authorized: retains it when asked (durably,
     /// before anything is acknowledged), hands Basic Ingest to its rule, or routes it
-    /// to subscribers and rules and answers shadow requests.
+    /// to subscribers and rules and answers shadow requests. Answers what the
+    /// acknowledgement still waits for on other nodes.
     pub(crate) async fn accept_publish(
         &self,
         message: &Message,
@@ -72,17 +92,17 @@ impl Shared {
         retain: bool,
         resource: &str,
         origin: Origin<'_>,
-    ) -> Result<(), NotKept> {
+    ) -> Result<Option<PeersWait>, NotKept> {
         if retain {
             self.set_retained(message, qos).await?;
         }
         if let Some((rule, rest)) = ferrocore_mqtt::topic::basic_ingest(&message.topic) {
             self.ingest(rule, rest, message, qos, origin);
-            return Ok(());
+            return Ok(None);
         }
-        self.settle(self.route_to(message, resource, qos, retain, origin)).await?;
+        let waiting = self.settle_here(self.route_to(message, resource, qos, retain, origin)).await?;
         self.answer_shadow_request(&message.topic, &message.payload, origin.hops).await;
-        Ok(())
+        Ok(waiting)
     }
 
     /// Stores (or clears) a topic's retained message, for every node.
@@ -109,9 +129,13 @@ impl Shared {
         let origin = Origin { principal: Some(&request.principal), ..Origin::default() };
         self.metrics.messages_in.increment(1);
         let resource = self.arn(ResourceKind::Topic, &message.topic);
-        self.accept_publish(&message, qos, request.retain, &resource, origin)
-            .await
-            .map_err(|err| PublishRefused::NotStored(err.to_string()))
+        let kept = async {
+            if let Some(waiting) = self.accept_publish(&message, qos, request.retain, &resource, origin).await? {
+                waiting.await?;
+            }
+            Ok::<_, NotKept>(())
+        };
+        kept.await.map_err(|err| PublishRefused::NotStored(err.to_string()))
     }
 
     /// Queues a routed shadow request (`$aws/things/<t>/shadow/.../get|update|delete`)
@@ -189,9 +213,17 @@ impl Shared {
         }
     }
 
-    /// Finishes a publish: waits (briefly) for room in full subscriber queues, then
-    /// stores the persistent sessions it queued messages for.
+    /// Finishes a publish: waits (briefly) for room in full subscriber queues, stores
+    /// the persistent sessions it queued messages for, then waits for the other nodes.
     pub(crate) async fn settle(&self, published: router::Published) -> Result<(), NotKept> {
+        if let Some(waiting) = self.settle_here(published).await? {
+            waiting.await?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::settle`] up to the wait for the other nodes, which it answers.
+    async fn settle_here(&self, published: router::Published) -> Result<Option<PeersWait>, NotKept> {
         let mut writes = published.writes;
         for pending in published.full {
             writes.extend(self.hand_over(pending).await);
@@ -205,13 +237,15 @@ impl Shared {
             }
             self.sessions.apply(writes).await?;
         }
-        let Some(peers) = self.peers.get() else { return Ok(()) };
+        let Some(peers) = self.peers.get() else { return Ok(None) };
         match published.forwarded {
             Forwarded::No => {}
             Forwarded::Queued => peers.room().await?,
             Forwarded::QueuedAtLeastOnce { number } => {
                 peers.room().await?;
-                peers.forwarded(number).await?;
+                let peers = peers.clone();
+                let wait = Box::pin(async move { peers.forwarded(number).await });
+                return Ok(Some(PeersWait(std::sync::Mutex::new(wait))));
             }
             Forwarded::Refused { qos: QoS::AtLeastOnce } => {
                 return Err(PeersError::Unreachable(
@@ -223,7 +257,7 @@ impl Shared {
                 metrics::counter!("ferrocore_cluster_messages_dropped_total").increment(1);
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Commits a client's session writes; a failure is logged (nothing waits on them).

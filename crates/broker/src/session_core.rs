@@ -130,7 +130,7 @@ impl std::fmt::Display for End {
 }
 
 /// A publish the client sent that may be routed: the task routes it, then calls
-/// [`SessionCore::published`] (or [`SessionCore::not_stored`]).
+/// [`SessionCore::acknowledge`] (or [`SessionCore::not_stored`]).
 #[derive(Debug)]
 pub(crate) struct Inbound {
     pub message: Message,
@@ -172,6 +172,10 @@ pub(crate) enum Step {
     Handled,
     /// Route this publish.
     Publish(Inbound),
+    /// Acknowledge this QoS 1 publish without routing it (refused with an MQTT 5
+    /// reason code, or over the quota) with [`SessionCore::acknowledge`], after the
+    /// publishes before it.
+    Acknowledge(u16, ReasonCode),
     /// Add these subscriptions to the router, in order (and send their retained messages).
     Subscribe(Vec<Grant>),
     /// Remove these subscriptions from the router (the UNSUBACK is encoded).
@@ -368,15 +372,9 @@ impl SessionCore {
         }
     }
 
-    /// A routed publish is durable where it had to be: a QoS 1 publish is acknowledged.
-    pub(crate) fn published(&mut self, packet_id: Option<u16>) {
-        if let Some(packet_id) = packet_id {
-            self.send(&Packet::PubAck(Ack {
-                packet_id,
-                reason: ReasonCode::Success,
-                properties: Properties::default(),
-            }));
-        }
+    /// Acknowledges a QoS 1 publish: routed and durable where it had to be, or not routed.
+    pub(crate) fn acknowledge(&mut self, packet_id: u16, reason: ReasonCode) {
+        self.send(&Packet::PubAck(Ack { packet_id, reason, properties: Properties::default() }));
     }
 
     /// A publish could not be stored: nothing is acknowledged that is not durable.
@@ -489,11 +487,7 @@ impl SessionCore {
             Err(Refusal::Reserved | Refusal::NotAuthorized) => {
                 // MQTT 5 QoS 1: a PUBACK says so and the connection stays; otherwise AWS closes it.
                 return match (self.version, publish.packet_id) {
-                    (Version::V5, Some(packet_id)) => {
-                        let reason = ReasonCode::NotAuthorized;
-                        self.send(&Packet::PubAck(Ack { packet_id, reason, properties: Properties::default() }));
-                        Step::Handled
-                    }
+                    (Version::V5, Some(packet_id)) => Step::Acknowledge(packet_id, ReasonCode::NotAuthorized),
                     _ => self
                         .close(ReasonCode::NotAuthorized, End::Forbidden(format!("iot:Publish on {}", publish.topic))),
                 };
@@ -503,8 +497,10 @@ impl SessionCore {
         if !self.quota.admit_publish(now.instant) {
             // AWS discards publishes over the per-connection quota, acknowledged.
             metrics::counter!("ferrocore_mqtt_throttled_total", "quota" => "publishes").increment(1);
-            self.published(publish.packet_id);
-            return Step::Handled;
+            return match publish.packet_id {
+                Some(packet_id) => Step::Acknowledge(packet_id, ReasonCode::Success),
+                None => Step::Handled,
+            };
         }
         let message = Message::published(publish.topic, publish.payload, &publish.properties, now.unix_ms);
         Step::Publish(Inbound {
@@ -753,7 +749,7 @@ mod tests {
         assert_eq!((inbound.resource.as_str(), inbound.packet_id), ("arn:topic/a/b", Some(3)));
         assert_eq!(inbound.message.expires_at_ms, Some(T0_MS + 12_000), "expiry counts from the time passed in");
         assert!(sent(&mut core, Version::V5).is_empty(), "no PUBACK before the message is routed");
-        core.published(inbound.packet_id);
+        core.acknowledge(3, ReasonCode::Success);
         let acks = sent(&mut core, Version::V5);
         assert!(matches!(&acks[..], [Packet::PubAck(ack)] if ack.packet_id == 3 && ack.reason == ReasonCode::Success));
         assert_eq!(core.take_message_counts(), (1, 0));
@@ -764,7 +760,8 @@ mod tests {
         let gate = FakeGate::new();
         let (mut v5, clock) = start(Version::V5, &terms(60, 10, None), &gate);
         let step = feed(&mut v5, Version::V5, publish("secret/x", QoS::AtLeastOnce, Some(1)), clock.at(1.0), &gate);
-        assert!(matches!(step, Step::Handled), "the MQTT 5 connection stays");
+        assert!(matches!(step, Step::Acknowledge(1, ReasonCode::NotAuthorized)), "the MQTT 5 connection stays");
+        v5.acknowledge(1, ReasonCode::NotAuthorized);
         let acks = sent(&mut v5, Version::V5);
         assert!(matches!(&acks[..], [Packet::PubAck(ack)] if ack.reason == ReasonCode::NotAuthorized));
         // Positive control: the same connection publishes where it may.
@@ -822,8 +819,7 @@ mod tests {
             assert!(matches!(step, Step::Publish(_)), "publish {id} is within the quota");
         }
         let step = feed(&mut core, Version::V311, publish("a", QoS::AtLeastOnce, Some(3)), clock.at(0.5), &gate);
-        assert!(matches!(step, Step::Handled), "the third in the second is discarded");
-        assert!(matches!(&sent(&mut core, Version::V311)[..], [Packet::PubAck(ack)] if ack.packet_id == 3));
+        assert!(matches!(step, Step::Acknowledge(3, ReasonCode::Success)), "the third in the second is discarded");
         let step = feed(&mut core, Version::V311, publish("a", QoS::AtLeastOnce, Some(4)), clock.at(1.2), &gate);
         assert!(matches!(step, Step::Publish(_)), "a new second, a new allowance");
     }
