@@ -49,6 +49,10 @@ from iot_helpers import ACCESS_KEY, REGION, SECRET_KEY
 from security_helpers import allow, data_arn, policy_document
 from test_gateway_mqtt import everything_allowed, provision
 
+# The HTTPS and WebSocket transports: the same on any store, so the PostgreSQL pass of
+# scripts/test skips this suite.
+pytestmark = pytest.mark.store_neutral
+
 MAX_PAYLOAD = 128 * 1024
 
 
