@@ -261,6 +261,10 @@ class Counted:
             self.acknowledged.append(n)
             n += 1
 
+    def running(self) -> bool:
+        """Whether it still publishes: neither stopped nor refused."""
+        return self._thread.is_alive()
+
     def finish(self, timeout: float) -> bool:
         """Lets the publisher end (its node died, or it was refused); false if it is still running."""
         self._thread.join(timeout)

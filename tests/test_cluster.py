@@ -371,6 +371,28 @@ def test_a_qos1_publish_is_acknowledged_once_the_subscriber_s_node_has_it(cluste
         subscriber.wait_for(lambda: any(m.payload == b"held" for m in subscriber.messages_on(topic)), "the message")
 
 
+def test_subscribers_coming_and_going_on_another_node_never_hold_up_a_publisher(cluster):
+    n1, n2, _ = cluster.nodes
+    device = cluster.device()
+    topic = f"churn/{uid()}"
+    publisher = connected(cluster.mqtt(n1, device, f"pub-{uid()}"))
+    load = Counted(publisher, topic, timeout=3)
+    try:
+        for n in range(30):
+            # Each takes part of the stream, then leaves while messages to it are in flight:
+            # receipts still come for what n1 forwarded before it heard of the leaving.
+            with cluster.mqtt(n2, device, f"churn-{n}-{uid()}") as subscriber:
+                connected(subscriber)
+                assert subscriber.subscribe(topic, qos=1) == [1]
+                subscriber.wait_message(topic)
+        before = len(load.acknowledged)
+        wait_until(lambda: len(load.acknowledged) > before + 50, "the publisher to go on")
+        assert load.running(), "a publisher was refused because a subscriber left"
+    finally:
+        load.stop()
+        publisher.close()
+
+
 def test_nothing_acknowledged_is_lost_when_the_subscriber_s_node_is_killed(cluster):
     n1, n2, n3 = cluster.nodes
     device = cluster.device()

@@ -399,34 +399,38 @@ impl Link {
         settled: watch::Sender<u64>,
     ) {
         // One NATS subscription per unshared subject (filters may share one: `a` and
-        // `a/#` both need `a`), counted; one set per shared subscription, with whether it is held.
-        let mut subjects: HashMap<String, (usize, tokio::task::AbortHandle)> = HashMap::new();
-        let mut groups: HashMap<String, (bool, Vec<tokio::task::AbortHandle>)> = HashMap::new();
-        let mut lingering: VecDeque<(tokio::time::Instant, Lingering)> = VecDeque::new();
+        // `a/#` both need `a`), counted; one set per shared subscription, with whether
+        // it is held. Each with until when it lingers once nobody here wants it.
+        let mut subjects: HashMap<String, (usize, tokio::task::AbortHandle, Instant)> = HashMap::new();
+        let mut groups: HashMap<String, (bool, Vec<tokio::task::AbortHandle>, Instant)> = HashMap::new();
+        let mut lingering: VecDeque<(Instant, Lingering)> = VecDeque::new();
         let mut applied = 0;
         let mut batch = Vec::new();
         loop {
             let next = changes.recv_many(&mut batch, 256);
             let received = match lingering.front() {
-                Some((deadline, _)) => tokio::time::timeout_at(*deadline, next).await.ok(),
+                Some((deadline, _)) => tokio::time::timeout_at((*deadline).into(), next).await.ok(),
                 None => Some(next.await),
             };
             if received == Some(0) {
                 return;
             }
-            while lingering.front().is_some_and(|(deadline, _)| *deadline <= tokio::time::Instant::now()) {
+            let now = Instant::now();
+            while lingering.front().is_some_and(|(deadline, _)| *deadline <= now) {
                 let Some((_, dropped)) = lingering.pop_front() else { break };
+                // Dropped only when unwanted since its last linger began (a filter may
+                // have come and gone again meanwhile).
                 match dropped {
                     Lingering::Subject(pattern) => {
-                        if subjects.get(&pattern).is_some_and(|(count, _)| *count == 0)
-                            && let Some((_, task)) = subjects.remove(&pattern)
+                        if subjects.get(&pattern).is_some_and(|(count, _, until)| *count == 0 && *until <= now)
+                            && let Some((_, task, _)) = subjects.remove(&pattern)
                         {
                             task.abort();
                         }
                     }
                     Lingering::Group(name) => {
-                        if groups.get(&name).is_some_and(|(held, _)| !held)
-                            && let Some((_, tasks)) = groups.remove(&name)
+                        if groups.get(&name).is_some_and(|(held, _, until)| !held && *until <= now)
+                            && let Some((_, tasks, _)) = groups.remove(&name)
                         {
                             tasks.iter().for_each(tokio::task::AbortHandle::abort);
                         }
@@ -436,38 +440,39 @@ impl Link {
             if batch.is_empty() {
                 continue;
             }
-            let until = tokio::time::Instant::now() + LINGER;
+            let until = now + LINGER;
             for (subscription, present) in &batch {
                 applied += 1;
                 let shared = matches!(ferrocore_mqtt::topic::shared_subscription(subscription), Some(Ok(_)));
                 match (shared, *present) {
                     (true, true) => match groups.get_mut(subscription) {
-                        Some((held, _)) => *held = true,
+                        Some((held, _, _)) => *held = true,
                         None => {
                             let tasks = self.clone().join_group(subscription).await;
-                            groups.insert(subscription.clone(), (true, tasks));
+                            groups.insert(subscription.clone(), (true, tasks, now));
                         }
                     },
                     (true, false) => {
-                        if let Some((held, _)) = groups.get_mut(subscription) {
-                            *held = false;
+                        if let Some((held, _, lingers)) = groups.get_mut(subscription) {
+                            (*held, *lingers) = (false, until);
                             lingering.push_back((until, Lingering::Group(subscription.clone())));
                         }
                     }
                     (false, true) => {
                         for pattern in subject::of_filter(subscription) {
-                            if let Some((count, _)) = subjects.get_mut(&pattern) {
+                            if let Some((count, _, _)) = subjects.get_mut(&pattern) {
                                 *count += 1;
                             } else if let Some(task) = self.clone().listen(&pattern).await {
-                                subjects.insert(pattern, (1, task));
+                                subjects.insert(pattern, (1, task, now));
                             }
                         }
                     }
                     (false, false) => {
                         for pattern in subject::of_filter(subscription) {
-                            let Some((count, _)) = subjects.get_mut(&pattern) else { continue };
+                            let Some((count, _, lingers)) = subjects.get_mut(&pattern) else { continue };
                             *count = count.saturating_sub(1);
                             if *count == 0 {
+                                *lingers = until;
                                 lingering.push_back((until, Lingering::Subject(pattern)));
                             }
                         }
